@@ -1,0 +1,210 @@
+//! The graph IR: layer nodes in an arena addressed by typed ids, with side tables for what
+//! inference computed (shapes) and where each node came from (spans, call chains).
+//!
+//! A node's output shape is computed once, when the node is inserted, by the single shape rule
+//! of its op (`infer.rs`). A `Graph` therefore never holds a node without a shape: code that has
+//! a `Graph` can ask for any node's shape.
+
+mod dump;
+pub mod infer;
+mod op;
+mod shape;
+pub mod summary;
+
+pub use infer::ShapeError;
+pub use op::{
+    Activation, ConvAttrs, DenseAttrs, Literal, Op, Padding, PoolAttrs, PoolKind,
+};
+pub use shape::Shape;
+
+use crate::source::Span;
+use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
+
+/// A node of the graph.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u32);
+entity_impl!(NodeId, "n");
+
+/// One layer (or input) of the network.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub op: Op,
+    pub inputs: Vec<NodeId>,
+    /// The weight path, e.g. `layer1.0.conv1`; parameter tensors are named `{path}.weight`.
+    pub path: String,
+    /// Frozen layers' parameters count as non-trainable in summaries.
+    pub frozen: bool,
+}
+
+/// Where a node came from: the span of the layer call and, innermost first, the block call
+/// sites that led to it.
+#[derive(Clone, Debug, Default)]
+pub struct Origin {
+    pub span: Span,
+    pub call_chain: Vec<Span>,
+}
+
+/// A parameter or buffer tensor of a layer, with its PyTorch name suffix and shape.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// `weight`, `bias`, `running_mean`, `running_var`.
+    pub name: &'static str,
+    /// PyTorch layout: conv `[out, in/groups, kh, kw]`, dense `[out, in]`.
+    pub shape: Vec<usize>,
+    /// Buffers (batch-norm running statistics) are not parameters.
+    pub is_buffer: bool,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product()
+    }
+}
+
+/// Input preprocessing a network declares (`preprocess(...)`), applied to images by `run`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Preprocess {
+    /// Resize so the shorter side has this length.
+    pub resize: Option<usize>,
+    /// Center crop to this square size.
+    pub crop: Option<usize>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Declarations a network makes about its use rather than its layers.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkMeta {
+    pub preprocess: Option<Preprocess>,
+    /// The labels file named by `labels("...")`, resolved like an import.
+    pub labels_file: Option<String>,
+    /// The class names, one per output, once the labels file has been read.
+    pub labels: Vec<String>,
+}
+
+/// A network: its nodes in insertion (= topological) order, its inputs and its output.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    pub name: String,
+    pub nodes: PrimaryMap<NodeId, Node>,
+    pub shapes: SecondaryMap<NodeId, Shape>,
+    pub origins: SecondaryMap<NodeId, Origin>,
+    pub inputs: Vec<NodeId>,
+    pub output: Option<NodeId>,
+    pub meta: NetworkMeta,
+    /// The span of the network's name, for diagnostics about the whole network.
+    pub span: Span,
+}
+
+impl Graph {
+    pub fn new(name: impl Into<String>) -> Graph {
+        Graph {
+            name: name.into(),
+            ..Graph::default()
+        }
+    }
+
+    /// Inserts a node after inferring its shape from its inputs' shapes.
+    pub fn add(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        path: String,
+        origin: Origin,
+    ) -> Result<NodeId, ShapeError> {
+        let input_shapes: Vec<Shape> = inputs.iter().map(|&id| self.shapes[id]).collect();
+        let shape = infer::output_shape(&op, &input_shapes)?;
+        let id = self.nodes.push(Node {
+            op,
+            inputs,
+            path,
+            frozen: false,
+        });
+        self.shapes[id] = shape;
+        self.origins[id] = origin;
+        Ok(id)
+    }
+
+    /// Adds a network input of the given shape.
+    pub fn add_input(&mut self, name: impl Into<String>, shape: Shape, span: Span) -> NodeId {
+        let index = self.inputs.len();
+        let id = self.nodes.push(Node {
+            op: Op::Input {
+                name: name.into(),
+                index,
+            },
+            inputs: Vec::new(),
+            path: String::new(),
+            frozen: false,
+        });
+        self.shapes[id] = shape;
+        self.origins[id] = Origin {
+            span,
+            call_chain: Vec::new(),
+        };
+        self.inputs.push(id);
+        id
+    }
+
+    pub fn shape(&self, id: NodeId) -> Shape {
+        self.shapes[id]
+    }
+
+    pub fn input_shape(&self, id: NodeId) -> Shape {
+        match self.nodes[id].inputs.first() {
+            Some(&input) => self.shapes[input],
+            None => self.shapes[id],
+        }
+    }
+
+    /// The output node. Every expanded network has one.
+    pub fn output(&self) -> NodeId {
+        self.output.unwrap_or_else(|| NodeId::from_u32(self.nodes.len().saturating_sub(1) as u32))
+    }
+
+    /// The parameter and buffer tensors of a node.
+    pub fn params(&self, id: NodeId) -> Vec<ParamSpec> {
+        infer::params(&self.nodes[id].op, self.input_shape(id))
+    }
+
+    /// Multiply-accumulates of a node (conv and dense only, by convention).
+    pub fn macs(&self, id: NodeId) -> u64 {
+        infer::macs(&self.nodes[id].op, self.input_shape(id), self.shapes[id])
+    }
+
+    /// Every parameter and buffer tensor with its full name (`layer1.0.conv1.weight`), in
+    /// node order: the order of a PyTorch `state_dict`.
+    pub fn named_params(&self) -> Vec<(String, NodeId, ParamSpec)> {
+        let mut out = Vec::new();
+        for (id, node) in self.nodes.iter() {
+            for spec in self.params(id) {
+                let name = if node.path.is_empty() {
+                    spec.name.to_string()
+                } else {
+                    format!("{}.{}", node.path, spec.name)
+                };
+                out.push((name, id, spec));
+            }
+        }
+        out
+    }
+
+    /// Trainable parameters (buffers excluded), frozen layers included.
+    pub fn n_parameters(&self) -> u64 {
+        self.nodes
+            .keys()
+            .flat_map(|id| self.params(id))
+            .filter(|p| !p.is_buffer)
+            .map(|p| p.numel())
+            .sum()
+    }
+
+    pub fn total_macs(&self) -> u64 {
+        self.nodes.keys().map(|id| self.macs(id)).sum()
+    }
+
+    /// The text dump of `cnnc emit graph`.
+    pub fn dump(&self) -> String {
+        dump::dump(self)
+    }
+}

@@ -1,0 +1,15 @@
+//! cnnc: a compiler for convolutional networks.
+//!
+//! The pipeline, one module per arrow:
+//!
+//! ```text
+//! source ─syntax─▶ AST ─expand─▶ graph (shapes inferred as nodes are inserted)
+//!        ─reference─▶ tensors
+//! ```
+//!
+//! `driver` strings the stages together for the CLI and the tests; `diag` renders the
+//! diagnostics every stage produces.
+
+pub mod diag;
+pub mod graph;
+pub mod source;
