@@ -13,3 +13,5 @@
 pub mod diag;
 pub mod graph;
 pub mod source;
+pub mod reference;
+pub mod runtime;

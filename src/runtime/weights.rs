@@ -1,0 +1,223 @@
+//! The tensors a network runs with, by full PyTorch name, and their deterministic seeded
+//! initialization.
+//!
+//! `Weights` is deliberately dumb: an ordered map from names like `layer1.0.conv1.weight`
+//! (exactly as [`Graph::named_params`] spells them) to arrays in PyTorch's layout. Checking
+//! a set of weights against a graph happens where the weights enter — when a file is loaded
+//! (`safetensors_io.rs`) and when a graph is run (`reference`) — so both can name the layer.
+
+use super::rng::SplitMix64;
+use super::{Dims, MAX_ELEMENTS};
+use crate::graph::{Graph, NodeId, Op};
+use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// A problem with a weights file, or with a set of weights for a graph.
+///
+/// Errors about one tensor carry the `NodeId` of the layer that owns it, so that the caller
+/// can point at the layer's source through `graph.origins[node]`.
+#[derive(Debug, Error)]
+pub enum WeightsError {
+    #[error("cannot read the weights file `{}`: {source}", path.display())]
+    Unreadable { path: PathBuf, source: io::Error },
+    #[error("cannot write the weights file `{}`: {source}", path.display())]
+    Unwritable { path: PathBuf, source: io::Error },
+    #[error("`{}` is not a valid safetensors file: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("the weights file has no tensor `{name}`, which {layer} needs ({expected})")]
+    Missing {
+        name: String,
+        expected: Dims,
+        node: NodeId,
+        layer: String,
+        /// A tensor of the file whose name ends with this one (`model.conv1.weight`), which
+        /// suggests the file's names carry a prefix.
+        found_as: Option<String>,
+    },
+    #[error("tensor `{name}` has shape {found} but {layer} needs {expected}")]
+    WrongShape {
+        name: String,
+        found: Dims,
+        expected: Dims,
+        node: NodeId,
+        layer: String,
+    },
+    #[error("tensor `{name}` for {layer} is stored as {dtype}; cnnc reads F32, F16, BF16 and F64 tensors")]
+    WrongDtype {
+        name: String,
+        dtype: String,
+        node: NodeId,
+        layer: String,
+    },
+    #[error("the weights file has a tensor `{name}` ({shape}) that no layer of network `{network}` uses")]
+    Unexpected {
+        name: String,
+        shape: Dims,
+        network: String,
+    },
+    #[error("the weights of network `{network}` would hold {elements} numbers, more than cnnc's limit of 2^31")]
+    TooLarge { network: String, elements: u64 },
+}
+
+impl WeightsError {
+    /// The layer the problem is about, if it is about one.
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            WeightsError::Missing { node, .. }
+            | WeightsError::WrongShape { node, .. }
+            | WeightsError::WrongDtype { node, .. } => Some(*node),
+            _ => None,
+        }
+    }
+
+    /// A fix, where one is known.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            WeightsError::Missing {
+                found_as: Some(other),
+                name,
+                ..
+            } => Some(format!(
+                "the file has `{other}`: its names carry a prefix; export the state_dict of the \
+                 inner model so the names start like `{name}`"
+            )),
+            WeightsError::Missing { .. } => Some(
+                "the label of a layer is the prefix of its weight names: check that the layer \
+                 labels match the names in the file"
+                    .into(),
+            ),
+            WeightsError::WrongDtype { .. } => {
+                Some("convert the tensor to float32 before saving the file".into())
+            }
+            WeightsError::Unexpected { .. } => Some(
+                "a layer may be missing or unlabelled in the network; pass a non-strict load to ignore extra tensors"
+                    .into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// A layer described for messages: "conv `layer1.0.conv1`", or "the unlabelled conv n3".
+pub(crate) fn describe_layer(graph: &Graph, node: NodeId) -> String {
+    let node_data = &graph.nodes[node];
+    let op = node_data.op.name();
+    if node_data.path.is_empty() {
+        format!("the unlabelled {op} {node}")
+    } else {
+        format!("{op} `{}`", node_data.path)
+    }
+}
+
+/// Named tensors in PyTorch layout, kept in insertion order (the graph's `state_dict` order
+/// when built by [`Weights::seeded`] or loaded from a file), so that saving is deterministic.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Weights {
+    tensors: Vec<(String, ArrayD<f32>)>,
+    index: HashMap<String, usize>,
+}
+
+impl Weights {
+    pub fn new() -> Weights {
+        Weights::default()
+    }
+
+    /// Adds a tensor, replacing one of the same name in place.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: ArrayD<f32>) {
+        let name = name.into();
+        match self.index.get(&name) {
+            Some(&idx) => self.tensors[idx].1 = tensor,
+            None => {
+                self.index.insert(name.clone(), self.tensors.len());
+                self.tensors.push((name, tensor));
+            }
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ArrayD<f32>> {
+        self.index.get(name).map(|&idx| &self.tensors[idx].1)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut ArrayD<f32>> {
+        self.index.get(name).map(|&idx| &mut self.tensors[idx].1)
+    }
+
+    /// The tensors in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &ArrayD<f32>)> {
+        self.tensors.iter().map(|(name, t)| (name.as_str(), t))
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    /// Deterministic weights for every parameter and buffer of `graph`, initialized as
+    /// PyTorch's default constructors do:
+    ///
+    /// - conv and dense weights: Kaiming-uniform with `a = sqrt(5)`, which works out to
+    ///   U(−1/√fan_in, 1/√fan_in), where fan_in = in/groups·kh·kw for conv and `in` for dense;
+    /// - conv and dense biases: U(−1/√fan_in, 1/√fan_in) with the same fan_in;
+    /// - batch norm: weight 1, bias 0, running mean 0, running variance 1.
+    ///
+    /// Each tensor's numbers come from a stream seeded by `seed` and the tensor's name, so they
+    /// do not depend on the other tensors of the network.
+    pub fn seeded(graph: &Graph, seed: u64) -> Result<Weights, WeightsError> {
+        let named = graph.named_params();
+        let total = named
+            .iter()
+            .fold(0u64, |sum, (_, _, spec)| sum.saturating_add(spec.numel()));
+        if total > MAX_ELEMENTS {
+            return Err(WeightsError::TooLarge {
+                network: graph.name.clone(),
+                elements: total,
+            });
+        }
+        let mut weights = Weights::new();
+        for (name, node, spec) in named {
+            let tensor = seeded_tensor(graph, node, spec.name, &spec.shape, &name, seed);
+            weights.insert(name, tensor);
+        }
+        Ok(weights)
+    }
+}
+
+/// The fan-in PyTorch's default initialization uses for a conv or dense layer's tensors.
+fn fan_in(graph: &Graph, node: NodeId) -> usize {
+    let input = graph.input_shape(node);
+    match &graph.nodes[node].op {
+        Op::Conv(attrs) => input.c / attrs.groups.max(1) * attrs.kernel[0] * attrs.kernel[1],
+        Op::Dense(_) => input.c,
+        _ => 1,
+    }
+}
+
+/// One tensor of [`Weights::seeded`]; also used to fill tensors a file is allowed to lack.
+pub(crate) fn seeded_tensor(
+    graph: &Graph,
+    node: NodeId,
+    suffix: &str,
+    shape: &[usize],
+    full_name: &str,
+    seed: u64,
+) -> ArrayD<f32> {
+    let numel: usize = shape.iter().product();
+    let constant = |value: f32| ArrayD::from_elem(IxDyn(shape), value);
+    match (&graph.nodes[node].op, suffix) {
+        (Op::BatchNorm { .. }, "weight" | "running_var") => constant(1.0),
+        (Op::BatchNorm { .. }, _) => constant(0.0),
+        _ => {
+            let bound = 1.0 / (fan_in(graph, node).max(1) as f32).sqrt();
+            let mut rng = SplitMix64::for_stream(seed, full_name);
+            let values: Vec<f32> = (0..numel).map(|_| rng.uniform(-bound, bound)).collect();
+            // The element count is the product of `shape`, so the shape always fits.
+            ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| constant(0.0))
+        }
+    }
+}
