@@ -26,7 +26,8 @@ pub struct Diagnostic {
     /// A short code naming the kind of problem, e.g. `shape-mismatch`.
     pub code: &'static str,
     pub message: String,
-    pub primary: Label,
+    /// `None` for a diagnostic about no place in particular (a network name on the command line).
+    pub primary: Option<Label>,
     pub secondary: Vec<Label>,
     pub notes: Vec<String>,
     pub help: Option<String>,
@@ -38,10 +39,10 @@ impl Diagnostic {
             severity: Severity::Error,
             code,
             message: message.into(),
-            primary: Label {
+            primary: Some(Label {
                 span,
                 message: String::new(),
-            },
+            }),
             secondary: Vec::new(),
             notes: Vec::new(),
             help: None,
@@ -55,9 +56,19 @@ impl Diagnostic {
         }
     }
 
+    /// An error about no place in the source.
+    pub fn global(code: &'static str, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            primary: None,
+            ..Diagnostic::error(code, Span::default(), message)
+        }
+    }
+
     /// The text under the primary caret.
     pub fn with_label(mut self, message: impl Into<String>) -> Diagnostic {
-        self.primary.message = message.into();
+        if let Some(primary) = &mut self.primary {
+            primary.message = message.into();
+        }
         self
     }
 
@@ -88,11 +99,15 @@ impl Diagnostic {
             Severity::Error => cs::Severity::Error,
             Severity::Warning => cs::Severity::Warning,
         };
-        let mut labels = vec![cs::Label::primary(self.primary.span.file, self.primary.span.range())
-            .with_message(&self.primary.message)];
+        let mut labels: Vec<_> = self
+            .primary
+            .iter()
+            .map(|p| cs::Label::primary(p.span.file, p.span.range()).with_message(&p.message))
+            .collect();
         for label in &self.secondary {
             labels.push(
-                cs::Label::secondary(label.span.file, label.span.range()).with_message(&label.message),
+                cs::Label::secondary(label.span.file, label.span.range())
+                    .with_message(&label.message),
             );
         }
         let mut notes = self.notes.clone();
@@ -115,7 +130,10 @@ pub fn render_plain(sources: &SourceMap, diagnostics: &[Diagnostic]) -> String {
         // A span outside its file would be a compiler bug; render the message alone then.
         match term::emit_into_string(&config, sources, &diagnostic.to_codespan()) {
             Ok(text) => out.push_str(&text),
-            Err(_) => out.push_str(&format!("error[{}]: {}\n", diagnostic.code, diagnostic.message)),
+            Err(_) => out.push_str(&format!(
+                "error[{}]: {}\n",
+                diagnostic.code, diagnostic.message
+            )),
         }
     }
     out

@@ -10,8 +10,13 @@
 //! `driver` strings the stages together for the CLI and the tests; `diag` renders the
 //! diagnostics every stage produces.
 
+pub mod cli;
 pub mod diag;
+pub mod driver;
+pub mod expand;
 pub mod graph;
-pub mod source;
 pub mod reference;
 pub mod runtime;
+pub mod source;
+pub mod stdlib;
+pub mod syntax;

@@ -1,1 +1,32 @@
-fn main() {}
+//! The `cnnc` command line.
+
+use clap::{Parser, Subcommand};
+use cnnc::cli;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "cnnc", version, about = "A compiler for convolutional networks", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse, expand and infer shapes; print one line per network or the diagnostics.
+    Check(cli::check::CheckArgs),
+    /// A per-layer table: path, layer, output shape, parameters, MACs; totals.
+    Summary(cli::summary::SummaryArgs),
+    /// Print an intermediate form of the compiler.
+    Emit(cli::emit::EmitArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Check(args) => cli::check::run(&args),
+        Command::Summary(args) => cli::summary::run(&args),
+        Command::Emit(args) => cli::emit::run(&args),
+    };
+    ExitCode::from(code)
+}

@@ -65,7 +65,12 @@ fn attributes(op: &Op) -> String {
             count_include_pad,
             ..
         }) => {
-            let mut s = format!("kernel={} stride={} pad={}", pair(*kernel), pair(*stride), pad);
+            let mut s = format!(
+                "kernel={} stride={} pad={}",
+                pair(*kernel),
+                pair(*stride),
+                pad
+            );
             if *ceil_mode {
                 s.push_str(" ceil_mode");
             }
@@ -115,7 +120,12 @@ pub fn dump(graph: &Graph) -> String {
         if !node.path.is_empty() {
             let _ = write!(line, "  @{}", node.path);
         }
-        let n_params: u64 = graph.params(id).iter().filter(|p| !p.is_buffer).map(|p| p.numel()).sum();
+        let n_params: u64 = graph
+            .params(id)
+            .iter()
+            .filter(|p| !p.is_buffer)
+            .map(|p| p.numel())
+            .sum();
         if n_params > 0 {
             let _ = write!(line, "  params={}", thousands(n_params));
         }

@@ -12,9 +12,13 @@ pub const MAX_ELEMENTS: u64 = 1 << 31;
 
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum ShapeError {
-    #[error("{what} of {elements} elements is larger than cnnc's limit of 2^31 elements per tensor")]
+    #[error(
+        "{what} of {elements} elements is larger than cnnc's limit of 2^31 elements per tensor"
+    )]
     TooLarge { what: String, elements: String },
-    #[error("the {kernel_h}×{kernel_w} window is larger than the padded {padded_h}×{padded_w} input")]
+    #[error(
+        "the {kernel_h}×{kernel_w} window is larger than the padded {padded_h}×{padded_w} input"
+    )]
     KernelTooLarge {
         kernel_h: usize,
         kernel_w: usize,
@@ -30,7 +34,9 @@ pub enum ShapeError {
         which: &'static str,
         channels: usize,
     },
-    #[error("{op} needs an image (height × width × channels), but its input is the flat vector {shape}")]
+    #[error(
+        "{op} needs an image (height × width × channels), but its input is the flat vector {shape}"
+    )]
     NeedsSpatial { op: &'static str, shape: Shape },
     #[error("dense needs a flat input, but its input is {shape}")]
     NeedsFlat { shape: Shape },
@@ -62,10 +68,13 @@ impl ShapeError {
     /// A fix, where one is known.
     pub fn help(&self) -> Option<String> {
         match self {
-            ShapeError::KernelTooLarge { .. } => {
-                Some("use a smaller kernel, pad the input, or remove an earlier downsampling layer".into())
-            }
-            ShapeError::NeedsFlat { .. } => Some("insert `flatten` (or `global_avgpool -> flatten`) before the dense layer".into()),
+            ShapeError::KernelTooLarge { .. } => Some(
+                "use a smaller kernel, pad the input, or remove an earlier downsampling layer"
+                    .into(),
+            ),
+            ShapeError::NeedsFlat { .. } => Some(
+                "insert `flatten` (or `global_avgpool -> flatten`) before the dense layer".into(),
+            ),
             ShapeError::NeedsSpatial { .. } => Some("apply spatial layers before `flatten`".into()),
             ShapeError::AddMismatch { left, right } => {
                 if left.flat || right.flat {
@@ -93,7 +102,8 @@ impl ShapeError {
                 }
             }
             ShapeError::ConcatMismatch { .. } => Some(
-                "give every branch the same stride, and `pad: same` to convolutions and pools".into(),
+                "give every branch the same stride, and `pad: same` to convolutions and pools"
+                    .into(),
             ),
             ShapeError::GroupsDontDivide { .. } => {
                 Some("choose groups that divide both the input channels and the filters".into())
@@ -140,7 +150,9 @@ pub fn window_output(
     ceil_mode: bool,
 ) -> Option<usize> {
     let padded = n.checked_add(pad_before)?.checked_add(pad_after)?;
-    let span = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let span = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
     let room = padded.checked_sub(span)?;
     if stride == 0 {
         return None;
@@ -193,13 +205,33 @@ fn window(
     positive(kernel[0].min(kernel[1]), "the kernel size")?;
     positive(stride[0].min(stride[1]), "the stride")?;
     positive(dilation[0].min(dilation[1]), "the dilation")?;
-    let h = window_output(input.h, kernel[0], stride[0], pad.top, pad.bottom, dilation[0], ceil_mode);
-    let w = window_output(input.w, kernel[1], stride[1], pad.left, pad.right, dilation[1], ceil_mode);
+    let h = window_output(
+        input.h,
+        kernel[0],
+        stride[0],
+        pad.top,
+        pad.bottom,
+        dilation[0],
+        ceil_mode,
+    );
+    let w = window_output(
+        input.w,
+        kernel[1],
+        stride[1],
+        pad.left,
+        pad.right,
+        dilation[1],
+        ceil_mode,
+    );
     match (h, w) {
         (Some(h), Some(w)) => Ok((h, w)),
         _ => Err(ShapeError::KernelTooLarge {
-            kernel_h: dilation[0].saturating_mul(kernel[0].saturating_sub(1)).saturating_add(1),
-            kernel_w: dilation[1].saturating_mul(kernel[1].saturating_sub(1)).saturating_add(1),
+            kernel_h: dilation[0]
+                .saturating_mul(kernel[0].saturating_sub(1))
+                .saturating_add(1),
+            kernel_w: dilation[1]
+                .saturating_mul(kernel[1].saturating_sub(1))
+                .saturating_add(1),
             padded_h: input.h.saturating_add(pad.top).saturating_add(pad.bottom),
             padded_w: input.w.saturating_add(pad.left).saturating_add(pad.right),
             input,
@@ -225,7 +257,14 @@ fn conv_shape(attrs: &ConvAttrs, input: Shape) -> Result<Shape, ShapeError> {
             channels: attrs.filters,
         });
     }
-    let (h, w) = window(input, attrs.kernel, attrs.stride, attrs.dilation, attrs.pad, false)?;
+    let (h, w) = window(
+        input,
+        attrs.kernel,
+        attrs.stride,
+        attrs.dilation,
+        attrs.pad,
+        false,
+    )?;
     let expected = conv_weight_shape(attrs, input);
     checked_numel(&expected, "the weight tensor")?;
     check_literal("weights", attrs.weights.as_ref(), &expected)?;
@@ -244,7 +283,10 @@ fn conv_weight_shape(attrs: &ConvAttrs, input: Shape) -> Vec<usize> {
 }
 
 fn dims_text(dims: &[usize]) -> String {
-    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("×")
+    dims.iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("×")
 }
 
 fn check_literal(
@@ -274,7 +316,14 @@ fn check_literal(
 
 fn pool_shape(attrs: &PoolAttrs, input: Shape, name: &'static str) -> Result<Shape, ShapeError> {
     spatial_input(name, input)?;
-    let (h, w) = window(input, attrs.kernel, attrs.stride, [1, 1], attrs.pad, attrs.ceil_mode)?;
+    let (h, w) = window(
+        input,
+        attrs.kernel,
+        attrs.stride,
+        [1, 1],
+        attrs.pad,
+        attrs.ceil_mode,
+    )?;
     Ok(Shape::spatial(h, w, input.c))
 }
 

@@ -12,9 +12,7 @@ mod shape;
 pub mod summary;
 
 pub use infer::ShapeError;
-pub use op::{
-    Activation, ConvAttrs, DenseAttrs, Literal, Op, Padding, PoolAttrs, PoolKind,
-};
+pub use op::{Activation, ConvAttrs, DenseAttrs, Literal, Op, Padding, PoolAttrs, PoolKind};
 pub use shape::Shape;
 
 use crate::source::Span;
@@ -78,6 +76,8 @@ pub struct NetworkMeta {
     pub preprocess: Option<Preprocess>,
     /// The labels file named by `labels("...")`, resolved like an import.
     pub labels_file: Option<String>,
+    /// Where `labels(...)` was declared, for diagnostics about the file.
+    pub labels_span: Option<Span>,
     /// The class names, one per output, once the labels file has been read.
     pub labels: Vec<String>,
 }
@@ -159,7 +159,8 @@ impl Graph {
 
     /// The output node. Every expanded network has one.
     pub fn output(&self) -> NodeId {
-        self.output.unwrap_or_else(|| NodeId::from_u32(self.nodes.len().saturating_sub(1) as u32))
+        self.output
+            .unwrap_or_else(|| NodeId::from_u32(self.nodes.len().saturating_sub(1) as u32))
     }
 
     /// The parameter and buffer tensors of a node.

@@ -136,19 +136,28 @@ pub struct PoolAttrs {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     /// The network's `index`-th input.
-    Input { name: String, index: usize },
+    Input {
+        name: String,
+        index: usize,
+    },
     Conv(ConvAttrs),
     Dense(DenseAttrs),
     Pool(PoolAttrs),
     /// Pools each channel to 1×1.
     GlobalPool(PoolKind),
     /// Averages into a fixed `[h, w]` output grid, as PyTorch's `AdaptiveAvgPool2d`.
-    AdaptiveAvgPool { out: [usize; 2] },
+    AdaptiveAvgPool {
+        out: [usize; 2],
+    },
     /// To a vector in channel-major (C, H, W) order, as `torch.flatten` on NCHW.
     Flatten,
-    BatchNorm { eps: f64 },
+    BatchNorm {
+        eps: f64,
+    },
     /// Identity at inference.
-    Dropout { p: f64 },
+    Dropout {
+        p: f64,
+    },
     Identity,
     Activation(Activation),
     /// Over the channels.

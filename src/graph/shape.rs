@@ -14,7 +14,12 @@ pub struct Shape {
 
 impl Shape {
     pub fn spatial(h: usize, w: usize, c: usize) -> Shape {
-        Shape { h, w, c, flat: false }
+        Shape {
+            h,
+            w,
+            c,
+            flat: false,
+        }
     }
 
     pub fn flat(c: usize) -> Shape {

@@ -93,8 +93,16 @@ impl Summary {
             .iter()
             .map(|l| {
                 [
-                    if l.path.is_empty() { "-".to_string() } else { l.path.clone() },
-                    if l.frozen { format!("{} (frozen)", l.layer) } else { l.layer.clone() },
+                    if l.path.is_empty() {
+                        "-".to_string()
+                    } else {
+                        l.path.clone()
+                    },
+                    if l.frozen {
+                        format!("{} (frozen)", l.layer)
+                    } else {
+                        l.layer.clone()
+                    },
                     l.output.clone(),
                     thousands(l.parameters),
                     thousands(l.macs),
@@ -136,9 +144,22 @@ impl Summary {
         }
         let _ = writeln!(out, "{rule}");
         let _ = writeln!(out, "Total params: {}", thousands(self.parameters));
-        let _ = writeln!(out, "Trainable params: {}", thousands(self.trainable_parameters));
-        let _ = writeln!(out, "Non-trainable params: {}", thousands(self.frozen_parameters));
-        let _ = writeln!(out, "Total MACs: {} ({})", thousands(self.macs), human_macs(self.macs));
+        let _ = writeln!(
+            out,
+            "Trainable params: {}",
+            thousands(self.trainable_parameters)
+        );
+        let _ = writeln!(
+            out,
+            "Non-trainable params: {}",
+            thousands(self.frozen_parameters)
+        );
+        let _ = writeln!(
+            out,
+            "Total MACs: {} ({})",
+            thousands(self.macs),
+            human_macs(self.macs)
+        );
         let _ = writeln!(
             out,
             "Parameter memory: {} (f32)",

@@ -1,0 +1,37 @@
+//! The subcommands of `cnnc`, one file each; `main.rs` only dispatches. Each returns the
+//! process exit code: 0 success, 1 the program or its inputs are wrong, 2 usage.
+
+pub mod check;
+pub mod emit;
+pub mod json;
+pub mod summary;
+
+use crate::diag;
+use crate::driver::{self, Compilation, Select};
+use std::path::Path;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ERRORS: u8 = 1;
+
+/// Loads and compiles a file, printing the diagnostics to standard error. `None` when the
+/// file cannot be read (already reported).
+pub fn compile_file(path: &Path, select: &Select) -> Option<Compilation> {
+    match driver::load(path) {
+        Ok(program) => Some(driver::compile(program, select)),
+        Err(error) => {
+            eprintln!("error: cannot read `{}`: {error}", path.display());
+            None
+        }
+    }
+}
+
+pub fn report(compilation: &Compilation) {
+    diag::emit_stderr(&compilation.program.sources, &compilation.all_diagnostics());
+}
+
+pub fn select(net: &Option<String>, default: Select) -> Select {
+    match net {
+        Some(name) => Select::Named(name.clone()),
+        None => default,
+    }
+}

@@ -1,0 +1,369 @@
+//! Strings the stages together: load a file and its imports, parse them, collect the
+//! definitions, expand the selected networks. The CLI and the tests both go through here.
+
+use crate::diag::Diagnostic;
+use crate::expand::{self, Definitions};
+use crate::graph::Graph;
+use crate::source::{FileId, SourceMap, Span};
+use crate::stdlib;
+use crate::syntax::{self, ast};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Where a loaded file came from: a file on disk or the embedded standard library.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Disk(PathBuf),
+    Std(String),
+}
+
+pub struct ParsedFile {
+    pub id: FileId,
+    pub origin: Origin,
+    pub ast: ast::File,
+}
+
+/// A root file and every file it imports, parsed.
+pub struct Program {
+    pub sources: SourceMap,
+    /// The root file first, then imports in the order they were first reached.
+    pub files: Vec<ParsedFile>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Which networks of the root file to expand.
+#[derive(Clone, Debug)]
+pub enum Select {
+    All,
+    First,
+    Named(String),
+}
+
+/// One network's expansion: its graph if it had no errors, and its own diagnostics.
+pub struct NetworkResult {
+    pub name: String,
+    pub graph: Option<Graph>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The result of compiling a program up to the typed graph.
+pub struct Compilation {
+    pub program: Program,
+    /// Diagnostics about the files as a whole: syntax, imports, definitions, selection.
+    pub diagnostics: Vec<Diagnostic>,
+    pub networks: Vec<NetworkResult>,
+}
+
+impl Compilation {
+    /// Every diagnostic, file-level first, then each network's.
+    pub fn all_diagnostics(&self) -> Vec<Diagnostic> {
+        let mut all = self.diagnostics.clone();
+        for network in &self.networks {
+            all.extend(network.diagnostics.iter().cloned());
+        }
+        all
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.all_diagnostics().iter().any(Diagnostic::is_error)
+    }
+
+    pub fn graphs(&self) -> impl Iterator<Item = &Graph> {
+        self.networks.iter().filter_map(|n| n.graph.as_ref())
+    }
+
+    pub fn render_diagnostics(&self) -> String {
+        crate::diag::render_plain(&self.program.sources, &self.all_diagnostics())
+    }
+}
+
+/// Reads and parses `path` and its imports. An unreadable root file is an I/O error; every
+/// other problem is a diagnostic in the returned program.
+pub fn load(path: &Path) -> std::io::Result<Program> {
+    let display = path.display().to_string();
+    if let Some(text) = display
+        .strip_prefix("std/")
+        .and_then(|_| stdlib::get(&display))
+    {
+        if !path.exists() {
+            return Ok(load_source_with_origin(
+                &display,
+                text,
+                Origin::Std(display.clone()),
+            ));
+        }
+    }
+    let bytes = std::fs::read(path)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is not valid UTF-8 text",
+        )
+    })?;
+    Ok(load_source_with_origin(
+        &display,
+        &text,
+        Origin::Disk(path.to_path_buf()),
+    ))
+}
+
+/// Parses source text as if it were a file named `name` in the current directory.
+pub fn load_source(name: &str, text: &str) -> Program {
+    load_source_with_origin(name, text, Origin::Disk(PathBuf::from(name)))
+}
+
+fn load_source_with_origin(name: &str, text: &str, origin: Origin) -> Program {
+    let mut loader = Loader {
+        program: Program {
+            sources: SourceMap::new(),
+            files: Vec::new(),
+            diagnostics: Vec::new(),
+        },
+        loaded: HashMap::new(),
+        stack: Vec::new(),
+    };
+    loader.add_file(name, text, origin);
+    loader.program
+}
+
+struct Loader {
+    program: Program,
+    loaded: HashMap<Origin, FileId>,
+    /// The chain of files being loaded, for cycle detection.
+    stack: Vec<(Origin, String)>,
+}
+
+impl Loader {
+    fn add_file(&mut self, name: &str, text: &str, origin: Origin) {
+        let id = self.program.sources.add(name, text);
+        self.loaded.insert(origin.clone(), id);
+        let ast = match syntax::parse(id, text) {
+            Ok(ast) => ast,
+            Err(diagnostics) => {
+                self.program.diagnostics.extend(diagnostics);
+                ast::File::default()
+            }
+        };
+        let imports: Vec<ast::Import> = ast
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                ast::Item::Import(import) => Some(import.clone()),
+                _ => None,
+            })
+            .collect();
+        self.program.files.push(ParsedFile {
+            id,
+            origin: origin.clone(),
+            ast,
+        });
+        self.stack.push((origin.clone(), name.to_string()));
+        for import in imports {
+            self.import(&origin, &import);
+        }
+        self.stack.pop();
+    }
+
+    fn import(&mut self, from: &Origin, import: &ast::Import) {
+        let Some((target, name, text)) = self.resolve(from, import) else {
+            return;
+        };
+        if let Some(pos) = self.stack.iter().position(|(o, _)| *o == target) {
+            let mut chain: Vec<String> = self.stack[pos..].iter().map(|(_, n)| n.clone()).collect();
+            chain.push(name.clone());
+            self.program.diagnostics.push(
+                Diagnostic::error(
+                    "circular-import",
+                    import.span,
+                    format!("circular import: {}", chain.join(" → ")),
+                )
+                .with_label("this import leads back to a file being imported")
+                .with_help("move the shared blocks into a third file that both import"),
+            );
+            return;
+        }
+        if self.loaded.contains_key(&target) {
+            return;
+        }
+        self.add_file(&name, &text, target);
+    }
+
+    fn resolve(&mut self, from: &Origin, import: &ast::Import) -> Option<(Origin, String, String)> {
+        let path = import.path.as_str();
+        let std_name = if path.starts_with("std/") {
+            Some(path.to_string())
+        } else if matches!(from, Origin::Std(_)) {
+            Some(format!("std/{path}"))
+        } else {
+            None
+        };
+        if let Some(std_name) = std_name {
+            if let Some(text) = stdlib::get(&std_name) {
+                return Some((Origin::Std(std_name.clone()), std_name, text.to_string()));
+            }
+            let available: Vec<&str> = stdlib::FILES.iter().map(|(n, _)| *n).collect();
+            self.program.diagnostics.push(
+                Diagnostic::error(
+                    "missing-import",
+                    import.span,
+                    format!("the standard library has no file `{std_name}`"),
+                )
+                .with_label("imported here")
+                .with_help(format!("the standard library has {}", available.join(", "))),
+            );
+            return None;
+        }
+        let base = match from {
+            Origin::Disk(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            Origin::Std(_) => PathBuf::new(),
+        };
+        let candidate = base.join(path);
+        match std::fs::read(&candidate).map(String::from_utf8) {
+            Ok(Ok(text)) => {
+                let key = candidate.canonicalize().unwrap_or(candidate.clone());
+                Some((Origin::Disk(key), candidate.display().to_string(), text))
+            }
+            Ok(Err(_)) => {
+                self.program.diagnostics.push(
+                    Diagnostic::error(
+                        "missing-import",
+                        import.span,
+                        format!("`{}` is not UTF-8 text", candidate.display()),
+                    )
+                    .with_label("imported here"),
+                );
+                None
+            }
+            Err(error) => {
+                self.program.diagnostics.push(
+                    Diagnostic::error("missing-import", import.span, format!("cannot read `{}`: {error}", candidate.display()))
+                        .with_label("imported here")
+                        .with_help("import paths are relative to the importing file; `std/...` names the standard library"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Every block and network of the program by name; a name defined twice is an error.
+pub fn definitions(program: &Program) -> (Definitions<'_>, Vec<Diagnostic>) {
+    let mut defs = Definitions::default();
+    let mut diagnostics = Vec::new();
+    let mut spans: HashMap<&str, Span> = HashMap::new();
+    for file in &program.files {
+        for item in &file.ast.items {
+            let name = match item {
+                ast::Item::Block(block) => &block.name,
+                ast::Item::Network(network) => &network.name,
+                ast::Item::Import(_) => continue,
+            };
+            if let Some(&first) = spans.get(name.name.as_str()) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate-definition",
+                        name.span,
+                        format!("`{}` is defined twice", name.name),
+                    )
+                    .with_label("second definition")
+                    .with_secondary(first, "first definition")
+                    .with_help("rename one of them"),
+                );
+                continue;
+            }
+            spans.insert(&name.name, name.span);
+            match item {
+                ast::Item::Block(block) => {
+                    defs.blocks.insert(&block.name.name, block);
+                }
+                ast::Item::Network(network) => {
+                    defs.networks.insert(&network.name.name, network);
+                }
+                ast::Item::Import(_) => {}
+            }
+        }
+    }
+    (defs, diagnostics)
+}
+
+/// The root file's networks, in source order.
+pub fn root_networks(program: &Program) -> Vec<&ast::NetworkDef> {
+    program
+        .files
+        .first()
+        .map(|file| {
+            file.ast
+                .items
+                .iter()
+                .filter_map(|item| match item {
+                    ast::Item::Network(network) => Some(network),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses, expands and infers the selected networks. Stops after the first stage with errors:
+/// a file that does not parse is not expanded.
+pub fn compile(program: Program, select: &Select) -> Compilation {
+    let mut diagnostics = program.diagnostics.clone();
+    let mut results = Vec::new();
+    if !diagnostics.iter().any(Diagnostic::is_error) {
+        let (defs, def_diagnostics) = definitions(&program);
+        diagnostics.extend(def_diagnostics);
+        if !diagnostics.iter().any(Diagnostic::is_error) {
+            let networks: Vec<&ast::NetworkDef> = match select {
+                Select::All => root_networks(&program),
+                Select::First => root_networks(&program).into_iter().take(1).collect(),
+                Select::Named(name) => match defs.networks.get(name.as_str()) {
+                    Some(network) => vec![*network],
+                    None => {
+                        diagnostics.push(unknown_network(&program, &defs, name));
+                        Vec::new()
+                    }
+                },
+            };
+            if networks.is_empty() && !diagnostics.iter().any(Diagnostic::is_error) {
+                let name = program.sources.name(FileId(0)).to_string();
+                diagnostics.push(
+                    Diagnostic::global("no-network", format!("`{name}` defines no network"))
+                        .with_help(
+                        "a file needs `network NAME(input: HxWxC) { ... }` to be checked or run",
+                    ),
+                );
+            }
+            for network in networks {
+                let (graph, found) = expand::expand_network(&defs, network);
+                results.push(NetworkResult {
+                    name: network.name.name.clone(),
+                    graph,
+                    diagnostics: found,
+                });
+            }
+        }
+    }
+    let mut program = program;
+    program.diagnostics.clear();
+    Compilation {
+        program,
+        diagnostics,
+        networks: results,
+    }
+}
+
+fn unknown_network(program: &Program, defs: &Definitions<'_>, name: &str) -> Diagnostic {
+    let mut names: Vec<&str> = defs.networks.keys().copied().collect();
+    names.sort();
+    let file = program.sources.name(FileId(0));
+    let mut diagnostic = Diagnostic::global(
+        "unknown-network",
+        format!("`{file}` has no network named `{name}`"),
+    );
+    if let Some(s) = crate::expand::closest_name(name, names.iter().copied()) {
+        diagnostic = diagnostic.with_help(format!("did you mean `{s}`?"));
+    } else if !names.is_empty() {
+        diagnostic = diagnostic.with_note(format!("its networks are {}", names.join(", ")));
+    }
+    diagnostic
+}

@@ -1,0 +1,456 @@
+//! Expansion: blocks, repeats, conditionals and arithmetic are evaluated away, leaving a graph
+//! of layer nodes, each with its weight path, its source span and the block calls that led to
+//! it. Shapes are inferred as each node is inserted (`graph::infer`), so a shape error is
+//! reported here, at the layer call that caused it.
+//!
+//! Errors do not stop the expansion: the failing expression evaluates to `Value::Poison`,
+//! which silently propagates, so every independent mistake of a network is reported at once.
+
+mod args;
+mod eval;
+mod layers;
+mod stage;
+mod suggest;
+mod value;
+
+use crate::diag::Diagnostic;
+use crate::graph::{infer, Graph, NodeId, Op, Origin, Shape, ShapeError};
+use crate::source::Span;
+use crate::syntax::ast::{BlockDef, NetworkDef, Stmt};
+use std::collections::HashMap;
+pub use suggest::closest as closest_name;
+pub use value::Value;
+
+/// The most nodes one network may expand to; past it the program is almost surely a mistake
+/// (a repeat count off by orders of magnitude) and would exhaust memory.
+pub const MAX_NODES: usize = 100_000;
+/// The most stage applications, block calls and loop iterations one network may take.
+pub const MAX_STEPS: usize = 1_000_000;
+/// The largest `repeat` count.
+pub const MAX_REPEAT: i64 = 10_000;
+
+/// Everything the expander may refer to by name: the blocks and networks of the program.
+#[derive(Default)]
+pub struct Definitions<'a> {
+    pub blocks: HashMap<&'a str, &'a BlockDef>,
+    pub networks: HashMap<&'a str, &'a NetworkDef>,
+}
+
+/// Expands one network into its graph, or returns every diagnostic found. Warnings are
+/// returned in both cases.
+pub fn expand_network(
+    defs: &Definitions<'_>,
+    network: &NetworkDef,
+) -> (Option<Graph>, Vec<Diagnostic>) {
+    let mut expander = Expander::new(defs, &network.name.name);
+    expander.graph.span = network.name.span;
+    let graph = expander.network(network);
+    let has_errors = expander.diags.iter().any(Diagnostic::is_error);
+    (if has_errors { None } else { graph }, expander.diags)
+}
+
+struct Binding {
+    name: String,
+    value: Value,
+    span: Span,
+    used: bool,
+    /// Parameters are not reported when unused; `let` bindings are.
+    is_let: bool,
+}
+
+/// One level of the weight-path hierarchy (`layer1`, then `0`, then `conv1`).
+struct Scope {
+    segment: String,
+    /// How many unlabelled items of each kind this scope has named, for `conv`, `conv_1`, ...
+    counters: HashMap<String, usize>,
+}
+
+/// How a stage's item is named when it has no label of its own.
+#[derive(Clone, Debug)]
+enum Naming {
+    Label(String),
+    Index(usize),
+    Auto,
+}
+
+struct CallSite {
+    block: String,
+    span: Span,
+}
+
+struct Expander<'a> {
+    defs: &'a Definitions<'a>,
+    graph: Graph,
+    diags: Vec<Diagnostic>,
+    /// Variable frames of the block (or network) being expanded, innermost last.
+    frames: Vec<Vec<Binding>>,
+    calls: Vec<CallSite>,
+    scopes: Vec<Scope>,
+    steps: usize,
+    /// Set once the step or node budget is exhausted, so that it is reported once.
+    exhausted: bool,
+}
+
+impl<'a> Expander<'a> {
+    fn new(defs: &'a Definitions<'a>, name: &str) -> Expander<'a> {
+        Expander {
+            defs,
+            graph: Graph::new(name),
+            diags: Vec::new(),
+            frames: Vec::new(),
+            calls: Vec::new(),
+            scopes: vec![Scope {
+                segment: String::new(),
+                counters: HashMap::new(),
+            }],
+            steps: 0,
+            exhausted: false,
+        }
+    }
+
+    fn error(&mut self, diagnostic: Diagnostic) {
+        let diagnostic = self.with_call_chain(diagnostic);
+        self.diags.push(diagnostic);
+    }
+
+    /// Errors inside a block point at the line inside the block; the calls that led there are
+    /// shown as secondary labels, innermost first.
+    fn with_call_chain(&self, mut diagnostic: Diagnostic) -> Diagnostic {
+        for call in self.calls.iter().rev() {
+            diagnostic =
+                diagnostic.with_secondary(call.span, format!("in this call to `{}`", call.block));
+        }
+        diagnostic
+    }
+
+    fn network(&mut self, network: &NetworkDef) -> Option<Graph> {
+        self.frames.push(Vec::new());
+        for input in &network.inputs {
+            let [h, w, c] = input.dims;
+            let too_big = [h, w, c].iter().any(|&d| d > usize::MAX as u64 / 4);
+            let shape = Shape::spatial(h as usize, w as usize, c as usize);
+            let check = if too_big {
+                Err(ShapeError::TooLarge {
+                    what: format!("the input {h}×{w}×{c}"),
+                    elements: "more than 2^62".into(),
+                })
+            } else {
+                infer::check_shape(shape, &format!("the input {shape}"))
+            };
+            if let Err(error) = check {
+                self.error(
+                    Diagnostic::error("input-shape", input.shape_span, error.to_string())
+                        .with_label(format!("input `{}` is declared here", input.name.name)),
+                );
+                self.bind(&input.name.name, Value::Poison, input.name.span, false);
+                continue;
+            }
+            let id = self
+                .graph
+                .add_input(&input.name.name, shape, input.name.span);
+            self.bind(&input.name.name, Value::Tensor(id), input.name.span, false);
+        }
+        let value = self.body_statements(&network.body.stmts, network.body.span);
+        self.pop_frame();
+        match value {
+            Value::Tensor(id) => self.graph.output = Some(id),
+            Value::Poison => {}
+            other => {
+                let span = network
+                    .body
+                    .stmts
+                    .last()
+                    .map_or(network.body.span, stmt_span);
+                self.error(
+                    Diagnostic::error(
+                        "network-output",
+                        span,
+                        format!(
+                            "a network must end with a tensor, but this is {}",
+                            other.type_name()
+                        ),
+                    )
+                    .with_label("the network's output")
+                    .with_secondary(
+                        network.name.span,
+                        format!("network `{}`", network.name.name),
+                    ),
+                );
+            }
+        }
+        self.check_duplicate_paths();
+        if self.diags.iter().any(Diagnostic::is_error) {
+            None
+        } else {
+            Some(std::mem::take(&mut self.graph))
+        }
+    }
+
+    /// Two layers with parameters may not share a weight path: their tensors would collide.
+    fn check_duplicate_paths(&mut self) {
+        let mut seen: HashMap<String, NodeId> = HashMap::new();
+        let mut found = Vec::new();
+        for (id, node) in self.graph.nodes.iter() {
+            if self.graph.params(id).is_empty() {
+                continue;
+            }
+            if let Some(&first) = seen.get(&node.path) {
+                found.push((first, id));
+            } else {
+                seen.insert(node.path.clone(), id);
+            }
+        }
+        for (first, second) in found {
+            let path = self.graph.nodes[second].path.clone();
+            let mut diagnostic = Diagnostic::error(
+                "duplicate-weight-path",
+                self.graph.origins[second].span,
+                format!("two layers have the weight path `{path}`"),
+            )
+            .with_label(format!(
+                "this layer's tensors would be named `{path}.weight`, ..."
+            ))
+            .with_secondary(
+                self.graph.origins[first].span,
+                "the first layer with this path",
+            )
+            .with_help("give one of them a different label");
+            for call in &self.graph.origins[second].call_chain {
+                diagnostic = diagnostic.with_secondary(*call, "in this call");
+            }
+            self.diags.push(diagnostic);
+        }
+    }
+
+    fn bind(&mut self, name: &str, value: Value, span: Span, is_let: bool) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.push(Binding {
+                name: name.to_string(),
+                value,
+                span,
+                used: false,
+                is_let,
+            });
+        }
+    }
+
+    fn lookup(&mut self, name: &str) -> Option<Value> {
+        for frame in self.frames.iter_mut().rev() {
+            if let Some(binding) = frame.iter_mut().rev().find(|b| b.name == name) {
+                binding.used = true;
+                return Some(binding.value.clone());
+            }
+        }
+        None
+    }
+
+    fn names_in_scope(&self) -> Vec<String> {
+        self.frames
+            .iter()
+            .flat_map(|f| f.iter().map(|b| b.name.clone()))
+            .collect()
+    }
+
+    fn pop_frame(&mut self) {
+        let Some(frame) = self.frames.pop() else {
+            return;
+        };
+        for binding in frame {
+            if binding.is_let && !binding.used && !binding.name.starts_with('_') {
+                let diagnostic = Diagnostic::warning(
+                    "unused-let",
+                    binding.span,
+                    format!("`{}` is never used", binding.name),
+                )
+                .with_label("bound here")
+                .with_help(format!(
+                    "remove the binding, or name it `_{}` to keep it unused",
+                    binding.name
+                ));
+                self.diags.push(diagnostic);
+            }
+        }
+    }
+
+    /// Evaluates statements in a fresh frame; the value is the `return`ed expression or the
+    /// last expression statement.
+    fn body_statements(&mut self, stmts: &[Stmt], span: Span) -> Value {
+        self.frames.push(Vec::new());
+        let mut result = None;
+        for (idx, stmt) in stmts.iter().enumerate() {
+            let is_last = idx + 1 == stmts.len();
+            match stmt {
+                Stmt::Let { name, value, .. } => {
+                    let v = self.eval(value);
+                    self.bind(&name.name, v, name.span, true);
+                }
+                Stmt::Return { value, span } => {
+                    result = Some(self.eval(value));
+                    if !is_last {
+                        self.error(
+                            Diagnostic::error(
+                                "unreachable",
+                                stmt_span(&stmts[idx + 1]),
+                                "this code comes after a `return`",
+                            )
+                            .with_label("never evaluated")
+                            .with_secondary(*span, "the body returns here"),
+                        );
+                    }
+                    break;
+                }
+                Stmt::Expr(expr) => {
+                    let v = self.eval(expr);
+                    if is_last {
+                        result = Some(v);
+                    } else if let Value::Tensor(_) = v {
+                        self.diags.push(
+                            Diagnostic::warning(
+                                "unused-value",
+                                expr.span,
+                                "this tensor is computed but never used",
+                            )
+                            .with_label("its value is dropped")
+                            .with_help("bind it with `let`, or remove it"),
+                        );
+                    }
+                }
+            }
+        }
+        self.pop_frame();
+        match result {
+            Some(Value::Unit) | None => {
+                self.error(
+                    Diagnostic::error("missing-value", span, "this body has no value")
+                        .with_label("expected a final expression or `return`"),
+                );
+                Value::Poison
+            }
+            Some(v) => v,
+        }
+    }
+
+    /// Counts one unit of expansion work; false once the budget is spent.
+    fn step(&mut self, span: Span) -> bool {
+        self.steps += 1;
+        if self.steps > MAX_STEPS || self.graph.nodes.len() > MAX_NODES {
+            if !self.exhausted {
+                self.exhausted = true;
+                self.error(
+                    Diagnostic::error(
+                        "expansion-too-large",
+                        span,
+                        format!(
+                            "this network expands to more than {MAX_NODES} layers or {MAX_STEPS} steps"
+                        ),
+                    )
+                    .with_label("expansion stopped here")
+                    .with_help("check the repeat counts and the lists being iterated"),
+                );
+            }
+            return false;
+        }
+        true
+    }
+
+    /// The current weight path prefix, `layer1.0`.
+    fn path_prefix(&self) -> String {
+        self.scopes
+            .iter()
+            .filter(|s| !s.segment.is_empty())
+            .map(|s| s.segment.as_str())
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    fn resolve_name(&mut self, naming: &Naming, kind: &str) -> String {
+        match naming {
+            Naming::Label(label) => label.clone(),
+            Naming::Index(idx) => idx.to_string(),
+            Naming::Auto => {
+                let scope = self
+                    .scopes
+                    .last_mut()
+                    .expect("the root scope is never popped");
+                let counter = scope.counters.entry(kind.to_string()).or_insert(0);
+                let n = *counter;
+                *counter += 1;
+                if n == 0 {
+                    kind.to_string()
+                } else {
+                    format!("{kind}_{n}")
+                }
+            }
+        }
+    }
+
+    fn full_path(&self, name: &str) -> String {
+        let prefix = self.path_prefix();
+        if prefix.is_empty() {
+            name.to_string()
+        } else if name.is_empty() {
+            prefix
+        } else {
+            format!("{prefix}.{name}")
+        }
+    }
+
+    fn push_scope(&mut self, segment: String) {
+        self.scopes.push(Scope {
+            segment,
+            counters: HashMap::new(),
+        });
+    }
+
+    fn pop_scope(&mut self) {
+        if self.scopes.len() > 1 {
+            self.scopes.pop();
+        }
+    }
+
+    /// Inserts a node. `operands` are the spans of the expressions that produced each input,
+    /// for the secondary labels of a shape error.
+    fn add_node(
+        &mut self,
+        op: Op,
+        inputs: Vec<NodeId>,
+        operands: &[Span],
+        naming: &Naming,
+        span: Span,
+        literal_span: Option<Span>,
+    ) -> Value {
+        if !self.step(span) {
+            return Value::Poison;
+        }
+        let name = self.resolve_name(naming, op.name());
+        let path = self.full_path(&name);
+        let origin = Origin {
+            span,
+            call_chain: self.calls.iter().rev().map(|c| c.span).collect(),
+        };
+        let input_shapes: Vec<Shape> = inputs.iter().map(|&id| self.graph.shape(id)).collect();
+        let op_name = op.name();
+        match self.graph.add(op, inputs, path, origin) {
+            Ok(id) => Value::Tensor(id),
+            Err(error) => {
+                let diagnostic = self.shape_diagnostic(
+                    op_name,
+                    &error,
+                    span,
+                    operands,
+                    &input_shapes,
+                    literal_span,
+                );
+                self.error(diagnostic);
+                Value::Poison
+            }
+        }
+    }
+}
+
+fn stmt_span(stmt: &Stmt) -> Span {
+    match stmt {
+        Stmt::Let { span, .. } | Stmt::Return { span, .. } => *span,
+        Stmt::Expr(expr) => expr.span,
+    }
+}

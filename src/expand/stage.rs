@@ -1,0 +1,319 @@
+//! Stages of a pipeline: layer and block calls, `[...]` sequences, `repeat`, `( ... )` groups.
+//! This is also where block calls are expanded and where weight paths get their segments.
+
+use super::args::ParamDesc;
+use super::eval::EvalArg;
+use super::value::Value;
+use super::{CallSite, Expander, Naming, MAX_REPEAT};
+use crate::diag::Diagnostic;
+use crate::source::Span;
+use crate::syntax::ast::{BlockDef, Ident, SeqItem, Stage, StageKind, TypeName};
+
+/// The tensor flowing into a stage and the span of the expression that produced it.
+pub struct StageInput {
+    pub value: Value,
+    pub span: Span,
+}
+
+impl Expander<'_> {
+    pub(super) fn apply_stage(
+        &mut self,
+        stage: &Stage,
+        input: StageInput,
+        naming: Naming,
+    ) -> Value {
+        let naming = match &stage.label {
+            Some(label) => Naming::Label(label.name.clone()),
+            None => naming,
+        };
+        match &stage.kind {
+            StageKind::Call { callee, args } => {
+                let args = self.eval_args(args);
+                self.call(callee, args, Some(input), naming, stage.span)
+            }
+            StageKind::Name(ident) => self.call(ident, Vec::new(), Some(input), naming, stage.span),
+            StageKind::Repeat { count, var, body } => {
+                let Some(n) = self.repeat_count(count) else {
+                    return Value::Poison;
+                };
+                let segment = self.resolve_name(&naming, "repeat");
+                self.push_scope(segment);
+                let mut value = input.value;
+                let mut span = input.span;
+                for idx in 0..n {
+                    if !self.step(stage.span) {
+                        value = Value::Poison;
+                        break;
+                    }
+                    self.frames.push(Vec::new());
+                    if let Some(var) = var {
+                        self.bind(&var.name, Value::Int(idx as i64), var.span, false);
+                    }
+                    value = self.apply_stage(body, StageInput { value, span }, Naming::Index(idx));
+                    self.pop_frame();
+                    span = body.span;
+                }
+                self.pop_scope();
+                value
+            }
+            StageKind::Sequence(items) => {
+                let segment = self.resolve_name(&naming, "sequence");
+                self.push_scope(segment);
+                let mut next_idx = 0;
+                let value = self.seq_items(items, input, &mut next_idx);
+                self.pop_scope();
+                value
+            }
+            StageKind::Group(stages) => {
+                let scoped = stage.label.is_some() || matches!(naming, Naming::Index(_));
+                if scoped {
+                    let segment = self.resolve_name(&naming, "group");
+                    self.push_scope(segment);
+                }
+                let mut input = input;
+                for inner in stages {
+                    let value = self.apply_stage(inner, input, Naming::Auto);
+                    input = StageInput {
+                        value,
+                        span: inner.span,
+                    };
+                }
+                if scoped {
+                    self.pop_scope();
+                }
+                input.value
+            }
+        }
+    }
+
+    fn repeat_count(&mut self, count: &crate::syntax::ast::Expr) -> Option<usize> {
+        match self.eval(count) {
+            Value::Int(n) if (1..=MAX_REPEAT).contains(&n) => Some(n as usize),
+            Value::Int(n) => {
+                let message = if n < 1 {
+                    format!("a repeat count must be at least 1, but this is {n}")
+                } else {
+                    format!("a repeat count may be at most {MAX_REPEAT}, but this is {n}")
+                };
+                self.error(
+                    Diagnostic::error("repeat-count", count.span, message)
+                        .with_label("invalid repeat count")
+                        .with_help("to leave the stage out, use `if` in a sequence instead"),
+                );
+                None
+            }
+            Value::Poison => None,
+            other => {
+                self.error(
+                    Diagnostic::error(
+                        "type-mismatch",
+                        count.span,
+                        format!(
+                            "a repeat count must be an int, but this is {}",
+                            other.type_name()
+                        ),
+                    )
+                    .with_label("expected an int"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Applies sequence items in order, numbering them from `next_idx`; `for` and `if` items
+    /// splice their items into the same numbering.
+    fn seq_items(&mut self, items: &[SeqItem], input: StageInput, next_idx: &mut usize) -> Value {
+        let mut input = input;
+        for item in items {
+            match item {
+                SeqItem::Stage(stage) => {
+                    let value = self.apply_stage(stage, input, Naming::Index(*next_idx));
+                    *next_idx += 1;
+                    input = StageInput {
+                        value,
+                        span: stage.span,
+                    };
+                }
+                SeqItem::For {
+                    var, iter, items, ..
+                } => {
+                    let elements = match self.eval(iter) {
+                        Value::List(elements) => elements,
+                        Value::Poison => return Value::Poison,
+                        other => {
+                            self.error(
+                                Diagnostic::error(
+                                    "type-mismatch",
+                                    iter.span,
+                                    format!(
+                                        "`for` needs a list, but this is {}",
+                                        other.type_name()
+                                    ),
+                                )
+                                .with_label("expected a list"),
+                            );
+                            return Value::Poison;
+                        }
+                    };
+                    for element in elements {
+                        if !self.step(var.span) {
+                            return Value::Poison;
+                        }
+                        self.frames.push(Vec::new());
+                        self.bind(&var.name, element, var.span, false);
+                        let value = self.seq_items(items, input, next_idx);
+                        self.pop_frame();
+                        input = StageInput {
+                            value,
+                            span: var.span,
+                        };
+                    }
+                }
+                SeqItem::If {
+                    cond,
+                    then,
+                    otherwise,
+                    ..
+                } => {
+                    let Some(choice) = self.condition(cond) else {
+                        return Value::Poison;
+                    };
+                    let chosen = if choice {
+                        Some(then)
+                    } else {
+                        otherwise.as_ref()
+                    };
+                    if let Some(chosen) = chosen {
+                        let span = input.span;
+                        let value = self.seq_items(chosen, input, next_idx);
+                        input = StageInput { value, span };
+                    }
+                }
+            }
+        }
+        input.value
+    }
+
+    pub(super) fn call_block(
+        &mut self,
+        block: &BlockDef,
+        callee: &Ident,
+        args: Vec<EvalArg>,
+        naming: Naming,
+        span: Span,
+    ) -> Value {
+        if !self.step(span) {
+            return Value::Poison;
+        }
+        if self.calls.iter().any(|c| c.block == block.name.name) {
+            self.error(
+                Diagnostic::error(
+                    "recursive-block",
+                    callee.span,
+                    format!("block `{}` calls itself", block.name.name),
+                )
+                .with_label("recursive call")
+                .with_secondary(block.name.span, "the block is defined here")
+                .with_help(
+                    "blocks are expanded inline, so they cannot be recursive; use `repeat` instead",
+                ),
+            );
+            return Value::Poison;
+        }
+        let descs: Vec<ParamDesc> = block
+            .params
+            .iter()
+            .map(|p| ParamDesc {
+                name: &p.name.name,
+                required: p.default.is_none(),
+            })
+            .collect();
+        let what = format!("block `{}`", block.name.name);
+        let Some(bound) = self.bind_args(&what, &descs, args, callee.span, Some(block.name.span))
+        else {
+            return Value::Poison;
+        };
+        // The block body sees only its parameters: lexical scope, not the caller's variables.
+        let saved_frames = std::mem::take(&mut self.frames);
+        let segment = self.resolve_name(&naming, &block.name.name);
+        self.push_scope(segment);
+        self.calls.push(CallSite {
+            block: block.name.name.clone(),
+            span: callee.span,
+        });
+        self.frames.push(Vec::new());
+        for (param, arg) in block.params.iter().zip(bound) {
+            let (value, arg_span) = match arg {
+                Some(arg) => (arg.value, arg.span),
+                None => match &param.default {
+                    Some(default) => (self.eval(default), default.span),
+                    None => (Value::Poison, span),
+                },
+            };
+            let value = match param.ty {
+                Some((ty, ty_span)) => self.check_param_type(value, ty, ty_span, param, arg_span),
+                None => value,
+            };
+            self.bind(&param.name.name, value, param.name.span, false);
+        }
+        let result = self.body_statements(&block.body.stmts, block.body.span);
+        self.pop_frame();
+        self.calls.pop();
+        self.pop_scope();
+        self.frames = saved_frames;
+        result
+    }
+
+    fn check_param_type(
+        &mut self,
+        value: Value,
+        ty: TypeName,
+        ty_span: Span,
+        param: &crate::syntax::ast::Param,
+        arg_span: Span,
+    ) -> Value {
+        let fits = match (&value, ty) {
+            (Value::Poison, _) => return Value::Poison,
+            (Value::Int(_), TypeName::Int) => true,
+            (Value::Int(v), TypeName::Float) => return Value::Float(*v as f64),
+            (Value::Float(_), TypeName::Float) => true,
+            (Value::Bool(_), TypeName::Bool) => true,
+            (Value::Str(_), TypeName::String) => true,
+            (Value::List(_), TypeName::List) => true,
+            (Value::Tensor(_), TypeName::Tensor) => true,
+            _ => false,
+        };
+        if fits {
+            return value;
+        }
+        let diagnostic = Diagnostic::error(
+            "argument-type",
+            arg_span,
+            format!(
+                "argument `{}` must be {} {}, but this is {}",
+                param.name.name,
+                article(ty.name()),
+                ty.name(),
+                value.type_name()
+            ),
+        )
+        .with_label(format!("expected {} {}", article(ty.name()), ty.name()));
+        // The call chain already holds the call site; point at the declared type as well.
+        let diagnostic =
+            diagnostic.with_secondary(ty_span, "the parameter's type is declared here");
+        // The argument is written at the call site, which is already the primary span: the
+        // innermost call of the chain would only repeat it.
+        let innermost = self.calls.pop();
+        self.error(diagnostic);
+        self.calls.extend(innermost);
+        Value::Poison
+    }
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}

@@ -1,0 +1,561 @@
+//! Walks pest's pairs into the AST, one small function per rule.
+
+use super::ast::*;
+use super::errors;
+use crate::diag::Diagnostic;
+use crate::source::{FileId, Span};
+use pest::iterators::Pair;
+use pest::Parser;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/cnn.pest"]
+pub struct CnnParser;
+
+type Result<T> = std::result::Result<T, Diagnostic>;
+
+struct Walker {
+    file: FileId,
+}
+
+fn is_keyword(rule: Rule) -> bool {
+    matches!(
+        rule,
+        Rule::kw_import
+            | Rule::kw_use
+            | Rule::kw_block
+            | Rule::kw_network
+            | Rule::kw_let
+            | Rule::kw_return
+            | Rule::kw_if
+            | Rule::kw_else
+            | Rule::kw_repeat
+            | Rule::kw_as
+            | Rule::kw_for
+            | Rule::kw_in
+    )
+}
+
+/// The children of a pair, keywords left out: they only guide the parse.
+fn children(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
+    pair.into_inner().filter(|p| !is_keyword(p.as_rule()))
+}
+
+pub fn parse_file(file: FileId, text: &str) -> std::result::Result<File, Vec<Diagnostic>> {
+    pest::set_error_detail(true);
+    let mut pairs = CnnParser::parse(Rule::file, text)
+        .map_err(|error| vec![errors::to_diagnostic(file, text, error)])?;
+    let walker = Walker { file };
+    let mut items = Vec::new();
+    let mut diagnostics = Vec::new();
+    if let Some(file_pair) = pairs.next() {
+        for pair in file_pair.into_inner() {
+            let result = match pair.as_rule() {
+                Rule::import => walker.import(pair).map(Item::Import),
+                Rule::block_def => walker.block_def(pair).map(Item::Block),
+                Rule::network_def => walker.network_def(pair).map(Item::Network),
+                _ => continue,
+            };
+            match result {
+                Ok(item) => items.push(item),
+                Err(diagnostic) => diagnostics.push(diagnostic),
+            }
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(File { items })
+    } else {
+        Err(diagnostics)
+    }
+}
+
+impl Walker {
+    fn span(&self, pair: &Pair<'_, Rule>) -> Span {
+        let s = pair.as_span();
+        Span::new(self.file, s.start()..s.end())
+    }
+
+    fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
+    }
+
+    fn import(&self, pair: Pair<'_, Rule>) -> Result<Import> {
+        let span = self.span(&pair);
+        let inner = children(pair).next();
+        let path = match inner {
+            Some(p) if p.as_rule() == Rule::string => string_value(p),
+            Some(p) => format!("{}.cnn", p.as_str().replace("::", "/")),
+            None => String::new(),
+        };
+        Ok(Import { path, span })
+    }
+
+    fn block_def(&self, pair: Pair<'_, Rule>) -> Result<BlockDef> {
+        let span = self.span(&pair);
+        let mut inner = children(pair);
+        let name = self.ident(next(&mut inner));
+        let mut params = Vec::new();
+        let mut body = None;
+        for p in inner {
+            match p.as_rule() {
+                Rule::params => {
+                    for param in p.into_inner() {
+                        params.push(self.param(param)?);
+                    }
+                }
+                Rule::body => body = Some(self.body(p)?),
+                _ => {}
+            }
+        }
+        Ok(BlockDef {
+            name,
+            params,
+            body: body.unwrap_or(Body {
+                stmts: Vec::new(),
+                span,
+            }),
+            span,
+        })
+    }
+
+    fn param(&self, pair: Pair<'_, Rule>) -> Result<Param> {
+        let span = self.span(&pair);
+        let mut inner = children(pair);
+        let name = self.ident(next(&mut inner));
+        let mut ty = None;
+        let mut default = None;
+        for p in inner {
+            match p.as_rule() {
+                Rule::type_name => {
+                    let t = match p.as_str() {
+                        "int" => TypeName::Int,
+                        "float" => TypeName::Float,
+                        "bool" => TypeName::Bool,
+                        "tensor" => TypeName::Tensor,
+                        "string" => TypeName::String,
+                        _ => TypeName::List,
+                    };
+                    ty = Some((t, self.span(&p)));
+                }
+                _ => default = Some(self.expr(p)?),
+            }
+        }
+        Ok(Param {
+            name,
+            ty,
+            default,
+            span,
+        })
+    }
+
+    fn network_def(&self, pair: Pair<'_, Rule>) -> Result<NetworkDef> {
+        let span = self.span(&pair);
+        let mut inner = children(pair);
+        let name = self.ident(next(&mut inner));
+        let mut inputs = Vec::new();
+        let mut body = None;
+        for p in inner {
+            match p.as_rule() {
+                Rule::net_inputs => {
+                    for input in p.into_inner() {
+                        inputs.push(self.net_input(input)?);
+                    }
+                }
+                Rule::body => body = Some(self.body(p)?),
+                _ => {}
+            }
+        }
+        Ok(NetworkDef {
+            name,
+            inputs,
+            body: body.unwrap_or(Body {
+                stmts: Vec::new(),
+                span,
+            }),
+            span,
+        })
+    }
+
+    fn net_input(&self, pair: Pair<'_, Rule>) -> Result<NetInput> {
+        let mut inner = pair.into_inner();
+        let name = self.ident(next(&mut inner));
+        let shape = next(&mut inner);
+        let shape_span = self.span(&shape);
+        let mut dims = [0u64; 3];
+        for (slot, digits) in dims.iter_mut().zip(shape.into_inner()) {
+            *slot = digits.as_str().parse().map_err(|_| {
+                Diagnostic::error(
+                    "number-too-large",
+                    self.span(&digits),
+                    "this dimension is too large",
+                )
+                .with_label("more than 2^64")
+            })?;
+        }
+        Ok(NetInput {
+            name,
+            dims,
+            shape_span,
+        })
+    }
+
+    fn body(&self, pair: Pair<'_, Rule>) -> Result<Body> {
+        let span = self.span(&pair);
+        let mut stmts = Vec::new();
+        for p in pair.into_inner() {
+            let stmt_span = self.span(&p);
+            match p.as_rule() {
+                Rule::let_stmt => {
+                    let mut inner = children(p);
+                    let name = self.ident(next(&mut inner));
+                    let value = self.expr(next(&mut inner))?;
+                    stmts.push(Stmt::Let {
+                        name,
+                        value,
+                        span: stmt_span,
+                    });
+                }
+                Rule::return_stmt => {
+                    let value = self.expr(next(&mut children(p)))?;
+                    stmts.push(Stmt::Return {
+                        value,
+                        span: stmt_span,
+                    });
+                }
+                Rule::expr_stmt => stmts.push(Stmt::Expr(self.expr(next(&mut p.into_inner()))?)),
+                _ => {}
+            }
+        }
+        Ok(Body { stmts, span })
+    }
+
+    /// Any expression rule: each level either wraps a single child or folds its operators.
+    fn expr(&self, pair: Pair<'_, Rule>) -> Result<Expr> {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::expr => {
+                let mut inner = pair.into_inner();
+                let head = self.expr(next(&mut inner))?;
+                let stages = inner.map(|p| self.stage(p)).collect::<Result<Vec<_>>>()?;
+                if stages.is_empty() {
+                    Ok(head)
+                } else {
+                    Ok(Expr {
+                        kind: ExprKind::Pipeline {
+                            head: Box::new(head),
+                            stages,
+                        },
+                        span,
+                    })
+                }
+            }
+            Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::sum | Rule::product => {
+                self.binary_chain(pair)
+            }
+            Rule::not_expr | Rule::unary => {
+                let mut ops = Vec::new();
+                let mut operand = None;
+                for p in pair.into_inner() {
+                    match p.as_rule() {
+                        Rule::not_op => ops.push((UnaryOp::Not, self.span(&p))),
+                        Rule::neg_op => ops.push((UnaryOp::Neg, self.span(&p))),
+                        _ => operand = Some(self.expr(p)?),
+                    }
+                }
+                let mut expr = operand.ok_or_else(|| internal(span))?;
+                for (op, op_span) in ops.into_iter().rev() {
+                    expr = Expr {
+                        span: op_span.to(expr.span),
+                        kind: ExprKind::Unary {
+                            op,
+                            operand: Box::new(expr),
+                        },
+                    };
+                }
+                Ok(expr)
+            }
+            Rule::int => {
+                let value = pair.as_str().parse::<i64>().map_err(|_| {
+                    Diagnostic::error("number-too-large", span, "this integer is too large")
+                        .with_label("larger than 9,223,372,036,854,775,807")
+                })?;
+                Ok(Expr {
+                    kind: ExprKind::Int(value),
+                    span,
+                })
+            }
+            Rule::float => {
+                let value = pair
+                    .as_str()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .ok_or_else(|| {
+                        Diagnostic::error("number-too-large", span, "this number is too large")
+                            .with_label("not a finite 64-bit float")
+                    })?;
+                Ok(Expr {
+                    kind: ExprKind::Float(value),
+                    span,
+                })
+            }
+            Rule::bool_lit => Ok(Expr {
+                kind: ExprKind::Bool(pair.as_str() == "true"),
+                span,
+            }),
+            Rule::pad_mode => Ok(Expr {
+                kind: ExprKind::PadMode(if pair.as_str() == "same" {
+                    PadMode::Same
+                } else {
+                    PadMode::Valid
+                }),
+                span,
+            }),
+            Rule::string => Ok(Expr {
+                kind: ExprKind::Str(string_value(pair)),
+                span,
+            }),
+            Rule::ident => Ok(Expr {
+                kind: ExprKind::Name(pair.as_str().to_string()),
+                span,
+            }),
+            Rule::list => {
+                let items = pair
+                    .into_inner()
+                    .map(|p| self.expr(p))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Expr {
+                    kind: ExprKind::List(items),
+                    span,
+                })
+            }
+            Rule::paren | Rule::repeat_count => self.expr(next(&mut pair.into_inner())),
+            Rule::call => {
+                let (callee, args) = self.call(pair)?;
+                Ok(Expr {
+                    kind: ExprKind::Call { callee, args },
+                    span,
+                })
+            }
+            Rule::if_expr => self.if_expr(pair),
+            _ => Err(internal(span)),
+        }
+    }
+
+    fn binary_chain(&self, pair: Pair<'_, Rule>) -> Result<Expr> {
+        let mut inner = pair.into_inner();
+        let mut left = self.expr(next(&mut inner))?;
+        while let Some(op_pair) = inner.next() {
+            let op_span = self.span(&op_pair);
+            let op = match op_pair.as_str() {
+                "or" => BinaryOp::Or,
+                "and" => BinaryOp::And,
+                "==" => BinaryOp::Eq,
+                "!=" => BinaryOp::Ne,
+                "<" => BinaryOp::Lt,
+                "<=" => BinaryOp::Le,
+                ">" => BinaryOp::Gt,
+                ">=" => BinaryOp::Ge,
+                "+" => BinaryOp::Add,
+                "-" => BinaryOp::Sub,
+                "*" => BinaryOp::Mul,
+                "/" => BinaryOp::Div,
+                _ => BinaryOp::Rem,
+            };
+            let right = self.expr(next(&mut inner))?;
+            left = Expr {
+                span: left.span.to(right.span),
+                kind: ExprKind::Binary {
+                    op,
+                    op_span,
+                    left: Box::new(left),
+                    right: Box::new(right),
+                },
+            };
+        }
+        Ok(left)
+    }
+
+    fn if_expr(&self, pair: Pair<'_, Rule>) -> Result<Expr> {
+        let span = self.span(&pair);
+        let mut inner = children(pair);
+        let cond = self.expr(next(&mut inner))?;
+        let then = self.body(next(&mut inner))?;
+        let otherwise = match inner.next() {
+            Some(p) if p.as_rule() == Rule::body => Some(self.body(p)?),
+            Some(p) => {
+                let nested = self.if_expr(p)?;
+                Some(Body {
+                    span: nested.span,
+                    stmts: vec![Stmt::Expr(nested)],
+                })
+            }
+            None => None,
+        };
+        Ok(Expr {
+            kind: ExprKind::If {
+                cond: Box::new(cond),
+                then,
+                otherwise,
+            },
+            span,
+        })
+    }
+
+    fn call(&self, pair: Pair<'_, Rule>) -> Result<(Ident, Vec<Arg>)> {
+        let mut inner = pair.into_inner();
+        let callee = self.ident(next(&mut inner));
+        let mut args = Vec::new();
+        if let Some(arg_list) = inner.next() {
+            for arg in arg_list.into_inner() {
+                let mut parts = arg.into_inner();
+                let first = next(&mut parts);
+                if first.as_rule() == Rule::keyword {
+                    let keyword = self.ident(first);
+                    let value = self.expr(next(&mut parts))?;
+                    args.push(Arg {
+                        keyword: Some(keyword),
+                        value,
+                    });
+                } else {
+                    args.push(Arg {
+                        keyword: None,
+                        value: self.expr(first)?,
+                    });
+                }
+            }
+        }
+        Ok((callee, args))
+    }
+
+    fn stage(&self, pair: Pair<'_, Rule>) -> Result<Stage> {
+        let span = self.span(&pair);
+        let mut label = None;
+        let mut kind = None;
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::label => label = Some(self.ident(next(&mut p.into_inner()))),
+                _ => kind = Some(self.stage_kind(p)?),
+            }
+        }
+        Ok(Stage {
+            label,
+            kind: kind.ok_or_else(|| internal(span))?,
+            span,
+        })
+    }
+
+    fn stage_kind(&self, pair: Pair<'_, Rule>) -> Result<StageKind> {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::call => {
+                let (callee, args) = self.call(pair)?;
+                Ok(StageKind::Call { callee, args })
+            }
+            Rule::ident => Ok(StageKind::Name(self.ident(pair))),
+            Rule::repeat_stage => {
+                let mut inner = children(pair);
+                let count = self.expr(next(&mut inner))?;
+                let mut var = None;
+                let mut body = None;
+                for p in inner {
+                    match p.as_rule() {
+                        Rule::ident => var = Some(self.ident(p)),
+                        _ => body = Some(self.stage(p)?),
+                    }
+                }
+                Ok(StageKind::Repeat {
+                    count,
+                    var,
+                    body: Box::new(body.ok_or_else(|| internal(span))?),
+                })
+            }
+            Rule::sequence => Ok(StageKind::Sequence(self.seq_items(pair)?)),
+            Rule::stage_group => Ok(StageKind::Group(
+                pair.into_inner()
+                    .map(|p| self.stage(p))
+                    .collect::<Result<Vec<_>>>()?,
+            )),
+            _ => Err(internal(span)),
+        }
+    }
+
+    fn seq_items(&self, pair: Pair<'_, Rule>) -> Result<Vec<SeqItem>> {
+        pair.into_inner().map(|p| self.seq_item(p)).collect()
+    }
+
+    fn seq_item(&self, pair: Pair<'_, Rule>) -> Result<SeqItem> {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            Rule::stage => Ok(SeqItem::Stage(self.stage(pair)?)),
+            Rule::seq_for => {
+                let mut inner = children(pair);
+                let var = self.ident(next(&mut inner));
+                let iter = self.expr(next(&mut inner))?;
+                let items = self.seq_items(next(&mut inner))?;
+                Ok(SeqItem::For {
+                    var,
+                    iter,
+                    items,
+                    span,
+                })
+            }
+            Rule::seq_if => {
+                let mut inner = children(pair);
+                let cond = self.expr(next(&mut inner))?;
+                let then = self.seq_items(next(&mut inner))?;
+                let otherwise = match inner.next() {
+                    Some(p) if p.as_rule() == Rule::seq_items => Some(self.seq_items(p)?),
+                    Some(p) => Some(vec![self.seq_item(p)?]),
+                    None => None,
+                };
+                Ok(SeqItem::If {
+                    cond,
+                    then,
+                    otherwise,
+                    span,
+                })
+            }
+            Rule::seq_items => Err(internal(span)),
+            _ => Ok(SeqItem::Stage(Stage {
+                label: None,
+                kind: self.stage_kind(pair)?,
+                span,
+            })),
+        }
+    }
+}
+
+fn next<'a>(pairs: &mut impl Iterator<Item = Pair<'a, Rule>>) -> Pair<'a, Rule> {
+    // The grammar guarantees the child exists; a missing one is a bug in this file.
+    pairs.next().expect("the grammar guarantees this child")
+}
+
+fn internal(span: Span) -> Diagnostic {
+    Diagnostic::error(
+        "internal",
+        span,
+        "internal error: unexpected syntax tree shape",
+    )
+}
+
+fn string_value(pair: Pair<'_, Rule>) -> String {
+    let raw = pair.into_inner().next().map_or("", |p| p.as_str());
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
