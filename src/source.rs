@@ -81,7 +81,9 @@ impl SourceMap {
     }
 
     fn get(&self, id: FileId) -> Result<&SimpleFile<String, String>, files::Error> {
-        self.files.get(id.0 as usize).ok_or(files::Error::FileMissing)
+        self.files
+            .get(id.0 as usize)
+            .ok_or(files::Error::FileMissing)
     }
 }
 
