@@ -4,6 +4,7 @@
 //!
 //! Graphs are built with the graph API directly, so these tests do not depend on the parser.
 
+#[path = "reference_layers/runtime_files.rs"]
 mod runtime_files;
 
 use cnnc::graph::{
