@@ -46,6 +46,8 @@ pub(super) fn conv(
 
     // Filters as [filter][ky][kx][channel], so one filter tap against one input pixel is a
     // dot product of two contiguous channel slices.
+    // `tensor()` checked the weight's shape against the layer; were it not 4-D anyway, the
+    // empty result fails `eval`'s shape check and is reported as a malformed graph.
     let Ok(weight4) = weight.view().into_dimensionality::<Ix4>() else {
         return Array4::zeros((0, 0, 0, 0));
     };

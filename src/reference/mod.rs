@@ -204,7 +204,7 @@ fn check_inputs(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<usize, RunError
             Some(_) => {}
         }
     }
-    // A network without inputs (only literal constants do not exist yet) runs once.
+    // A network without inputs computes one result.
     Ok(batch.unwrap_or(1))
 }
 

@@ -43,6 +43,10 @@ pub enum InputError {
     },
     #[error("images have 1 (grayscale) or 3 (RGB) channels, but input `{input}` has {channels}; give a .npy array instead")]
     Channels { input: String, channels: usize },
+    #[error(
+        "input `{input}` is a flat vector of {features} numbers, not an image; give a .npy array"
+    )]
+    FlatInput { input: String, features: usize },
     #[error("the image cannot be preprocessed for input `{input}`: {reason}")]
     Preprocess { input: String, reason: String },
     #[error(
@@ -222,7 +226,13 @@ pub fn preprocess_image(
     shape: Shape,
     preprocess: Option<&Preprocess>,
 ) -> Result<ArrayD<f32>, InputError> {
-    if shape.flat || !(shape.c == 1 || shape.c == 3) {
+    if shape.flat {
+        return Err(InputError::FlatInput {
+            input: name.to_string(),
+            features: shape.c,
+        });
+    }
+    if !(shape.c == 1 || shape.c == 3) {
         return Err(InputError::Channels {
             input: name.to_string(),
             channels: shape.c,

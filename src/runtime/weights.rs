@@ -93,8 +93,7 @@ impl WeightsError {
                 Some("convert the tensor to float32 before saving the file".into())
             }
             WeightsError::Unexpected { .. } => Some(
-                "a layer may be missing or unlabelled in the network; pass a non-strict load to ignore extra tensors"
-                    .into(),
+                "check that the layer meant to use it is labelled with the tensor's prefix".into(),
             ),
             _ => None,
         }
