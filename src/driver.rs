@@ -100,16 +100,35 @@ pub fn load(path: &Path) -> std::io::Result<Program> {
             "the file is not valid UTF-8 text",
         )
     })?;
-    Ok(load_source_with_origin(
-        &display,
-        &text,
-        Origin::Disk(path.to_path_buf()),
-    ))
+    Ok(load_source_with_origin(&display, &text, disk_origin(path)))
 }
 
 /// Parses source text as if it were a file named `name` in the current directory.
 pub fn load_source(name: &str, text: &str) -> Program {
-    load_source_with_origin(name, text, Origin::Disk(PathBuf::from(name)))
+    load_source_with_origin(name, text, disk_origin(Path::new(name)))
+}
+
+/// Files are identified by their canonical path, so that a cycle through `../` is noticed.
+fn disk_origin(path: &Path) -> Origin {
+    Origin::Disk(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
+}
+
+/// `a/b/../c.cnn` → `a/c.cnn`, for messages; the file system is not consulted.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn load_source_with_origin(name: &str, text: &str, origin: Origin) -> Program {
@@ -159,13 +178,13 @@ impl Loader {
         });
         self.stack.push((origin.clone(), name.to_string()));
         for import in imports {
-            self.import(&origin, &import);
+            self.import(&origin, name, &import);
         }
         self.stack.pop();
     }
 
-    fn import(&mut self, from: &Origin, import: &ast::Import) {
-        let Some((target, name, text)) = self.resolve(from, import) else {
+    fn import(&mut self, from: &Origin, from_name: &str, import: &ast::Import) {
+        let Some((target, name, text)) = self.resolve(from, from_name, import) else {
             return;
         };
         if let Some(pos) = self.stack.iter().position(|(o, _)| *o == target) {
@@ -188,7 +207,12 @@ impl Loader {
         self.add_file(&name, &text, target);
     }
 
-    fn resolve(&mut self, from: &Origin, import: &ast::Import) -> Option<(Origin, String, String)> {
+    fn resolve(
+        &mut self,
+        from: &Origin,
+        from_name: &str,
+        import: &ast::Import,
+    ) -> Option<(Origin, String, String)> {
         let path = import.path.as_str();
         let std_name = if path.starts_with("std/") {
             Some(path.to_string())
@@ -213,16 +237,18 @@ impl Loader {
             );
             return None;
         }
-        let base = match from {
-            Origin::Disk(file) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
-            Origin::Std(_) => PathBuf::new(),
-        };
-        let candidate = base.join(path);
+        // Relative to the importing file as the user named it, so messages show short paths.
+        let base = Path::new(from_name)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let candidate = normalize(&base.join(path));
         match std::fs::read(&candidate).map(String::from_utf8) {
-            Ok(Ok(text)) => {
-                let key = candidate.canonicalize().unwrap_or(candidate.clone());
-                Some((Origin::Disk(key), candidate.display().to_string(), text))
-            }
+            Ok(Ok(text)) => Some((
+                disk_origin(&candidate),
+                candidate.display().to_string(),
+                text,
+            )),
             Ok(Err(_)) => {
                 self.program.diagnostics.push(
                     Diagnostic::error(

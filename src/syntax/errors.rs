@@ -111,6 +111,15 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
             }
         }
     }
+    // Where a stage may start, "a layer or block call" says it all: the ways a stage can
+    // begin (a name, a label, `repeat`, brackets) would only lengthen the list.
+    const STAGE: &str = "a layer or block call";
+    if expected.contains(STAGE) {
+        expected.retain(|e| !matches!(*e, "a name" | "a label" | "`repeat`"));
+        for token in ["`(`", "`[`", "`:`"] {
+            punctuation.remove(token);
+        }
+    }
     let mut items: Vec<String> = punctuation.into_iter().collect();
     items.extend(expected.into_iter().map(String::from));
     items.dedup();

@@ -82,8 +82,11 @@ impl Walker {
     }
 
     fn import(&self, pair: Pair<'_, Rule>) -> Result<Import> {
-        let span = self.span(&pair);
+        // The span ends at the path: the rule itself also covers the whitespace after it.
+        let start = pair.as_span().start();
         let inner = children(pair).next();
+        let end = inner.as_ref().map_or(start, |p| p.as_span().end());
+        let span = Span::new(self.file, start..end);
         let path = match inner {
             Some(p) if p.as_rule() == Rule::string => string_value(p),
             Some(p) => format!("{}.cnn", p.as_str().replace("::", "/")),
