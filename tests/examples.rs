@@ -1,0 +1,206 @@
+//! Snapshot tests of the front end over the example programs: the `check` line, the
+//! `summary` table and the `emit ast` / `emit graph` dumps of every example, and the rendered
+//! diagnostics of every program in `examples/bad/`. Plain assertions pin the course's numbers.
+
+use cnnc::driver::{self, Compilation, Select};
+use cnnc::graph::summary::Summary;
+use cnnc::graph::Graph;
+use std::path::Path;
+
+/// Compiles a file given by its path relative to the package root, as a user would name it.
+fn compile(path: &Path) -> Compilation {
+    let relative = path
+        .strip_prefix(env!("CARGO_MANIFEST_DIR"))
+        .unwrap_or(path);
+    let program = driver::load(relative).expect("the example is readable");
+    driver::compile(program, &Select::All)
+}
+
+fn compile_ok(path: &Path) -> Compilation {
+    let compilation = compile(path);
+    assert!(
+        !compilation.has_errors(),
+        "{} has errors:\n{}",
+        path.display(),
+        compilation.render_diagnostics()
+    );
+    compilation
+}
+
+#[test]
+fn examples_check() {
+    insta::glob!("../examples", "*.cnn", |path| {
+        let compilation = compile_ok(path);
+        let lines: Vec<String> = compilation
+            .graphs()
+            .map(|g| Summary::of(g).check_line())
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    });
+}
+
+#[test]
+fn examples_summary() {
+    insta::glob!("../examples", "*.cnn", |path| {
+        let compilation = compile_ok(path);
+        let tables: Vec<String> = compilation
+            .graphs()
+            .map(|g| Summary::of(g).table())
+            .collect();
+        insta::assert_snapshot!(tables.join("\n"));
+    });
+}
+
+#[test]
+fn examples_emit_ast() {
+    insta::glob!("../examples", "*.cnn", |path| {
+        let compilation = compile_ok(path);
+        let root = &compilation.program.files[0];
+        insta::assert_snapshot!(cnnc::syntax::dump(&compilation.program.sources, &root.ast));
+    });
+}
+
+#[test]
+fn examples_emit_graph() {
+    insta::glob!("../examples", "*.cnn", |path| {
+        let compilation = compile_ok(path);
+        let dumps: Vec<String> = compilation.graphs().map(Graph::dump).collect();
+        insta::assert_snapshot!(dumps.join("\n"));
+    });
+}
+
+#[test]
+fn std_check() {
+    insta::glob!("../std", "*.cnn", |path| {
+        let compilation = compile_ok(path);
+        let lines: Vec<String> = compilation
+            .graphs()
+            .map(|g| Summary::of(g).check_line())
+            .collect();
+        insta::assert_snapshot!(lines.join("\n"));
+    });
+}
+
+/// Every bad program is rejected with its diagnostics rendered as plain text. A program that
+/// only warns (`unused_let.cnn`) must still compile.
+#[test]
+fn bad_examples_diagnostics() {
+    insta::glob!("../examples/bad", "*.cnn", |path| {
+        let compilation = compile(path);
+        let rendered = compilation.render_diagnostics();
+        let only_warns = path.file_name().is_some_and(|n| n == "unused_let.cnn");
+        if only_warns {
+            assert!(!compilation.has_errors(), "{rendered}");
+            assert!(rendered.contains("warning"), "{rendered}");
+        } else {
+            assert!(compilation.has_errors(), "{} was accepted", path.display());
+        }
+        insta::assert_snapshot!(rendered);
+    });
+}
+
+fn network(path: &str, name: &str) -> Graph {
+    let program = driver::load(Path::new(path)).expect("readable");
+    let compilation = driver::compile(program, &Select::Named(name.to_string()));
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graph = compilation.graphs().next().expect("one graph").clone();
+    graph
+}
+
+fn layer_macs(graph: &Graph) -> Vec<u64> {
+    graph
+        .nodes
+        .keys()
+        .map(|id| graph.macs(id))
+        .filter(|&m| m > 0)
+        .collect()
+}
+
+#[test]
+fn lenet5_counts() {
+    for (file, name) in [
+        ("examples/lenet5.cnn", "lenet5"),
+        ("std/lenet.cnn", "lenet5"),
+    ] {
+        let graph = network(file, name);
+        assert_eq!(graph.n_parameters(), 61_706);
+        assert_eq!(graph.total_macs(), 416_520);
+        assert_eq!(graph.shape(graph.output()).to_string(), "10");
+    }
+}
+
+#[test]
+fn one_layer_counts() {
+    let ten = network("examples/one_layer.cnn", "ten_filters");
+    assert_eq!(ten.n_parameters(), 280);
+    let six = network("examples/one_layer.cnn", "six_filters");
+    assert_eq!(six.n_parameters(), 456);
+    assert_eq!(six.shape(six.output()).to_string(), "28×28×6");
+    let gray = network("examples/one_layer.cnn", "six_filters_gray");
+    assert_eq!(gray.n_parameters(), 156);
+}
+
+#[test]
+fn cost_counts() {
+    let normal = network("examples/cost.cnn", "normal");
+    assert_eq!(normal.shape(normal.output()).to_string(), "4×4×5");
+    assert_eq!(normal.total_macs(), 2_160);
+    let separable = network("examples/cost.cnn", "separable");
+    assert_eq!(layer_macs(&separable), vec![432, 240]);
+    assert_eq!(separable.total_macs(), 672);
+    assert_eq!(
+        network("examples/cost.cnn", "big_conv").total_macs(),
+        120_422_400
+    );
+    assert_eq!(
+        network("examples/cost.cnn", "bottleneck").total_macs(),
+        12_443_648
+    );
+}
+
+#[test]
+fn edges_shapes() {
+    for name in ["vertical_edges", "horizontal_edges", "sobel", "scharr"] {
+        let graph = network("examples/edges.cnn", name);
+        assert_eq!(graph.shape(graph.output()).to_string(), "4×4×1");
+        assert_eq!(
+            graph.n_parameters(),
+            0,
+            "literal weights are not parameters"
+        );
+    }
+    let strided = network("examples/edges.cnn", "strided");
+    assert_eq!(strided.shape(strided.output()).to_string(), "3×3×1");
+}
+
+#[test]
+fn block_examples_shapes() {
+    let cases = [
+        ("examples/residual.cnn", "identity_shortcut", "56×56×64"),
+        ("examples/residual.cnn", "projection_shortcut", "28×28×128"),
+        ("examples/inception.cnn", "inception_3a", "28×28×256"),
+        ("examples/bottleneck.cnn", "with_residual", "56×56×24"),
+        ("examples/bottleneck.cnn", "downsampling", "28×28×32"),
+    ];
+    for (file, name, shape) in cases {
+        let graph = network(file, name);
+        assert_eq!(graph.shape(graph.output()).to_string(), shape, "{name}");
+    }
+    // Only the projection shortcut has a downsample branch; torchvision names it so.
+    let projection = network("examples/residual.cnn", "projection_shortcut");
+    let names: Vec<String> = projection
+        .named_params()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    assert!(names.contains(&"block.downsample.0.weight".to_string()));
+    let identity = network("examples/residual.cnn", "identity_shortcut");
+    assert!(identity
+        .named_params()
+        .iter()
+        .all(|(n, _, _)| !n.contains("downsample")));
+}
