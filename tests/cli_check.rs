@@ -1,0 +1,157 @@
+//! The `check`, `summary` and `emit` commands as a user runs them: output, exit codes
+//! (0 ok, 1 errors, 2 usage) and the `--json` forms.
+
+use std::process::Command;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cnnc(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cnnc runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn transcript(out: &Output) -> String {
+    format!(
+        "exit code: {}\n--- stdout\n{}--- stderr\n{}",
+        out.code, out.stdout, out.stderr
+    )
+}
+
+#[test]
+fn check_prints_one_line_per_network() {
+    let out = cnnc(&["check", "examples/cost.cnn"]);
+    assert_eq!(out.code, 0);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn check_selects_a_network() {
+    let out = cnnc(&["check", "examples/cost.cnn", "--net", "separable"]);
+    assert_eq!(out.code, 0);
+    assert_eq!(
+        out.stdout,
+        "separable: 6×6×3 → 4×4×5, 42 parameters, 672 MACs\n"
+    );
+}
+
+#[test]
+fn check_json() {
+    let out = cnnc(&["check", "examples/one_layer.cnn", "--json"]);
+    assert_eq!(out.code, 0);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    assert_eq!(value[0]["network"], "ten_filters");
+    assert_eq!(value[0]["parameters"], 280);
+    assert_eq!(value[1]["output"], "28×28×6");
+    insta::assert_snapshot!(out.stdout);
+}
+
+#[test]
+fn check_json_with_errors() {
+    let out = cnnc(&["check", "examples/bad/add_stride_mismatch.cnn", "--json"]);
+    assert_eq!(out.code, 1);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    assert_eq!(value[0]["diagnostics"][0]["code"], "shape-mismatch");
+    insta::assert_snapshot!(out.stdout);
+}
+
+#[test]
+fn check_errors_exit_1() {
+    let out = cnnc(&["check", "examples/bad/unknown_layer.cnn"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("did you mean `conv`?"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn warnings_exit_0() {
+    let out = cnnc(&["check", "examples/bad/unused_let.cnn"]);
+    assert_eq!(out.code, 0);
+    assert!(out.stderr.contains("warning[unused-let]"));
+    assert!(out.stdout.starts_with("n: 8×8×3 → 6×6×16"));
+}
+
+#[test]
+fn unknown_network() {
+    let out = cnnc(&["check", "examples/cost.cnn", "--net", "seperable"]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn unreadable_file_exit_1() {
+    let out = cnnc(&["check", "examples/does_not_exist.cnn"]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(cnnc(&["check"]).code, 2);
+    assert_eq!(cnnc(&["frobnicate", "x.cnn"]).code, 2);
+    assert_eq!(cnnc(&["emit", "bytecode", "examples/lenet5.cnn"]).code, 2);
+}
+
+#[test]
+fn summary_of_first_network() {
+    let out = cnnc(&["summary", "examples/residual.cnn"]);
+    assert_eq!(out.code, 0);
+    assert!(out
+        .stdout
+        .starts_with("identity_shortcut: 56×56×64 → 56×56×64\n"));
+    assert!(out.stdout.contains("Total params: 73,984\n"));
+}
+
+#[test]
+fn summary_json() {
+    let out = cnnc(&["summary", "examples/lenet5.cnn", "--json"]);
+    assert_eq!(out.code, 0);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    assert_eq!(value["parameters"], 61_706);
+    assert_eq!(value["macs"], 416_520);
+    assert_eq!(value["layers"][0]["path"], "conv1");
+}
+
+#[test]
+fn std_files_are_embedded() {
+    // `std/...` resolves to the embedded standard library, whatever the working directory.
+    let output = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(["check", "std/lenet.cnn"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("cnnc runs");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&output.stdout)
+        .starts_with("lenet5: 32×32×1 → 10, 61,706 parameters"));
+}
+
+#[test]
+fn emit_stages() {
+    let ast = cnnc(&["emit", "ast", "examples/lenet5.cnn"]);
+    assert_eq!(ast.code, 0);
+    assert!(
+        ast.stdout.starts_with("network lenet5 @5:1\n"),
+        "{}",
+        ast.stdout
+    );
+    let graph = cnnc(&["emit", "graph", "examples/lenet5.cnn"]);
+    assert_eq!(graph.code, 0);
+    assert!(graph
+        .stdout
+        .starts_with("network lenet5(image: 32×32×1) -> 10\n"));
+}
