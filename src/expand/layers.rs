@@ -341,7 +341,7 @@ impl Expander<'_> {
                 let depthwise = sig.kind == LayerKind::DwConv;
                 let filters = if depthwise {
                     let multiplier = self.opt_usize(args.take("multiplier"), "multiplier", 1, 1)?;
-                    input.c.checked_mul(multiplier).unwrap_or(usize::MAX)
+                    input.c.saturating_mul(multiplier)
                 } else {
                     self.req_usize(args.take("filters"), "filters", 1)?
                 };
@@ -449,7 +449,13 @@ impl Expander<'_> {
         );
     }
 
-    fn to_usize(&mut self, arg: &EvalArg, value: &Value, name: &str, min: usize) -> Option<usize> {
+    fn int_to_usize(
+        &mut self,
+        arg: &EvalArg,
+        value: &Value,
+        name: &str,
+        min: usize,
+    ) -> Option<usize> {
         match value {
             Value::Int(v) if *v >= min as i64 => usize::try_from(*v).ok(),
             Value::Int(v) => {
@@ -473,7 +479,7 @@ impl Expander<'_> {
     fn req_usize(&mut self, arg: Option<EvalArg>, name: &str, min: usize) -> Option<usize> {
         let arg = arg?;
         let value = arg.value.clone();
-        self.to_usize(&arg, &value, name, min)
+        self.int_to_usize(&arg, &value, name, min)
     }
 
     fn opt_usize(
@@ -486,7 +492,7 @@ impl Expander<'_> {
         match arg {
             Some(arg) => {
                 let value = arg.value.clone();
-                self.to_usize(&arg, &value, name, min)
+                self.int_to_usize(&arg, &value, name, min)
             }
             None => Some(default),
         }
@@ -507,8 +513,8 @@ impl Expander<'_> {
             Value::List(items) if items.len() == 2 => {
                 let (a, b) = (items[0].clone(), items[1].clone());
                 Some([
-                    self.to_usize(&arg, &a, name, min)?,
-                    self.to_usize(&arg, &b, name, min)?,
+                    self.int_to_usize(&arg, &a, name, min)?,
+                    self.int_to_usize(&arg, &b, name, min)?,
                 ])
             }
             Value::List(_) => {
@@ -517,7 +523,7 @@ impl Expander<'_> {
             }
             value => {
                 let value = value.clone();
-                let n = self.to_usize(&arg, &value, name, min)?;
+                let n = self.int_to_usize(&arg, &value, name, min)?;
                 Some([n, n])
             }
         }
@@ -575,11 +581,11 @@ impl Expander<'_> {
                     right,
                 })
             }
-            Value::Int(_) => Some(Padding::uniform(self.to_usize(&arg, &value, "pad", 0)?)),
+            Value::Int(_) => Some(Padding::uniform(self.int_to_usize(&arg, &value, "pad", 0)?)),
             Value::List(items) if items.len() == 2 || items.len() == 4 => {
                 let mut sides = Vec::new();
                 for item in &items {
-                    sides.push(self.to_usize(&arg, item, "pad", 0)?);
+                    sides.push(self.int_to_usize(&arg, item, "pad", 0)?);
                 }
                 Some(if sides.len() == 2 {
                     Padding {
@@ -903,7 +909,7 @@ impl Expander<'_> {
         if new_v < 0.9 * v {
             new_v += divisor;
         }
-        (new_v.abs() < 9.0e18).then(|| Value::Int(new_v as i64))
+        (new_v.abs() < 9.0e18).then_some(Value::Int(new_v as i64))
     }
 
     fn declaration_allowed(&mut self, callee: &Ident) -> bool {
@@ -938,7 +944,7 @@ impl Expander<'_> {
             match keyword.name.as_str() {
                 "resize" | "crop" => {
                     let value = arg.value.clone();
-                    if let Some(n) = self.to_usize(&arg, &value, &keyword.name, 1) {
+                    if let Some(n) = self.int_to_usize(&arg, &value, &keyword.name, 1) {
                         if keyword.name == "resize" {
                             pre.resize = Some(n);
                         } else {

@@ -243,14 +243,14 @@ fn conv_shape(attrs: &ConvAttrs, input: Shape) -> Result<Shape, ShapeError> {
     spatial_input("conv", input)?;
     positive(attrs.filters, "the number of filters")?;
     positive(attrs.groups, "groups")?;
-    if input.c % attrs.groups != 0 {
+    if !input.c.is_multiple_of(attrs.groups) {
         return Err(ShapeError::GroupsDontDivide {
             groups: attrs.groups,
             which: "the input channels",
             channels: input.c,
         });
     }
-    if attrs.filters % attrs.groups != 0 {
+    if !attrs.filters.is_multiple_of(attrs.groups) {
         return Err(ShapeError::GroupsDontDivide {
             groups: attrs.groups,
             which: "the filters",

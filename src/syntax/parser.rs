@@ -11,7 +11,8 @@ use pest::Parser;
 #[grammar = "../grammar/cnn.pest"]
 pub struct CnnParser;
 
-type Result<T> = std::result::Result<T, Diagnostic>;
+// Boxed: a diagnostic is large and errors are rare, so the happy path stays small.
+type Result<T> = std::result::Result<T, Box<Diagnostic>>;
 
 struct Walker {
     file: FileId,
@@ -57,7 +58,7 @@ pub fn parse_file(file: FileId, text: &str) -> std::result::Result<File, Vec<Dia
             };
             match result {
                 Ok(item) => items.push(item),
-                Err(diagnostic) => diagnostics.push(diagnostic),
+                Err(diagnostic) => diagnostics.push(*diagnostic),
             }
         }
     }
@@ -536,12 +537,12 @@ fn next<'a>(pairs: &mut impl Iterator<Item = Pair<'a, Rule>>) -> Pair<'a, Rule> 
     pairs.next().expect("the grammar guarantees this child")
 }
 
-fn internal(span: Span) -> Diagnostic {
-    Diagnostic::error(
+fn internal(span: Span) -> Box<Diagnostic> {
+    Box::new(Diagnostic::error(
         "internal",
         span,
         "internal error: unexpected syntax tree shape",
-    )
+    ))
 }
 
 fn string_value(pair: Pair<'_, Rule>) -> String {
