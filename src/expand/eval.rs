@@ -325,6 +325,9 @@ impl Expander<'_> {
         if let Some(block) = self.defs.blocks.get(name).copied() {
             return self.call_block(block, callee, args, naming, span);
         }
+        if let Some(network) = self.defs.networks.get(name).copied() {
+            return self.call_network(network, callee, args, naming, span);
+        }
         if let Some(sig) = super::layers::signature(name) {
             return self.layer(sig, callee, args, naming, span);
         }

@@ -912,9 +912,13 @@ impl Expander<'_> {
         (new_v.abs() < 9.0e18).then_some(Value::Int(new_v as i64))
     }
 
+    /// Whether a declaration applies here: it does in the network being expanded, it is
+    /// ignored in a network used as a stage, and it is an error in a block.
     fn declaration_allowed(&mut self, callee: &Ident) -> bool {
-        if self.calls.is_empty() {
-            return true;
+        match self.calls.last() {
+            None => return true,
+            Some(call) if call.is_network => return false,
+            Some(_) => {}
         }
         self.error(
             Diagnostic::error(
@@ -929,7 +933,7 @@ impl Expander<'_> {
 
     fn preprocess(&mut self, callee: &Ident, args: Vec<EvalArg>) -> Value {
         if !self.declaration_allowed(callee) {
-            return Value::Poison;
+            return Value::Unit;
         }
         let mut pre = Preprocess::default();
         for arg in args {
@@ -991,7 +995,7 @@ impl Expander<'_> {
 
     fn labels(&mut self, callee: &Ident, args: Vec<EvalArg>) -> Value {
         if !self.declaration_allowed(callee) {
-            return Value::Poison;
+            return Value::Unit;
         }
         match args.as_slice() {
             [EvalArg {

@@ -76,6 +76,8 @@ enum Naming {
 struct CallSite {
     block: String,
     span: Span,
+    /// A network used as a stage; its declarations (`preprocess`, `labels`) are ignored.
+    is_network: bool,
 }
 
 struct Expander<'a> {
@@ -178,6 +180,9 @@ impl<'a> Expander<'a> {
                 );
             }
         }
+        // Layers that do not lead to the output (a network cut short with `until`, an unused
+        // `let`) own no weights and are not run.
+        self.graph.prune_unreachable();
         self.check_duplicate_paths();
         if self.diags.iter().any(Diagnostic::is_error) {
             None

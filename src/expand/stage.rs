@@ -7,7 +7,7 @@ use super::value::Value;
 use super::{CallSite, Expander, Naming, MAX_REPEAT};
 use crate::diag::Diagnostic;
 use crate::source::Span;
-use crate::syntax::ast::{BlockDef, Ident, SeqItem, Stage, StageKind, TypeName};
+use crate::syntax::ast::{BlockDef, Ident, NetworkDef, SeqItem, Stage, StageKind, TypeName};
 
 /// The tensor flowing into a stage and the span of the expression that produced it.
 pub struct StageInput {
@@ -22,6 +22,17 @@ impl Expander<'_> {
         input: StageInput,
         naming: Naming,
     ) -> Value {
+        let first_new = self.graph.nodes.len();
+        let value = self.apply_stage_kind(stage, input, naming);
+        if stage.frozen {
+            for node in self.graph.nodes.values_mut().skip(first_new) {
+                node.frozen = true;
+            }
+        }
+        value
+    }
+
+    fn apply_stage_kind(&mut self, stage: &Stage, input: StageInput, naming: Naming) -> Value {
         let naming = match &stage.label {
             Some(label) => Naming::Label(label.name.clone()),
             None => naming,
@@ -240,6 +251,7 @@ impl Expander<'_> {
         self.calls.push(CallSite {
             block: block.name.name.clone(),
             span: callee.span,
+            is_network: false,
         });
         self.frames.push(Vec::new());
         for (param, arg) in block.params.iter().zip(bound) {
@@ -315,5 +327,193 @@ fn article(word: &str) -> &'static str {
         "an"
     } else {
         "a"
+    }
+}
+
+impl Expander<'_> {
+    /// A network used as a stage: its layers are expanded in place, under the caller's path
+    /// (no segment of its own unless labelled, so its weight names stay those of the original
+    /// network), and `until: "layer4"` keeps everything up to that layer.
+    pub(super) fn call_network(
+        &mut self,
+        network: &NetworkDef,
+        callee: &Ident,
+        args: Vec<EvalArg>,
+        naming: Naming,
+        span: Span,
+    ) -> Value {
+        if !self.step(span) {
+            return Value::Poison;
+        }
+        if self.calls.iter().any(|c| c.block == network.name.name)
+            || self.graph.name == network.name.name
+        {
+            self.error(
+                Diagnostic::error(
+                    "recursive-block",
+                    callee.span,
+                    format!("network `{}` uses itself", network.name.name),
+                )
+                .with_label("recursive use")
+                .with_secondary(network.name.span, "the network is defined here"),
+            );
+            return Value::Poison;
+        }
+        let mut descs: Vec<ParamDesc> = network
+            .inputs
+            .iter()
+            .map(|input| ParamDesc {
+                name: &input.name.name,
+                required: true,
+            })
+            .collect();
+        descs.push(ParamDesc {
+            name: "until",
+            required: false,
+        });
+        let what = format!("network `{}`", network.name.name);
+        let Some(mut bound) =
+            self.bind_args(&what, &descs, args, callee.span, Some(network.name.span))
+        else {
+            return Value::Poison;
+        };
+        let until = match bound.pop().flatten() {
+            None => None,
+            Some(EvalArg {
+                value: Value::Str(path),
+                span,
+                ..
+            }) => Some((path, span)),
+            Some(arg) => {
+                self.error(
+                    Diagnostic::error(
+                        "argument-type",
+                        arg.span,
+                        format!(
+                            "`until` names a layer by its path, as a string, but this is {}",
+                            arg.value.type_name()
+                        ),
+                    )
+                    .with_label("expected a string such as \"layer4\""),
+                );
+                return Value::Poison;
+            }
+        };
+        let saved_frames = std::mem::take(&mut self.frames);
+        let scoped = !matches!(naming, Naming::Auto);
+        if scoped {
+            let segment = self.resolve_name(&naming, &network.name.name);
+            self.push_scope(segment);
+        }
+        let prefix = self.path_prefix();
+        self.calls.push(CallSite {
+            block: network.name.name.clone(),
+            span: callee.span,
+            is_network: true,
+        });
+        self.frames.push(Vec::new());
+        for (input, arg) in network.inputs.iter().zip(bound) {
+            let value = match arg {
+                Some(EvalArg {
+                    value: value @ (Value::Tensor(_) | Value::Poison),
+                    ..
+                }) => value,
+                Some(arg) => {
+                    self.error(
+                        Diagnostic::error(
+                            "argument-type",
+                            arg.span,
+                            format!(
+                                "input `{}` of network `{}` must be a tensor, but this is {}",
+                                input.name.name,
+                                network.name.name,
+                                arg.value.type_name()
+                            ),
+                        )
+                        .with_label("expected a tensor"),
+                    );
+                    Value::Poison
+                }
+                None => Value::Poison,
+            };
+            self.bind(&input.name.name, value, input.name.span, false);
+        }
+        let first_new = self.graph.nodes.len();
+        let mut result = self.body_statements(&network.body.stmts, network.body.span);
+        self.pop_frame();
+        self.calls.pop();
+        if let (Some((path, path_span)), false) = (until, result.is_poison()) {
+            result = self.cut_network(network, &prefix, &path, path_span, first_new);
+        }
+        if scoped {
+            self.pop_scope();
+        }
+        self.frames = saved_frames;
+        result
+    }
+
+    /// The last node, among those created since `first_new`, at `path` or inside it.
+    fn cut_network(
+        &mut self,
+        network: &NetworkDef,
+        prefix: &str,
+        path: &str,
+        path_span: Span,
+        first_new: usize,
+    ) -> Value {
+        let full = if prefix.is_empty() {
+            path.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
+        let inside = format!("{full}.");
+        let found = self
+            .graph
+            .nodes
+            .iter()
+            .skip(first_new)
+            .filter(|(_, node)| node.path == full || node.path.starts_with(&inside))
+            .map(|(id, _)| id)
+            .last();
+        if let Some(id) = found {
+            return Value::Tensor(id);
+        }
+        let own_prefix = format!("{prefix}.");
+        let paths: Vec<String> = self
+            .graph
+            .nodes
+            .values()
+            .skip(first_new)
+            .map(|n| {
+                n.path
+                    .strip_prefix(&own_prefix)
+                    .unwrap_or(&n.path)
+                    .to_string()
+            })
+            .collect();
+        // Sub-block paths (`classifier`, `layer4.1`) are valid cut points too.
+        let mut candidates: Vec<String> = paths
+            .iter()
+            .flat_map(|p| {
+                p.match_indices('.')
+                    .map(|(idx, _)| p[..idx].to_string())
+                    .chain(std::iter::once(p.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        candidates.sort();
+        candidates.dedup();
+        let paths = candidates;
+        let mut diagnostic = Diagnostic::error(
+            "unknown-layer",
+            path_span,
+            format!("network `{}` has no layer `{path}`", network.name.name),
+        )
+        .with_label("no such layer path");
+        if let Some(s) = super::suggest::closest(path, paths.iter().map(String::as_str)) {
+            diagnostic = diagnostic.with_help(format!("did you mean `{s}`?"));
+        }
+        self.error(diagnostic);
+        Value::Poison
     }
 }

@@ -204,6 +204,52 @@ impl Graph {
         self.nodes.keys().map(|id| self.macs(id)).sum()
     }
 
+    /// Removes the nodes the output does not depend on (inputs always stay), renumbering the
+    /// rest in the same order.
+    pub fn prune_unreachable(&mut self) {
+        let Some(output) = self.output else {
+            return;
+        };
+        let mut live: SecondaryMap<NodeId, bool> = SecondaryMap::new();
+        live[output] = true;
+        for &input in &self.inputs {
+            live[input] = true;
+        }
+        // Insertion order is a topological order, so one backward sweep finds every ancestor.
+        for id in self.nodes.keys().rev() {
+            if live[id] {
+                for &input in &self.nodes[id].inputs {
+                    live[input] = true;
+                }
+            }
+        }
+        if self.nodes.keys().all(|id| live[id]) {
+            return;
+        }
+        let old = std::mem::take(self);
+        let mut renumber: SecondaryMap<NodeId, Option<NodeId>> = SecondaryMap::new();
+        let mut graph = Graph {
+            name: old.name,
+            meta: old.meta,
+            span: old.span,
+            ..Graph::default()
+        };
+        for (id, node) in old.nodes.into_iter() {
+            if !live[id] {
+                continue;
+            }
+            let mut node = node;
+            node.inputs = node.inputs.iter().filter_map(|&i| renumber[i]).collect();
+            let new_id = graph.nodes.push(node);
+            graph.shapes[new_id] = old.shapes[id];
+            graph.origins[new_id] = old.origins[id].clone();
+            renumber[id] = Some(new_id);
+        }
+        graph.inputs = old.inputs.iter().filter_map(|&i| renumber[i]).collect();
+        graph.output = renumber[output];
+        *self = graph;
+    }
+
     /// The text dump of `cnnc emit graph`.
     pub fn dump(&self) -> String {
         dump::dump(self)

@@ -211,6 +211,8 @@ impl Arg {
 #[derive(Clone, Debug)]
 pub struct Stage {
     pub label: Option<Ident>,
+    /// `frozen`: the layers this stage creates are not trainable.
+    pub frozen: bool,
     pub kind: StageKind,
     pub span: Span,
 }

@@ -150,10 +150,13 @@ impl Dumper<'_> {
     }
 
     fn stage(&mut self, depth: usize, stage: &Stage) {
-        let label = match &stage.label {
+        let mut label = match &stage.label {
             Some(label) => format!("{}: ", label.name),
             None => String::new(),
         };
+        if stage.frozen {
+            label.push_str("frozen ");
+        }
         match &stage.kind {
             StageKind::Call { callee, args } => {
                 self.line(depth, stage.span, format!("-> {label}call {}", callee.name));

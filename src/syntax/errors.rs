@@ -49,6 +49,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
             "a layer or block call"
         }
         Rule::label => "a label",
+        Rule::frozen => "`frozen`",
         Rule::kw_repeat => "`repeat`",
         Rule::repeat_count => "a repeat count (a number, a name, or an expression in parentheses)",
         Rule::kw_as => "`as`",

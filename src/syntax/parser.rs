@@ -437,15 +437,18 @@ impl Walker {
     fn stage(&self, pair: Pair<'_, Rule>) -> Result<Stage> {
         let span = self.span(&pair);
         let mut label = None;
+        let mut frozen = false;
         let mut kind = None;
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::label => label = Some(self.ident(next(&mut p.into_inner()))),
+                Rule::frozen => frozen = true,
                 _ => kind = Some(self.stage_kind(p)?),
             }
         }
         Ok(Stage {
             label,
+            frozen,
             kind: kind.ok_or_else(|| internal(span))?,
             span,
         })
@@ -525,6 +528,7 @@ impl Walker {
             Rule::seq_items => Err(internal(span)),
             _ => Ok(SeqItem::Stage(Stage {
                 label: None,
+                frozen: false,
                 kind: self.stage_kind(pair)?,
                 span,
             })),
