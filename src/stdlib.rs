@@ -11,3 +11,19 @@ pub fn get(path: &str) -> Option<&'static str> {
         .find(|(name, _)| *name == path)
         .map(|(_, text)| *text)
 }
+
+/// Data files of `std/` that networks refer to but never import, such as the class names a
+/// `labels("...")` declaration names. Kept apart from [`FILES`] so that an import cannot
+/// name them and the list of importable files stays a list of programs.
+pub static DATA_FILES: &[(&str, &str)] = &[(
+    "std/imagenet_classes.txt",
+    include_str!("../std/imagenet_classes.txt"),
+)];
+
+/// The text of a standard-library data file.
+pub fn get_data(path: &str) -> Option<&'static str> {
+    DATA_FILES
+        .iter()
+        .find(|(name, _)| *name == path)
+        .map(|(_, text)| *text)
+}
