@@ -19,6 +19,10 @@ enum Command {
     Summary(cli::summary::SummaryArgs),
     /// Print an intermediate form of the compiler.
     Emit(cli::emit::EmitArgs),
+    /// Compile a network and run it on an image, a .npy array or a synthetic input.
+    Run(cli::run::RunArgs),
+    /// Write a network's seeded initial weights to a safetensors file.
+    Weights(cli::weights::WeightsArgs),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +31,8 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Summary(args) => cli::summary::run(&args),
         Command::Emit(args) => cli::emit::run(&args),
+        Command::Run(args) => cli::run::run(&args),
+        Command::Weights(args) => cli::weights::run(&args),
     };
     ExitCode::from(code)
 }

@@ -4,7 +4,9 @@
 pub mod check;
 pub mod emit;
 pub mod json;
+pub mod run;
 pub mod summary;
+pub mod weights;
 
 use crate::diag;
 use crate::driver::{self, Compilation, Select};

@@ -1,0 +1,599 @@
+//! `cnnc run`: compile one network and run it on an input, printing what came out.
+//!
+//! The command gathers what a run needs — the class labels the network declares, its weights
+//! (a safetensors file, or a deterministic seeded initialization), its inputs (`.npy` arrays,
+//! images, or a deterministic synthetic tensor) — and turns every way those can be wrong into
+//! a diagnostic: pointing at the layer's source line when the problem is about a layer, at the
+//! input declaration when it is about an input's shape, at `labels(...)` when it is about the
+//! labels file, and at no place at all when a file cannot be read. All of them are collected
+//! before anything runs, so a user fixing an export sees the whole list at once.
+//!
+//! What is printed depends on the output: a classifier (a flat output that declares labels or
+//! ends in softmax) prints its top classes; a small output prints its numbers, one matrix per
+//! channel, as the course writes them; anything larger prints its range.
+
+use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
+use crate::diag::{self, Diagnostic, Severity};
+use crate::driver::{Origin, Program, Select};
+use crate::graph::{Graph, NodeId, Op, Shape};
+use crate::reference::{self, RunError};
+use crate::runtime::{self, Dims, InputError, LoadOptions, Weights, WeightsError};
+use crate::stdlib;
+use ndarray::{ArrayD, ArrayViewD, Axis};
+use std::path::{Path, PathBuf};
+
+/// The engines a network can run on.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The reference interpreter: plain loops, the oracle every faster engine is checked
+    /// against.
+    #[default]
+    Reference,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The .cnn file.
+    pub file: PathBuf,
+    /// The network to run (default: the file's first).
+    #[arg(long)]
+    pub net: Option<String>,
+    /// Trained weights, named as in PyTorch's state_dict (default: a seeded initialization).
+    #[arg(long, value_name = "W.safetensors")]
+    pub weights: Option<PathBuf>,
+    /// Tensors of the weights file that no layer uses are errors rather than warnings.
+    #[arg(long, requires = "weights")]
+    pub strict: bool,
+    /// Tensors under this layer path may be absent from the weights file; they are seeded.
+    #[arg(long = "allow-missing", value_name = "PREFIX", requires = "weights")]
+    pub allow_missing: Vec<String>,
+    /// The seed of the initial weights and of the synthetic input.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// A .npy array or a PNG or JPEG image; once per network input, in order (default: a
+    /// synthetic input).
+    #[arg(long, value_name = "PATH")]
+    pub input: Vec<PathBuf>,
+    /// How many synthetic images to run at once (with --input, the file sets the batch).
+    #[arg(long, default_value_t = 1, conflicts_with = "input",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch: u64,
+    /// Write the output tensor to this .npy file (N×H×W×C, or N×C for a flat output).
+    #[arg(long, value_name = "OUT.npy")]
+    pub output: Option<PathBuf>,
+    /// How many of a classifier's classes to print.
+    #[arg(long, value_name = "K", default_value_t = 5)]
+    pub top: usize,
+    /// The engine that runs the network.
+    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    pub backend: Backend,
+}
+
+pub fn run(args: &RunArgs) -> u8 {
+    let Some(mut compilation) = compile_file(&args.file, &select(&args.net, Select::First)) else {
+        return EXIT_ERRORS;
+    };
+    report(&compilation);
+    if compilation.has_errors() {
+        return EXIT_ERRORS;
+    }
+    let Some(mut graph) = compilation
+        .networks
+        .iter_mut()
+        .find_map(|network| network.graph.take())
+    else {
+        return EXIT_ERRORS;
+    };
+    let program = &compilation.program;
+    match execute(args, program, &mut graph) {
+        Ok(()) => EXIT_OK,
+        Err(diagnostics) => {
+            diag::emit_stderr(&program.sources, &diagnostics);
+            EXIT_ERRORS
+        }
+    }
+}
+
+/// Everything after compilation. Errors come back as diagnostics; warnings are printed as
+/// they are found.
+fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), Vec<Diagnostic>> {
+    let mut errors = Vec::new();
+    if let Err(error) = load_labels(program, graph) {
+        errors.push(*error);
+    }
+    let weights = match load_weights(args, program, graph) {
+        Ok((weights, line)) => Some((weights, line)),
+        Err(found) => {
+            errors.extend(found);
+            None
+        }
+    };
+    let inputs = match load_inputs(args, graph) {
+        Ok(inputs) => Some(inputs),
+        Err(found) => {
+            errors.extend(found);
+            None
+        }
+    };
+    let (Some((weights, weights_line)), Some(inputs), true) = (weights, inputs, errors.is_empty())
+    else {
+        return Err(errors);
+    };
+
+    let backend = match args.backend {
+        Backend::Reference => "reference interpreter",
+    };
+    println!("network: {} ({backend})", graph.name);
+    println!("weights: {weights_line}");
+    for line in &inputs.lines {
+        println!("input {line}");
+    }
+    let output = match args.backend {
+        Backend::Reference => reference::run(graph, &weights, &inputs.tensors),
+    }
+    .map_err(|error| vec![run_diagnostic(graph, &error)])?;
+    print_output(graph, &output, args.top);
+    if let Some(path) = &args.output {
+        runtime::write_npy(path, &output)
+            .map_err(|error| vec![Diagnostic::global("output-file", error.to_string())])?;
+        println!("wrote {} ({})", path.display(), Dims::of(output.shape()));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels
+
+/// Reads the class names of a network that declares `labels("...")` into `graph.meta.labels`.
+fn load_labels(program: &Program, graph: &mut Graph) -> Result<(), Box<Diagnostic>> {
+    let (Some(name), Some(span)) = (graph.meta.labels_file.clone(), graph.meta.labels_span) else {
+        return Ok(());
+    };
+    let labels_error = |message: String| {
+        Diagnostic::error("labels-file", span, message).with_label("the labels are declared here")
+    };
+    let (shown, text) = match locate_labels(program, span.file, &name) {
+        LabelsFile::Std(std_name) => match stdlib::get_data(&std_name) {
+            Some(text) => (std_name, text.to_string()),
+            None => {
+                let available: Vec<&str> = stdlib::DATA_FILES.iter().map(|(n, _)| *n).collect();
+                return Err(Box::new(
+                    labels_error(format!(
+                        "the standard library has no labels file `{std_name}`"
+                    ))
+                    .with_help(format!("it has {}", available.join(", "))),
+                ));
+            }
+        },
+        LabelsFile::Disk(path) => match std::fs::read_to_string(&path) {
+            Ok(text) => (path.display().to_string(), text),
+            Err(error) => {
+                return Err(Box::new(
+                    labels_error(format!(
+                        "cannot read the labels file `{}`: {error}",
+                        path.display()
+                    ))
+                    .with_help(
+                        "a labels file is found relative to the .cnn file that declares it; \
+                         `std/...` names one of the standard library's",
+                    ),
+                ))
+            }
+        },
+    };
+    let labels = parse_labels(&text);
+    let output = graph.shape(graph.output());
+    if labels.len() != output.numel() {
+        let outputs = if output.flat {
+            format!("{} outputs", output.c)
+        } else {
+            format!("{} outputs ({output})", output.numel())
+        };
+        return Err(Box::new(
+            labels_error(format!(
+                "the labels file `{shown}` names {} classes, but network `{}` has {outputs}",
+                labels.len(),
+                graph.name,
+            ))
+            .with_note("a labels file holds one class name per line, in the order of the outputs"),
+        ));
+    }
+    graph.meta.labels = labels;
+    Ok(())
+}
+
+/// Where a labels file is: embedded in the standard library, or on disk.
+enum LabelsFile {
+    Std(String),
+    Disk(PathBuf),
+}
+
+/// Resolves a labels file as an import is resolved: `std/...` and names used inside the
+/// standard library are its embedded files; anything else is relative to the declaring file.
+fn locate_labels(program: &Program, file: crate::source::FileId, name: &str) -> LabelsFile {
+    if name.starts_with("std/") {
+        return LabelsFile::Std(name.to_string());
+    }
+    let origin = program
+        .files
+        .iter()
+        .find(|f| f.id == file)
+        .map(|f| &f.origin);
+    if let Some(Origin::Std(std_name)) = origin {
+        let folder = std_name
+            .rsplit_once('/')
+            .map_or("std", |(folder, _)| folder);
+        return LabelsFile::Std(format!("{folder}/{name}"));
+    }
+    // The file's name as the user gave it keeps the path short in messages.
+    let base = Path::new(program.sources.name(file))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    LabelsFile::Disk(base.join(name))
+}
+
+/// One class name per line; surrounding spaces and trailing empty lines do not count.
+fn parse_labels(text: &str) -> Vec<String> {
+    let mut labels: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    while labels.last().is_some_and(String::is_empty) {
+        labels.pop();
+    }
+    labels
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights
+
+/// The weights to run with and the line that says where they came from.
+fn load_weights(
+    args: &RunArgs,
+    program: &Program,
+    graph: &Graph,
+) -> Result<(Weights, String), Vec<Diagnostic>> {
+    let Some(path) = &args.weights else {
+        let weights = Weights::seeded(graph, args.seed)
+            .map_err(|error| vec![weights_diagnostic(graph, &error)])?;
+        let line = if weights.is_empty() {
+            "none to load: every weight of this network is written in its source".to_string()
+        } else {
+            format!(
+                "seeded initialisation (seed {}); pass --weights to load trained ones",
+                args.seed
+            )
+        };
+        return Ok((weights, line));
+    };
+    let options = LoadOptions {
+        strict: args.strict,
+        allow_missing: args.allow_missing.clone(),
+        seed: args.seed,
+    };
+    match Weights::load_safetensors(path, graph, &options) {
+        Ok(loaded) => {
+            let warnings: Vec<Diagnostic> = loaded
+                .warnings
+                .iter()
+                .map(|w| as_warning(weights_diagnostic(graph, w)))
+                .collect();
+            diag::emit_stderr(&program.sources, &warnings);
+            let n_from_file = loaded.weights.len() - loaded.seeded.len();
+            let mut line = format!("{n_from_file} tensors from {}", path.display());
+            if !loaded.seeded.is_empty() {
+                line.push_str(&format!(
+                    "; seeded (seed {}) because of --allow-missing: {}",
+                    args.seed,
+                    loaded.seeded.join(", ")
+                ));
+            }
+            Ok((loaded.weights, line))
+        }
+        Err(problems) => {
+            let mut all: Vec<Diagnostic> = problems
+                .errors
+                .iter()
+                .map(|e| weights_diagnostic(graph, e))
+                .collect();
+            all.extend(
+                problems
+                    .warnings
+                    .iter()
+                    .map(|w| as_warning(weights_diagnostic(graph, w))),
+            );
+            Err(all)
+        }
+    }
+}
+
+/// A weights problem as a diagnostic: at the layer's source line when it is about a layer,
+/// about no place when it is about the file. Always an error: the caller makes it a warning
+/// when the load went on regardless (unused tensors without `--strict`).
+pub(crate) fn weights_diagnostic(graph: &Graph, error: &WeightsError) -> Diagnostic {
+    let mut diagnostic = match error {
+        WeightsError::Missing { name, node, .. } => at_layer(
+            graph,
+            *node,
+            "weights-missing",
+            error.to_string(),
+            format!("this layer needs `{name}`"),
+        ),
+        WeightsError::WrongShape { expected, node, .. } => at_layer(
+            graph,
+            *node,
+            "weights-shape",
+            error.to_string(),
+            format!("this layer's weights are {expected}"),
+        ),
+        WeightsError::WrongDtype { name, node, .. } => at_layer(
+            graph,
+            *node,
+            "weights-dtype",
+            error.to_string(),
+            format!("this layer needs `{name}`"),
+        ),
+        WeightsError::Unexpected { .. } => Diagnostic::global("weights-unused", error.to_string()),
+        WeightsError::TooLarge { .. } => Diagnostic::global("weights-too-large", error.to_string()),
+        WeightsError::Unreadable { .. } | WeightsError::Unwritable { .. } => {
+            Diagnostic::global("weights-file", error.to_string())
+        }
+        WeightsError::Corrupt { .. } => Diagnostic::global("weights-file", error.to_string())
+            .with_note(
+                "a safetensors file is an 8-byte header length, a JSON header naming every \
+                 tensor's dtype, shape and offsets, then the data: a file cut short or not \
+                 written by a safetensors library fails here",
+            ),
+    };
+    if let Some(help) = error.help() {
+        diagnostic = diagnostic.with_help(help);
+    }
+    diagnostic
+}
+
+/// The same diagnostic as a warning: for problems that did not stop the load.
+fn as_warning(diagnostic: Diagnostic) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Warning,
+        ..diagnostic
+    }
+}
+
+/// An error about one layer, pointing at its source line and at the block calls that led to it.
+fn at_layer(
+    graph: &Graph,
+    node: NodeId,
+    code: &'static str,
+    message: String,
+    label: String,
+) -> Diagnostic {
+    let origin = &graph.origins[node];
+    let mut diagnostic = Diagnostic::error(code, origin.span, message).with_label(label);
+    for &call in &origin.call_chain {
+        diagnostic = diagnostic.with_secondary(call, "in this block call");
+    }
+    diagnostic
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+/// The tensors a network runs on, one per network input, and where each came from.
+struct Inputs {
+    tensors: Vec<ArrayD<f32>>,
+    /// `name (N×H×W×C): from FILE`, one per input, for the user.
+    lines: Vec<String>,
+}
+
+fn load_inputs(args: &RunArgs, graph: &Graph) -> Result<Inputs, Vec<Diagnostic>> {
+    let names: Vec<String> = graph
+        .inputs
+        .iter()
+        .map(|&id| input_name(graph, id))
+        .collect();
+    if !args.input.is_empty() && args.input.len() != graph.inputs.len() {
+        return Err(vec![Diagnostic::global(
+            "input-count",
+            format!(
+                "network `{}` has {} input(s) ({}), but {} --input file(s) were given",
+                graph.name,
+                graph.inputs.len(),
+                names.join(", "),
+                args.input.len()
+            ),
+        )
+        .with_help(
+            "give one --input per network input, in the order the network declares them",
+        )]);
+    }
+    let mut tensors = Vec::new();
+    let mut lines = Vec::new();
+    let mut errors = Vec::new();
+    for (input_idx, (&id, name)) in graph.inputs.iter().zip(&names).enumerate() {
+        let result = match args.input.get(input_idx) {
+            Some(path) => runtime::load_input(path, graph, input_idx)
+                .map(|t| (format!("from {}", path.display()), t)),
+            None => {
+                // Each input gets its own stream, so two inputs of one shape still differ.
+                let seed = args.seed.wrapping_add(input_idx as u64);
+                runtime::synthetic_input(graph.shape(id), args.batch as usize, seed).map(|t| {
+                    let how = format!(
+                        "synthetic, uniform in [-1, 1) (seed {seed}); pass --input for an \
+                         image or a .npy array"
+                    );
+                    (how, t)
+                })
+            }
+        };
+        match result {
+            Ok((how, tensor)) => {
+                lines.push(format!("{name} ({}): {how}", Dims::of(tensor.shape())));
+                tensors.push(tensor);
+            }
+            Err(error) => errors.push(input_diagnostic(graph, id, &error)),
+        }
+    }
+    if errors.is_empty() {
+        Ok(Inputs { tensors, lines })
+    } else {
+        Err(errors)
+    }
+}
+
+fn input_name(graph: &Graph, id: NodeId) -> String {
+    match &graph.nodes[id].op {
+        Op::Input { name, .. } => name.clone(),
+        _ => id.to_string(),
+    }
+}
+
+/// An input problem: about the input's declaration when the file's contents do not fit it,
+/// about no place when the file cannot be read at all.
+fn input_diagnostic(graph: &Graph, input: NodeId, error: &InputError) -> Diagnostic {
+    match error {
+        InputError::WrongShape { .. }
+        | InputError::Channels { .. }
+        | InputError::FlatInput { .. }
+        | InputError::ImageSize { .. }
+        | InputError::Preprocess { .. } => {
+            Diagnostic::error("input-shape", graph.origins[input].span, error.to_string())
+                .with_label(format!(
+                    "input `{}` is declared {} here",
+                    input_name(graph, input),
+                    graph.shape(input)
+                ))
+        }
+        InputError::Unreadable { .. }
+        | InputError::Unwritable { .. }
+        | InputError::Npy { .. }
+        | InputError::UnknownFormat { .. }
+        | InputError::Image { .. } => Diagnostic::global("input-file", error.to_string()),
+        InputError::NoSuchInput { .. } | InputError::EmptyBatch | InputError::TooLarge { .. } => {
+            Diagnostic::global("input", error.to_string())
+        }
+    }
+}
+
+fn run_diagnostic(graph: &Graph, error: &RunError) -> Diagnostic {
+    match error.node() {
+        Some(node) => at_layer(
+            graph,
+            node,
+            "run",
+            error.to_string(),
+            "while running this layer".into(),
+        ),
+        None => Diagnostic::global("run", error.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+/// Outputs of at most this many numbers per image are printed in full.
+const PRINT_LIMIT: usize = 64;
+
+fn print_output(graph: &Graph, output: &ArrayD<f32>, top: usize) {
+    let shape = graph.shape(graph.output());
+    let batch = output.shape().first().copied().unwrap_or(0);
+    let ends_in_softmax = matches!(graph.nodes[graph.output()].op, Op::Softmax);
+    let is_classifier = shape.flat && (!graph.meta.labels.is_empty() || ends_in_softmax);
+    if batch == 1 {
+        println!("output: {shape}");
+    } else {
+        println!("output: {shape} for each of {batch} images");
+    }
+    for (image_idx, image) in output.axis_iter(Axis(0)).enumerate() {
+        if batch > 1 {
+            println!("image {image_idx}:");
+        }
+        if is_classifier {
+            print_top_classes(&image, &graph.meta.labels, top, ends_in_softmax);
+        } else if shape.numel() <= PRINT_LIMIT {
+            print_values(&image, shape);
+        } else {
+            print_range(&image);
+        }
+    }
+}
+
+/// The `top` most probable classes, most probable first (the lower index first on a tie).
+fn print_top_classes(scores: &ArrayViewD<f32>, labels: &[String], top: usize, is_softmax: bool) {
+    let scores: Vec<f32> = scores.iter().copied().collect();
+    // Logits (a labelled network without a final softmax) are shown as probabilities too,
+    // which is what a reader of a top-5 list expects.
+    let probabilities = if is_softmax { scores } else { softmax(&scores) };
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| {
+        probabilities[b]
+            .total_cmp(&probabilities[a])
+            .then(a.cmp(&b))
+    });
+    let shown = top.min(order.len());
+    let how = if is_softmax {
+        ""
+    } else {
+        " (softmax of the network's output)"
+    };
+    println!("top {shown} of {} classes{how}:", probabilities.len());
+    for &class_idx in &order[..shown] {
+        let name = labels
+            .get(class_idx)
+            .cloned()
+            .unwrap_or_else(|| format!("class {class_idx}"));
+        println!("  {:.4}  {name}", probabilities[class_idx]);
+    }
+}
+
+fn softmax(values: &[f32]) -> Vec<f32> {
+    let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = values.iter().map(|&v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.iter().map(|&e| e / sum).collect()
+}
+
+/// A small output in full: one H×W matrix per channel, or one row for a flat output. Integral
+/// values are shown without decimals, so the course's examples read as the course prints them.
+fn print_values(image: &ArrayViewD<f32>, shape: Shape) {
+    let integral = image.iter().all(|v| v.is_finite() && v.fract() == 0.0);
+    let format = |v: f32| {
+        // −0 is shown as 0: a sum that cancels to zero is zero to the reader.
+        let v = if v == 0.0 { 0.0 } else { v };
+        if integral {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.4}")
+        }
+    };
+    let cells: Vec<String> = image.iter().map(|&v| format(v)).collect();
+    let width = cells.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+    let row = |cells: &[String]| {
+        let padded: Vec<String> = cells.iter().map(|c| format!("{c:>width$}")).collect();
+        padded.join(" ")
+    };
+    if shape.flat {
+        println!("  {}", row(&cells));
+        return;
+    }
+    // The image is H×W×C in row-major order: the value at (y, x, ch) is cell (y·W + x)·C + ch.
+    for ch in 0..shape.c {
+        let indent = if shape.c > 1 {
+            println!("  channel {ch}:");
+            "    "
+        } else {
+            "  "
+        };
+        for y in 0..shape.h {
+            let line: Vec<String> = (0..shape.w)
+                .map(|x| cells[(y * shape.w + x) * shape.c + ch].clone())
+                .collect();
+            println!("{indent}{}", row(&line));
+        }
+    }
+}
+
+fn print_range(image: &ArrayViewD<f32>) {
+    let n = image.len().max(1) as f64;
+    let min = image.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = image.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mean = image.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    println!("  min {min:.4}, max {max:.4}, mean {mean:.4}");
+}
