@@ -1,0 +1,438 @@
+//! `cnnc run` and `cnnc weights` as a user runs them: the course's worked examples with their
+//! exact numbers, every example file, weights written and read back, and every way a weights,
+//! input or labels file can be wrong — each a diagnostic with exit code 1, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Output {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn cnnc(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cnnc runs");
+    Output {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A folder of this test binary's own files under `target/`, created on first use.
+fn temp_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli_run");
+    std::fs::create_dir_all(&dir).expect("the temp folder can be created");
+    dir
+}
+
+fn temp_path(name: &str) -> String {
+    temp_dir().join(name).display().to_string()
+}
+
+/// Exit code, stdout and stderr, with the temp folder written as `[TMP]` so that snapshots do
+/// not depend on where the repository is checked out. (A plain replacement rather than insta's
+/// regex filters, which need a feature this crate does not enable.)
+fn transcript(out: &Output) -> String {
+    let text = format!(
+        "exit code: {}\n--- stdout\n{}--- stderr\n{}",
+        out.code, out.stdout, out.stderr
+    );
+    text.replace(&temp_dir().display().to_string(), "[TMP]")
+}
+
+/// A safetensors file of F32 zeros with the given tensor names and shapes.
+fn safetensors_zeros(tensors: &[(&str, &[usize])]) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut offset = 0;
+    for (name, shape) in tensors {
+        let size = shape.iter().product::<usize>() * 4;
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        entries.push(format!(
+            "\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{}]}}",
+            dims.join(","),
+            offset + size
+        ));
+        offset += size;
+    }
+    let mut header = format!("{{{}}}", entries.join(","));
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.resize(bytes.len() + offset, 0);
+    bytes
+}
+
+/// The tensors of `examples/lenet5.cnn`, by PyTorch name.
+const LENET5: &[(&str, &[usize])] = &[
+    ("conv1.weight", &[6, 1, 5, 5]),
+    ("conv1.bias", &[6]),
+    ("conv2.weight", &[16, 6, 5, 5]),
+    ("conv2.bias", &[16]),
+    ("fc1.weight", &[120, 400]),
+    ("fc1.bias", &[120]),
+    ("fc2.weight", &[84, 120]),
+    ("fc2.bias", &[84]),
+    ("fc3.weight", &[10, 84]),
+    ("fc3.bias", &[10]),
+];
+
+// ---------------------------------------------------------------------------------------------
+// The course's worked examples
+
+fn run_edges(net: &str, input: &str) -> Output {
+    let input = format!("examples/data/{input}");
+    cnnc(&["run", "examples/edges.cnn", "--net", net, "--input", &input])
+}
+
+#[test]
+fn course_vertical_edges() {
+    let out = run_edges("vertical_edges", "edges_6x6.npy");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(
+        "output: 4×4×1\n   -5  -4   0   8\n  -10  -2   2   3\n    0  -2  -4  -7\n   -3  -2  -3 -16\n"
+    ));
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn course_step_edge() {
+    let out = run_edges("vertical_edges", "step_6x6.npy");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&"   0 30 30  0\n".repeat(4)));
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn course_flipped_step_edge() {
+    let out = run_edges("vertical_edges", "step_flipped_6x6.npy");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains(&"    0 -30 -30   0\n".repeat(4)));
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn course_checkerboard_horizontal_edges() {
+    let out = run_edges("horizontal_edges", "checkerboard_6x6.npy");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out
+        .stdout
+        .contains("    0   0   0   0\n   30  10 -10 -30\n   30  10 -10 -30\n    0   0   0   0\n"));
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn course_strided() {
+    let out = run_edges("strided", "strided_7x7.npy");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The lecture slide shows 83 and 127 where the sums are 88 and 117.
+    assert!(out
+        .stdout
+        .contains("output: 3×3×1\n   91 100  88\n   69  91 117\n   44  72  74\n"));
+    insta::assert_snapshot!(transcript(&out));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seeded weights, synthetic inputs, every example
+
+#[test]
+fn lenet5_seeded_synthetic_top5() {
+    let out = cnnc(&["run", "examples/lenet5.cnn"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out
+        .stdout
+        .contains("weights: seeded initialisation (seed 0); pass --weights to load trained ones"));
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn lenet5_batch_of_two() {
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--batch", "2", "--top", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn every_example_runs() {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"))
+            .expect("examples/ is readable")
+            .map(|entry| entry.expect("a directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "cnn"))
+            .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    let mut all = String::new();
+    for path in files {
+        let name = format!(
+            "examples/{}",
+            path.file_name().expect("a file name").to_string_lossy()
+        );
+        let out = cnnc(&["run", &name]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        assert!(out.stderr.is_empty(), "{name}: {}", out.stderr);
+        assert!(out.stdout.contains("output: "), "{name}: {}", out.stdout);
+        all.push_str(&format!("=== cnnc run {name}\n{}", out.stdout));
+    }
+    insta::assert_snapshot!(all);
+}
+
+#[test]
+fn backend_is_checked_by_the_command_line() {
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--backend", "reference"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--backend", "gpu"]);
+    assert_eq!(out.code, 2);
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--batch", "0"]);
+    assert_eq!(out.code, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights files
+
+/// Writes the seeded weights with `cnnc weights`, runs with them and without, and compares.
+fn weights_round_trip(file: &str, stem: &str) -> String {
+    let weights = temp_path(&format!("{stem}.safetensors"));
+    let written = cnnc(&["weights", file, "--out", &weights]);
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let (loaded_npy, seeded_npy) = (
+        temp_path(&format!("{stem}_loaded.npy")),
+        temp_path(&format!("{stem}_seeded.npy")),
+    );
+    let loaded = cnnc(&["run", file, "--weights", &weights, "--output", &loaded_npy]);
+    assert_eq!(loaded.code, 0, "{}", loaded.stderr);
+    let seeded = cnnc(&["run", file, "--output", &seeded_npy]);
+    assert_eq!(seeded.code, 0, "{}", seeded.stderr);
+    let loaded_bytes = std::fs::read(&loaded_npy).expect("the loaded run wrote its output");
+    let seeded_bytes = std::fs::read(&seeded_npy).expect("the seeded run wrote its output");
+    assert_eq!(loaded_bytes, seeded_bytes);
+    assert!(loaded_bytes.starts_with(b"\x93NUMPY"));
+    format!("{}{}", transcript(&written), transcript(&loaded))
+}
+
+#[test]
+fn weights_written_then_loaded_give_the_seeded_output() {
+    insta::assert_snapshot!(weights_round_trip("examples/lenet5.cnn", "lenet5"));
+}
+
+#[test]
+fn weights_with_batch_norm_buffers_round_trip() {
+    insta::assert_snapshot!(weights_round_trip("examples/residual.cnn", "residual"));
+}
+
+#[test]
+fn weights_of_wrong_shape() {
+    let mut tensors = LENET5.to_vec();
+    tensors[2] = ("conv2.weight", &[16, 6, 3, 3]);
+    let path = temp_path("wrong_shape.safetensors");
+    std::fs::write(&path, safetensors_zeros(&tensors)).expect("written");
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--weights", &path]);
+    assert_eq!(out.code, 1);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn weights_truncated() {
+    let full = safetensors_zeros(LENET5);
+    let path = temp_path("truncated.safetensors");
+    std::fs::write(&path, &full[..full.len() / 2]).expect("written");
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--weights", &path]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn weights_file_missing() {
+    let out = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--weights",
+        "examples/data/no_such.safetensors",
+    ]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn weights_unused_tensor_warns_and_strict_refuses() {
+    let mut tensors = LENET5.to_vec();
+    tensors.push(("fc4.weight", &[3, 10]));
+    let path = temp_path("extra.safetensors");
+    std::fs::write(&path, safetensors_zeros(&tensors)).expect("written");
+    let relaxed = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--weights",
+        &path,
+        "--top",
+        "3",
+    ]);
+    assert_eq!(relaxed.code, 0, "{}", relaxed.stderr);
+    let strict = cnnc(&["run", "examples/lenet5.cnn", "--weights", &path, "--strict"]);
+    assert_eq!(strict.code, 1);
+    insta::assert_snapshot!(format!("{}{}", transcript(&relaxed), transcript(&strict)));
+}
+
+#[test]
+fn weights_allowed_to_miss_a_head() {
+    let tensors: Vec<(&str, &[usize])> = LENET5
+        .iter()
+        .copied()
+        .filter(|(name, _)| !name.starts_with("fc3."))
+        .collect();
+    let path = temp_path("headless.safetensors");
+    std::fs::write(&path, safetensors_zeros(&tensors)).expect("written");
+    let refused = cnnc(&["run", "examples/lenet5.cnn", "--weights", &path]);
+    assert_eq!(refused.code, 1);
+    let allowed = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--weights",
+        &path,
+        "--allow-missing",
+        "fc3",
+        "--top",
+        "2",
+    ]);
+    assert_eq!(allowed.code, 0, "{}", allowed.stderr);
+    insta::assert_snapshot!(format!("{}{}", transcript(&refused), transcript(&allowed)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Input files
+
+#[test]
+fn input_text_file_named_png() {
+    let path = temp_path("not_an_image.png");
+    std::fs::write(&path, "this is text, not a picture\n").expect("written");
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--input", &path]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn input_npy_of_wrong_shape() {
+    let out = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--input",
+        "examples/data/edges_6x6.npy",
+    ]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn input_file_missing() {
+    let out = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--input",
+        "examples/data/no_such.npy",
+    ]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn input_errors_are_collected_with_weights_errors() {
+    let out = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--input",
+        "examples/data/no_such.npy",
+        "--weights",
+        "examples/data/no_such.safetensors",
+    ]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn input_png_and_jpeg_through_lenet5() {
+    // A 40×48 colour gradient: not the network's 32×32 grayscale, so it is converted and resized.
+    let image = image::RgbImage::from_fn(48, 40, |x, y| {
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, ((x + y) * 3) as u8])
+    });
+    for name in ["gradient.png", "gradient.jpg"] {
+        let path = temp_path(name);
+        image.save(&path).expect("the image is written");
+        let out = cnnc(&["run", "examples/lenet5.cnn", "--input", &path]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        assert!(
+            out.stdout.contains("top 5 of 10 classes:"),
+            "{}",
+            out.stdout
+        );
+        assert!(out.stdout.contains("(1×32×32×1)"), "{}", out.stdout);
+        if name.ends_with(".png") {
+            insta::assert_snapshot!(transcript(&out));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels
+
+/// A three-class network in the temp folder that declares `labels(labels_file)`.
+fn labelled_network(stem: &str, labels_file: &str) -> String {
+    let source = format!(
+        "network {stem}(x: 4x4x1) {{\n    labels(\"{labels_file}\")\n    x -> flatten -> fc: dense(3) -> softmax\n}}\n"
+    );
+    let path = temp_path(&format!("{stem}.cnn"));
+    std::fs::write(&path, source).expect("written");
+    path
+}
+
+#[test]
+fn labels_read_relative_to_the_network_file() {
+    std::fs::write(temp_path("three_classes.txt"), "cat\ndog\nbird\n").expect("written");
+    let path = labelled_network("three", "three_classes.txt");
+    let out = cnnc(&["run", &path]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn labels_count_differs_from_outputs() {
+    std::fs::write(temp_path("two_classes.txt"), "cat\ndog\n").expect("written");
+    let path = labelled_network("two", "two_classes.txt");
+    let out = cnnc(&["run", &path]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn labels_file_missing() {
+    let path = labelled_network("missing", "no_such_classes.txt");
+    let out = cnnc(&["run", &path]);
+    assert_eq!(out.code, 1);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn labels_from_the_standard_library() {
+    let source = "network imagenet_head(x: 4x4x3) {\n    labels(\"std/imagenet_classes.txt\")\n    x -> global_avgpool -> flatten -> fc: dense(1000)\n}\n";
+    let path = temp_path("imagenet_head.cnn");
+    std::fs::write(&path, source).expect("written");
+    let out = cnnc(&["run", &path, "--top", "3"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    insta::assert_snapshot!(transcript(&out));
+}
+
+#[test]
+fn imagenet_classes_are_torchvisions() {
+    let text = cnnc::stdlib::get_data("std/imagenet_classes.txt").expect("embedded");
+    let classes: Vec<&str> = text.lines().collect();
+    assert_eq!(classes.len(), 1000);
+    assert_eq!(&classes[..3], ["tench", "goldfish", "great white shark"]);
+    assert_eq!(classes[999], "toilet tissue");
+}
