@@ -1,0 +1,175 @@
+//! The standard library against its references. Every network of `std/` must have exactly
+//! torchvision's parameter count, tensor count, and `state_dict` names and shapes, in
+//! `state_dict` order, so that a torchvision checkpoint converted to safetensors loads as it is;
+//! and its MACs must round to the published figure. The reference lists live in
+//! `tests/data/torchvision/` (one `name<TAB>shape` line per tensor, and `PARAMS.tsv`), copied
+//! from the torchvision models themselves; see the README there.
+//!
+//! Snapshots record the `check` line of every network and the `summary` table of a few.
+
+use cnnc::driver::{self, Select};
+use cnnc::graph::summary::Summary;
+use cnnc::graph::Graph;
+use std::path::Path;
+
+const DATA: &str = "tests/data/torchvision";
+
+/// Every network of the standard library: its file, and its MACs at its declared input size
+/// as published (in GMACs), with the number of decimals it was published to.
+///
+/// The figures are those of the table where it gives one, and otherwise torchvision's
+/// documented `GFLOPS` (which count multiply-accumulates, despite the name).
+const NETWORKS: &[(&str, &str, f64, i32)] = &[("std/lenet.cnn", "lenet5", 0.000417, 6)];
+
+/// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
+fn compile(file: &str, network: &str) -> Graph {
+    let program = driver::load(Path::new(file)).expect("the std file is readable");
+    let compilation = driver::compile(program, &Select::Named(network.to_string()));
+    assert!(
+        !compilation.has_errors(),
+        "{file} --net {network} has errors:\n{}",
+        compilation.render_diagnostics()
+    );
+    let graph = compilation.graphs().next().expect("one network").clone();
+    graph
+}
+
+/// `(parameters, tensors)` of a network, from `PARAMS.tsv`.
+fn published_counts(network: &str) -> (u64, usize) {
+    let table = std::fs::read_to_string(format!("{DATA}/PARAMS.tsv")).expect("PARAMS.tsv");
+    let row = table
+        .lines()
+        .skip(1)
+        .map(|line| line.split('\t').collect::<Vec<_>>())
+        .find(|cells| cells[0] == network)
+        .unwrap_or_else(|| panic!("{network} is not in PARAMS.tsv"));
+    (
+        row[1].parse().expect("a parameter count"),
+        row[2].parse().expect("a tensor count"),
+    )
+}
+
+/// The network's tensors as `name<TAB>shape` lines, shapes written as in the reference files
+/// (`64x3x7x7`).
+fn tensor_lines(graph: &Graph) -> Vec<String> {
+    graph
+        .named_params()
+        .into_iter()
+        .map(|(name, _, spec)| {
+            let dims: Vec<String> = spec.shape.iter().map(usize::to_string).collect();
+            format!("{name}\t{}", dims.join("x"))
+        })
+        .collect()
+}
+
+/// Fails at the first line where the two lists differ, showing that line of each, so that a
+/// naming mistake deep inside a network is easy to find.
+fn assert_same_tensors(network: &str, actual: &[String], expected: &[String]) {
+    let first_difference = actual
+        .iter()
+        .zip(expected)
+        .position(|(a, e)| a != e)
+        .or_else(|| (actual.len() != expected.len()).then(|| actual.len().min(expected.len())));
+    if let Some(idx) = first_difference {
+        let line = |lines: &[String]| lines.get(idx).cloned().unwrap_or("(none)".to_string());
+        panic!(
+            "{network}: tensor {} of {} (torchvision has {}) differs:\n  cnnc:        {}\n  torchvision: {}",
+            idx + 1,
+            actual.len(),
+            expected.len(),
+            line(actual),
+            line(expected)
+        );
+    }
+}
+
+fn check_against_torchvision(network: &str) {
+    let &(file, _, published_gmacs, decimals) = NETWORKS
+        .iter()
+        .find(|(_, name, _, _)| *name == network)
+        .expect("the network is listed");
+    let graph = compile(file, network);
+
+    let reference = std::fs::read_to_string(format!("{DATA}/{network}.tsv")).expect("the list");
+    let expected: Vec<String> = reference.lines().map(str::to_string).collect();
+    let actual = tensor_lines(&graph);
+    assert_same_tensors(network, &actual, &expected);
+
+    let (parameters, tensors) = published_counts(network);
+    assert_eq!(actual.len(), tensors, "{network}: tensors");
+    assert_eq!(graph.n_parameters(), parameters, "{network}: parameters");
+
+    // Rounded to the published precision, the MACs are the published figure.
+    let gmacs = graph.total_macs() as f64 / 1e9;
+    let tolerance = 0.5 * 10f64.powi(-decimals) + 1e-12;
+    assert!(
+        (gmacs - published_gmacs).abs() <= tolerance,
+        "{network}: {gmacs:.6} GMACs, published {published_gmacs:.*}",
+        decimals as usize
+    );
+}
+
+/// One test per network, so that each failure is reported on its own.
+macro_rules! torchvision_tests {
+    ($($network:ident)*) => {
+        $(
+            #[test]
+            fn $network() {
+                check_against_torchvision(stringify!($network));
+            }
+        )*
+    };
+}
+
+torchvision_tests! {
+    lenet5
+}
+
+/// Every reference list has a network, and every network a test.
+#[test]
+fn every_reference_is_tested() {
+    let mut listed: Vec<&str> = NETWORKS.iter().map(|(_, name, _, _)| *name).collect();
+    listed.sort_unstable();
+    let mut references: Vec<String> = std::fs::read_dir(DATA)
+        .expect("the data folder")
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name().into_string().ok()?;
+            let network = name.strip_suffix(".tsv")?;
+            (network != "PARAMS").then(|| network.to_string())
+        })
+        .collect();
+    references.sort_unstable();
+    assert_eq!(listed, references);
+}
+
+/// The copy of each file embedded in the binary (what `import "std/..."` reads) is the file.
+#[test]
+fn std_files_are_embedded() {
+    let mut files: Vec<&str> = NETWORKS.iter().map(|(file, _, _, _)| *file).collect();
+    files.dedup();
+    for file in files {
+        let on_disk = std::fs::read_to_string(file).expect("the std file");
+        assert_eq!(
+            cnnc::stdlib::get(file),
+            Some(on_disk.as_str()),
+            "{file} is not in stdlib::FILES, or differs"
+        );
+    }
+}
+
+#[test]
+fn check_lines() {
+    let lines: Vec<String> = NETWORKS
+        .iter()
+        .map(|(file, network, _, _)| Summary::of(&compile(file, network)).check_line())
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+#[test]
+fn summaries() {
+    for (file, network) in [("std/lenet.cnn", "lenet5")] {
+        let table = Summary::of(&compile(file, network)).table();
+        insta::assert_snapshot!(format!("summary_{network}"), table);
+    }
+}
