@@ -2,7 +2,10 @@
 //! from any directory.
 
 /// Every file of `std/`, by the path an import names it with.
-pub static FILES: &[(&str, &str)] = &[("std/lenet.cnn", include_str!("../std/lenet.cnn"))];
+pub static FILES: &[(&str, &str)] = &[
+    ("std/alexnet.cnn", include_str!("../std/alexnet.cnn")),
+    ("std/lenet.cnn", include_str!("../std/lenet.cnn")),
+];
 
 /// The text of a standard-library file.
 pub fn get(path: &str) -> Option<&'static str> {

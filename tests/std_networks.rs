@@ -19,7 +19,10 @@ const DATA: &str = "tests/data/torchvision";
 ///
 /// The figures are those of the table where it gives one, and otherwise torchvision's
 /// documented `GFLOPS` (which count multiply-accumulates, despite the name).
-const NETWORKS: &[(&str, &str, f64, i32)] = &[("std/lenet.cnn", "lenet5", 0.000417, 6)];
+const NETWORKS: &[(&str, &str, f64, i32)] = &[
+    ("std/lenet.cnn", "lenet5", 0.000417, 6),
+    ("std/alexnet.cnn", "alexnet", 0.71, 2),
+];
 
 /// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
 fn compile(file: &str, network: &str) -> Graph {
@@ -123,6 +126,7 @@ macro_rules! torchvision_tests {
 
 torchvision_tests! {
     lenet5
+    alexnet
 }
 
 /// Every reference list has a network, and every network a test.
