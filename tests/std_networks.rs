@@ -22,6 +22,11 @@ const DATA: &str = "tests/data/torchvision";
 const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/lenet.cnn", "lenet5", 0.000417, 6),
     ("std/alexnet.cnn", "alexnet", 0.71, 2),
+    ("std/vgg.cnn", "vgg11", 7.61, 2),
+    ("std/vgg.cnn", "vgg13", 11.31, 2),
+    ("std/vgg.cnn", "vgg16", 15.47, 2),
+    ("std/vgg.cnn", "vgg19", 19.63, 2),
+    ("std/vgg.cnn", "vgg16_bn", 15.47, 2),
 ];
 
 /// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
@@ -127,6 +132,7 @@ macro_rules! torchvision_tests {
 torchvision_tests! {
     lenet5
     alexnet
+    vgg11 vgg13 vgg16 vgg19 vgg16_bn
 }
 
 /// Every reference list has a network, and every network a test.
