@@ -5,6 +5,7 @@
 pub static FILES: &[(&str, &str)] = &[
     ("std/alexnet.cnn", include_str!("../std/alexnet.cnn")),
     ("std/lenet.cnn", include_str!("../std/lenet.cnn")),
+    ("std/resnet.cnn", include_str!("../std/resnet.cnn")),
     ("std/vgg.cnn", include_str!("../std/vgg.cnn")),
 ];
 

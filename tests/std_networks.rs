@@ -27,6 +27,11 @@ const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/vgg.cnn", "vgg16", 15.47, 2),
     ("std/vgg.cnn", "vgg19", 19.63, 2),
     ("std/vgg.cnn", "vgg16_bn", 15.47, 2),
+    ("std/resnet.cnn", "resnet18", 1.81, 2),
+    ("std/resnet.cnn", "resnet34", 3.66, 2),
+    ("std/resnet.cnn", "resnet50", 4.09, 2),
+    ("std/resnet.cnn", "resnet101", 7.80, 2),
+    ("std/resnet.cnn", "resnet152", 11.51, 2),
 ];
 
 /// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
@@ -133,6 +138,7 @@ torchvision_tests! {
     lenet5
     alexnet
     vgg11 vgg13 vgg16 vgg19 vgg16_bn
+    resnet18 resnet34 resnet50 resnet101 resnet152
 }
 
 /// Every reference list has a network, and every network a test.
@@ -178,7 +184,7 @@ fn check_lines() {
 
 #[test]
 fn summaries() {
-    for (file, network) in [("std/lenet.cnn", "lenet5")] {
+    for (file, network) in [("std/lenet.cnn", "lenet5"), ("std/resnet.cnn", "resnet18")] {
         let table = Summary::of(&compile(file, network)).table();
         insta::assert_snapshot!(format!("summary_{network}"), table);
     }
