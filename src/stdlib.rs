@@ -4,6 +4,7 @@
 /// Every file of `std/`, by the path an import names it with.
 pub static FILES: &[(&str, &str)] = &[
     ("std/alexnet.cnn", include_str!("../std/alexnet.cnn")),
+    ("std/googlenet.cnn", include_str!("../std/googlenet.cnn")),
     ("std/lenet.cnn", include_str!("../std/lenet.cnn")),
     ("std/resnet.cnn", include_str!("../std/resnet.cnn")),
     ("std/vgg.cnn", include_str!("../std/vgg.cnn")),

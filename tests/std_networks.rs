@@ -32,6 +32,7 @@ const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/resnet.cnn", "resnet50", 4.09, 2),
     ("std/resnet.cnn", "resnet101", 7.80, 2),
     ("std/resnet.cnn", "resnet152", 11.51, 2),
+    ("std/googlenet.cnn", "googlenet", 1.50, 2),
 ];
 
 /// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
@@ -139,6 +140,7 @@ torchvision_tests! {
     alexnet
     vgg11 vgg13 vgg16 vgg19 vgg16_bn
     resnet18 resnet34 resnet50 resnet101 resnet152
+    googlenet
 }
 
 /// Every reference list has a network, and every network a test.
