@@ -6,6 +6,7 @@ pub static FILES: &[(&str, &str)] = &[
     ("std/alexnet.cnn", include_str!("../std/alexnet.cnn")),
     ("std/googlenet.cnn", include_str!("../std/googlenet.cnn")),
     ("std/lenet.cnn", include_str!("../std/lenet.cnn")),
+    ("std/mobilenet.cnn", include_str!("../std/mobilenet.cnn")),
     ("std/resnet.cnn", include_str!("../std/resnet.cnn")),
     ("std/vgg.cnn", include_str!("../std/vgg.cnn")),
 ];

@@ -33,6 +33,8 @@ const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/resnet.cnn", "resnet101", 7.80, 2),
     ("std/resnet.cnn", "resnet152", 11.51, 2),
     ("std/googlenet.cnn", "googlenet", 1.50, 2),
+    ("std/mobilenet.cnn", "mobilenet_v1", 0.569, 3),
+    ("std/mobilenet.cnn", "mobilenet_v2", 0.30, 2),
 ];
 
 /// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
@@ -141,6 +143,7 @@ torchvision_tests! {
     vgg11 vgg13 vgg16 vgg19 vgg16_bn
     resnet18 resnet34 resnet50 resnet101 resnet152
     googlenet
+    mobilenet_v1 mobilenet_v2
 }
 
 /// Every reference list has a network, and every network a test.
@@ -186,7 +189,11 @@ fn check_lines() {
 
 #[test]
 fn summaries() {
-    for (file, network) in [("std/lenet.cnn", "lenet5"), ("std/resnet.cnn", "resnet18")] {
+    for (file, network) in [
+        ("std/lenet.cnn", "lenet5"),
+        ("std/resnet.cnn", "resnet18"),
+        ("std/mobilenet.cnn", "mobilenet_v2"),
+    ] {
         let table = Summary::of(&compile(file, network)).table();
         insta::assert_snapshot!(format!("summary_{network}"), table);
     }
