@@ -4,6 +4,10 @@
 /// Every file of `std/`, by the path an import names it with.
 pub static FILES: &[(&str, &str)] = &[
     ("std/alexnet.cnn", include_str!("../std/alexnet.cnn")),
+    (
+        "std/efficientnet.cnn",
+        include_str!("../std/efficientnet.cnn"),
+    ),
     ("std/googlenet.cnn", include_str!("../std/googlenet.cnn")),
     ("std/lenet.cnn", include_str!("../std/lenet.cnn")),
     ("std/mobilenet.cnn", include_str!("../std/mobilenet.cnn")),

@@ -35,6 +35,14 @@ const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/googlenet.cnn", "googlenet", 1.50, 2),
     ("std/mobilenet.cnn", "mobilenet_v1", 0.569, 3),
     ("std/mobilenet.cnn", "mobilenet_v2", 0.30, 2),
+    ("std/efficientnet.cnn", "efficientnet_b0", 0.39, 2),
+    ("std/efficientnet.cnn", "efficientnet_b1", 0.69, 2),
+    ("std/efficientnet.cnn", "efficientnet_b2", 1.09, 2),
+    ("std/efficientnet.cnn", "efficientnet_b3", 1.83, 2),
+    ("std/efficientnet.cnn", "efficientnet_b4", 4.39, 2),
+    ("std/efficientnet.cnn", "efficientnet_b5", 10.27, 2),
+    ("std/efficientnet.cnn", "efficientnet_b6", 19.07, 2),
+    ("std/efficientnet.cnn", "efficientnet_b7", 37.75, 2),
 ];
 
 /// Compiles one network of a standard-library file, as `cnnc check FILE --net NAME` does.
@@ -144,6 +152,8 @@ torchvision_tests! {
     resnet18 resnet34 resnet50 resnet101 resnet152
     googlenet
     mobilenet_v1 mobilenet_v2
+    efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
+    efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7
 }
 
 /// Every reference list has a network, and every network a test.
@@ -193,6 +203,7 @@ fn summaries() {
         ("std/lenet.cnn", "lenet5"),
         ("std/resnet.cnn", "resnet18"),
         ("std/mobilenet.cnn", "mobilenet_v2"),
+        ("std/efficientnet.cnn", "efficientnet_b0"),
     ] {
         let table = Summary::of(&compile(file, network)).table();
         insta::assert_snapshot!(format!("summary_{network}"), table);
