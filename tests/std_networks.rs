@@ -5,11 +5,14 @@
 //! `tests/data/torchvision/` (one `name<TAB>shape` line per tensor, and `PARAMS.tsv`), copied
 //! from the torchvision models themselves; see the README there.
 //!
-//! Snapshots record the `check` line of every network and the `summary` table of a few.
+//! Snapshots record the `check` line of every network and the `summary` table of a few. Every
+//! network also runs through the reference interpreter, at a reduced input size (the full sizes
+//! are an ignored test: `cargo test --test std_networks -- --ignored`).
 
 use cnnc::driver::{self, Select};
 use cnnc::graph::summary::Summary;
 use cnnc::graph::Graph;
+use cnnc::runtime::{synthetic_input, Weights};
 use std::path::Path;
 
 const DATA: &str = "tests/data/torchvision";
@@ -133,19 +136,33 @@ fn check_against_torchvision(network: &str) {
     );
 }
 
-/// One test per network, so that each failure is reported on its own.
-macro_rules! torchvision_tests {
+/// Three tests per network (`resnet50::matches_torchvision`, ...), so that each failure is
+/// reported on its own and the networks run in parallel.
+macro_rules! std_network_tests {
     ($($network:ident)*) => {
         $(
-            #[test]
-            fn $network() {
-                check_against_torchvision(stringify!($network));
+            mod $network {
+                #[test]
+                fn matches_torchvision() {
+                    super::check_against_torchvision(stringify!($network));
+                }
+
+                #[test]
+                fn runs_at_reduced_size() {
+                    super::run_at_reduced_size(stringify!($network));
+                }
+
+                #[test]
+                #[ignore = "minutes in a debug build; run with --ignored"]
+                fn runs_at_full_size() {
+                    super::run_at_full_size(stringify!($network));
+                }
             }
         )*
     };
 }
 
-torchvision_tests! {
+std_network_tests! {
     lenet5
     alexnet
     vgg11 vgg13 vgg16 vgg19 vgg16_bn
@@ -208,4 +225,64 @@ fn summaries() {
         let table = Summary::of(&compile(file, network)).table();
         insta::assert_snapshot!(format!("summary_{network}"), table);
     }
+}
+
+/// The file a network is defined in.
+fn file_of(network: &str) -> &'static str {
+    NETWORKS
+        .iter()
+        .find(|(_, name, _, _)| *name == network)
+        .map(|(file, _, _, _)| *file)
+        .expect("the network is listed")
+}
+
+/// Runs a network on a seeded input with seeded weights, and checks that its output is a
+/// probability distribution over the classes: finite, summing to 1, and not constant.
+fn run_and_check(graph: &Graph, what: &str) {
+    let weights = Weights::seeded(graph, 0).expect("seeded weights");
+    let input = synthetic_input(graph.shape(graph.inputs[0]), 1, 0).expect("a synthetic input");
+    let output = cnnc::reference::run(graph, &weights, &[input])
+        .unwrap_or_else(|error| panic!("{what} does not run: {error}"));
+    let classes = graph.shape(graph.output()).c;
+    assert_eq!(output.shape(), &[1, classes], "{what}: output shape");
+    assert!(output.iter().all(|p| p.is_finite()), "{what}: not finite");
+    let total: f32 = output.iter().sum();
+    assert!((total - 1.0).abs() < 1e-4, "{what}: sums to {total}");
+    let (min, max) = output
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+    assert!(max > min, "{what}: every class has probability {min}");
+}
+
+/// The network used as a stage of a small test network (`image -> resnet50`), which keeps its
+/// layers and weight names but not its input size, run through the reference interpreter.
+/// The pooling before every classifier here is global or adaptive, so 32×32 suffices (LeNet's
+/// own size); AlexNet's stem needs 63×63 to leave its last max-pool a pixel. This also reads
+/// the copy of `std/` embedded in the binary, as an installed `cnnc` does.
+fn run_at_reduced_size(network: &str) {
+    let file = file_of(network);
+    let full = compile(file, network);
+    let size = if network == "alexnet" { 63 } else { 32 };
+    let channels = full.shape(full.inputs[0]).c;
+    let source = format!(
+        "import \"{file}\"\nnetwork small(image: {size}x{size}x{channels}) {{ image -> {network} }}\n"
+    );
+    let program = driver::load_source("tests/reduced_size.cnn", &source);
+    let compilation = driver::compile(program, &Select::Named("small".to_string()));
+    assert!(
+        !compilation.has_errors(),
+        "{network} at {size}×{size}:\n{}",
+        compilation.render_diagnostics()
+    );
+    let small = compilation.graphs().next().expect("one network");
+    assert_eq!(
+        tensor_lines(small),
+        tensor_lines(&full),
+        "{network}: used as a stage, its weights keep their names"
+    );
+    run_and_check(small, &format!("{network} at {size}×{size}"));
+}
+
+fn run_at_full_size(network: &str) {
+    run_and_check(&compile(file_of(network), network), network);
 }
