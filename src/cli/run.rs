@@ -528,6 +528,9 @@ fn print_top_classes(scores: &ArrayViewD<f32>, labels: &[String], top: usize, is
             .then(a.cmp(&b))
     });
     let shown = top.min(order.len());
+    if shown == 0 {
+        return;
+    }
     let how = if is_softmax {
         ""
     } else {
