@@ -35,6 +35,7 @@ fn conv(filters: usize, kernel: usize) -> ConvAttrs {
         weights: None,
         bias_values: None,
         activation: None,
+        residual: false,
     }
 }
 

@@ -373,6 +373,7 @@ impl Expander<'_> {
                     weights,
                     bias_values,
                     activation: None,
+                    residual: false,
                 }))
             }
             LayerKind::Dense => {

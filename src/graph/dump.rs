@@ -39,6 +39,9 @@ fn attributes(op: &Op) -> String {
             if a.bias_values.is_some() {
                 s.push_str(" bias=literal");
             }
+            if a.residual {
+                s.push_str(" residual");
+            }
             if let Some(act) = a.activation {
                 let _ = write!(s, " activation={}", act.name());
             }

@@ -331,6 +331,8 @@ fn arity(op: &Op, inputs: &[Shape]) -> Result<(), ShapeError> {
     let (ok, expected) = match op {
         Op::Input { .. } => (inputs.is_empty(), "no"),
         Op::Add | Op::Mul => (inputs.len() == 2, "two"),
+        // A fused residual conv reads the skip tensor as its second input.
+        Op::Conv(attrs) if attrs.residual => (inputs.len() == 2, "two"),
         Op::Concat => (!inputs.is_empty(), "one or more"),
         _ => (inputs.len() == 1, "one"),
     };
@@ -351,7 +353,17 @@ pub fn output_shape(op: &Op, inputs: &[Shape]) -> Result<Shape, ShapeError> {
     let first = inputs.first().copied().unwrap_or_default();
     match op {
         Op::Input { .. } => Ok(first),
-        Op::Conv(attrs) => conv_shape(attrs, first),
+        Op::Conv(attrs) => {
+            let out = conv_shape(attrs, first)?;
+            // The skip tensor is added elementwise to the output, so it must have its shape.
+            match inputs.get(1) {
+                Some(&skip) if attrs.residual && skip != out => Err(ShapeError::AddMismatch {
+                    left: out,
+                    right: skip,
+                }),
+                _ => Ok(out),
+            }
+        }
         Op::Dense(attrs) => {
             if !first.flat {
                 return Err(ShapeError::NeedsFlat { shape: first });

@@ -10,6 +10,7 @@ pub mod infer;
 mod op;
 mod shape;
 pub mod summary;
+pub mod verify;
 
 pub use infer::ShapeError;
 pub use op::{Activation, ConvAttrs, DenseAttrs, Literal, Op, Padding, PoolAttrs, PoolKind};

@@ -102,6 +102,10 @@ pub struct ConvAttrs {
     pub bias_values: Option<Literal>,
     /// An activation fused into the convolution's epilogue by the optimizer.
     pub activation: Option<Activation>,
+    /// Set by the optimizer when a following residual `+` is fused into the epilogue: the
+    /// conv then takes a second input, the skip tensor of the output's shape, and computes
+    /// `activation(acc + bias + skip)`.
+    pub residual: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,9 @@
 //! Convolution is a cross-correlation (no kernel flip), as in every deep-learning framework:
 //! `y[n, oy, ox, f] = bias[f] + Σ x[n, oy·s + ky·d − pad_top, ox·s + kx·d − pad_left, c]
 //! · w[f, c − group_start, ky, kx]` over the window and over the input channels of `f`'s group,
-//! with cells outside the input counting as zero. The optional activation follows the bias.
+//! with cells outside the input counting as zero. A residual conv (fused by the optimizer) then
+//! adds its skip tensor, `y += skip[n, oy, ox, f]`, and the optional activation comes last: the
+//! epilogue is `activation(acc + bias + skip)`, the order of the unfused `conv → + → relu`.
 
 use super::Tensor;
 use crate::graph::{Activation, ConvAttrs, Shape};
@@ -17,23 +19,27 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
         .sum()
 }
 
+/// The epilogue: bias, then the residual `skip` value, then the activation.
 fn finish(
     sum: f64,
     bias: Option<&ArrayView1<f32>>,
     idx: usize,
+    skip: Option<f32>,
     activation: Option<Activation>,
 ) -> f32 {
     let with_bias = sum + bias.map_or(0.0, |b| f64::from(b[idx]));
-    let value = with_bias as f32;
+    let value = (with_bias + skip.map_or(0.0, f64::from)) as f32;
     activation.map_or(value, |act| act.apply(value))
 }
 
-/// `weight` is `[filters, in/groups, kh, kw]`; `out` is the shape inference computed.
+/// `weight` is `[filters, in/groups, kh, kw]`; `out` is the shape inference computed;
+/// `skip`, given for a residual conv, has the output's shape (the caller checked it).
 pub(super) fn conv(
     x: &Tensor,
     attrs: &ConvAttrs,
     weight: &CowArray<f32, IxDyn>,
     bias: Option<&CowArray<f32, IxDyn>>,
+    skip: Option<&Tensor>,
     out: Shape,
 ) -> Tensor {
     let (batch, in_h, in_w, in_c) = x.dim();
@@ -86,7 +92,8 @@ pub(super) fn conv(
                             sum += dot(xs, ws);
                         }
                     }
-                    y[[n, oy, ox, f]] = finish(sum, bias.as_ref(), f, attrs.activation);
+                    let skip = skip.map(|s| s[[n, oy, ox, f]]);
+                    y[[n, oy, ox, f]] = finish(sum, bias.as_ref(), f, skip, attrs.activation);
                 }
             }
         }
@@ -114,7 +121,7 @@ pub(super) fn dense(
         let row = &x[n * features..][..features];
         for unit in 0..units {
             let sum = dot(row, &weight[unit * features..][..features]);
-            y[[n, 0, 0, unit]] = finish(sum, bias.as_ref(), unit, activation);
+            y[[n, 0, 0, unit]] = finish(sum, bias.as_ref(), unit, None, activation);
         }
     }
     y

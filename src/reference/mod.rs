@@ -321,7 +321,20 @@ fn eval(
             } else {
                 None
             };
-            conv::conv(arg(0)?, attrs, &weight, bias.as_ref(), shape)
+            // A residual conv's skip tensor must match the output exactly; indexing it
+            // with the output's coordinates is then in bounds.
+            let skip = if attrs.residual {
+                let skip = arg(1)?;
+                if skip.dim() != (batch, shape.h, shape.w, shape.c) {
+                    return Err(malformed(
+                        "the residual input's shape differs from the output",
+                    ));
+                }
+                Some(skip)
+            } else {
+                None
+            };
+            conv::conv(arg(0)?, attrs, &weight, bias.as_ref(), skip, shape)
         }
         Op::Dense(attrs) => {
             let DenseAttrs { units, .. } = attrs;
