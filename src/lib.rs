@@ -15,6 +15,7 @@ pub mod diag;
 pub mod driver;
 pub mod expand;
 pub mod graph;
+pub mod opt;
 pub mod reference;
 pub mod runtime;
 pub mod source;

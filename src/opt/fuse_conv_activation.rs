@@ -1,0 +1,46 @@
+//! `fuse_conv_activation`: an activation whose input is a conv or dense layer read by nothing
+//! else becomes that layer's `activation`, computed in its epilogue right after the bias, so
+//! the layer's output is written once instead of written, read and written again.
+
+use super::rewrite::{is_fusable, replace_uses, use_count};
+use crate::graph::{Graph, NodeId, Op};
+use crate::runtime::Weights;
+
+pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
+    let activations: Vec<NodeId> = graph
+        .nodes
+        .iter()
+        .filter(|(_, node)| matches!(node.op, Op::Activation(act) if is_fusable(act)))
+        .map(|(id, _)| id)
+        .collect();
+    let mut changed = false;
+    for id in activations {
+        let Op::Activation(activation) = graph.nodes[id].op else {
+            continue;
+        };
+        let &[producer] = graph.nodes[id].inputs.as_slice() else {
+            continue;
+        };
+        // Another reader of the layer needs the value before the activation.
+        if use_count(graph, producer) != 1 {
+            continue;
+        }
+        // A layer with an activation already is followed by a second one: `relu(relu6(x))`
+        // stays two functions rather than be guessed into one.
+        let slot = match &mut graph.nodes[producer].op {
+            Op::Conv(attrs) => &mut attrs.activation,
+            Op::Dense(attrs) => &mut attrs.activation,
+            _ => continue,
+        };
+        if slot.is_some() {
+            continue;
+        }
+        *slot = Some(activation);
+        replace_uses(graph, id, producer);
+        changed = true;
+    }
+    if changed {
+        graph.prune_unreachable();
+    }
+    changed
+}
