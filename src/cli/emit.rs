@@ -2,6 +2,9 @@
 
 use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
 use crate::driver::{self, Select};
+use crate::graph::Graph;
+use crate::opt;
+use crate::runtime::Weights;
 use crate::syntax;
 use std::path::PathBuf;
 
@@ -11,6 +14,9 @@ pub enum Stage {
     Ast,
     /// The expanded graph with shapes, parameters and MACs.
     Graph,
+    /// The graph after the optimizer's passes (batch norm folded, activations and residual
+    /// adds fused), in the same format as `graph`.
+    Opt,
 }
 
 #[derive(clap::Args)]
@@ -22,6 +28,12 @@ pub struct EmitArgs {
     /// Only this network (default: every network of the file).
     #[arg(long)]
     pub net: Option<String>,
+    /// With `opt`: run only these passes (comma-separated), still in the optimizer's order.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(opt::pass_names()))]
+    pub passes: Option<Vec<String>>,
+    /// With `opt`: leave activations and residual adds unfused, for comparison.
+    #[arg(long)]
+    pub no_fuse: bool,
 }
 
 pub fn run(args: &EmitArgs) -> u8 {
@@ -43,13 +55,30 @@ pub fn run(args: &EmitArgs) -> u8 {
             }
             EXIT_OK
         }
-        Stage::Graph => {
+        Stage::Graph | Stage::Opt => {
             let Some(compilation) = compile_file(&args.file, &select(&args.net, Select::All))
             else {
                 return EXIT_ERRORS;
             };
             report(&compilation);
-            let dumps: Vec<String> = compilation.graphs().map(|g| g.dump()).collect();
+            let options = opt::Options {
+                fuse: !args.no_fuse,
+                only: args.passes.clone(),
+            };
+            let mut dumps = Vec::new();
+            for graph in compilation.graphs() {
+                let dump = match args.stage {
+                    Stage::Opt => optimized_dump(graph, &options),
+                    _ => Ok(graph.dump()),
+                };
+                match dump {
+                    Ok(dump) => dumps.push(dump),
+                    Err(message) => {
+                        eprintln!("error: network `{}`: {message}", graph.name);
+                        return EXIT_ERRORS;
+                    }
+                }
+            }
             print!("{}", dumps.join("\n"));
             if compilation.has_errors() {
                 EXIT_ERRORS
@@ -58,4 +87,13 @@ pub fn run(args: &EmitArgs) -> u8 {
             }
         }
     }
+}
+
+/// The dump of `graph` after the optimizer. The passes only need weights to fold them, and
+/// the dump does not show weights, so any weights do: the seeded ones.
+fn optimized_dump(graph: &Graph, options: &opt::Options) -> Result<String, String> {
+    let mut graph = graph.clone();
+    let mut weights = Weights::seeded(&graph, 0).map_err(|e| e.to_string())?;
+    opt::optimize(&mut graph, &mut weights, options).map_err(|e| e.to_string())?;
+    Ok(graph.dump())
 }
