@@ -169,7 +169,8 @@ fn every_example_runs() {
             .collect();
     files.sort();
     assert!(files.len() >= 5, "{files:?}");
-    let mut all = String::new();
+    // Not snapshotted: the outputs of seeded networks are ranges of numbers that say little,
+    // and a snapshot of all of them would change whenever someone adds an example.
     for path in files {
         let name = format!(
             "examples/{}",
@@ -178,10 +179,8 @@ fn every_example_runs() {
         let out = cnnc(&["run", &name]);
         assert_eq!(out.code, 0, "{name}: {}", out.stderr);
         assert!(out.stderr.is_empty(), "{name}: {}", out.stderr);
-        assert!(out.stdout.contains("output: "), "{name}: {}", out.stdout);
-        all.push_str(&format!("=== cnnc run {name}\n{}", out.stdout));
+        assert!(out.stdout.contains("\noutput: "), "{name}: {}", out.stdout);
     }
-    insta::assert_snapshot!(all);
 }
 
 #[test]
