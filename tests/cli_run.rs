@@ -435,3 +435,23 @@ fn imagenet_classes_are_torchvisions() {
     assert_eq!(&classes[..3], ["tench", "goldfish", "great white shark"]);
     assert_eq!(classes[999], "toilet tissue");
 }
+
+/// `cnnc run` with no file runs the embedded default (ResNet-18 from the standard library) from
+/// any directory, on seeded weights and a synthetic input, and names ImageNet classes.
+#[test]
+fn embedded_default_runs_anywhere() {
+    let output = Command::new(env!("CARGO_BIN_EXE_cnnc"))
+        .args(["run", "--top", "3"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("cnnc runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("network: resnet18"), "{stdout}");
+    assert!(
+        stdout.contains("weights: seeded initialisation (seed 0)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("output: 1000"), "{stdout}");
+    assert!(stdout.contains("top 3 of 1000 classes:"), "{stdout}");
+}

@@ -33,8 +33,8 @@ pub enum Backend {
 
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// The .cnn file.
-    pub file: PathBuf,
+    /// The .cnn file (default: ResNet-18 from the embedded standard library).
+    pub file: Option<PathBuf>,
     /// The network to run (default: the file's first).
     #[arg(long)]
     pub net: Option<String>,
@@ -69,8 +69,24 @@ pub struct RunArgs {
     pub backend: Backend,
 }
 
+/// What `cnnc run` runs when given no file.
+pub const DEFAULT_FILE: &str = "std/resnet.cnn";
+pub const DEFAULT_NETWORK: &str = "resnet18";
+
 pub fn run(args: &RunArgs) -> u8 {
-    let Some(mut compilation) = compile_file(&args.file, &select(&args.net, Select::First)) else {
+    // With no file, the embedded default: a standard network that needs nothing on disk.
+    let (file, net) = match &args.file {
+        Some(file) => (file.clone(), args.net.clone()),
+        None => (
+            PathBuf::from(DEFAULT_FILE),
+            Some(
+                args.net
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NETWORK.to_string()),
+            ),
+        ),
+    };
+    let Some(mut compilation) = compile_file(&file, &select(&net, Select::First)) else {
         return EXIT_ERRORS;
     };
     report(&compilation);

@@ -472,9 +472,9 @@ impl Expander<'_> {
             .nodes
             .iter()
             .skip(first_new)
-            .filter(|(_, node)| node.path == full || node.path.starts_with(&inside))
-            .map(|(id, _)| id)
-            .last();
+            .rev()
+            .find(|(_, node)| node.path == full || node.path.starts_with(&inside))
+            .map(|(id, _)| id);
         if let Some(id) = found {
             return Value::Tensor(id);
         }
