@@ -233,7 +233,12 @@ impl Loader {
                     format!("the standard library has no file `{std_name}`"),
                 )
                 .with_label("imported here")
-                .with_help(format!("the standard library has {}", available.join(", "))),
+                .with_help(
+                    match crate::expand::closest_name(&std_name, available.iter().copied()) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("the standard library has {}", available.join(", ")),
+                    },
+                ),
             );
             return None;
         }

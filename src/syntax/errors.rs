@@ -116,7 +116,7 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
     // begin (a name, a label, `repeat`, brackets) would only lengthen the list.
     const STAGE: &str = "a layer or block call";
     if expected.contains(STAGE) {
-        expected.retain(|e| !matches!(*e, "a name" | "a label" | "`repeat`"));
+        expected.retain(|e| !matches!(*e, "a name" | "a label" | "`repeat`" | "`frozen`"));
         for token in ["`(`", "`[`", "`:`"] {
             punctuation.remove(token);
         }
