@@ -455,3 +455,72 @@ fn embedded_default_runs_anywhere() {
     assert!(stdout.contains("output: 1000"), "{stdout}");
     assert!(stdout.contains("top 3 of 1000 classes:"), "{stdout}");
 }
+
+/// Transfer learning: the base of `examples/transfer.cnn` loads from a full ResNet-18 file;
+/// its new head is missing from the file, an error unless `--allow-missing head` seeds it.
+#[test]
+fn transfer_loads_a_full_resnet18() {
+    let weights = temp_path("resnet18_for_transfer.safetensors");
+    let written = cnnc(&[
+        "weights",
+        "std/resnet.cnn",
+        "--net",
+        "resnet18",
+        "--out",
+        &weights,
+    ]);
+    assert_eq!(written.code, 0, "{}", written.stderr);
+
+    let strict_head = cnnc(&["run", "examples/transfer.cnn", "--weights", &weights]);
+    assert_eq!(strict_head.code, 1);
+    assert!(
+        strict_head.stderr.contains("no tensor `head.weight`"),
+        "{}",
+        strict_head.stderr
+    );
+    assert!(
+        strict_head.stderr.contains("--allow-missing head"),
+        "{}",
+        strict_head.stderr
+    );
+
+    let out = cnnc(&[
+        "run",
+        "examples/transfer.cnn",
+        "--weights",
+        &weights,
+        "--allow-missing",
+        "head",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("seeded (seed 0) because of --allow-missing: head.weight, head.bias"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("top 3 of 3 classes:"), "{}", out.stdout);
+    // The unused 1000-way head of the file is only a warning.
+    assert!(
+        out.stderr.contains("warning[weights-unused]"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("`fc.weight`"), "{}", out.stderr);
+}
+
+#[test]
+fn transfer_summary_counts_frozen_parameters() {
+    let out = cnnc(&["summary", "examples/transfer.cnn"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("Trainable params: 1,539\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Non-trainable params: 11,176,512\n"),
+        "{}",
+        out.stdout
+    );
+}

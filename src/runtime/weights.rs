@@ -84,11 +84,13 @@ impl WeightsError {
                 "the file has `{other}`: its names carry a prefix; export the state_dict of the \
                  inner model so the names start like `{name}`"
             )),
-            WeightsError::Missing { .. } => Some(
+            WeightsError::Missing { name, .. } => Some(format!(
                 "the label of a layer is the prefix of its weight names: check that the layer \
-                 labels match the names in the file"
-                    .into(),
-            ),
+                 labels match the names in the file, or pass `--allow-missing {}` to start \
+                 this layer from seeded weights (a new head for transfer learning)",
+                name.rsplit_once('.')
+                    .map_or(name.as_str(), |(path, _)| path)
+            )),
             WeightsError::WrongDtype { .. } => {
                 Some("convert the tensor to float32 before saving the file".into())
             }
