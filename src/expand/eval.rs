@@ -73,6 +73,11 @@ impl Expander<'_> {
                     Value::Poison
                 }
             }
+            ExprKind::Index { base, index } => {
+                let list = self.eval(base);
+                let idx = self.eval(index);
+                self.index(list, base.span, idx, index.span)
+            }
             ExprKind::Pipeline { head, stages } => {
                 let mut value = self.eval(head);
                 let mut span = head.span;
@@ -174,6 +179,63 @@ impl Expander<'_> {
                         ),
                     )
                     .with_label(format!("expected {wants}")),
+                );
+                Value::Poison
+            }
+        }
+    }
+
+    fn index(&mut self, list: Value, list_span: Span, idx: Value, idx_span: Span) -> Value {
+        match (list, idx) {
+            (Value::Poison, _) | (_, Value::Poison) => Value::Poison,
+            (Value::List(items), Value::Int(i)) => {
+                match usize::try_from(i).ok().and_then(|i| items.get(i)) {
+                    Some(item) => item.clone(),
+                    None => {
+                        self.error(
+                            Diagnostic::error(
+                                "index-out-of-range",
+                                idx_span,
+                                format!("index {i} is out of range for a list of {}", items.len()),
+                            )
+                            .with_label(format!(
+                                "valid indices are 0 to {}",
+                                items.len() as i64 - 1
+                            ))
+                            .with_secondary(
+                                list_span,
+                                format!("this list has {} elements", items.len()),
+                            ),
+                        );
+                        Value::Poison
+                    }
+                }
+            }
+            (Value::List(_), other) => {
+                self.error(
+                    Diagnostic::error(
+                        "type-mismatch",
+                        idx_span,
+                        format!(
+                            "a list index must be an int, but this is {}",
+                            other.type_name()
+                        ),
+                    )
+                    .with_label("expected an int"),
+                );
+                Value::Poison
+            }
+            (other, _) => {
+                self.error(
+                    Diagnostic::error(
+                        "type-mismatch",
+                        list_span,
+                        format!(
+                            "only lists can be indexed, but this is {}",
+                            other.type_name()
+                        ),
+                    )
+                    .with_label("not a list"),
                 );
                 Value::Poison
             }
@@ -359,9 +421,23 @@ fn values_equal(a: &Value, b: &Value) -> Option<bool> {
         (Value::Str(x), Value::Str(y)) => Some(x == y),
         (Value::Pad(x), Value::Pad(y)) => Some(x == y),
         (Value::Int(x), Value::Int(y)) => Some(x == y),
+        (Value::List(x), Value::List(y)) => {
+            if x.len() != y.len() {
+                return Some(false);
+            }
+            let mut all = true;
+            for (a, b) in x.iter().zip(y) {
+                all &= values_equal(a, b)?;
+            }
+            Some(all)
+        }
+        // Tensors have no value to compare.
+        (Value::Tensor(_), _) | (_, Value::Tensor(_)) => None,
         (x, y) => match (x.as_f64(), y.as_f64()) {
             (Some(x), Some(y)) => Some(x == y),
-            _ => None,
+            // Values of different kinds are simply unequal, so that a configuration list may
+            // mix numbers and markers: `if v == "M" { maxpool(2) }`.
+            _ => Some(false),
         },
     }
 }

@@ -141,6 +141,7 @@ static BUILTINS: &[&str] = &[
     "float",
     "len",
     "make_divisible",
+    "range",
     "channels",
     "height",
     "width",
@@ -807,6 +808,14 @@ impl Expander<'_> {
             ("abs", [Value::Int(v)]) => v.checked_abs().map(Value::Int),
             ("abs", [Value::Float(v)]) => Some(Value::Float(v.abs())),
             ("len", [Value::List(items)]) => Some(Value::Int(items.len() as i64)),
+            ("range", [Value::Int(n)]) if (0..=super::MAX_REPEAT).contains(n) => {
+                Some(Value::List((0..*n).map(Value::Int).collect()))
+            }
+            ("range", [Value::Int(start), Value::Int(end)])
+                if *start <= *end && end - start <= super::MAX_REPEAT =>
+            {
+                Some(Value::List((*start..*end).map(Value::Int).collect()))
+            }
             ("min" | "max", [Value::List(items)]) => {
                 min_max(name, &items.iter().collect::<Vec<_>>())
             }
@@ -841,6 +850,7 @@ impl Expander<'_> {
                     "floor" | "ceil" | "round" | "int" | "float" | "abs" => "one number",
                     "min" | "max" => "numbers, or one list of numbers",
                     "len" => "one list",
+                    "range" => "an end (or a start and an end), at most 10000 apart",
                     "make_divisible" => "a number, then an optional divisor and min_value",
                     _ => "one tensor",
                 };

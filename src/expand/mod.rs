@@ -45,6 +45,8 @@ pub fn expand_network(
     let mut expander = Expander::new(defs, &network.name.name);
     expander.graph.span = network.name.span;
     let graph = expander.network(network);
+    // Errors first: they are what stops the program; warnings follow in source order.
+    expander.diags.sort_by_key(|d| !d.is_error());
     let has_errors = expander.diags.iter().any(Diagnostic::is_error);
     (if has_errors { None } else { graph }, expander.diags)
 }
@@ -52,10 +54,6 @@ pub fn expand_network(
 struct Binding {
     name: String,
     value: Value,
-    span: Span,
-    used: bool,
-    /// Parameters are not reported when unused; `let` bindings are.
-    is_let: bool,
 }
 
 /// One level of the weight-path hierarchy (`layer1`, then `0`, then `conv1`).
@@ -91,6 +89,8 @@ struct Expander<'a> {
     steps: usize,
     /// Set once the step or node budget is exhausted, so that it is reported once.
     exhausted: bool,
+    /// The `let` bindings already warned about.
+    warned: std::collections::HashSet<Span>,
 }
 
 impl<'a> Expander<'a> {
@@ -107,6 +107,7 @@ impl<'a> Expander<'a> {
             }],
             steps: 0,
             exhausted: false,
+            warned: std::collections::HashSet::new(),
         }
     }
 
@@ -144,14 +145,33 @@ impl<'a> Expander<'a> {
                     Diagnostic::error("input-shape", input.shape_span, error.to_string())
                         .with_label(format!("input `{}` is declared here", input.name.name)),
                 );
-                self.bind(&input.name.name, Value::Poison, input.name.span, false);
+                self.bind(&input.name.name, Value::Poison);
                 continue;
             }
             let id = self
                 .graph
                 .add_input(&input.name.name, shape, input.name.span);
-            self.bind(&input.name.name, Value::Tensor(id), input.name.span, false);
+            self.bind(&input.name.name, Value::Tensor(id));
         }
+        for param in &network.params {
+            if param.default.is_none() {
+                self.error(
+                    Diagnostic::error(
+                        "missing-default",
+                        param.span,
+                        format!(
+                            "hyperparameter `{}` of network `{}` needs a default",
+                            param.name.name, network.name.name
+                        ),
+                    )
+                    .with_label("no default")
+                    .with_help(
+                        "a network must be usable on its own; callers can still override it",
+                    ),
+                );
+            }
+        }
+        self.bind_hyperparameters(&network.params, Vec::new(), network.name.span);
         let value = self.body_statements(&network.body.stmts, network.body.span);
         self.pop_frame();
         match value {
@@ -227,22 +247,18 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn bind(&mut self, name: &str, value: Value, span: Span, is_let: bool) {
+    fn bind(&mut self, name: &str, value: Value) {
         if let Some(frame) = self.frames.last_mut() {
             frame.push(Binding {
                 name: name.to_string(),
                 value,
-                span,
-                used: false,
-                is_let,
             });
         }
     }
 
-    fn lookup(&mut self, name: &str) -> Option<Value> {
-        for frame in self.frames.iter_mut().rev() {
-            if let Some(binding) = frame.iter_mut().rev().find(|b| b.name == name) {
-                binding.used = true;
+    fn lookup(&self, name: &str) -> Option<Value> {
+        for frame in self.frames.iter().rev() {
+            if let Some(binding) = frame.iter().rev().find(|b| b.name == name) {
                 return Some(binding.value.clone());
             }
         }
@@ -257,24 +273,31 @@ impl<'a> Expander<'a> {
     }
 
     fn pop_frame(&mut self) {
-        let Some(frame) = self.frames.pop() else {
+        self.frames.pop();
+    }
+
+    /// Warns about a `let` that no later statement of its body refers to. The check is on the
+    /// source, so it does not depend on which branch one expansion took, and each binding is
+    /// reported once however often its block is expanded.
+    fn check_unused_let(&mut self, name: &crate::syntax::ast::Ident, rest: &[Stmt]) {
+        if name.name.starts_with('_')
+            || crate::syntax::visit::mentions(rest, &name.name)
+            || !self.warned.insert(name.span)
+        {
             return;
-        };
-        for binding in frame {
-            if binding.is_let && !binding.used && !binding.name.starts_with('_') {
-                let diagnostic = Diagnostic::warning(
-                    "unused-let",
-                    binding.span,
-                    format!("`{}` is never used", binding.name),
-                )
-                .with_label("bound here")
-                .with_help(format!(
-                    "remove the binding, or name it `_{}` to keep it unused",
-                    binding.name
-                ));
-                self.diags.push(diagnostic);
-            }
         }
+        self.diags.push(
+            Diagnostic::warning(
+                "unused-let",
+                name.span,
+                format!("`{}` is never used", name.name),
+            )
+            .with_label("bound here")
+            .with_help(format!(
+                "remove the binding, or name it `_{}` to keep it unused",
+                name.name
+            )),
+        );
     }
 
     /// Evaluates statements in a fresh frame; the value is the `return`ed expression or the
@@ -287,7 +310,8 @@ impl<'a> Expander<'a> {
             match stmt {
                 Stmt::Let { name, value, .. } => {
                     let v = self.eval(value);
-                    self.bind(&name.name, v, name.span, true);
+                    self.check_unused_let(name, &stmts[idx + 1..]);
+                    self.bind(&name.name, v);
                 }
                 Stmt::Return { value, span } => {
                     result = Some(self.eval(value));

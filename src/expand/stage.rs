@@ -58,7 +58,7 @@ impl Expander<'_> {
                     }
                     self.frames.push(Vec::new());
                     if let Some(var) = var {
-                        self.bind(&var.name, Value::Int(idx as i64), var.span, false);
+                        self.bind(&var.name, Value::Int(idx as i64));
                     }
                     value = self.apply_stage(body, StageInput { value, span }, Naming::Index(idx));
                     self.pop_frame();
@@ -146,7 +146,11 @@ impl Expander<'_> {
                     };
                 }
                 SeqItem::For {
-                    var, iter, items, ..
+                    vars,
+                    destructure,
+                    iter,
+                    items,
+                    span,
                 } => {
                     let elements = match self.eval(iter) {
                         Value::List(elements) => elements,
@@ -167,17 +171,17 @@ impl Expander<'_> {
                         }
                     };
                     for element in elements {
-                        if !self.step(var.span) {
+                        if !self.step(*span) {
                             return Value::Poison;
                         }
                         self.frames.push(Vec::new());
-                        self.bind(&var.name, element, var.span, false);
+                        if !self.bind_for(vars, *destructure, element, iter.span) {
+                            self.pop_frame();
+                            return Value::Poison;
+                        }
                         let value = self.seq_items(items, input, next_idx);
                         self.pop_frame();
-                        input = StageInput {
-                            value,
-                            span: var.span,
-                        };
+                        input = StageInput { value, span: *span };
                     }
                 }
                 SeqItem::If {
@@ -266,7 +270,7 @@ impl Expander<'_> {
                 Some((ty, ty_span)) => self.check_param_type(value, ty, ty_span, param, arg_span),
                 None => value,
             };
-            self.bind(&param.name.name, value, param.name.span, false);
+            self.bind(&param.name.name, value);
         }
         let result = self.body_statements(&block.body.stmts, block.body.span);
         self.pop_frame();
@@ -367,6 +371,10 @@ impl Expander<'_> {
                 required: true,
             })
             .collect();
+        descs.extend(network.params.iter().map(|p| ParamDesc {
+            name: &p.name.name,
+            required: false,
+        }));
         descs.push(ParamDesc {
             name: "until",
             required: false,
@@ -412,6 +420,7 @@ impl Expander<'_> {
             is_network: true,
         });
         self.frames.push(Vec::new());
+        let hyper_args = bound.split_off(network.inputs.len());
         for (input, arg) in network.inputs.iter().zip(bound) {
             let value = match arg {
                 Some(EvalArg {
@@ -436,8 +445,9 @@ impl Expander<'_> {
                 }
                 None => Value::Poison,
             };
-            self.bind(&input.name.name, value, input.name.span, false);
+            self.bind(&input.name.name, value);
         }
+        self.bind_hyperparameters(&network.params, hyper_args, span);
         let first_new = self.graph.nodes.len();
         let mut result = self.body_statements(&network.body.stmts, network.body.span);
         self.pop_frame();
@@ -515,5 +525,82 @@ impl Expander<'_> {
         }
         self.error(diagnostic);
         Value::Poison
+    }
+}
+
+impl Expander<'_> {
+    /// Binds a `for` loop's names to one element: the element itself, or, for
+    /// `for [a, b] in rows`, the items of a row of exactly that length.
+    fn bind_for(
+        &mut self,
+        vars: &[Ident],
+        destructure: bool,
+        element: Value,
+        iter_span: Span,
+    ) -> bool {
+        if !destructure {
+            if let Some(var) = vars.first() {
+                self.bind(&var.name, element);
+            }
+            return true;
+        }
+        let pattern_span = match (vars.first(), vars.last()) {
+            (Some(first), Some(last)) => first.span.to(last.span),
+            _ => iter_span,
+        };
+        match element {
+            Value::List(items) if items.len() == vars.len() => {
+                for (var, item) in vars.iter().zip(items) {
+                    self.bind(&var.name, item);
+                }
+                true
+            }
+            Value::Poison => false,
+            other => {
+                let found = match &other {
+                    Value::List(items) => format!("a list of {}", items.len()),
+                    other => other.type_name().to_string(),
+                };
+                self.error(
+                    Diagnostic::error(
+                        "type-mismatch",
+                        pattern_span,
+                        format!(
+                            "each element must be a list of {} to take apart, but one is {found}",
+                            vars.len()
+                        ),
+                    )
+                    .with_label(format!("takes {} values apart", vars.len()))
+                    .with_secondary(iter_span, "the elements come from here"),
+                );
+                false
+            }
+        }
+    }
+}
+
+impl Expander<'_> {
+    /// Binds a network's hyperparameters: a given argument, or the default.
+    pub(super) fn bind_hyperparameters(
+        &mut self,
+        params: &[crate::syntax::ast::Param],
+        args: Vec<Option<EvalArg>>,
+        call_span: Span,
+    ) {
+        let mut args = args.into_iter();
+        for param in params {
+            let (value, arg_span) = match args.next().flatten() {
+                Some(arg) => (arg.value, arg.span),
+                None => match &param.default {
+                    Some(default) => (self.eval(default), default.span),
+                    None => (Value::Poison, call_span),
+                },
+            };
+            let value = match param.ty {
+                Some((ty, ty_span)) => self.check_param_type(value, ty, ty_span, param, arg_span),
+                None => value,
+            };
+            self.bind(&param.name.name, value);
+        }
     }
 }

@@ -70,6 +70,8 @@ pub struct Param {
 pub struct NetworkDef {
     pub name: Ident,
     pub inputs: Vec<NetInput>,
+    /// Hyperparameters, each with a default; set when the network is used as a stage.
+    pub params: Vec<Param>,
     pub body: Body,
     pub span: Span,
 }
@@ -190,6 +192,11 @@ pub enum ExprKind {
         head: Box<Expr>,
         stages: Vec<Stage>,
     },
+    /// `list[i]`.
+    Index {
+        base: Box<Expr>,
+        index: Box<Expr>,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -240,7 +247,9 @@ pub enum SeqItem {
     Stage(Stage),
     /// `for v in cfg { ... }`: the items for each element, spliced into the sequence.
     For {
-        var: Ident,
+        /// One name, or several for `for [a, b] in rows` (then `destructure` is set).
+        vars: Vec<Ident>,
+        destructure: bool,
         iter: Expr,
         items: Vec<SeqItem>,
         span: Span,

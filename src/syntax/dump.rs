@@ -37,16 +37,7 @@ impl Dumper<'_> {
             Item::Import(import) => self.line(0, import.span, format!("import {:?}", import.path)),
             Item::Block(block) => {
                 self.line(0, block.span, format!("block {}", block.name.name));
-                for param in &block.params {
-                    let mut text = format!("param {}", param.name.name);
-                    if let Some((ty, _)) = param.ty {
-                        let _ = write!(text, ": {}", ty.name());
-                    }
-                    self.line(1, param.span, text);
-                    if let Some(default) = &param.default {
-                        self.expr(2, default, "default ");
-                    }
-                }
+                self.params(&block.params);
                 self.body(1, &block.body);
             }
             Item::Network(network) => {
@@ -59,7 +50,21 @@ impl Dumper<'_> {
                         format!("input {}: {h}x{w}x{c}", input.name.name),
                     );
                 }
+                self.params(&network.params);
                 self.body(1, &network.body);
+            }
+        }
+    }
+
+    fn params(&mut self, params: &[Param]) {
+        for param in params {
+            let mut text = format!("param {}", param.name.name);
+            if let Some((ty, _)) = param.ty {
+                let _ = write!(text, ": {}", ty.name());
+            }
+            self.line(1, param.span, text);
+            if let Some(default) = &param.default {
+                self.expr(2, default, "default ");
             }
         }
     }
@@ -139,6 +144,11 @@ impl Dumper<'_> {
                     self.body(depth + 2, otherwise);
                 }
             }
+            ExprKind::Index { base, index } => {
+                self.line(depth, span, format!("{prefix}index"));
+                self.expr(depth + 1, base, "");
+                self.expr(depth + 1, index, "");
+            }
             ExprKind::Pipeline { head, stages } => {
                 self.line(depth, span, format!("{prefix}pipeline"));
                 self.expr(depth + 1, head, "");
@@ -191,12 +201,19 @@ impl Dumper<'_> {
             match item {
                 SeqItem::Stage(stage) => self.stage(depth, stage),
                 SeqItem::For {
-                    var,
+                    vars,
+                    destructure,
                     iter,
                     items,
                     span,
                 } => {
-                    self.line(depth, *span, format!("for {}", var.name));
+                    let names: Vec<&str> = vars.iter().map(|v| v.name.as_str()).collect();
+                    let binding = if *destructure {
+                        format!("[{}]", names.join(", "))
+                    } else {
+                        names.join(", ")
+                    };
+                    self.line(depth, *span, format!("for {binding}"));
                     self.expr(depth + 1, iter, "in ");
                     self.seq_items(depth + 1, items);
                 }

@@ -20,6 +20,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::params | Rule::param => "a parameter",
         Rule::type_name => "a type (`int`, `float`, `bool`, `tensor`, `string` or `list`)",
         Rule::net_inputs | Rule::net_input => "an input such as `image: 224x224x3`",
+        Rule::pattern => "`[` and names",
         Rule::shape_lit | Rule::digits => "a shape such as `224x224x3`",
         Rule::body => "`{`",
         Rule::let_stmt | Rule::kw_let => "`let`",

@@ -8,6 +8,7 @@ pub mod ast;
 mod dump;
 mod errors;
 mod parser;
+pub mod visit;
 
 pub use dump::dump;
 

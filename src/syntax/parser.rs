@@ -159,12 +159,17 @@ impl Walker {
         let mut inner = children(pair);
         let name = self.ident(next(&mut inner));
         let mut inputs = Vec::new();
+        let mut params = Vec::new();
         let mut body = None;
         for p in inner {
             match p.as_rule() {
                 Rule::net_inputs => {
                     for input in p.into_inner() {
-                        inputs.push(self.net_input(input)?);
+                        if input.as_rule() == Rule::param {
+                            params.push(self.param(input)?);
+                        } else {
+                            inputs.push(self.net_input(input)?);
+                        }
                     }
                 }
                 Rule::body => body = Some(self.body(p)?),
@@ -174,6 +179,7 @@ impl Walker {
         Ok(NetworkDef {
             name,
             inputs,
+            params,
             body: body.unwrap_or(Body {
                 stmts: Vec::new(),
                 span,
@@ -260,11 +266,23 @@ impl Walker {
             }
             Rule::not_expr | Rule::unary => {
                 let mut ops = Vec::new();
-                let mut operand = None;
+                let mut operand: Option<Expr> = None;
                 for p in pair.into_inner() {
                     match p.as_rule() {
                         Rule::not_op => ops.push((UnaryOp::Not, self.span(&p))),
                         Rule::neg_op => ops.push((UnaryOp::Neg, self.span(&p))),
+                        Rule::index => {
+                            let index_span = self.span(&p);
+                            let index = self.expr(next(&mut p.into_inner()))?;
+                            let base = operand.take().ok_or_else(|| internal(span))?;
+                            operand = Some(Expr {
+                                span: base.span.to(index_span),
+                                kind: ExprKind::Index {
+                                    base: Box::new(base),
+                                    index: Box::new(index),
+                                },
+                            });
+                        }
                         _ => operand = Some(self.expr(p)?),
                     }
                 }
@@ -499,11 +517,18 @@ impl Walker {
             Rule::stage => Ok(SeqItem::Stage(self.stage(pair)?)),
             Rule::seq_for => {
                 let mut inner = children(pair);
-                let var = self.ident(next(&mut inner));
+                let binding = next(&mut inner);
+                let destructure = binding.as_rule() == Rule::pattern;
+                let vars = if destructure {
+                    binding.into_inner().map(|p| self.ident(p)).collect()
+                } else {
+                    vec![self.ident(binding)]
+                };
                 let iter = self.expr(next(&mut inner))?;
                 let items = self.seq_items(next(&mut inner))?;
                 Ok(SeqItem::For {
-                    var,
+                    vars,
+                    destructure,
                     iter,
                     items,
                     span,
