@@ -11,10 +11,12 @@
 //! diagnostics every stage produces.
 
 pub mod cli;
+pub mod codegen;
 pub mod diag;
 pub mod driver;
 pub mod expand;
 pub mod graph;
+pub mod lower;
 pub mod opt;
 pub mod reference;
 pub mod runtime;

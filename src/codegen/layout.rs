@@ -1,0 +1,65 @@
+//! The table every generated function receives: the addresses it may touch.
+//!
+//! Slot 0 is the arena, then one slot per network input, then the output, then one per
+//! constant buffer, then one per kernel function (read by the entry function). Addresses are
+//! passed in this table instead of being baked into the code as immediates, which keeps the
+//! generated code (and `cnnc emit clif`) identical from run to run, lets one compiled network
+//! run on any caller's tensors, and keeps JIT-to-JIT calls free of relocations.
+
+use crate::lower::ir::BufferId;
+use crate::lower::{Buffer, LoopProgram, Storage};
+use std::collections::HashMap;
+
+pub(super) struct TableLayout {
+    n_inputs: usize,
+    const_slots: HashMap<BufferId, usize>,
+    first_kernel: usize,
+    len: usize,
+}
+
+impl TableLayout {
+    pub fn new(program: &LoopProgram) -> TableLayout {
+        let n_inputs = program.input_lens.len();
+        let mut next = n_inputs + 2;
+        let mut const_slots = HashMap::new();
+        for buffer in &program.buffers {
+            if matches!(buffer.storage, Storage::Const(_)) {
+                const_slots.insert(buffer.id, next);
+                next += 1;
+            }
+        }
+        TableLayout {
+            n_inputs,
+            const_slots,
+            first_kernel: next,
+            len: next + program.kernels.len(),
+        }
+    }
+
+    /// The slot of a buffer's base address, how many elements to skip per image, and how
+    /// many to skip from the slot's address.
+    pub fn slot(&self, buffer: &Buffer) -> (usize, usize, usize) {
+        match buffer.storage {
+            Storage::Arena { offset } => (0, 0, offset),
+            Storage::Input(k) => (1 + k, buffer.len, 0),
+            Storage::Output => (1 + self.n_inputs, buffer.len, 0),
+            Storage::Const(_) => (self.const_slots.get(&buffer.id).copied().unwrap_or(0), 0, 0),
+        }
+    }
+
+    pub fn input_slot(&self, k: usize) -> usize {
+        1 + k
+    }
+
+    pub fn output_slot(&self) -> usize {
+        1 + self.n_inputs
+    }
+
+    pub fn kernel_slot(&self, k: usize) -> usize {
+        self.first_kernel + k
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}

@@ -1,0 +1,201 @@
+//! Code generation: loop nests to Cranelift IR to native code, and the safe wrapper that runs
+//! it (`LoopProgram → CompiledNetwork`).
+//!
+//! One network is one `JITModule` holding one function per kernel and an entry function that
+//! runs them in order for each image of a batch, over one arena. Every function takes a table
+//! of buffer addresses (`layout.rs`) rather than having addresses baked in, so the code is the
+//! same on every run and `cnnc emit clif` is deterministic.
+//!
+//! - `kernel.rs` translates one kernel (strength reduction, loop shape, checked accesses);
+//! - `jit.rs` sets up the ISA and the module and builds the entry function;
+//! - `pack.rs` packs the weights into the layouts the kernels index;
+//! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
+//! - `math.rs` holds the scalar functions the code calls (`exp`, `sigmoid`, `tanh`).
+
+mod jit;
+mod kernel;
+mod layout;
+mod math;
+mod network;
+mod pack;
+
+pub use network::{CompiledNetwork, KernelTimes};
+
+use crate::graph::{Graph, NodeId, Op};
+use crate::lower::{self, LoopProgram, LowerError, Storage};
+use crate::runtime::Dims;
+use jit::Generator;
+use layout::TableLayout;
+use network::{CompiledKernel, EntryFn, KernelFn};
+use std::fmt::Write;
+use std::sync::Mutex;
+use thiserror::Error;
+
+/// How to generate code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodegenOptions {
+    /// Check every load and store against its buffer at run time, trapping on a violation.
+    /// The lowering already proves every access in bounds; this catches code-generation bugs.
+    pub checked: bool,
+    /// Threads to split each kernel's work over (1 runs everything on the caller's thread).
+    pub threads: usize,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> Self {
+        CodegenOptions {
+            checked: false,
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CodegenError {
+    #[error(transparent)]
+    Lower(#[from] LowerError),
+    #[error("the weights have no tensor `{name}`, which {layer} needs ({expected})")]
+    MissingWeight {
+        name: String,
+        expected: Dims,
+        layer: String,
+        node: NodeId,
+    },
+    #[error("tensor `{name}` has shape {found} but {layer} needs {expected}")]
+    WeightShape {
+        name: String,
+        found: Dims,
+        expected: Dims,
+        layer: String,
+        node: NodeId,
+    },
+    #[error("the graph is malformed: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Isa(String),
+    #[error("Cranelift failed: {0}")]
+    Cranelift(String),
+}
+
+impl CodegenError {
+    /// The layer the error is about, if it is about one.
+    pub fn node(&self) -> Option<NodeId> {
+        match self {
+            CodegenError::MissingWeight { node, .. } | CodegenError::WeightShape { node, .. } => {
+                Some(*node)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Compiles `graph` with `weights` to native code.
+pub fn compile(
+    graph: &Graph,
+    weights: &crate::runtime::Weights,
+    options: &CodegenOptions,
+) -> Result<CompiledNetwork, CodegenError> {
+    let program = lower::lower(graph)?;
+    let layout = TableLayout::new(&program);
+    let mut table = vec![0usize; layout.len()];
+    let mut constants = Vec::new();
+    let mut constant_bytes = 0;
+    for buffer in &program.buffers {
+        if let Storage::Const(spec) = &buffer.storage {
+            let data = pack::pack(graph, weights, spec, buffer.len)?.into_boxed_slice();
+            table[layout.slot(buffer).0] = data.as_ptr() as usize;
+            constant_bytes += data.len() * std::mem::size_of::<f32>();
+            constants.push(data);
+        }
+    }
+
+    let mut generator = Generator::new(options)?;
+    let mut ids = Vec::new();
+    for kernel in &program.kernels {
+        let id = generator.declare_kernel(kernel)?;
+        let func = generator.kernel_function(id, &program, &layout, kernel);
+        generator.define(id, func)?;
+        ids.push(id);
+    }
+    let entry_id = generator.declare_entry()?;
+    let func = generator.entry_function(entry_id, &program, &layout);
+    generator.define(entry_id, func)?;
+    let mut module = generator.module;
+    module
+        .finalize_definitions()
+        .map_err(|e| CodegenError::Cranelift(format!("finalizing: {e}")))?;
+
+    let mut kernels = Vec::new();
+    for (k, (kernel, &id)) in program.kernels.iter().zip(&ids).enumerate() {
+        let address = module.get_finalized_function(id);
+        table[layout.kernel_slot(k)] = address as usize;
+        // SAFETY: the function was compiled with the kernel signature, which is
+        // `extern "C" fn(*const usize, i64, i64, i64)` under the host's C calling convention.
+        let function = unsafe { std::mem::transmute::<*const u8, KernelFn>(address) };
+        kernels.push(CompiledKernel {
+            name: kernel.name.clone(),
+            function,
+            parts: kernel.parts(),
+        });
+    }
+    // SAFETY: as above, with the entry signature `extern "C" fn(*const usize, i64)`.
+    let entry = unsafe {
+        std::mem::transmute::<*const u8, EntryFn>(module.get_finalized_function(entry_id))
+    };
+
+    let inputs = graph
+        .inputs
+        .iter()
+        .map(|&id| {
+            let name = match &graph.nodes[id].op {
+                Op::Input { name, .. } => name.clone(),
+                _ => id.to_string(),
+            };
+            (name, graph.shape(id))
+        })
+        .collect();
+    Ok(CompiledNetwork {
+        name: graph.name.clone(),
+        module: Mutex::new(Some(module)),
+        entry,
+        kernels,
+        _constants: constants,
+        table,
+        output_slot: layout.output_slot(),
+        input_slots: (0..program.input_lens.len())
+            .map(|k| layout.input_slot(k))
+            .collect(),
+        arena_len: program.arena_len,
+        arena: Mutex::new(vec![0.0; program.arena_len]),
+        inputs,
+        output: graph.shape(graph.output()),
+        options: options.clone(),
+        constant_bytes,
+    })
+}
+
+/// The Cranelift IR of every function of `graph`'s code: the text of `cnnc emit clif`.
+///
+/// Weights do not appear in it (kernels read constants through the table), so none are
+/// needed.
+pub fn emit_clif(graph: &Graph, options: &CodegenOptions) -> Result<String, CodegenError> {
+    let program = lower::lower(graph)?;
+    clif_text(&program, options)
+}
+
+fn clif_text(program: &LoopProgram, options: &CodegenOptions) -> Result<String, CodegenError> {
+    let layout = TableLayout::new(program);
+    let mut generator = Generator::new(options)?;
+    let mut out = String::new();
+    for kernel in &program.kernels {
+        let id = generator.declare_kernel(kernel)?;
+        let func = generator.kernel_function(id, program, &layout, kernel);
+        let _ = writeln!(out, "; kernel {}: {}", kernel.name, kernel.comment);
+        let _ = writeln!(out, "{}", func.display());
+    }
+    let id = generator.declare_entry()?;
+    let func = generator.entry_function(id, program, &layout);
+    let _ = writeln!(out, "; entry: every kernel, for each image");
+    let _ = write!(out, "{}", func.display());
+    Ok(out)
+}

@@ -1,0 +1,208 @@
+//! Building a kernel's statements: fresh registers, nested loops, and the small idioms every
+//! lowering shares (activations, contiguous copies and fills).
+
+use super::ir::{
+    Access, Affine, BinaryOp, BufferId, Expr, Kernel, Loop, LoopVar, Reg, Stmt, UnaryOp,
+};
+use crate::graph::Activation;
+
+pub struct KernelBuilder {
+    name: String,
+    comment: String,
+    n_regs: u32,
+    n_vars: u32,
+    /// The statement lists being built, innermost last; the first is the kernel's body.
+    blocks: Vec<Vec<Stmt>>,
+}
+
+impl KernelBuilder {
+    pub fn new(name: impl Into<String>, comment: impl Into<String>) -> KernelBuilder {
+        KernelBuilder {
+            name: name.into(),
+            comment: comment.into(),
+            n_regs: 0,
+            n_vars: 0,
+            blocks: vec![Vec::new()],
+        }
+    }
+
+    pub fn finish(mut self) -> Kernel {
+        Kernel {
+            name: self.name,
+            comment: self.comment,
+            n_regs: self.n_regs,
+            n_vars: self.n_vars,
+            body: self.blocks.swap_remove(0),
+        }
+    }
+
+    fn push(&mut self, stmt: Stmt) {
+        if let Some(block) = self.blocks.last_mut() {
+            block.push(stmt);
+        }
+    }
+
+    pub fn reg(&mut self) -> Reg {
+        self.n_regs += 1;
+        Reg(self.n_regs - 1)
+    }
+
+    /// Assigns `expr` to `reg` (again, for accumulators).
+    pub fn set(&mut self, reg: Reg, expr: Expr) {
+        self.push(Stmt::Assign(reg, expr));
+    }
+
+    /// Assigns `expr` to a fresh register.
+    pub fn assign(&mut self, expr: Expr) -> Reg {
+        let reg = self.reg();
+        self.set(reg, expr);
+        reg
+    }
+
+    pub fn constant(&mut self, value: f32) -> Reg {
+        self.assign(Expr::Const(value))
+    }
+
+    pub fn load(&mut self, buffer: BufferId, index: Affine, lanes: u8) -> Reg {
+        self.assign(Expr::Load {
+            at: Access { buffer, index },
+            lanes,
+        })
+    }
+
+    pub fn splat(&mut self, buffer: BufferId, index: Affine) -> Reg {
+        self.assign(Expr::LoadSplat(Access { buffer, index }))
+    }
+
+    pub fn binary(&mut self, op: BinaryOp, a: Reg, b: Reg) -> Reg {
+        self.assign(Expr::Binary(op, a, b))
+    }
+
+    pub fn unary(&mut self, op: UnaryOp, a: Reg) -> Reg {
+        self.assign(Expr::Unary(op, a))
+    }
+
+    pub fn store(&mut self, buffer: BufferId, index: Affine, lanes: u8, value: Reg) {
+        self.push(Stmt::Store {
+            at: Access { buffer, index },
+            lanes,
+            value,
+        });
+    }
+
+    /// `for i in 0..count { body(i) }`. A loop of one iteration is written out as its body
+    /// with the index 0, and a loop of none is omitted, so dumps show only real loops.
+    pub fn repeat(&mut self, count: usize, body: impl FnOnce(&mut Self, Affine)) {
+        self.counted(count, false, body);
+    }
+
+    /// Like [`repeat`](Self::repeat), but marks the loop as the kernel's parallel loop when it
+    /// is the outermost statement list; the lowering guarantees its iterations write disjoint
+    /// elements, and `verify.rs` checks it.
+    pub fn parallel(&mut self, count: usize, body: impl FnOnce(&mut Self, Affine)) {
+        let already = self.blocks[0]
+            .iter()
+            .any(|s| matches!(s, Stmt::Loop(l) if l.parallel));
+        let top_level = self.blocks.len() == 1 && !already;
+        self.counted(count, top_level, body);
+    }
+
+    fn counted(&mut self, count: usize, parallel: bool, body: impl FnOnce(&mut Self, Affine)) {
+        match count {
+            0 => {}
+            1 => body(self, Affine::constant(0)),
+            _ => {
+                let var = LoopVar(self.n_vars);
+                self.n_vars += 1;
+                self.blocks.push(Vec::new());
+                body(self, Affine::var(var));
+                let body = self.blocks.pop().unwrap_or_default();
+                self.push(Stmt::Loop(Loop {
+                    var,
+                    count,
+                    parallel,
+                    body,
+                }));
+            }
+        }
+    }
+
+    /// `activation(value)` in a fresh register, or `value` itself without one.
+    pub fn activate(&mut self, value: Reg, activation: Option<Activation>) -> Reg {
+        match activation {
+            None => value,
+            Some(Activation::Relu) => {
+                let zero = self.constant(0.0);
+                self.binary(BinaryOp::Max, value, zero)
+            }
+            Some(Activation::Relu6) => {
+                let zero = self.constant(0.0);
+                let six = self.constant(6.0);
+                let low = self.binary(BinaryOp::Max, value, zero);
+                self.binary(BinaryOp::Min, low, six)
+            }
+            Some(Activation::Sigmoid) => self.unary(UnaryOp::Sigmoid, value),
+            Some(Activation::Swish) => {
+                let gate = self.unary(UnaryOp::Sigmoid, value);
+                self.binary(BinaryOp::Mul, value, gate)
+            }
+            Some(Activation::Tanh) => self.unary(UnaryOp::Tanh, value),
+        }
+    }
+
+    /// Applies `f` to `len` consecutive elements starting at `start`, in vectors: `f` gets the
+    /// offset from `start` and the number of lanes (4, or fewer for the last one). Unrolled
+    /// by 4 vectors so that independent work overlaps; the unrolled loop is the kernel's
+    /// parallel loop when `parallel` is set.
+    pub fn vectors(
+        &mut self,
+        len: usize,
+        parallel: bool,
+        f: &mut impl FnMut(&mut Self, Affine, u8),
+    ) {
+        const UNROLL: usize = 4;
+        let chunk = 4 * UNROLL;
+        let body = |b: &mut Self, i: Affine| {
+            for u in 0..UNROLL {
+                f(b, i.clone() * chunk + 4 * u, 4);
+            }
+        };
+        if parallel {
+            self.parallel(len / chunk, body);
+        } else {
+            self.repeat(len / chunk, body);
+        }
+        let mut done = len / chunk * chunk;
+        while done < len {
+            let lanes = (len - done).min(4);
+            f(self, Affine::constant(done), lanes as u8);
+            done += lanes;
+        }
+    }
+
+    /// `dst[dst_start..][..len] = src[src_start..][..len]`.
+    pub fn copy_range(
+        &mut self,
+        dst: BufferId,
+        dst_start: Affine,
+        src: BufferId,
+        src_start: Affine,
+        len: usize,
+    ) {
+        self.vectors(len, false, &mut |b, offset, lanes| {
+            let value = b.load(src, src_start.clone() + offset.clone(), lanes);
+            b.store(dst, dst_start.clone() + offset, lanes, value);
+        });
+    }
+
+    /// `dst[start..][..len] = value`.
+    pub fn fill_range(&mut self, dst: BufferId, start: Affine, len: usize, value: f32) {
+        if len == 0 {
+            return;
+        }
+        let fill = self.constant(value);
+        self.vectors(len, false, &mut |b, offset, lanes| {
+            b.store(dst, start.clone() + offset, lanes, fill);
+        });
+    }
+}

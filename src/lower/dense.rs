@@ -1,0 +1,91 @@
+//! Dense layers at batch 1: a matrix × vector product with the weights packed `[in][out]`.
+//!
+//! Each tile holds 8 vectors (32 outputs) of accumulators; per input feature it broadcasts
+//! the feature once and does 8 FMAs against one contiguous row of packed weights. Every
+//! weight is used once per image, so the layer is bound by memory bandwidth, and the point of
+//! the layout is to stream the weights in order with 8 independent FMA chains.
+
+use super::ir::{Affine, Expr, Reg};
+use super::{ConstSpec, LowerError, Lowering};
+use crate::graph::{DenseAttrs, NodeId};
+
+/// Output vectors per tile.
+const TILE_VECTORS: usize = 8;
+
+impl Lowering<'_> {
+    pub(super) fn dense(&mut self, id: NodeId, attrs: &DenseAttrs) -> Result<(), LowerError> {
+        let x = self.arg(id, 0)?;
+        let features = x.shape.numel();
+        let units = attrs.units;
+        if self.graph.shape(id).numel() != units {
+            return Err(self.malformed(id, "the output size differs from the units"));
+        }
+        let units_padded = units.next_multiple_of(4);
+        let name = self.describe(id);
+        let order = if x.hwc.is_some() {
+            " (rows in H×W×C order)"
+        } else {
+            ""
+        };
+        let weights = self.add_const(
+            format!("{name} weights [in][out:{units_padded}]{order}"),
+            features * units_padded,
+            ConstSpec::DenseWeight {
+                node: id,
+                units_padded,
+                hwc_input: x.hwc,
+            },
+        );
+        let bias = (attrs.bias || attrs.bias_values.is_some()).then(|| {
+            self.add_const(
+                format!("{name} bias"),
+                units_padded,
+                ConstSpec::DenseBias {
+                    node: id,
+                    units_padded,
+                },
+            )
+        });
+        let out = self.result_buffer(id);
+        let mut b = self.builder(id, "dense", format!("dense {features} → {units}"));
+        let tile = |b: &mut super::KernelBuilder, n0: Affine, vectors: usize, last: u8| {
+            let acc: Vec<Reg> = (0..vectors)
+                .map(|v| match bias {
+                    Some(bias) => b.load(bias, n0.clone() + 4 * v, 4),
+                    None => b.constant(0.0),
+                })
+                .collect();
+            let step = |b: &mut super::KernelBuilder, k: Affine| {
+                let xs = b.splat(x.buffer, k.clone());
+                for (v, &a) in acc.iter().enumerate() {
+                    let w = b.load(weights, k.clone() * units_padded + n0.clone() + 4 * v, 4);
+                    b.set(a, Expr::Fma(xs, w, a));
+                }
+            };
+            b.repeat(features / 4, |b, i| {
+                for u in 0..4 {
+                    step(b, i.clone() * 4 + u);
+                }
+            });
+            for k in features / 4 * 4..features {
+                step(b, Affine::constant(k));
+            }
+            for (v, &a) in acc.iter().enumerate() {
+                let value = b.activate(a, attrs.activation);
+                let lanes = if v + 1 == vectors { last } else { 4 };
+                b.store(out, n0.clone() + 4 * v, lanes, value);
+            }
+        };
+        let block = 4 * TILE_VECTORS;
+        b.parallel(units / block, |b, i| tile(b, i * block, TILE_VECTORS, 4));
+        let rest = units % block;
+        if rest > 0 {
+            let vectors = rest.div_ceil(4);
+            let last = (rest - 4 * (vectors - 1)) as u8;
+            tile(&mut b, Affine::constant(units - rest), vectors, last);
+        }
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+}

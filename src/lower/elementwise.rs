@@ -1,0 +1,277 @@
+//! The layers without a window: activations, batch norm as a per-channel affine map, `add`,
+//! `mul` (elementwise or broadcast over pixels), softmax over channels, concatenation, and
+//! the copies that identities and a reordering flatten need.
+//!
+//! Tensors whose two operands share a layout are processed as one flat run of elements, 16
+//! at a time; per-channel operands (batch norm, a broadcast gate) make the kernel loop over
+//! pixels and then over channel vectors.
+
+use super::ir::{Affine, BinaryOp, BufferId, Expr, ReduceOp, UnaryOp};
+use super::{ConstSpec, KernelBuilder, LowerError, Lowering, Value};
+use crate::graph::{Activation, NodeId};
+
+fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
+    if v + 1 == vectors {
+        last
+    } else {
+        4
+    }
+}
+
+/// Calls `f` for the channel vectors of a pixel: full vectors, then a partial one.
+fn channel_vectors(channels: usize) -> impl Iterator<Item = (usize, u8)> {
+    let vectors = channels.div_ceil(4);
+    let last = (channels - 4 * vectors.saturating_sub(1)) as u8;
+    (0..vectors).map(move |v| (4 * v, lanes(v, vectors, last)))
+}
+
+impl Lowering<'_> {
+    /// `out = f(inputs...)` elementwise over `len` elements in a flat, parallel loop.
+    fn map_flat(
+        &mut self,
+        id: NodeId,
+        what: &str,
+        comment: String,
+        inputs: &[BufferId],
+        len: usize,
+        f: impl Fn(&mut KernelBuilder, &[super::ir::Reg]) -> super::ir::Reg,
+    ) -> BufferId {
+        let out = self.result_buffer(id);
+        let mut b = self.builder(id, what, comment);
+        b.vectors(len, true, &mut |b, offset, lanes| {
+            let args: Vec<_> = inputs
+                .iter()
+                .map(|&input| b.load(input, offset.clone(), lanes))
+                .collect();
+            let value = f(b, &args);
+            b.store(out, offset, lanes, value);
+        });
+        self.emit(b);
+        out
+    }
+
+    pub(super) fn activation(
+        &mut self,
+        id: NodeId,
+        activation: Activation,
+    ) -> Result<(), LowerError> {
+        let x = self.arg(id, 0)?;
+        let len = x.shape.numel();
+        let comment = format!("{} of {}", activation.name(), x.shape);
+        let out = self.map_flat(id, activation.name(), comment, &[x.buffer], len, |b, a| {
+            b.activate(a[0], Some(activation))
+        });
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    pub(super) fn copy(&mut self, id: NodeId, x: Value, out: BufferId) -> Result<(), LowerError> {
+        let len = x.shape.numel();
+        let mut b = self.builder(id, "copy", format!("copy {}", x.shape));
+        b.vectors(len, true, &mut |b, offset, lanes| {
+            let value = b.load(x.buffer, offset.clone(), lanes);
+            b.store(out, offset, lanes, value);
+        });
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    pub(super) fn add(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let (x, y) = (self.arg(id, 0)?, self.arg(id, 1)?);
+        if x.shape.numel() != y.shape.numel() {
+            return Err(self.malformed(id, "the shapes differ"));
+        }
+        let comment = format!("add {}", x.shape);
+        let len = x.shape.numel();
+        let out = self.map_flat(id, "add", comment, &[x.buffer, y.buffer], len, |b, a| {
+            b.binary(BinaryOp::Add, a[0], a[1])
+        });
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    pub(super) fn mul(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let (x, y) = (self.arg(id, 0)?, self.arg(id, 1)?);
+        let shape = self.graph.shape(id);
+        if x.shape.numel() == y.shape.numel() {
+            let comment = format!("mul {shape}");
+            let len = shape.numel();
+            let out = self.map_flat(id, "mul", comment, &[x.buffer, y.buffer], len, |b, a| {
+                b.binary(BinaryOp::Mul, a[0], a[1])
+            });
+            self.set_value(id, out);
+            return Ok(());
+        }
+        // One operand is a 1×1×C gate, broadcast over the other's pixels.
+        let (big, gate) = if y.shape.numel() == shape.c {
+            (x, y)
+        } else {
+            (y, x)
+        };
+        if gate.shape.numel() != shape.c || big.shape.numel() != shape.numel() {
+            return Err(self.malformed(id, "the shapes do not broadcast"));
+        }
+        let out = self.result_buffer(id);
+        let c = shape.c;
+        let mut b = self.builder(id, "mul", format!("mul {shape} by a 1×1×{c} gate"));
+        b.parallel(shape.h * shape.w, |b, p| {
+            for (c0, lanes) in channel_vectors(c) {
+                let index = p.clone() * c + c0;
+                let value = b.load(big.buffer, index.clone(), lanes);
+                let scale = b.load(gate.buffer, Affine::constant(c0), lanes);
+                let product = b.binary(BinaryOp::Mul, value, scale);
+                b.store(out, index, lanes, product);
+            }
+        });
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    /// Inference batch norm, folded at pack time into `x · scale + shift` per channel.
+    pub(super) fn batch_norm(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let x = self.arg(id, 0)?;
+        let s = x.shape;
+        let c = s.c;
+        let cp = c.next_multiple_of(4);
+        let name = self.describe(id);
+        let scale = self.add_const(
+            format!("{name} scale"),
+            cp,
+            ConstSpec::BatchNormScale {
+                node: id,
+                channels_padded: cp,
+            },
+        );
+        let shift = self.add_const(
+            format!("{name} shift"),
+            cp,
+            ConstSpec::BatchNormShift {
+                node: id,
+                channels_padded: cp,
+            },
+        );
+        let out = self.result_buffer(id);
+        let mut b = self.builder(id, "batchnorm", format!("batchnorm {s}"));
+        b.parallel(s.h * s.w, |b, p| {
+            for (c0, lanes) in channel_vectors(c) {
+                let index = p.clone() * c + c0;
+                let value = b.load(x.buffer, index.clone(), lanes);
+                let a = b.load(scale, Affine::constant(c0), 4);
+                let t = b.load(shift, Affine::constant(c0), 4);
+                let y = b.assign(Expr::Fma(value, a, t));
+                b.store(out, index, lanes, y);
+            }
+        });
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    /// Softmax over each pixel's channels: the maximum, the exponentials and their sum, then
+    /// a scaling by the sum's reciprocal. Lanes past the channels never enter a reduction.
+    pub(super) fn softmax(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let x = self.arg(id, 0)?;
+        let s = x.shape;
+        let c = s.c;
+        let full = c / 4;
+        let rest = (c % 4) as u8;
+        let out = self.result_buffer(id);
+        let mut b = self.builder(id, "softmax", format!("softmax over the channels of {s}"));
+        b.parallel(s.h * s.w, |b, p| {
+            let base = p * c;
+            let max = b.constant(f32::NEG_INFINITY);
+            b.repeat(full, |b, v| {
+                let value = b.load(x.buffer, base.clone() + v * 4, 4);
+                b.set(max, Expr::Binary(BinaryOp::Max, value, max));
+            });
+            b.set(max, Expr::Reduce(ReduceOp::Max, max, 4));
+            let tail_index = base.clone() + full * 4;
+            if rest > 0 {
+                let tail = b.load(x.buffer, tail_index.clone(), rest);
+                let tail_max = b.assign(Expr::Reduce(ReduceOp::Max, tail, rest));
+                b.set(max, Expr::Binary(BinaryOp::Max, tail_max, max));
+            }
+            let sum = b.constant(0.0);
+            let exp_at = |b: &mut KernelBuilder, index: Affine, lanes: u8| {
+                let value = b.load(x.buffer, index.clone(), lanes);
+                let shifted = b.binary(BinaryOp::Sub, value, max);
+                let e = b.unary(UnaryOp::Exp, shifted);
+                b.store(out, index, lanes, e);
+                e
+            };
+            b.repeat(full, |b, v| {
+                let e = exp_at(b, base.clone() + v * 4, 4);
+                b.set(sum, Expr::Binary(BinaryOp::Add, e, sum));
+            });
+            b.set(sum, Expr::Reduce(ReduceOp::Add, sum, 4));
+            if rest > 0 {
+                let e = exp_at(b, tail_index.clone(), rest);
+                let tail_sum = b.assign(Expr::Reduce(ReduceOp::Add, e, rest));
+                b.set(sum, Expr::Binary(BinaryOp::Add, tail_sum, sum));
+            }
+            let one = b.constant(1.0);
+            let inverse = b.binary(BinaryOp::Div, one, sum);
+            let scale_at = |b: &mut KernelBuilder, index: Affine, lanes: u8| {
+                let value = b.load(out, index.clone(), lanes);
+                let scaled = b.binary(BinaryOp::Mul, value, inverse);
+                b.store(out, index, lanes, scaled);
+            };
+            b.repeat(full, |b, v| scale_at(b, base.clone() + v * 4, 4));
+            if rest > 0 {
+                scale_at(b, tail_index, rest);
+            }
+        });
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    /// Concatenation along the channels: each pixel's channels copied from each input in turn.
+    pub(super) fn concat(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let n_inputs = self.graph.nodes[id].inputs.len();
+        let args: Vec<Value> = (0..n_inputs)
+            .map(|idx| self.arg(id, idx))
+            .collect::<Result<_, _>>()?;
+        let shape = self.graph.shape(id);
+        let pixels = shape.h * shape.w;
+        if args.iter().map(|a| a.shape.c).sum::<usize>() != shape.c
+            || args.iter().any(|a| a.shape.numel() != pixels * a.shape.c)
+        {
+            return Err(self.malformed(id, "the inputs do not add up to the output"));
+        }
+        let out = self.result_buffer(id);
+        let mut b = self.builder(id, "concat", format!("concat {n_inputs} inputs → {shape}"));
+        b.parallel(pixels, |b, p| {
+            let mut offset = 0;
+            for arg in &args {
+                let c = arg.shape.c;
+                let dst = p.clone() * shape.c + offset;
+                b.copy_range(out, dst, arg.buffer, p.clone() * c, c);
+                offset += c;
+            }
+        });
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+
+    /// A flatten that must move data: from H×W×C to PyTorch's C×H×W order.
+    pub(super) fn reorder_flatten(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let x = self.arg(id, 0)?;
+        let s = x.shape;
+        let pixels = s.h * s.w;
+        let out = self.result_buffer(id);
+        let mut b = self.builder(id, "flatten", format!("flatten {s} to C×H×W order"));
+        b.parallel(s.c, |b, ch| {
+            b.repeat(pixels, |b, p| {
+                let value = b.load(x.buffer, p.clone() * s.c + ch.clone(), 1);
+                b.store(out, ch.clone() * pixels + p, 1, value);
+            });
+        });
+        self.emit(b);
+        self.set_value(id, out);
+        Ok(())
+    }
+}

@@ -1,0 +1,260 @@
+//! The loop-nest IR: kernels made of counted loops with constant bounds, and three-address
+//! statements over f32x4 registers that load and store through affine indices.
+//!
+//! The IR is deliberately small. Every register holds four f32 lanes; a scalar is a vector
+//! whose other lanes are zero (a partial load) or copies (a broadcast), so one value type
+//! serves the vector bodies and their scalar remainders alike. Every memory access names a
+//! buffer and an element index that is an affine function of the enclosing loops' indices
+//! with non-negative coefficients. That form is what makes two things easy:
+//!
+//! - proving every access in bounds at compile time (`verify.rs`): the largest index of an
+//!   affine function over a box of loop indices is its value at the box's far corner;
+//! - strength reduction in code generation: each distinct (buffer, outer-loop terms) pair
+//!   becomes one pointer, bumped by a constant byte stride per iteration, and the constant
+//!   term becomes the load's displacement.
+//!
+//! Register blocking and unrolling are done by the lowering, which writes them out as
+//! straight-line statements: Cranelift neither unrolls nor blocks (see CRANELIFT.md §2).
+
+use std::fmt;
+use std::ops::{Add, Mul};
+
+/// A loop's index variable, numbered per kernel.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LoopVar(pub u32);
+
+/// A register of four f32 lanes, numbered per kernel. Registers may be assigned many times
+/// (accumulators are); code generation turns them into SSA values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Reg(pub u32);
+
+/// A buffer of the program, numbered per program.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(pub u32);
+
+/// `constant + Σ coefficient · index`, over loop indices; terms are sorted by variable and
+/// have non-zero coefficients, so equal functions compare equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Affine {
+    pub constant: usize,
+    pub terms: Vec<(LoopVar, usize)>,
+}
+
+impl Affine {
+    pub fn constant(value: usize) -> Affine {
+        Affine {
+            constant: value,
+            terms: Vec::new(),
+        }
+    }
+
+    pub fn var(var: LoopVar) -> Affine {
+        Affine {
+            constant: 0,
+            terms: vec![(var, 1)],
+        }
+    }
+
+    /// The coefficient of `var` (0 when it does not occur).
+    pub fn coefficient(&self, var: LoopVar) -> usize {
+        self.terms
+            .iter()
+            .find(|(v, _)| *v == var)
+            .map_or(0, |&(_, c)| c)
+    }
+
+    /// The same function without its constant term.
+    pub fn linear_part(&self) -> Affine {
+        Affine {
+            constant: 0,
+            terms: self.terms.clone(),
+        }
+    }
+}
+
+impl Add for Affine {
+    type Output = Affine;
+    fn add(self, other: Affine) -> Affine {
+        let mut terms = self.terms;
+        for (var, coefficient) in other.terms {
+            match terms.iter_mut().find(|(v, _)| *v == var) {
+                Some((_, c)) => *c += coefficient,
+                None => terms.push((var, coefficient)),
+            }
+        }
+        terms.sort();
+        Affine {
+            constant: self.constant + other.constant,
+            terms,
+        }
+    }
+}
+
+impl Add<usize> for Affine {
+    type Output = Affine;
+    fn add(mut self, value: usize) -> Affine {
+        self.constant += value;
+        self
+    }
+}
+
+impl Mul<usize> for Affine {
+    type Output = Affine;
+    fn mul(self, factor: usize) -> Affine {
+        if factor == 0 {
+            return Affine::default();
+        }
+        Affine {
+            constant: self.constant * factor,
+            terms: self
+                .terms
+                .into_iter()
+                .map(|(v, c)| (v, c * factor))
+                .collect(),
+        }
+    }
+}
+
+impl fmt::Display for Affine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for &(var, coefficient) in &self.terms {
+            if !first {
+                write!(f, " + ")?;
+            }
+            first = false;
+            if coefficient == 1 {
+                write!(f, "i{}", var.0)?;
+            } else {
+                write!(f, "{coefficient}*i{}", var.0)?;
+            }
+        }
+        if first {
+            write!(f, "{}", self.constant)
+        } else if self.constant != 0 {
+            write!(f, " + {}", self.constant)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An element of a buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub buffer: BufferId,
+    pub index: Affine,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    /// `b < a ? a : b`, lane by lane: x86's `maxps` (a NaN in `a` gives `b`).
+    Max,
+    /// `a < b ? a : b`, lane by lane: x86's `minps`.
+    Min,
+}
+
+/// Functions computed lane by lane by calling the Rust standard library, so they match the
+/// reference interpreter's f32 functions exactly.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UnaryOp {
+    Exp,
+    Sigmoid,
+    Tanh,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Add,
+    Max,
+}
+
+/// The right-hand side of an assignment; operands are registers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    /// The value in every lane.
+    Const(f32),
+    /// Another register's value.
+    Copy(Reg),
+    /// `lanes` (1–4) consecutive elements; the other lanes are zero.
+    Load {
+        at: Access,
+        lanes: u8,
+    },
+    /// One element, in every lane.
+    LoadSplat(Access),
+    Unary(UnaryOp, Reg),
+    Binary(BinaryOp, Reg, Reg),
+    /// `a · b + c`, fused where the machine has FMA.
+    Fma(Reg, Reg, Reg),
+    /// The reduction of the first `lanes` lanes, in every lane.
+    Reduce(ReduceOp, Reg, u8),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    Assign(Reg, Expr),
+    /// Stores the first `lanes` lanes of `value` to consecutive elements.
+    Store {
+        at: Access,
+        lanes: u8,
+        value: Reg,
+    },
+    Loop(Loop),
+}
+
+/// `for var in 0..count { body }`. A `parallel` loop is a kernel's outermost loop, whose
+/// iterations write disjoint elements (checked by `verify.rs`) that the kernel's other
+/// top-level statements neither write nor read; code generation lets the caller run any
+/// sub-range of it, which is how work is split over threads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loop {
+    pub var: LoopVar,
+    pub count: usize,
+    pub parallel: bool,
+    pub body: Vec<Stmt>,
+}
+
+/// One function of the generated code: usually one layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kernel {
+    pub name: String,
+    /// What the kernel computes, for the dump.
+    pub comment: String,
+    pub n_regs: u32,
+    pub n_vars: u32,
+    pub body: Vec<Stmt>,
+}
+
+impl Kernel {
+    /// The trip count of the kernel's parallel loop, or 0 if it has none.
+    pub fn parallel_count(&self) -> usize {
+        self.body
+            .iter()
+            .find_map(|stmt| match stmt {
+                Stmt::Loop(l) if l.parallel => Some(l.count),
+                _ => None,
+            })
+            .unwrap_or(0)
+    }
+
+    /// Whether the kernel has top-level statements besides its parallel loop (remainder
+    /// tiles, borders): they form one more part, run after the loop's iterations.
+    pub fn has_serial_part(&self) -> bool {
+        self.body
+            .iter()
+            .any(|stmt| !matches!(stmt, Stmt::Loop(l) if l.parallel))
+    }
+
+    /// The range of the `begin..end` arguments of the kernel's function: parts
+    /// `0..parallel_count()` are the parallel loop's iterations, and the last part, if the
+    /// kernel has one, is everything else. Any split of the range into sub-ranges, run in
+    /// any order or at once, computes the same result.
+    pub fn parts(&self) -> usize {
+        (self.parallel_count() + usize::from(self.has_serial_part())).max(1)
+    }
+}

@@ -1,0 +1,338 @@
+//! Lowering: a typed graph to loop nests (`graph → LoopProgram`).
+//!
+//! This stage chooses layouts and loop structure; code generation (`codegen`) only translates.
+//! The choices, and why:
+//!
+//! - **Tensors are H×W×C, channels innermost, unpadded**: the layout the network's inputs and
+//!   outputs already have (N×H×W×C), so nothing is converted at the edges, and the layout in
+//!   which f32x4 vectors run over channels. Channel counts that are not a multiple of 4 are
+//!   handled by partial loads and stores of the last vector, never by padding tensors.
+//! - **Constants are packed for the kernels** (`program.rs`): conv weights as
+//!   `[ky][kx][in][out]` with outputs padded to a multiple of 4, so a vector of output
+//!   channels is one load; dense weights as `[in][out]`.
+//! - **`flatten` is free** when only dense layers read it: the dense weights' columns are
+//!   permuted at pack time from PyTorch's C·H·W order to our H·W·C order. Any other reader
+//!   gets a reordering copy.
+//! - **Padding is a copy** into a zero-bordered (or −∞-bordered, for max pooling) buffer, so
+//!   that conv and pool kernels have no conditionals; the border also covers `ceil_mode`
+//!   windows that run past the input.
+//! - **Intermediate tensors share one arena** (`plan.rs`), reused as tensors die.
+//!
+//! Every access of the result is proven in bounds by `verify.rs` before it is returned.
+//! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`.
+
+mod builder;
+mod conv;
+mod dense;
+mod dump;
+mod elementwise;
+pub mod ir;
+mod plan;
+mod pool;
+pub mod program;
+mod verify;
+
+pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
+
+use crate::graph::{Graph, NodeId, Op, Shape};
+use builder::KernelBuilder;
+use cranelift_entity::SecondaryMap;
+use ir::{BufferId, Kernel};
+use thiserror::Error;
+
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum LowerError {
+    #[error("the graph is malformed: {0}")]
+    Malformed(String),
+    #[error("kernel `{kernel}` would access {buffer} out of bounds: {detail}")]
+    OutOfBounds {
+        kernel: String,
+        buffer: String,
+        detail: String,
+    },
+    #[error("kernel `{kernel}`: {detail}")]
+    Invalid { kernel: String, detail: String },
+}
+
+/// Lowers `graph` to loop nests, with a memory plan, checked for in-bounds accesses.
+pub fn lower(graph: &Graph) -> Result<LoopProgram, LowerError> {
+    let mut lowering = Lowering::new(graph)?;
+    for &id in &lowering.order.clone() {
+        lowering.lower_node(id)?;
+    }
+    lowering.finish_output()?;
+    let mut program = LoopProgram {
+        name: graph.name.clone(),
+        buffers: lowering.buffers,
+        kernels: lowering.kernels,
+        arena_len: 0,
+        input_lens: graph
+            .inputs
+            .iter()
+            .map(|&i| graph.shape(i).numel())
+            .collect(),
+        output_len: graph.shape(graph.output()).numel(),
+    };
+    plan::plan_memory(&mut program);
+    verify::verify(&program)?;
+    Ok(program)
+}
+
+/// The text of `cnnc emit loops`.
+pub fn emit_loops(graph: &Graph) -> Result<String, LowerError> {
+    Ok(dump::dump(&lower(graph)?))
+}
+
+impl LoopProgram {
+    /// The deterministic text dump.
+    pub fn dump(&self) -> String {
+        dump::dump(self)
+    }
+}
+
+/// A node's value: the buffer holding it, and for a flatten stored in H×W×C order (made free
+/// for its dense readers) the dimensions it came from.
+#[derive(Copy, Clone, Debug)]
+struct Value {
+    buffer: BufferId,
+    shape: Shape,
+    hwc: Option<(usize, usize, usize)>,
+}
+
+struct Lowering<'g> {
+    graph: &'g Graph,
+    /// The nodes the output depends on, in graph (= topological) order.
+    order: Vec<NodeId>,
+    /// How many reachable nodes read each node (the output counts as one more reader).
+    readers: SecondaryMap<NodeId, Vec<NodeId>>,
+    /// The node whose kernel writes the network's output buffer directly, if any.
+    output_writer: Option<NodeId>,
+    buffers: Vec<Buffer>,
+    kernels: Vec<Kernel>,
+    values: SecondaryMap<NodeId, Option<Value>>,
+}
+
+impl<'g> Lowering<'g> {
+    fn new(graph: &'g Graph) -> Result<Lowering<'g>, LowerError> {
+        let output = graph.output();
+        if graph.nodes.get(output).is_none() {
+            return Err(LowerError::Malformed("the output is not a node".into()));
+        }
+        let mut live: SecondaryMap<NodeId, bool> = SecondaryMap::new();
+        live[output] = true;
+        for id in graph.nodes.keys().rev() {
+            if live[id] {
+                for &input in &graph.nodes[id].inputs {
+                    if input >= id {
+                        return Err(LowerError::Malformed(format!(
+                            "{id} reads {input}, which comes after it"
+                        )));
+                    }
+                    live[input] = true;
+                }
+            }
+        }
+        let order: Vec<NodeId> = graph.nodes.keys().filter(|&id| live[id]).collect();
+        let mut readers: SecondaryMap<NodeId, Vec<NodeId>> = SecondaryMap::new();
+        for &id in &order {
+            for &input in &graph.nodes[id].inputs {
+                readers[input].push(id);
+            }
+        }
+        let mut lowering = Lowering {
+            graph,
+            order,
+            readers,
+            output_writer: None,
+            buffers: Vec::new(),
+            kernels: Vec::new(),
+            values: SecondaryMap::new(),
+        };
+        // The output is written in place by the node it aliases, unless that is a network
+        // input, which is copied at the end instead.
+        let mut root = output;
+        while let Some(source) = lowering.alias_source(root) {
+            root = source;
+        }
+        if !matches!(graph.nodes[root].op, Op::Input { .. }) {
+            lowering.output_writer = Some(root);
+        }
+        Ok(lowering)
+    }
+
+    /// For ops that produce no new values (identity, dropout, a free flatten), the node whose
+    /// buffer they share.
+    fn alias_source(&self, id: NodeId) -> Option<NodeId> {
+        let node = &self.graph.nodes[id];
+        let input = *node.inputs.first()?;
+        match node.op {
+            Op::Identity | Op::Dropout { .. } => Some(input),
+            Op::Flatten if self.flatten_is_free(id) => Some(input),
+            _ => None,
+        }
+    }
+
+    /// A flatten moves no data when its input is 1×1×C, or when every reader (looking
+    /// through identities) is a dense layer, whose weights are then permuted instead.
+    fn flatten_is_free(&self, id: NodeId) -> bool {
+        let shape = self.graph.input_shape(id);
+        shape.h * shape.w == 1 || self.only_dense_readers(id)
+    }
+
+    fn only_dense_readers(&self, id: NodeId) -> bool {
+        if id == self.graph.output() {
+            return false;
+        }
+        self.readers[id]
+            .iter()
+            .all(|&reader| match self.graph.nodes[reader].op {
+                Op::Dense(_) => self.graph.nodes[reader].inputs.first() == Some(&id),
+                Op::Identity | Op::Dropout { .. } => self.only_dense_readers(reader),
+                _ => false,
+            })
+    }
+
+    fn add_buffer(&mut self, name: String, len: usize, storage: program::Storage) -> BufferId {
+        let id = BufferId(self.buffers.len() as u32);
+        self.buffers.push(Buffer {
+            id,
+            name,
+            len,
+            storage,
+        });
+        id
+    }
+
+    fn add_const(&mut self, name: String, len: usize, spec: ConstSpec) -> BufferId {
+        self.add_buffer(name, len, Storage::Const(spec))
+    }
+
+    /// A scratch tensor in the arena.
+    fn add_temp(&mut self, name: String, len: usize) -> BufferId {
+        self.add_buffer(name, len, Storage::Arena { offset: 0 })
+    }
+
+    /// The buffer node `id` writes its value to: the output buffer or a new arena tensor.
+    fn result_buffer(&mut self, id: NodeId) -> BufferId {
+        let name = self.describe(id);
+        let len = self.graph.shape(id).numel();
+        let storage = if self.output_writer == Some(id) {
+            Storage::Output
+        } else {
+            Storage::Arena { offset: 0 }
+        };
+        self.add_buffer(name, len, storage)
+    }
+
+    /// The layer's path, or its op and id when unlabelled.
+    fn describe(&self, id: NodeId) -> String {
+        let node = &self.graph.nodes[id];
+        if node.path.is_empty() {
+            format!("{} {id}", node.op.name())
+        } else {
+            node.path.clone()
+        }
+    }
+
+    /// A builder for a kernel computing node `id`, named after it.
+    fn builder(&self, id: NodeId, what: &str, comment: String) -> KernelBuilder {
+        let node = &self.graph.nodes[id];
+        let label: String = node
+            .path
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let mut name = format!("k{}_{what}", self.kernels.len());
+        if !label.is_empty() {
+            name.push('_');
+            name.push_str(&label);
+        }
+        KernelBuilder::new(name, format!("{id} {comment}"))
+    }
+
+    fn emit(&mut self, builder: KernelBuilder) {
+        self.kernels.push(builder.finish());
+    }
+
+    /// The value of input `idx` of node `id`, which must be lowered already. A flatten in
+    /// H×W×C order is only given to dense layers (`alias_source` made sure of that).
+    fn arg(&self, id: NodeId, idx: usize) -> Result<Value, LowerError> {
+        let input = self.graph.nodes[id]
+            .inputs
+            .get(idx)
+            .copied()
+            .ok_or_else(|| self.malformed(id, "too few inputs"))?;
+        let value = self.values[input]
+            .ok_or_else(|| self.malformed(id, &format!("reads {input} before it is computed")))?;
+        Ok(value)
+    }
+
+    fn malformed(&self, id: NodeId, what: &str) -> LowerError {
+        LowerError::Malformed(format!("{id} ({}): {what}", self.graph.nodes[id].op.name()))
+    }
+
+    fn set_value(&mut self, id: NodeId, buffer: BufferId) {
+        self.values[id] = Some(Value {
+            buffer,
+            shape: self.graph.shape(id),
+            hwc: None,
+        });
+    }
+
+    fn lower_node(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let graph = self.graph;
+        let node = &graph.nodes[id];
+        if let Some(source) = self.alias_source(id) {
+            let mut value = self.values[source]
+                .ok_or_else(|| self.malformed(id, "reads a value before it is computed"))?;
+            if matches!(node.op, Op::Flatten) {
+                let s = value.shape;
+                if s.h * s.w > 1 {
+                    value.hwc = Some((s.h, s.w, s.c));
+                }
+            }
+            value.shape = graph.shape(id);
+            self.values[id] = Some(value);
+            return Ok(());
+        }
+        match &node.op {
+            Op::Input { index, name } => {
+                let name = format!("input `{name}`");
+                let len = graph.shape(id).numel();
+                let buffer = self.add_buffer(name, len, Storage::Input(*index));
+                self.set_value(id, buffer);
+            }
+            Op::Conv(attrs) => self.conv(id, attrs)?,
+            Op::Dense(attrs) => self.dense(id, attrs)?,
+            Op::Pool(attrs) => self.pool(id, attrs)?,
+            Op::GlobalPool(kind) => self.global_pool(id, *kind)?,
+            Op::AdaptiveAvgPool { out } => self.adaptive_avg_pool(id, *out)?,
+            Op::Flatten => self.reorder_flatten(id)?,
+            Op::BatchNorm { .. } => self.batch_norm(id)?,
+            Op::Dropout { .. } | Op::Identity => {
+                let value = self.arg(id, 0)?;
+                let out = self.result_buffer(id);
+                self.copy(id, value, out)?;
+            }
+            Op::Activation(activation) => self.activation(id, *activation)?,
+            Op::Softmax => self.softmax(id)?,
+            Op::Add => self.add(id)?,
+            Op::Mul => self.mul(id)?,
+            Op::Concat => self.concat(id)?,
+        }
+        Ok(())
+    }
+
+    /// Copies the output from a network input when the output is one (`x -> dropout`).
+    fn finish_output(&mut self) -> Result<(), LowerError> {
+        if self.output_writer.is_some() {
+            return Ok(());
+        }
+        let output = self.graph.output();
+        let value = self.values[output]
+            .ok_or_else(|| LowerError::Malformed("the output was not computed".into()))?;
+        let len = self.graph.shape(output).numel();
+        let out = self.add_buffer("output".into(), len, Storage::Output);
+        self.copy(output, value, out)
+    }
+}

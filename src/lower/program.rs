@@ -1,0 +1,103 @@
+//! A lowered network: its buffers, the constant tensors to pack into them, and its kernels
+//! in execution order.
+//!
+//! Buffers are sized per image. The network's inputs and output live outside the arena (the
+//! caller's tensors, one image after another); intermediate tensors live in one arena at
+//! offsets given by the memory plan (`plan.rs`); constants are packed from the weights when
+//! the network is compiled, in the layouts the kernels index them by (described by
+//! [`ConstSpec`]), so that lowering needs no weight values and `emit loops` needs no weights.
+
+use super::ir::{BufferId, Kernel};
+use crate::graph::NodeId;
+
+/// Where a buffer's memory comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Storage {
+    /// The network's `k`-th input tensor.
+    Input(usize),
+    /// The network's output tensor.
+    Output,
+    /// An intermediate tensor at `offset` elements into the arena.
+    Arena { offset: usize },
+    /// A constant packed at compile time.
+    Const(ConstSpec),
+}
+
+/// How to build a constant buffer from the network's weights. Channel counts are padded
+/// with zeros to multiples of 4 so that every vector load of a constant is in bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConstSpec {
+    /// Conv weights `[out, in/groups, kh, kw]` packed as `[group][ky][kx][in][out_padded]`,
+    /// each group's outputs padded to `out_padded`.
+    ConvWeight {
+        node: NodeId,
+        out_padded: usize,
+    },
+    /// Depthwise weights `[channels, 1, kh, kw]` packed as `[ky][kx][channels_padded]`.
+    DepthwiseWeight {
+        node: NodeId,
+        channels_padded: usize,
+    },
+    /// A conv's bias, each group's `group_size` values padded to `group_stride`.
+    ConvBias {
+        node: NodeId,
+        group_size: usize,
+        group_stride: usize,
+    },
+    /// Dense weights `[units, features]` packed as `[feature][units_padded]`. With
+    /// `hwc_input = Some((h, w, c))` the input is a flatten stored in H×W×C order, so memory
+    /// row `(y·w + x)·c + ch` takes PyTorch's column `ch·h·w + y·w + x`: flatten is free.
+    DenseWeight {
+        node: NodeId,
+        units_padded: usize,
+        hwc_input: Option<(usize, usize, usize)>,
+    },
+    DenseBias {
+        node: NodeId,
+        units_padded: usize,
+    },
+    /// Batch norm as `x · scale + shift`, per channel.
+    BatchNormScale {
+        node: NodeId,
+        channels_padded: usize,
+    },
+    BatchNormShift {
+        node: NodeId,
+        channels_padded: usize,
+    },
+    /// Numbers computed by the lowering (pooling divisors).
+    Values(Vec<f32>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    pub id: BufferId,
+    /// What the buffer holds, for the dump: a layer path or a description.
+    pub name: String,
+    /// Elements per image.
+    pub len: usize,
+    pub storage: Storage,
+}
+
+/// A network ready for code generation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopProgram {
+    pub name: String,
+    pub buffers: Vec<Buffer>,
+    pub kernels: Vec<Kernel>,
+    /// Elements of the arena, per image (images run one after another and reuse it).
+    pub arena_len: usize,
+    /// Elements per image of each input, and of the output.
+    pub input_lens: Vec<usize>,
+    pub output_len: usize,
+}
+
+impl LoopProgram {
+    pub fn buffer(&self, id: BufferId) -> &Buffer {
+        &self.buffers[id.0 as usize]
+    }
+
+    pub fn arena_bytes(&self) -> usize {
+        self.arena_len * std::mem::size_of::<f32>()
+    }
+}

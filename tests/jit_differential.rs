@@ -1,0 +1,609 @@
+//! The JIT against the reference interpreter: every layer kind over many generated shapes, every
+//! example network, in checked and unchecked mode, at batch 1 and 3, on 1 and 2 threads; and
+//! snapshots of `emit loops` / `emit clif` so that a change to the code generator shows in
+//! review.
+//!
+//! Networks are written as `.cnn` source and compiled by the front end, so the tests exercise
+//! the graphs users get. Weights are seeded; batch-norm statistics are randomized (the seeded
+//! ones are the identity) so that folding them into a scale and shift is really tested.
+//!
+//! The measurement of kernel speed is an ignored test: `cargo test --release --test
+//! jit_differential -- --ignored --nocapture`.
+
+use cnnc::codegen::{self, CodegenError, CodegenOptions};
+use cnnc::driver::{self, Select};
+use cnnc::graph::{Activation, Graph, Op};
+use cnnc::reference::{self, RunError};
+use cnnc::runtime::{synthetic_input, Weights};
+use ndarray::{ArrayD, IxDyn};
+use std::path::Path;
+
+/// The largest accepted `|jit − reference| / max(1, |reference|)`. The reference accumulates
+/// in f64 in the definition's order; the JIT accumulates in f32, blocked and with FMA, in
+/// another order, so each sum carries rounding error of about `√K · 2⁻²⁴` relative to its
+/// terms' magnitude for a reduction of length K, and a few such layers in a row compound it.
+/// 1e-4 is far above that for the sizes tested and far below any indexing or packing mistake.
+const TOLERANCE: f32 = 1e-4;
+
+/// A tiny deterministic generator for test shapes and batch-norm statistics.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+
+    fn uniform(&mut self, low: f32, high: f32) -> f32 {
+        low + (high - low) * (self.next() % 1_000_000) as f32 / 1_000_000.0
+    }
+}
+
+/// Every network of a `.cnn` source text.
+fn graphs_of(source: &str) -> Vec<Graph> {
+    let program = driver::load_source("test.cnn", source);
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{source}\n{}",
+        compilation.render_diagnostics()
+    );
+    compilation.graphs().cloned().collect()
+}
+
+fn graph_of(source: &str) -> Graph {
+    graphs_of(source).remove(0)
+}
+
+/// Seeded weights with random batch-norm statistics and affine parameters.
+fn weights_for(graph: &Graph) -> Weights {
+    let mut weights = Weights::seeded(graph, 11).expect("seeded weights");
+    let mut rng = Rng(5);
+    for (name, node, _) in graph.named_params() {
+        if !matches!(graph.nodes[node].op, Op::BatchNorm { .. }) {
+            continue;
+        }
+        let (low, high) = if name.ends_with("running_var") || name.ends_with("weight") {
+            (0.5, 2.0)
+        } else {
+            (-0.5, 0.5)
+        };
+        if let Some(tensor) = weights.get_mut(&name) {
+            tensor.mapv_inplace(|_| rng.uniform(low, high));
+        }
+    }
+    weights
+}
+
+fn inputs_for(graph: &Graph, batch: usize) -> Vec<ArrayD<f32>> {
+    graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| synthetic_input(graph.shape(id), batch, 100 + k as u64).expect("input"))
+        .collect()
+}
+
+fn max_error(found: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
+    assert_eq!(found.shape(), expected.shape());
+    found
+        .iter()
+        .zip(expected.iter())
+        .map(|(&a, &b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0.0, f32::max)
+}
+
+/// Runs `graph` through the reference and through the JIT with each of `options`, and
+/// compares.
+fn check_with(graph: &Graph, batch: usize, options: &[CodegenOptions], what: &str) {
+    let weights = weights_for(graph);
+    let inputs = inputs_for(graph, batch);
+    let expected = reference::run(graph, &weights, &inputs).expect("the reference runs");
+    for option in options {
+        let network = codegen::compile(graph, &weights, option)
+            .unwrap_or_else(|e| panic!("{what}: compiling failed: {e}"));
+        let found = network.run(&inputs).expect("the JIT runs");
+        let error = max_error(&found, &expected);
+        assert!(
+            error <= TOLERANCE,
+            "{what} ({option:?}, batch {batch}): error {error}\n{}",
+            cnnc::lower::emit_loops(graph).unwrap_or_default()
+        );
+    }
+}
+
+/// Checked and unchecked, on one thread.
+fn check(graph: &Graph, batch: usize, what: &str) {
+    let options = [
+        CodegenOptions {
+            checked: true,
+            threads: 1,
+        },
+        CodegenOptions {
+            checked: false,
+            threads: 1,
+        },
+    ];
+    check_with(graph, batch, &options, what);
+}
+
+fn check_source(source: &str, batch: usize) {
+    for graph in graphs_of(source) {
+        check(&graph, batch, source);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+#[test]
+fn convolutions_over_generated_shapes() {
+    let mut rng = Rng(1);
+    let mut tested = 0;
+    while tested < 90 {
+        let (h, w) = (
+            *rng.pick(&[1, 4, 5, 7, 8, 11]),
+            *rng.pick(&[1, 3, 5, 6, 9, 13]),
+        );
+        let kernel = match rng.below(6) {
+            0 => "[1, 3]".to_string(),
+            1 => "[3, 2]".to_string(),
+            _ => (1 + rng.below(7)).to_string(),
+        };
+        let stride = match rng.below(5) {
+            0 => "[2, 1]".to_string(),
+            _ => (1 + rng.below(3)).to_string(),
+        };
+        let pad = *rng.pick(&["0", "1", "2", "same", "[1, 0, 2, 1]", "[0, 1]"]);
+        let dilation = *rng.pick(&[1, 1, 1, 2]);
+        let bias = *rng.pick(&["true", "false"]);
+        let activation = *rng.pick(&["", " -> relu", " -> relu6", " -> sigmoid", " -> tanh"]);
+        let layer = match rng.below(5) {
+            // Depthwise, with a channel multiplier sometimes.
+            0 => {
+                let c = *rng.pick(&[1, 3, 4, 8, 10, 13]);
+                let multiplier = *rng.pick(&[1, 1, 2]);
+                (c, format!("dwconv({kernel}, multiplier: {multiplier}, stride: {stride}, pad: {pad}, dilation: {dilation}, bias: {bias})"))
+            }
+            // Grouped.
+            1 => {
+                let groups = *rng.pick(&[2, 3]);
+                let c = groups * (1 + rng.below(4));
+                let filters = groups * (1 + rng.below(6));
+                (c, format!("conv({filters}, {kernel}, stride: {stride}, pad: {pad}, groups: {groups}, dilation: {dilation}, bias: {bias})"))
+            }
+            _ => {
+                let c = *rng.pick(&[1, 2, 3, 4, 5, 8, 13]);
+                let filters = *rng.pick(&[1, 3, 4, 6, 8, 9, 12, 17]);
+                (c, format!("conv({filters}, {kernel}, stride: {stride}, pad: {pad}, dilation: {dilation}, bias: {bias})"))
+            }
+        };
+        let (c, call) = layer;
+        let source = format!("network t(x: {h}x{w}x{c}) {{ x -> {call}{activation} }}");
+        let program = driver::load_source("t.cnn", &source);
+        let compilation = driver::compile(program, &Select::All);
+        // Combinations whose window does not fit the input are skipped.
+        let Some(graph) = compilation
+            .graphs()
+            .next()
+            .filter(|_| !compilation.has_errors())
+        else {
+            continue;
+        };
+        let batch = if tested % 5 == 0 { 3 } else { 1 };
+        check(graph, batch, &source);
+        tested += 1;
+    }
+}
+
+#[test]
+fn convolutions_with_large_kernels_and_channel_tails() {
+    check_source(
+        "network t(x: 12x10x7) { x -> conv(19, 7, pad: 3) -> relu }",
+        1,
+    );
+    check_source("network t(x: 9x9x16) { x -> conv(33, 1) }", 1);
+    check_source(
+        "network t(x: 9x9x16) { x -> conv(8, 3, stride: 3) -> swish }",
+        1,
+    );
+    check_source(
+        "network t(x: 8x8x24) { x -> dwconv(5, pad: 2, stride: 2) -> relu6 }",
+        3,
+    );
+    check_source("network t(x: 6x6x1) { x -> conv(1, 1, bias: false) }", 1);
+}
+
+#[test]
+fn dense_layers_and_flatten() {
+    // Flatten read only by dense layers is free: the weights are permuted at pack time.
+    check_source(
+        "network t(x: 3x5x7) { x -> flatten -> dense(45) -> relu -> dense(7) }",
+        3,
+    );
+    check_source(
+        "network t(x: 4x4x3) { x -> flatten -> dropout -> dense(33, bias: false) }",
+        1,
+    );
+    // Flatten read by something else is a reordering copy.
+    check_source(
+        "network t(x: 3x5x7) { x -> flatten -> relu -> dense(9) }",
+        1,
+    );
+    check_source("network t(x: 2x3x5) { x -> flatten }", 2);
+    check_source(
+        "network t(x: 1x1x70) { x -> flatten -> dense(64) -> sigmoid }",
+        1,
+    );
+    check_source(
+        "network t(x: 5x5x6) { x -> global_avgpool -> flatten -> dense(1) -> tanh }",
+        1,
+    );
+}
+
+#[test]
+fn pooling() {
+    let mut rng = Rng(2);
+    for _ in 0..40 {
+        let (h, w, c) = (
+            *rng.pick(&[2, 5, 7, 8, 12]),
+            *rng.pick(&[3, 5, 6, 9]),
+            *rng.pick(&[1, 3, 4, 7, 16, 21]),
+        );
+        let kernel = 1 + rng.below(4);
+        let stride = 1 + rng.below(3);
+        let pad = rng.below(kernel / 2 + 1);
+        let ceil = *rng.pick(&["true", "false"]);
+        let layer = if rng.below(2) == 0 {
+            format!("maxpool({kernel}, stride: {stride}, pad: {pad}, ceil_mode: {ceil})")
+        } else {
+            let include = *rng.pick(&["true", "false"]);
+            format!("avgpool({kernel}, stride: {stride}, pad: {pad}, ceil_mode: {ceil}, count_include_pad: {include})")
+        };
+        let source = format!("network t(x: {h}x{w}x{c}) {{ x -> {layer} }}");
+        let program = driver::load_source("t.cnn", &source);
+        let compilation = driver::compile(program, &Select::All);
+        if let Some(graph) = compilation
+            .graphs()
+            .next()
+            .filter(|_| !compilation.has_errors())
+        {
+            check(graph, 1, &source);
+        };
+    }
+    check_source("network t(x: 7x5x9) { x -> global_avgpool }", 3);
+    check_source("network t(x: 7x5x9) { x -> global_maxpool }", 1);
+    check_source("network t(x: 8x6x5) { x -> adaptive_avgpool([4, 3]) }", 1);
+    check_source("network t(x: 7x5x6) { x -> adaptive_avgpool([3, 2]) }", 1);
+    check_source("network t(x: 5x5x3) { x -> adaptive_avgpool(7) }", 1);
+}
+
+#[test]
+fn elementwise_layers() {
+    for activation in [
+        "relu",
+        "relu6",
+        "sigmoid",
+        "swish",
+        "tanh",
+        "softmax",
+        "batchnorm",
+    ] {
+        check_source(&format!("network t(x: 5x3x7) {{ x -> {activation} }}"), 1);
+        check_source(&format!("network t(x: 2x2x16) {{ x -> {activation} }}"), 3);
+    }
+    check_source("network t(x: 4x4x3) { x -> flatten -> softmax }", 1);
+    check_source("network t(x: 1x1x1000) { x -> flatten -> softmax }", 1);
+    check_source("network t(x: 3x3x2) { x -> dropout -> identity }", 2);
+    check_source(
+        "network t(x: 5x4x6) {\n let a = x -> relu\n let b = x -> sigmoid\n return a + b\n }",
+        1,
+    );
+    check_source(
+        "network t(x: 5x4x6) {\n let g = x -> global_avgpool -> sigmoid\n return x * g\n }",
+        3,
+    );
+    check_source(
+        "network t(x: 5x4x6) {\n let g = x -> global_avgpool -> sigmoid\n return g * x\n }",
+        1,
+    );
+    check_source("network t(x: 5x4x6) { return x * x }", 1);
+    check_source(
+        "network t(x: 6x5x3) { return concat(x -> conv(5, 3, pad: 1), x, x -> maxpool(3, stride: 1, pad: 1)) }",
+        2,
+    );
+}
+
+/// A residual conv as the optimizer fuses it: `relu(conv(y) + skip)` becomes one conv with
+/// the skip tensor as a second input and the activation in its epilogue. It is built by
+/// rewriting the unfused graph and compared against the reference on the unfused one.
+#[test]
+fn fused_residual_epilogue() {
+    let source = "block res(x) {
+        let y = x -> a: conv(10, 3, pad: 1) -> relu -> b: conv(10, 3, pad: 1)
+        return relu(y + x)
+    }
+    network t(x: 7x9x10) { x -> r: res() }";
+    let unfused = graph_of(source);
+    let weights = weights_for(&unfused);
+    let inputs = inputs_for(&unfused, 2);
+    let expected = reference::run(&unfused, &weights, &inputs).expect("the reference runs");
+
+    let mut fused = unfused.clone();
+    let conv = fused
+        .nodes
+        .keys()
+        .find(|&id| fused.nodes[id].path == "r.b")
+        .expect("the second conv");
+    let add = fused
+        .nodes
+        .keys()
+        .find(|&id| matches!(fused.nodes[id].op, Op::Add))
+        .expect("the add");
+    let skip = fused.nodes[add].inputs[1];
+    fused.nodes[conv].inputs.push(skip);
+    if let Op::Conv(attrs) = &mut fused.nodes[conv].op {
+        attrs.activation = Some(Activation::Relu);
+    }
+    fused.output = Some(conv);
+    let loops = cnnc::lower::emit_loops(&fused).expect("lowers");
+    let add_kernel = |l: &str| l.starts_with("kernel") && l.contains("_add");
+    assert!(!loops.lines().any(add_kernel), "the add is fused:\n{loops}");
+    for checked in [true, false] {
+        let options = CodegenOptions {
+            checked,
+            threads: 1,
+        };
+        let network = codegen::compile(&fused, &weights, &options).expect("compiles");
+        let found = network.run(&inputs).expect("runs");
+        assert!(max_error(&found, &expected) <= TOLERANCE);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Networks
+
+#[test]
+fn every_example_matches_the_reference() {
+    let mut paths: Vec<_> = std::fs::read_dir("examples")
+        .expect("examples/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cnn"))
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty());
+    for path in paths {
+        let program = driver::load(&path).expect("readable");
+        let compilation = driver::compile(program, &Select::All);
+        assert!(!compilation.has_errors(), "{}", path.display());
+        for graph in compilation.graphs() {
+            let options = [
+                CodegenOptions {
+                    checked: true,
+                    threads: 1,
+                },
+                CodegenOptions {
+                    checked: false,
+                    threads: 2,
+                },
+            ];
+            check_with(
+                graph,
+                1,
+                &options,
+                &format!("{} {}", path.display(), graph.name),
+            );
+        }
+    }
+}
+
+#[test]
+fn lenet5_in_batches_on_two_threads() {
+    let program = driver::load(Path::new("examples/lenet5.cnn")).expect("readable");
+    let compilation = driver::compile(program, &Select::All);
+    let graph = compilation.graphs().next().expect("lenet5");
+    let options = [CodegenOptions {
+        checked: true,
+        threads: 2,
+    }];
+    check_with(graph, 3, &options, "lenet5");
+}
+
+#[test]
+fn the_vertical_edge_detector_gives_the_course_numbers() {
+    let program = driver::load(Path::new("examples/edges.cnn")).expect("readable");
+    let compilation = driver::compile(program, &Select::Named("vertical_edges".into()));
+    let graph = compilation.graphs().next().expect("vertical_edges");
+    let image: Vec<f32> = [
+        [3., 0., 1., 2., 7., 4.],
+        [1., 5., 8., 9., 3., 1.],
+        [2., 7., 2., 5., 1., 3.],
+        [0., 1., 3., 1., 7., 8.],
+        [4., 2., 1., 6., 2., 8.],
+        [2., 4., 5., 2., 3., 9.],
+    ]
+    .concat();
+    let input = ArrayD::from_shape_vec(IxDyn(&[1, 6, 6, 1]), image).expect("6×6");
+    let options = CodegenOptions {
+        checked: true,
+        threads: 1,
+    };
+    let network = codegen::compile(graph, &Weights::new(), &options).expect("compiles");
+    let output = network.run(&[input]).expect("runs");
+    let expected = [
+        -5., -4., 0., 8., -10., -2., 2., 3., 0., -2., -4., -7., -3., -2., -3., -16.,
+    ];
+    assert_eq!(output.iter().copied().collect::<Vec<_>>(), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+#[test]
+fn wrong_inputs_are_errors_not_crashes() {
+    let graph = graph_of("network t(x: 4x4x3) { x -> conv(2, 3) }");
+    let weights = weights_for(&graph);
+    let network = codegen::compile(&graph, &weights, &CodegenOptions::default()).expect("ok");
+    let wrong = ArrayD::zeros(IxDyn(&[1, 4, 5, 3]));
+    assert!(matches!(
+        network.run(&[wrong]),
+        Err(RunError::InputShape { .. })
+    ));
+    let empty = ArrayD::zeros(IxDyn(&[0, 4, 4, 3]));
+    assert!(matches!(network.run(&[empty]), Err(RunError::EmptyBatch)));
+    assert!(matches!(network.run(&[]), Err(RunError::InputCount { .. })));
+    // A transposed (non-contiguous) input is accepted and read correctly.
+    let input = inputs_for(&graph, 2).remove(0);
+    let expected = network.run(std::slice::from_ref(&input)).expect("runs");
+    let mut transposed = input.clone().reversed_axes();
+    transposed.assign(&input.t());
+    let found = network.run(&[transposed.reversed_axes()]).expect("runs");
+    assert_eq!(found, expected);
+}
+
+#[test]
+fn missing_weights_name_the_layer() {
+    let graph = graph_of("network t(x: 4x4x3) { x -> c1: conv(2, 3) }");
+    let error = codegen::compile(&graph, &Weights::new(), &CodegenOptions::default())
+        .err()
+        .expect("no weights");
+    assert!(matches!(error, CodegenError::MissingWeight { ref name, .. } if name == "c1.weight"));
+    assert!(error.to_string().contains("c1"), "{error}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dumps
+
+fn edges_graph() -> Graph {
+    let program = driver::load(Path::new("examples/edges.cnn")).expect("readable");
+    let compilation = driver::compile(program, &Select::Named("vertical_edges".into()));
+    let graph = compilation.graphs().next().expect("vertical_edges").clone();
+    graph
+}
+
+const SMALL_CONV: &str = "network small(x: 5x6x3) { x -> c: conv(6, 3, pad: 1) -> relu }";
+
+#[test]
+fn emit_loops_snapshots() {
+    insta::assert_snapshot!(
+        "loops_vertical_edges",
+        cnnc::lower::emit_loops(&edges_graph()).expect("lowers")
+    );
+    insta::assert_snapshot!(
+        "loops_small_conv",
+        cnnc::lower::emit_loops(&graph_of(SMALL_CONV)).expect("lowers")
+    );
+}
+
+#[test]
+fn emit_clif_snapshots() {
+    let options = CodegenOptions::default();
+    insta::assert_snapshot!(
+        "clif_vertical_edges",
+        codegen::emit_clif(&edges_graph(), &options).expect("generates")
+    );
+    insta::assert_snapshot!(
+        "clif_small_conv",
+        codegen::emit_clif(&graph_of(SMALL_CONV), &options).expect("generates")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements (not tests): `cargo test --release --test jit_differential -- --ignored
+// --nocapture`
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Median seconds of `f` over `runs` runs, after one warm-up run.
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    median(
+        (0..runs)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                f();
+                start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn measure_conv_gflops_and_lenet_latency() {
+    for threads in [1, 2] {
+        let graph = graph_of("network b(x: 56x56x64) { x -> c: conv(64, 3, pad: 1, bias: false) }");
+        let weights = weights_for(&graph);
+        let inputs = inputs_for(&graph, 1);
+        let options = CodegenOptions {
+            checked: false,
+            threads,
+        };
+        let start = std::time::Instant::now();
+        let network = codegen::compile(&graph, &weights, &options).expect("compiles");
+        let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+        let seconds = time(20, || {
+            network.run(&inputs).expect("runs");
+        });
+        let flops = 2.0 * graph.total_macs() as f64;
+        println!(
+            "conv 3×3 64→64 56×56, {threads} thread(s): {:.3} ms, {:.1} GFLOP/s (pad copy included), compiled in {compile_ms:.1} ms",
+            seconds * 1e3,
+            flops / seconds / 1e9
+        );
+        if threads == 1 {
+            let mut per_kernel: Vec<(String, f64)> = Vec::new();
+            for _ in 0..10 {
+                let (_, times) = network.run_profiled(&inputs).expect("runs");
+                if per_kernel.is_empty() {
+                    per_kernel = times;
+                } else {
+                    for (best, (_, t)) in per_kernel.iter_mut().zip(times) {
+                        best.1 = best.1.min(t);
+                    }
+                }
+            }
+            for (name, t) in &per_kernel {
+                let rate = if name.contains("conv") {
+                    format!(", {:.1} GFLOP/s", flops / t / 1e9)
+                } else {
+                    String::new()
+                };
+                println!("  {name}: {:.3} ms{rate}", t * 1e3);
+            }
+        }
+    }
+
+    let program = driver::load(Path::new("examples/lenet5.cnn")).expect("readable");
+    let compilation = driver::compile(program, &Select::All);
+    let graph = compilation.graphs().next().expect("lenet5");
+    let weights = weights_for(graph);
+    let inputs = inputs_for(graph, 1);
+    let network = codegen::compile(graph, &weights, &CodegenOptions::default()).expect("compiles");
+    let jit = time(2000, || {
+        network.run(&inputs).expect("runs");
+    });
+    let interpreted = time(50, || {
+        reference::run(graph, &weights, &inputs).expect("runs");
+    });
+    println!(
+        "lenet5: JIT {:.4} ms, reference {:.3} ms ({:.0}× faster)",
+        jit * 1e3,
+        interpreted * 1e3,
+        interpreted / jit
+    );
+}
