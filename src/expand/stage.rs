@@ -258,20 +258,7 @@ impl Expander<'_> {
             is_network: false,
         });
         self.frames.push(Vec::new());
-        for (param, arg) in block.params.iter().zip(bound) {
-            let (value, arg_span) = match arg {
-                Some(arg) => (arg.value, arg.span),
-                None => match &param.default {
-                    Some(default) => (self.eval(default), default.span),
-                    None => (Value::Poison, span),
-                },
-            };
-            let value = match param.ty {
-                Some((ty, ty_span)) => self.check_param_type(value, ty, ty_span, param, arg_span),
-                None => value,
-            };
-            self.bind(&param.name.name, value);
-        }
+        self.bind_params(&block.params, bound, span);
         let result = self.body_statements(&block.body.stmts, block.body.span);
         self.pop_frame();
         self.calls.pop();
@@ -447,7 +434,7 @@ impl Expander<'_> {
             };
             self.bind(&input.name.name, value);
         }
-        self.bind_hyperparameters(&network.params, hyper_args, span);
+        self.bind_params(&network.params, hyper_args, span);
         let first_new = self.graph.nodes.len();
         let mut result = self.body_statements(&network.body.stmts, network.body.span);
         self.pop_frame();
@@ -580,8 +567,10 @@ impl Expander<'_> {
 }
 
 impl Expander<'_> {
-    /// Binds a network's hyperparameters: a given argument, or the default.
-    pub(super) fn bind_hyperparameters(
+    /// Binds parameters (a block's, or a network's hyperparameters) in order: the given
+    /// argument, or else the default, checked against the declared type. Defaults are
+    /// evaluated here, after the earlier parameters are bound, so they may refer to them.
+    pub(super) fn bind_params(
         &mut self,
         params: &[crate::syntax::ast::Param],
         args: Vec<Option<EvalArg>>,
