@@ -5,24 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-fn cnnc(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_cnnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cnnc runs");
-    Output {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
+use common::{cnnc, Output};
 
 /// A folder of this test binary's own files under `target/`, created on first use.
 fn temp_dir() -> PathBuf {
@@ -39,11 +24,7 @@ fn temp_path(name: &str) -> String {
 /// not depend on where the repository is checked out. (A plain replacement rather than insta's
 /// regex filters, which need a feature this crate does not enable.)
 fn transcript(out: &Output) -> String {
-    let text = format!(
-        "exit code: {}\n--- stdout\n{}--- stderr\n{}",
-        out.code, out.stdout, out.stderr
-    );
-    text.replace(&temp_dir().display().to_string(), "[TMP]")
+    common::transcript(out).replace(&temp_dir().display().to_string(), "[TMP]")
 }
 
 /// A safetensors file of F32 zeros with the given tensor names and shapes.

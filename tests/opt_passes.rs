@@ -3,6 +3,8 @@
 //! interpreter on both), that the verifier accepts the graph after every pass, and that each
 //! pass makes exactly the change it is for — and none where it must not.
 
+mod common;
+
 use cnnc::driver::{self, Select};
 use cnnc::graph::infer::{self, ShapeError};
 use cnnc::graph::verify::verify;
@@ -10,10 +12,10 @@ use cnnc::graph::{Activation, Graph, NodeId, Op, Shape};
 use cnnc::opt::{self, Options, PASSES};
 use cnnc::reference;
 use cnnc::runtime::{synthetic_input, Weights};
+use common::cnnc;
 use ndarray::{ArrayD, IxDyn};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The tolerance of every comparison. Folding rounds each rescaled weight to f32 once (a
 /// relative change of ≤ 6e-8 per weight) and the fused epilogue skips the f32 roundings
@@ -217,25 +219,6 @@ fn run_pass(name: &str, graph: &mut Graph, weights: &mut Weights) -> bool {
         panic!("the verifier rejects the graph after {name}:\n{problems}");
     }
     changed
-}
-
-struct CliOutput {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn cnnc(args: &[&str]) -> CliOutput {
-    let output = Command::new(env!("CARGO_BIN_EXE_cnnc"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cnnc runs");
-    CliOutput {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
