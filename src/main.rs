@@ -23,6 +23,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Write a network's seeded initial weights to a safetensors file.
     Weights(cli::weights::WeightsArgs),
+    /// Draw the network: Graphviz DOT, or SVG with --svg.
+    Graph(cli::graph::GraphArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Emit(args) => cli::emit::run(&args),
         Command::Run(args) => cli::run::run(&args),
         Command::Weights(args) => cli::weights::run(&args),
+        Command::Graph(args) => cli::graph::run(&args),
     };
     ExitCode::from(code)
 }

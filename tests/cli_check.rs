@@ -133,3 +133,18 @@ fn emit_stages() {
         .stdout
         .starts_with("network lenet5(image: 32×32×1) -> 10\n"));
 }
+
+#[test]
+fn graph_as_dot() {
+    let out = cnnc(&[
+        "graph",
+        "examples/residual.cnn",
+        "--net",
+        "projection_shortcut",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The projection shortcut branches from the input and joins at the add.
+    assert!(out.stdout.contains("n0 -> n6;"), "{}", out.stdout);
+    assert!(out.stdout.contains("n7 -> n8;"), "{}", out.stdout);
+    insta::assert_snapshot!(out.stdout);
+}

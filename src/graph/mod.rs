@@ -5,6 +5,7 @@
 //! of its op (`infer.rs`). A `Graph` therefore never holds a node without a shape: code that has
 //! a `Graph` can ask for any node's shape.
 
+pub mod dot;
 mod dump;
 pub mod infer;
 mod op;
