@@ -171,7 +171,7 @@ impl<'a> Expander<'a> {
                 );
             }
         }
-        self.bind_hyperparameters(&network.params, Vec::new(), network.name.span);
+        self.bind_params(&network.params, Vec::new(), network.name.span);
         let value = self.body_statements(&network.body.stmts, network.body.span);
         self.pop_frame();
         match value {
