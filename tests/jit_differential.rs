@@ -223,6 +223,16 @@ fn convolutions_with_large_kernels_and_channel_tails() {
         3,
     );
     check_source("network t(x: 6x6x1) { x -> conv(1, 1, bias: false) }", 1);
+    // Weights larger than the input: the parallel loop runs over weight panels, here on two
+    // threads.
+    let options = [CodegenOptions {
+        checked: true,
+        threads: 2,
+    }];
+    let graph = graph_of("network t(x: 3x6x24) { x -> conv(64, 3, pad: 1) -> relu }");
+    check_with(&graph, 2, &options, "panels");
+    let graph = graph_of("network t(x: 5x5x40) { x -> conv(48, 1, stride: 2) }");
+    check_with(&graph, 1, &options, "panels, 1×1");
 }
 
 #[test]
@@ -403,6 +413,61 @@ fn every_example_matches_the_reference() {
                 1,
                 &options,
                 &format!("{} {}", path.display(), graph.name),
+            );
+        }
+    }
+}
+
+/// The standard library's networks at a reduced input size (their pooling before the
+/// classifier is global or adaptive), compared on their logits: before the softmax, where an
+/// error is not squashed. Each runs as written and after the optimizer's passes (batch norm
+/// folded, activations and residual adds fused), against the reference on the unoptimized
+/// graph. AlexNet and VGG are left out: their layers are all covered above, and their
+/// classifiers' hundreds of megabytes of weights would dominate the test's time.
+#[test]
+fn standard_networks_at_reduced_size() {
+    let networks = [
+        ("lenet", "lenet5", 32),
+        ("resnet", "resnet18", 32),
+        ("resnet", "resnet50", 32),
+        ("googlenet", "googlenet", 32),
+        ("mobilenet", "mobilenet_v1", 32),
+        ("mobilenet", "mobilenet_v2", 32),
+        ("efficientnet", "efficientnet_b0", 32),
+    ];
+    for (file, network, size) in networks {
+        let channels = if network == "lenet5" { 1 } else { 3 };
+        let source = format!(
+            "import \"std/{file}.cnn\"\nnetwork small(image: {size}x{size}x{channels}) {{ image -> {network} }}\n"
+        );
+        let mut graph = graph_of(&source);
+        let output = graph.output();
+        if matches!(graph.nodes[output].op, Op::Softmax) {
+            graph.output = Some(graph.nodes[output].inputs[0]);
+            graph.prune_unreachable();
+        }
+        let weights = weights_for(&graph);
+        let inputs = inputs_for(&graph, 1);
+        let expected = reference::run(&graph, &weights, &inputs).expect("the reference runs");
+        let mut optimized = graph.clone();
+        let mut optimized_weights = weights.clone();
+        cnnc::opt::optimize(&mut optimized, &mut optimized_weights, &Default::default())
+            .expect("the passes run");
+        let runs = [
+            (&graph, &weights, true),
+            (&optimized, &optimized_weights, false),
+        ];
+        for (graph, weights, checked) in runs {
+            let options = CodegenOptions {
+                checked,
+                threads: 1,
+            };
+            let compiled = codegen::compile(graph, weights, &options).expect("compiles");
+            let found = compiled.run(&inputs).expect("runs");
+            let error = max_error(&found, &expected);
+            assert!(
+                error <= TOLERANCE,
+                "{network} (checked {checked}): error {error}"
             );
         }
     }
@@ -606,4 +671,82 @@ fn measure_conv_gflops_and_lenet_latency() {
         interpreted * 1e3,
         interpreted / jit
     );
+}
+
+/// Full-size standard networks, optimized, at batch 1: compile time, latency, GFLOP/s, and
+/// the kernels where the time goes. Pick networks with `CNNC_NETS=resnet18,vgg16`.
+#[test]
+#[ignore = "a measurement: run in release with --ignored --nocapture"]
+fn measure_standard_networks() {
+    let all = "lenet5,resnet18,resnet50,mobilenet_v2,vgg16";
+    let chosen = std::env::var("CNNC_NETS").unwrap_or_else(|_| all.to_string());
+    let threads: usize = std::env::var("CNNC_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(1);
+    for network in chosen.split(',') {
+        let file = match network {
+            "lenet5" => "lenet",
+            n if n.starts_with("resnet") => "resnet",
+            n if n.starts_with("vgg") => "vgg",
+            n if n.starts_with("mobilenet") => "mobilenet",
+            n if n.starts_with("efficientnet") => "efficientnet",
+            n => n,
+        };
+        let program = driver::load_source(
+            "bench.cnn",
+            &format!(
+                "import \"std/{file}.cnn\"\nnetwork bench(image: {}) {{ image -> {network} }}\n",
+                if network == "lenet5" {
+                    "32x32x1"
+                } else {
+                    "224x224x3"
+                }
+            ),
+        );
+        let compilation = driver::compile(program, &Select::All);
+        let mut graph = compilation.graphs().next().expect("one network").clone();
+        let mut weights = Weights::seeded(&graph, 1).expect("weights");
+        cnnc::opt::optimize(&mut graph, &mut weights, &Default::default()).expect("passes");
+        let inputs = inputs_for(&graph, 1);
+        let options = CodegenOptions {
+            checked: false,
+            threads,
+        };
+        let start = std::time::Instant::now();
+        let compiled = codegen::compile(&graph, &weights, &options).expect("compiles");
+        let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+        let runs = if network == "lenet5" { 2000 } else { 10 };
+        let seconds = time(runs, || {
+            compiled.run(&inputs).expect("runs");
+        });
+        let flops = 2.0 * graph.total_macs() as f64;
+        println!(
+            "{network}: {threads} thread(s), compile {compile_ms:.0} ms, median {:.3} ms, {:.1} GFLOP/s, arena {:.1} MB, weights {:.1} MB, {} kernels",
+            seconds * 1e3,
+            flops / seconds / 1e9,
+            compiled.arena_bytes() as f64 / 1e6,
+            compiled.weight_bytes() as f64 / 1e6,
+            compiled.n_kernels()
+        );
+        let (_, mut times) = compiled.run_profiled(&inputs).expect("runs");
+        let mut by_kind: Vec<(String, f64)> = Vec::new();
+        for (name, t) in &times {
+            let kind = name.split('_').nth(1).unwrap_or("?").to_string();
+            match by_kind.iter_mut().find(|(k, _)| *k == kind) {
+                Some(entry) => entry.1 += t,
+                None => by_kind.push((kind, *t)),
+            }
+        }
+        by_kind.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let kinds: Vec<String> = by_kind
+            .iter()
+            .map(|(k, t)| format!("{k} {:.2} ms", t * 1e3))
+            .collect();
+        println!("  by kind: {}", kinds.join(", "));
+        times.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (name, t) in times.iter().take(6) {
+            println!("  {name}: {:.3} ms", t * 1e3);
+        }
+    }
 }

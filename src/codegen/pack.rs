@@ -9,16 +9,17 @@ use super::CodegenError;
 use crate::graph::{Graph, Literal, NodeId, Op};
 use crate::lower::ConstSpec;
 use crate::runtime::{describe_layer, Dims, Weights};
+use std::borrow::Cow;
 
 /// A weight tensor of `node` in row-major order, from its literal or from `weights`.
-fn tensor(
+fn tensor<'a>(
     graph: &Graph,
-    weights: &Weights,
+    weights: &'a Weights,
     node: NodeId,
     suffix: &str,
     expected: &[usize],
-    literal: Option<&Literal>,
-) -> Result<Vec<f32>, CodegenError> {
+    literal: Option<&'a Literal>,
+) -> Result<Cow<'a, [f32]>, CodegenError> {
     let path = &graph.nodes[node].path;
     let name = if path.is_empty() {
         suffix.to_string()
@@ -38,7 +39,7 @@ fn tensor(
         if literal.values.len() != numel {
             return Err(wrong_shape(&literal.shape));
         }
-        return Ok(literal.values.clone());
+        return Ok(Cow::Borrowed(&literal.values));
     }
     let array = weights
         .get(&name)
@@ -51,7 +52,10 @@ fn tensor(
     if array.shape() != expected {
         return Err(wrong_shape(array.shape()));
     }
-    Ok(array.iter().copied().collect())
+    Ok(match array.as_slice() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(array.iter().copied().collect()),
+    })
 }
 
 fn malformed(node: NodeId, what: &str) -> CodegenError {
@@ -67,7 +71,7 @@ pub(super) fn pack(
 ) -> Result<Vec<f32>, CodegenError> {
     let mut out = vec![0.0f32; len];
     match spec {
-        &ConstSpec::ConvWeight { node, out_padded } => {
+        &ConstSpec::ConvWeight { node, panel } => {
             let Op::Conv(attrs) = &graph.nodes[node].op else {
                 return Err(malformed(
                     node,
@@ -77,6 +81,7 @@ pub(super) fn pack(
             let groups = attrs.groups.max(1);
             let in_g = graph.input_shape(node).c / groups;
             let out_g = attrs.filters / groups;
+            let n_panels = out_g.div_ceil(panel.max(1));
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, in_g, kh, kw];
             let w = tensor(
@@ -89,11 +94,13 @@ pub(super) fn pack(
             )?;
             for f in 0..attrs.filters {
                 let (g, oc) = (f / out_g, f % out_g);
+                let (p, lane) = (oc / panel, oc % panel);
                 for ic in 0..in_g {
                     for ky in 0..kh {
                         for kx in 0..kw {
                             let from = ((f * in_g + ic) * kh + ky) * kw + kx;
-                            let to = ((((g * kh + ky) * kw + kx) * in_g + ic) * out_padded) + oc;
+                            let tap = (ky * kw + kx) * in_g + ic;
+                            let to = (((g * n_panels + p) * kh * kw * in_g) + tap) * panel + lane;
                             *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = w[from];
                         }
                     }
@@ -154,7 +161,7 @@ pub(super) fn pack(
         }
         &ConstSpec::DenseWeight {
             node,
-            units_padded,
+            panel,
             hwc_input,
         } => {
             let Op::Dense(attrs) = &graph.nodes[node].op else {
@@ -164,7 +171,8 @@ pub(super) fn pack(
                 ));
             };
             let features = graph.input_shape(node).c;
-            let shape = [attrs.units, features];
+            let units = attrs.units;
+            let shape = [units, features];
             let w = tensor(
                 graph,
                 weights,
@@ -173,21 +181,21 @@ pub(super) fn pack(
                 &shape,
                 attrs.weights.as_ref(),
             )?;
-            for row in 0..features {
-                // PyTorch's column for our memory row: flatten orders features C, H, W.
-                let column = match hwc_input {
-                    Some((h, w, c)) => {
-                        let (pixel, ch) = (row / c, row % c);
-                        ch * h * w + pixel
-                    }
-                    None => row,
-                };
-                for unit in 0..attrs.units {
-                    let value = *w
-                        .get(unit * features + column)
-                        .ok_or_else(|| malformed(node, "packing"))?;
-                    *out.get_mut(row * units_padded + unit)
-                        .ok_or_else(|| malformed(node, "packing"))? = value;
+            let panel = panel.max(1);
+            let last_width = (units % panel).next_multiple_of(4);
+            for unit in 0..units {
+                let (p, lane) = (unit / panel, unit % panel);
+                let width = if p < units / panel { panel } else { last_width };
+                let start = p * panel * features;
+                let row_of_unit = &w[unit * features..][..features];
+                for row in 0..features {
+                    // PyTorch's column for our memory row: flatten orders features C, H, W.
+                    let column = match hwc_input {
+                        Some((h, w, c)) => (row % c) * h * w + row / c,
+                        None => row,
+                    };
+                    *out.get_mut(start + row * width + lane)
+                        .ok_or_else(|| malformed(node, "packing"))? = row_of_unit[column];
                 }
             }
         }

@@ -22,6 +22,8 @@ use crate::graph::{Activation, ConvAttrs, NodeId, Padding, Shape};
 const TILE_PIXELS: usize = 4;
 /// Output channel vectors per tile.
 const TILE_VECTORS: usize = 2;
+/// Output channels per packed weight panel: one tile's worth.
+const PANEL: usize = 4 * TILE_VECTORS;
 /// Reduction steps per loop iteration.
 const UNROLL: usize = 4;
 
@@ -128,6 +130,94 @@ fn store_tile(
             b.store(e.out, index, lanes, value);
         }
     }
+}
+
+/// What a direct convolution's tiles share.
+struct ConvPlan {
+    x: Padded,
+    weights: BufferId,
+    bias: Option<BufferId>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    in_g: usize,
+    out_g: usize,
+    n_panels: usize,
+    merged: bool,
+}
+
+/// One tile of a direct convolution: `pixels` output pixels × the tile's channel vectors, in
+/// group `g`, from weight panel `panel` (packed `[g][panel][ky][kx][in][8]`).
+fn conv_tile(
+    b: &mut KernelBuilder,
+    plan: &ConvPlan,
+    e: &Epilogue,
+    tile: &Tile,
+    g: Affine,
+    panel: Affine,
+    pixels: usize,
+) {
+    let [kh, kw] = plan.kernel;
+    let [sh, sw] = plan.stride;
+    let [dh, dw] = plan.dilation;
+    let (in_g, c) = (plan.in_g, plan.x.channels);
+    let taps = kh * kw * in_g;
+    let panel_start = (g.clone() * plan.n_panels + panel) * (taps * PANEL);
+    let biases: Vec<Reg> = (0..tile.vectors)
+        .map(|v| match plan.bias {
+            Some(bias) => {
+                let index = g.clone() * (plan.n_panels * PANEL) + tile.c0.clone() + 4 * v;
+                b.load(bias, index, 4)
+            }
+            None => b.constant(0.0),
+        })
+        .collect();
+    let acc: Vec<Vec<Reg>> = (0..pixels)
+        .map(|_| biases.iter().map(|&r| b.assign(Expr::Copy(r))).collect())
+        .collect();
+    // One reduction step: the weights of tap `tap`, the inputs at `x_index(p)`.
+    let step = |b: &mut KernelBuilder, x_index: &dyn Fn(usize) -> Affine, tap: Affine| {
+        let w: Vec<Reg> = (0..tile.vectors)
+            .map(|v| {
+                b.load(
+                    plan.weights,
+                    panel_start.clone() + tap.clone() * PANEL + 4 * v,
+                    4,
+                )
+            })
+            .collect();
+        for (p, row) in acc.iter().enumerate() {
+            let xs = b.splat(plan.x.buffer, x_index(p));
+            for (v, &a) in row.iter().enumerate() {
+                b.set(a, Expr::Fma(xs, w[v], a));
+            }
+        }
+    };
+    b.repeat(kh, |b, ky| {
+        let row = tile.oy.clone() * sh + ky.clone() * dh;
+        let pixel = |p: usize, kx: Affine| {
+            (row.clone() * plan.x.width + (tile.ox0.clone() + p) * sw + kx) * c
+        };
+        if plan.merged {
+            reduce(b, kw * in_g, &mut |b, k| {
+                let x_index = |p: usize| pixel(p, Affine::default()) + k.clone();
+                step(b, &x_index, ky.clone() * (kw * in_g) + k.clone());
+            });
+        } else {
+            b.repeat(kw, |b, kx| {
+                reduce(b, in_g, &mut |b, k| {
+                    let x_index =
+                        |p: usize| pixel(p, kx.clone() * dw) + g.clone() * in_g + k.clone();
+                    step(
+                        b,
+                        &x_index,
+                        (ky.clone() * kw + kx.clone()) * in_g + k.clone(),
+                    );
+                });
+            });
+        }
+    });
+    store_tile(b, tile, g * plan.out_g, &acc, e);
 }
 
 impl Lowering<'_> {
@@ -252,34 +342,43 @@ impl Lowering<'_> {
     ) {
         let groups = attrs.groups.max(1);
         let [kh, kw] = attrs.kernel;
-        let [sh, sw] = attrs.stride;
-        let [dh, dw] = attrs.dilation;
         let in_g = input.c / groups;
         let out_g = attrs.filters / groups;
-        let out_gp = out_g.next_multiple_of(4);
+        let n_panels = out_g.div_ceil(PANEL);
         let name = self.describe(id);
         let weights = self.add_const(
-            format!("{name} weights [g][ky][kx][in][out:{out_gp}]"),
-            groups * kh * kw * in_g * out_gp,
+            format!("{name} weights [g][panel][ky][kx][in][{PANEL}]"),
+            groups * n_panels * kh * kw * in_g * PANEL,
             ConstSpec::ConvWeight {
                 node: id,
-                out_padded: out_gp,
+                panel: PANEL,
             },
         );
         let bias = has_bias.then(|| {
             self.add_const(
                 format!("{name} bias"),
-                groups * out_gp,
+                groups * n_panels * PANEL,
                 ConstSpec::ConvBias {
                     node: id,
                     group_size: out_g,
-                    group_stride: out_gp,
+                    group_stride: n_panels * PANEL,
                 },
             )
         });
-        // One reduction over (kx, in) when those taps are contiguous in memory.
-        let merged = groups == 1 && dw == 1;
-        let c = x.channels;
+        let plan = ConvPlan {
+            x,
+            weights,
+            bias,
+            kernel: attrs.kernel,
+            stride: attrs.stride,
+            dilation: attrs.dilation,
+            in_g,
+            out_g,
+            n_panels,
+            // One reduction over (kx, in) when those taps are contiguous in memory.
+            merged: groups == 1 && attrs.dilation[1] == 1,
+        };
+        let [sh, sw] = attrs.stride;
         let mut b = self.builder(
             id,
             "conv",
@@ -288,78 +387,52 @@ impl Lowering<'_> {
                 input.c, out.c, input.h, input.w, input.c
             ),
         );
-        b.parallel(out.h, |b, oy| {
-            b.repeat(groups, |b, g| {
-                channel_blocks(b, out_g, &mut |b, c0, vectors, last_lanes| {
-                    pixel_blocks(b, out.w, &mut |b, ox0, pixels| {
-                        let tile = Tile {
-                            oy: oy.clone(),
-                            ox0,
-                            c0: c0.clone(),
-                            vectors,
-                            last_lanes,
-                        };
-                        let w_group = g.clone() * (kh * kw * in_g);
-                        let biases: Vec<Reg> = (0..vectors)
-                            .map(|v| match bias {
-                                Some(bias) => {
-                                    let index = g.clone() * out_gp + c0.clone() + 4 * v;
-                                    b.load(bias, index, 4)
-                                }
-                                None => b.constant(0.0),
-                            })
-                            .collect();
-                        let acc: Vec<Vec<Reg>> = (0..pixels)
-                            .map(|_| biases.iter().map(|&r| b.assign(Expr::Copy(r))).collect())
-                            .collect();
-                        // One reduction step: weights of tap `w_index`, inputs at `x_index`.
-                        let step = |b: &mut KernelBuilder,
-                                    x_index: &dyn Fn(usize) -> Affine,
-                                    w_index: Affine| {
-                            let w: Vec<Reg> = (0..vectors)
-                                .map(|v| b.load(weights, w_index.clone() + 4 * v, 4))
-                                .collect();
-                            for (p, row) in acc.iter().enumerate() {
-                                let xs = b.splat(x.buffer, x_index(p));
-                                for (v, &a) in row.iter().enumerate() {
-                                    b.set(a, Expr::Fma(xs, w[v], a));
-                                }
-                            }
-                        };
-                        b.repeat(kh, |b, ky| {
-                            let row = oy.clone() * sh + ky.clone() * dh;
-                            let pixel = |p: usize, kx: Affine| {
-                                (row.clone() * x.width + (tile.ox0.clone() + p) * sw + kx) * c
-                            };
-                            if merged {
-                                reduce(b, kw * in_g, &mut |b, k| {
-                                    let x_index =
-                                        |p: usize| pixel(p, Affine::default()) + k.clone();
-                                    let w_index =
-                                        (w_group.clone() + ky.clone() * (kw * in_g) + k.clone())
-                                            * out_gp
-                                            + c0.clone();
-                                    step(b, &x_index, w_index);
-                                });
-                            } else {
-                                b.repeat(kw, |b, kx| {
-                                    reduce(b, in_g, &mut |b, k| {
-                                        let x_index = |p: usize| {
-                                            pixel(p, kx.clone() * dw) + g.clone() * in_g + k.clone()
-                                        };
-                                        let tap = (ky.clone() * kw + kx.clone()) * in_g;
-                                        let w_index = (w_group.clone() + tap + k.clone()) * out_gp
-                                            + c0.clone();
-                                        step(b, &x_index, w_index);
-                                    });
-                                });
-                            }
-                        });
-                        store_tile(b, &tile, g.clone() * out_g, &acc, e);
+        let full_panels = out_g / PANEL;
+        let rest = out_g % PANEL;
+        let tail = (rest > 0).then(|| {
+            let vectors = rest.div_ceil(4);
+            (vectors, (rest - 4 * (vectors - 1)) as u8)
+        });
+        let row =
+            |b: &mut KernelBuilder, oy: Affine, g: Affine, panel: Affine, shape: (usize, u8)| {
+                pixel_blocks(b, out.w, &mut |b, ox0, pixels| {
+                    let tile = Tile {
+                        oy: oy.clone(),
+                        ox0,
+                        c0: panel.clone() * PANEL,
+                        vectors: shape.0,
+                        last_lanes: shape.1,
+                    };
+                    conv_tile(b, &plan, e, &tile, g.clone(), panel.clone(), pixels);
+                });
+            };
+        // Weights larger than the input are better streamed once, panel by panel, each used
+        // for the whole image; otherwise rows go outside and the (small) weights stay cached.
+        let weight_bytes = kh * kw * input.c * out.c;
+        let input_bytes = plan.x.width * plan.x.channels * ((out.h - 1) * sh + kh);
+        // (Only for whole panels: the verifier proves panels write disjoint channels when the
+        // channel count is a multiple of the panel.)
+        if groups == 1 && full_panels > 1 && rest == 0 && weight_bytes > input_bytes {
+            let zero = Affine::default;
+            b.parallel(full_panels, |b, panel| {
+                b.repeat(out.h, |b, oy| row(b, oy, zero(), panel.clone(), (2, 4)));
+            });
+            if let Some(shape) = tail {
+                let panel = Affine::constant(full_panels);
+                b.repeat(out.h, |b, oy| row(b, oy, zero(), panel.clone(), shape));
+            }
+        } else {
+            b.parallel(out.h, |b, oy| {
+                b.repeat(groups, |b, g| {
+                    b.repeat(full_panels, |b, panel| {
+                        row(b, oy.clone(), g.clone(), panel, (2, 4))
                     });
+                    if let Some(shape) = tail {
+                        row(b, oy.clone(), g, Affine::constant(full_panels), shape);
+                    }
                 });
             });
-        });
+        }
         self.emit(b);
     }
 

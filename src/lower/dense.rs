@@ -1,9 +1,11 @@
 //! Dense layers at batch 1: a matrix × vector product with the weights packed `[in][out]`.
 //!
 //! Each tile holds 8 vectors (32 outputs) of accumulators; per input feature it broadcasts
-//! the feature once and does 8 FMAs against one contiguous row of packed weights. Every
-//! weight is used once per image, so the layer is bound by memory bandwidth, and the point of
-//! the layout is to stream the weights in order with 8 independent FMA chains.
+//! the feature once and does 8 FMAs against 32 packed weights. Every weight is used once per
+//! image, so the layer is bound by memory bandwidth, and the point of the layout is to stream
+//! the weights in order: they are packed in panels of 32 outputs, `[panel][in][32]`, so each
+//! tile reads one contiguous run (rows of the plain `[in][out]` layout are a page apart in
+//! large layers, which defeats the prefetchers).
 
 use super::ir::{Affine, Expr, Reg};
 use super::{ConstSpec, LowerError, Lowering};
@@ -21,6 +23,7 @@ impl Lowering<'_> {
             return Err(self.malformed(id, "the output size differs from the units"));
         }
         let units_padded = units.next_multiple_of(4);
+        let block = 4 * TILE_VECTORS;
         let name = self.describe(id);
         let order = if x.hwc.is_some() {
             " (rows in H×W×C order)"
@@ -28,11 +31,11 @@ impl Lowering<'_> {
             ""
         };
         let weights = self.add_const(
-            format!("{name} weights [in][out:{units_padded}]{order}"),
+            format!("{name} weights [panel][in][{block}]{order}"),
             features * units_padded,
             ConstSpec::DenseWeight {
                 node: id,
-                units_padded,
+                panel: block,
                 hwc_input: x.hwc,
             },
         );
@@ -48,7 +51,9 @@ impl Lowering<'_> {
         });
         let out = self.result_buffer(id);
         let mut b = self.builder(id, "dense", format!("dense {features} → {units}"));
+        // A tile's weights are its panel: `features` rows of `4·vectors` units, contiguous.
         let tile = |b: &mut super::KernelBuilder, n0: Affine, vectors: usize, last: u8| {
+            let panel_start = n0.clone() * features;
             let acc: Vec<Reg> = (0..vectors)
                 .map(|v| match bias {
                     Some(bias) => b.load(bias, n0.clone() + 4 * v, 4),
@@ -58,7 +63,11 @@ impl Lowering<'_> {
             let step = |b: &mut super::KernelBuilder, k: Affine| {
                 let xs = b.splat(x.buffer, k.clone());
                 for (v, &a) in acc.iter().enumerate() {
-                    let w = b.load(weights, k.clone() * units_padded + n0.clone() + 4 * v, 4);
+                    let w = b.load(
+                        weights,
+                        panel_start.clone() + k.clone() * (4 * vectors) + 4 * v,
+                        4,
+                    );
                     b.set(a, Expr::Fma(xs, w, a));
                 }
             };
@@ -76,7 +85,6 @@ impl Lowering<'_> {
                 b.store(out, n0.clone() + 4 * v, lanes, value);
             }
         };
-        let block = 4 * TILE_VECTORS;
         b.parallel(units / block, |b, i| tile(b, i * block, TILE_VECTORS, 4));
         let rest = units % block;
         if rest > 0 {

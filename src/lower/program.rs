@@ -27,11 +27,12 @@ pub enum Storage {
 /// with zeros to multiples of 4 so that every vector load of a constant is in bounds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstSpec {
-    /// Conv weights `[out, in/groups, kh, kw]` packed as `[group][ky][kx][in][out_padded]`,
-    /// each group's outputs padded to `out_padded`.
+    /// Conv weights `[out, in/groups, kh, kw]` packed in panels of `panel` output channels,
+    /// `[group][panel][ky][kx][in][panel]`: a tile's weights are one contiguous stream.
+    /// Each group's outputs are padded to a multiple of `panel`.
     ConvWeight {
         node: NodeId,
-        out_padded: usize,
+        panel: usize,
     },
     /// Depthwise weights `[channels, 1, kh, kw]` packed as `[ky][kx][channels_padded]`.
     DepthwiseWeight {
@@ -44,12 +45,14 @@ pub enum ConstSpec {
         group_size: usize,
         group_stride: usize,
     },
-    /// Dense weights `[units, features]` packed as `[feature][units_padded]`. With
-    /// `hwc_input = Some((h, w, c))` the input is a flatten stored in H×W×C order, so memory
-    /// row `(y·w + x)·c + ch` takes PyTorch's column `ch·h·w + y·w + x`: flatten is free.
+    /// Dense weights `[units, features]` packed in panels of `panel` units,
+    /// `[panel][feature][panel]`; the last panel holds the remaining units padded to a
+    /// multiple of 4. With `hwc_input = Some((h, w, c))` the input is a flatten stored in
+    /// H×W×C order, so memory row `(y·w + x)·c + ch` takes PyTorch's column `ch·h·w + y·w + x`:
+    /// flatten is free.
     DenseWeight {
         node: NodeId,
-        units_padded: usize,
+        panel: usize,
         hwc_input: Option<(usize, usize, usize)>,
     },
     DenseBias {

@@ -14,6 +14,25 @@ use super::program::{LoopProgram, Storage};
 use super::LowerError;
 use std::collections::HashMap;
 
+/// A store in a parallel loop, as `check_disjoint` needs it: the parallel index's
+/// coefficient, the gcd of the coefficients of at least `step·count` (0 if none), the
+/// constant term, and how far the other terms and the lanes reach.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct StoreShape {
+    step: usize,
+    period: usize,
+    constant: usize,
+    fine_end: usize,
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 struct Checker<'a> {
     program: &'a LoopProgram,
     kernel: &'a Kernel,
@@ -21,9 +40,8 @@ struct Checker<'a> {
     counts: HashMap<LoopVar, usize>,
     /// The parallel loop being checked, with its count.
     parallel: Option<(LoopVar, usize)>,
-    /// Per buffer stored to in the parallel loop: the step of the parallel index and the
-    /// span `lo..hi` one iteration's stores cover.
-    spans: HashMap<u32, (usize, usize, usize)>,
+    /// Per buffer stored to in the parallel loop, its stores.
+    stores: HashMap<u32, Vec<StoreShape>>,
     defined: Vec<bool>,
 }
 
@@ -75,44 +93,86 @@ impl Checker<'_> {
                 return Err(self.invalid(format!("stores to the read-only `{}`", buffer.name)));
             }
             if let Some((var, _)) = self.parallel {
-                // Record the span this store covers in one iteration of the parallel loop.
-                let step = at.index.coefficient(var);
-                let rest = Affine {
-                    constant: at.index.constant,
-                    terms: at
-                        .index
-                        .terms
-                        .iter()
-                        .filter(|t| t.0 != var)
-                        .cloned()
-                        .collect(),
-                };
-                let (lo, hi) = (rest.constant, self.max_index(&rest)? + usize::from(lanes));
-                let span = self.spans.entry(at.buffer.0).or_insert((step, lo, hi));
-                let same_step = span.0 == step;
-                span.1 = span.1.min(lo);
-                span.2 = span.2.max(hi);
-                if !same_step {
-                    return Err(self.invalid(format!(
-                        "stores to `{}` move by different steps in the parallel loop",
-                        buffer.name
-                    )));
-                }
+                let store = self.store_shape(&at.index, lanes, var);
+                self.stores.entry(at.buffer.0).or_default().push(store);
             }
         }
         Ok(())
     }
 
-    /// Distinct iterations of the parallel loop store to disjoint elements when one step of
-    /// its index moves past everything one iteration stores.
-    fn check_disjoint(&mut self, var: LoopVar, count: usize) -> Result<(), LowerError> {
-        for (buffer, (step, lo, hi)) in std::mem::take(&mut self.spans) {
-            if count > 1 && step < hi - lo {
-                let name = &self.program.buffers[buffer as usize].name;
-                return Err(self.invalid(format!(
-                    "iterations of the parallel loop i{} may store to the same elements of `{name}`",
+    /// How a store in the parallel loop over `var` depends on the loops.
+    fn store_shape(&self, index: &Affine, lanes: u8, var: LoopVar) -> StoreShape {
+        let (count, step) = (self.parallel.map_or(1, |p| p.1), index.coefficient(var));
+        let block = step * count;
+        let mut period = 0;
+        let mut fine_max = 0;
+        for &(v, coefficient) in &index.terms {
+            if v == var {
+                continue;
+            }
+            if coefficient >= block {
+                period = gcd(period, coefficient);
+            } else {
+                let n = self.counts.get(&v).copied().unwrap_or(1);
+                fine_max += coefficient * n.saturating_sub(1);
+            }
+        }
+        StoreShape {
+            step,
+            period,
+            constant: index.constant,
+            fine_end: fine_max + usize::from(lanes),
+        }
+    }
+
+    /// Proves that the stores to each buffer in the parallel loop over `var` (`count`
+    /// iterations) touch disjoint elements in distinct iterations.
+    ///
+    /// Every store's index is split as `coarse + step·(i + shift) + fine`, where `step` is
+    /// `var`'s coefficient (the same for all stores), `coarse` is a multiple of a `period` of
+    /// at least `step·count`, and `0 ≤ fine < step`. Two equal addresses then differ by a
+    /// multiple of `period` smaller than `period`, so they come from the same iteration. The
+    /// constant term either goes into `coarse` (if the stores' constants, rounded down to
+    /// multiples of `step`, share the period) or into a `shift` all stores share.
+    fn check_disjoint(&self, var: LoopVar, count: usize) -> Result<(), LowerError> {
+        for (buffer, stores) in &self.stores {
+            let name = &self.program.buffers[*buffer as usize].name;
+            let refuse = || {
+                self.invalid(format!(
+                    "stores to `{name}` in the parallel loop i{} cannot be shown to touch \
+                     disjoint elements in distinct iterations",
                     var.0
-                )));
+                ))
+            };
+            let step = stores[0].step;
+            if step == 0 || stores.iter().any(|s| s.step != step) {
+                return Err(refuse());
+            }
+            let block = step * count;
+            let fits = |constant: usize, s: &StoreShape| constant % step + s.fine_end <= step;
+            let terms_period = stores.iter().fold(0, |p, s| gcd(p, s.period));
+            // The constants as a shift shared by every store.
+            let reduce = |c: usize| {
+                if terms_period == 0 {
+                    c
+                } else {
+                    c % terms_period
+                }
+            };
+            let shift = reduce(stores[0].constant) / step;
+            let shifted = terms_period == 0 || terms_period >= block;
+            let shifted = shifted
+                && stores
+                    .iter()
+                    .all(|s| reduce(s.constant) / step == shift && fits(reduce(s.constant), s));
+            // The constants in the coarse part.
+            let period = stores
+                .iter()
+                .fold(terms_period, |p, s| gcd(p, s.constant - s.constant % step));
+            let absorbed =
+                (period == 0 || period >= block) && stores.iter().all(|s| fits(s.constant, s));
+            if !shifted && !absorbed {
+                return Err(refuse());
             }
         }
         Ok(())
@@ -176,8 +236,9 @@ impl Checker<'_> {
                     self.stmts(&l.body, false)?;
                     self.counts.remove(&l.var);
                     if l.parallel {
-                        self.parallel = None;
                         self.check_disjoint(l.var, l.count)?;
+                        self.parallel = None;
+                        self.stores.clear();
                     }
                 }
             }
@@ -193,7 +254,7 @@ pub(super) fn verify(program: &LoopProgram) -> Result<(), LowerError> {
             kernel,
             counts: HashMap::new(),
             parallel: None,
-            spans: HashMap::new(),
+            stores: HashMap::new(),
             defined: vec![false; kernel.n_regs as usize],
         };
         checker.stmts(&kernel.body, true)?;
