@@ -313,6 +313,13 @@ fn elementwise_layers() {
         check_source(&format!("network t(x: 5x3x7) {{ x -> {activation} }}"), 1);
         check_source(&format!("network t(x: 2x2x16) {{ x -> {activation} }}"), 3);
     }
+    // Inputs far outside [−1, 1], where `exp` (computed inline, not by libm) clamps.
+    for activation in ["sigmoid", "swish", "softmax"] {
+        check_source(
+            &format!("network t(x: 7x5x1) {{ x -> conv(5, 1, weights: [[[[150]]], [[[-150]]], [[[60]]], [[[-30]]], [[[3]]]], bias: false) -> {activation} }}"),
+            1,
+        );
+    }
     check_source("network t(x: 4x4x3) { x -> flatten -> softmax }", 1);
     check_source("network t(x: 1x1x1000) { x -> flatten -> softmax }", 1);
     check_source("network t(x: 3x3x2) { x -> dropout -> identity }", 2);
@@ -333,6 +340,28 @@ fn elementwise_layers() {
         "network t(x: 6x5x3) { return concat(x -> conv(5, 3, pad: 1), x, x -> maxpool(3, stride: 1, pad: 1)) }",
         2,
     );
+}
+
+/// `exp` and `sigmoid` are computed inline by a polynomial; they must stay within 1e-6 of
+/// the reference *relatively*, also where the values are tiny.
+#[test]
+fn inline_exp_and_sigmoid_are_accurate_relatively() {
+    for activation in ["sigmoid", "swish", "softmax"] {
+        let graph = graph_of(&format!(
+            "network t(x: 16x16x1) {{ x -> conv(2, 1, weights: [[[[20]]], [[[-7]]]], bias: false) -> {activation} }}"
+        ));
+        let inputs = inputs_for(&graph, 1);
+        let expected = reference::run(&graph, &Weights::new(), &inputs).expect("runs");
+        let network = codegen::compile(&graph, &Weights::new(), &CodegenOptions::default())
+            .expect("compiles");
+        let found = network.run(&inputs).expect("runs");
+        let worst = found
+            .iter()
+            .zip(expected.iter())
+            .map(|(&a, &b)| (a - b).abs() / b.abs().max(1e-30))
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "{activation}: relative error {worst}");
+    }
 }
 
 /// A residual conv as the optimizer fuses it: `relu(conv(y) + skip)` becomes one conv with

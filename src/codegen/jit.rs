@@ -6,7 +6,7 @@
 //! fastest and most predictable) and compiles several times faster; `is_pic=false`, which
 //! cranelift-jit 0.135 requires; the verifier in debug builds and in checked mode.
 
-use super::kernel::{KernelTranslator, MathRefs};
+use super::kernel::KernelTranslator;
 use super::layout::TableLayout;
 use super::{math, CodegenError, CodegenOptions};
 use crate::lower::ir::{Expr, Kernel, Stmt, UnaryOp};
@@ -33,7 +33,7 @@ pub(super) struct Generator {
     checked: bool,
     kernel_signature: Signature,
     entry_signature: Signature,
-    math_ids: [FuncId; 3],
+    tanh_id: FuncId,
     function_context: FunctionBuilderContext,
 }
 
@@ -68,9 +68,7 @@ impl Generator {
         // Without both, Cranelift lowers `fma` to a libcall per lane (CRANELIFT.md §5.2).
         let has_fma = flag("has_avx") && flag("has_fma");
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        for (name, function) in math::SYMBOLS {
-            builder.symbol(name, function as *const u8);
-        }
+        builder.symbol(math::TANH, math::tanh as *const u8);
         let mut module = JITModule::new(builder);
 
         let mut kernel_signature = module.make_signature();
@@ -84,20 +82,16 @@ impl Generator {
         let mut math_signature = module.make_signature();
         math_signature.params.push(AbiParam::new(F32));
         math_signature.returns.push(AbiParam::new(F32));
-        let mut math_ids = Vec::new();
-        for (name, _) in math::SYMBOLS {
-            let id = module
-                .declare_function(name, Linkage::Import, &math_signature)
-                .map_err(|e| cranelift_error(name, e))?;
-            math_ids.push(id);
-        }
+        let tanh_id = module
+            .declare_function(math::TANH, Linkage::Import, &math_signature)
+            .map_err(|e| cranelift_error(math::TANH, e))?;
         Ok(Generator {
             module,
             has_fma,
             checked: options.checked,
             kernel_signature,
             entry_signature,
-            math_ids: [math_ids[0], math_ids[1], math_ids[2]],
+            tanh_id,
             function_context: FunctionBuilderContext::new(),
         })
     }
@@ -126,17 +120,8 @@ impl Generator {
             UserFuncName::user(0, id.as_u32()),
             self.kernel_signature.clone(),
         );
-        let used = used_math(&kernel.body);
-        let mut declare = |op: UnaryOp, func: &mut Function| {
-            let id = self.math_ids[op as usize];
-            used.contains(&op)
-                .then(|| self.module.declare_func_in_func(id, func))
-        };
-        let math = MathRefs {
-            exp: declare(UnaryOp::Exp, &mut func),
-            sigmoid: declare(UnaryOp::Sigmoid, &mut func),
-            tanh: declare(UnaryOp::Tanh, &mut func),
-        };
+        let tanh = uses_tanh(&kernel.body)
+            .then(|| self.module.declare_func_in_func(self.tanh_id, &mut func));
         let config = self.module.target_config();
         let builder = FunctionBuilder::new(&mut func, &mut self.function_context);
         KernelTranslator::new(
@@ -146,7 +131,7 @@ impl Generator {
             layout,
             self.has_fma,
             self.checked,
-            math,
+            tanh,
         )
         .translate(kernel, config);
         func
@@ -210,21 +195,11 @@ impl Generator {
     }
 }
 
-/// The functions a kernel calls.
-fn used_math(stmts: &[Stmt]) -> Vec<UnaryOp> {
-    let mut used = Vec::new();
-    for stmt in stmts {
-        match stmt {
-            Stmt::Assign(_, Expr::Unary(op, _)) if !used.contains(op) => used.push(*op),
-            Stmt::Loop(l) => {
-                for op in used_math(&l.body) {
-                    if !used.contains(&op) {
-                        used.push(op);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    used
+/// Whether a kernel computes `tanh`, the one function it calls.
+fn uses_tanh(stmts: &[Stmt]) -> bool {
+    stmts.iter().any(|stmt| match stmt {
+        Stmt::Assign(_, Expr::Unary(UnaryOp::Tanh, _)) => true,
+        Stmt::Loop(l) => uses_tanh(&l.body),
+        _ => false,
+    })
 }

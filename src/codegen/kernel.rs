@@ -23,6 +23,7 @@
 //! buffer's and a trap, and the `begin..end` arguments are checked too.
 
 use super::layout::TableLayout;
+use super::vmath::VectorMath;
 use crate::lower::ir::{
     Access, BinaryOp, BufferId, Expr, Kernel, LoopVar, ReduceOp, Stmt, UnaryOp,
 };
@@ -35,13 +36,6 @@ use cranelift_frontend::{FunctionBuilder, Variable};
 use std::collections::HashMap;
 
 const F32_BYTES: i64 = 4;
-
-/// The libm functions kernels call, lane by lane; declared only in kernels that call them.
-pub(super) struct MathRefs {
-    pub exp: Option<FuncRef>,
-    pub sigmoid: Option<FuncRef>,
-    pub tanh: Option<FuncRef>,
-}
 
 /// A pointer's identity: a buffer and index terms (restricted to some depth of loops).
 type PointerKey = (BufferId, Vec<(LoopVar, usize)>);
@@ -56,7 +50,8 @@ pub(super) struct KernelTranslator<'a, 'f> {
     pub layout: &'a TableLayout,
     pub has_fma: bool,
     pub checked: bool,
-    pub math: MathRefs,
+    /// libm's `tanhf`, declared in kernels that use it.
+    pub tanh: Option<FuncRef>,
     regs: Vec<Variable>,
     /// Each used buffer's base address for this image, and its end in checked mode.
     bases: HashMap<BufferId, (Value, Value)>,
@@ -89,7 +84,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         layout: &'a TableLayout,
         has_fma: bool,
         checked: bool,
-        math: MathRefs,
+        tanh: Option<FuncRef>,
     ) -> Self {
         let entry = builder.create_block();
         builder.append_block_params_for_function_params(entry);
@@ -102,7 +97,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
             layout,
             has_fma,
             checked,
-            math,
+            tanh,
             regs: Vec::new(),
             bases: HashMap::new(),
             scopes: Vec::new(),
@@ -401,25 +396,15 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
             }
             Expr::Unary(op, a) => {
                 let a = self.reg(*a);
-                let func = match op {
-                    UnaryOp::Exp => self.math.exp,
-                    UnaryOp::Sigmoid => self.math.sigmoid,
-                    UnaryOp::Tanh => self.math.tanh,
+                let mut math = VectorMath {
+                    builder: &mut self.builder,
+                    has_fma: self.has_fma,
                 };
-                // Every kernel that has the op declares the function (`jit.rs`).
-                let Some(func) = func else {
-                    self.trap_and_continue();
-                    return a;
-                };
-                let b = &mut self.builder;
-                let mut result = a;
-                for lane in 0..4u8 {
-                    let x = b.ins().extractlane(a, lane);
-                    let call = b.ins().call(func, &[x]);
-                    let y = b.inst_results(call)[0];
-                    result = b.ins().insertlane(result, y, lane);
+                match op {
+                    UnaryOp::Exp => math.exp(a),
+                    UnaryOp::Sigmoid => math.sigmoid(a),
+                    UnaryOp::Tanh => self.tanh(a),
                 }
-                result
             }
             Expr::Binary(op, a, c) => {
                 let (a, c) = (self.reg(*a), self.reg(*c));
@@ -452,6 +437,25 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 b.ins().splat(F32X4, total)
             }
         }
+    }
+
+    /// `tanh` lane by lane through libm: rare in CNNs, and `2·sigmoid(2x) − 1` loses relative
+    /// accuracy near 0.
+    fn tanh(&mut self, a: Value) -> Value {
+        // Every kernel that has the op declares the function (`jit.rs`).
+        let Some(func) = self.tanh else {
+            self.trap_and_continue();
+            return a;
+        };
+        let b = &mut self.builder;
+        let mut result = a;
+        for lane in 0..4u8 {
+            let x = b.ins().extractlane(a, lane);
+            let call = b.ins().call(func, &[x]);
+            let y = b.inst_results(call)[0];
+            result = b.ins().insertlane(result, y, lane);
+        }
+        result
     }
 
     fn binary(&mut self, op: BinaryOp, a: Value, c: Value) -> Value {

@@ -1,25 +1,12 @@
-//! The scalar functions generated code calls for `exp`, `sigmoid` and `tanh`: the Rust
-//! standard library's, so the JIT computes exactly what the reference interpreter does.
+//! The scalar function generated code calls: `tanh`, from the Rust standard library (libm),
+//! so the JIT computes exactly what the reference interpreter does. (`exp` and `sigmoid` are
+//! computed inline on vectors: `vmath.rs`.)
 //!
-//! They are `extern "C"` and cannot panic, so no unwinding ever crosses JIT frames.
-
-use crate::graph::Activation;
-
-pub(super) extern "C" fn exp(x: f32) -> f32 {
-    x.exp()
-}
-
-pub(super) extern "C" fn sigmoid(x: f32) -> f32 {
-    Activation::Sigmoid.apply(x)
-}
+//! It is `extern "C"` and cannot panic, so no unwinding ever crosses JIT frames.
 
 pub(super) extern "C" fn tanh(x: f32) -> f32 {
     x.tanh()
 }
 
-/// The symbol names under which the functions are registered with the JIT.
-pub(super) const SYMBOLS: [(&str, extern "C" fn(f32) -> f32); 3] = [
-    ("cnnc_exp", exp),
-    ("cnnc_sigmoid", sigmoid),
-    ("cnnc_tanh", tanh),
-];
+/// The symbol name under which `tanh` is registered with the JIT.
+pub(super) const TANH: &str = "cnnc_tanh";

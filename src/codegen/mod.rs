@@ -10,7 +10,8 @@
 //! - `jit.rs` sets up the ISA and the module and builds the entry function;
 //! - `pack.rs` packs the weights into the layouts the kernels index;
 //! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
-//! - `math.rs` holds the scalar functions the code calls (`exp`, `sigmoid`, `tanh`).
+//! - `vmath.rs` computes `exp` and `sigmoid` inline on vectors; `math.rs` holds `tanh`, the
+//!   one function the code calls.
 
 mod jit;
 mod kernel;
@@ -18,6 +19,7 @@ mod layout;
 mod math;
 mod network;
 mod pack;
+mod vmath;
 
 pub use network::{CompiledNetwork, KernelTimes};
 
