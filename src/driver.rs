@@ -93,7 +93,7 @@ pub fn load(path: &Path) -> std::io::Result<Program> {
             ));
         }
     }
-    let bytes = std::fs::read(path)?;
+    let bytes = crate::source::read_regular_file(path, crate::source::MAX_SOURCE_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -248,7 +248,9 @@ impl Loader {
             .map(Path::to_path_buf)
             .unwrap_or_default();
         let candidate = normalize(&base.join(path));
-        match std::fs::read(&candidate).map(String::from_utf8) {
+        match crate::source::read_regular_file(&candidate, crate::source::MAX_SOURCE_BYTES)
+            .map(String::from_utf8)
+        {
             Ok(Ok(text)) => Some((
                 disk_origin(&candidate),
                 candidate.display().to_string(),

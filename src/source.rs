@@ -41,10 +41,20 @@ impl Span {
     }
 }
 
+/// The last position `line_col` answered for.
+#[derive(Copy, Clone, Default)]
+struct Cursor {
+    file: FileId,
+    line_start: usize,
+    byte: usize,
+    col: usize,
+}
+
 /// All source files of one compilation.
 #[derive(Default)]
 pub struct SourceMap {
     files: Vec<SimpleFile<String, String>>,
+    cursor: std::cell::Cell<Cursor>,
 }
 
 impl SourceMap {
@@ -70,14 +80,30 @@ impl SourceMap {
         self.text(span.file).get(span.range()).unwrap_or("")
     }
 
-    /// 1-based line and column of a span's start.
+    /// 1-based line and column (in characters) of a span's start. Lines are found by binary
+    /// search; columns are counted from the line's start, or from the previous answer when it
+    /// was earlier on the same line, so a dump that walks a long line stays linear.
     pub fn line_col(&self, span: Span) -> (usize, usize) {
         let text = self.text(span.file);
-        let start = (span.start as usize).min(text.len());
-        let before = &text[..start];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        (line, col)
+        let mut byte = (span.start as usize).min(text.len());
+        while !text.is_char_boundary(byte) {
+            byte -= 1;
+        }
+        let line_idx = Files::line_index(self, span.file, byte).unwrap_or(0);
+        let line_start = Files::line_range(self, span.file, line_idx).map_or(0, |r| r.start);
+        let mut cursor = self.cursor.get();
+        if cursor.file != span.file || cursor.line_start != line_start || cursor.byte > byte {
+            cursor = Cursor {
+                file: span.file,
+                line_start,
+                byte: line_start,
+                col: 0,
+            };
+        }
+        cursor.col += text[cursor.byte..byte].chars().count();
+        cursor.byte = byte;
+        self.cursor.set(cursor);
+        (line_idx + 1, cursor.col + 1)
     }
 
     fn get(&self, id: FileId) -> Result<&SimpleFile<String, String>, files::Error> {
@@ -107,4 +133,41 @@ impl<'a> Files<'a> for SourceMap {
     fn line_range(&'a self, id: FileId, line_index: usize) -> Result<Range<usize>, files::Error> {
         self.get(id)?.line_range((), line_index)
     }
+}
+
+/// The largest `.cnn` or labels file read (a program is text written by people).
+pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
+
+/// Reads a whole file, refusing what is not a regular file (a device such as `/dev/zero`
+/// never ends, a pipe may never close) and anything larger than `limit` bytes.
+pub fn read_regular_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, device or pipe)",
+        ));
+    }
+    if metadata.len() > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "the file has {} bytes, more than the limit of {limit}",
+                metadata.len()
+            ),
+        ));
+    }
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    // The file may grow after the size check: never read past the limit.
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "the file grew past the size limit",
+        ));
+    }
+    Ok(bytes)
 }

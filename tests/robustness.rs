@@ -1108,17 +1108,14 @@ fn same_padding_gives_ceil_of_n_over_stride() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Known bugs
+// Found by this suite, fixed since
 //
-// Each test below fails today and is ignored so that the suite stays green; its reason says
-// what happens. Those marked "aborts" take the whole test process down with a stack overflow
-// (which no `catch_unwind` can stop), so run them one at a time:
-// `cargo test --test robustness -- --ignored --exact NAME`.
+// Each test below once failed; its doc comment says how. Those about stack depth would take
+// the whole test process down if they regressed (no `catch_unwind` stops a stack overflow).
 
 /// Operator chains have no brackets, so the bracket-nesting check does not see them, but the
 /// parser builds them as nested nodes and the expander recurses once per operator.
 #[test]
-#[ignore = "aborts: ~20,000 chained operators overflow the stack in Expander::eval (src/expand/eval.rs:42 and :51)"]
 fn long_operator_chains_are_rejected() {
     let n = 100_000;
     let sum = network(&format!("x -> conv(1{}, 1)", " + 1".repeat(n)));
@@ -1138,7 +1135,6 @@ fn long_operator_chains_are_rejected() {
 /// guard stops very deep ones, but with a misleading message, and shallower ones get through
 /// pest only to overflow the stack in the syntax-tree walker.
 #[test]
-#[ignore = "aborts: 10,000 chained `repeat`/`else if` overflow the stack in syntax::parser::Walker (src/syntax/parser.rs:239, 446, 473); 40,000 give \"expected something else\""]
 fn long_keyword_chains_are_rejected() {
     for n in [10_000, 40_000] {
         let repeats = network(&format!("x -> {}relu", "repeat 1 ".repeat(n)));
@@ -1160,7 +1156,6 @@ fn long_keyword_chains_are_rejected() {
 /// Every use of a list-valued name copies the list, and building a list is not counted as
 /// expansion work, so six lines of ten-element lists hold 10^7 values.
 #[test]
-#[ignore = "bug: a 418-byte program of nested list copies holds ~715 MiB (one more line: ~7 GiB)"]
 fn nested_list_copies_are_bounded() {
     let mut body = String::from("let a0 = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]\n");
     for level in 1..=6 {
@@ -1176,7 +1171,6 @@ fn nested_list_copies_are_bounded() {
 /// A block call copies its list argument; with the step budget spent on such calls, the work is
 /// steps × list length, not bounded by the step limit alone.
 #[test]
-#[ignore = "hangs: a 30 KB program takes ~20 s (a 1 MB one ~11 min) copying a 10,000-element list per block call"]
 fn list_arguments_do_not_make_expansion_quadratic() {
     let list = vec!["0"; 10_000].join(", ");
     let text = format!(
@@ -1195,7 +1189,6 @@ fn list_arguments_do_not_make_expansion_quadratic() {
 /// Imports are read whole, whatever they are: a device never ends and a pipe may never close.
 #[cfg(unix)]
 #[test]
-#[ignore = "bug: `import \"/dev/zero\"` reads until allocation fails (gigabytes); `/dev/stdin` or a FIFO blocks forever"]
 fn importing_a_device_is_diagnosed() {
     expect_error(
         "import /dev/zero",
@@ -1207,7 +1200,6 @@ fn importing_a_device_is_diagnosed() {
 /// The nesting pre-check treats `//` and `"` inside a block comment as starting a line comment
 /// or a string, which skips the comment's `*/`; each such comment then counts as one level.
 #[test]
-#[ignore = "bug: 129 comments like `/* see http://example.com */` give \"nested more than 128 levels\" (syntax::check_nesting)"]
 fn comments_containing_slashes_or_quotes_are_not_nesting() {
     let urls = "/* see http://example.com */\n".repeat(200);
     expect_ok(
@@ -1224,7 +1216,6 @@ fn comments_containing_slashes_or_quotes_are_not_nesting() {
 /// After an error, expansion goes on with a poison value so that independent mistakes are all
 /// reported; but a repeat then evaluates its failing body again on every iteration.
 #[test]
-#[ignore = "bug: a 60-byte program gives 990,000 identical errors (208 MB of text, ~700 MiB, 4.7 s)"]
 fn errors_inside_repeats_are_reported_once() {
     let text = network("x -> repeat 10000 repeat 99 conv(0, 1)");
     let outcome = expect_error("failing layer in nested repeats", &text, "at least 1");
@@ -1235,7 +1226,6 @@ fn errors_inside_repeats_are_reported_once() {
 /// "Did you mean" compares an unknown name with every layer and block name by edit distance,
 /// even candidates whose length alone rules them out.
 #[test]
-#[ignore = "slow: a 4 MB unknown layer name takes ~6 s (1 MB: 1.2-2.5 s) in suggest::closest, which has no length pre-filter"]
 fn a_huge_unknown_layer_name_is_quick() {
     let name = "a".repeat(4 << 20);
     expect_error(
@@ -1249,7 +1239,6 @@ fn a_huge_unknown_layer_name_is_quick() {
 /// adds the punctuation expected at the furthest position any token was tried, which can be
 /// further on: the message then joins expectations from two places.
 #[test]
-#[ignore = "bug: `network réseau(...)` says \"expected `(` or `network`, `block` or `import`, found `network`\" at 1:1"]
 fn a_non_ascii_identifier_is_pointed_at() {
     expect_error(
         "non-ASCII identifier",
@@ -1261,7 +1250,6 @@ fn a_non_ascii_identifier_is_pointed_at() {
 /// `SourceMap::line_col` counts lines and characters from the start of the file on every call,
 /// and the AST dump calls it once per node.
 #[test]
-#[ignore = "slow: `cnnc emit ast` is quadratic; a 1 MB one-line pipeline takes ~12 s (SourceMap::line_col, src/source.rs)"]
 fn emit_ast_is_linear_in_the_file_size() {
     let pipeline = format!("x{}", " -> relu".repeat((1 << 20) / 8));
     let outcome = run_case_with("1 MB pipeline, AST dump", &network(&pipeline), true);
@@ -1269,7 +1257,6 @@ fn emit_ast_is_linear_in_the_file_size() {
 }
 
 #[test]
-#[ignore = "bug: an invalid escape such as `\\q` or `\\.` is silently read as the character itself"]
 fn invalid_string_escapes_are_diagnosed() {
     expect_error(
         "`\\.` in an import",
@@ -1284,7 +1271,6 @@ fn invalid_string_escapes_are_diagnosed() {
 }
 
 #[test]
-#[ignore = "bug: the expectation is listed twice: \"expected `{`, `if` or `{`, found `x`\""]
 fn syntax_errors_name_each_expectation_once() {
     let outcome = expect_error(
         "else without braces",

@@ -168,35 +168,41 @@ fn load_labels(program: &Program, graph: &mut Graph) -> Result<(), Box<Diagnosti
     let labels_error = |message: String| {
         Diagnostic::error("labels-file", span, message).with_label("the labels are declared here")
     };
-    let (shown, text) = match locate_labels(program, span.file, &name) {
-        LabelsFile::Std(std_name) => match stdlib::get_data(&std_name) {
-            Some(text) => (std_name, text.to_string()),
-            None => {
-                let available: Vec<&str> = stdlib::DATA_FILES.iter().map(|(n, _)| *n).collect();
-                return Err(Box::new(
-                    labels_error(format!(
-                        "the standard library has no labels file `{std_name}`"
-                    ))
-                    .with_help(format!("it has {}", available.join(", "))),
-                ));
-            }
-        },
-        LabelsFile::Disk(path) => match std::fs::read_to_string(&path) {
-            Ok(text) => (path.display().to_string(), text),
-            Err(error) => {
-                return Err(Box::new(
-                    labels_error(format!(
-                        "cannot read the labels file `{}`: {error}",
-                        path.display()
-                    ))
-                    .with_help(
-                        "a labels file is found relative to the .cnn file that declares it; \
+    let (shown, text) =
+        match locate_labels(program, span.file, &name) {
+            LabelsFile::Std(std_name) => match stdlib::get_data(&std_name) {
+                Some(text) => (std_name, text.to_string()),
+                None => {
+                    let available: Vec<&str> = stdlib::DATA_FILES.iter().map(|(n, _)| *n).collect();
+                    return Err(Box::new(
+                        labels_error(format!(
+                            "the standard library has no labels file `{std_name}`"
+                        ))
+                        .with_help(format!("it has {}", available.join(", "))),
+                    ));
+                }
+            },
+            LabelsFile::Disk(path) => {
+                match crate::source::read_regular_file(&path, crate::source::MAX_SOURCE_BYTES)
+                    .and_then(|bytes| {
+                        String::from_utf8(bytes).map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                        })
+                    }) {
+                    Ok(text) => (path.display().to_string(), text),
+                    Err(error) => return Err(Box::new(
+                        labels_error(format!(
+                            "cannot read the labels file `{}`: {error}",
+                            path.display()
+                        ))
+                        .with_help(
+                            "a labels file is found relative to the .cnn file that declares it; \
                          `std/...` names one of the standard library's",
-                    ),
-                ))
+                        ),
+                    )),
+                }
             }
-        },
-    };
+        };
     let labels = parse_labels(&text);
     let output = graph.shape(graph.output());
     if labels.len() != output.numel() {

@@ -29,9 +29,25 @@ impl Expander<'_> {
             ExprKind::List(items) => {
                 let values: Vec<Value> = items.iter().map(|item| self.eval(item)).collect();
                 if values.iter().any(Value::is_poison) {
-                    Value::Poison
-                } else {
-                    Value::List(values)
+                    return Value::Poison;
+                }
+                match Value::list(values) {
+                    Some(list) => list,
+                    None => {
+                        self.error(
+                            Diagnostic::error(
+                                "list-too-large",
+                                expr.span,
+                                format!(
+                                    "this list holds more than {} values or is nested more than {} deep",
+                                    crate::diag::thousands(super::value::MAX_LIST_VALUES),
+                                    super::value::MAX_LIST_DEPTH
+                                ),
+                            )
+                            .with_label("too large"),
+                        );
+                        Value::Poison
+                    }
                 }
             }
             ExprKind::Call { callee, args } => {
@@ -281,7 +297,13 @@ impl Expander<'_> {
         let result = match (op, &left.0, &right.0) {
             (Or, Value::Bool(a), Value::Bool(b)) => Some(Value::Bool(*a || *b)),
             (And, Value::Bool(a), Value::Bool(b)) => Some(Value::Bool(*a && *b)),
-            (Eq | Ne, a, b) => values_equal(a, b).map(|eq| Value::Bool(eq == (op == Eq))),
+            (Eq | Ne, a, b) => {
+                // Comparing lists walks them: count the walk as expansion work.
+                if !self.charge(a.size().max(b.size()), op_span) {
+                    return Value::Poison;
+                }
+                values_equal(a, b).map(|eq| Value::Bool(eq == (op == Eq)))
+            }
             (Lt | Le | Gt | Ge, a, b) => match (a.as_f64(), b.as_f64()) {
                 (Some(x), Some(y)) => Some(Value::Bool(match op {
                     Lt => x < y,
@@ -426,7 +448,7 @@ fn values_equal(a: &Value, b: &Value) -> Option<bool> {
                 return Some(false);
             }
             let mut all = true;
-            for (a, b) in x.iter().zip(y) {
+            for (a, b) in x.iter().zip(y.iter()) {
                 all &= values_equal(a, b)?;
             }
             Some(all)

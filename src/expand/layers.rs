@@ -300,7 +300,7 @@ impl Expander<'_> {
                 Value::Poison => poisoned = true,
                 Value::List(items) => {
                     // `concat([a, b])` reads naturally too.
-                    for item in items {
+                    for item in items.iter().cloned() {
                         match item {
                             Value::Tensor(id) => {
                                 inputs.push(id);
@@ -586,7 +586,7 @@ impl Expander<'_> {
             Value::Int(_) => Some(Padding::uniform(self.int_to_usize(&arg, &value, "pad", 0)?)),
             Value::List(items) if items.len() == 2 || items.len() == 4 => {
                 let mut sides = Vec::new();
-                for item in &items {
+                for item in items.iter() {
                     sides.push(self.int_to_usize(&arg, item, "pad", 0)?);
                 }
                 Some(if sides.len() == 2 {
@@ -642,6 +642,9 @@ impl Expander<'_> {
 
     /// A nested list of numbers as a dense tensor; ragged lists are rejected.
     fn literal(&mut self, arg: EvalArg) -> Option<Literal> {
+        if !self.charge(arg.value.size(), arg.span) {
+            return None;
+        }
         fn shape_of(value: &Value, shape: &mut Vec<usize>) {
             if let Value::List(items) = value {
                 shape.push(items.len());
@@ -809,12 +812,12 @@ impl Expander<'_> {
             ("abs", [Value::Float(v)]) => Some(Value::Float(v.abs())),
             ("len", [Value::List(items)]) => Some(Value::Int(items.len() as i64)),
             ("range", [Value::Int(n)]) if (0..=super::MAX_REPEAT).contains(n) => {
-                Some(Value::List((0..*n).map(Value::Int).collect()))
+                Value::list((0..*n).map(Value::Int).collect())
             }
             ("range", [Value::Int(start), Value::Int(end)])
                 if *start <= *end && end - start <= super::MAX_REPEAT =>
             {
-                Some(Value::List((*start..*end).map(Value::Int).collect()))
+                Value::list((*start..*end).map(Value::Int).collect())
             }
             ("min" | "max", [Value::List(items)]) => {
                 min_max(name, &items.iter().collect::<Vec<_>>())

@@ -28,6 +28,10 @@ pub const MAX_NODES: usize = 100_000;
 pub const MAX_STEPS: usize = 1_000_000;
 /// The largest `repeat` count.
 pub const MAX_REPEAT: i64 = 10_000;
+/// The most errors reported for one network; past it, expansion stops.
+pub const MAX_ERRORS: usize = 50;
+/// The deepest chain of block (and network) calls.
+pub const MAX_CALL_DEPTH: usize = 64;
 
 /// Everything the expander may refer to by name: the blocks and networks of the program.
 #[derive(Default)]
@@ -87,8 +91,11 @@ struct Expander<'a> {
     calls: Vec<CallSite>,
     scopes: Vec<Scope>,
     steps: usize,
-    /// Set once the step or node budget is exhausted, so that it is reported once.
-    exhausted: bool,
+    /// Set once expansion gives up (budget spent, or too many errors): every later step fails
+    /// at once, and the reason is reported once.
+    stopped: bool,
+    /// The errors already reported, so that a mistake in a repeated block is reported once.
+    reported: std::collections::HashSet<(&'static str, Span, String)>,
     /// The `let` bindings already warned about.
     warned: std::collections::HashSet<Span>,
 }
@@ -106,12 +113,38 @@ impl<'a> Expander<'a> {
                 counters: HashMap::new(),
             }],
             steps: 0,
-            exhausted: false,
+            stopped: false,
+            reported: std::collections::HashSet::new(),
             warned: std::collections::HashSet::new(),
         }
     }
 
     fn error(&mut self, diagnostic: Diagnostic) {
+        let key = (
+            diagnostic.code,
+            diagnostic
+                .primary
+                .as_ref()
+                .map_or(Span::default(), |p| p.span),
+            diagnostic.message.clone(),
+        );
+        if !self.reported.insert(key) {
+            return;
+        }
+        let n_errors = self.diags.iter().filter(|d| d.is_error()).count();
+        if n_errors >= MAX_ERRORS {
+            if !self.stopped {
+                self.stopped = true;
+                self.diags.push(Diagnostic::global(
+                    "too-many-errors",
+                    format!(
+                        "stopped after {MAX_ERRORS} errors in network `{}`",
+                        self.graph.name
+                    ),
+                ));
+            }
+            return;
+        }
         let diagnostic = self.with_call_chain(diagnostic);
         self.diags.push(diagnostic);
     }
@@ -361,10 +394,18 @@ impl<'a> Expander<'a> {
 
     /// Counts one unit of expansion work; false once the budget is spent.
     fn step(&mut self, span: Span) -> bool {
-        self.steps += 1;
+        self.charge(1, span)
+    }
+
+    /// Counts `work` units of expansion work (a walk over a list costs its length).
+    fn charge(&mut self, work: u64, span: Span) -> bool {
+        if self.stopped {
+            return false;
+        }
+        self.steps = self.steps.saturating_add(work as usize);
         if self.steps > MAX_STEPS || self.graph.nodes.len() > MAX_NODES {
-            if !self.exhausted {
-                self.exhausted = true;
+            if !self.stopped {
+                self.stopped = true;
                 self.error(
                     Diagnostic::error(
                         "expansion-too-large",

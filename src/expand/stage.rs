@@ -4,7 +4,7 @@
 use super::args::ParamDesc;
 use super::eval::EvalArg;
 use super::value::Value;
-use super::{CallSite, Expander, Naming, MAX_REPEAT};
+use super::{CallSite, Expander, Naming, MAX_CALL_DEPTH, MAX_REPEAT};
 use crate::diag::Diagnostic;
 use crate::source::Span;
 use crate::syntax::ast::{BlockDef, Ident, NetworkDef, SeqItem, Stage, StageKind, TypeName};
@@ -153,7 +153,7 @@ impl Expander<'_> {
                     span,
                 } => {
                     let elements = match self.eval(iter) {
-                        Value::List(elements) => elements,
+                        Value::List(elements) => elements.items.clone(),
                         Value::Poison => return Value::Poison,
                         other => {
                             self.error(
@@ -218,6 +218,10 @@ impl Expander<'_> {
         span: Span,
     ) -> Value {
         if !self.step(span) {
+            return Value::Poison;
+        }
+        if self.calls.len() >= MAX_CALL_DEPTH {
+            self.error(self.call_too_deep(callee));
             return Value::Poison;
         }
         if self.calls.iter().any(|c| c.block == block.name.name) {
@@ -334,6 +338,10 @@ impl Expander<'_> {
         span: Span,
     ) -> Value {
         if !self.step(span) {
+            return Value::Poison;
+        }
+        if self.calls.len() >= MAX_CALL_DEPTH {
+            self.error(self.call_too_deep(callee));
             return Value::Poison;
         }
         if self.calls.iter().any(|c| c.block == network.name.name)
@@ -537,7 +545,7 @@ impl Expander<'_> {
         };
         match element {
             Value::List(items) if items.len() == vars.len() => {
-                for (var, item) in vars.iter().zip(items) {
+                for (var, item) in vars.iter().zip(items.iter().cloned()) {
                     self.bind(&var.name, item);
                 }
                 true
@@ -591,5 +599,17 @@ impl Expander<'_> {
             };
             self.bind(&param.name.name, value);
         }
+    }
+}
+
+impl Expander<'_> {
+    fn call_too_deep(&self, callee: &Ident) -> Diagnostic {
+        Diagnostic::error(
+            "nesting-too-deep",
+            callee.span,
+            format!("block calls are nested more than {MAX_CALL_DEPTH} deep"),
+        )
+        .with_label("one call too many")
+        .with_help("blocks calling blocks this deep are almost surely a mistake")
     }
 }

@@ -15,13 +15,22 @@ fn edit_distance(a: &str, b: &str) -> usize {
     previous[b.len()]
 }
 
+/// Names longer than this get no suggestion: no layer or block name is that long, and the
+/// edit distance costs the product of the two lengths.
+const MAX_NAME: usize = 64;
+
 /// The candidate closest to `name`, if it is close enough to be a plausible typo.
 pub fn closest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).clamp(1, 3);
+    let length = name.chars().count();
+    if length > MAX_NAME {
+        return None;
+    }
+    let limit = (length / 3).clamp(1, 3);
+    let lowered = name.to_lowercase();
     candidates
         .into_iter()
-        .filter(|c| *c != name)
-        .map(|c| (edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|c| *c != name && c.chars().count().abs_diff(length) <= limit)
+        .map(|c| (edit_distance(&lowered, &c.to_lowercase()), c))
         .filter(|(d, _)| *d <= limit)
         .min_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(b.1)))
         .map(|(_, c)| c)

@@ -2,6 +2,31 @@
 
 use crate::graph::NodeId;
 use crate::syntax::ast::PadMode;
+use std::ops::Deref;
+use std::rc::Rc;
+
+/// The most numbers (at any depth) one list may hold, and the deepest nesting: lists are
+/// shared, not copied, so these bound what any walk over one list costs.
+pub const MAX_LIST_VALUES: u64 = 1_000_000;
+pub const MAX_LIST_DEPTH: u32 = 32;
+
+/// A list value, shared between the names that hold it.
+#[derive(Debug)]
+pub struct List {
+    pub items: Vec<Value>,
+    /// How many non-list values it holds at any depth.
+    pub leaves: u64,
+    /// 1 for a list of plain values.
+    pub depth: u32,
+}
+
+impl Deref for List {
+    type Target = Vec<Value>;
+
+    fn deref(&self) -> &Vec<Value> {
+        &self.items
+    }
+}
 
 #[derive(Clone, Debug)]
 pub enum Value {
@@ -10,7 +35,7 @@ pub enum Value {
     Bool(bool),
     Str(String),
     Pad(PadMode),
-    List(Vec<Value>),
+    List(Rc<List>),
     /// A tensor: the graph node that computes it.
     Tensor(NodeId),
     /// What a declaration such as `preprocess(...)` evaluates to.
@@ -21,6 +46,37 @@ pub enum Value {
 }
 
 impl Value {
+    /// A list of these items, or `None` when it would exceed [`MAX_LIST_VALUES`] or
+    /// [`MAX_LIST_DEPTH`].
+    pub fn list(items: Vec<Value>) -> Option<Value> {
+        let mut leaves = 0u64;
+        let mut depth = 1u32;
+        for item in &items {
+            match item {
+                Value::List(inner) => {
+                    leaves = leaves.saturating_add(inner.leaves);
+                    depth = depth.max(inner.depth + 1);
+                }
+                _ => leaves = leaves.saturating_add(1),
+            }
+        }
+        (leaves <= MAX_LIST_VALUES && depth <= MAX_LIST_DEPTH).then(|| {
+            Value::List(Rc::new(List {
+                items,
+                leaves,
+                depth,
+            }))
+        })
+    }
+
+    /// The work a walk over this value costs: its number of values.
+    pub fn size(&self) -> u64 {
+        match self {
+            Value::List(list) => list.leaves,
+            _ => 1,
+        }
+    }
+
     /// The type's name as a user reads it in "expected an int, found a tensor".
     pub fn type_name(&self) -> &'static str {
         match self {

@@ -84,9 +84,12 @@ fn input_spec(graph: &Graph, input_idx: usize) -> Result<(String, Shape), InputE
 /// Loads the tensor for the network's `input_idx`-th input from a `.npy`, PNG or JPEG file.
 pub fn load_input(path: &Path, graph: &Graph, input_idx: usize) -> Result<ArrayD<f32>, InputError> {
     let (name, shape) = input_spec(graph, input_idx)?;
-    let bytes = std::fs::read(path).map_err(|source| InputError::Unreadable {
-        path: path.to_path_buf(),
-        source,
+    // An image or array of an input: well under a gibibyte for any network cnnc can run.
+    let bytes = crate::source::read_regular_file(path, 1 << 30).map_err(|source| {
+        InputError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     let preprocess = graph.meta.preprocess.as_ref();
     if bytes.starts_with(b"\x93NUMPY") {

@@ -95,16 +95,45 @@ fn join_alternatives(items: &[String]) -> String {
 }
 
 pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Diagnostic {
-    let pos = match error.location {
+    let mut pos = match error.location {
         InputLocation::Pos(pos) => pos,
         InputLocation::Span((start, _)) => start,
     };
+    if let ErrorVariant::CustomError { message } = &error.variant {
+        // pest's own guard against deep recursion, for nesting without brackets.
+        let span = Span::new(file, pos.min(text.len())..pos.min(text.len()));
+        return Diagnostic::error(
+            "nesting-too-deep",
+            span,
+            format!("this program is nested more than the parser can follow ({message})"),
+        )
+        .with_label("too deep")
+        .with_help("split long `repeat` or `else if` chains with `let` bindings or blocks");
+    }
     let mut expected: BTreeSet<&'static str> = BTreeSet::new();
     if let ErrorVariant::ParsingError { positives, .. } = &error.variant {
         expected.extend(positives.iter().filter_map(|&rule| rule_name(rule)));
     }
     let mut punctuation: BTreeSet<String> = BTreeSet::new();
     if let Some(attempts) = error.parse_attempts() {
+        // Tokens may have been tried further on than rules. The rules' place usually explains
+        // the mistake better (a shape cut short, a call left open); but a letter that no name
+        // may contain is pointed at where it is.
+        if attempts.max_position > pos {
+            let further = text
+                .get(attempts.max_position..)
+                .and_then(|t| t.chars().next());
+            if let Some(letter) = further.filter(|c| c.is_alphabetic() && !c.is_ascii()) {
+                pos = attempts.max_position;
+                let span = Span::new(file, pos..pos + letter.len_utf8());
+                return Diagnostic::error(
+                    "syntax",
+                    span,
+                    format!("expected a name of ASCII letters, digits and `_`, found `{letter}`"),
+                )
+                .with_label("not allowed in a name");
+            }
+        }
         for token in attempts.expected_tokens() {
             // pest does not export its token type; its display is the token's text.
             let token = token.to_string();
@@ -123,8 +152,11 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
         }
     }
     let mut items: Vec<String> = punctuation.into_iter().collect();
-    items.extend(expected.into_iter().map(String::from));
-    items.dedup();
+    for name in expected {
+        if !items.iter().any(|item| item == name) {
+            items.push(name.to_string());
+        }
+    }
     let found = describe_found(text, pos);
     let end = text[pos.min(text.len())..]
         .chars()

@@ -25,38 +25,70 @@ pub fn parse(file: FileId, text: &str) -> Result<ast::File, Vec<Diagnostic>> {
     parser::parse_file(file, text)
 }
 
-/// Rejects inputs nested deeper than [`MAX_NESTING`] before pest sees them.
+/// Rejects inputs nested deeper than [`MAX_NESTING`] before pest sees them. Brackets and
+/// block comments (which nest) count; strings and line comments are skipped, and inside a block
+/// comment only `/*` and `*/` matter.
 fn check_nesting(file: FileId, text: &str) -> Result<(), Vec<Diagnostic>> {
     let bytes = text.as_bytes();
-    let mut depth = 0usize;
+    let mut brackets = 0usize;
+    let mut comments = 0usize;
     let mut idx = 0;
     while idx < bytes.len() {
-        match bytes[idx] {
-            b'"' => {
+        let pair = (bytes[idx], bytes.get(idx + 1).copied());
+        let opened = match pair {
+            (b'/', Some(b'*')) => {
+                comments += 1;
+                idx += 2;
+                true
+            }
+            (b'*', Some(b'/')) if comments > 0 => {
+                comments -= 1;
+                idx += 2;
+                false
+            }
+            _ if comments > 0 => {
+                idx += 1;
+                false
+            }
+            (b'/', Some(b'/')) => {
+                while idx < bytes.len() && bytes[idx] != b'\n' {
+                    idx += 1;
+                }
+                false
+            }
+            (b'"', _) => {
                 idx += 1;
                 while idx < bytes.len() && bytes[idx] != b'"' && bytes[idx] != b'\n' {
                     idx += if bytes[idx] == b'\\' { 2 } else { 1 };
                 }
-            }
-            b'/' if bytes.get(idx + 1) == Some(&b'/') => {
-                while idx < bytes.len() && bytes[idx] != b'\n' {
-                    idx += 1;
-                }
-            }
-            b'/' if bytes.get(idx + 1) == Some(&b'*') => {
-                depth += 1;
                 idx += 1;
+                false
             }
-            b'*' if bytes.get(idx + 1) == Some(&b'/') => {
-                depth = depth.saturating_sub(1);
+            (b'(' | b'[' | b'{', _) => {
+                brackets += 1;
                 idx += 1;
+                true
             }
-            b'(' | b'[' | b'{' => depth += 1,
-            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if depth > MAX_NESTING {
-            let span = Span::new(file, idx..(idx + 1).min(text.len()));
+            (b')' | b']' | b'}', _) => {
+                brackets = brackets.saturating_sub(1);
+                idx += 1;
+                false
+            }
+            _ => {
+                idx += 1;
+                false
+            }
+        };
+        if opened && brackets + comments > MAX_NESTING {
+            let start = idx.saturating_sub(1).min(text.len());
+            let start = (0..=start)
+                .rev()
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(0);
+            let end = (start + 1..=text.len())
+                .find(|&i| text.is_char_boundary(i))
+                .unwrap_or(text.len());
+            let span = Span::new(file, start..end);
             return Err(vec![Diagnostic::error(
                 "nesting-too-deep",
                 span,
@@ -65,7 +97,6 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Vec<Diagnostic>> {
             .with_label("this bracket is too deep")
             .with_help("split the expression with `let` bindings or blocks")]);
         }
-        idx += 1;
     }
     Ok(())
 }

@@ -14,8 +14,15 @@ pub struct CnnParser;
 // Boxed: a diagnostic is large and errors are rare, so the happy path stays small.
 type Result<T> = std::result::Result<T, Box<Diagnostic>>;
 
+/// The deepest syntax tree accepted. Brackets are limited before parsing, but operator chains
+/// (`1 + 1 + ...`), `repeat 1 repeat 1 ...` and `else if` chains nest without brackets; every
+/// later stage recurses over the tree, so its depth is bounded here.
+pub const MAX_DEPTH: usize = 256;
+
 struct Walker {
     file: FileId,
+    /// The depth of the tree being built at the current point of the walk.
+    depth: std::cell::Cell<usize>,
 }
 
 fn is_keyword(rule: Rule) -> bool {
@@ -45,7 +52,10 @@ pub fn parse_file(file: FileId, text: &str) -> std::result::Result<File, Vec<Dia
     pest::set_error_detail(true);
     let mut pairs = CnnParser::parse(Rule::file, text)
         .map_err(|error| vec![errors::to_diagnostic(file, text, error)])?;
-    let walker = Walker { file };
+    let walker = Walker {
+        file,
+        depth: std::cell::Cell::new(0),
+    };
     let mut items = Vec::new();
     let mut diagnostics = Vec::new();
     if let Some(file_pair) = pairs.next() {
@@ -89,7 +99,7 @@ impl Walker {
         let end = inner.as_ref().map_or(start, |p| p.as_span().end());
         let span = Span::new(self.file, start..end);
         let path = match inner {
-            Some(p) if p.as_rule() == Rule::string => string_value(p),
+            Some(p) if p.as_rule() == Rule::string => string_value(self.file, p)?,
             Some(p) => format!("{}.cnn", p.as_str().replace("::", "/")),
             None => String::new(),
         };
@@ -213,6 +223,11 @@ impl Walker {
 
     fn body(&self, pair: Pair<'_, Rule>) -> Result<Body> {
         let span = self.span(&pair);
+        self.descend(span, 1, || self.body_node(pair))
+    }
+
+    fn body_node(&self, pair: Pair<'_, Rule>) -> Result<Body> {
+        let span = self.span(&pair);
         let mut stmts = Vec::new();
         for p in pair.into_inner() {
             let stmt_span = self.span(&p);
@@ -241,8 +256,44 @@ impl Walker {
         Ok(Body { stmts, span })
     }
 
-    /// Any expression rule: each level either wraps a single child or folds its operators.
+    /// Runs `walk` one or more levels deeper in the tree, or reports that it is too deep.
+    fn descend<T>(&self, span: Span, levels: usize, walk: impl FnOnce() -> Result<T>) -> Result<T> {
+        let depth = self.depth.get() + levels;
+        if depth > MAX_DEPTH {
+            return Err(Box::new(
+                Diagnostic::error(
+                    "nesting-too-deep",
+                    span,
+                    format!("this expression is nested more than {MAX_DEPTH} levels deep"),
+                )
+                .with_label("too deep")
+                .with_help("split it with `let` bindings or blocks"),
+            ));
+        }
+        let saved = self.depth.replace(depth);
+        let result = walk();
+        self.depth.set(saved);
+        result
+    }
+
+    /// Any expression rule. The rules that only wrap one child add no level to the tree; an
+    /// operator chain adds one per operator, as it folds into nested nodes.
     fn expr(&self, pair: Pair<'_, Rule>) -> Result<Expr> {
+        let n_children = || pair.clone().into_inner().count();
+        let levels = match pair.as_rule() {
+            Rule::expr => usize::from(n_children() > 1),
+            Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::sum | Rule::product => {
+                n_children().saturating_sub(1) / 2
+            }
+            Rule::not_expr | Rule::unary => n_children().saturating_sub(1),
+            Rule::call | Rule::list | Rule::if_expr => 1,
+            _ => 0,
+        };
+        let span = self.span(&pair);
+        self.descend(span, levels, || self.expr_node(pair))
+    }
+
+    fn expr_node(&self, pair: Pair<'_, Rule>) -> Result<Expr> {
         let span = self.span(&pair);
         match pair.as_rule() {
             Rule::expr => {
@@ -336,7 +387,7 @@ impl Walker {
                 span,
             }),
             Rule::string => Ok(Expr {
-                kind: ExprKind::Str(string_value(pair)),
+                kind: ExprKind::Str(string_value(self.file, pair)?),
                 span,
             }),
             Rule::ident => Ok(Expr {
@@ -408,7 +459,8 @@ impl Walker {
         let otherwise = match inner.next() {
             Some(p) if p.as_rule() == Rule::body => Some(self.body(p)?),
             Some(p) => {
-                let nested = self.if_expr(p)?;
+                let nested_span = self.span(&p);
+                let nested = self.descend(nested_span, 1, || self.if_expr(p))?;
                 Some(Body {
                     span: nested.span,
                     stmts: vec![Stmt::Expr(nested)],
@@ -453,6 +505,11 @@ impl Walker {
     }
 
     fn stage(&self, pair: Pair<'_, Rule>) -> Result<Stage> {
+        let span = self.span(&pair);
+        self.descend(span, 1, || self.stage_node(pair))
+    }
+
+    fn stage_node(&self, pair: Pair<'_, Rule>) -> Result<Stage> {
         let span = self.span(&pair);
         let mut label = None;
         let mut frozen = false;
@@ -512,6 +569,11 @@ impl Walker {
     }
 
     fn seq_item(&self, pair: Pair<'_, Rule>) -> Result<SeqItem> {
+        let span = self.span(&pair);
+        self.descend(span, 1, || self.seq_item_node(pair))
+    }
+
+    fn seq_item_node(&self, pair: Pair<'_, Rule>) -> Result<SeqItem> {
         let span = self.span(&pair);
         match pair.as_rule() {
             Rule::stage => Ok(SeqItem::Stage(self.stage(pair)?)),
@@ -574,21 +636,39 @@ fn internal(span: Span) -> Box<Diagnostic> {
     ))
 }
 
-fn string_value(pair: Pair<'_, Rule>) -> String {
-    let raw = pair.into_inner().next().map_or("", |p| p.as_str());
+/// The text of a string literal: `\\`, `\"`, `\n` and `\t` are the only escapes.
+fn string_value(file: FileId, pair: Pair<'_, Rule>) -> Result<String> {
+    let Some(inner) = pair.into_inner().next() else {
+        return Ok(String::new());
+    };
+    let start = inner.as_span().start();
+    let raw = inner.as_str();
     let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            match chars.next() {
-                Some('n') => out.push('\n'),
-                Some('t') => out.push('\t'),
-                Some(other) => out.push(other),
-                None => {}
-            }
-        } else {
+    let mut chars = raw.char_indices();
+    while let Some((idx, c)) = chars.next() {
+        if c != '\\' {
             out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some((_, 'n')) => out.push('\n'),
+            Some((_, 't')) => out.push('\t'),
+            Some((_, '\\')) => out.push('\\'),
+            Some((_, '"')) => out.push('"'),
+            other => {
+                let end = other.map_or(idx + 1, |(i, ch)| i + ch.len_utf8());
+                let span = Span::new(file, start + idx..start + end);
+                return Err(Box::new(
+                    Diagnostic::error(
+                        "invalid-escape",
+                        span,
+                        format!("unknown escape `{}` in a string", &raw[idx..end]),
+                    )
+                    .with_label("not an escape")
+                    .with_help("the escapes are `\\\\`, `\\\"`, `\\n` and `\\t`; paths use `/`"),
+                ));
+            }
         }
     }
-    out
+    Ok(out)
 }
