@@ -157,10 +157,54 @@ fn every_example_runs() {
             "examples/{}",
             path.file_name().expect("a file name").to_string_lossy()
         );
-        let out = cnnc(&["run", &name]);
+        // The JIT (bounds-checked, two threads, a batch of two) against the interpreter.
+        let stem = path
+            .file_stem()
+            .expect("a file stem")
+            .to_string_lossy()
+            .into_owned();
+        let jit_out = temp_path(&format!("every_example_{stem}_jit.npy"));
+        let reference_out = temp_path(&format!("every_example_{stem}_reference.npy"));
+        let common = ["run", &name, "--batch", "2", "--top", "1"];
+        let out = cnnc(
+            &[
+                &common[..],
+                &["--checked", "--threads", "2", "--output", &jit_out],
+            ]
+            .concat(),
+        );
         assert_eq!(out.code, 0, "{name}: {}", out.stderr);
         assert!(out.stderr.is_empty(), "{name}: {}", out.stderr);
         assert!(out.stdout.contains("\noutput: "), "{name}: {}", out.stdout);
+        let out = cnnc(
+            &[
+                &common[..],
+                &["--backend", "reference", "--output", &reference_out],
+            ]
+            .concat(),
+        );
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        let (jit, reference) = (read_npy(&jit_out), read_npy(&reference_out));
+        assert_eq!(jit.shape(), reference.shape(), "{name}");
+        // f32 sums in another order: relative to the magnitude, with 1 as the floor so that
+        // values near zero are compared absolutely.
+        let worst = jit
+            .iter()
+            .zip(reference.iter())
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-4,
+            "{name}: JIT and interpreter differ by {worst}"
+        );
+    }
+}
+
+fn read_npy(path: &str) -> ndarray::ArrayD<f32> {
+    let bytes = std::fs::read(path).expect("the output was written");
+    match cnnc::runtime::parse_npy(&bytes).expect("a valid .npy") {
+        cnnc::runtime::NpyArray::Float(array) => array,
+        cnnc::runtime::NpyArray::U8(_) => panic!("{path} holds bytes, not floats"),
     }
 }
 

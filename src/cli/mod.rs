@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod emit;
+pub mod engine;
 pub mod graph;
 pub mod json;
 pub mod run;

@@ -12,24 +12,15 @@
 //! ends in softmax) prints its top classes; a small output prints its numbers, one matrix per
 //! channel, as the course writes them; anything larger prints its range.
 
+use super::engine::{at_layer, default_threads, Backend, Engine, EngineOptions};
 use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Diagnostic, Severity};
 use crate::driver::{Origin, Program, Select};
 use crate::graph::{Graph, NodeId, Op, Shape};
-use crate::reference::{self, RunError};
 use crate::runtime::{self, Dims, InputError, LoadOptions, Weights, WeightsError};
 use crate::stdlib;
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::path::{Path, PathBuf};
-
-/// The engines a network can run on.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backend {
-    /// The reference interpreter: plain loops, the oracle every faster engine is checked
-    /// against.
-    #[default]
-    Reference,
-}
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -65,8 +56,14 @@ pub struct RunArgs {
     #[arg(long, value_name = "K", default_value_t = 5)]
     pub top: usize,
     /// The engine that runs the network.
-    #[arg(long, value_enum, default_value_t = Backend::Reference)]
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
     pub backend: Backend,
+    /// Threads for the JIT's kernels (default: every core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Bounds-check every load and store of the generated code (slower; for testing).
+    #[arg(long)]
+    pub checked: bool,
 }
 
 /// What `cnnc run` runs when given no file.
@@ -136,18 +133,19 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
         return Err(errors);
     };
 
-    let backend = match args.backend {
-        Backend::Reference => "reference interpreter",
+    let options = EngineOptions {
+        backend: args.backend,
+        threads: args.threads.unwrap_or_else(default_threads),
+        checked: args.checked,
+        opt: crate::opt::Options::default(),
     };
-    println!("network: {} ({backend})", graph.name);
+    let built = Engine::build(graph, weights, &options).map_err(|d| vec![d])?;
+    println!("network: {} ({})", graph.name, args.backend.describe());
     println!("weights: {weights_line}");
     for line in &inputs.lines {
         println!("input {line}");
     }
-    let output = match args.backend {
-        Backend::Reference => reference::run(graph, &weights, &inputs.tensors),
-    }
-    .map_err(|error| vec![run_diagnostic(graph, &error)])?;
+    let output = built.engine.run(&inputs.tensors).map_err(|d| vec![d])?;
     print_output(graph, &output, args.top);
     if let Some(path) = &args.output {
         runtime::write_npy(path, &output)
@@ -337,21 +335,21 @@ pub(crate) fn weights_diagnostic(graph: &Graph, error: &WeightsError) -> Diagnos
             *node,
             "weights-missing",
             error.to_string(),
-            format!("this layer needs `{name}`"),
+            &format!("this layer needs `{name}`"),
         ),
         WeightsError::WrongShape { expected, node, .. } => at_layer(
             graph,
             *node,
             "weights-shape",
             error.to_string(),
-            format!("this layer's weights are {expected}"),
+            &format!("this layer's weights are {expected}"),
         ),
         WeightsError::WrongDtype { name, node, .. } => at_layer(
             graph,
             *node,
             "weights-dtype",
             error.to_string(),
-            format!("this layer needs `{name}`"),
+            &format!("this layer needs `{name}`"),
         ),
         WeightsError::Unexpected { .. } => Diagnostic::global("weights-unused", error.to_string()),
         WeightsError::TooLarge { .. } => Diagnostic::global("weights-too-large", error.to_string()),
@@ -377,22 +375,6 @@ fn as_warning(diagnostic: Diagnostic) -> Diagnostic {
         severity: Severity::Warning,
         ..diagnostic
     }
-}
-
-/// An error about one layer, pointing at its source line and at the block calls that led to it.
-fn at_layer(
-    graph: &Graph,
-    node: NodeId,
-    code: &'static str,
-    message: String,
-    label: String,
-) -> Diagnostic {
-    let origin = &graph.origins[node];
-    let mut diagnostic = Diagnostic::error(code, origin.span, message).with_label(label);
-    for &call in &origin.call_chain {
-        diagnostic = diagnostic.with_secondary(call, "in this block call");
-    }
-    diagnostic
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -491,19 +473,6 @@ fn input_diagnostic(graph: &Graph, input: NodeId, error: &InputError) -> Diagnos
         InputError::NoSuchInput { .. } | InputError::EmptyBatch | InputError::TooLarge { .. } => {
             Diagnostic::global("input", error.to_string())
         }
-    }
-}
-
-fn run_diagnostic(graph: &Graph, error: &RunError) -> Diagnostic {
-    match error.node() {
-        Some(node) => at_layer(
-            graph,
-            node,
-            "run",
-            error.to_string(),
-            "while running this layer".into(),
-        ),
-        None => Diagnostic::global("run", error.to_string()),
     }
 }
 

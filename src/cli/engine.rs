@@ -1,0 +1,173 @@
+//! The engines that run a compiled network, behind one interface for `run` and `bench`: the
+//! reference interpreter, or the optimizer followed by the Cranelift JIT.
+
+use crate::codegen::{self, CodegenOptions, CompiledNetwork, KernelTimes};
+use crate::diag::Diagnostic;
+use crate::graph::{Graph, NodeId};
+use crate::opt;
+use crate::reference::{self, RunError};
+use crate::runtime::Weights;
+use ndarray::ArrayD;
+use std::time::Instant;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// Optimize the graph and compile it to native code with Cranelift.
+    Jit,
+    /// The plain ndarray interpreter: slow, obviously correct, the oracle of the tests.
+    Reference,
+}
+
+impl Backend {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Backend::Jit => "Cranelift JIT",
+            Backend::Reference => "reference interpreter",
+        }
+    }
+}
+
+/// How to build an engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub backend: Backend,
+    /// Threads for the JIT's kernels.
+    pub threads: usize,
+    /// Bounds-check every load and store of the generated code.
+    pub checked: bool,
+    pub opt: opt::Options,
+}
+
+/// The default thread count: every core the process may use.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub enum Engine {
+    Reference {
+        graph: Graph,
+        weights: Weights,
+    },
+    Jit {
+        /// The optimized graph the code was generated from, for locating errors.
+        graph: Graph,
+        compiled: Box<CompiledNetwork>,
+    },
+}
+
+/// An engine and what building it cost.
+pub struct Built {
+    pub engine: Engine,
+    pub compile_ms: f64,
+}
+
+impl Engine {
+    /// Builds the engine: for the JIT, optimizes a copy of the graph (folding the weights) and
+    /// compiles it. Errors are diagnostics at the layer concerned where there is one.
+    pub fn build(
+        graph: &Graph,
+        weights: Weights,
+        options: &EngineOptions,
+    ) -> Result<Built, Diagnostic> {
+        let start = Instant::now();
+        let engine = match options.backend {
+            Backend::Reference => Engine::Reference {
+                graph: graph.clone(),
+                weights,
+            },
+            Backend::Jit => {
+                let mut graph = graph.clone();
+                let mut weights = weights;
+                opt::optimize(&mut graph, &mut weights, &options.opt)
+                    .map_err(|error| Diagnostic::global("optimize", error.to_string()))?;
+                let codegen_options = CodegenOptions {
+                    checked: options.checked,
+                    threads: options.threads.max(1),
+                };
+                let compiled =
+                    codegen::compile(&graph, &weights, &codegen_options).map_err(|error| {
+                        let message = format!("cannot compile network `{}`: {error}", graph.name);
+                        match error.node() {
+                            Some(node) => at_layer(&graph, node, "codegen", message, "this layer"),
+                            None => Diagnostic::global("codegen", message),
+                        }
+                    })?;
+                Engine::Jit {
+                    graph,
+                    compiled: Box::new(compiled),
+                }
+            }
+        };
+        Ok(Built {
+            engine,
+            compile_ms: start.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, Diagnostic> {
+        let result = match self {
+            Engine::Reference { graph, weights } => reference::run(graph, weights, inputs),
+            Engine::Jit { compiled, .. } => compiled.run(inputs),
+        };
+        result.map_err(|error| self.run_diagnostic(&error))
+    }
+
+    /// Runs once, timing each kernel (JIT only).
+    pub fn run_profiled(&self, inputs: &[ArrayD<f32>]) -> Option<KernelTimes> {
+        match self {
+            Engine::Jit { compiled, .. } => compiled.run_profiled(inputs).ok().map(|(_, t)| t),
+            Engine::Reference { .. } => None,
+        }
+    }
+
+    /// Bytes of the activation arena (JIT only: the interpreter allocates per layer).
+    pub fn arena_bytes(&self) -> Option<usize> {
+        match self {
+            Engine::Jit { compiled, .. } => Some(compiled.arena_bytes()),
+            Engine::Reference { .. } => None,
+        }
+    }
+
+    /// Bytes of the weights the engine holds (packed, for the JIT).
+    pub fn weight_bytes(&self) -> usize {
+        match self {
+            Engine::Jit { compiled, .. } => compiled.weight_bytes(),
+            Engine::Reference { weights, .. } => weights.iter().map(|(_, t)| t.len() * 4).sum(),
+        }
+    }
+
+    fn graph(&self) -> &Graph {
+        match self {
+            Engine::Reference { graph, .. } | Engine::Jit { graph, .. } => graph,
+        }
+    }
+
+    fn run_diagnostic(&self, error: &RunError) -> Diagnostic {
+        match error.node() {
+            Some(node) if self.graph().nodes.get(node).is_some() => at_layer(
+                self.graph(),
+                node,
+                "run",
+                error.to_string(),
+                "while running this layer",
+            ),
+            _ => Diagnostic::global("run", error.to_string()),
+        }
+    }
+}
+
+/// A diagnostic at the source line of a layer, with the block calls that led to it.
+pub fn at_layer(
+    graph: &Graph,
+    node: NodeId,
+    code: &'static str,
+    message: String,
+    label: &str,
+) -> Diagnostic {
+    let origin = &graph.origins[node];
+    let mut diagnostic = Diagnostic::error(code, origin.span, message).with_label(label);
+    for &call in &origin.call_chain {
+        diagnostic = diagnostic.with_secondary(call, "in this block call");
+    }
+    diagnostic
+}
