@@ -68,7 +68,7 @@ impl Engine {
         graph: &Graph,
         weights: Weights,
         options: &EngineOptions,
-    ) -> Result<Built, Diagnostic> {
+    ) -> Result<Built, Box<Diagnostic>> {
         let start = Instant::now();
         let engine = match options.backend {
             Backend::Reference => Engine::Reference {
@@ -79,7 +79,7 @@ impl Engine {
                 let mut graph = graph.clone();
                 let mut weights = weights;
                 opt::optimize(&mut graph, &mut weights, &options.opt)
-                    .map_err(|error| Diagnostic::global("optimize", error.to_string()))?;
+                    .map_err(|error| Box::new(Diagnostic::global("optimize", error.to_string())))?;
                 let codegen_options = CodegenOptions {
                     checked: options.checked,
                     threads: options.threads.max(1),
@@ -87,10 +87,10 @@ impl Engine {
                 let compiled =
                     codegen::compile(&graph, &weights, &codegen_options).map_err(|error| {
                         let message = format!("cannot compile network `{}`: {error}", graph.name);
-                        match error.node() {
+                        Box::new(match error.node() {
                             Some(node) => at_layer(&graph, node, "codegen", message, "this layer"),
                             None => Diagnostic::global("codegen", message),
-                        }
+                        })
                     })?;
                 Engine::Jit {
                     graph,
@@ -104,12 +104,12 @@ impl Engine {
         })
     }
 
-    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, Diagnostic> {
+    pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, Box<Diagnostic>> {
         let result = match self {
             Engine::Reference { graph, weights } => reference::run(graph, weights, inputs),
             Engine::Jit { compiled, .. } => compiled.run(inputs),
         };
-        result.map_err(|error| self.run_diagnostic(&error))
+        result.map_err(|error| Box::new(self.run_diagnostic(&error)))
     }
 
     /// Runs once, timing each kernel (JIT only).

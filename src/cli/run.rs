@@ -139,13 +139,13 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
         checked: args.checked,
         opt: crate::opt::Options::default(),
     };
-    let built = Engine::build(graph, weights, &options).map_err(|d| vec![d])?;
+    let built = Engine::build(graph, weights, &options).map_err(|d| vec![*d])?;
     println!("network: {} ({})", graph.name, args.backend.describe());
     println!("weights: {weights_line}");
     for line in &inputs.lines {
         println!("input {line}");
     }
-    let output = built.engine.run(&inputs.tensors).map_err(|d| vec![d])?;
+    let output = built.engine.run(&inputs.tensors).map_err(|d| vec![*d])?;
     print_output(graph, &output, args.top);
     if let Some(path) = &args.output {
         runtime::write_npy(path, &output)
