@@ -24,6 +24,9 @@ const TILE_PIXELS: usize = 4;
 const TILE_VECTORS: usize = 2;
 /// Output channels per packed weight panel: one tile's worth.
 const PANEL: usize = 4 * TILE_VECTORS;
+/// The most output pixels a convolution may have for its tiles to run over the whole image
+/// as one run of pixels (each tile written out), rather than row by row.
+const FLAT_TILING_MAX: usize = 64;
 /// Reduction steps per loop iteration.
 const UNROLL: usize = 4;
 
@@ -44,15 +47,20 @@ struct Epilogue {
     activation: Option<Activation>,
 }
 
-/// A tile of `pixels` output pixels starting at column `ox0`, and `vectors` channel vectors
-/// starting at channel `c0` (relative to the group), the last holding `last_lanes` channels.
+/// A tile: output pixels at `(row, column)` positions (usually consecutive in a row), and
+/// `vectors` channel vectors starting at channel `c0` (relative to the group), the last
+/// holding `last_lanes` channels.
 #[derive(Clone)]
 struct Tile {
-    oy: Affine,
-    ox0: Affine,
+    pixels: Vec<(Affine, Affine)>,
     c0: Affine,
     vectors: usize,
     last_lanes: u8,
+}
+
+/// `n` consecutive pixels of row `oy` from column `ox0`.
+fn row_pixels(oy: &Affine, ox0: &Affine, n: usize) -> Vec<(Affine, Affine)> {
+    (0..n).map(|p| (oy.clone(), ox0.clone() + p)).collect()
 }
 
 impl Tile {
@@ -116,9 +124,9 @@ fn store_tile(
     acc: &[Vec<Reg>],
     e: &Epilogue,
 ) {
-    for (p, row) in acc.iter().enumerate() {
+    for ((oy, ox), row) in tile.pixels.iter().zip(acc) {
         for (v, &value) in row.iter().enumerate() {
-            let pixel = tile.oy.clone() * e.out_width + tile.ox0.clone() + p;
+            let pixel = oy.clone() * e.out_width + ox.clone();
             let index = pixel * e.out_channels + group_c0.clone() + tile.c0.clone() + 4 * v;
             let lanes = tile.lanes(v);
             let mut value = value;
@@ -155,7 +163,6 @@ fn conv_tile(
     tile: &Tile,
     g: Affine,
     panel: Affine,
-    pixels: usize,
 ) {
     let [kh, kw] = plan.kernel;
     let [sh, sw] = plan.stride;
@@ -172,7 +179,7 @@ fn conv_tile(
             None => b.constant(0.0),
         })
         .collect();
-    let acc: Vec<Vec<Reg>> = (0..pixels)
+    let acc: Vec<Vec<Reg>> = (0..tile.pixels.len())
         .map(|_| biases.iter().map(|&r| b.assign(Expr::Copy(r))).collect())
         .collect();
     // One reduction step: the weights of tap `tap`, the inputs at `x_index(p)`.
@@ -194,9 +201,10 @@ fn conv_tile(
         }
     };
     b.repeat(kh, |b, ky| {
-        let row = tile.oy.clone() * sh + ky.clone() * dh;
         let pixel = |p: usize, kx: Affine| {
-            (row.clone() * plan.x.width + (tile.ox0.clone() + p) * sw + kx) * c
+            let (oy, ox) = &tile.pixels[p];
+            let row = oy.clone() * sh + ky.clone() * dh;
+            (row * plan.x.width + ox.clone() * sw + kx) * c
         };
         if plan.merged {
             reduce(b, kw * in_g, &mut |b, k| {
@@ -292,10 +300,14 @@ impl Lowering<'_> {
 
     pub(super) fn conv(&mut self, id: NodeId, attrs: &ConvAttrs) -> Result<(), LowerError> {
         let x = self.arg(id, 0)?;
-        let residual = match self.graph.nodes[id].inputs.len() {
-            1 => None,
-            2 => Some(self.arg(id, 1)?),
-            _ => return Err(self.malformed(id, "a conv takes one input and one residual")),
+        let expected_inputs = if attrs.residual { 2 } else { 1 };
+        if self.graph.nodes[id].inputs.len() != expected_inputs {
+            return Err(self.malformed(id, "a conv takes one input, and a residual if fused"));
+        }
+        let residual = if attrs.residual {
+            Some(self.arg(id, 1)?)
+        } else {
+            None
         };
         let input = x.shape;
         let out = self.graph.shape(id);
@@ -397,13 +409,12 @@ impl Lowering<'_> {
             |b: &mut KernelBuilder, oy: Affine, g: Affine, panel: Affine, shape: (usize, u8)| {
                 pixel_blocks(b, out.w, &mut |b, ox0, pixels| {
                     let tile = Tile {
-                        oy: oy.clone(),
-                        ox0,
+                        pixels: row_pixels(&oy, &ox0, pixels),
                         c0: panel.clone() * PANEL,
                         vectors: shape.0,
                         last_lanes: shape.1,
                     };
-                    conv_tile(b, &plan, e, &tile, g.clone(), panel.clone(), pixels);
+                    conv_tile(b, &plan, e, &tile, g.clone(), panel.clone());
                 });
             };
         // Weights larger than the input are better streamed once, panel by panel, each used
@@ -414,13 +425,27 @@ impl Lowering<'_> {
         // channel count is a multiple of the panel.)
         if groups == 1 && full_panels > 1 && rest == 0 && weight_bytes > input_bytes {
             let zero = Affine::default;
+            // Rows not a multiple of the tile waste a part of the tiles at each row's end;
+            // small images are tiled as one run of pixels instead, written out tile by tile.
+            let flat = !out.w.is_multiple_of(TILE_PIXELS) && out.h * out.w <= FLAT_TILING_MAX;
             b.parallel(full_panels, |b, panel| {
-                b.repeat(out.h, |b, oy| row(b, oy, zero(), panel.clone(), (2, 4)));
+                if flat {
+                    let all: Vec<(Affine, Affine)> = (0..out.h * out.w)
+                        .map(|q| (Affine::constant(q / out.w), Affine::constant(q % out.w)))
+                        .collect();
+                    for pixels in all.chunks(TILE_PIXELS) {
+                        let tile = Tile {
+                            pixels: pixels.to_vec(),
+                            c0: panel.clone() * PANEL,
+                            vectors: TILE_VECTORS,
+                            last_lanes: 4,
+                        };
+                        conv_tile(b, &plan, e, &tile, zero(), panel.clone());
+                    }
+                } else {
+                    b.repeat(out.h, |b, oy| row(b, oy, zero(), panel.clone(), (2, 4)));
+                }
             });
-            if let Some(shape) = tail {
-                let panel = Affine::constant(full_panels);
-                b.repeat(out.h, |b, oy| row(b, oy, zero(), panel.clone(), shape));
-            }
         } else {
             b.parallel(out.h, |b, oy| {
                 b.repeat(groups, |b, g| {
@@ -479,8 +504,7 @@ impl Lowering<'_> {
             pixel_blocks(b, out.w, &mut |b, ox0, pixels| {
                 channel_blocks(b, c, &mut |b, c0, vectors, last_lanes| {
                     let tile = Tile {
-                        oy: oy.clone(),
-                        ox0: ox0.clone(),
+                        pixels: row_pixels(&oy, &ox0, pixels),
                         c0: c0.clone(),
                         vectors,
                         last_lanes,
