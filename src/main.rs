@@ -25,6 +25,8 @@ enum Command {
     Weights(cli::weights::WeightsArgs),
     /// Draw the network: Graphviz DOT, or SVG with --svg.
     Graph(cli::graph::GraphArgs),
+    /// Compile once, run many times: compile time, latency, GFLOP/s, memory.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(&args),
         Command::Weights(args) => cli::weights::run(&args),
         Command::Graph(args) => cli::graph::run(&args),
+        Command::Bench(args) => cli::bench::run(&args),
     };
     ExitCode::from(code)
 }

@@ -148,3 +148,54 @@ fn graph_as_dot() {
     assert!(out.stdout.contains("n7 -> n8;"), "{}", out.stdout);
     insta::assert_snapshot!(out.stdout);
 }
+
+/// The code generator's output for the edge detector and one small convolution: a change to
+/// the lowering or the generated code shows up here in review.
+#[test]
+fn emit_loops_and_clif() {
+    for (file, net) in [
+        ("examples/edges.cnn", "vertical_edges"),
+        ("examples/one_layer.cnn", "ten_filters"),
+    ] {
+        for stage in ["loops", "clif"] {
+            let out = cnnc(&["emit", stage, file, "--net", net]);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            insta::assert_snapshot!(format!("emit_{stage}_{net}"), out.stdout);
+        }
+    }
+}
+
+#[test]
+fn bench_reports_json() {
+    let out = cnnc(&[
+        "bench",
+        "examples/lenet5.cnn",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+        "--profile",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    for key in [
+        "compile_ms",
+        "median_ms",
+        "min_ms",
+        "gflops",
+        "arena_bytes",
+        "peak_rss_bytes",
+    ] {
+        assert!(value[key].is_number(), "{key}: {}", out.stdout);
+    }
+    assert_eq!(value["macs_per_image"], 416_520);
+    assert!(value["median_ms"].as_f64() >= value["min_ms"].as_f64());
+    // The profile names every kernel once.
+    let kernels = value["profile"].as_array().expect("a profile");
+    assert!(kernels
+        .iter()
+        .any(|k| k["kernel"].as_str().is_some_and(|n| n.contains("conv1"))));
+}

@@ -17,6 +17,10 @@ pub enum Stage {
     /// The graph after the optimizer's passes (batch norm folded, activations and residual
     /// adds fused), in the same format as `graph`.
     Opt,
+    /// The loop nests the optimized graph is lowered to.
+    Loops,
+    /// The Cranelift IR generated from the loop nests.
+    Clif,
 }
 
 #[derive(clap::Args)]
@@ -55,7 +59,7 @@ pub fn run(args: &EmitArgs) -> u8 {
             }
             EXIT_OK
         }
-        Stage::Graph | Stage::Opt => {
+        Stage::Graph | Stage::Opt | Stage::Loops | Stage::Clif => {
             let Some(compilation) = compile_file(&args.file, &select(&args.net, Select::All))
             else {
                 return EXIT_ERRORS;
@@ -68,7 +72,13 @@ pub fn run(args: &EmitArgs) -> u8 {
             let mut dumps = Vec::new();
             for graph in compilation.graphs() {
                 let dump = match args.stage {
-                    Stage::Opt => optimized_dump(graph, &options),
+                    Stage::Opt => optimized(graph, &options).map(|g| g.dump()),
+                    Stage::Loops => optimized(graph, &options)
+                        .and_then(|g| crate::lower::emit_loops(&g).map_err(|e| e.to_string())),
+                    Stage::Clif => optimized(graph, &options).and_then(|g| {
+                        crate::codegen::emit_clif(&g, &crate::codegen::CodegenOptions::default())
+                            .map_err(|e| e.to_string())
+                    }),
                     _ => Ok(graph.dump()),
                 };
                 match dump {
@@ -89,11 +99,11 @@ pub fn run(args: &EmitArgs) -> u8 {
     }
 }
 
-/// The dump of `graph` after the optimizer. The passes only need weights to fold them, and
-/// the dump does not show weights, so any weights do: the seeded ones.
-fn optimized_dump(graph: &Graph, options: &opt::Options) -> Result<String, String> {
+/// `graph` after the optimizer. The passes only need weights to fold them, and no dump shows
+/// weights, so any weights do: the seeded ones.
+fn optimized(graph: &Graph, options: &opt::Options) -> Result<Graph, String> {
     let mut graph = graph.clone();
     let mut weights = Weights::seeded(&graph, 0).map_err(|e| e.to_string())?;
     opt::optimize(&mut graph, &mut weights, options).map_err(|e| e.to_string())?;
-    Ok(graph.dump())
+    Ok(graph)
 }
