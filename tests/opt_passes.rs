@@ -13,7 +13,7 @@ use cnnc::opt::{self, Options, PASSES};
 use cnnc::reference;
 use cnnc::runtime::{synthetic_input, Weights};
 use common::cnnc;
-use ndarray::{ArrayD, IxDyn};
+use ndarray::ArrayD;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -73,40 +73,9 @@ fn cnn_files(dir: &str) -> Vec<PathBuf> {
 
 /// SplitMix64, to draw the batch-norm statistics deterministically. (The crate's own
 /// generator is private to it.)
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self, low: f32, high: f32) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        let unit = (z >> 40) as f32 / (1u64 << 24) as f32;
-        low + (high - low) * unit
-    }
-}
-
-/// Seeded weights (seed 1) with every batch norm given non-trivial statistics, so folding
-/// is exercised on real numbers rather than on the identity the seeded init gives:
-/// running mean ~ U(−0.5, 0.5), running variance ~ U(0.5, 2), γ ~ U(0.5, 1.5), β ~ U(−0.5, 0.5).
+/// Seeded weights (seed 1) with non-trivial batch-norm statistics: see `common`.
 fn test_weights(graph: &Graph) -> Weights {
-    let mut weights = Weights::seeded(graph, 1).expect("the weights fit");
-    let mut rng = Rng(1);
-    for (name, node, spec) in graph.named_params() {
-        if !matches!(graph.nodes[node].op, Op::BatchNorm { .. }) {
-            continue;
-        }
-        let (low, high) = match spec.name {
-            "running_mean" | "bias" => (-0.5, 0.5),
-            "running_var" => (0.5, 2.0),
-            _ => (0.5, 1.5),
-        };
-        let values: Vec<f32> = (0..spec.numel()).map(|_| rng.uniform(low, high)).collect();
-        let tensor = ArrayD::from_shape_vec(IxDyn(&spec.shape), values).expect("a 1-D tensor");
-        weights.insert(name, tensor);
-    }
-    weights
+    common::weights_with_batch_norm_statistics(graph, 1)
 }
 
 /// One synthetic batch of 2 for every input of the network.

@@ -15,6 +15,8 @@ use cnnc::graph::Graph;
 use cnnc::runtime::{synthetic_input, Weights};
 use std::path::Path;
 
+mod common;
+
 const DATA: &str = "tests/data/torchvision";
 
 /// Every network of the standard library: its file, and its MACs at its declared input size
@@ -281,6 +283,45 @@ fn run_at_reduced_size(network: &str) {
         "{network}: used as a stage, its weights keep their names"
     );
     run_and_check(small, &format!("{network} at {size}×{size}"));
+    compare_jit_with_reference(small, &format!("{network} at {size}×{size}"));
+}
+
+/// The JIT, bounds-checked, with fusion on and off, gives the interpreter's output: the
+/// classifier's probabilities agree to 1e-4 relative (f32 sums in another order move the
+/// logits by about 1e-6; the probabilities are all far from zero).
+fn compare_jit_with_reference(graph: &Graph, what: &str) {
+    let weights = common::weights_with_batch_norm_statistics(graph, 3);
+    let input = synthetic_input(graph.shape(graph.inputs[0]), 2, 3).expect("a synthetic input");
+    let expected = cnnc::reference::run(graph, &weights, std::slice::from_ref(&input))
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    for fuse in [true, false] {
+        let mut optimized = graph.clone();
+        let mut folded = weights.clone();
+        let options = cnnc::opt::Options {
+            fuse,
+            ..cnnc::opt::Options::default()
+        };
+        cnnc::opt::optimize(&mut optimized, &mut folded, &options).expect("the passes run");
+        let codegen = cnnc::codegen::CodegenOptions {
+            checked: true,
+            threads: 2,
+        };
+        let compiled = cnnc::codegen::compile(&optimized, &folded, &codegen)
+            .unwrap_or_else(|error| panic!("{what}: cannot compile: {error}"));
+        let found = compiled
+            .run(std::slice::from_ref(&input))
+            .unwrap_or_else(|error| panic!("{what}: the JIT fails: {error}"));
+        assert_eq!(found.shape(), expected.shape(), "{what}");
+        let worst = found
+            .iter()
+            .zip(expected.iter())
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-30))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-4,
+            "{what} (fuse: {fuse}): JIT differs by {worst} relative"
+        );
+    }
 }
 
 fn run_at_full_size(network: &str) {
