@@ -235,6 +235,29 @@ fn convolutions_with_large_kernels_and_channel_tails() {
     check_with(&graph, 1, &options, "panels, 1×1");
 }
 
+/// A conv read only by a window op writes into that op's padded input, and a small kernel
+/// fills the border, instead of a copy.
+#[test]
+fn convolutions_writing_padded_outputs() {
+    let readers = [
+        "conv(6, 3, pad: 1)",
+        "dwconv(3, stride: 2, pad: 1)",
+        "conv(4, [2, 3], stride: [1, 2], pad: [0, 1, 1, 2])",
+        "maxpool(3, stride: 2, pad: 1, ceil_mode: true)",
+        "avgpool(3, stride: 2, pad: 1, count_include_pad: false)",
+    ];
+    for reader in readers {
+        let source = format!("network t(x: 9x7x3) {{ x -> conv(8, 1) -> relu6 -> {reader} }}");
+        let mut graph = graph_of(&source);
+        let mut weights = weights_for(&graph);
+        cnnc::opt::optimize(&mut graph, &mut weights, &Default::default()).expect("passes");
+        let loops = cnnc::lower::emit_loops(&graph).expect("lowers");
+        assert!(loops.contains("_border"), "{source}\n{loops}");
+        assert!(!loops.contains("_pad_"), "{source}\n{loops}");
+        check(&graph, 2, &source);
+    }
+}
+
 #[test]
 fn dense_layers_and_flatten() {
     // Flatten read only by dense layers is free: the weights are permuted at pack time.

@@ -15,8 +15,9 @@
 //! order of the unfused `conv → + → relu`.
 
 use super::ir::{Affine, BinaryOp, BufferId, Expr, Reg};
+use super::pad::Padded;
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering, Value};
-use crate::graph::{Activation, ConvAttrs, NodeId, Padding, Shape};
+use crate::graph::{Activation, ConvAttrs, NodeId, Shape};
 
 /// Output pixels per tile.
 const TILE_PIXELS: usize = 4;
@@ -30,17 +31,13 @@ const FLAT_TILING_MAX: usize = 64;
 /// Reduction steps per loop iteration.
 const UNROLL: usize = 4;
 
-/// A tensor as a kernel reads it: possibly a padded copy, with its row stride.
-pub(super) struct Padded {
-    pub buffer: BufferId,
-    /// Columns per row.
-    pub width: usize,
-    pub channels: usize,
-}
-
-/// Everything a tile's epilogue needs.
+/// Everything a tile's epilogue needs. The output's pixel `(y, x)` starts at element
+/// `out_origin + (y·out_pitch + x)·out_channels` (a padded buffer's interior, or a plain
+/// tensor with origin 0 and pitch `out_width`); the residual is a plain tensor.
 struct Epilogue {
     out: BufferId,
+    out_origin: usize,
+    out_pitch: usize,
     out_width: usize,
     out_channels: usize,
     residual: Option<BufferId>,
@@ -126,15 +123,18 @@ fn store_tile(
 ) {
     for ((oy, ox), row) in tile.pixels.iter().zip(acc) {
         for (v, &value) in row.iter().enumerate() {
-            let pixel = oy.clone() * e.out_width + ox.clone();
-            let index = pixel * e.out_channels + group_c0.clone() + tile.c0.clone() + 4 * v;
+            let channel = group_c0.clone() + tile.c0.clone() + 4 * v;
             let lanes = tile.lanes(v);
             let mut value = value;
             if let Some(residual) = e.residual {
-                let skip = b.load(residual, index.clone(), lanes);
+                let pixel = oy.clone() * e.out_width + ox.clone();
+                let index = pixel * e.out_channels + channel.clone();
+                let skip = b.load(residual, index, lanes);
                 value = b.binary(BinaryOp::Add, value, skip);
             }
             let value = b.activate(value, e.activation);
+            let pixel = oy.clone() * e.out_pitch + ox.clone();
+            let index = pixel * e.out_channels + channel + e.out_origin;
             b.store(e.out, index, lanes, value);
         }
     }
@@ -229,75 +229,6 @@ fn conv_tile(
 }
 
 impl Lowering<'_> {
-    /// Copies `x` into a buffer bordered by `fill` as far as the windows of an output of
-    /// `out_h × out_w` reach, or returns `x` itself when no window leaves it.
-    pub(super) fn pad_input(
-        &mut self,
-        id: NodeId,
-        x: Value,
-        window: ([usize; 2], [usize; 2], [usize; 2]),
-        pad: Padding,
-        out: (usize, usize),
-        fill: f32,
-    ) -> Padded {
-        let (kernel, stride, dilation) = window;
-        let s = x.shape;
-        let reach = |o: usize, st: usize, k: usize, d: usize| (o - 1) * st + (k - 1) * d + 1;
-        let rows = reach(out.0, stride[0], kernel[0], dilation[0]);
-        let cols = reach(out.1, stride[1], kernel[1], dilation[1]);
-        if pad.top == 0 && pad.left == 0 && rows <= s.h && cols <= s.w {
-            return Padded {
-                buffer: x.buffer,
-                width: s.w,
-                channels: s.c,
-            };
-        }
-        let c = s.c;
-        let name = format!("{} padded", self.describe(id));
-        let dst = self.add_temp(name, rows * cols * c);
-        let mut b = self.builder(
-            id,
-            "pad",
-            format!(
-                "pad {}×{}×{c} to {rows}×{cols}×{c} at ({}, {}) with {fill}",
-                s.h, s.w, pad.top, pad.left
-            ),
-        );
-        // Input rows and columns that land inside the read region.
-        let top = pad.top.min(rows);
-        let left = pad.left.min(cols);
-        let copied_rows = s.h.min(rows - top);
-        let copied_cols = s.w.min(cols - left);
-        b.fill_range(dst, Affine::constant(0), top * cols * c, fill);
-        b.parallel(copied_rows, |b, iy| {
-            let row = (iy.clone() + top) * (cols * c);
-            b.fill_range(dst, row.clone(), left * c, fill);
-            let src_row = iy * (s.w * c);
-            b.copy_range(
-                dst,
-                row.clone() + left * c,
-                x.buffer,
-                src_row,
-                copied_cols * c,
-            );
-            let right = cols - left - copied_cols;
-            b.fill_range(dst, row + (left + copied_cols) * c, right * c, fill);
-        });
-        let bottom = rows - top - copied_rows;
-        b.fill_range(
-            dst,
-            Affine::constant((top + copied_rows) * cols * c),
-            bottom * cols * c,
-            fill,
-        );
-        self.emit(b);
-        Padded {
-            buffer: dst,
-            width: cols,
-            channels: c,
-        }
-    }
-
     pub(super) fn conv(&mut self, id: NodeId, attrs: &ConvAttrs) -> Result<(), LowerError> {
         let x = self.arg(id, 0)?;
         let expected_inputs = if attrs.residual { 2 } else { 1 };
@@ -321,11 +252,15 @@ impl Lowering<'_> {
         if residual.is_some_and(|r| r.shape.numel() != out.numel()) {
             return Err(self.malformed(id, "the residual input's shape differs"));
         }
-        let window = (attrs.kernel, attrs.stride, attrs.dilation);
-        let padded = self.pad_input(id, x, window, attrs.pad, (out.h, out.w), 0.0);
-        let result = self.result_buffer(id);
+        let read = self
+            .window_read(id)
+            .ok_or_else(|| self.malformed(id, "not a window op"))?;
+        let padded = self.pad_input(id, x, &read);
+        let (result, layout) = self.conv_result(id);
         let epilogue = Epilogue {
             out: result,
+            out_origin: layout.map_or(0, |l| l.origin(out.c)),
+            out_pitch: layout.map_or(out.w, |l| l.width),
             out_width: out.w,
             out_channels: out.c,
             residual: residual.map(|r| r.buffer),
@@ -337,7 +272,12 @@ impl Lowering<'_> {
         } else {
             self.direct_conv(id, attrs, padded, input, out, has_bias, &epilogue);
         }
-        self.set_value(id, result);
+        self.values[id] = Some(Value {
+            buffer: result,
+            shape: out,
+            hwc: None,
+            padded: layout,
+        });
         Ok(())
     }
 

@@ -13,9 +13,10 @@
 //! - **`flatten` is free** when only dense layers read it: the dense weights' columns are
 //!   permuted at pack time from PyTorch's C·H·W order to our H·W·C order. Any other reader
 //!   gets a reordering copy.
-//! - **Padding is a copy** into a zero-bordered (or −∞-bordered, for max pooling) buffer, so
-//!   that conv and pool kernels have no conditionals; the border also covers `ceil_mode`
-//!   windows that run past the input.
+//! - **Padding is a border** of zeros (or −∞, for max pooling) around a window op's input, so
+//!   that conv and pool kernels have no conditionals; it also covers `ceil_mode` windows that
+//!   run past the input. A conv feeding a single window op writes its output into the
+//!   bordered buffer directly; other inputs are copied (`pad.rs`).
 //! - **Intermediate tensors share one arena** (`plan.rs`), reused as tensors die.
 //!
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
@@ -27,6 +28,7 @@ mod dense;
 mod dump;
 mod elementwise;
 pub mod ir;
+mod pad;
 mod plan;
 mod pool;
 pub mod program;
@@ -97,6 +99,8 @@ struct Value {
     buffer: BufferId,
     shape: Shape,
     hwc: Option<(usize, usize, usize)>,
+    /// Set when the value was written into the interior of a padded buffer (`pad.rs`).
+    padded: Option<pad::PadLayout>,
 }
 
 struct Lowering<'g> {
@@ -276,6 +280,7 @@ impl<'g> Lowering<'g> {
             buffer,
             shape: self.graph.shape(id),
             hwc: None,
+            padded: None,
         });
     }
 

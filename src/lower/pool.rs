@@ -10,6 +10,7 @@
 //! reciprocals are a table indexed by output position.
 
 use super::ir::{Affine, BinaryOp, Expr, Reg};
+use super::pad::WindowRead;
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering};
 use crate::graph::{NodeId, Padding, PoolAttrs, PoolKind};
 
@@ -68,7 +69,7 @@ fn combine(kind: PoolKind) -> BinaryOp {
     }
 }
 
-fn initial(kind: PoolKind) -> f32 {
+pub(super) fn initial(kind: PoolKind) -> f32 {
     match kind {
         PoolKind::Max => f32::NEG_INFINITY,
         PoolKind::Avg => 0.0,
@@ -94,14 +95,15 @@ impl Lowering<'_> {
                 reciprocals.push(recip(divisor));
             }
         }
-        let padded = self.pad_input(
-            id,
-            x,
-            (attrs.kernel, attrs.stride, [1, 1]),
+        let read = WindowRead {
+            kernel: attrs.kernel,
+            stride: attrs.stride,
+            dilation: [1, 1],
             pad,
-            (out.h, out.w),
-            initial(attrs.kind),
-        );
+            out: (out.h, out.w),
+            fill: initial(attrs.kind),
+        };
+        let padded = self.pad_input(id, x, &read);
         let uniform = reciprocals.iter().all(|&r| r == reciprocals[0]);
         let table = (attrs.kind == PoolKind::Avg && !uniform).then(|| {
             let name = format!("{} divisors", self.describe(id));
