@@ -1283,3 +1283,17 @@ fn syntax_errors_name_each_expectation_once() {
         outcome.rendered
     );
 }
+
+/// A chain of distinct blocks, each calling the next, recurses once per call in the expander
+/// without ever being recursive; its depth is bounded too.
+#[test]
+fn long_block_call_chains_are_rejected() {
+    let n = 5_000;
+    let mut text = String::new();
+    for idx in 0..n {
+        let _ = writeln!(text, "block b{idx}(x) {{ x -> b{} }}", idx + 1);
+    }
+    let _ = writeln!(text, "block b{n}(x) {{ x -> relu }}");
+    text.push_str(&network("x -> b0"));
+    expect_error("5,000 chained blocks", &text, "nested more than 64 deep");
+}

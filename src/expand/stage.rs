@@ -217,26 +217,7 @@ impl Expander<'_> {
         naming: Naming,
         span: Span,
     ) -> Value {
-        if !self.step(span) {
-            return Value::Poison;
-        }
-        if self.calls.len() >= MAX_CALL_DEPTH {
-            self.error(self.call_too_deep(callee));
-            return Value::Poison;
-        }
-        if self.calls.iter().any(|c| c.block == block.name.name) {
-            self.error(
-                Diagnostic::error(
-                    "recursive-block",
-                    callee.span,
-                    format!("block `{}` calls itself", block.name.name),
-                )
-                .with_label("recursive call")
-                .with_secondary(block.name.span, "the block is defined here")
-                .with_help(
-                    "blocks are expanded inline, so they cannot be recursive; use `repeat` instead",
-                ),
-            );
+        if !self.may_call("block", &block.name, callee, span) {
             return Value::Poison;
         }
         let descs: Vec<ParamDesc> = block
@@ -337,25 +318,7 @@ impl Expander<'_> {
         naming: Naming,
         span: Span,
     ) -> Value {
-        if !self.step(span) {
-            return Value::Poison;
-        }
-        if self.calls.len() >= MAX_CALL_DEPTH {
-            self.error(self.call_too_deep(callee));
-            return Value::Poison;
-        }
-        if self.calls.iter().any(|c| c.block == network.name.name)
-            || self.graph.name == network.name.name
-        {
-            self.error(
-                Diagnostic::error(
-                    "recursive-block",
-                    callee.span,
-                    format!("network `{}` uses itself", network.name.name),
-                )
-                .with_label("recursive use")
-                .with_secondary(network.name.span, "the network is defined here"),
-            );
+        if !self.may_call("network", &network.name, callee, span) {
             return Value::Poison;
         }
         let mut descs: Vec<ParamDesc> = network
@@ -603,13 +566,41 @@ impl Expander<'_> {
 }
 
 impl Expander<'_> {
-    fn call_too_deep(&self, callee: &Ident) -> Diagnostic {
-        Diagnostic::error(
-            "nesting-too-deep",
-            callee.span,
-            format!("block calls are nested more than {MAX_CALL_DEPTH} deep"),
-        )
-        .with_label("one call too many")
-        .with_help("blocks calling blocks this deep are almost surely a mistake")
+    /// Whether a block or network may be expanded here: within the budget, not too deep, and
+    /// not already being expanded (blocks are inlined, so recursion would never end).
+    fn may_call(&mut self, kind: &str, name: &Ident, callee: &Ident, span: Span) -> bool {
+        if !self.step(span) {
+            return false;
+        }
+        if self.calls.len() >= MAX_CALL_DEPTH {
+            self.error(
+                Diagnostic::error(
+                    "nesting-too-deep",
+                    callee.span,
+                    format!("block calls are nested more than {MAX_CALL_DEPTH} deep"),
+                )
+                .with_label("one call too many")
+                .with_help("blocks calling blocks this deep are almost surely a mistake"),
+            );
+            return false;
+        }
+        let recursive = self.calls.iter().any(|c| c.block == name.name)
+            || (kind == "network" && self.graph.name == name.name);
+        if recursive {
+            self.error(
+                Diagnostic::error(
+                    "recursive-block",
+                    callee.span,
+                    format!("{kind} `{}` calls itself", name.name),
+                )
+                .with_label("recursive call")
+                .with_secondary(name.span, format!("the {kind} is defined here"))
+                .with_help(format!(
+                    "{kind}s are expanded inline, so they cannot be recursive; use `repeat` instead"
+                )),
+            );
+            return false;
+        }
+        true
     }
 }

@@ -28,12 +28,7 @@ pub fn to_dot(graph: &Graph) -> String {
             op => op.name().to_string(),
         };
         let _ = write!(label, "{kind}\\n{}", graph.shape(id));
-        let n_params: u64 = graph
-            .params(id)
-            .iter()
-            .filter(|p| !p.is_buffer)
-            .map(|p| p.numel())
-            .sum();
+        let n_params: u64 = graph.node_parameters(id);
         if n_params > 0 {
             let _ = write!(label, "\\n{} params", thousands(n_params));
         }

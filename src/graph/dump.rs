@@ -123,12 +123,7 @@ pub fn dump(graph: &Graph) -> String {
         if !node.path.is_empty() {
             let _ = write!(line, "  @{}", node.path);
         }
-        let n_params: u64 = graph
-            .params(id)
-            .iter()
-            .filter(|p| !p.is_buffer)
-            .map(|p| p.numel())
-            .sum();
+        let n_params: u64 = graph.node_parameters(id);
         if n_params > 0 {
             let _ = write!(line, "  params={}", thousands(n_params));
         }

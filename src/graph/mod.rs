@@ -192,14 +192,18 @@ impl Graph {
         out
     }
 
-    /// Trainable parameters (buffers excluded), frozen layers included.
-    pub fn n_parameters(&self) -> u64 {
-        self.nodes
-            .keys()
-            .flat_map(|id| self.params(id))
+    /// Trainable parameters of one node (buffers excluded).
+    pub fn node_parameters(&self, id: NodeId) -> u64 {
+        self.params(id)
+            .iter()
             .filter(|p| !p.is_buffer)
             .map(|p| p.numel())
             .sum()
+    }
+
+    /// Trainable parameters (buffers excluded), frozen layers included.
+    pub fn n_parameters(&self) -> u64 {
+        self.nodes.keys().map(|id| self.node_parameters(id)).sum()
     }
 
     pub fn total_macs(&self) -> u64 {

@@ -36,12 +36,7 @@ impl Summary {
             if matches!(node.op, Op::Input { .. }) {
                 continue;
             }
-            let parameters: u64 = graph
-                .params(id)
-                .iter()
-                .filter(|p| !p.is_buffer)
-                .map(|p| p.numel())
-                .sum();
+            let parameters: u64 = graph.node_parameters(id);
             if node.frozen {
                 frozen += parameters;
             } else {
