@@ -527,16 +527,27 @@ fn standard_networks_at_reduced_size() {
     }
 }
 
+/// Every kind of kernel split over two threads (networks under 20 MFLOP run on one thread,
+/// so this one is larger), in a batch.
 #[test]
-fn lenet5_in_batches_on_two_threads() {
-    let program = driver::load(Path::new("examples/lenet5.cnn")).expect("readable");
-    let compilation = driver::compile(program, &Select::All);
-    let graph = compilation.graphs().next().expect("lenet5");
+fn every_kernel_kind_on_two_threads() {
+    let source = "network t(x: 40x40x16) {
+        let a = x -> conv(32, 3, pad: 1) -> relu -> maxpool(2)
+        let b = a -> dwconv(3, pad: 1) -> batchnorm -> swish
+        let c = b -> conv(24, 1) -> sigmoid
+        let d = concat(b, c) -> avgpool(3, stride: 1, pad: 1, count_include_pad: false)
+        let e = d -> conv(64, 3, pad: 1) -> relu6
+        let g = e -> global_avgpool -> sigmoid
+        let f = e * g + e
+        return f -> adaptive_avgpool(3) -> flatten -> dense(40) -> tanh -> dense(10) -> softmax
+    }";
+    let graph = graph_of(source);
+    assert!(2 * graph.total_macs() > 20_000_000);
     let options = [CodegenOptions {
         checked: true,
         threads: 2,
     }];
-    check_with(graph, 3, &options, "lenet5");
+    check_with(&graph, 3, &options, "two threads");
 }
 
 #[test]

@@ -13,6 +13,7 @@
 //! - `vmath.rs` computes `exp` and `sigmoid` inline on vectors; `math.rs` holds `tanh`, the
 //!   one function the code calls.
 
+mod barrier;
 mod jit;
 mod kernel;
 mod layout;
@@ -39,7 +40,8 @@ pub struct CodegenOptions {
     /// Check every load and store against its buffer at run time, trapping on a violation.
     /// The lowering already proves every access in bounds; this catches code-generation bugs.
     pub checked: bool,
-    /// Threads to split each kernel's work over (1 runs everything on the caller's thread).
+    /// Threads to split each kernel's work over (1 runs everything on the caller's thread;
+    /// networks of under 20 MFLOP always run on one).
     pub threads: usize,
 }
 
@@ -173,6 +175,7 @@ pub fn compile(
         output: graph.shape(graph.output()),
         options: options.clone(),
         constant_bytes,
+        flops: 2 * graph.total_macs(),
     })
 }
 

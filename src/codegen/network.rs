@@ -7,13 +7,14 @@
 //! whole batch, and only then calls the entry function. Nothing on the native side can
 //! panic, so no unwinding ever crosses a JIT frame.
 
+use super::barrier::SpinBarrier;
 use super::CodegenOptions;
 use crate::graph::Shape;
 use crate::reference::RunError;
 use crate::runtime::{Dims, MAX_ELEMENTS};
 use cranelift_jit::JITModule;
 use ndarray::{ArrayD, IxDyn};
-use std::sync::{Barrier, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 /// `kernel(table, image, begin, end)`.
 pub(super) type KernelFn = unsafe extern "C" fn(*const usize, i64, i64, i64);
@@ -28,6 +29,10 @@ pub(super) struct CompiledKernel {
     pub function: KernelFn,
     pub parts: usize,
 }
+
+/// The least work (floating-point operations per image) for which a run is split over
+/// threads.
+const PARALLEL_MIN_FLOPS: u64 = 20_000_000;
 
 /// A network compiled to native code, ready to run on batches of inputs.
 pub struct CompiledNetwork {
@@ -51,6 +56,8 @@ pub struct CompiledNetwork {
     pub(super) output: Shape,
     pub(super) options: CodegenOptions,
     pub(super) constant_bytes: usize,
+    /// 2 × the multiply-accumulates of one image.
+    pub(super) flops: u64,
 }
 
 impl Drop for CompiledNetwork {
@@ -178,13 +185,18 @@ impl CompiledNetwork {
     /// # Safety
     /// `table` must satisfy the contract established in `run_with`.
     unsafe fn execute(&self, table: &[usize], batch: usize) {
-        let threads = self.options.threads.max(1);
+        // Below about a millisecond of work, starting threads costs more than they save.
+        let threads = if self.flops < PARALLEL_MIN_FLOPS {
+            1
+        } else {
+            self.options.threads.max(1)
+        };
         if threads == 1 {
             // SAFETY: as the caller guarantees.
             unsafe { (self.entry)(table.as_ptr(), batch as i64) };
             return;
         }
-        let barrier = Barrier::new(threads);
+        let barrier = SpinBarrier::new(threads);
         let table_address = table.as_ptr() as usize;
         let work = |thread: usize| {
             for image in 0..batch {
