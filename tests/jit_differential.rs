@@ -363,6 +363,10 @@ fn elementwise_layers() {
     );
     check_source("network t(x: 5x4x6) { return x * x }", 1);
     check_source(
+        "network t(a: 3x5x6, b: 3x5x6) { return a + (b -> relu) }",
+        3,
+    );
+    check_source(
         "network t(x: 6x5x3) { return concat(x -> conv(5, 3, pad: 1), x, x -> maxpool(3, stride: 1, pad: 1)) }",
         2,
     );

@@ -20,7 +20,8 @@
 //! - **Intermediate tensors share one arena** (`plan.rs`), reused as tensors die.
 //!
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
-//! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`.
+//! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`, and
+//! `pad.rs` for the borders window ops read.
 
 mod builder;
 mod conv;
