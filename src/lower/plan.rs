@@ -1,11 +1,10 @@
 //! The memory plan: every intermediate tensor gets an offset in one arena, and space is
 //! reused once the tensor is dead.
 //!
-//! A tensor is live from the first kernel that touches it to the last. Kernels run in order,
-//! so at each kernel the plan first places the tensors born there (first fit in the gaps
-//! between live tensors, else at the end), and only then frees the tensors that die there:
-//! a kernel's outputs never overlap its own inputs. Offsets are aligned to 64 bytes so that
-//! tensors start on cache lines.
+//! A tensor is live from the first kernel that touches it to the last, both included, so a
+//! kernel's outputs never overlap its own inputs. Two tensors may share memory when their
+//! lifetimes are disjoint. Offsets are aligned to 64 bytes so that tensors start on cache
+//! lines.
 
 use super::ir::{BufferId, Expr, Stmt};
 use super::program::{LoopProgram, Storage};
@@ -36,28 +35,41 @@ pub(super) fn plan_memory(program: &mut LoopProgram) {
             last[i] = last[i].max(k);
         });
     }
-    // (offset, len, buffer) of the tensors live now, sorted by offset.
-    let mut live: Vec<(usize, usize, usize)> = Vec::new();
+    // Greedy by size: the largest tensors are placed first, each at the lowest offset that
+    // does not overlap a tensor placed before it and alive at the same time. Placing in
+    // order of birth instead fragments the arena (ResNet-50's grew by 40 %).
+    let mut order: Vec<usize> = (0..n)
+        .filter(|&i| {
+            first[i] != usize::MAX && matches!(program.buffers[i].storage, Storage::Arena { .. })
+        })
+        .collect();
+    let sizes: Vec<usize> = program
+        .buffers
+        .iter()
+        .map(|b| b.len.next_multiple_of(ALIGN))
+        .collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), first[i], i));
+    // (offset, size, buffer) of the tensors placed so far.
+    let mut placed: Vec<(usize, usize, usize)> = Vec::new();
     let mut arena_len = 0;
-    for k in 0..program.kernels.len() {
-        for (i, buffer) in program.buffers.iter_mut().enumerate() {
-            if first[i] != k || !matches!(buffer.storage, Storage::Arena { .. }) {
-                continue;
+    for i in order {
+        let len = sizes[i];
+        let mut overlapping: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|&&(_, _, j)| first[j] <= last[i] && first[i] <= last[j])
+            .map(|&(offset, size, _)| (offset, size))
+            .collect();
+        overlapping.sort();
+        let mut offset = 0;
+        for (start, size) in overlapping {
+            if start >= offset + len {
+                break;
             }
-            let len = buffer.len.next_multiple_of(ALIGN);
-            let mut offset = 0;
-            for &(start, size, _) in &live {
-                if start >= offset + len {
-                    break;
-                }
-                offset = offset.max(start + size);
-            }
-            buffer.storage = Storage::Arena { offset };
-            arena_len = arena_len.max(offset + len);
-            let at = live.partition_point(|&(start, _, _)| start < offset);
-            live.insert(at, (offset, len, i));
+            offset = offset.max(start + size);
         }
-        live.retain(|&(_, _, i)| last[i] != k);
+        program.buffers[i].storage = Storage::Arena { offset };
+        arena_len = arena_len.max(offset + len);
+        placed.push((offset, len, i));
     }
     program.arena_len = arena_len;
 }
