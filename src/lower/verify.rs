@@ -7,7 +7,8 @@
 //! length. The other rules: registers are assigned before they are read; loop variables are
 //! used only inside their loop; inputs and constants are never written; lane counts are 1–4;
 //! a parallel loop is a top-level statement, and distinct iterations of it store to disjoint
-//! elements, so that they may run on different threads.
+//! elements, so that they may run on different threads; tensors alive at the same time do not
+//! share arena memory.
 
 use super::ir::{Access, Affine, Expr, Kernel, LoopVar, Reg, Stmt};
 use super::program::{LoopProgram, Storage};
@@ -267,6 +268,7 @@ pub(super) fn verify(program: &LoopProgram) -> Result<(), LowerError> {
             return Err(checker.invalid("more than one parallel loop".into()));
         }
     }
+    check_memory_plan(program)?;
     for buffer in &program.buffers {
         if let Storage::Arena { offset } = buffer.storage {
             if offset + buffer.len > program.arena_len && buffer.len > 0 {
@@ -274,6 +276,43 @@ pub(super) fn verify(program: &LoopProgram) -> Result<(), LowerError> {
                     kernel: String::new(),
                     buffer: buffer.name.clone(),
                     detail: format!("it ends past the arena of {}", program.arena_len),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Arena tensors alive at the same time (touched by a common span of kernels) must not share
+/// memory.
+fn check_memory_plan(program: &LoopProgram) -> Result<(), LowerError> {
+    let mut life: HashMap<u32, (usize, usize)> = HashMap::new();
+    for (k, kernel) in program.kernels.iter().enumerate() {
+        super::plan::for_each_access(&kernel.body, &mut |b| {
+            let span = life.entry(b.0).or_insert((k, k));
+            span.1 = k;
+        });
+    }
+    let arena: Vec<(usize, usize, usize, usize, &str)> = program
+        .buffers
+        .iter()
+        .filter_map(|b| match b.storage {
+            Storage::Arena { offset } => {
+                let (first, last) = life.get(&b.id.0).copied()?;
+                Some((offset, offset + b.len, first, last, b.name.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    for (i, a) in arena.iter().enumerate() {
+        for b in &arena[i + 1..] {
+            let alive_together = a.2 <= b.3 && b.2 <= a.3;
+            let share_memory = a.0 < b.1 && b.0 < a.1;
+            if alive_together && share_memory {
+                return Err(LowerError::OutOfBounds {
+                    kernel: String::new(),
+                    buffer: a.4.to_string(),
+                    detail: format!("it shares arena memory with `{}` while both are alive", b.4),
                 });
             }
         }
