@@ -440,6 +440,54 @@ fn identities_at_the_output_are_removed() {
     assert_eq!(graph.nodes[graph.output()].path, "c");
 }
 
+/// A 90,000-node chain of relus: nothing fuses into a relu, so every node stays. The passes
+/// once scanned every node for each candidate, a minute on this graph; with the readers
+/// table they are linear and this takes well under a second even in the dev profile. No time
+/// is asserted: the suite's own running time is the guard.
+#[test]
+fn a_long_chain_optimizes_in_linear_time() {
+    let mut graph = graph_of_source(
+        "network n(x: 8x8x8) { x -> repeat 10000 \
+         [relu, relu, relu, relu, relu, relu, relu, relu, relu] }",
+    );
+    let mut weights = test_weights(&graph);
+    let n_nodes = graph.nodes.len();
+    assert_eq!(n_nodes, 90_001);
+    let changed = opt::optimize(&mut graph, &mut weights, &Options::default()).expect("runs");
+    assert!(changed.is_empty(), "{changed:?}");
+    assert_eq!(graph.nodes.len(), n_nodes);
+    assert_eq!(census(&graph), counts(&[("input", 1), ("relu", 90_000)]));
+}
+
+/// Thousands of residual blocks, each of which every pass rewrites: the readers table stays
+/// in step with the graph through every kind of edit (debug builds check it against a fresh
+/// scan at the end of each pass), and the result is what one block gives, times 3,000.
+#[test]
+fn many_residual_blocks_optimize_in_linear_time() {
+    let mut graph = graph_of_source(
+        "block res(x) {
+             let y = x -> conv(4, 1, bias: false) -> batchnorm -> dropout(0.1) -> relu
+                 -> conv(4, 1, bias: false) -> batchnorm
+             return relu(y + x)
+         }
+         network n(x: 2x2x4) { x -> repeat 3000 res() }",
+    );
+    let mut weights = test_weights(&graph);
+    let changed = optimize_verified(&mut graph, &mut weights);
+    assert_eq!(
+        changed,
+        PASSES.iter().map(|(name, _)| *name).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        census(&graph),
+        counts(&[
+            ("input", 1),
+            ("conv+bias+relu", 3000),
+            ("conv+bias+residual+relu", 3000),
+        ])
+    );
+}
+
 /// The activation after a residual add is fused only when it is the add's only reader, and
 /// an add whose sum another layer reads keeps its conv unfused.
 #[test]

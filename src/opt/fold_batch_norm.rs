@@ -16,7 +16,7 @@
 //! through them), and every tensor involved must be present with the shape the graph gives
 //! it; otherwise the batch norm is left for the interpreter or runtime to report.
 
-use super::rewrite::{remove_tensors, replace_uses, tensor_name, use_count};
+use super::rewrite::{remove_tensors, tensor_name, Readers};
 use crate::graph::{Graph, Literal, NodeId, Op};
 use crate::runtime::Weights;
 use ndarray::{ArrayD, IxDyn};
@@ -28,12 +28,13 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
         .filter(|(_, node)| matches!(node.op, Op::BatchNorm { .. }))
         .map(|(id, _)| id)
         .collect();
+    let mut readers = Readers::of(graph);
     let mut folded_tensors = Vec::new();
     for bn in batch_norms {
         let &[producer] = graph.nodes[bn].inputs.as_slice() else {
             continue;
         };
-        if use_count(graph, producer) != 1 {
+        if readers.use_count(producer) != 1 {
             continue;
         }
         let Some(affine) = Affine::of_batch_norm(graph, weights, bn) else {
@@ -44,8 +45,9 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
         };
         folded.store(graph, weights, producer);
         folded_tensors.extend(affine.tensor_names);
-        replace_uses(graph, bn, producer);
+        readers.replace_uses(graph, bn, producer);
     }
+    debug_assert!(readers.agrees_with(graph));
     if folded_tensors.is_empty() {
         return false;
     }

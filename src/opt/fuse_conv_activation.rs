@@ -2,7 +2,7 @@
 //! else becomes that layer's `activation`, computed in its epilogue right after the bias, so
 //! the layer's output is written once instead of written, read and written again.
 
-use super::rewrite::{is_fusable, replace_uses, use_count};
+use super::rewrite::{is_fusable, Readers};
 use crate::graph::{Graph, NodeId, Op};
 use crate::runtime::Weights;
 
@@ -13,6 +13,7 @@ pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
         .filter(|(_, node)| matches!(node.op, Op::Activation(act) if is_fusable(act)))
         .map(|(id, _)| id)
         .collect();
+    let mut readers = Readers::of(graph);
     let mut changed = false;
     for id in activations {
         let Op::Activation(activation) = graph.nodes[id].op else {
@@ -22,7 +23,7 @@ pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
             continue;
         };
         // Another reader of the layer needs the value before the activation.
-        if use_count(graph, producer) != 1 {
+        if readers.use_count(producer) != 1 {
             continue;
         }
         // A layer with an activation already is followed by a second one: `relu(relu6(x))`
@@ -36,9 +37,10 @@ pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
             continue;
         }
         *slot = Some(activation);
-        replace_uses(graph, id, producer);
+        readers.replace_uses(graph, id, producer);
         changed = true;
     }
+    debug_assert!(readers.agrees_with(graph));
     if changed {
         graph.prune_unreachable();
     }

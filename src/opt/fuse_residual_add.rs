@@ -11,8 +11,8 @@
 //!
 //! When both operands qualify, the first is fused; either choice computes the same sum.
 
-use super::rewrite::{detach, is_fusable, replace_uses, use_count, users};
-use crate::graph::{Graph, Node, NodeId, Op};
+use super::rewrite::{is_fusable, Readers};
+use crate::graph::{Graph, NodeId, Op};
 use crate::runtime::Weights;
 
 pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
@@ -22,6 +22,7 @@ pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
         .filter(|(_, node)| matches!(node.op, Op::Add))
         .map(|(id, _)| id)
         .collect();
+    let mut readers = Readers::of(graph);
     let mut changed = false;
     for add in adds {
         let &[left, right] = graph.nodes[add].inputs.as_slice() else {
@@ -30,11 +31,11 @@ pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
         let operands = [(left, right), (right, left)];
         let Some(&(conv, skip)) = operands
             .iter()
-            .find(|&&(conv, skip)| conv != skip && fusable_conv(graph, conv))
+            .find(|&&(conv, skip)| conv != skip && fusable_conv(graph, &readers, conv))
         else {
             continue;
         };
-        let activation = following_activation(graph, add);
+        let activation = following_activation(graph, &readers, add);
         let old = graph.nodes[conv].clone();
         let Op::Conv(mut attrs) = old.op else {
             continue;
@@ -44,19 +45,20 @@ pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
         };
         attrs.residual = true;
         attrs.activation = activation.map(|(_, act)| act);
-        graph.nodes[add] = Node {
-            op: Op::Conv(attrs),
-            inputs: vec![conv_input, skip],
-            path: old.path,
-            frozen: old.frozen,
-        };
+        // The add's readers stay; only what it reads changes.
+        readers.set_inputs(graph, add, vec![conv_input, skip]);
+        let node = &mut graph.nodes[add];
+        node.op = Op::Conv(attrs);
+        node.path = old.path;
+        node.frozen = old.frozen;
         graph.origins[add] = graph.origins[conv].clone();
-        detach(graph, conv);
+        readers.detach(graph, conv);
         if let Some((activation_node, _)) = activation {
-            replace_uses(graph, activation_node, add);
+            readers.replace_uses(graph, activation_node, add);
         }
         changed = true;
     }
+    debug_assert!(readers.agrees_with(graph));
     if changed {
         graph.prune_unreachable();
     }
@@ -64,18 +66,22 @@ pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
 }
 
 /// A conv whose output only the add reads, with no epilogue yet and one input.
-fn fusable_conv(graph: &Graph, id: NodeId) -> bool {
+fn fusable_conv(graph: &Graph, readers: &Readers, id: NodeId) -> bool {
     let node = &graph.nodes[id];
     let bare = matches!(&node.op, Op::Conv(a) if a.activation.is_none() && !a.residual);
-    bare && node.inputs.len() == 1 && use_count(graph, id) == 1
+    bare && node.inputs.len() == 1 && readers.use_count(id) == 1
 }
 
 /// The fusable activation that is the add's only reader, with its node.
-fn following_activation(graph: &Graph, add: NodeId) -> Option<(NodeId, crate::graph::Activation)> {
-    if use_count(graph, add) != 1 {
+fn following_activation(
+    graph: &Graph,
+    readers: &Readers,
+    add: NodeId,
+) -> Option<(NodeId, crate::graph::Activation)> {
+    if readers.use_count(add) != 1 {
         return None;
     }
-    let &[reader] = users(graph, add).as_slice() else {
+    let &[reader] = readers.users(add).as_slice() else {
         return None;
     };
     match graph.nodes[reader].op {

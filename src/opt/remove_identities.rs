@@ -1,7 +1,7 @@
 //! `remove_identities`: dropout (the identity at inference) and explicit identity nodes are
 //! bypassed, their readers reading their input directly, and then dropped.
 
-use super::rewrite::replace_uses;
+use super::rewrite::Readers;
 use crate::graph::{Graph, NodeId, Op};
 use crate::runtime::Weights;
 
@@ -12,6 +12,7 @@ pub fn remove_identities(graph: &mut Graph, _weights: &mut Weights) -> bool {
         .filter(|(_, node)| matches!(node.op, Op::Dropout { .. } | Op::Identity))
         .map(|(id, _)| id)
         .collect();
+    let mut readers = Readers::of(graph);
     let mut changed = false;
     // In node order, so in a chain `dropout -> identity` the second is bypassed to the
     // first's input, which its reader was already rewired to.
@@ -20,9 +21,10 @@ pub fn remove_identities(graph: &mut Graph, _weights: &mut Weights) -> bool {
             // Wrong arity is the verifier's to report, not this pass's to guess at.
             continue;
         };
-        replace_uses(graph, id, input);
+        readers.replace_uses(graph, id, input);
         changed = true;
     }
+    debug_assert!(readers.agrees_with(graph));
     if changed {
         graph.prune_unreachable();
     }
