@@ -443,6 +443,158 @@ fn fused_residual_epilogue() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Concatenation
+
+/// The header lines of `graph`'s concat kernels in `emit loops`.
+fn concat_kernels(graph: &Graph) -> Vec<String> {
+    cnnc::lower::emit_loops(graph)
+        .expect("lowers")
+        .lines()
+        .filter(|l| l.starts_with("kernel") && l.contains("_concat"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `graph` as written and after the optimizer's passes, with its weights.
+fn as_written_and_optimized(graph: Graph) -> [(Graph, Weights); 2] {
+    let weights = weights_for(&graph);
+    let mut optimized = graph.clone();
+    let mut optimized_weights = weights.clone();
+    cnnc::opt::optimize(&mut optimized, &mut optimized_weights, &Default::default())
+        .expect("the passes run");
+    [(graph, weights), (optimized, optimized_weights)]
+}
+
+/// Checked on two threads and unchecked on one, with `weights`, against the reference.
+fn check_weighted(graph: &Graph, weights: &Weights, expected: &ArrayD<f32>, what: &str) {
+    let inputs = inputs_for(graph, expected.shape()[0]);
+    for (checked, threads) in [(true, 2), (false, 1)] {
+        let options = CodegenOptions { checked, threads };
+        let network = codegen::compile(graph, weights, &options)
+            .unwrap_or_else(|e| panic!("{what}: compiling failed: {e}"));
+        let found = network.run(&inputs).expect("the JIT runs");
+        let error = max_error(&found, expected);
+        assert!(error <= TOLERANCE, "{what} ({options:?}): error {error}");
+    }
+}
+
+/// Every operand of an Inception module's concat is written in place by its branch's last
+/// layer (a ReLU as written, a conv once the passes fused it), so the concat has no kernel.
+/// The module's concat is the network's output, so the branches write into the output.
+#[test]
+fn inception_concat_is_free() {
+    let program = driver::load(Path::new("examples/inception.cnn")).expect("readable");
+    let compilation = driver::compile(program, &Select::All);
+    let graph = compilation.graphs().next().expect("inception_3a").clone();
+    assert!(
+        2 * graph.total_macs() > 20_000_000,
+        "large enough for two threads"
+    );
+    let [(graph, weights), (optimized, optimized_weights)] = as_written_and_optimized(graph);
+    let inputs = inputs_for(&graph, 2);
+    let expected = reference::run(&graph, &weights, &inputs).expect("the reference runs");
+    for (graph, weights) in [(&graph, &weights), (&optimized, &optimized_weights)] {
+        assert_eq!(concat_kernels(graph), Vec::<String>::new());
+        let loops = cnnc::lower::emit_loops(graph).expect("lowers");
+        assert_eq!(loops.matches("(in place: channels").count(), 4, "{loops}");
+        check_weighted(graph, weights, &expected, "inception 3a");
+    }
+}
+
+/// GoogLeNet at a reduced size: none of its nine concats has a kernel once the passes ran.
+#[test]
+fn googlenet_concats_are_free() {
+    let source =
+        "import \"std/googlenet.cnn\"\nnetwork small(image: 32x32x3) { image -> googlenet }\n";
+    let mut graph = graph_of(source);
+    let output = graph.output();
+    graph.output = Some(graph.nodes[output].inputs[0]);
+    graph.prune_unreachable();
+    let [(graph, weights), (optimized, optimized_weights)] = as_written_and_optimized(graph);
+    let inputs = inputs_for(&graph, 1);
+    let expected = reference::run(&graph, &weights, &inputs).expect("the reference runs");
+    assert_eq!(concat_kernels(&optimized), Vec::<String>::new());
+    check_weighted(&optimized, &optimized_weights, &expected, "googlenet");
+}
+
+/// Operands that must keep their own buffer — a network input, a tensor read twice (by the
+/// concat itself, or by another layer), the network's own output — are copied; the others are
+/// written in place, and the concat's kernel copies only the former.
+#[test]
+fn concat_copies_only_its_unsafe_operands() {
+    let cases = [
+        // The input, and `a` (read by `b` too); `b` and the pool in place.
+        (
+            "network t(x: 6x5x7) {\n let a = x -> conv(5, 3, pad: 1)\n let b = a -> relu\n return concat(x, a, b, x -> maxpool(3, stride: 1, pad: 1))\n }",
+            "copy 2 of 4 inputs",
+        ),
+        // `a` twice in the same concat.
+        (
+            "network t(x: 6x5x3) {\n let a = x -> conv(6, 1)\n return concat(a, x -> dwconv(3, pad: 1), a)\n }",
+            "copy 2 of 3 inputs",
+        ),
+        // A concat read by the conv after it and by the final add, of operands that are not
+        // multiples of 4 channels at offsets that are not either.
+        (
+            "network t(x: 7x6x5) {\n let y = concat(x -> conv(3, 1) -> relu6, x -> sigmoid, x -> avgpool(3, stride: 1, pad: 1, count_include_pad: false))\n return concat(y -> conv(8, 1), x) + y\n }",
+            "copy 1 of 2 inputs",
+        ),
+        // A nested concat copying the input into its slice of the outer concat's buffer.
+        (
+            "network t(x: 4x5x3) { return concat(x -> relu, concat(x, x -> conv(2, 1))) -> conv(4, 1) }",
+            "copy 1 of 2 inputs",
+        ),
+    ];
+    for (source, comment) in cases {
+        let graph = graph_of(source);
+        let kernels = concat_kernels(&graph);
+        assert_eq!(kernels.len(), 1, "{source}\n{kernels:?}");
+        assert!(kernels[0].contains(comment), "{source}\n{kernels:?}");
+        check(&graph, 2, source);
+        let options = [CodegenOptions {
+            checked: true,
+            threads: 2,
+        }];
+        check_with(&graph, 1, &options, source);
+    }
+}
+
+/// Every kind of producer that can write in place, with channel counts and offsets that are
+/// not multiples of 4; a concat of concats (the inner ones written into the outer buffer,
+/// their operands at the sum of the offsets), as the network's output and inside the network.
+#[test]
+fn nested_concats_and_every_in_place_producer() {
+    let sources = [
+        // Nested, as the output.
+        "network t(x: 5x7x6) {\n let inner = concat(x -> conv(3, 1), x -> relu)\n return concat(x -> conv(5, 3, pad: 1), inner, x -> tanh)\n }",
+        // Nested twice, inside the network, read by a conv.
+        "network t(x: 6x6x4) {\n let a = concat(x -> conv(3, 1), concat(x -> dwconv(3, pad: 1), x -> batchnorm))\n return concat(a, x -> maxpool(2, stride: 1, pad: [0, 1, 0, 1])) -> conv(7, 3)\n }",
+        // Elementwise producers: add, mul, a broadcast gate, and pools to 1×1 and 2×2.
+        "network t(x: 4x4x6) {\n let a = x -> conv(6, 1)\n let b = x -> conv(6, 3, pad: 1)\n let g = x -> global_avgpool -> sigmoid\n return concat(a + b, x * x, (x -> relu) * g, x -> sigmoid -> relu)\n }",
+        "network t(x: 6x5x9) {\n let p = concat(x -> global_maxpool, x -> conv(3, 1) -> global_avgpool)\n return concat(p, x -> adaptive_avgpool(1))\n }",
+        "network t(x: 7x5x6) { return concat(x -> adaptive_avgpool([3, 2]), x -> conv(2, 3, stride: 2) -> adaptive_avgpool([3, 2])) }",
+        // A conv whose weights outweigh its input: its parallel loop runs over weight panels,
+        // which must stay disjoint at a channel offset of 5.
+        "network t(x: 3x6x24) { return concat(x -> conv(5, 1), x -> conv(64, 3, pad: 1) -> relu) }",
+        // The same, large enough to run on two threads.
+        "network t(x: 12x12x64) { return concat(x -> conv(5, 1), x -> conv(128, 3, pad: 1) -> relu) }",
+        // Residual convs fused by the passes, written in place.
+        "block res(x) {\n let y = x -> conv(8, 3, pad: 1) -> relu -> conv(8, 3, pad: 1)\n return relu(y + x)\n }\nnetwork t(x: 5x5x8) { return concat(x -> res(), x -> conv(3, 1) -> relu) }",
+    ];
+    for source in sources {
+        for (graph, weights) in as_written_and_optimized(graph_of(source)) {
+            assert_eq!(concat_kernels(&graph), Vec::<String>::new(), "{source}");
+            let inputs = inputs_for(&graph, 2);
+            let reference_graph = graph_of(source);
+            let reference_weights = weights_for(&reference_graph);
+            let expected = reference::run(&reference_graph, &reference_weights, &inputs)
+                .expect("the reference runs");
+            check_weighted(&graph, &weights, &expected, source);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Networks
 
 #[test]
@@ -648,6 +800,11 @@ fn edges_graph() -> Graph {
 
 const SMALL_CONV: &str = "network small(x: 5x6x3) { x -> c: conv(6, 3, pad: 1) -> relu }";
 
+/// A conv and a ReLU write into the concat's buffer (11 channels a pixel) at channels 0 and
+/// 5; the network's input is copied to channel 8.
+const SMALL_CONCAT: &str =
+    "network small(x: 3x4x3) { return concat(x -> c: conv(5, 1), x -> relu, x) -> m: maxpool(2) }";
+
 #[test]
 fn emit_loops_snapshots() {
     insta::assert_snapshot!(
@@ -657,6 +814,10 @@ fn emit_loops_snapshots() {
     insta::assert_snapshot!(
         "loops_small_conv",
         cnnc::lower::emit_loops(&graph_of(SMALL_CONV)).expect("lowers")
+    );
+    insta::assert_snapshot!(
+        "loops_small_concat",
+        cnnc::lower::emit_loops(&graph_of(SMALL_CONCAT)).expect("lowers")
     );
 }
 

@@ -32,12 +32,14 @@ const FLAT_TILING_MAX: usize = 64;
 const UNROLL: usize = 4;
 
 /// Everything a tile's epilogue needs. The output's pixel `(y, x)` starts at element
-/// `out_origin + (y·out_pitch + x)·out_channels` (a padded buffer's interior, or a plain
-/// tensor with origin 0 and pitch `out_width`); the residual is a plain tensor.
+/// `out_origin + (y·out_pitch + x)·out_stride` (a padded buffer's interior, a slice of a
+/// concat's buffer, or a plain tensor with origin 0, pitch `out_width` and stride
+/// `out_channels`); the residual is a plain tensor.
 struct Epilogue {
     out: BufferId,
     out_origin: usize,
     out_pitch: usize,
+    out_stride: usize,
     out_width: usize,
     out_channels: usize,
     residual: Option<BufferId>,
@@ -134,7 +136,7 @@ fn store_tile(
             }
             let value = b.activate(value, e.activation);
             let pixel = oy.clone() * e.out_pitch + ox.clone();
-            let index = pixel * e.out_channels + channel + e.out_origin;
+            let index = pixel * e.out_stride + channel + e.out_origin;
             b.store(e.out, index, lanes, value);
         }
     }
@@ -256,11 +258,18 @@ impl Lowering<'_> {
             .window_read(id)
             .ok_or_else(|| self.malformed(id, "not a window op"))?;
         let padded = self.pad_input(id, x, &read);
-        let (result, layout) = self.conv_result(id);
+        let (result, layout, origin, stride) = if self.slices[id].is_some() {
+            let target = self.target(id);
+            (target.buffer, None, target.origin, target.stride)
+        } else {
+            let (result, layout) = self.conv_result(id);
+            (result, layout, layout.map_or(0, |l| l.origin(out.c)), out.c)
+        };
         let epilogue = Epilogue {
             out: result,
-            out_origin: layout.map_or(0, |l| l.origin(out.c)),
+            out_origin: origin,
             out_pitch: layout.map_or(out.w, |l| l.width),
+            out_stride: stride,
             out_width: out.w,
             out_channels: out.c,
             residual: residual.map(|r| r.buffer),

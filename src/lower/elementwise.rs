@@ -1,11 +1,13 @@
 //! The layers without a window: activations, batch norm as a per-channel affine map, `add`,
-//! `mul` (elementwise or broadcast over pixels), softmax over channels, concatenation, and
-//! the copies that identities and a reordering flatten need.
+//! `mul` (elementwise or broadcast over pixels), softmax over channels, and the copies that
+//! identities and a reordering flatten need.
 //!
 //! Tensors whose two operands share a layout are processed as one flat run of elements, 16
-//! at a time; per-channel operands (batch norm, a broadcast gate) make the kernel loop over
-//! pixels and then over channel vectors.
+//! at a time; per-channel operands (batch norm, a broadcast gate), and outputs written into
+//! a slice of a concat's buffer, make the kernel loop over pixels and then over channel
+//! vectors.
 
+use super::concat::Target;
 use super::ir::{Affine, BinaryOp, BufferId, Expr, ReduceOp, UnaryOp};
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering, Value};
 use crate::graph::{Activation, NodeId};
@@ -26,7 +28,8 @@ fn channel_vectors(channels: usize) -> impl Iterator<Item = (usize, u8)> {
 }
 
 impl Lowering<'_> {
-    /// `out = f(inputs...)` elementwise over `len` elements in a flat, parallel loop.
+    /// `out = f(inputs...)` elementwise over `len` elements in a flat, parallel loop; or,
+    /// when the output is a slice of a concat's buffer, pixel by pixel.
     fn map_flat(
         &mut self,
         id: NodeId,
@@ -35,17 +38,31 @@ impl Lowering<'_> {
         inputs: &[BufferId],
         len: usize,
         f: impl Fn(&mut KernelBuilder, &[super::ir::Reg]) -> super::ir::Reg,
-    ) -> BufferId {
-        let out = self.result_buffer(id);
+    ) -> Target {
+        let shape = self.graph.shape(id);
+        let out = self.target(id);
         let mut b = self.builder(id, what, comment);
-        b.vectors(len, true, &mut |b, offset, lanes| {
+        let element = |b: &mut KernelBuilder, from: Affine, to: Affine, lanes: u8| {
             let args: Vec<_> = inputs
                 .iter()
-                .map(|&input| b.load(input, offset.clone(), lanes))
+                .map(|&input| b.load(input, from.clone(), lanes))
                 .collect();
             let value = f(b, &args);
-            b.store(out, offset, lanes, value);
-        });
+            b.store(out.buffer, to, lanes, value);
+        };
+        if out.is_plain(shape.c) {
+            b.vectors(len, true, &mut |b, offset, lanes| {
+                element(b, offset.clone(), offset, lanes)
+            });
+        } else {
+            let c = shape.c;
+            b.parallel(shape.h * shape.w, |b, p| {
+                for (c0, lanes) in channel_vectors(c) {
+                    let from = p.clone() * c + c0;
+                    element(b, from, out.index(p.clone(), Affine::constant(c0)), lanes);
+                }
+            });
+        }
         self.emit(b);
         out
     }
@@ -61,7 +78,7 @@ impl Lowering<'_> {
         let out = self.map_flat(id, activation.name(), comment, &[x.buffer], len, |b, a| {
             b.activate(a[0], Some(activation))
         });
-        self.set_value(id, out);
+        self.set_target_value(id, out);
         Ok(())
     }
 
@@ -87,7 +104,7 @@ impl Lowering<'_> {
         let out = self.map_flat(id, "add", comment, &[x.buffer, y.buffer], len, |b, a| {
             b.binary(BinaryOp::Add, a[0], a[1])
         });
-        self.set_value(id, out);
+        self.set_target_value(id, out);
         Ok(())
     }
 
@@ -100,7 +117,7 @@ impl Lowering<'_> {
             let out = self.map_flat(id, "mul", comment, &[x.buffer, y.buffer], len, |b, a| {
                 b.binary(BinaryOp::Mul, a[0], a[1])
             });
-            self.set_value(id, out);
+            self.set_target_value(id, out);
             return Ok(());
         }
         // One operand is a 1×1×C gate, broadcast over the other's pixels.
@@ -112,20 +129,21 @@ impl Lowering<'_> {
         if gate.shape.numel() != shape.c || big.shape.numel() != shape.numel() {
             return Err(self.malformed(id, "the shapes do not broadcast"));
         }
-        let out = self.result_buffer(id);
+        let out = self.target(id);
         let c = shape.c;
         let mut b = self.builder(id, "mul", format!("mul {shape} by a 1×1×{c} gate"));
         b.parallel(shape.h * shape.w, |b, p| {
             for (c0, lanes) in channel_vectors(c) {
                 let index = p.clone() * c + c0;
-                let value = b.load(big.buffer, index.clone(), lanes);
+                let value = b.load(big.buffer, index, lanes);
                 let scale = b.load(gate.buffer, Affine::constant(c0), lanes);
                 let product = b.binary(BinaryOp::Mul, value, scale);
-                b.store(out, index, lanes, product);
+                let to = out.index(p.clone(), Affine::constant(c0));
+                b.store(out.buffer, to, lanes, product);
             }
         });
         self.emit(b);
-        self.set_value(id, out);
+        self.set_target_value(id, out);
         Ok(())
     }
 
@@ -152,20 +170,21 @@ impl Lowering<'_> {
                 channels_padded: cp,
             },
         );
-        let out = self.result_buffer(id);
+        let out = self.target(id);
         let mut b = self.builder(id, "batchnorm", format!("batchnorm {s}"));
         b.parallel(s.h * s.w, |b, p| {
             for (c0, lanes) in channel_vectors(c) {
                 let index = p.clone() * c + c0;
-                let value = b.load(x.buffer, index.clone(), lanes);
+                let value = b.load(x.buffer, index, lanes);
                 let a = b.load(scale, Affine::constant(c0), 4);
                 let t = b.load(shift, Affine::constant(c0), 4);
                 let y = b.assign(Expr::Fma(value, a, t));
-                b.store(out, index, lanes, y);
+                let to = out.index(p.clone(), Affine::constant(c0));
+                b.store(out.buffer, to, lanes, y);
             }
         });
         self.emit(b);
-        self.set_value(id, out);
+        self.set_target_value(id, out);
         Ok(())
     }
 
@@ -221,35 +240,6 @@ impl Lowering<'_> {
             b.repeat(full, |b, v| scale_at(b, base.clone() + v * 4, 4));
             if rest > 0 {
                 scale_at(b, tail_index, rest);
-            }
-        });
-        self.emit(b);
-        self.set_value(id, out);
-        Ok(())
-    }
-
-    /// Concatenation along the channels: each pixel's channels copied from each input in turn.
-    pub(super) fn concat(&mut self, id: NodeId) -> Result<(), LowerError> {
-        let n_inputs = self.graph.nodes[id].inputs.len();
-        let args: Vec<Value> = (0..n_inputs)
-            .map(|idx| self.arg(id, idx))
-            .collect::<Result<_, _>>()?;
-        let shape = self.graph.shape(id);
-        let pixels = shape.h * shape.w;
-        if args.iter().map(|a| a.shape.c).sum::<usize>() != shape.c
-            || args.iter().any(|a| a.shape.numel() != pixels * a.shape.c)
-        {
-            return Err(self.malformed(id, "the inputs do not add up to the output"));
-        }
-        let out = self.result_buffer(id);
-        let mut b = self.builder(id, "concat", format!("concat {n_inputs} inputs → {shape}"));
-        b.parallel(pixels, |b, p| {
-            let mut offset = 0;
-            for arg in &args {
-                let c = arg.shape.c;
-                let dst = p.clone() * shape.c + offset;
-                b.copy_range(out, dst, arg.buffer, p.clone() * c, c);
-                offset += c;
             }
         });
         self.emit(b);

@@ -17,13 +17,16 @@
 //!   that conv and pool kernels have no conditionals; it also covers `ceil_mode` windows that
 //!   run past the input. A conv feeding a single window op writes its output into the
 //!   bordered buffer directly; other inputs are copied (`pad.rs`).
+//! - **`concat` is free** where it is safe: the producers of its operands write straight into
+//!   channel slices of its buffer, with the concat's pixel stride (`concat.rs`).
 //! - **Intermediate tensors share one arena** (`plan.rs`), reused as tensors die.
 //!
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
-//! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`, and
-//! `pad.rs` for the borders window ops read.
+//! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
+//! `concat.rs`, and `pad.rs` for the borders window ops read.
 
 mod builder;
+mod concat;
 mod conv;
 mod dense;
 mod dump;
@@ -115,6 +118,10 @@ struct Lowering<'g> {
     buffers: Vec<Buffer>,
     kernels: Vec<Kernel>,
     values: SecondaryMap<NodeId, Option<Value>>,
+    /// The nodes written in place into a concat's buffer (`concat.rs`).
+    slices: SecondaryMap<NodeId, Option<concat::Slice>>,
+    /// Each concat's target, once its first producer has made it.
+    concat_targets: SecondaryMap<NodeId, Option<concat::Target>>,
 }
 
 impl<'g> Lowering<'g> {
@@ -152,6 +159,8 @@ impl<'g> Lowering<'g> {
             buffers: Vec::new(),
             kernels: Vec::new(),
             values: SecondaryMap::new(),
+            slices: SecondaryMap::new(),
+            concat_targets: SecondaryMap::new(),
         };
         // The output is written in place by the node it aliases, unless that is a network
         // input, which is copied at the end instead.
@@ -162,6 +171,7 @@ impl<'g> Lowering<'g> {
         if !matches!(graph.nodes[root].op, Op::Input { .. }) {
             lowering.output_writer = Some(root);
         }
+        lowering.plan_slices();
         Ok(lowering)
     }
 
@@ -252,7 +262,12 @@ impl<'g> Lowering<'g> {
             name.push('_');
             name.push_str(&label);
         }
-        KernelBuilder::new(name, format!("{id} {comment}"))
+        // (A pad kernel copies the node's input, not its output.)
+        let note = match what {
+            "pad" => String::new(),
+            _ => self.slice_note(id).unwrap_or_default(),
+        };
+        KernelBuilder::new(name, format!("{id} {comment}{note}"))
     }
 
     fn emit(&mut self, builder: KernelBuilder) {
@@ -267,6 +282,9 @@ impl<'g> Lowering<'g> {
             .get(idx)
             .copied()
             .ok_or_else(|| self.malformed(id, "too few inputs"))?;
+        if self.slices[input].is_some() {
+            return Err(self.malformed(id, &format!("reads {input}, written into a concat")));
+        }
         let value = self.values[input]
             .ok_or_else(|| self.malformed(id, &format!("reads {input} before it is computed")))?;
         Ok(value)

@@ -99,6 +99,8 @@ impl Lowering<'_> {
     /// The buffer a conv node writes its output to, and where in it: the interior of its
     /// reader's padded input when it has one reader that needs padding, else a plain tensor.
     /// Emits the kernel that fills the border.
+    /// (A conv written into a concat's buffer has the concat as its only reader, so never
+    /// needs this.)
     pub(super) fn conv_result(&mut self, id: NodeId) -> (BufferId, Option<PadLayout>) {
         let shape = self.graph.shape(id);
         let readers = &self.readers[id];

@@ -110,7 +110,7 @@ impl Lowering<'_> {
             let len = reciprocals.len();
             self.add_const(name, len, ConstSpec::Values(reciprocals.clone()))
         });
-        let result = self.result_buffer(id);
+        let result = self.target(id);
         let c = s.c;
         let kind = attrs.kind;
         let mut b = self.builder(
@@ -149,14 +149,15 @@ impl Lowering<'_> {
                             Some(scale) => b.binary(BinaryOp::Mul, a, scale),
                             None => a,
                         };
-                        let index = (oy.clone() * out.w + ox.clone()) * c + c0.clone() + 4 * v;
-                        b.store(result, index, lanes(v, vectors, last), value);
+                        let pixel = oy.clone() * out.w + ox.clone();
+                        let index = result.index(pixel, c0.clone() + 4 * v);
+                        b.store(result.buffer, index, lanes(v, vectors, last), value);
                     }
                 });
             });
         });
         self.emit(b);
-        self.set_value(id, result);
+        self.set_target_value(id, result);
         Ok(())
     }
 
@@ -164,7 +165,7 @@ impl Lowering<'_> {
         let x = self.arg(id, 0)?;
         let s = x.shape;
         let pixels = s.h * s.w;
-        let result = self.result_buffer(id);
+        let result = self.target(id);
         let mut b = self.builder(id, "gpool", format!("global {kind:?} pool of {s}"));
         channel_tiles(&mut b, s.c, true, &mut |b, c0, vectors, last| {
             let acc: Vec<Reg> = (0..vectors).map(|_| b.constant(initial(kind))).collect();
@@ -181,11 +182,12 @@ impl Lowering<'_> {
                     Some(scale) => b.binary(BinaryOp::Mul, a, scale),
                     None => a,
                 };
-                b.store(result, c0.clone() + 4 * v, lanes(v, vectors, last), value);
+                let index = result.index(Affine::default(), c0.clone() + 4 * v);
+                b.store(result.buffer, index, lanes(v, vectors, last), value);
             }
         });
         self.emit(b);
-        self.set_value(id, result);
+        self.set_target_value(id, result);
         Ok(())
     }
 
@@ -213,7 +215,7 @@ impl Lowering<'_> {
             };
             return self.pool(id, &attrs);
         }
-        let result = self.result_buffer(id);
+        let result = self.target(id);
         let c = s.c;
         let bounds = |i: usize, n: usize, o: usize| ((i * n) / o, ((i + 1) * n).div_ceil(o));
         let mut b = self.builder(
@@ -241,14 +243,15 @@ impl Lowering<'_> {
                     let scale = b.constant(1.0 / count as f32);
                     for (v, &a) in acc.iter().enumerate() {
                         let value = b.binary(BinaryOp::Mul, a, scale);
-                        let index = Affine::constant((oy * out[1] + ox) * c) + c0.clone() + 4 * v;
-                        b.store(result, index, lanes(v, vectors, last), value);
+                        let pixel = Affine::constant(oy * out[1] + ox);
+                        let index = result.index(pixel, c0.clone() + 4 * v);
+                        b.store(result.buffer, index, lanes(v, vectors, last), value);
                     }
                 });
             }
         }
         self.emit(b);
-        self.set_value(id, result);
+        self.set_target_value(id, result);
         Ok(())
     }
 }

@@ -34,6 +34,20 @@ fn gcd(a: usize, b: usize) -> usize {
     }
 }
 
+/// The divisors of `n` (none for 0).
+fn divisors(n: usize) -> Vec<usize> {
+    let mut found = Vec::new();
+    let mut d = 1;
+    while d * d <= n {
+        if n.is_multiple_of(d) {
+            found.push(d);
+            found.push(n / d);
+        }
+        d += 1;
+    }
+    found
+}
+
 struct Checker<'a> {
     program: &'a LoopProgram,
     kernel: &'a Kernel,
@@ -133,8 +147,12 @@ impl Checker<'_> {
     /// `var`'s coefficient (the same for all stores), `coarse` is a multiple of a `period` of
     /// at least `step·count`, and `0 ≤ fine < step`. Two equal addresses then differ by a
     /// multiple of `period` smaller than `period`, so they come from the same iteration. The
-    /// constant term either goes into `coarse` (if the stores' constants, rounded down to
-    /// multiples of `step`, share the period) or into a `shift` all stores share.
+    /// constant term either goes into `coarse` (if the stores' constants, less a base they
+    /// share and rounded down to multiples of `step`, share the period) or into a `shift` all
+    /// stores share. The period need not be the gcd of the coefficients: any divisor of it of
+    /// at least `step·count` will do, which is what the stores into a slice of a concat's
+    /// buffer need (their pixel stride is the concat's channel count, their constants start
+    /// at the slice's channel offset).
     fn check_disjoint(&self, var: LoopVar, count: usize) -> Result<(), LowerError> {
         for (buffer, stores) in &self.stores {
             let name = &self.program.buffers[*buffer as usize].name;
@@ -166,13 +184,46 @@ impl Checker<'_> {
                 && stores
                     .iter()
                     .all(|s| reduce(s.constant) / step == shift && fits(reduce(s.constant), s));
-            // The constants in the coarse part.
-            let period = stores
-                .iter()
-                .fold(terms_period, |p, s| gcd(p, s.constant - s.constant % step));
-            let absorbed =
-                (period == 0 || period >= block) && stores.iter().all(|s| fits(s.constant, s));
-            if !shifted && !absorbed {
+            // The constants in the coarse part, after subtracting a base every store shares:
+            // 0, or the smallest constant (a slice of a concat's buffer starts at a channel
+            // offset that need not be a multiple of anything). Equal addresses stay equal
+            // when the base is subtracted from both.
+            let absorbed_above = |base: usize| {
+                let period = stores.iter().fold(terms_period, |p, s| {
+                    let c = s.constant - base;
+                    gcd(p, c - c % step)
+                });
+                (period == 0 || period >= block)
+                    && stores.iter().all(|s| fits(s.constant - base, s))
+            };
+            let lowest = stores.iter().map(|s| s.constant).min().unwrap_or(0);
+            let absorbed = absorbed_above(0) || absorbed_above(lowest);
+            // A period that is not a multiple of `step`: a pixel stride, with the constants
+            // (less the smallest) split into multiples of it and a shift all stores share.
+            // Candidates are the divisors of the terms' period, or of the constants when
+            // there are no such terms.
+            let periodic = || {
+                let shifted_by = |period: usize| {
+                    let shift = (stores[0].constant - lowest) % period / step;
+                    stores.iter().all(|s| {
+                        let c = (s.constant - lowest) % period;
+                        c / step == shift && fits(c, s)
+                    })
+                };
+                let mut candidates = if terms_period > 0 {
+                    divisors(terms_period)
+                } else {
+                    let constants = stores.iter().map(|s| s.constant - lowest);
+                    constants.flat_map(divisors).collect()
+                };
+                candidates.sort_unstable();
+                candidates.dedup();
+                candidates
+                    .into_iter()
+                    .filter(|&p| p >= block)
+                    .any(shifted_by)
+            };
+            if !shifted && !absorbed && !periodic() {
                 return Err(refuse());
             }
         }
