@@ -11,7 +11,7 @@ use super::barrier::SpinBarrier;
 use super::CodegenOptions;
 use crate::graph::Shape;
 use crate::reference::RunError;
-use crate::runtime::{Dims, MAX_ELEMENTS};
+use crate::runtime::MAX_ELEMENTS;
 use cranelift_jit::JITModule;
 use ndarray::{ArrayD, IxDyn};
 use std::sync::{Mutex, PoisonError};
@@ -232,50 +232,6 @@ impl CompiledNetwork {
 
     /// Checks the inputs against the network's; returns the batch size.
     fn check_inputs(&self, inputs: &[ArrayD<f32>]) -> Result<usize, RunError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(RunError::InputCount {
-                network: self.name.clone(),
-                expected: self.inputs.len(),
-                found: inputs.len(),
-            });
-        }
-        let mut batch = None;
-        for ((name, shape), tensor) in self.inputs.iter().zip(inputs) {
-            let dims = tensor.shape();
-            let fits = if shape.flat {
-                matches!(dims, &[_, c] | &[_, 1, 1, c] if c == shape.c)
-            } else {
-                dims.len() == 4 && dims[1..] == [shape.h, shape.w, shape.c]
-            };
-            if !fits {
-                let expected = if shape.flat {
-                    format!("N×{} (batch × features)", shape.c)
-                } else {
-                    format!(
-                        "N×{}×{}×{} (batch × height × width × channels)",
-                        shape.h, shape.w, shape.c
-                    )
-                };
-                return Err(RunError::InputShape {
-                    input: name.clone(),
-                    expected,
-                    found: Dims::of(dims),
-                });
-            }
-            let n = dims[0];
-            match batch {
-                None if n == 0 => return Err(RunError::EmptyBatch),
-                None => batch = Some(n),
-                Some(first) if first != n => {
-                    return Err(RunError::BatchMismatch {
-                        input: name.clone(),
-                        batch: n,
-                        first,
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(batch.unwrap_or(1))
+        crate::reference::check_batch(&self.name, &self.inputs, inputs)
     }
 }

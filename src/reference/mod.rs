@@ -158,17 +158,32 @@ pub fn run(
 
 /// Checks the inputs against the network's declared inputs; returns the batch size.
 fn check_inputs(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<usize, RunError> {
-    if inputs.len() != graph.inputs.len() {
+    let specs: Vec<(String, Shape)> = graph
+        .inputs
+        .iter()
+        .map(|&id| (input_name(graph, id), graph.shape(id)))
+        .collect();
+    check_batch(&graph.name, &specs, inputs)
+}
+
+/// Checks tensors against a network's inputs (name and shape each, in order): one tensor per
+/// input, N×H×W×C (N×C for a flat input), every batch the same size. Returns the batch size.
+/// Every engine runs this before touching the data.
+pub fn check_batch(
+    network: &str,
+    specs: &[(String, Shape)],
+    inputs: &[ArrayD<f32>],
+) -> Result<usize, RunError> {
+    if inputs.len() != specs.len() {
         return Err(RunError::InputCount {
-            network: graph.name.clone(),
-            expected: graph.inputs.len(),
+            network: network.to_string(),
+            expected: specs.len(),
             found: inputs.len(),
         });
     }
     let mut batch = None;
-    for (&id, tensor) in graph.inputs.iter().zip(inputs) {
-        let name = input_name(graph, id);
-        let shape = graph.shape(id);
+    for ((name, shape), tensor) in specs.iter().zip(inputs) {
+        let (name, shape) = (name.clone(), *shape);
         let dims = tensor.shape();
         let fits = if shape.flat {
             matches!(dims, &[_, c] | &[_, 1, 1, c] if c == shape.c)
