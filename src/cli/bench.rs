@@ -2,9 +2,8 @@
 //! per-kernel profile with `--profile`.
 
 use super::engine::{default_threads, Backend, Engine, EngineOptions};
-use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
+use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Diagnostic};
-use crate::driver::Select;
 use crate::graph::summary::human_macs;
 use crate::runtime::{self, Weights};
 use serde::Serialize;
@@ -107,15 +106,7 @@ fn progress(done: u64, total: u64) {
 }
 
 pub fn run(args: &BenchArgs) -> u8 {
-    let Some(mut compilation) = compile_file(&args.file, &select(&args.net, Select::First)) else {
-        return EXIT_ERRORS;
-    };
-    report(&compilation);
-    let Some(graph) = compilation
-        .networks
-        .iter_mut()
-        .find_map(|network| network.graph.take())
-    else {
+    let Some((compilation, graph)) = compile_network(&args.file, &args.net) else {
         return EXIT_ERRORS;
     };
     let sources = &compilation.program.sources;

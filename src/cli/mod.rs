@@ -30,6 +30,24 @@ pub fn compile_file(path: &Path, select: &Select) -> Option<Compilation> {
     }
 }
 
+/// Compiles the network a command works on (`--net`, or the file's first) and takes its
+/// graph, printing the diagnostics; `None` when there is nothing to work on.
+pub fn compile_network(
+    path: &Path,
+    net: &Option<String>,
+) -> Option<(Compilation, crate::graph::Graph)> {
+    let mut compilation = compile_file(path, &select(net, Select::First))?;
+    report(&compilation);
+    if compilation.has_errors() {
+        return None;
+    }
+    let graph = compilation
+        .networks
+        .iter_mut()
+        .find_map(|network| network.graph.take())?;
+    Some((compilation, graph))
+}
+
 pub fn report(compilation: &Compilation) {
     diag::emit_stderr(&compilation.program.sources, &compilation.all_diagnostics());
 }

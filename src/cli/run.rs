@@ -13,9 +13,9 @@
 //! channel, as the course writes them; anything larger prints its range.
 
 use super::engine::{at_layer, default_threads, Backend, Engine, EngineOptions};
-use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
+use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Diagnostic, Severity};
-use crate::driver::{Origin, Program, Select};
+use crate::driver::{Origin, Program};
 use crate::graph::{Graph, NodeId, Op, Shape};
 use crate::runtime::{self, Dims, InputError, LoadOptions, Weights, WeightsError};
 use crate::stdlib;
@@ -83,18 +83,7 @@ pub fn run(args: &RunArgs) -> u8 {
             ),
         ),
     };
-    let Some(mut compilation) = compile_file(&file, &select(&net, Select::First)) else {
-        return EXIT_ERRORS;
-    };
-    report(&compilation);
-    if compilation.has_errors() {
-        return EXIT_ERRORS;
-    }
-    let Some(mut graph) = compilation
-        .networks
-        .iter_mut()
-        .find_map(|network| network.graph.take())
-    else {
+    let Some((compilation, mut graph)) = compile_network(&file, &net) else {
         return EXIT_ERRORS;
     };
     let program = &compilation.program;

@@ -5,9 +5,8 @@
 //! and a way to check that loading a file gives the same result as seeding.
 
 use super::run::weights_diagnostic;
-use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
+use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, thousands};
-use crate::driver::Select;
 use crate::runtime::Weights;
 use std::path::PathBuf;
 
@@ -27,18 +26,7 @@ pub struct WeightsArgs {
 }
 
 pub fn run(args: &WeightsArgs) -> u8 {
-    let Some(mut compilation) = compile_file(&args.file, &select(&args.net, Select::First)) else {
-        return EXIT_ERRORS;
-    };
-    report(&compilation);
-    if compilation.has_errors() {
-        return EXIT_ERRORS;
-    }
-    let Some(graph) = compilation
-        .networks
-        .iter_mut()
-        .find_map(|network| network.graph.take())
-    else {
+    let Some((compilation, graph)) = compile_network(&args.file, &args.net) else {
         return EXIT_ERRORS;
     };
     let sources = &compilation.program.sources;
