@@ -93,6 +93,14 @@ fn summary_of_first_network() {
         .stdout
         .starts_with("identity_shortcut: 56×56×64 → 56×56×64\n"));
     assert!(out.stdout.contains("Total params: 73,984\n"));
+    // The JIT's memory plan for one image: the 56×56×64 input, the block's intermediate
+    // tensors as the plan reuses them, and the output.
+    assert!(
+        out.stdout
+            .contains("Activation memory (JIT arena, per image): "),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -103,6 +111,8 @@ fn summary_json() {
     assert_eq!(value["parameters"], 61_706);
     assert_eq!(value["macs"], 416_520);
     assert_eq!(value["layers"][0]["path"], "conv1");
+    // conv1's 28×28×6 output is the largest tensor; the plan fits in 23 KiB.
+    assert_eq!(value["arena_bytes"], 23 * 1024);
 }
 
 #[test]

@@ -23,7 +23,8 @@ pub fn run(args: &SummaryArgs) -> u8 {
     };
     report(&compilation);
     for graph in compilation.graphs() {
-        let summary = Summary::of(graph);
+        let mut summary = Summary::of(graph);
+        summary.arena_bytes = jit_arena_bytes(graph);
         if args.json {
             println!(
                 "{}",
@@ -38,4 +39,19 @@ pub fn run(args: &SummaryArgs) -> u8 {
     } else {
         EXIT_OK
     }
+}
+
+/// The arena the JIT would plan: the optimizer's structure (no weights needed), then the
+/// lowering's memory plan. `None` where the lowering does not handle the network.
+fn jit_arena_bytes(graph: &crate::graph::Graph) -> Option<u64> {
+    let mut optimized = graph.clone();
+    let mut no_weights = crate::runtime::Weights::new();
+    crate::opt::optimize(
+        &mut optimized,
+        &mut no_weights,
+        &crate::opt::Options::default(),
+    )
+    .ok()?;
+    let program = crate::lower::lower(&optimized).ok()?;
+    Some(program.arena_bytes() as u64)
 }

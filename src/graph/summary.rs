@@ -25,6 +25,9 @@ pub struct Summary {
     pub trainable_parameters: u64,
     pub frozen_parameters: u64,
     pub macs: u64,
+    /// The activation arena the JIT plans for one image, where the caller computed it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arena_bytes: Option<u64>,
     pub layers: Vec<LayerRow>,
 }
 
@@ -65,6 +68,7 @@ impl Summary {
             trainable_parameters: trainable,
             frozen_parameters: frozen,
             macs: layers.iter().map(|l| l.macs).sum(),
+            arena_bytes: None,
             layers,
         }
     }
@@ -160,6 +164,13 @@ impl Summary {
             "Parameter memory: {} (f32)",
             human_bytes(self.parameters.saturating_mul(4))
         );
+        if let Some(arena) = self.arena_bytes {
+            let _ = writeln!(
+                out,
+                "Activation memory (JIT arena, per image): {}",
+                human_bytes(arena)
+            );
+        }
         out
     }
 }

@@ -30,11 +30,26 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
         .collect();
     let mut readers = Readers::of(graph);
     let mut folded_tensors = Vec::new();
+    // Without any weights the pass changes the structure only (the layer gains its bias, the
+    // batch norm goes), for what needs the optimized shape of a network but not its numbers:
+    // the memory plan that `cnnc summary` reports.
+    let structure_only = weights.is_empty();
+    let mut restructured = false;
     for bn in batch_norms {
         let &[producer] = graph.nodes[bn].inputs.as_slice() else {
             continue;
         };
         if readers.use_count(producer) != 1 {
+            continue;
+        }
+        if structure_only {
+            match &mut graph.nodes[producer].op {
+                Op::Conv(attrs) => attrs.bias = true,
+                Op::Dense(attrs) => attrs.bias = true,
+                _ => continue,
+            }
+            readers.replace_uses(graph, bn, producer);
+            restructured = true;
             continue;
         }
         let Some(affine) = Affine::of_batch_norm(graph, weights, bn) else {
@@ -48,6 +63,10 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
         readers.replace_uses(graph, bn, producer);
     }
     debug_assert!(readers.agrees_with(graph));
+    if restructured {
+        graph.prune_unreachable();
+        return true;
+    }
     if folded_tensors.is_empty() {
         return false;
     }
