@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! source ─syntax─▶ AST ─expand─▶ graph (shapes inferred as nodes are inserted)
-//!        ─reference─▶ tensors
+//!        ─opt─▶ fused graph ─lower─▶ loop nests ─codegen─▶ Cranelift IR → native code ─▶ tensors
+//!                      └──────────reference (the interpreter, the tests' oracle)──────────▶ tensors
 //! ```
 //!
-//! `driver` strings the stages together for the CLI and the tests; `diag` renders the
-//! diagnostics every stage produces.
+//! `driver` strings the front end together for the CLI and the tests; `runtime` holds
+//! weights and inputs; `diag` renders the diagnostics every stage produces; `cli` is the
+//! command line.
 
 pub mod cli;
 pub mod codegen;
