@@ -46,8 +46,8 @@ pub enum Value {
 }
 
 impl Value {
-    /// A list of these items, or `None` when it would exceed [`MAX_LIST_VALUES`] or
-    /// [`MAX_LIST_DEPTH`].
+    /// A list of these items, or `None` when it would exceed `MAX_LIST_VALUES` or
+    /// `MAX_LIST_DEPTH`.
     pub fn list(items: Vec<Value>) -> Option<Value> {
         let mut leaves = 0u64;
         let mut depth = 1u32;
