@@ -833,3 +833,34 @@ fn emit_clif_snapshots() {
         codegen::emit_clif(&graph_of(SMALL_CONV), &options).expect("generates")
     );
 }
+
+/// The rest of the range: kernels up to 11×11 and strides up to 4 (AlexNet's stem is
+/// 11×11 stride 4), odd sizes, channel counts that are not multiples of 4, batch 1 and 3.
+#[test]
+fn convolutions_with_kernels_up_to_11_and_strides_up_to_4() {
+    let mut cases = 0;
+    for kernel in [8, 9, 10, 11] {
+        for stride in [1, 2, 3, 4] {
+            for (size, channels, filters) in [(13, 3, 5), (24, 6, 9)] {
+                if kernel > size + 4 {
+                    continue;
+                }
+                let pad = kernel / 3;
+                let batch = if (kernel + stride) % 3 == 0 { 3 } else { 1 };
+                check_source(
+                    &format!(
+                        "network t(x: {size}x{}x{channels}) {{ x -> conv({filters}, {kernel}, stride: {stride}, pad: {pad}) -> relu }}",
+                        size + 1
+                    ),
+                    batch,
+                );
+                cases += 1;
+            }
+        }
+    }
+    check_source(
+        "network t(x: 23x23x5) { x -> dwconv(11, stride: 4, pad: 5) -> maxpool(3, stride: 4, pad: 1) }",
+        3,
+    );
+    assert_eq!(cases, 32);
+}
