@@ -8,6 +8,7 @@ use super::{CallSite, Expander, Naming, MAX_CALL_DEPTH, MAX_REPEAT};
 use crate::diag::Diagnostic;
 use crate::source::Span;
 use crate::syntax::ast::{BlockDef, Ident, NetworkDef, SeqItem, Stage, StageKind, TypeName};
+use std::collections::HashMap;
 
 /// The tensor flowing into a stage and the span of the expression that produced it.
 pub struct StageInput {
@@ -407,11 +408,15 @@ impl Expander<'_> {
         }
         self.bind_params(&network.params, hyper_args, span);
         let first_new = self.graph.nodes.len();
+        let counters_before = self.scopes.last().map(|scope| scope.counters.clone());
         let mut result = self.body_statements(&network.body.stmts, network.body.span);
         self.pop_frame();
         self.calls.pop();
         if let (Some((path, path_span)), false) = (until, result.is_poison()) {
             result = self.cut_network(network, &prefix, &path, path_span, first_new);
+            if let (Value::Tensor(cut), Some(before)) = (&result, counters_before) {
+                self.release_names(before, &prefix, first_new, *cut);
+            }
         }
         if scoped {
             self.pop_scope();
@@ -602,5 +607,47 @@ impl Expander<'_> {
             return false;
         }
         true
+    }
+}
+
+impl Expander<'_> {
+    /// After a network is cut short, the layers past the cut will be pruned: give back the
+    /// automatic names they took, so that the caller's next unlabelled `softmax` is `softmax`
+    /// and not `softmax_1`. The counters become those from before the call, raised past every
+    /// name a surviving layer (up to `cut`) took in this scope.
+    fn release_names(
+        &mut self,
+        before: HashMap<String, usize>,
+        prefix: &str,
+        first_new: usize,
+        cut: crate::graph::NodeId,
+    ) {
+        let mut counters = before;
+        let own = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}.")
+        };
+        for (id, node) in self.graph.nodes.iter().skip(first_new) {
+            if id > cut {
+                break;
+            }
+            let Some(relative) = node.path.strip_prefix(&own) else {
+                continue;
+            };
+            let segment = relative.split('.').next().unwrap_or(relative);
+            // `kind` is the first of its kind, `kind_n` the (n+1)-th.
+            let (kind, taken) = match segment.rsplit_once('_') {
+                Some((kind, n)) if n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() => {
+                    (kind, n.parse::<usize>().map_or(1, |n| n.saturating_add(1)))
+                }
+                _ => (segment, 1),
+            };
+            let counter = counters.entry(kind.to_string()).or_insert(0);
+            *counter = (*counter).max(taken);
+        }
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.counters = counters;
+        }
     }
 }
