@@ -20,12 +20,7 @@ fn tensor<'a>(
     expected: &[usize],
     literal: Option<&'a Literal>,
 ) -> Result<Cow<'a, [f32]>, CodegenError> {
-    let path = &graph.nodes[node].path;
-    let name = if path.is_empty() {
-        suffix.to_string()
-    } else {
-        format!("{path}.{suffix}")
-    };
+    let name = graph.tensor_name(node, suffix);
     let numel: usize = expected.iter().product();
     let wrong_shape = |found: &[usize]| CodegenError::WeightShape {
         name: name.clone(),

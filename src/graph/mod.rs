@@ -175,18 +175,24 @@ impl Graph {
         infer::macs(&self.nodes[id].op, self.input_shape(id), self.shapes[id])
     }
 
+    /// The full name of one of a node's tensors, `{path}.{suffix}` (`layer1.0.conv1.weight`),
+    /// as weights files, the interpreter, the optimizer and the code generator spell it.
+    pub fn tensor_name(&self, id: NodeId, suffix: &str) -> String {
+        let path = &self.nodes[id].path;
+        if path.is_empty() {
+            suffix.to_string()
+        } else {
+            format!("{path}.{suffix}")
+        }
+    }
+
     /// Every parameter and buffer tensor with its full name (`layer1.0.conv1.weight`), in
     /// node order: the order of a PyTorch `state_dict`.
     pub fn named_params(&self) -> Vec<(String, NodeId, ParamSpec)> {
         let mut out = Vec::new();
-        for (id, node) in self.nodes.iter() {
+        for id in self.nodes.keys() {
             for spec in self.params(id) {
-                let name = if node.path.is_empty() {
-                    spec.name.to_string()
-                } else {
-                    format!("{}.{}", node.path, spec.name)
-                };
-                out.push((name, id, spec));
+                out.push((self.tensor_name(id, spec.name), id, spec));
             }
         }
         out

@@ -16,7 +16,7 @@
 //! through them), and every tensor involved must be present with the shape the graph gives
 //! it; otherwise the batch norm is left for the interpreter or runtime to report.
 
-use super::rewrite::{remove_tensors, tensor_name, Readers};
+use super::rewrite::{remove_tensors, Readers};
 use crate::graph::{Graph, Literal, NodeId, Op};
 use crate::runtime::Weights;
 use ndarray::{ArrayD, IxDyn};
@@ -90,7 +90,7 @@ impl Affine {
         let channels = graph.shape(bn).c;
         let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
             .iter()
-            .map(|suffix| tensor_name(graph, bn, suffix))
+            .map(|suffix| graph.tensor_name(bn, suffix))
             .collect();
         let mut vectors = Vec::with_capacity(names.len());
         for name in &names {
@@ -155,7 +155,7 @@ impl Folded {
                     .into_iter()
                     .find(|spec| spec.name == "weight")?
                     .shape;
-                let tensor = weights.get(&tensor_name(graph, producer, "weight"))?;
+                let tensor = weights.get(&graph.tensor_name(producer, "weight"))?;
                 if tensor.shape() != expected.as_slice() {
                     return None;
                 }
@@ -165,7 +165,7 @@ impl Folded {
         let bias: Vec<f32> = match literal_bias {
             Some(literal) => literal.values.clone(),
             None if has_bias => {
-                let tensor = weights.get(&tensor_name(graph, producer, "bias"))?;
+                let tensor = weights.get(&graph.tensor_name(producer, "bias"))?;
                 if tensor.shape() != [channels] {
                     return None;
                 }
@@ -194,8 +194,8 @@ impl Folded {
 
     /// Writes the values where the producer keeps them: literal values or `Weights`.
     fn store(self, graph: &mut Graph, weights: &mut Weights, producer: NodeId) {
-        let weight_name = tensor_name(graph, producer, "weight");
-        let bias_name = tensor_name(graph, producer, "bias");
+        let weight_name = graph.tensor_name(producer, "weight");
+        let bias_name = graph.tensor_name(producer, "bias");
         let (literal_weight, literal_bias, has_bias) = match &mut graph.nodes[producer].op {
             Op::Conv(a) => (&mut a.weights, &mut a.bias_values, &mut a.bias),
             Op::Dense(a) => (&mut a.weights, &mut a.bias_values, &mut a.bias),

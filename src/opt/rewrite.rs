@@ -122,16 +122,6 @@ impl Readers {
     }
 }
 
-/// The full name of a node's tensor, as `Graph::named_params` and the interpreter spell it.
-pub(super) fn tensor_name(graph: &Graph, id: NodeId, suffix: &str) -> String {
-    let path = &graph.nodes[id].path;
-    if path.is_empty() {
-        suffix.to_string()
-    } else {
-        format!("{path}.{suffix}")
-    }
-}
-
 /// Drops the named tensors, keeping the others in their order. `Weights` has no removal of
 /// its own, so it is rebuilt; passes call this once, with everything they folded away. The
 /// kept tensors are moved, not copied: a large network's weights are hundreds of megabytes.

@@ -240,12 +240,7 @@ fn tensor<'a>(
     expected: &[usize],
     literal: Option<&Literal>,
 ) -> Result<CowArray<'a, f32, IxDyn>, RunError> {
-    let path = &graph.nodes[id].path;
-    let name = if path.is_empty() {
-        suffix.to_string()
-    } else {
-        format!("{path}.{suffix}")
-    };
+    let name = graph.tensor_name(id, suffix);
     let wrong_shape = |found: &[usize]| RunError::WeightShape {
         name: name.clone(),
         found: Dims::of(found),
@@ -272,6 +267,22 @@ fn tensor<'a>(
         return Err(wrong_shape(array.shape()));
     }
     Ok(CowArray::from(array.view()))
+}
+
+/// A conv's or dense layer's bias of `n` values, if it has one (learned or literal).
+fn bias<'a>(
+    graph: &Graph,
+    weights: &'a Weights,
+    id: NodeId,
+    n: usize,
+    learned: bool,
+    literal: Option<&Literal>,
+) -> Result<Option<CowArray<'a, f32, IxDyn>>, RunError> {
+    if learned || literal.is_some() {
+        tensor(graph, weights, id, "bias", &[n], literal).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// Computes node `id` from its arguments.
@@ -324,18 +335,14 @@ fn eval(
                 &weight_shape,
                 attrs.weights.as_ref(),
             )?;
-            let bias = if attrs.bias || attrs.bias_values.is_some() {
-                Some(tensor(
-                    graph,
-                    weights,
-                    id,
-                    "bias",
-                    &[*filters],
-                    attrs.bias_values.as_ref(),
-                )?)
-            } else {
-                None
-            };
+            let bias = bias(
+                graph,
+                weights,
+                id,
+                *filters,
+                attrs.bias,
+                attrs.bias_values.as_ref(),
+            )?;
             // A residual conv's skip tensor must match the output exactly; indexing it
             // with the output's coordinates is then in bounds.
             let skip = if attrs.residual {
@@ -362,18 +369,14 @@ fn eval(
                 &[*units, in_features],
                 attrs.weights.as_ref(),
             )?;
-            let bias = if attrs.bias || attrs.bias_values.is_some() {
-                Some(tensor(
-                    graph,
-                    weights,
-                    id,
-                    "bias",
-                    &[*units],
-                    attrs.bias_values.as_ref(),
-                )?)
-            } else {
-                None
-            };
+            let bias = bias(
+                graph,
+                weights,
+                id,
+                *units,
+                attrs.bias,
+                attrs.bias_values.as_ref(),
+            )?;
             conv::dense(arg(0)?, &weight, bias.as_ref(), attrs.activation)
         }
         Op::Pool(attrs) => pool::pool(arg(0)?, attrs, shape),
