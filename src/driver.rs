@@ -94,13 +94,27 @@ pub fn load(path: &Path) -> std::io::Result<Program> {
         }
     }
     let bytes = crate::source::read_regular_file(path, crate::source::MAX_SOURCE_BYTES)?;
-    let text = String::from_utf8(bytes).map_err(|_| {
+    let text = String::from_utf8(bytes).map_err(|error| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            "the file is not valid UTF-8 text",
+            describe_invalid_utf8(error.as_bytes(), error.utf8_error().valid_up_to()),
         )
     })?;
     Ok(load_source_with_origin(&display, &text, disk_origin(path)))
+}
+
+/// Where a file stops being UTF-8, as a user can find it in an editor: the line and column of
+/// the first bad byte (columns count characters), its value and its byte offset.
+fn describe_invalid_utf8(bytes: &[u8], valid_up_to: usize) -> String {
+    // Everything before `valid_up_to` is valid UTF-8 by definition.
+    let before = std::str::from_utf8(&bytes[..valid_up_to]).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    let byte = bytes.get(valid_up_to).copied().unwrap_or_default();
+    format!(
+        "the file is not valid UTF-8 text: the byte 0x{byte:02X} at line {line}, column {column} \
+         (byte offset {valid_up_to}) does not start a UTF-8 character"
+    )
 }
 
 /// Parses source text as if it were a file named `name` in the current directory.
@@ -256,12 +270,13 @@ impl Loader {
                 candidate.display().to_string(),
                 text,
             )),
-            Ok(Err(_)) => {
+            Ok(Err(error)) => {
+                let why = describe_invalid_utf8(error.as_bytes(), error.utf8_error().valid_up_to());
                 self.program.diagnostics.push(
                     Diagnostic::error(
                         "missing-import",
                         import.span,
-                        format!("`{}` is not UTF-8 text", candidate.display()),
+                        format!("cannot read `{}`: {why}", candidate.display()),
                     )
                     .with_label("imported here"),
                 );

@@ -209,3 +209,49 @@ fn bench_reports_json() {
         .iter()
         .any(|k| k["kernel"].as_str().is_some_and(|n| n.contains("conv1"))));
 }
+
+/// A byte-order mark opening a file and a form feed between tokens are accepted, as rustc
+/// accepts them; the same program without them gives the same line.
+#[test]
+fn byte_order_mark_and_form_feed_are_accepted() {
+    let dir = std::env::temp_dir().join(format!("cnnc-bom-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plain = "network n(x: 8x8x3) {\n    x -> conv(4, 3)\n}\n";
+    let marked = format!("\u{FEFF}network n(x: 8x8x3) {{\n\u{0C}    x -> conv(4, 3)\n}}\n");
+    let mut lines = Vec::new();
+    for (name, text) in [("plain.cnn", plain.to_string()), ("marked.cnn", marked)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = cnnc(&["check", path.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{name}: {}", out.stderr);
+        lines.push(out.stdout);
+    }
+    assert_eq!(lines[0], lines[1]);
+    assert_eq!(lines[0], "n: 8×8×3 → 6×6×4, 112 parameters, 3,888 MACs\n");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A file that is not UTF-8 is reported with the line, column and offset of its first bad
+/// byte, so the user can find it.
+#[test]
+fn non_utf8_file_names_the_bad_byte() {
+    let dir = std::env::temp_dir().join(format!("cnnc-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("latin1.cnn");
+    // "réseau" in Latin-1: é is the single byte 0xE9 on line 2.
+    std::fs::write(
+        &path,
+        b"// a network\nnetwork r\xE9seau(x: 8x8x3) {\n    x -> relu\n}\n",
+    )
+    .unwrap();
+    let out = cnnc(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "the byte 0xE9 at line 2, column 10 (byte offset 22) does not start a UTF-8 character"
+        ),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -67,6 +67,163 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
 /// the `x` of a shape) would only confuse.
 const PUNCTUATION: &[&str] = &["(", ")", "[", "]", "{", "}", ",", ":", ";", "->", "="];
 
+/// Characters that look like the ASCII a program needs, as editors and word processors
+/// substitute them: the character, its Unicode name, and what to write instead.
+const LOOKALIKES: &[(char, &str, &str)] = &[
+    ('\u{00A0}', "NO-BREAK SPACE", " "),
+    ('\u{2000}', "EN QUAD", " "),
+    ('\u{2002}', "EN SPACE", " "),
+    ('\u{2003}', "EM SPACE", " "),
+    ('\u{2009}', "THIN SPACE", " "),
+    ('\u{202F}', "NARROW NO-BREAK SPACE", " "),
+    ('\u{3000}', "IDEOGRAPHIC SPACE", " "),
+    ('\u{200B}', "ZERO WIDTH SPACE", ""),
+    ('\u{FEFF}', "ZERO WIDTH NO-BREAK SPACE", ""),
+    ('\u{2212}', "MINUS SIGN", "-"),
+    ('\u{2010}', "HYPHEN", "-"),
+    ('\u{2013}', "EN DASH", "-"),
+    ('\u{2014}', "EM DASH", "-"),
+    ('\u{2192}', "RIGHTWARDS ARROW", "->"),
+    ('\u{2018}', "LEFT SINGLE QUOTATION MARK", "\""),
+    ('\u{2019}', "RIGHT SINGLE QUOTATION MARK", "\""),
+    ('\u{201C}', "LEFT DOUBLE QUOTATION MARK", "\""),
+    ('\u{201D}', "RIGHT DOUBLE QUOTATION MARK", "\""),
+    ('\u{FF08}', "FULLWIDTH LEFT PARENTHESIS", "("),
+    ('\u{FF09}', "FULLWIDTH RIGHT PARENTHESIS", ")"),
+    ('\u{FF0C}', "FULLWIDTH COMMA", ","),
+    ('\u{FF1A}', "FULLWIDTH COLON", ":"),
+    ('\u{2236}', "RATIO", ":"),
+    ('\u{00D7}', "MULTIPLICATION SIGN", "*"),
+];
+
+/// A diagnostic for a character that is not ASCII where a token was expected: a letter that
+/// no name may contain, or a lookalike of the ASCII a program needs.
+fn non_ascii(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
+    let found = text.get(pos..)?.chars().next()?;
+    if found.is_ascii() {
+        return None;
+    }
+    let span = Span::new(file, pos..pos + found.len_utf8());
+    if found.is_alphabetic() {
+        return Some(
+            Diagnostic::error(
+                "syntax",
+                span,
+                format!("expected a name of ASCII letters, digits and `_`, found `{found}`"),
+            )
+            .with_label("not allowed in a name"),
+        );
+    }
+    let code = format!("U+{:04X}", u32::from(found));
+    let Some(&(_, name, ascii)) = LOOKALIKES.iter().find(|(c, ..)| *c == found) else {
+        return Some(
+            Diagnostic::error(
+                "syntax",
+                span,
+                format!("unexpected character `{found}` ({code})"),
+            )
+            .with_label("not part of the language")
+            .with_help("programs are written in ASCII outside strings and comments"),
+        );
+    };
+    // A Unicode minus or dash before `>` was meant as the arrow.
+    let arrow = ascii == "-" && text[pos + found.len_utf8()..].starts_with('>');
+    let message = match ascii {
+        "" => format!("found an invisible {code} {name}"),
+        " " => format!("found a {code} {name}, which looks like a space but is not one"),
+        _ => format!("found `{found}` ({code} {name}), which looks like `{ascii}` but is not"),
+    };
+    let help = match ascii {
+        _ if arrow => "did you mean `->`? write the arrow with an ASCII `-`".to_string(),
+        "" => "delete it".to_string(),
+        " " => "replace it with an ordinary space".to_string(),
+        _ => format!("replace it with `{ascii}`"),
+    };
+    Some(
+        Diagnostic::error("syntax", span, message)
+            .with_label("not ASCII")
+            .with_help(help),
+    )
+}
+
+/// The position of `//` when it opens a comment inside brackets that are still open at `pos`:
+/// `conv(channels(x) // 2, 1)` means an integer division, but `//` starts a comment, so the
+/// parse fails at a later line. A comment outside any bracket is left alone.
+fn comment_in_open_brackets(text: &str, pos: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut found = None;
+    let mut idx = 0;
+    while idx < pos.min(bytes.len()) {
+        match (bytes[idx], bytes.get(idx + 1).copied()) {
+            (b'/', Some(b'/')) => {
+                // Only a comment that follows an operand on its own line reads as division.
+                let line_start = text[..idx].rfind('\n').map_or(0, |i| i + 1);
+                let before = text[line_start..idx].trim_end();
+                let after = text[idx + 2..].trim_start();
+                let operand_before = before
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == ')' || c == ']');
+                let operand_after = after
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '(');
+                if depth > 0 && operand_before && operand_after && found.is_none() {
+                    found = Some((idx, depth));
+                }
+                while idx < bytes.len() && bytes[idx] != b'\n' {
+                    idx += 1;
+                }
+                continue;
+            }
+            (b'/', Some(b'*')) => {
+                let end = text[idx + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |e| idx + 4 + e);
+                idx = end;
+                continue;
+            }
+            (b'"', _) => {
+                idx += 1;
+                while idx < bytes.len() && bytes[idx] != b'"' && bytes[idx] != b'\n' {
+                    idx += if bytes[idx] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // Braces are left out: a network's body is open around every line of it.
+            (b'(' | b'[', _) => depth += 1,
+            (b')' | b']', _) => {
+                depth = depth.saturating_sub(1);
+                // The bracket open at the comment closed before the error: not our case.
+                if found.is_some_and(|(_, d)| depth < d) {
+                    found = None;
+                }
+            }
+            _ => {}
+        }
+        idx += 1;
+    }
+    found.map(|(idx, _)| idx)
+}
+
+/// `frozen c1: conv(...)`: the label was written after `frozen` instead of before it. Returns
+/// the label's text when the text before `pos` (a `:`) ends with `frozen <name>`.
+fn label_after_frozen(text: &str, pos: usize) -> Option<&str> {
+    if !text[pos..].starts_with(':') {
+        return None;
+    }
+    let before = text[..pos].trim_end();
+    let name_start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |i| i + 1);
+    let name = &before[name_start..];
+    let rest = before[..name_start].trim_end();
+    let is_frozen = rest.ends_with("frozen")
+        && !rest[..rest.len() - "frozen".len()]
+            .ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    (!name.is_empty() && is_frozen).then_some(name)
+}
+
 fn describe_found(text: &str, pos: usize) -> String {
     let rest = &text[pos.min(text.len())..];
     let Some(first) = rest.chars().next() else {
@@ -95,7 +252,7 @@ fn join_alternatives(items: &[String]) -> String {
 }
 
 pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) -> Diagnostic {
-    let mut pos = match error.location {
+    let pos = match error.location {
         InputLocation::Pos(pos) => pos,
         InputLocation::Span((start, _)) => start,
     };
@@ -123,15 +280,10 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
             let further = text
                 .get(attempts.max_position..)
                 .and_then(|t| t.chars().next());
-            if let Some(letter) = further.filter(|c| c.is_alphabetic() && !c.is_ascii()) {
-                pos = attempts.max_position;
-                let span = Span::new(file, pos..pos + letter.len_utf8());
-                return Diagnostic::error(
-                    "syntax",
-                    span,
-                    format!("expected a name of ASCII letters, digits and `_`, found `{letter}`"),
-                )
-                .with_label("not allowed in a name");
+            if further.is_some_and(|c| c.is_alphabetic() && !c.is_ascii()) {
+                if let Some(diagnostic) = non_ascii(file, text, attempts.max_position) {
+                    return diagnostic;
+                }
             }
         }
         for token in attempts.expected_tokens() {
@@ -151,6 +303,9 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
             punctuation.remove(token);
         }
     }
+    if let Some(diagnostic) = non_ascii(file, text, pos) {
+        return diagnostic;
+    }
     let mut items: Vec<String> = punctuation.into_iter().collect();
     for name in expected {
         if !items.iter().any(|item| item == name) {
@@ -163,10 +318,23 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
         .next()
         .map_or(pos, |c| pos + c.len_utf8());
     let span = Span::new(file, pos.min(text.len())..end.min(text.len()));
-    Diagnostic::error(
+    let mut diagnostic = Diagnostic::error(
         "syntax",
         span,
         format!("expected {}, found {found}", join_alternatives(&items)),
     )
-    .with_label(format!("unexpected {found}"))
+    .with_label(format!("unexpected {found}"));
+    if let Some(comment) = comment_in_open_brackets(text, pos) {
+        diagnostic = diagnostic
+            .with_secondary(
+                Span::new(file, comment..comment + 2),
+                "`//` starts a comment, which runs to the end of the line",
+            )
+            .with_help("for an integer division write `floor(a / b)`; `/` divides");
+    } else if let Some(label) = label_after_frozen(text, pos) {
+        diagnostic = diagnostic.with_help(format!(
+            "a label comes before `frozen`: write `{label}: frozen ...`"
+        ));
+    }
+    diagnostic
 }

@@ -290,6 +290,28 @@ impl Walker {
             _ => 0,
         };
         let span = self.span(&pair);
+        let is_chain = matches!(
+            pair.as_rule(),
+            Rule::or_expr | Rule::and_expr | Rule::cmp_expr | Rule::sum | Rule::product
+        );
+        if is_chain && levels > MAX_DEPTH {
+            // A long flat chain is not deep nesting to the user: say what it is, and point at
+            // the first operator past the limit rather than at the whole (long) line.
+            let first_over = pair.clone().into_inner().nth(2 * MAX_DEPTH + 1);
+            let at = first_over.map_or(span, |p| self.span(&p));
+            return Err(Box::new(
+                Diagnostic::error(
+                    "nesting-too-deep",
+                    at,
+                    format!(
+                        "this expression chains {levels} operators; at most {MAX_DEPTH} may \
+                         follow each other"
+                    ),
+                )
+                .with_label(format!("operator {}", MAX_DEPTH + 1))
+                .with_help("compute it in parts with `let` bindings: `let a = ...` then `a + ...`"),
+            ));
+        }
         self.descend(span, levels, || self.expr_node(pair))
     }
 
