@@ -217,7 +217,7 @@ fn byte_order_mark_and_form_feed_are_accepted() {
     let dir = std::env::temp_dir().join(format!("cnnc-bom-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plain = "network n(x: 8x8x3) {\n    x -> conv(4, 3)\n}\n";
-    let marked = format!("\u{FEFF}network n(x: 8x8x3) {{\n\u{0C}    x -> conv(4, 3)\n}}\n");
+    let marked = "\u{FEFF}network n(x: 8x8x3) {\n\u{0C}    x -> conv(4, 3)\n}\n".to_string();
     let mut lines = Vec::new();
     for (name, text) in [("plain.cnn", plain.to_string()), ("marked.cnn", marked)] {
         let path = dir.join(name);
