@@ -421,15 +421,24 @@ impl Expander<'_> {
         let mut candidates: Vec<String> = self.defs.blocks.keys().map(|k| k.to_string()).collect();
         candidates.extend(super::layers::callable_names().map(String::from));
         candidates.sort();
-        let suggestion = closest(name, candidates.iter().map(String::as_str)).map(String::from);
+        let help = match super::suggest::equivalent(name) {
+            Some(super::suggest::Equivalent::Layer(layer)) => {
+                Some(format!("cnnc calls this layer `{layer}`"))
+            }
+            Some(super::suggest::Equivalent::Missing(what)) => {
+                Some(format!("cnnc has no {what} layer yet"))
+            }
+            None => closest(name, candidates.iter().map(String::as_str))
+                .map(|s| format!("did you mean `{s}`?")),
+        };
         let mut diagnostic = Diagnostic::error(
             "unknown-layer",
             callee.span,
             format!("unknown layer or block `{name}`"),
         )
         .with_label("not a layer, block or function");
-        if let Some(s) = suggestion {
-            diagnostic = diagnostic.with_help(format!("did you mean `{s}`?"));
+        if let Some(help) = help {
+            diagnostic = diagnostic.with_help(help);
         }
         self.error(diagnostic);
         Value::Poison

@@ -483,8 +483,9 @@ impl Expander<'_> {
             format!("network `{}` has no layer `{path}`", network.name.name),
         )
         .with_label("no such layer path");
-        if let Some(s) = super::suggest::closest(path, paths.iter().map(String::as_str)) {
-            diagnostic = diagnostic.with_help(format!("did you mean `{s}`?"));
+        let close = super::suggest::closest_all(path, paths.iter().map(String::as_str));
+        if let Some(help) = super::suggest::did_you_mean(&close) {
+            diagnostic = diagnostic.with_help(help);
         }
         self.error(diagnostic);
         Value::Poison
