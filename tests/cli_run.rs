@@ -549,3 +549,27 @@ fn transfer_summary_counts_frozen_parameters() {
         out.stdout
     );
 }
+
+/// An `--output` that cannot be written is reported before anything is compiled or run, so a
+/// long run is not wasted; nothing is printed on standard output.
+#[test]
+fn unwritable_output_is_reported_before_running() {
+    let out = cnnc(&[
+        "run",
+        "examples/lenet5.cnn",
+        "--output",
+        "examples/no_such_folder/out.npy",
+    ]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, "", "the network ran: {}", out.stdout);
+    insta::assert_snapshot!(out.stderr);
+    let out = cnnc(&["run", "examples/lenet5.cnn", "--output", "examples"]);
+    assert_eq!(out.code, 1);
+    assert_eq!(out.stdout, "");
+    assert!(
+        out.stderr
+            .contains("cannot write `examples`: it is a folder"),
+        "{}",
+        out.stderr
+    );
+}

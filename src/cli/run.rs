@@ -100,6 +100,11 @@ pub fn run(args: &RunArgs) -> u8 {
 /// they are found.
 fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), Vec<Diagnostic>> {
     let mut errors = Vec::new();
+    if let Some(path) = &args.output {
+        if let Err(error) = runtime::check_output_path(path) {
+            errors.push(Diagnostic::global("output-file", error.to_string()));
+        }
+    }
     if let Err(error) = load_labels(program, graph) {
         errors.push(*error);
     }

@@ -19,7 +19,7 @@ mod safetensors_io;
 mod weights;
 
 pub use input::{load_input, preprocess_image, synthetic_input, InputError};
-pub use npy::{npy_bytes, parse_npy, write_npy, NpyArray, NpyError};
+pub use npy::{check_output_path, npy_bytes, parse_npy, write_npy, NpyArray, NpyError};
 pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
 pub use weights::{Weights, WeightsError};
 

@@ -351,6 +351,32 @@ pub fn npy_bytes(array: &ArrayD<f32>) -> Vec<u8> {
     bytes
 }
 
+/// Checks, before any work is done, that a file can be written at `path`: its folder exists
+/// and it is not itself a folder. A run that fails this would otherwise compute everything and
+/// only then report that its result cannot be kept.
+pub fn check_output_path(path: &std::path::Path) -> Result<(), super::InputError> {
+    let unwritable = |reason: String| super::InputError::Unwritable {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(reason),
+    };
+    if path.is_dir() {
+        return Err(unwritable("it is a folder".to_string()));
+    }
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => std::path::Path::new("."),
+    };
+    if !folder.is_dir() {
+        let what = if folder.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        return Err(unwritable(format!("`{}` {what}", folder.display())));
+    }
+    Ok(())
+}
+
 /// Writes `array` to `path` as `.npy` (the `--output` of `cnnc run`).
 pub fn write_npy(path: &std::path::Path, array: &ArrayD<f32>) -> Result<(), super::InputError> {
     std::fs::write(path, npy_bytes(array)).map_err(|source| super::InputError::Unwritable {
