@@ -306,6 +306,27 @@ pub fn definitions(program: &Program) -> (Definitions<'_>, Vec<Diagnostic>) {
                 ast::Item::Network(network) => &network.name,
                 ast::Item::Import(_) => continue,
             };
+            if crate::expand::is_builtin_name(&name.name) {
+                // A definition would silently replace the built-in everywhere, even in a file
+                // that only imports this one.
+                let kind = match item {
+                    ast::Item::Block(_) => "block",
+                    _ => "network",
+                };
+                diagnostics.push(
+                    Diagnostic::error(
+                        "builtin-name",
+                        name.span,
+                        format!(
+                            "a {kind} cannot be named `{}`: that is a built-in layer or function",
+                            name.name
+                        ),
+                    )
+                    .with_label("the name of a built-in")
+                    .with_help(format!("rename the {kind}, e.g. `my_{}`", name.name)),
+                );
+                continue;
+            }
             if let Some(&first) = spans.get(name.name.as_str()) {
                 diagnostics.push(
                     Diagnostic::error(

@@ -19,6 +19,11 @@ use crate::source::Span;
 use crate::syntax::ast::{BlockDef, NetworkDef, Stmt};
 use std::collections::HashMap;
 pub use suggest::closest as closest_name;
+
+/// Whether `name` is a built-in layer or function, which a block or network may not take.
+pub fn is_builtin_name(name: &str) -> bool {
+    layers::is_callable(name)
+}
 pub use value::Value;
 
 /// The most nodes one network may expand to; past it the program is almost surely a mistake
