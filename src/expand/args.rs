@@ -40,8 +40,32 @@ impl Expander<'_> {
         let mut bound: Vec<Option<EvalArg>> = params.iter().map(|_| None).collect();
         let mut ok = true;
         let mut positional = 0;
+        let mut first_keyword: Option<Span> = None;
         for arg in args {
+            if arg.keyword.is_some() && first_keyword.is_none() {
+                first_keyword = Some(arg.span);
+            }
             let slot = match &arg.keyword {
+                None if first_keyword.is_some() => {
+                    // Binding it to the next free position would report a confusing
+                    // "given twice" (`conv(filters: 8, 3)` binds 3 to `filters`).
+                    let mut diagnostic = Diagnostic::error(
+                        "positional-after-keyword",
+                        arg.span,
+                        "a positional argument cannot follow a keyword argument",
+                    )
+                    .with_label("positional argument")
+                    .with_help(format!(
+                        "give it by name too, or put it before the keyword arguments: {}",
+                        signature(what, params)
+                    ));
+                    if let Some(keyword) = first_keyword {
+                        diagnostic = diagnostic.with_secondary(keyword, "first keyword argument");
+                    }
+                    self.error(diagnostic);
+                    ok = false;
+                    continue;
+                }
                 None => {
                     if positional >= params.len() {
                         let mut diagnostic = Diagnostic::error(
