@@ -15,6 +15,8 @@ pub enum Activation {
     /// `x * sigmoid(x)`, also called SiLU.
     Swish,
     Tanh,
+    /// `x · relu6(x + 3) / 6`, PyTorch's `Hardswish` (MobileNetV3).
+    Hardswish,
 }
 
 impl Activation {
@@ -25,6 +27,7 @@ impl Activation {
             Activation::Sigmoid => "sigmoid",
             Activation::Swish => "swish",
             Activation::Tanh => "tanh",
+            Activation::Hardswish => "hardswish",
         }
     }
 
@@ -36,6 +39,8 @@ impl Activation {
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Swish => x / (1.0 + (-x).exp()),
             Activation::Tanh => x.tanh(),
+            // In the order PyTorch's kernel computes it: the product, then the division.
+            Activation::Hardswish => x * (x + 3.0).clamp(0.0, 6.0) / 6.0,
         }
     }
 
@@ -43,7 +48,11 @@ impl Activation {
     /// these, so `tanh` stays a node of its own.
     pub fn fuses_into_epilogue(self) -> bool {
         match self {
-            Activation::Relu | Activation::Relu6 | Activation::Sigmoid | Activation::Swish => true,
+            Activation::Relu
+            | Activation::Relu6
+            | Activation::Sigmoid
+            | Activation::Swish
+            | Activation::Hardswish => true,
             Activation::Tanh => false,
         }
     }

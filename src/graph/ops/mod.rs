@@ -342,6 +342,7 @@ static LAYERS: &[&dyn Surface] = &[
     &activation::layer(Activation::Swish),
     &activation::alias("silu", Activation::Swish),
     &activation::layer(Activation::Tanh),
+    &activation::layer(Activation::Hardswish),
     &softmax::SOFTMAX,
     &add::ADD,
     &mul::MUL,
