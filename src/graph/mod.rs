@@ -2,8 +2,8 @@
 //! inference computed (shapes) and where each node came from (spans, call chains).
 //!
 //! A node's output shape is computed once, when the node is inserted, by the single shape rule
-//! of its op (`ops/`, reached through `infer.rs`). A `Graph` therefore never holds a node without a shape: code that has
-//! a `Graph` can ask for any node's shape.
+//! of its op (its file under `ops/`). A `Graph` therefore never holds a node without a shape:
+//! code that has a `Graph` can ask for any node's shape.
 
 pub mod dot;
 mod dump;
