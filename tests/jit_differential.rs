@@ -372,6 +372,31 @@ fn elementwise_layers() {
     );
 }
 
+/// `hardswish` as a node of its own and fused into a conv's epilogue, on values spread over
+/// its three pieces (below −3, between, above 3) by a 1×1 conv with literal weights.
+#[test]
+fn hardswish_standalone_and_fused() {
+    let spread =
+        "conv(5, 1, weights: [[[[5]]], [[[-5]]], [[[2.5]]], [[[-2]]], [[[0.5]]]], bias: false)";
+    check_source(
+        &format!("network t(x: 7x5x1) {{ x -> {spread} -> hardswish }}"),
+        2,
+    );
+    check_source("network t(x: 2x2x16) { x -> hardswish }", 3);
+    let graph = graph_of(&format!(
+        "network t(x: 6x5x1) {{ x -> {spread} -> conv(4, 3, pad: 1) -> hardswish }}"
+    ));
+    let [(written, weights), (optimized, optimized_weights)] = as_written_and_optimized(graph);
+    let fused = optimized
+        .nodes
+        .values()
+        .any(|node| matches!(&node.op, Op::Conv(a) if a.activation == Some(Activation::Hardswish)));
+    assert!(fused, "the optimizer fuses hardswish into the conv");
+    let expected =
+        reference::run(&written, &weights, &inputs_for(&written, 2)).expect("the reference runs");
+    check_weighted(&optimized, &optimized_weights, &expected, "fused hardswish");
+}
+
 /// `exp` and `sigmoid` are computed inline by a polynomial; they must stay within 1e-6 of
 /// the reference *relatively*, also where the values are tiny.
 #[test]

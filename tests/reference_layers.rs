@@ -524,6 +524,15 @@ fn activations_dropout_and_identity_map_each_value() {
     assert_close(&run1(&graph, &Weights::new(), input), &expected);
 }
 
+#[test]
+fn hardswish_matches_hand_computed_values() {
+    // x · relu6(x + 3) / 6: zero up to −3, x itself from 3 on, a parabola in between.
+    let input = tensor(&[1, 8], vec![-4., -3., -1., -0.5, 0., 1.5, 3., 4.]);
+    let expected = [0., 0., -2. / 6., -1.25 / 6., 0., 6.75 / 6., 3., 4.];
+    let graph = single(Shape::flat(8), Op::Activation(Activation::Hardswish));
+    assert_close(&run1(&graph, &Weights::new(), input), &expected);
+}
+
 /// `x -> a: conv1x1(2 → 2) ; x -> b: global pool` and a two-input op on the results.
 fn two_branch(op: Op) -> (Graph, Weights) {
     let mut graph = Graph::new("branches");

@@ -24,7 +24,7 @@ mod vmath;
 
 pub use network::{CompiledNetwork, KernelTimes};
 
-use crate::graph::{Graph, NodeId, Op};
+use crate::graph::{Graph, NodeId};
 use crate::lower::{self, LoopProgram, LowerError, Storage};
 use crate::runtime::Dims;
 use jit::Generator;
@@ -151,10 +151,10 @@ pub fn compile(
         .inputs
         .iter()
         .map(|&id| {
-            let name = match &graph.nodes[id].op {
-                Op::Input { name, .. } => name.clone(),
-                _ => id.to_string(),
-            };
+            let name = graph.nodes[id]
+                .op
+                .input_name()
+                .map_or_else(|| id.to_string(), str::to_string);
             (name, graph.shape(id))
         })
         .collect();

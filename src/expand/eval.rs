@@ -144,7 +144,8 @@ impl Expander<'_> {
             return value;
         }
         let mut candidates = self.names_in_scope();
-        let is_callable = self.defs.blocks.contains_key(name) || super::layers::is_callable(name);
+        let is_callable =
+            self.defs.blocks.contains_key(name) || super::catalogue::is_callable(name);
         if is_callable {
             self.error(
                 Diagnostic::error(
@@ -412,14 +413,14 @@ impl Expander<'_> {
         if let Some(network) = self.defs.networks.get(name).copied() {
             return self.call_network(network, callee, args, naming, span);
         }
-        if let Some(sig) = super::layers::signature(name) {
+        if let Some(sig) = super::catalogue::signature(name) {
             return self.layer(sig, callee, args, naming, span);
         }
-        if super::layers::is_builtin(name) {
+        if super::builtins::is_builtin(name) {
             return self.builtin(callee, args, span);
         }
         let mut candidates: Vec<String> = self.defs.blocks.keys().map(|k| k.to_string()).collect();
-        candidates.extend(super::layers::callable_names().map(String::from));
+        candidates.extend(super::catalogue::callable_names().map(String::from));
         candidates.sort();
         let help = match super::suggest::equivalent(name) {
             Some(super::suggest::Equivalent::Layer(layer)) => {

@@ -7,8 +7,12 @@
 //! which silently propagates, so every independent mistake of a network is reported at once.
 
 mod args;
+mod builtins;
+mod catalogue;
+mod converters;
+mod declarations;
 mod eval;
-mod layers;
+mod shape_diagnostics;
 mod stage;
 mod suggest;
 mod value;

@@ -1,7 +1,8 @@
 //! The graph as Graphviz DOT, printed by `cnnc graph`.
 
-use super::op::Op;
+use super::ops::Category;
 use super::Graph;
+use super::Op;
 use crate::diag::thousands;
 use std::fmt::Write;
 
@@ -23,20 +24,21 @@ pub fn to_dot(graph: &Graph) -> String {
         if !node.path.is_empty() {
             let _ = write!(label, "{}\\n", escape(&node.path));
         }
-        let kind = match &node.op {
-            Op::Input { name, .. } => format!("input {}", escape(name)),
-            op => op.name().to_string(),
+        let kind = if let Op::Input { name, .. } = &node.op {
+            format!("input {}", escape(name))
+        } else {
+            node.op.name().to_string()
         };
         let _ = write!(label, "{kind}\\n{}", graph.shape(id));
         let n_params: u64 = graph.node_parameters(id);
         if n_params > 0 {
             let _ = write!(label, "\\n{} params", thousands(n_params));
         }
-        let fill = match &node.op {
-            Op::Input { .. } => "#d8e8ff",
-            Op::Conv(_) | Op::Dense(_) => "#ffe9c7",
-            Op::Add | Op::Mul | Op::Concat => "#dff5dd",
-            _ => "#f4f4f4",
+        let fill = match node.op.category() {
+            Category::Input => "#d8e8ff",
+            Category::Weighted => "#ffe9c7",
+            Category::Merge => "#dff5dd",
+            Category::Other => "#f4f4f4",
         };
         let frozen = if node.frozen {
             ", style=\"rounded,filled,dashed\""

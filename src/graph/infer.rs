@@ -1,10 +1,10 @@
-//! The shape rule, parameter list and cost of every op: the single place that knows them.
+//! Shape inference's errors and the checked arithmetic every op's shape rule (in `ops/`) is
+//! built from.
 //!
 //! All arithmetic is checked. A tensor may hold at most [`MAX_ELEMENTS`] elements; anything
 //! larger is an error rather than an overflow or an allocation that cannot succeed.
 
-use super::op::{ConvAttrs, Op, Padding, PoolAttrs};
-use super::{ParamSpec, Shape};
+use super::{Op, Padding, ParamSpec, Shape};
 use thiserror::Error;
 
 /// The most elements one tensor may have (8 GiB of f32).
@@ -113,7 +113,7 @@ impl ShapeError {
     }
 }
 
-fn checked_numel(dims: &[usize], what: &str) -> Result<usize, ShapeError> {
+pub(crate) fn checked_numel(dims: &[usize], what: &str) -> Result<usize, ShapeError> {
     let mut total: u128 = 1;
     for &d in dims {
         total = total.saturating_mul(d as u128);
@@ -178,7 +178,7 @@ pub fn same_padding(n: usize, kernel: usize, stride: usize, dilation: usize) -> 
     (needed / 2, needed - needed / 2)
 }
 
-fn positive(value: usize, what: &'static str) -> Result<(), ShapeError> {
+pub(crate) fn positive(value: usize, what: &'static str) -> Result<(), ShapeError> {
     if value == 0 {
         Err(ShapeError::NotPositive { what })
     } else {
@@ -186,7 +186,7 @@ fn positive(value: usize, what: &'static str) -> Result<(), ShapeError> {
     }
 }
 
-fn spatial_input(op: &'static str, shape: Shape) -> Result<(), ShapeError> {
+pub(crate) fn spatial_input(op: &'static str, shape: Shape) -> Result<(), ShapeError> {
     if shape.flat {
         Err(ShapeError::NeedsSpatial { op, shape })
     } else {
@@ -194,7 +194,7 @@ fn spatial_input(op: &'static str, shape: Shape) -> Result<(), ShapeError> {
     }
 }
 
-fn window(
+pub(crate) fn window(
     input: Shape,
     kernel: [usize; 2],
     stride: [usize; 2],
@@ -239,254 +239,18 @@ fn window(
     }
 }
 
-fn conv_shape(attrs: &ConvAttrs, input: Shape) -> Result<Shape, ShapeError> {
-    spatial_input("conv", input)?;
-    positive(attrs.filters, "the number of filters")?;
-    positive(attrs.groups, "groups")?;
-    if !input.c.is_multiple_of(attrs.groups) {
-        return Err(ShapeError::GroupsDontDivide {
-            groups: attrs.groups,
-            which: "the input channels",
-            channels: input.c,
-        });
-    }
-    if !attrs.filters.is_multiple_of(attrs.groups) {
-        return Err(ShapeError::GroupsDontDivide {
-            groups: attrs.groups,
-            which: "the filters",
-            channels: attrs.filters,
-        });
-    }
-    let (h, w) = window(
-        input,
-        attrs.kernel,
-        attrs.stride,
-        attrs.dilation,
-        attrs.pad,
-        false,
-    )?;
-    let expected = conv_weight_shape(attrs, input);
-    checked_numel(&expected, "the weight tensor")?;
-    check_literal("weights", attrs.weights.as_ref(), &expected)?;
-    check_literal("bias values", attrs.bias_values.as_ref(), &[attrs.filters])?;
-    checked_numel(&[h, w, attrs.filters], "the output")?;
-    Ok(Shape::spatial(h, w, attrs.filters))
-}
-
-fn conv_weight_shape(attrs: &ConvAttrs, input: Shape) -> Vec<usize> {
-    vec![
-        attrs.filters,
-        input.c / attrs.groups.max(1),
-        attrs.kernel[0],
-        attrs.kernel[1],
-    ]
-}
-
-fn dims_text(dims: &[usize]) -> String {
-    dims.iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("×")
-}
-
-fn check_literal(
-    what: &'static str,
-    literal: Option<&super::Literal>,
-    expected: &[usize],
-) -> Result<(), ShapeError> {
-    let Some(literal) = literal else {
-        return Ok(());
-    };
-    // A literal may leave out leading dimensions of size 1: a single 3×3 filter on one
-    // channel is written as a 3×3 list.
-    let rank = literal.shape.len();
-    let fits = rank <= expected.len()
-        && expected[..expected.len() - rank].iter().all(|&d| d == 1)
-        && expected[expected.len() - rank..] == literal.shape[..];
-    if fits {
-        Ok(())
-    } else {
-        Err(ShapeError::LiteralShape {
-            what,
-            expected: dims_text(expected),
-            found: dims_text(&literal.shape),
-        })
-    }
-}
-
-fn pool_shape(attrs: &PoolAttrs, input: Shape, name: &'static str) -> Result<Shape, ShapeError> {
-    spatial_input(name, input)?;
-    let (h, w) = window(
-        input,
-        attrs.kernel,
-        attrs.stride,
-        [1, 1],
-        attrs.pad,
-        attrs.ceil_mode,
-    )?;
-    Ok(Shape::spatial(h, w, input.c))
-}
-
-fn arity(op: &Op, inputs: &[Shape]) -> Result<(), ShapeError> {
-    let (ok, expected) = match op {
-        Op::Input { .. } => (inputs.is_empty(), "no"),
-        Op::Add | Op::Mul => (inputs.len() == 2, "two"),
-        // A fused residual conv reads the skip tensor as its second input.
-        Op::Conv(attrs) if attrs.residual => (inputs.len() == 2, "two"),
-        Op::Concat => (!inputs.is_empty(), "one or more"),
-        _ => (inputs.len() == 1, "one"),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(ShapeError::Arity {
-            op: op.name(),
-            expected,
-            found: inputs.len(),
-        })
-    }
-}
-
 /// The output shape of `op` applied to inputs of these shapes.
 pub fn output_shape(op: &Op, inputs: &[Shape]) -> Result<Shape, ShapeError> {
-    arity(op, inputs)?;
-    let first = inputs.first().copied().unwrap_or_default();
-    match op {
-        Op::Input { .. } => Ok(first),
-        Op::Conv(attrs) => {
-            let out = conv_shape(attrs, first)?;
-            // The skip tensor is added elementwise to the output, so it must have its shape.
-            match inputs.get(1) {
-                Some(&skip) if attrs.residual && skip != out => Err(ShapeError::AddMismatch {
-                    left: out,
-                    right: skip,
-                }),
-                _ => Ok(out),
-            }
-        }
-        Op::Dense(attrs) => {
-            if !first.flat {
-                return Err(ShapeError::NeedsFlat { shape: first });
-            }
-            positive(attrs.units, "the number of units")?;
-            checked_numel(&[attrs.units, first.c], "the weight tensor")?;
-            check_literal("weights", attrs.weights.as_ref(), &[attrs.units, first.c])?;
-            check_literal("bias values", attrs.bias_values.as_ref(), &[attrs.units])?;
-            Ok(Shape::flat(attrs.units))
-        }
-        Op::Pool(attrs) => pool_shape(attrs, first, op.name()),
-        Op::GlobalPool(_) => {
-            spatial_input(op.name(), first)?;
-            Ok(Shape::spatial(1, 1, first.c))
-        }
-        Op::AdaptiveAvgPool { out } => {
-            spatial_input(op.name(), first)?;
-            positive(out[0].min(out[1]), "the output size")?;
-            checked_numel(&[out[0], out[1], first.c], "the output")?;
-            Ok(Shape::spatial(out[0], out[1], first.c))
-        }
-        Op::Flatten => Ok(Shape::flat(first.numel())),
-        Op::BatchNorm { .. }
-        | Op::Dropout { .. }
-        | Op::Identity
-        | Op::Activation(_)
-        | Op::Softmax => Ok(first),
-        Op::Add => {
-            let (left, right) = (inputs[0], inputs[1]);
-            if left == right {
-                Ok(left)
-            } else {
-                Err(ShapeError::AddMismatch { left, right })
-            }
-        }
-        Op::Mul => {
-            let (left, right) = (inputs[0], inputs[1]);
-            let broadcasts = |small: Shape, big: Shape| {
-                !small.flat && small.h == 1 && small.w == 1 && small.c == big.c
-            };
-            if left == right || broadcasts(right, left) {
-                Ok(left)
-            } else if broadcasts(left, right) {
-                Ok(right)
-            } else {
-                Err(ShapeError::MulMismatch { left, right })
-            }
-        }
-        Op::Concat => {
-            let mut channels = 0usize;
-            for (idx, shape) in inputs.iter().enumerate() {
-                if shape.h != first.h || shape.w != first.w || shape.flat != first.flat {
-                    return Err(ShapeError::ConcatMismatch {
-                        other_idx: idx,
-                        first,
-                        other: *shape,
-                    });
-                }
-                channels = channels.saturating_add(shape.c);
-            }
-            checked_numel(&[first.h, first.w, channels], "the output")?;
-            Ok(Shape {
-                c: channels,
-                ..first
-            })
-        }
-    }
+    op.output_shape(inputs)
 }
 
 /// The parameter and buffer tensors of `op` on an input of shape `input`, in `state_dict`
 /// order. Literal weights are constants, not parameters.
 pub fn params(op: &Op, input: Shape) -> Vec<ParamSpec> {
-    let param = |name, shape| ParamSpec {
-        name,
-        shape,
-        is_buffer: false,
-    };
-    let buffer = |name, shape| ParamSpec {
-        name,
-        shape,
-        is_buffer: true,
-    };
-    match op {
-        Op::Conv(attrs) => {
-            let mut out = Vec::new();
-            if attrs.weights.is_none() {
-                out.push(param("weight", conv_weight_shape(attrs, input)));
-            }
-            if attrs.bias && attrs.bias_values.is_none() {
-                out.push(param("bias", vec![attrs.filters]));
-            }
-            out
-        }
-        Op::Dense(attrs) => {
-            let mut out = Vec::new();
-            if attrs.weights.is_none() {
-                out.push(param("weight", vec![attrs.units, input.c]));
-            }
-            if attrs.bias && attrs.bias_values.is_none() {
-                out.push(param("bias", vec![attrs.units]));
-            }
-            out
-        }
-        Op::BatchNorm { .. } => vec![
-            param("weight", vec![input.c]),
-            param("bias", vec![input.c]),
-            buffer("running_mean", vec![input.c]),
-            buffer("running_var", vec![input.c]),
-        ],
-        _ => Vec::new(),
-    }
+    op.params(input)
 }
 
 /// Multiply-accumulates of `op`: conv and dense only, as the published counts do.
 pub fn macs(op: &Op, input: Shape, output: Shape) -> u64 {
-    match op {
-        Op::Conv(attrs) => {
-            let per_output = (input.c / attrs.groups.max(1)) as u64
-                * attrs.kernel[0] as u64
-                * attrs.kernel[1] as u64;
-            output.numel() as u64 * per_output
-        }
-        Op::Dense(attrs) => input.c as u64 * attrs.units as u64,
-        _ => 0,
-    }
+    op.macs(input, output)
 }

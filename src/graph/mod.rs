@@ -2,19 +2,23 @@
 //! inference computed (shapes) and where each node came from (spans, call chains).
 //!
 //! A node's output shape is computed once, when the node is inserted, by the single shape rule
-//! of its op (`infer.rs`). A `Graph` therefore never holds a node without a shape: code that has
-//! a `Graph` can ask for any node's shape.
+//! of its op (its file under `ops/`). A `Graph` therefore never holds a node without a shape:
+//! code that has a `Graph` can ask for any node's shape.
 
 pub mod dot;
 mod dump;
 pub mod infer;
-mod op;
+pub mod ops;
 mod shape;
 pub mod summary;
 pub mod verify;
 
 pub use infer::ShapeError;
-pub use op::{Activation, ConvAttrs, DenseAttrs, Literal, Op, Padding, PoolAttrs, PoolKind};
+pub use ops::{
+    Activation, AdaptiveAvgPoolAttrs, AddAttrs, BatchNormAttrs, ConcatAttrs, ConvAttrs, DenseAttrs,
+    DropoutAttrs, FlattenAttrs, GlobalPoolAttrs, IdentityAttrs, InputAttrs, Literal, MulAttrs, Op,
+    OpRule, Padding, PoolAttrs, PoolKind, SoftmaxAttrs,
+};
 pub use shape::Shape;
 
 use crate::source::Span;
@@ -45,7 +49,7 @@ pub struct Origin {
 }
 
 /// A parameter or buffer tensor of a layer, with its PyTorch name suffix and shape.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
     /// `weight`, `bias`, `running_mean`, `running_var`.
     pub name: &'static str,
@@ -53,6 +57,17 @@ pub struct ParamSpec {
     pub shape: Vec<usize>,
     /// Buffers (batch-norm running statistics) are not parameters.
     pub is_buffer: bool,
+    /// How a fresh layer's tensor is filled (`Weights::seeded`).
+    pub init: Init,
+}
+
+/// PyTorch's default initialization of a parameter or buffer tensor.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Init {
+    /// Uniform in ±1/√fan_in, as conv and linear layers start.
+    Uniform { fan_in: usize },
+    /// Every element the same (batch norm starts as the identity).
+    Constant(f32),
 }
 
 impl ParamSpec {

@@ -1,7 +1,7 @@
 //! The per-layer table of `cnnc summary` and the one-line result of `cnnc check`.
 
-use super::op::Op;
 use super::Graph;
+use super::Op;
 use crate::diag::thousands;
 use serde::Serialize;
 use std::fmt::Write;

@@ -147,6 +147,17 @@ impl KernelBuilder {
                 self.binary(BinaryOp::Mul, value, gate)
             }
             Some(Activation::Tanh) => self.unary(UnaryOp::Tanh, value),
+            Some(Activation::Hardswish) => {
+                // `x · min(max(x + 3, 0), 6) / 6`, in the reference's order of operations.
+                let three = self.constant(3.0);
+                let zero = self.constant(0.0);
+                let six = self.constant(6.0);
+                let shifted = self.binary(BinaryOp::Add, value, three);
+                let low = self.binary(BinaryOp::Max, shifted, zero);
+                let gate = self.binary(BinaryOp::Min, low, six);
+                let product = self.binary(BinaryOp::Mul, value, gate);
+                self.binary(BinaryOp::Div, product, six)
+            }
         }
     }
 

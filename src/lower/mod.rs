@@ -180,11 +180,9 @@ impl<'g> Lowering<'g> {
     fn alias_source(&self, id: NodeId) -> Option<NodeId> {
         let node = &self.graph.nodes[id];
         let input = *node.inputs.first()?;
-        match node.op {
-            Op::Identity | Op::Dropout { .. } => Some(input),
-            Op::Flatten if self.flatten_is_free(id) => Some(input),
-            _ => None,
-        }
+        let aliases = matches!(node.op, Op::Identity | Op::Dropout { .. })
+            || (matches!(node.op, Op::Flatten) && self.flatten_is_free(id));
+        aliases.then_some(input)
     }
 
     /// A flatten moves no data when its input is 1×1×C, or when every reader (looking
@@ -198,13 +196,14 @@ impl<'g> Lowering<'g> {
         if id == self.graph.output() {
             return false;
         }
-        self.readers[id]
-            .iter()
-            .all(|&reader| match self.graph.nodes[reader].op {
-                Op::Dense(_) => self.graph.nodes[reader].inputs.first() == Some(&id),
-                Op::Identity | Op::Dropout { .. } => self.only_dense_readers(reader),
-                _ => false,
-            })
+        self.readers[id].iter().all(|&reader| {
+            let op = &self.graph.nodes[reader].op;
+            if matches!(op, Op::Dense(_)) {
+                self.graph.nodes[reader].inputs.first() == Some(&id)
+            } else {
+                matches!(op, Op::Identity | Op::Dropout { .. }) && self.only_dense_readers(reader)
+            }
+        })
     }
 
     fn add_buffer(&mut self, name: String, len: usize, storage: program::Storage) -> BufferId {

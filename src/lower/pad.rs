@@ -75,25 +75,27 @@ impl Lowering<'_> {
     /// How node `reader` reads its first input, if it is a window op.
     pub(super) fn window_read(&self, reader: NodeId) -> Option<WindowRead> {
         let out = self.graph.shape(reader);
-        match &self.graph.nodes[reader].op {
-            Op::Conv(attrs) => Some(WindowRead {
+        if let Op::Conv(attrs) = &self.graph.nodes[reader].op {
+            return Some(WindowRead {
                 kernel: attrs.kernel,
                 stride: attrs.stride,
                 dilation: attrs.dilation,
                 pad: attrs.pad,
                 out: (out.h, out.w),
                 fill: 0.0,
-            }),
-            Op::Pool(attrs) => Some(WindowRead {
-                kernel: attrs.kernel,
-                stride: attrs.stride,
-                dilation: [1, 1],
-                pad: attrs.pad,
-                out: (out.h, out.w),
-                fill: super::pool::initial(attrs.kind),
-            }),
-            _ => None,
+            });
         }
+        let Op::Pool(attrs) = &self.graph.nodes[reader].op else {
+            return None;
+        };
+        Some(WindowRead {
+            kernel: attrs.kernel,
+            stride: attrs.stride,
+            dilation: [1, 1],
+            pad: attrs.pad,
+            out: (out.h, out.w),
+            fill: super::pool::initial(attrs.kind),
+        })
     }
 
     /// The buffer a conv node writes its output to, and where in it: the interior of its

@@ -43,11 +43,10 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
             continue;
         }
         if structure_only {
-            match &mut graph.nodes[producer].op {
-                Op::Conv(attrs) => attrs.bias = true,
-                Op::Dense(attrs) => attrs.bias = true,
-                _ => continue,
-            }
+            let Some(epilogue) = graph.nodes[producer].op.epilogue_mut() else {
+                continue;
+            };
+            *epilogue.bias = true;
             readers.replace_uses(graph, bn, producer);
             restructured = true;
             continue;
@@ -137,13 +136,16 @@ impl Folded {
         producer: NodeId,
         affine: &Affine,
     ) -> Option<Folded> {
-        let (channels, literal_weight, literal_bias, has_bias) = match &graph.nodes[producer].op {
-            Op::Conv(a) if a.activation.is_none() && !a.residual => {
-                (a.filters, &a.weights, &a.bias_values, a.bias)
-            }
-            Op::Dense(a) if a.activation.is_none() => (a.units, &a.weights, &a.bias_values, a.bias),
-            _ => return None,
-        };
+        let epilogue = graph.nodes[producer].op.epilogue()?;
+        if epilogue.activation.is_some() || epilogue.residual {
+            return None;
+        }
+        let (channels, literal_weight, literal_bias, has_bias) = (
+            epilogue.channels,
+            epilogue.weights,
+            epilogue.bias_values,
+            epilogue.bias,
+        );
         if affine.scale.len() != channels || channels == 0 {
             return None;
         }
@@ -196,12 +198,12 @@ impl Folded {
     fn store(self, graph: &mut Graph, weights: &mut Weights, producer: NodeId) {
         let weight_name = graph.tensor_name(producer, "weight");
         let bias_name = graph.tensor_name(producer, "bias");
-        let (literal_weight, literal_bias, has_bias) = match &mut graph.nodes[producer].op {
-            Op::Conv(a) => (&mut a.weights, &mut a.bias_values, &mut a.bias),
-            Op::Dense(a) => (&mut a.weights, &mut a.bias_values, &mut a.bias),
-            // `compute` accepted only conv and dense layers.
-            _ => return,
+        // `compute` accepted only layers with an epilogue.
+        let Some(epilogue) = graph.nodes[producer].op.epilogue_mut() else {
+            return;
         };
+        let (literal_weight, literal_bias, has_bias) =
+            (epilogue.weights, epilogue.bias_values, epilogue.bias);
         match literal_weight {
             Some(literal) => literal.values = self.weight,
             None => {

@@ -2,7 +2,7 @@
 //! else becomes that layer's `activation`, computed in its epilogue right after the bias, so
 //! the layer's output is written once instead of written, read and written again.
 
-use super::rewrite::{is_fusable, Readers};
+use super::rewrite::Readers;
 use crate::graph::{Graph, NodeId, Op};
 use crate::runtime::Weights;
 
@@ -10,7 +10,7 @@ pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
     let activations: Vec<NodeId> = graph
         .nodes
         .iter()
-        .filter(|(_, node)| matches!(node.op, Op::Activation(act) if is_fusable(act)))
+        .filter(|(_, node)| matches!(node.op, Op::Activation(act) if act.fuses_into_epilogue()))
         .map(|(id, _)| id)
         .collect();
     let mut readers = Readers::of(graph);
@@ -28,11 +28,10 @@ pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
         }
         // A layer with an activation already is followed by a second one: `relu(relu6(x))`
         // stays two functions rather than be guessed into one.
-        let slot = match &mut graph.nodes[producer].op {
-            Op::Conv(attrs) => &mut attrs.activation,
-            Op::Dense(attrs) => &mut attrs.activation,
-            _ => continue,
+        let Some(epilogue) = graph.nodes[producer].op.epilogue_mut() else {
+            continue;
         };
+        let slot = epilogue.activation;
         if slot.is_some() {
             continue;
         }

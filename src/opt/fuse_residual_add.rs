@@ -11,7 +11,7 @@
 //!
 //! When both operands qualify, the first is fused; either choice computes the same sum.
 
-use super::rewrite::{is_fusable, Readers};
+use super::rewrite::Readers;
 use crate::graph::{Graph, NodeId, Op};
 use crate::runtime::Weights;
 
@@ -84,8 +84,8 @@ fn following_activation(
     let &[reader] = readers.users(add).as_slice() else {
         return None;
     };
-    match graph.nodes[reader].op {
-        Op::Activation(act) if is_fusable(act) => Some((reader, act)),
-        _ => None,
-    }
+    let Op::Activation(act) = graph.nodes[reader].op else {
+        return None;
+    };
+    act.fuses_into_epilogue().then_some((reader, act))
 }

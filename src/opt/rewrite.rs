@@ -14,7 +14,7 @@
 //! with `Graph::prune_unreachable`, which drops it and renumbers the rest in order. The table
 //! is not carried across that renumbering: each pass builds its own.
 
-use crate::graph::{Activation, Graph, NodeId};
+use crate::graph::{Graph, NodeId};
 use crate::runtime::Weights;
 use cranelift_entity::SecondaryMap;
 use std::collections::{BTreeMap, HashSet};
@@ -143,13 +143,4 @@ pub(super) fn remove_tensors(weights: &mut Weights, names: &[String]) {
         }
     }
     *weights = kept;
-}
-
-/// The activations a conv or dense epilogue computes; the code generator implements exactly
-/// these, so `tanh` stays a node of its own.
-pub(super) fn is_fusable(activation: Activation) -> bool {
-    match activation {
-        Activation::Relu | Activation::Relu6 | Activation::Sigmoid | Activation::Swish => true,
-        Activation::Tanh => false,
-    }
 }

@@ -12,21 +12,18 @@
 //! - Weights are looked up by their full PyTorch name (`layer1.0.conv1.weight`) in
 //!   [`Weights`], or taken from the literal values a layer carries.
 //!
-//! The ops live in three files: `conv.rs` (conv, dense), `pool.rs` (every pooling), and
-//! `elementwise.rs` (everything that maps values without a window).
+//! This file is the driver: it walks the nodes in order and hands each op its arguments
+//! through a [`Forward`] context. Each op's definition is its `reference_forward`, in its
+//! file under `graph/ops/`.
 
-mod conv;
-mod elementwise;
-mod pool;
-
-use crate::graph::{ConvAttrs, DenseAttrs, Graph, Literal, NodeId, Op, Shape};
+use crate::graph::{Graph, Literal, NodeId, Shape};
 use crate::runtime::{describe_layer, Dims, Weights, MAX_ELEMENTS};
 use cranelift_entity::{EntityRef, SecondaryMap};
 use ndarray::{Array4, ArrayD, CowArray, IxDyn};
 use thiserror::Error;
 
 /// One value of the interpreter: N×H×W×C.
-type Tensor = Array4<f32>;
+pub type Tensor = Array4<f32>;
 
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -224,64 +221,93 @@ pub fn check_batch(
 }
 
 fn input_name(graph: &Graph, id: NodeId) -> String {
-    match &graph.nodes[id].op {
-        Op::Input { name, .. } => name.clone(),
-        _ => id.to_string(),
-    }
+    graph.nodes[id]
+        .op
+        .input_name()
+        .map_or_else(|| id.to_string(), str::to_string)
 }
 
-/// A weight tensor of node `id`, from its literal values or from `weights`, checked against
-/// the shape the layer needs.
-fn tensor<'a>(
-    graph: &Graph,
+/// What an op's reference forward may ask about the node it computes.
+pub struct Forward<'a> {
+    graph: &'a Graph,
     weights: &'a Weights,
     id: NodeId,
-    suffix: &str,
-    expected: &[usize],
-    literal: Option<&Literal>,
-) -> Result<CowArray<'a, f32, IxDyn>, RunError> {
-    let name = graph.tensor_name(id, suffix);
-    let wrong_shape = |found: &[usize]| RunError::WeightShape {
-        name: name.clone(),
-        found: Dims::of(found),
-        expected: Dims::of(expected),
-        layer: describe_layer(graph, id),
-        node: id,
-    };
-    if let Some(literal) = literal {
-        // A literal may leave out leading dimensions of size 1 (inference checked that the
-        // rest agree), so its values in row-major order are exactly the full tensor's.
-        let array = ArrayD::from_shape_vec(IxDyn(expected), literal.values.clone())
-            .map_err(|_| wrong_shape(&literal.shape))?;
-        return Ok(CowArray::from(array));
+    /// The network's inputs, for `input` nodes.
+    pub inputs: &'a [ArrayD<f32>],
+    pub batch: usize,
+    /// The output shape inference gave the node.
+    pub shape: Shape,
+}
+
+impl<'a> Forward<'a> {
+    /// The shape of the node's first input.
+    pub fn input_shape(&self) -> Shape {
+        self.graph.input_shape(self.id)
     }
-    let Some(array) = weights.get(&name) else {
-        return Err(RunError::MissingWeight {
+
+    /// The node's input `idx`.
+    pub fn arg<'t>(&self, args: &[&'t Tensor], idx: usize) -> Result<&'t Tensor, RunError> {
+        args.get(idx)
+            .copied()
+            .ok_or_else(|| self.malformed("too few inputs"))
+    }
+
+    /// A malformed-graph error about this node.
+    pub fn malformed(&self, what: &str) -> RunError {
+        let op = self.graph.nodes[self.id].op.name();
+        RunError::Malformed(format!("{} ({op}): {what}", self.id))
+    }
+
+    /// A weight tensor of the node, from its literal values or from the weights, checked
+    /// against the shape the layer needs.
+    pub fn tensor(
+        &self,
+        suffix: &str,
+        expected: &[usize],
+        literal: Option<&Literal>,
+    ) -> Result<CowArray<'a, f32, IxDyn>, RunError> {
+        let (graph, id) = (self.graph, self.id);
+        let name = graph.tensor_name(id, suffix);
+        let wrong_shape = |found: &[usize]| RunError::WeightShape {
             name: name.clone(),
+            found: Dims::of(found),
             expected: Dims::of(expected),
             layer: describe_layer(graph, id),
             node: id,
-        });
-    };
-    if array.shape() != expected {
-        return Err(wrong_shape(array.shape()));
+        };
+        if let Some(literal) = literal {
+            // A literal may leave out leading dimensions of size 1 (inference checked that
+            // the rest agree), so its values in row-major order are exactly the full tensor's.
+            let array = ArrayD::from_shape_vec(IxDyn(expected), literal.values.clone())
+                .map_err(|_| wrong_shape(&literal.shape))?;
+            return Ok(CowArray::from(array));
+        }
+        let Some(array) = self.weights.get(&name) else {
+            return Err(RunError::MissingWeight {
+                name: name.clone(),
+                expected: Dims::of(expected),
+                layer: describe_layer(graph, id),
+                node: id,
+            });
+        };
+        if array.shape() != expected {
+            return Err(wrong_shape(array.shape()));
+        }
+        Ok(CowArray::from(array.view()))
     }
-    Ok(CowArray::from(array.view()))
-}
 
-/// A conv's or dense layer's bias of `n` values, if it has one (learned or literal).
-fn bias<'a>(
-    graph: &Graph,
-    weights: &'a Weights,
-    id: NodeId,
-    n: usize,
-    learned: bool,
-    literal: Option<&Literal>,
-) -> Result<Option<CowArray<'a, f32, IxDyn>>, RunError> {
-    if learned || literal.is_some() {
-        tensor(graph, weights, id, "bias", &[n], literal).map(Some)
-    } else {
-        Ok(None)
+    /// A conv's or dense layer's bias of `n` values, if it has one (learned or literal).
+    pub fn bias(
+        &self,
+        n: usize,
+        learned: bool,
+        literal: Option<&Literal>,
+    ) -> Result<Option<CowArray<'a, f32, IxDyn>>, RunError> {
+        if learned || literal.is_some() {
+            self.tensor("bias", &[n], literal).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
 
@@ -295,115 +321,19 @@ fn eval(
     batch: usize,
 ) -> Result<Tensor, RunError> {
     let shape = graph.shape(id);
-    let malformed =
-        |what: &str| RunError::Malformed(format!("{id} ({}): {what}", graph.nodes[id].op.name()));
-    let arg = |idx: usize| {
-        args.get(idx)
-            .copied()
-            .ok_or_else(|| malformed("too few inputs"))
+    let cx = Forward {
+        graph,
+        weights,
+        id,
+        inputs,
+        batch,
+        shape,
     };
-    let value = match &graph.nodes[id].op {
-        Op::Input { index, .. } => {
-            let given = inputs
-                .get(*index)
-                .ok_or_else(|| malformed("no such input"))?;
-            let dims = [batch, shape.h, shape.w, shape.c];
-            let standard = given.as_standard_layout().into_owned();
-            standard
-                .into_shape_with_order(dims)
-                .map_err(|e| malformed(&e.to_string()))?
-        }
-        Op::Conv(attrs) => {
-            let ConvAttrs {
-                filters,
-                groups,
-                kernel,
-                ..
-            } = attrs;
-            let input_channels = graph.input_shape(id).c;
-            let weight_shape = [
-                *filters,
-                input_channels / (*groups).max(1),
-                kernel[0],
-                kernel[1],
-            ];
-            let weight = tensor(
-                graph,
-                weights,
-                id,
-                "weight",
-                &weight_shape,
-                attrs.weights.as_ref(),
-            )?;
-            let bias = bias(
-                graph,
-                weights,
-                id,
-                *filters,
-                attrs.bias,
-                attrs.bias_values.as_ref(),
-            )?;
-            // A residual conv's skip tensor must match the output exactly; indexing it
-            // with the output's coordinates is then in bounds.
-            let skip = if attrs.residual {
-                let skip = arg(1)?;
-                if skip.dim() != (batch, shape.h, shape.w, shape.c) {
-                    return Err(malformed(
-                        "the residual input's shape differs from the output",
-                    ));
-                }
-                Some(skip)
-            } else {
-                None
-            };
-            conv::conv(arg(0)?, attrs, &weight, bias.as_ref(), skip, shape)
-        }
-        Op::Dense(attrs) => {
-            let DenseAttrs { units, .. } = attrs;
-            let in_features = graph.input_shape(id).c;
-            let weight = tensor(
-                graph,
-                weights,
-                id,
-                "weight",
-                &[*units, in_features],
-                attrs.weights.as_ref(),
-            )?;
-            let bias = bias(
-                graph,
-                weights,
-                id,
-                *units,
-                attrs.bias,
-                attrs.bias_values.as_ref(),
-            )?;
-            conv::dense(arg(0)?, &weight, bias.as_ref(), attrs.activation)
-        }
-        Op::Pool(attrs) => pool::pool(arg(0)?, attrs, shape),
-        Op::GlobalPool(kind) => pool::global_pool(arg(0)?, *kind),
-        Op::AdaptiveAvgPool { out } => pool::adaptive_avg_pool(arg(0)?, *out),
-        Op::Flatten => elementwise::flatten(arg(0)?),
-        Op::BatchNorm { eps } => {
-            let c = [shape.c];
-            let get = |suffix| tensor(graph, weights, id, suffix, &c, None);
-            let (weight, bias) = (get("weight")?, get("bias")?);
-            let (mean, var) = (get("running_mean")?, get("running_var")?);
-            elementwise::batch_norm(arg(0)?, &weight, &bias, &mean, &var, *eps)
-        }
-        Op::Dropout { .. } | Op::Identity => arg(0)?.clone(),
-        Op::Activation(activation) => arg(0)?.mapv(|x| activation.apply(x)),
-        Op::Softmax => elementwise::softmax(arg(0)?),
-        Op::Add => elementwise::add(arg(0)?, arg(1)?).ok_or_else(|| malformed("shapes differ"))?,
-        Op::Mul => elementwise::mul(arg(0)?, arg(1)?)
-            .ok_or_else(|| malformed("shapes do not broadcast"))?,
-        Op::Concat => {
-            elementwise::concat(args).ok_or_else(|| malformed("heights or widths differ"))?
-        }
-    };
+    let value = graph.nodes[id].op.reference_forward(&cx, args)?;
     // Every op's result must have the shape inference gave it; anything else is a bug in
     // this interpreter or in the graph, and is reported rather than propagated.
     if value.shape() != [batch, shape.h, shape.w, shape.c] {
-        return Err(malformed(&format!(
+        return Err(cx.malformed(&format!(
             "computed {} but inference says {batch}×{}×{}×{}",
             Dims::of(value.shape()),
             shape.h,

@@ -13,7 +13,7 @@
 use super::npy::{parse_npy, NpyArray, NpyError};
 use super::rng::SplitMix64;
 use super::{Dims, MAX_ELEMENTS};
-use crate::graph::{Graph, Op, Preprocess, Shape};
+use crate::graph::{Graph, Preprocess, Shape};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, RgbImage};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -74,10 +74,10 @@ fn input_spec(graph: &Graph, input_idx: usize) -> Result<(String, Shape), InputE
         .inputs
         .get(input_idx)
         .ok_or(InputError::NoSuchInput { index: input_idx })?;
-    let name = match &graph.nodes[id].op {
-        Op::Input { name, .. } => name.clone(),
-        _ => format!("#{input_idx}"),
-    };
+    let name = graph.nodes[id]
+        .op
+        .input_name()
+        .map_or_else(|| format!("#{input_idx}"), str::to_string);
     Ok((name, graph.shapes[id]))
 }
 

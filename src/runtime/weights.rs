@@ -8,7 +8,7 @@
 
 use super::rng::SplitMix64;
 use super::{Dims, MAX_ELEMENTS};
-use crate::graph::{Graph, NodeId, Op};
+use crate::graph::{Graph, Init, NodeId};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::io;
@@ -189,16 +189,6 @@ impl Weights {
     }
 }
 
-/// The fan-in PyTorch's default initialization uses for a conv or dense layer's tensors.
-fn fan_in(graph: &Graph, node: NodeId) -> usize {
-    let input = graph.input_shape(node);
-    match &graph.nodes[node].op {
-        Op::Conv(attrs) => input.c / attrs.groups.max(1) * attrs.kernel[0] * attrs.kernel[1],
-        Op::Dense(_) => input.c,
-        _ => 1,
-    }
-}
-
 /// One tensor of [`Weights::seeded`]; also used to fill tensors a file is allowed to lack.
 pub(crate) fn seeded_tensor(
     graph: &Graph,
@@ -210,11 +200,16 @@ pub(crate) fn seeded_tensor(
 ) -> ArrayD<f32> {
     let numel: usize = shape.iter().product();
     let constant = |value: f32| ArrayD::from_elem(IxDyn(shape), value);
-    match (&graph.nodes[node].op, suffix) {
-        (Op::BatchNorm { .. }, "weight" | "running_var") => constant(1.0),
-        (Op::BatchNorm { .. }, _) => constant(0.0),
-        _ => {
-            let bound = 1.0 / (fan_in(graph, node).max(1) as f32).sqrt();
+    // A tensor the layer does not declare (which callers never ask for) starts at zero.
+    let init = graph
+        .params(node)
+        .into_iter()
+        .find(|spec| spec.name == suffix)
+        .map_or(Init::Constant(0.0), |spec| spec.init);
+    match init {
+        Init::Constant(value) => constant(value),
+        Init::Uniform { fan_in } => {
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
             let mut rng = SplitMix64::for_stream(seed, full_name);
             let values: Vec<f32> = (0..numel).map(|_| rng.uniform(-bound, bound)).collect();
             // The element count is the product of `shape`, so the shape always fits.

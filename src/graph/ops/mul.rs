@@ -1,0 +1,71 @@
+//! Elementwise product (`mul`, and `*` on tensors), where a 1×1×C operand is broadcast over
+//! the other's H×W: the channel gates of squeeze-and-excitation.
+
+use super::signature::{Layer, Param, X};
+use super::{Arity, Category, Op, OpRule};
+use crate::graph::{ParamSpec, Shape, ShapeError};
+use crate::reference::{Forward, RunError, Tensor};
+
+/// `Op::Mul`, which has no attributes.
+pub struct MulAttrs;
+
+pub(super) const MUL: Layer<2> = Layer {
+    name: "mul",
+    params: [X, Param::tensor("y")],
+    build: |_, _| Some(Op::Mul),
+};
+
+impl OpRule for MulAttrs {
+    fn name(&self) -> &'static str {
+        MUL.name
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::Two
+    }
+
+    fn output_shape(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        let (left, right) = (inputs[0], inputs[1]);
+        let broadcasts = |small: Shape, big: Shape| {
+            !small.flat && small.h == 1 && small.w == 1 && small.c == big.c
+        };
+        if left == right || broadcasts(right, left) {
+            Ok(left)
+        } else if broadcasts(left, right) {
+            Ok(right)
+        } else {
+            Err(ShapeError::MulMismatch { left, right })
+        }
+    }
+
+    fn params(&self, _input: Shape) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+
+    fn macs(&self, _input: Shape, _output: Shape) -> u64 {
+        0
+    }
+
+    fn dump_attrs(&self) -> String {
+        String::new()
+    }
+
+    fn category(&self) -> Category {
+        Category::Merge
+    }
+
+    fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
+        let (a, b) = (cx.arg(args, 0)?, cx.arg(args, 1)?);
+        let gate = |small: &Tensor, big: &Tensor| {
+            let (sn, sh, sw, sc) = small.dim();
+            let (bn, _, _, bc) = big.dim();
+            sn == bn && sh == 1 && sw == 1 && sc == bc
+        };
+        if !(a.dim() == b.dim() || gate(b, a) || gate(a, b)) {
+            return Err(cx.malformed("shapes do not broadcast"));
+        }
+        // ndarray's arithmetic on references broadcasts both ways, so one product covers both
+        // the equal-shape and the gate cases.
+        Ok(a * b)
+    }
+}

@@ -1,0 +1,227 @@
+//! Max and average pooling over a window, with PyTorch's exact semantics, since weights and
+//! expected outputs come from it.
+//!
+//! For output row `oy` the window starts at `oy·stride − pad_top` and covers `kernel` rows.
+//! Max pooling takes the largest input cell inside the window, never a padding cell (PyTorch
+//! pads with −∞). Average pooling follows `avg_pool2d`: the window is first clipped to the
+//! padded input (which only matters for `ceil_mode` windows that run past it), and the sum of
+//! the real cells is divided by that clipped window's size when `count_include_pad`, or by the
+//! number of real cells otherwise.
+//!
+//! A window holding no input cell at all, which PyTorch forbids by requiring padding of at most
+//! half the kernel, gives −∞ for max and 0 for average.
+
+use super::conv::pair;
+use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
+use super::{Arity, Category, Op, OpRule, Padding};
+use crate::graph::infer::{spatial_input, window};
+use crate::graph::{ParamSpec, Shape, ShapeError};
+use crate::reference::{Forward, RunError, Tensor};
+use ndarray::Array4;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PoolKind {
+    Max,
+    Avg,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolAttrs {
+    pub kind: PoolKind,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: Padding,
+    /// Round the output size up, as PyTorch's `ceil_mode=True` (GoogLeNet).
+    pub ceil_mode: bool,
+    /// Average pooling divides by the full window, padded cells included (PyTorch's default).
+    pub count_include_pad: bool,
+}
+
+const KERNEL: Param = Param::new("kernel", ParamKind::Pair { min: 1 }, ParamDefault::Required);
+/// Left out, the stride is the kernel: windows that tile the input.
+const STRIDE: Param = Param::new("stride", ParamKind::Pair { min: 1 }, ParamDefault::Absent);
+const PAD: Param = Param::new("pad", ParamKind::Pad, ParamDefault::Absent);
+const CEIL_MODE: Param = Param::new("ceil_mode", ParamKind::Flag, ParamDefault::Flag(false));
+
+pub(super) const MAXPOOL: Layer<5> = Layer {
+    name: "maxpool",
+    params: [X, KERNEL, STRIDE, PAD, CEIL_MODE],
+    build: |[_, kernel, stride, pad, ceil_mode], input| {
+        build(
+            PoolKind::Max,
+            [kernel, stride, pad],
+            ceil_mode.flag()?,
+            true,
+            input,
+        )
+    },
+};
+
+pub(super) const AVGPOOL: Layer<6> = Layer {
+    name: "avgpool",
+    params: [
+        X,
+        KERNEL,
+        STRIDE,
+        PAD,
+        CEIL_MODE,
+        Param::new(
+            "count_include_pad",
+            ParamKind::Flag,
+            ParamDefault::Flag(true),
+        ),
+    ],
+    build: |[_, kernel, stride, pad, ceil_mode, count_include_pad], input| {
+        build(
+            PoolKind::Avg,
+            [kernel, stride, pad],
+            ceil_mode.flag()?,
+            count_include_pad.flag()?,
+            input,
+        )
+    },
+};
+
+fn build(
+    kind: PoolKind,
+    [kernel, stride, pad]: [super::signature::ArgValue; 3],
+    ceil_mode: bool,
+    count_include_pad: bool,
+    input: Shape,
+) -> Option<Op> {
+    let kernel = kernel.pair()?;
+    let stride = stride.pair_or(kernel)?;
+    let pad = pad.pad()?.resolve(input, kernel, stride, [1, 1]);
+    Some(Op::Pool(PoolAttrs {
+        kind,
+        kernel,
+        stride,
+        pad,
+        ceil_mode,
+        count_include_pad,
+    }))
+}
+
+impl OpRule for PoolAttrs {
+    fn name(&self) -> &'static str {
+        match self.kind {
+            PoolKind::Max => MAXPOOL.name,
+            PoolKind::Avg => AVGPOOL.name,
+        }
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::One
+    }
+
+    fn output_shape(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        let input = inputs[0];
+        spatial_input(self.name(), input)?;
+        let (h, w) = window(
+            input,
+            self.kernel,
+            self.stride,
+            [1, 1],
+            self.pad,
+            self.ceil_mode,
+        )?;
+        Ok(Shape::spatial(h, w, input.c))
+    }
+
+    fn params(&self, _input: Shape) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+
+    fn macs(&self, _input: Shape, _output: Shape) -> u64 {
+        0
+    }
+
+    fn dump_attrs(&self) -> String {
+        let mut s = format!(
+            "kernel={} stride={} pad={}",
+            pair(self.kernel),
+            pair(self.stride),
+            self.pad
+        );
+        if self.ceil_mode {
+            s.push_str(" ceil_mode");
+        }
+        if !self.count_include_pad {
+            s.push_str(" exclude_pad");
+        }
+        s
+    }
+
+    fn category(&self) -> Category {
+        Category::Other
+    }
+
+    fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
+        Ok(pool(cx.arg(args, 0)?, self, cx.shape))
+    }
+}
+
+/// The window of output index `o` along one axis: the clipped padded extent's length, and the
+/// real cells `[start, end)` it covers.
+fn window_cells(
+    o: usize,
+    stride: usize,
+    kernel: usize,
+    pad_before: usize,
+    pad_after: usize,
+    n: usize,
+) -> (usize, usize, usize) {
+    let start = (o * stride) as isize - pad_before as isize;
+    let end = (start + kernel as isize).min((n + pad_after) as isize);
+    let padded_len = (end - start).max(0) as usize;
+    let real_start = start.max(0) as usize;
+    let real_end = (end.max(0) as usize).min(n);
+    (padded_len, real_start, real_end.max(real_start))
+}
+fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
+    let (batch, in_h, in_w, channels) = x.dim();
+    let pad = attrs.pad;
+    let mut y = Array4::<f32>::zeros((batch, out.h, out.w, channels));
+    for oy in 0..out.h {
+        let (rows, y0, y1) = window_cells(
+            oy,
+            attrs.stride[0],
+            attrs.kernel[0],
+            pad.top,
+            pad.bottom,
+            in_h,
+        );
+        for ox in 0..out.w {
+            let (cols, x0, x1) = window_cells(
+                ox,
+                attrs.stride[1],
+                attrs.kernel[1],
+                pad.left,
+                pad.right,
+                in_w,
+            );
+            let real_cells = (y1 - y0) * (x1 - x0);
+            let divisor = if attrs.count_include_pad {
+                rows * cols
+            } else {
+                real_cells
+            };
+            for n in 0..batch {
+                for c in 0..channels {
+                    let cells = (y0..y1).flat_map(|iy| (x0..x1).map(move |ix| (iy, ix)));
+                    y[[n, oy, ox, c]] = match attrs.kind {
+                        PoolKind::Max => cells
+                            .map(|(iy, ix)| x[[n, iy, ix, c]])
+                            .fold(f32::NEG_INFINITY, f32::max),
+                        PoolKind::Avg if divisor == 0 => 0.0,
+                        PoolKind::Avg => {
+                            let sum: f64 = cells.map(|(iy, ix)| f64::from(x[[n, iy, ix, c]])).sum();
+                            (sum / divisor as f64) as f32
+                        }
+                    };
+                }
+            }
+        }
+    }
+    y
+}
