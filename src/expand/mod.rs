@@ -26,7 +26,7 @@ pub use suggest::closest as closest_name;
 
 /// Whether `name` is a built-in layer or function, which a block or network may not take.
 pub fn is_builtin_name(name: &str) -> bool {
-    layers::is_callable(name)
+    catalogue::is_callable(name)
 }
 pub use value::Value;
 

@@ -118,7 +118,6 @@ const EQUIVALENTS: &[(&str, Equivalent)] = &[
     ("elu", Equivalent::Missing("ELU")),
     ("selu", Equivalent::Missing("SELU")),
     ("prelu", Equivalent::Missing("PReLU")),
-    ("hardswish", Equivalent::Missing("hard swish")),
     ("hardsigmoid", Equivalent::Missing("hard sigmoid")),
     ("mish", Equivalent::Missing("Mish")),
     ("layernorm", Equivalent::Missing("layer normalisation")),
