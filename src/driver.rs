@@ -1,7 +1,7 @@
 //! Strings the stages together: load a file and its imports, parse them, collect the
 //! definitions, expand the selected networks. The CLI and the tests both go through here.
 
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::expand::{self, Definitions};
 use crate::graph::Graph;
 use crate::source::{FileId, SourceMap, Span};
@@ -206,7 +206,7 @@ impl Loader {
             chain.push(name.clone());
             self.program.diagnostics.push(
                 Diagnostic::error(
-                    "circular-import",
+                    Code::CircularImport,
                     import.span,
                     format!("circular import: {}", chain.join(" → ")),
                 )
@@ -242,7 +242,7 @@ impl Loader {
             let available: Vec<&str> = stdlib::FILES.iter().map(|(n, _)| *n).collect();
             self.program.diagnostics.push(
                 Diagnostic::error(
-                    "missing-import",
+                    Code::MissingImport,
                     import.span,
                     format!("the standard library has no file `{std_name}`"),
                 )
@@ -274,7 +274,7 @@ impl Loader {
                 let why = describe_invalid_utf8(error.as_bytes(), error.utf8_error().valid_up_to());
                 self.program.diagnostics.push(
                     Diagnostic::error(
-                        "missing-import",
+                        Code::MissingImport,
                         import.span,
                         format!("cannot read `{}`: {why}", candidate.display()),
                     )
@@ -284,7 +284,7 @@ impl Loader {
             }
             Err(error) => {
                 self.program.diagnostics.push(
-                    Diagnostic::error("missing-import", import.span, format!("cannot read `{}`: {error}", candidate.display()))
+                    Diagnostic::error(Code::MissingImport, import.span, format!("cannot read `{}`: {error}", candidate.display()))
                         .with_label("imported here")
                         .with_help("import paths are relative to the importing file; `std/...` names the standard library"),
                 );
@@ -315,7 +315,7 @@ pub fn definitions(program: &Program) -> (Definitions<'_>, Vec<Diagnostic>) {
                 };
                 diagnostics.push(
                     Diagnostic::error(
-                        "builtin-name",
+                        Code::BuiltinName,
                         name.span,
                         format!(
                             "a {kind} cannot be named `{}`: that is a built-in layer or function",
@@ -330,7 +330,7 @@ pub fn definitions(program: &Program) -> (Definitions<'_>, Vec<Diagnostic>) {
             if let Some(&first) = spans.get(name.name.as_str()) {
                 diagnostics.push(
                     Diagnostic::error(
-                        "duplicate-definition",
+                        Code::DuplicateDefinition,
                         name.span,
                         format!("`{}` is defined twice", name.name),
                     )
@@ -396,7 +396,7 @@ pub fn compile(program: Program, select: &Select) -> Compilation {
             if networks.is_empty() && !diagnostics.iter().any(Diagnostic::is_error) {
                 let name = program.sources.name(FileId(0)).to_string();
                 diagnostics.push(
-                    Diagnostic::global("no-network", format!("`{name}` defines no network"))
+                    Diagnostic::global(Code::NoNetwork, format!("`{name}` defines no network"))
                         .with_help(
                         "a file needs `network NAME(input: HxWxC) { ... }` to be checked or run",
                     ),
@@ -426,7 +426,7 @@ fn unknown_network(program: &Program, defs: &Definitions<'_>, name: &str) -> Dia
     names.sort();
     let file = program.sources.name(FileId(0));
     let mut diagnostic = Diagnostic::global(
-        "unknown-network",
+        Code::UnknownNetwork,
         format!("`{file}` has no network named `{name}`"),
     );
     if let Some(s) = crate::expand::closest_name(name, names.iter().copied()) {

@@ -128,3 +128,163 @@ fn weights_of_wrong_dtype() {
     assert_eq!(out.code, 1);
     insta::assert_snapshot!(transcript(&out));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Diagnostics only a bug in cnnc reaches: rendered from the stage's own error value through
+// the conversion that sits next to its definition, so the text a user would report is seen.
+
+use cnnc::codegen::CodegenError;
+use cnnc::diag::{self, Code, Fixture};
+use cnnc::driver::{self, Compilation, Select};
+use cnnc::opt::OptError;
+use cnnc::runtime::Dims;
+use cnnc::source::{SourceMap, Span};
+
+/// `examples/lenet5.cnn`, compiled, for diagnostics that point at one of its layers.
+fn lenet5() -> Compilation {
+    let program = driver::load(Path::new("examples/lenet5.cnn")).expect("the example is readable");
+    let compilation = driver::compile(program, &Select::All);
+    assert!(!compilation.has_errors());
+    compilation
+}
+
+#[test]
+fn internal_parser_error() {
+    let mut sources = SourceMap::new();
+    let text = "network n(x: 8x8x3) {\n    x -> relu\n}\n";
+    let file = sources.add("n.cnn", text);
+    let at = text.find("relu").expect("in the text");
+    let diagnostic = cnnc::syntax::internal_error(Span::new(file, at..at + 4));
+    insta::assert_snapshot!(diag::render_plain(&sources, &[diagnostic]));
+}
+
+#[test]
+fn optimizer_broke_the_graph() {
+    let errors = [
+        OptError::Broken {
+            pass: "fold_batch_norm",
+            problems: "node 3 reads node 7, which comes after it".into(),
+        },
+        OptError::UnknownPass {
+            name: "fuse_everything".into(),
+            known: "fold_batch_norm, fuse_conv_activation".into(),
+        },
+    ];
+    let diagnostics: Vec<_> = errors.iter().map(OptError::to_diagnostic).collect();
+    insta::assert_snapshot!(diag::render_plain(&SourceMap::new(), &diagnostics));
+}
+
+#[test]
+fn codegen_failed() {
+    let compilation = lenet5();
+    let graph = compilation.graphs().next().expect("one network");
+    let conv1 = graph
+        .nodes
+        .keys()
+        .find(|&id| graph.nodes[id].path == "conv1")
+        .expect("lenet5 has conv1");
+    let errors = [
+        CodegenError::MissingWeight {
+            name: "conv1.weight".into(),
+            expected: Dims::of(&[6, 1, 5, 5]),
+            layer: "conv `conv1`".into(),
+            node: conv1,
+        },
+        CodegenError::Cranelift("Verifier errors".into()),
+    ];
+    let diagnostics: Vec<_> = errors.iter().map(|e| e.to_diagnostic(graph)).collect();
+    insta::assert_snapshot!(diag::render_plain(
+        &compilation.program.sources,
+        &diagnostics
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry
+
+/// The snapshot file a fixture's rendering is recorded in.
+fn snapshot_of(fixture: Fixture) -> PathBuf {
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    match fixture {
+        Fixture::Program(path) => {
+            let file_name = Path::new(path)
+                .file_name()
+                .expect("a file")
+                .to_string_lossy();
+            snapshots.join(format!(
+                "examples__bad_examples_diagnostics@{file_name}.snap"
+            ))
+        }
+        Fixture::Case { test_file, name } => {
+            let stem = Path::new(test_file)
+                .file_stem()
+                .expect("a file")
+                .to_string_lossy();
+            snapshots.join(format!("{stem}__{name}.snap"))
+        }
+    }
+}
+
+/// Every code has a fixture that exists, a reviewed snapshot of it, and that snapshot shows the
+/// code: a code cannot be added without showing once what a user reads.
+#[test]
+fn every_code_has_a_fixture_and_a_snapshot() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut problems = Vec::new();
+    for &code in Code::ALL {
+        let fixture = code.fixture();
+        match fixture {
+            Fixture::Program(path) => match std::fs::read_to_string(root.join(path)) {
+                Ok(text) if text.starts_with("// expect: ") => {}
+                Ok(_) => problems.push(format!("{code}: {path} does not start with `// expect: `")),
+                Err(error) => problems.push(format!("{code}: cannot read {path}: {error}")),
+            },
+            Fixture::Case { test_file, name } => {
+                let text = std::fs::read_to_string(root.join(test_file)).unwrap_or_default();
+                if !text.contains(&format!("fn {name}()")) {
+                    problems.push(format!("{code}: {test_file} has no test `{name}`"));
+                }
+            }
+        }
+        let snapshot = snapshot_of(fixture);
+        match std::fs::read_to_string(&snapshot) {
+            Ok(text) if text.contains(&format!("[{code}]")) => {}
+            Ok(_) => problems.push(format!("{code}: {} does not show it", snapshot.display())),
+            Err(_) => problems.push(format!("{code}: no snapshot {}", snapshot.display())),
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Every code is spelled once, in kebab-case, and every code a snapshot shows is registered.
+#[test]
+fn every_rendered_code_is_registered() {
+    let mut seen = std::collections::HashSet::new();
+    for &code in Code::ALL {
+        let text = code.as_str();
+        assert!(seen.insert(text), "`{text}` is registered twice");
+        assert!(
+            text.split('-')
+                .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase())),
+            "`{text}` is not kebab-case"
+        );
+        assert!(!code.title().is_empty(), "`{text}` has no title");
+    }
+    let snapshots = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    for entry in std::fs::read_dir(snapshots).expect("the snapshots folder") {
+        let path = entry.expect("an entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for severity in ["error[", "warning["] {
+            for rest in text.split(severity).skip(1) {
+                let Some((code, _)) = rest.split_once(']') else {
+                    continue;
+                };
+                assert!(
+                    seen.contains(code),
+                    "{} shows `{code}`, which src/diag/code.rs does not list",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 
 use super::engine::{default_threads, Backend, Engine, EngineOptions};
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
-use crate::diag::{self, Diagnostic};
+use crate::diag::{self, Code, Diagnostic};
 use crate::graph::summary::human_macs;
 use crate::runtime::{self, Weights};
 use serde::Serialize;
@@ -116,13 +116,13 @@ pub fn run(args: &BenchArgs) -> u8 {
     };
     let weights = match Weights::seeded(&graph, 0) {
         Ok(weights) => weights,
-        Err(error) => return fail(Diagnostic::global("weights", error.to_string())),
+        Err(error) => return fail(Diagnostic::global(Code::Weights, error.to_string())),
     };
     let mut inputs = Vec::new();
     for (idx, &input) in graph.inputs.iter().enumerate() {
         match runtime::synthetic_input(graph.shape(input), args.batch as usize, idx as u64) {
             Ok(tensor) => inputs.push(tensor),
-            Err(error) => return fail(Diagnostic::global("input", error.to_string())),
+            Err(error) => return fail(Diagnostic::global(Code::Input, error.to_string())),
         }
     }
     let threads = args.threads.unwrap_or_else(default_threads).max(1);

@@ -3,9 +3,9 @@
 
 use crate::codegen::{self, CodegenOptions, CompiledNetwork, KernelTimes};
 use crate::diag::Diagnostic;
-use crate::graph::{Graph, NodeId};
+use crate::graph::Graph;
 use crate::opt;
-use crate::reference::{self, RunError};
+use crate::reference;
 use crate::runtime::Weights;
 use ndarray::ArrayD;
 use std::time::Instant;
@@ -79,19 +79,13 @@ impl Engine {
                 let mut graph = graph.clone();
                 let mut weights = weights;
                 opt::optimize(&mut graph, &mut weights, &options.opt)
-                    .map_err(|error| Box::new(Diagnostic::global("optimize", error.to_string())))?;
+                    .map_err(|error| Box::new(error.to_diagnostic()))?;
                 let codegen_options = CodegenOptions {
                     checked: options.checked,
                     threads: options.threads.max(1),
                 };
-                let compiled =
-                    codegen::compile(&graph, &weights, &codegen_options).map_err(|error| {
-                        let message = format!("cannot compile network `{}`: {error}", graph.name);
-                        Box::new(match error.node() {
-                            Some(node) => at_layer(&graph, node, "codegen", message, "this layer"),
-                            None => Diagnostic::global("codegen", message),
-                        })
-                    })?;
+                let compiled = codegen::compile(&graph, &weights, &codegen_options)
+                    .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
                 Engine::Jit {
                     graph,
                     compiled: Box::new(compiled),
@@ -109,7 +103,7 @@ impl Engine {
             Engine::Reference { graph, weights } => reference::run(graph, weights, inputs),
             Engine::Jit { compiled, .. } => compiled.run(inputs),
         };
-        result.map_err(|error| Box::new(self.run_diagnostic(&error)))
+        result.map_err(|error| Box::new(error.to_diagnostic(self.graph())))
     }
 
     /// Runs once, timing each kernel (JIT only).
@@ -141,33 +135,4 @@ impl Engine {
             Engine::Reference { graph, .. } | Engine::Jit { graph, .. } => graph,
         }
     }
-
-    fn run_diagnostic(&self, error: &RunError) -> Diagnostic {
-        match error.node() {
-            Some(node) if self.graph().nodes.get(node).is_some() => at_layer(
-                self.graph(),
-                node,
-                "run",
-                error.to_string(),
-                "while running this layer",
-            ),
-            _ => Diagnostic::global("run", error.to_string()),
-        }
-    }
-}
-
-/// A diagnostic at the source line of a layer, with the block calls that led to it.
-pub fn at_layer(
-    graph: &Graph,
-    node: NodeId,
-    code: &'static str,
-    message: String,
-    label: &str,
-) -> Diagnostic {
-    let origin = &graph.origins[node];
-    let mut diagnostic = Diagnostic::error(code, origin.span, message).with_label(label);
-    for &call in &origin.call_chain {
-        diagnostic = diagnostic.with_secondary(call, "in this block call");
-    }
-    diagnostic
 }

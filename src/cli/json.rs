@@ -18,7 +18,7 @@ pub fn diagnostic(sources: &SourceMap, d: &Diagnostic) -> Value {
     });
     json!({
         "severity": match d.severity { Severity::Error => "error", Severity::Warning => "warning" },
-        "code": d.code,
+        "code": d.code.as_str(),
         "message": d.message,
         "location": location,
         "notes": d.notes,

@@ -12,12 +12,12 @@
 //! ends in softmax) prints its top classes; a small output prints its numbers, one matrix per
 //! channel, as the course writes them; anything larger prints its range.
 
-use super::engine::{at_layer, default_threads, Backend, Engine, EngineOptions};
+use super::engine::{default_threads, Backend, Engine, EngineOptions};
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
-use crate::diag::{self, Diagnostic, Severity};
+use crate::diag::{self, Code, Diagnostic, Severity};
 use crate::driver::{Origin, Program};
-use crate::graph::{Graph, NodeId, Op, Shape};
-use crate::runtime::{self, Dims, InputError, LoadOptions, Weights, WeightsError};
+use crate::graph::{Graph, Op, Shape};
+use crate::runtime::{self, input_name, Dims, LoadOptions, Weights};
 use crate::stdlib;
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::path::{Path, PathBuf};
@@ -102,7 +102,7 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
     let mut errors = Vec::new();
     if let Some(path) = &args.output {
         if let Err(error) = runtime::check_output_path(path) {
-            errors.push(Diagnostic::global("output-file", error.to_string()));
+            errors.push(Diagnostic::global(Code::OutputFile, error.to_string()));
         }
     }
     if let Err(error) = load_labels(program, graph) {
@@ -143,7 +143,7 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
     print_output(graph, &output, args.top);
     if let Some(path) = &args.output {
         runtime::write_npy(path, &output)
-            .map_err(|error| vec![Diagnostic::global("output-file", error.to_string())])?;
+            .map_err(|error| vec![Diagnostic::global(Code::OutputFile, error.to_string())])?;
         println!("wrote {} ({})", path.display(), Dims::of(output.shape()));
     }
     Ok(())
@@ -158,7 +158,8 @@ fn load_labels(program: &Program, graph: &mut Graph) -> Result<(), Box<Diagnosti
         return Ok(());
     };
     let labels_error = |message: String| {
-        Diagnostic::error("labels-file", span, message).with_label("the labels are declared here")
+        Diagnostic::error(Code::LabelsFile, span, message)
+            .with_label("the labels are declared here")
     };
     let (shown, text) =
         match locate_labels(program, span.file, &name) {
@@ -266,8 +267,8 @@ fn load_weights(
     graph: &Graph,
 ) -> Result<(Weights, String), Vec<Diagnostic>> {
     let Some(path) = &args.weights else {
-        let weights = Weights::seeded(graph, args.seed)
-            .map_err(|error| vec![weights_diagnostic(graph, &error)])?;
+        let weights =
+            Weights::seeded(graph, args.seed).map_err(|error| vec![error.to_diagnostic(graph)])?;
         let line = if weights.is_empty() {
             "none to load: every weight of this network is written in its source".to_string()
         } else {
@@ -288,7 +289,7 @@ fn load_weights(
             let warnings: Vec<Diagnostic> = loaded
                 .warnings
                 .iter()
-                .map(|w| as_warning(weights_diagnostic(graph, w)))
+                .map(|w| as_warning(w.to_diagnostic(graph)))
                 .collect();
             diag::emit_stderr(&program.sources, &warnings);
             let n_from_file = loaded.weights.len() - loaded.seeded.len();
@@ -306,61 +307,17 @@ fn load_weights(
             let mut all: Vec<Diagnostic> = problems
                 .errors
                 .iter()
-                .map(|e| weights_diagnostic(graph, e))
+                .map(|e| e.to_diagnostic(graph))
                 .collect();
             all.extend(
                 problems
                     .warnings
                     .iter()
-                    .map(|w| as_warning(weights_diagnostic(graph, w))),
+                    .map(|w| as_warning(w.to_diagnostic(graph))),
             );
             Err(all)
         }
     }
-}
-
-/// A weights problem as a diagnostic: at the layer's source line when it is about a layer,
-/// about no place when it is about the file. Always an error: the caller makes it a warning
-/// when the load went on regardless (unused tensors without `--strict`).
-pub(crate) fn weights_diagnostic(graph: &Graph, error: &WeightsError) -> Diagnostic {
-    let mut diagnostic = match error {
-        WeightsError::Missing { name, node, .. } => at_layer(
-            graph,
-            *node,
-            "weights-missing",
-            error.to_string(),
-            &format!("this layer needs `{name}`"),
-        ),
-        WeightsError::WrongShape { expected, node, .. } => at_layer(
-            graph,
-            *node,
-            "weights-shape",
-            error.to_string(),
-            &format!("this layer's weights are {expected}"),
-        ),
-        WeightsError::WrongDtype { name, node, .. } => at_layer(
-            graph,
-            *node,
-            "weights-dtype",
-            error.to_string(),
-            &format!("this layer needs `{name}`"),
-        ),
-        WeightsError::Unexpected { .. } => Diagnostic::global("weights-unused", error.to_string()),
-        WeightsError::TooLarge { .. } => Diagnostic::global("weights-too-large", error.to_string()),
-        WeightsError::Unreadable { .. } | WeightsError::Unwritable { .. } => {
-            Diagnostic::global("weights-file", error.to_string())
-        }
-        WeightsError::Corrupt { .. } => Diagnostic::global("weights-file", error.to_string())
-            .with_note(
-                "a safetensors file is an 8-byte header length, a JSON header naming every \
-                 tensor's dtype, shape and offsets, then the data: a file cut short or not \
-                 written by a safetensors library fails here",
-            ),
-    };
-    if let Some(help) = error.help() {
-        diagnostic = diagnostic.with_help(help);
-    }
-    diagnostic
 }
 
 /// The same diagnostic as a warning: for problems that did not stop the load.
@@ -389,7 +346,7 @@ fn load_inputs(args: &RunArgs, graph: &Graph) -> Result<Inputs, Vec<Diagnostic>>
         .collect();
     if !args.input.is_empty() && args.input.len() != graph.inputs.len() {
         return Err(vec![Diagnostic::global(
-            "input-count",
+            Code::InputCount,
             format!(
                 "network `{}` has {} input(s) ({}), but {} --input file(s) were given",
                 graph.name,
@@ -426,47 +383,13 @@ fn load_inputs(args: &RunArgs, graph: &Graph) -> Result<Inputs, Vec<Diagnostic>>
                 lines.push(format!("{name} ({}): {how}", Dims::of(tensor.shape())));
                 tensors.push(tensor);
             }
-            Err(error) => errors.push(input_diagnostic(graph, id, &error)),
+            Err(error) => errors.push(error.to_diagnostic(graph, id)),
         }
     }
     if errors.is_empty() {
         Ok(Inputs { tensors, lines })
     } else {
         Err(errors)
-    }
-}
-
-fn input_name(graph: &Graph, id: NodeId) -> String {
-    match &graph.nodes[id].op {
-        Op::Input { name, .. } => name.clone(),
-        _ => id.to_string(),
-    }
-}
-
-/// An input problem: about the input's declaration when the file's contents do not fit it,
-/// about no place when the file cannot be read at all.
-fn input_diagnostic(graph: &Graph, input: NodeId, error: &InputError) -> Diagnostic {
-    match error {
-        InputError::WrongShape { .. }
-        | InputError::Channels { .. }
-        | InputError::FlatInput { .. }
-        | InputError::ImageSize { .. }
-        | InputError::Preprocess { .. } => {
-            Diagnostic::error("input-shape", graph.origins[input].span, error.to_string())
-                .with_label(format!(
-                    "input `{}` is declared {} here",
-                    input_name(graph, input),
-                    graph.shape(input)
-                ))
-        }
-        InputError::Unreadable { .. }
-        | InputError::Unwritable { .. }
-        | InputError::Npy { .. }
-        | InputError::UnknownFormat { .. }
-        | InputError::Image { .. } => Diagnostic::global("input-file", error.to_string()),
-        InputError::NoSuchInput { .. } | InputError::EmptyBatch | InputError::TooLarge { .. } => {
-            Diagnostic::global("input", error.to_string())
-        }
     }
 }
 

@@ -4,7 +4,6 @@
 //! named as PyTorch's `state_dict` would name them, so it is both a template for an export
 //! and a way to check that loading a file gives the same result as seeding.
 
-use super::run::weights_diagnostic;
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, thousands};
 use crate::runtime::Weights;
@@ -37,7 +36,7 @@ pub fn run(args: &WeightsArgs) -> u8 {
     let weights = match saved {
         Ok(weights) => weights,
         Err(error) => {
-            diag::emit_stderr(sources, &[weights_diagnostic(&graph, &error)]);
+            diag::emit_stderr(sources, &[error.to_diagnostic(&graph)]);
             return EXIT_ERRORS;
         }
     };

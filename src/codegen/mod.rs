@@ -24,6 +24,7 @@ mod vmath;
 
 pub use network::{CompiledNetwork, KernelTimes};
 
+use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, NodeId};
 use crate::lower::{self, LoopProgram, LowerError, Storage};
 use crate::runtime::Dims;
@@ -89,6 +90,30 @@ impl CodegenError {
                 Some(*node)
             }
             _ => None,
+        }
+    }
+}
+
+/// The diagnostic of a failed compilation: at the layer concerned where there is one. Only a
+/// bug in cnnc or a CPU without the instructions the code needs gets here, since the weights
+/// are checked when they are loaded.
+impl CodegenError {
+    pub fn to_diagnostic(&self, graph: &Graph) -> Diagnostic {
+        let message = format!("cannot compile network `{}`: {self}", graph.name);
+        let diagnostic = match self.node() {
+            Some(node) => graph.diagnostic_at(node, Code::Codegen, message, "this layer"),
+            None => Diagnostic::global(Code::Codegen, message),
+        };
+        match self {
+            CodegenError::Isa(_) => diagnostic,
+            CodegenError::Lower(_)
+            | CodegenError::MissingWeight { .. }
+            | CodegenError::WeightShape { .. }
+            | CodegenError::Malformed(_)
+            | CodegenError::Cranelift(_) => diagnostic.with_help(
+                "this is a bug in cnnc: please report it with the program; \
+                 `--backend reference` runs without the code generator",
+            ),
         }
     }
 }

@@ -4,7 +4,7 @@
 use super::eval::EvalArg;
 use super::suggest::closest;
 use super::Expander;
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 
 pub struct ParamDesc<'a> {
@@ -50,7 +50,7 @@ impl Expander<'_> {
                     // Binding it to the next free position would report a confusing
                     // "given twice" (`conv(filters: 8, 3)` binds 3 to `filters`).
                     let mut diagnostic = Diagnostic::error(
-                        "positional-after-keyword",
+                        Code::PositionalAfterKeyword,
                         arg.span,
                         "a positional argument cannot follow a keyword argument",
                     )
@@ -69,7 +69,7 @@ impl Expander<'_> {
                 None => {
                     if positional >= params.len() {
                         let mut diagnostic = Diagnostic::error(
-                            "too-many-arguments",
+                            Code::TooManyArguments,
                             arg.span,
                             format!("{what} takes at most {} arguments", params.len()),
                         )
@@ -89,7 +89,7 @@ impl Expander<'_> {
                     Some(idx) => idx,
                     None => {
                         let mut diagnostic = Diagnostic::error(
-                            "unknown-argument",
+                            Code::UnknownArgument,
                             keyword.span,
                             format!("{what} has no argument named `{}`", keyword.name),
                         )
@@ -116,7 +116,7 @@ impl Expander<'_> {
             };
             if let Some(previous) = &bound[slot] {
                 let diagnostic = Diagnostic::error(
-                    "duplicate-argument",
+                    Code::DuplicateArgument,
                     arg.span,
                     format!("argument `{}` is given twice", params[slot].name),
                 )
@@ -131,7 +131,7 @@ impl Expander<'_> {
         for (param, arg) in params.iter().zip(&bound) {
             if param.required && arg.is_none() && ok {
                 let mut diagnostic = Diagnostic::error(
-                    "missing-argument",
+                    Code::MissingArgument,
                     call_span,
                     format!("missing argument `{}` in this call to {what}", param.name),
                 )

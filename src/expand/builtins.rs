@@ -5,7 +5,7 @@ use super::args::ParamDesc;
 use super::eval::EvalArg;
 use super::value::Value;
 use super::Expander;
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 use crate::syntax::ast::Ident;
 
@@ -51,7 +51,7 @@ impl Expander<'_> {
             let keyword = arg.keyword.as_ref().map_or("", |k| k.name.as_str());
             self.error(
                 Diagnostic::error(
-                    "unknown-argument",
+                    Code::UnknownArgument,
                     arg.span,
                     format!("`{name}` has no argument named `{keyword}`"),
                 )
@@ -108,7 +108,7 @@ impl Expander<'_> {
             Some(Value::Poison) => {
                 self.error(
                     Diagnostic::error(
-                        "overflow",
+                        Code::Overflow,
                         span,
                         format!("the result of `{name}` does not fit in a 64-bit integer"),
                     )
@@ -129,7 +129,7 @@ impl Expander<'_> {
                 };
                 self.error(
                     Diagnostic::error(
-                        "argument-type",
+                        Code::ArgumentType,
                         span,
                         format!(
                             "`{name}` takes {wants}, but was given {}",

@@ -7,7 +7,7 @@ use super::builtins::{is_builtin, BUILTINS};
 use super::eval::EvalArg;
 use super::value::Value;
 use super::{Expander, Naming};
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::graph::ops::signature::{ParamKind, Surface};
 use crate::graph::{ops, Op};
 use crate::source::Span;
@@ -53,7 +53,7 @@ impl Expander<'_> {
             let found = args.first().map_or("nothing", |a| a.value.type_name());
             self.error(
                 Diagnostic::error(
-                    "missing-input",
+                    Code::MissingInput,
                     callee.span,
                     format!("`{name}` needs an input tensor, but its first argument is {found}"),
                 )
@@ -94,7 +94,7 @@ impl Expander<'_> {
                 other => {
                     self.error(
                         Diagnostic::error(
-                            "argument-type",
+                            Code::ArgumentType,
                             arg.span,
                             format!(
                                 "`{name}` needs a tensor here, but this is {}",
@@ -135,7 +135,7 @@ impl Expander<'_> {
             if let Some(keyword) = &arg.keyword {
                 self.error(
                     Diagnostic::error(
-                        "unknown-argument",
+                        Code::UnknownArgument,
                         keyword.span,
                         format!("`concat` has no argument named `{}`", keyword.name),
                     )
@@ -166,7 +166,7 @@ impl Expander<'_> {
                 other => {
                     self.error(
                         Diagnostic::error(
-                            "argument-type",
+                            Code::ArgumentType,
                             arg.span,
                             format!("`concat` joins tensors, but this is {}", other.type_name()),
                         )

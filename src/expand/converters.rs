@@ -4,7 +4,7 @@
 use super::eval::EvalArg;
 use super::value::Value;
 use super::Expander;
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::graph::ops::signature::{ArgValue, PadSpec, Param, ParamDefault, ParamKind};
 use crate::graph::{Literal, Padding};
 use crate::source::Span;
@@ -78,7 +78,7 @@ impl Expander<'_> {
         }
         self.error(
             Diagnostic::error(
-                "argument-type",
+                Code::ArgumentType,
                 arg.span,
                 format!(
                     "`{name}` must be {wants}, but this is {}",
@@ -101,7 +101,7 @@ impl Expander<'_> {
             Value::Int(v) => {
                 self.error(
                     Diagnostic::error(
-                        "argument-range",
+                        Code::ArgumentRange,
                         arg.span,
                         format!("`{name}` must be at least {min}, but this is {v}"),
                     )

@@ -4,7 +4,7 @@
 use super::eval::EvalArg;
 use super::value::Value;
 use super::Expander;
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::graph::Preprocess;
 use crate::syntax::ast::Ident;
 
@@ -19,7 +19,7 @@ impl Expander<'_> {
         }
         self.error(
             Diagnostic::error(
-                "misplaced-declaration",
+                Code::MisplacedDeclaration,
                 callee.span,
                 format!("`{}` declares something about a network and belongs in its body, not in a block", callee.name),
             )
@@ -36,7 +36,7 @@ impl Expander<'_> {
         for arg in args {
             let Some(keyword) = arg.keyword.clone() else {
                 self.error(
-                    Diagnostic::error("argument-type", arg.span, "`preprocess` takes keyword arguments only")
+                    Diagnostic::error(Code::ArgumentType, arg.span, "`preprocess` takes keyword arguments only")
                         .with_label("name this argument")
                         .with_help("e.g. `preprocess(resize: 256, crop: 224, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])`"),
                 );
@@ -72,7 +72,7 @@ impl Expander<'_> {
                 }
                 other => {
                     let mut diagnostic = Diagnostic::error(
-                        "unknown-argument",
+                        Code::UnknownArgument,
                         keyword.span,
                         format!("`preprocess` has no argument named `{other}`"),
                     )
@@ -107,7 +107,7 @@ impl Expander<'_> {
             _ => {
                 self.error(
                     Diagnostic::error(
-                        "argument-type",
+                        Code::ArgumentType,
                         callee.span,
                         "`labels` takes one string: the file of class names, one per line",
                     )

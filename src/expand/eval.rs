@@ -5,7 +5,7 @@ use super::stage::StageInput;
 use super::suggest::closest;
 use super::value::Value;
 use super::{Expander, Naming};
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::graph::Op;
 use crate::source::Span;
 use crate::syntax::ast::{Arg, BinaryOp, Expr, ExprKind, Ident, UnaryOp};
@@ -36,7 +36,7 @@ impl Expander<'_> {
                     None => {
                         self.error(
                             Diagnostic::error(
-                                "list-too-large",
+                                Code::ListTooLarge,
                                 expr.span,
                                 format!(
                                     "this list holds more than {} values or is nested more than {} deep",
@@ -82,7 +82,7 @@ impl Expander<'_> {
                     self.body_statements(&otherwise.stmts, otherwise.span)
                 } else {
                     self.error(
-                        Diagnostic::error("if-without-else", expr.span, "this `if` has no `else`, so it has no value when its condition is false")
+                        Diagnostic::error(Code::IfWithoutElse, expr.span, "this `if` has no `else`, so it has no value when its condition is false")
                             .with_label("the condition is false here")
                             .with_help("add an `else` branch, e.g. `else { x }`"),
                     );
@@ -114,7 +114,7 @@ impl Expander<'_> {
             other => {
                 self.error(
                     Diagnostic::error(
-                        "type-mismatch",
+                        Code::TypeMismatch,
                         cond.span,
                         format!(
                             "a condition must be a bool, but this is {}",
@@ -149,7 +149,7 @@ impl Expander<'_> {
         if is_callable {
             self.error(
                 Diagnostic::error(
-                    "not-a-value",
+                    Code::NotAValue,
                     span,
                     format!("`{name}` is a layer or block, not a value"),
                 )
@@ -163,7 +163,7 @@ impl Expander<'_> {
         candidates.sort();
         let suggestion = closest(name, candidates.iter().map(String::as_str)).map(str::to_string);
         let mut diagnostic =
-            Diagnostic::error("unknown-name", span, format!("unknown name `{name}`"))
+            Diagnostic::error(Code::UnknownName, span, format!("unknown name `{name}`"))
                 .with_label("not defined here");
         if let Some(s) = suggestion {
             diagnostic = diagnostic.with_help(format!("did you mean `{s}`?"));
@@ -188,7 +188,7 @@ impl Expander<'_> {
                 };
                 self.error(
                     Diagnostic::error(
-                        "type-mismatch",
+                        Code::TypeMismatch,
                         span,
                         format!(
                             "`{symbol}` needs {wants}, but this is {}",
@@ -211,7 +211,7 @@ impl Expander<'_> {
                     None => {
                         self.error(
                             Diagnostic::error(
-                                "index-out-of-range",
+                                Code::IndexOutOfRange,
                                 idx_span,
                                 format!("index {i} is out of range for a list of {}", items.len()),
                             )
@@ -231,7 +231,7 @@ impl Expander<'_> {
             (Value::List(_), other) => {
                 self.error(
                     Diagnostic::error(
-                        "type-mismatch",
+                        Code::TypeMismatch,
                         idx_span,
                         format!(
                             "a list index must be an int, but this is {}",
@@ -245,7 +245,7 @@ impl Expander<'_> {
             (other, _) => {
                 self.error(
                     Diagnostic::error(
-                        "type-mismatch",
+                        Code::TypeMismatch,
                         list_span,
                         format!(
                             "only lists can be indexed, but this is {}",
@@ -261,7 +261,7 @@ impl Expander<'_> {
 
     fn overflow(&mut self, span: Span) -> Value {
         self.error(
-            Diagnostic::error("overflow", span, "integer overflow in this arithmetic")
+            Diagnostic::error(Code::Overflow, span, "integer overflow in this arithmetic")
                 .with_label("the result does not fit in a 64-bit integer"),
         );
         Value::Poison
@@ -354,7 +354,7 @@ impl Expander<'_> {
             Some(v) => v,
             None => {
                 let mut diagnostic = Diagnostic::error(
-                    "type-mismatch",
+                    Code::TypeMismatch,
                     op_span,
                     format!(
                         "`{}` cannot combine {} and {}",
@@ -379,7 +379,7 @@ impl Expander<'_> {
 
     fn division_by_zero(&mut self, op_span: Span, divisor: Span) -> Value {
         self.error(
-            Diagnostic::error("division-by-zero", op_span, "division by zero")
+            Diagnostic::error(Code::DivisionByZero, op_span, "division by zero")
                 .with_label("this divides")
                 .with_secondary(divisor, "this is zero"),
         );
@@ -433,7 +433,7 @@ impl Expander<'_> {
                 .map(|s| format!("did you mean `{s}`?")),
         };
         let mut diagnostic = Diagnostic::error(
-            "unknown-layer",
+            Code::UnknownLayer,
             callee.span,
             format!("unknown layer or block `{name}`"),
         )

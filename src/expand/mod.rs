@@ -12,12 +12,11 @@ mod catalogue;
 mod converters;
 mod declarations;
 mod eval;
-mod shape_diagnostics;
 mod stage;
 mod suggest;
 mod value;
 
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::graph::{infer, Graph, NodeId, Op, Origin, Shape, ShapeError};
 use crate::source::Span;
 use crate::syntax::ast::{BlockDef, NetworkDef, Stmt};
@@ -104,7 +103,7 @@ struct Expander<'a> {
     /// at once, and the reason is reported once.
     stopped: bool,
     /// The errors already reported, so that a mistake in a repeated block is reported once.
-    reported: std::collections::HashSet<(&'static str, Span, String)>,
+    reported: std::collections::HashSet<(Code, Span, String)>,
     /// The `let` bindings already warned about.
     warned: std::collections::HashSet<Span>,
 }
@@ -145,7 +144,7 @@ impl<'a> Expander<'a> {
             if !self.stopped {
                 self.stopped = true;
                 self.diags.push(Diagnostic::global(
-                    "too-many-errors",
+                    Code::TooManyErrors,
                     format!(
                         "stopped after {MAX_ERRORS} errors in network `{}`",
                         self.graph.name
@@ -184,7 +183,7 @@ impl<'a> Expander<'a> {
             };
             if let Err(error) = check {
                 self.error(
-                    Diagnostic::error("input-shape", input.shape_span, error.to_string())
+                    Diagnostic::error(Code::InputShape, input.shape_span, error.to_string())
                         .with_label(format!("input `{}` is declared here", input.name.name)),
                 );
                 self.bind(&input.name.name, Value::Poison);
@@ -199,7 +198,7 @@ impl<'a> Expander<'a> {
             if param.default.is_none() {
                 self.error(
                     Diagnostic::error(
-                        "missing-default",
+                        Code::MissingDefault,
                         param.span,
                         format!(
                             "hyperparameter `{}` of network `{}` needs a default",
@@ -227,7 +226,7 @@ impl<'a> Expander<'a> {
                     .map_or(network.body.span, stmt_span);
                 self.error(
                     Diagnostic::error(
-                        "network-output",
+                        Code::NetworkOutput,
                         span,
                         format!(
                             "a network must end with a tensor, but this is {}",
@@ -270,7 +269,7 @@ impl<'a> Expander<'a> {
         for (first, second) in found {
             let path = self.graph.nodes[second].path.clone();
             let mut diagnostic = Diagnostic::error(
-                "duplicate-weight-path",
+                Code::DuplicateWeightPath,
                 self.graph.origins[second].span,
                 format!("two layers have the weight path `{path}`"),
             )
@@ -330,7 +329,7 @@ impl<'a> Expander<'a> {
         }
         self.diags.push(
             Diagnostic::warning(
-                "unused-let",
+                Code::UnusedLet,
                 name.span,
                 format!("`{}` is never used", name.name),
             )
@@ -360,7 +359,7 @@ impl<'a> Expander<'a> {
                     if !is_last {
                         self.error(
                             Diagnostic::error(
-                                "unreachable",
+                                Code::Unreachable,
                                 stmt_span(&stmts[idx + 1]),
                                 "this code comes after a `return`",
                             )
@@ -377,7 +376,7 @@ impl<'a> Expander<'a> {
                     } else if let Value::Tensor(_) = v {
                         self.diags.push(
                             Diagnostic::warning(
-                                "unused-value",
+                                Code::UnusedValue,
                                 expr.span,
                                 "this tensor is computed but never used",
                             )
@@ -392,7 +391,7 @@ impl<'a> Expander<'a> {
         match result {
             Some(Value::Unit) | None => {
                 self.error(
-                    Diagnostic::error("missing-value", span, "this body has no value")
+                    Diagnostic::error(Code::MissingValue, span, "this body has no value")
                         .with_label("expected a final expression or `return`"),
                 );
                 Value::Poison
@@ -417,7 +416,7 @@ impl<'a> Expander<'a> {
                 self.stopped = true;
                 self.error(
                     Diagnostic::error(
-                        "expansion-too-large",
+                        Code::ExpansionTooLarge,
                         span,
                         format!(
                             "this network expands to more than {MAX_NODES} layers or {MAX_STEPS} steps"
@@ -512,14 +511,8 @@ impl<'a> Expander<'a> {
         match self.graph.add(op, inputs, path, origin) {
             Ok(id) => Value::Tensor(id),
             Err(error) => {
-                let diagnostic = self.shape_diagnostic(
-                    op_name,
-                    &error,
-                    span,
-                    operands,
-                    &input_shapes,
-                    literal_span,
-                );
+                let diagnostic =
+                    error.to_diagnostic(op_name, span, operands, &input_shapes, literal_span);
                 self.error(diagnostic);
                 Value::Poison
             }

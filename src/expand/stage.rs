@@ -5,7 +5,7 @@ use super::args::ParamDesc;
 use super::eval::EvalArg;
 use super::value::Value;
 use super::{CallSite, Expander, Naming, MAX_CALL_DEPTH, MAX_REPEAT};
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 use crate::syntax::ast::{BlockDef, Ident, NetworkDef, SeqItem, Stage, StageKind, TypeName};
 use std::collections::HashMap;
@@ -108,7 +108,7 @@ impl Expander<'_> {
                     format!("a repeat count may be at most {MAX_REPEAT}, but this is {n}")
                 };
                 self.error(
-                    Diagnostic::error("repeat-count", count.span, message)
+                    Diagnostic::error(Code::RepeatCount, count.span, message)
                         .with_label("invalid repeat count")
                         .with_help("to leave the stage out, use `if` in a sequence instead"),
                 );
@@ -118,7 +118,7 @@ impl Expander<'_> {
             other => {
                 self.error(
                     Diagnostic::error(
-                        "type-mismatch",
+                        Code::TypeMismatch,
                         count.span,
                         format!(
                             "a repeat count must be an int, but this is {}",
@@ -159,7 +159,7 @@ impl Expander<'_> {
                         other => {
                             self.error(
                                 Diagnostic::error(
-                                    "type-mismatch",
+                                    Code::TypeMismatch,
                                     iter.span,
                                     format!(
                                         "`for` needs a list, but this is {}",
@@ -276,7 +276,7 @@ impl Expander<'_> {
             return value;
         }
         let diagnostic = Diagnostic::error(
-            "argument-type",
+            Code::ArgumentType,
             arg_span,
             format!(
                 "argument `{}` must be {} {}, but this is {}",
@@ -354,7 +354,7 @@ impl Expander<'_> {
             Some(arg) => {
                 self.error(
                     Diagnostic::error(
-                        "argument-type",
+                        Code::ArgumentType,
                         arg.span,
                         format!(
                             "`until` names a layer by its path, as a string, but this is {}",
@@ -389,7 +389,7 @@ impl Expander<'_> {
                 Some(arg) => {
                     self.error(
                         Diagnostic::error(
-                            "argument-type",
+                            Code::ArgumentType,
                             arg.span,
                             format!(
                                 "input `{}` of network `{}` must be a tensor, but this is {}",
@@ -478,7 +478,7 @@ impl Expander<'_> {
         candidates.dedup();
         let paths = candidates;
         let mut diagnostic = Diagnostic::error(
-            "unknown-layer",
+            Code::UnknownLayer,
             path_span,
             format!("network `{}` has no layer `{path}`", network.name.name),
         )
@@ -527,7 +527,7 @@ impl Expander<'_> {
                 };
                 self.error(
                     Diagnostic::error(
-                        "type-mismatch",
+                        Code::TypeMismatch,
                         pattern_span,
                         format!(
                             "each element must be a list of {} to take apart, but one is {found}",
@@ -581,7 +581,7 @@ impl Expander<'_> {
         if self.calls.len() >= MAX_CALL_DEPTH {
             self.error(
                 Diagnostic::error(
-                    "nesting-too-deep",
+                    Code::NestingTooDeep,
                     callee.span,
                     format!("block calls are nested more than {MAX_CALL_DEPTH} deep"),
                 )
@@ -595,7 +595,7 @@ impl Expander<'_> {
         if recursive {
             self.error(
                 Diagnostic::error(
-                    "recursive-block",
+                    Code::RecursiveBlock,
                     callee.span,
                     format!("{kind} `{}` calls itself", name.name),
                 )

@@ -5,6 +5,8 @@
 //! larger is an error rather than an overflow or an allocation that cannot succeed.
 
 use super::{Op, Padding, ParamSpec, Shape};
+use crate::diag::{Code, Diagnostic};
+use crate::source::Span;
 use thiserror::Error;
 
 /// The most elements one tensor may have (8 GiB of f32).
@@ -110,6 +112,98 @@ impl ShapeError {
             }
             _ => None,
         }
+    }
+}
+
+/// The diagnostic of a shape error, here beside the error so that a new variant gets its code
+/// and labels where it is defined.
+impl ShapeError {
+    /// Explains a shape error of a layer call: the primary span is the call (or the literal
+    /// weights), secondary labels show where each operand came from and its shape.
+    pub fn to_diagnostic(
+        &self,
+        op_name: &str,
+        span: Span,
+        operands: &[Span],
+        shapes: &[Shape],
+        literal_span: Option<Span>,
+    ) -> Diagnostic {
+        let (code, primary, label) = match self {
+            ShapeError::AddMismatch { .. } => {
+                (Code::ShapeMismatch, span, "cannot add these".to_string())
+            }
+            ShapeError::MulMismatch { .. } => (
+                Code::ShapeMismatch,
+                span,
+                "cannot multiply these".to_string(),
+            ),
+            ShapeError::ConcatMismatch { .. } => (
+                Code::ConcatMismatch,
+                span,
+                "cannot concatenate these".to_string(),
+            ),
+            ShapeError::KernelTooLarge { .. } => (
+                Code::KernelTooLarge,
+                span,
+                format!("`{op_name}`'s window does not fit"),
+            ),
+            ShapeError::LiteralShape { expected, .. } => (
+                Code::LiteralShape,
+                literal_span.unwrap_or(span),
+                format!("expected {expected}"),
+            ),
+            ShapeError::GroupsDontDivide { .. } => {
+                (Code::Groups, span, "invalid groups".to_string())
+            }
+            ShapeError::TooLarge { .. } => (Code::TooLarge, span, "too large".to_string()),
+            ShapeError::NotPositive { .. } => {
+                (Code::ArgumentRange, span, "out of range".to_string())
+            }
+            ShapeError::NeedsFlat { .. } => {
+                (Code::NeedsFlat, span, "needs a flat input".to_string())
+            }
+            ShapeError::NeedsSpatial { .. } => {
+                (Code::NeedsImage, span, "needs an image".to_string())
+            }
+            ShapeError::Arity { .. } => (Code::Arity, span, "wrong number of inputs".to_string()),
+        };
+        let mut diagnostic = Diagnostic::error(code, primary, self.to_string()).with_label(label);
+        let describe =
+            |idx: usize| format!("this is {}", shapes.get(idx).copied().unwrap_or_default());
+        match self {
+            ShapeError::AddMismatch { .. } | ShapeError::MulMismatch { .. } => {
+                for (idx, operand) in operands.iter().enumerate().take(2) {
+                    diagnostic = diagnostic.with_secondary(*operand, describe(idx));
+                }
+            }
+            ShapeError::ConcatMismatch { other_idx, .. } => {
+                if let (Some(first), Some(other)) = (operands.first(), operands.get(*other_idx)) {
+                    diagnostic = diagnostic
+                        .with_secondary(*first, describe(0))
+                        .with_secondary(*other, describe(*other_idx));
+                }
+            }
+            ShapeError::LiteralShape { .. }
+            | ShapeError::TooLarge { .. }
+            | ShapeError::Arity { .. } => {}
+            _ => {
+                if let Some(operand) = operands.first() {
+                    if *operand != span {
+                        diagnostic = diagnostic.with_secondary(
+                            *operand,
+                            format!(
+                                "the input is {}",
+                                describe(0).trim_start_matches("this is ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(help) = self.help() {
+            diagnostic = diagnostic.with_help(help);
+        }
+        diagnostic
     }
 }
 

@@ -5,6 +5,7 @@
 //! of its op (its file under `ops/`). A `Graph` therefore never holds a node without a shape:
 //! code that has a `Graph` can ask for any node's shape.
 
+mod diagnostic;
 pub mod dot;
 mod dump;
 pub mod infer;

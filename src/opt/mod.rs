@@ -31,6 +31,7 @@ pub use fuse_conv_activation::fuse_conv_activation;
 pub use fuse_residual_add::fuse_residual_add;
 pub use remove_identities::remove_identities;
 
+use crate::diag::{Code, Diagnostic};
 use crate::graph::{verify, Graph};
 use crate::runtime::Weights;
 use thiserror::Error;
@@ -106,6 +107,19 @@ pub enum OptError {
         pass: &'static str,
         problems: String,
     },
+}
+
+impl OptError {
+    /// The diagnostic of a failed optimization, about no place in the source: an unknown pass
+    /// name comes from the command line, a broken graph from a bug in a pass.
+    pub fn to_diagnostic(&self) -> Diagnostic {
+        let diagnostic = Diagnostic::global(Code::Optimize, self.to_string());
+        match self {
+            OptError::Broken { .. } => diagnostic
+                .with_help("this is a bug in cnnc: please report it with the program; `--backend reference` runs without the optimizer"),
+            OptError::UnknownPass { .. } => diagnostic,
+        }
+    }
 }
 
 /// Runs the selected passes over `graph` and `weights`; returns the names of the passes that

@@ -16,6 +16,7 @@
 //! through a [`Forward`] context. Each op's definition is its `reference_forward`, in its
 //! file under `graph/ops/`.
 
+use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, Literal, NodeId, Shape};
 use crate::runtime::{describe_layer, Dims, Weights, MAX_ELEMENTS};
 use cranelift_entity::{EntityRef, SecondaryMap};
@@ -71,6 +72,21 @@ pub enum RunError {
     },
     #[error("the graph is malformed: {0}")]
     Malformed(String),
+}
+
+/// The diagnostic of a failed run: at the layer concerned where there is one.
+impl RunError {
+    pub fn to_diagnostic(&self, graph: &Graph) -> Diagnostic {
+        match self.node() {
+            Some(node) if graph.nodes.get(node).is_some() => graph.diagnostic_at(
+                node,
+                Code::Run,
+                self.to_string(),
+                "while running this layer",
+            ),
+            _ => Diagnostic::global(Code::Run, self.to_string()),
+        }
+    }
 }
 
 impl RunError {

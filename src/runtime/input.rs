@@ -13,7 +13,8 @@
 use super::npy::{parse_npy, NpyArray, NpyError};
 use super::rng::SplitMix64;
 use super::{Dims, MAX_ELEMENTS};
-use crate::graph::{Graph, Preprocess, Shape};
+use crate::diag::{Code, Diagnostic};
+use crate::graph::{Graph, NodeId, Op, Preprocess, Shape};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, RgbImage};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -66,6 +67,45 @@ pub enum InputError {
         "a batch of {batch} inputs of shape {shape} has more than cnnc's limit of 2^31 elements"
     )]
     TooLarge { batch: usize, shape: Shape },
+}
+
+impl InputError {
+    /// An input problem: about the input's declaration when the file's contents do not fit it,
+    /// about no place when the file cannot be read at all.
+    pub fn to_diagnostic(&self, graph: &Graph, input: NodeId) -> Diagnostic {
+        match self {
+            InputError::WrongShape { .. }
+            | InputError::Channels { .. }
+            | InputError::FlatInput { .. }
+            | InputError::ImageSize { .. }
+            | InputError::Preprocess { .. } => Diagnostic::error(
+                Code::InputShape,
+                graph.origins[input].span,
+                self.to_string(),
+            )
+            .with_label(format!(
+                "input `{}` is declared {} here",
+                input_name(graph, input),
+                graph.shape(input)
+            )),
+            InputError::Unreadable { .. }
+            | InputError::Unwritable { .. }
+            | InputError::Npy { .. }
+            | InputError::UnknownFormat { .. }
+            | InputError::Image { .. } => Diagnostic::global(Code::InputFile, self.to_string()),
+            InputError::NoSuchInput { .. }
+            | InputError::EmptyBatch
+            | InputError::TooLarge { .. } => Diagnostic::global(Code::Input, self.to_string()),
+        }
+    }
+}
+
+/// The name an input is declared with, for messages.
+pub fn input_name(graph: &Graph, id: NodeId) -> String {
+    match &graph.nodes[id].op {
+        Op::Input { name, .. } => name.clone(),
+        _ => id.to_string(),
+    }
 }
 
 /// The name, shape and preprocessing of the network's `input_idx`-th input.

@@ -18,7 +18,7 @@ mod rng;
 mod safetensors_io;
 mod weights;
 
-pub use input::{load_input, preprocess_image, synthetic_input, InputError};
+pub use input::{input_name, load_input, preprocess_image, synthetic_input, InputError};
 pub use npy::{check_output_path, npy_bytes, parse_npy, write_npy, NpyArray, NpyError};
 pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
 pub use weights::{Weights, WeightsError};

@@ -8,6 +8,7 @@
 
 use super::rng::SplitMix64;
 use super::{Dims, MAX_ELEMENTS};
+use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, Init, NodeId};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
@@ -60,6 +61,53 @@ pub enum WeightsError {
     },
     #[error("the weights of network `{network}` would hold {elements} numbers, more than cnnc's limit of 2^31")]
     TooLarge { network: String, elements: u64 },
+}
+
+impl WeightsError {
+    /// A weights problem as a diagnostic: at the layer's source line when it is about a layer,
+    /// about no place when it is about the file. Always an error: the caller makes it a warning
+    /// when the load went on regardless (unused tensors without `--strict`).
+    pub fn to_diagnostic(&self, graph: &Graph) -> Diagnostic {
+        let mut diagnostic = match self {
+            WeightsError::Missing { name, node, .. } => graph.diagnostic_at(
+                *node,
+                Code::WeightsMissing,
+                self.to_string(),
+                &format!("this layer needs `{name}`"),
+            ),
+            WeightsError::WrongShape { expected, node, .. } => graph.diagnostic_at(
+                *node,
+                Code::WeightsShape,
+                self.to_string(),
+                &format!("this layer's weights are {expected}"),
+            ),
+            WeightsError::WrongDtype { name, node, .. } => graph.diagnostic_at(
+                *node,
+                Code::WeightsDtype,
+                self.to_string(),
+                &format!("this layer needs `{name}`"),
+            ),
+            WeightsError::Unexpected { .. } => {
+                Diagnostic::global(Code::WeightsUnused, self.to_string())
+            }
+            WeightsError::TooLarge { .. } => {
+                Diagnostic::global(Code::WeightsTooLarge, self.to_string())
+            }
+            WeightsError::Unreadable { .. } | WeightsError::Unwritable { .. } => {
+                Diagnostic::global(Code::WeightsFile, self.to_string())
+            }
+            WeightsError::Corrupt { .. } => Diagnostic::global(Code::WeightsFile, self.to_string())
+                .with_note(
+                    "a safetensors file is an 8-byte header length, a JSON header naming every \
+                     tensor's dtype, shape and offsets, then the data: a file cut short or not \
+                     written by a safetensors library fails here",
+                ),
+        };
+        if let Some(help) = self.help() {
+            diagnostic = diagnostic.with_help(help);
+        }
+        diagnostic
+    }
 }
 
 impl WeightsError {

@@ -1,7 +1,7 @@
 //! pest's parse failures as diagnostics, with every grammar rule given an English name.
 
 use super::parser::Rule;
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::source::{FileId, Span};
 use pest::error::{ErrorVariant, InputLocation};
 use std::collections::BTreeSet;
@@ -107,7 +107,7 @@ fn non_ascii(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
     if found.is_alphabetic() {
         return Some(
             Diagnostic::error(
-                "syntax",
+                Code::Syntax,
                 span,
                 format!("expected a name of ASCII letters, digits and `_`, found `{found}`"),
             )
@@ -118,7 +118,7 @@ fn non_ascii(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
     let Some(&(_, name, ascii)) = LOOKALIKES.iter().find(|(c, ..)| *c == found) else {
         return Some(
             Diagnostic::error(
-                "syntax",
+                Code::Syntax,
                 span,
                 format!("unexpected character `{found}` ({code})"),
             )
@@ -140,7 +140,7 @@ fn non_ascii(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
         _ => format!("replace it with `{ascii}`"),
     };
     Some(
-        Diagnostic::error("syntax", span, message)
+        Diagnostic::error(Code::Syntax, span, message)
             .with_label("not ASCII")
             .with_help(help),
     )
@@ -260,7 +260,7 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
         // pest's own guard against deep recursion, for nesting without brackets.
         let span = Span::new(file, pos.min(text.len())..pos.min(text.len()));
         return Diagnostic::error(
-            "nesting-too-deep",
+            Code::NestingTooDeep,
             span,
             format!("this program is nested more than the parser can follow ({message})"),
         )
@@ -319,7 +319,7 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
         .map_or(pos, |c| pos + c.len_utf8());
     let span = Span::new(file, pos.min(text.len())..end.min(text.len()));
     let mut diagnostic = Diagnostic::error(
-        "syntax",
+        Code::Syntax,
         span,
         format!("expected {}, found {found}", join_alternatives(&items)),
     )
@@ -337,4 +337,15 @@ pub fn to_diagnostic(file: FileId, text: &str, error: pest::error::Error<Rule>) 
         ));
     }
     diagnostic
+}
+
+/// The parser met a tree the grammar should not produce: a bug in cnnc, not in the program.
+pub fn internal(span: Span) -> Diagnostic {
+    Diagnostic::error(
+        Code::Internal,
+        span,
+        "internal error: unexpected syntax tree shape",
+    )
+    .with_label("the parser did not expect this")
+    .with_help("this is a bug in cnnc, not in the program: please report it with this file")
 }

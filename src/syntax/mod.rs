@@ -11,8 +11,9 @@ mod parser;
 pub mod visit;
 
 pub use dump::dump;
+pub use errors::internal as internal_error;
 
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::source::{FileId, Span};
 
 /// The deepest bracket nesting accepted. pest and the later stages recurse once per level, so
@@ -90,7 +91,7 @@ fn check_nesting(file: FileId, text: &str) -> Result<(), Vec<Diagnostic>> {
                 .unwrap_or(text.len());
             let span = Span::new(file, start..end);
             return Err(vec![Diagnostic::error(
-                "nesting-too-deep",
+                Code::NestingTooDeep,
                 span,
                 format!("brackets are nested more than {MAX_NESTING} levels deep"),
             )

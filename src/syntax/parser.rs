@@ -2,7 +2,7 @@
 
 use super::ast::*;
 use super::errors;
-use crate::diag::Diagnostic;
+use crate::diag::{Code, Diagnostic};
 use crate::source::{FileId, Span};
 use pest::iterators::Pair;
 use pest::Parser;
@@ -207,7 +207,7 @@ impl Walker {
         for (slot, digits) in dims.iter_mut().zip(shape.into_inner()) {
             *slot = digits.as_str().parse().map_err(|_| {
                 Diagnostic::error(
-                    "number-too-large",
+                    Code::NumberTooLarge,
                     self.span(&digits),
                     "this dimension is too large",
                 )
@@ -262,7 +262,7 @@ impl Walker {
         if depth > MAX_DEPTH {
             return Err(Box::new(
                 Diagnostic::error(
-                    "nesting-too-deep",
+                    Code::NestingTooDeep,
                     span,
                     format!("this expression is nested more than {MAX_DEPTH} levels deep"),
                 )
@@ -301,7 +301,7 @@ impl Walker {
             let at = first_over.map_or(span, |p| self.span(&p));
             return Err(Box::new(
                 Diagnostic::error(
-                    "nesting-too-deep",
+                    Code::NestingTooDeep,
                     at,
                     format!(
                         "this expression chains {levels} operators; at most {MAX_DEPTH} may \
@@ -373,7 +373,7 @@ impl Walker {
             }
             Rule::int => {
                 let value = pair.as_str().parse::<i64>().map_err(|_| {
-                    Diagnostic::error("number-too-large", span, "this integer is too large")
+                    Diagnostic::error(Code::NumberTooLarge, span, "this integer is too large")
                         .with_label("larger than 9,223,372,036,854,775,807")
                 })?;
                 Ok(Expr {
@@ -388,7 +388,7 @@ impl Walker {
                     .ok()
                     .filter(|v| v.is_finite())
                     .ok_or_else(|| {
-                        Diagnostic::error("number-too-large", span, "this number is too large")
+                        Diagnostic::error(Code::NumberTooLarge, span, "this number is too large")
                             .with_label("not a finite 64-bit float")
                     })?;
                 Ok(Expr {
@@ -651,11 +651,7 @@ fn next<'a>(pairs: &mut impl Iterator<Item = Pair<'a, Rule>>) -> Pair<'a, Rule> 
 }
 
 fn internal(span: Span) -> Box<Diagnostic> {
-    Box::new(Diagnostic::error(
-        "internal",
-        span,
-        "internal error: unexpected syntax tree shape",
-    ))
+    Box::new(super::errors::internal(span))
 }
 
 /// The text of a string literal: `\\`, `\"`, `\n` and `\t` are the only escapes.
@@ -682,7 +678,7 @@ fn string_value(file: FileId, pair: Pair<'_, Rule>) -> Result<String> {
                 let span = Span::new(file, start + idx..start + end);
                 return Err(Box::new(
                     Diagnostic::error(
-                        "invalid-escape",
+                        Code::InvalidEscape,
                         span,
                         format!("unknown escape `{}` in a string", &raw[idx..end]),
                     )

@@ -1,7 +1,12 @@
 //! The diagnostic model and its rendering with codespan-reporting.
 //!
 //! Stages build [`Diagnostic`]s (a message, a primary span, secondary labels, notes and a
-//! help line); this module is the only place that knows how they look on a terminal.
+//! help line); this module is the only place that knows how they look on a terminal. Every
+//! diagnostic has a [`Code`] from the registry in `code.rs`.
+
+mod code;
+
+pub use code::{Code, Fixture};
 
 use crate::source::{SourceMap, Span};
 use codespan_reporting::diagnostic as cs;
@@ -23,8 +28,8 @@ pub struct Label {
 #[derive(Clone, Debug)]
 pub struct Diagnostic {
     pub severity: Severity,
-    /// A short code naming the kind of problem, e.g. `shape-mismatch`.
-    pub code: &'static str,
+    /// The kind of problem, rendered as e.g. `shape-mismatch`.
+    pub code: Code,
     pub message: String,
     /// `None` for a diagnostic about no place in particular (a network name on the command line).
     pub primary: Option<Label>,
@@ -34,7 +39,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn error(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
+    pub fn error(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity: Severity::Error,
             code,
@@ -49,7 +54,7 @@ impl Diagnostic {
         }
     }
 
-    pub fn warning(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
+    pub fn warning(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity: Severity::Warning,
             ..Diagnostic::error(code, span, message)
@@ -57,7 +62,7 @@ impl Diagnostic {
     }
 
     /// An error about no place in the source.
-    pub fn global(code: &'static str, message: impl Into<String>) -> Diagnostic {
+    pub fn global(code: Code, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             primary: None,
             ..Diagnostic::error(code, Span::default(), message)
@@ -116,7 +121,7 @@ impl Diagnostic {
         }
         cs::Diagnostic::new(severity)
             .with_message(&self.message)
-            .with_code(self.code)
+            .with_code(self.code.as_str())
             .with_labels(labels)
             .with_notes(notes)
     }
