@@ -1,7 +1,7 @@
 //! The Cranelift side: the host ISA, one `JITModule` per network, and the functions in it —
 //! one per kernel and an entry that runs them all for each image of a batch.
 //!
-//! Settings follow CRANELIFT.md: `opt_level=none`, because the kernels arrive already
+//! Settings follow docs/CRANELIFT.md §4: `opt_level=none`, because the kernels arrive already
 //! blocked, unrolled and strength-reduced, and `none` keeps their instruction order (measured
 //! fastest and most predictable) and compiles several times faster; `is_pic=false`, which
 //! cranelift-jit 0.135 requires; the verifier in debug builds and in checked mode.
@@ -65,7 +65,7 @@ impl Generator {
                 .iter()
                 .any(|v| v.name == name && v.as_bool() == Some(true))
         };
-        // Without both, Cranelift lowers `fma` to a libcall per lane (CRANELIFT.md §5.2).
+        // Without both, Cranelift lowers `fma` to a libcall per lane (docs/CRANELIFT.md §5.2).
         let has_fma = flag("has_avx") && flag("has_fma");
         let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
         builder.symbol(math::TANH, math::tanh as *const u8);

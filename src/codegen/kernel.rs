@@ -6,7 +6,7 @@
 //! kernel's parts to run (`Kernel::parts`): iterations of its parallel loop, and a last part
 //! for its other top-level statements.
 //!
-//! The translation does what CRANELIFT.md §6 says Cranelift will not:
+//! The translation does what docs/CRANELIFT.md §2 says Cranelift will not (the how is §6):
 //!
 //! - **strength reduction**: every distinct pair (buffer, index terms of the loops up to
 //!   this one) is one pointer variable, set before the loop from the enclosing loop's pointer

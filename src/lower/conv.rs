@@ -3,8 +3,8 @@
 //!
 //! The direct kernel computes a tile of 4 output pixels × 8 output channels in 8 vector
 //! accumulators: per reduction step it loads 2 weight vectors and broadcasts 4 input values,
-//! for 8 FMAs. This is the 4×8 shape CRANELIFT.md §6 measured fastest (89–92 % of the f32x4
-//! peak); the reduction is unrolled by 4. When there is one group and no dilation, a window
+//! for 8 FMAs. This is the 4×8 shape docs/CRANELIFT.md §6.1 measured fastest (89–92 % of the
+//! f32x4 peak); the reduction is unrolled by 4. When there is one group and no dilation, a window
 //! row's taps `(kx, in)` are contiguous in both the input and the packed weights, so they
 //! form one reduction of length `kw·in` — fewer, longer loops. Tiles at the right edge
 //! (fewer than 4 pixels) and at the last channels (fewer than 8) are separate, smaller

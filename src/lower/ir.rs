@@ -14,7 +14,7 @@
 //!   term becomes the load's displacement.
 //!
 //! Register blocking and unrolling are done by the lowering, which writes them out as
-//! straight-line statements: Cranelift neither unrolls nor blocks (see CRANELIFT.md §2).
+//! straight-line statements: Cranelift neither unrolls nor blocks (see docs/CRANELIFT.md §2).
 
 use std::fmt;
 use std::ops::{Add, Mul};
