@@ -198,6 +198,7 @@ pub fn compile(
         arena: Mutex::new(vec![0.0; program.arena_len]),
         inputs,
         output: graph.shape(graph.output()),
+        output_node: graph.output(),
         options: options.clone(),
         constant_bytes,
         flops: 2 * graph.total_macs(),

@@ -9,7 +9,7 @@
 
 use super::barrier::SpinBarrier;
 use super::CodegenOptions;
-use crate::graph::Shape;
+use crate::graph::{NodeId, Shape};
 use crate::reference::RunError;
 use crate::runtime::MAX_ELEMENTS;
 use cranelift_jit::JITModule;
@@ -54,6 +54,8 @@ pub struct CompiledNetwork {
     /// Each input's name and shape.
     pub(super) inputs: Vec<(String, Shape)>,
     pub(super) output: Shape,
+    /// The graph's output node, which a too-large output is reported at.
+    pub(super) output_node: NodeId,
     pub(super) options: CodegenOptions,
     pub(super) constant_bytes: usize,
     /// 2 × the multiply-accumulates of one image.
@@ -117,7 +119,7 @@ impl CompiledNetwork {
                 layer: format!("network `{}`", self.name),
                 batch,
                 shape: self.output,
-                node: crate::graph::NodeId::from_u32(0),
+                node: self.output_node,
             });
         }
         let contiguous: Vec<_> = inputs.iter().map(|t| t.as_standard_layout()).collect();
