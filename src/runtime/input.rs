@@ -64,7 +64,8 @@ pub enum InputError {
     #[error("the batch size must be at least 1")]
     EmptyBatch,
     #[error(
-        "a batch of {batch} inputs of shape {shape} has more than cnnc's limit of 2^31 elements"
+        "a batch of {} inputs of shape {shape} has more than cnnc's limit of 2^31 elements",
+        crate::diag::thousands(*batch as u64)
     )]
     TooLarge { batch: usize, shape: Shape },
 }

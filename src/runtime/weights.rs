@@ -59,7 +59,10 @@ pub enum WeightsError {
         shape: Dims,
         network: String,
     },
-    #[error("the weights of network `{network}` would hold {elements} numbers, more than cnnc's limit of 2^31")]
+    #[error(
+        "the weights of network `{network}` would hold {} numbers, more than cnnc's limit of 2^31",
+        crate::diag::thousands(*elements)
+    )]
     TooLarge { network: String, elements: u64 },
 }
 
