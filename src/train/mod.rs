@@ -8,6 +8,7 @@
 //! graph IR and can be tested against hand-computed values on its own. Semantics follow
 //! PyTorch throughout, so a recipe gives the numbers a user would get there.
 
+pub mod checkpoint;
 pub mod data;
 pub mod data_error;
 pub mod data_files;
