@@ -383,3 +383,50 @@ fn network_that_is_not_a_classifier() {
     let error = class_count(&graph).unwrap_err();
     insta::assert_snapshot!(render_plain(&SourceMap::new(), &[error.diagnostic()]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Integer .npy arrays (labels)
+
+fn npy_in_memory(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+    let dir = scratch(&format!("npy-{}", descr.replace(['<', '>', '|'], "_")));
+    let path = dir.join("a.npy");
+    write_npy(&path, descr, shape, data);
+    std::fs::read(path).expect("read back")
+}
+
+#[test]
+fn integer_arrays_of_every_width_and_byte_order() {
+    use cnnc::runtime::parse_npy_integers;
+    let cases: [(&str, Vec<u8>, Vec<i64>); 6] = [
+        ("|i1", vec![0xff, 0x05], vec![-1, 5]),
+        ("<u2", vec![0x01, 0x02, 0xff, 0xff], vec![0x0201, 65535]),
+        (">i2", vec![0x01, 0x02, 0xff, 0xfe], vec![0x0102, -2]),
+        ("<u4", vec![0, 0, 0, 0x80, 7, 0, 0, 0], vec![1 << 31, 7]),
+        (
+            ">i8",
+            vec![
+                0, 0, 0, 0, 0, 0, 0, 9, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfd,
+            ],
+            vec![9, -3],
+        ),
+        ("|u1", vec![200, 3], vec![200, 3]),
+    ];
+    for (descr, data, expected) in cases {
+        let bytes = npy_in_memory(descr, &[2], &data);
+        let (shape, values) = parse_npy_integers(&bytes).expect(descr);
+        assert_eq!(shape, [2], "{descr}");
+        assert_eq!(values, expected, "{descr}");
+    }
+    let too_large = npy_in_memory("<u8", &[1], &u64::MAX.to_le_bytes());
+    assert_eq!(
+        parse_npy_integers(&too_large).unwrap_err().to_string(),
+        "it holds an unsigned 64-bit integer too large for cnnc"
+    );
+    let booleans = npy_in_memory("|b1", &[1], &[1]);
+    assert_eq!(
+        parse_npy_integers(&booleans).unwrap_err().to_string(),
+        "its dtype is bool (`|b1`), not an integer type"
+    );
+    let short = npy_in_memory("<i4", &[3], &[0; 8]);
+    assert!(parse_npy_integers(&short).is_err());
+}
