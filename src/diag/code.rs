@@ -35,6 +35,7 @@ const fn case(test_file: &'static str, name: &'static str) -> Fixture {
 const CLI_CHECK: &str = "tests/cli_check.rs";
 const CLI_RUN: &str = "tests/cli_run.rs";
 const DIAGNOSTICS: &str = "tests/diagnostics.rs";
+const TRAIN_DATA: &str = "tests/train_data.rs";
 
 /// Defines [`Code`] and its tables from one row per code, so that a code cannot exist without
 /// its text, its title and its fixture, and [`Code::ALL`] cannot miss one.
@@ -147,6 +148,10 @@ codes! {
     Optimize = "optimize", "an optimizer pass broke the graph (a bug in cnnc)", case(DIAGNOSTICS, "optimizer_broke_the_graph");
     Codegen = "codegen", "the code generator failed (a bug in cnnc or an unsupported CPU)", case(DIAGNOSTICS, "codegen_failed");
     Run = "run", "running the network failed (e.g. a batch too large for a layer)", case(DIAGNOSTICS, "run_output_too_large");
+    DataFile = "data-file", "a training data file that cannot be read or lacks its labels", case(TRAIN_DATA, "labels_file_that_is_not_npy");
+    DataOption = "data-option", "a data option out of range (validation fraction, batch, padding)", case(TRAIN_DATA, "validation_fraction_out_of_range");
+    Data = "data", "training data that does not fit the network (size, channels, labels, classes)", case(TRAIN_DATA, "empty_folder");
+    Checkpoint = "checkpoint", "a checkpoint that cannot be read, written or resumed", case(TRAIN_DATA, "checkpoint_that_is_not_safetensors");
 }
 
 impl fmt::Display for Code {
