@@ -10,6 +10,8 @@
 //! - `jit.rs` sets up the ISA and the module and builds the entry function;
 //! - `pack.rs` packs the weights into the layouts the kernels index;
 //! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
+//! - `pool.rs` splits a run over worker threads that meet at a barrier (`barrier.rs`) between
+//!   kernels;
 //! - `vmath.rs` computes `exp` and `sigmoid` inline on vectors; `math.rs` holds `tanh`, the
 //!   one function the code calls.
 
@@ -20,6 +22,7 @@ mod layout;
 mod math;
 mod network;
 mod pack;
+mod pool;
 mod vmath;
 
 pub use network::{CompiledNetwork, KernelTimes};
@@ -41,7 +44,8 @@ pub struct CodegenOptions {
     /// The lowering already proves every access in bounds; this catches code-generation bugs.
     pub checked: bool,
     /// Threads to split each kernel's work over (1 runs everything on the caller's thread;
-    /// networks of under 20 MFLOP always run on one).
+    /// networks of under 20 MFLOP, and kernels too small to split, run on one; checked mode
+    /// splits whatever can be split).
     pub threads: usize,
 }
 
@@ -140,6 +144,7 @@ pub fn compile(
             name: kernel.name.clone(),
             function,
             parts: kernel.parts(),
+            work: pool::kernel_work(kernel),
         });
     }
     // SAFETY: as above, with the entry signature `extern "C" fn(*const usize, i64)`.
@@ -158,11 +163,15 @@ pub fn compile(
             (name, graph.shape(id))
         })
         .collect();
+    let flops = 2 * graph.total_macs();
+    let steps = network::plan_steps(&kernels, options, flops);
     Ok(CompiledNetwork {
         name: graph.name.clone(),
         module: Mutex::new(Some(module)),
         entry,
         kernels,
+        steps,
+        pool: Mutex::new(None),
         _constants: constants,
         table,
         output_slot: layout.output_slot(),
@@ -175,7 +184,6 @@ pub fn compile(
         output: graph.shape(graph.output()),
         options: options.clone(),
         constant_bytes,
-        flops: 2 * graph.total_macs(),
     })
 }
 
