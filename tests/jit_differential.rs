@@ -1,5 +1,6 @@
 //! The JIT against the reference interpreter: every layer kind over many generated shapes, every
-//! example network, in checked and unchecked mode, at batch 1 and 3, on 1 and 2 threads; and
+//! example network, in checked and unchecked mode, at batch 1 and 3, on 1 and 2 threads
+//! (and on more, with many chunks per kernel, in `jit_differential/threads.rs`); and
 //! snapshots of `emit loops` / `emit clif` so that a change to the code generator shows in
 //! review.
 //!
@@ -20,6 +21,8 @@ use std::path::Path;
 
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/threads.rs"]
+mod threads;
 
 /// The largest accepted `|jit − reference| / max(1, |reference|)`. The reference accumulates
 /// in f64 in the definition's order; the JIT accumulates in f32, blocked and with FMA, in

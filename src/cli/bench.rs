@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// Leave activations and residual adds unfused, to measure what fusion gains.
     #[arg(long)]
     pub no_fuse: bool,
-    /// Time each kernel and print where the time goes (JIT only).
+    /// Time each kernel and print where the time goes (JIT only). On several threads, a
+    /// kernel split over them is timed from the threads' meeting before it to the one after.
     #[arg(long)]
     pub profile: bool,
     /// The results as one JSON object.

@@ -11,16 +11,19 @@ use super::layout::TableLayout;
 use super::{math, CodegenError, CodegenOptions};
 use crate::lower::ir::{Expr, Kernel, Stmt, UnaryOp};
 use crate::lower::LoopProgram;
+use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{F32, I64};
 use cranelift_codegen::ir::{
-    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName,
+    AbiParam, ExtFuncData, ExternalName, FuncRef, Function, InstBuilder, MemFlagsData, Signature,
+    UserExternalName, UserFuncName,
 };
+use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, FuncId, Linkage, Module};
+use cranelift_module::{default_libcall_names, FuncId, Linkage, Module, ModuleReloc};
 
 fn cranelift_error(what: &str, error: impl std::fmt::Display) -> CodegenError {
     CodegenError::Cranelift(format!("{what}: {error}"))
@@ -29,12 +32,27 @@ fn cranelift_error(what: &str, error: impl std::fmt::Display) -> CodegenError {
 /// A JIT module being filled with one network's functions.
 pub(super) struct Generator {
     pub module: JITModule,
+    maker: FunctionMaker,
+    entry_signature: Signature,
+    function_context: FunctionBuilderContext,
+}
+
+/// What building a kernel's CLIF needs, without the module: shared by the threads that
+/// build and compile kernels at once.
+struct FunctionMaker {
     has_fma: bool,
     checked: bool,
+    config: TargetFrontendConfig,
     kernel_signature: Signature,
-    entry_signature: Signature,
+    math_signature: Signature,
     tanh_id: FuncId,
-    function_context: FunctionBuilderContext,
+}
+
+/// A kernel compiled to machine code, not yet placed in the module.
+struct MachineCode {
+    alignment: u64,
+    bytes: Vec<u8>,
+    relocs: Vec<ModuleReloc>,
 }
 
 impl Generator {
@@ -85,20 +103,25 @@ impl Generator {
         let tanh_id = module
             .declare_function(math::TANH, Linkage::Import, &math_signature)
             .map_err(|e| cranelift_error(math::TANH, e))?;
-        Ok(Generator {
-            module,
+        let maker = FunctionMaker {
             has_fma,
             checked: options.checked,
+            config: module.target_config(),
             kernel_signature,
-            entry_signature,
+            math_signature,
             tanh_id,
+        };
+        Ok(Generator {
+            module,
+            maker,
+            entry_signature,
             function_context: FunctionBuilderContext::new(),
         })
     }
 
     pub fn declare_kernel(&mut self, kernel: &Kernel) -> Result<FuncId, CodegenError> {
         self.module
-            .declare_function(&kernel.name, Linkage::Local, &self.kernel_signature)
+            .declare_function(&kernel.name, Linkage::Local, &self.maker.kernel_signature)
             .map_err(|e| cranelift_error(&kernel.name, e))
     }
 
@@ -116,25 +139,58 @@ impl Generator {
         layout: &TableLayout,
         kernel: &Kernel,
     ) -> Function {
-        let mut func = Function::with_name_signature(
-            UserFuncName::user(0, id.as_u32()),
-            self.kernel_signature.clone(),
+        self.maker
+            .kernel_function(id, program, layout, kernel, &mut self.function_context)
+    }
+
+    /// Builds and compiles every kernel (`ids[k]` declared for `program.kernels[k]`) on up
+    /// to `threads` threads, then places the code in the module in kernel order, so that
+    /// the module is the same whatever the thread count. Building the CLIF and compiling it
+    /// to machine code need only the ISA; the module, which is not `Sync`, is touched once
+    /// per kernel, on this thread.
+    pub fn define_kernels(
+        &mut self,
+        ids: &[FuncId],
+        program: &LoopProgram,
+        layout: &TableLayout,
+        threads: usize,
+    ) -> Result<(), CodegenError> {
+        let isa = self.module.isa();
+        let maker = &self.maker;
+        let jobs: Vec<_> = ids.iter().zip(&program.kernels).collect();
+        let compiled: Vec<Result<MachineCode, CodegenError>> = super::parallel_map(
+            &jobs,
+            threads,
+            FunctionBuilderContext::new,
+            |function_context, &(&id, kernel)| {
+                let func = maker.kernel_function(id, program, layout, kernel, function_context);
+                let mut context = Context::for_function(func);
+                context
+                    .compile(isa, &mut ControlPlane::default())
+                    .map_err(|e| cranelift_error(&kernel.name, format!("{:?}", e.inner)))?;
+                let code = context
+                    .compiled_code()
+                    .ok_or_else(|| cranelift_error(&kernel.name, "no code after compiling"))?;
+                let relocs = code
+                    .buffer
+                    .relocs()
+                    .iter()
+                    .map(|reloc| ModuleReloc::from_mach_reloc(reloc, &context.func, id))
+                    .collect();
+                Ok(MachineCode {
+                    alignment: u64::from(code.buffer.alignment),
+                    bytes: code.code_buffer().to_vec(),
+                    relocs,
+                })
+            },
         );
-        let tanh = uses_tanh(&kernel.body)
-            .then(|| self.module.declare_func_in_func(self.tanh_id, &mut func));
-        let config = self.module.target_config();
-        let builder = FunctionBuilder::new(&mut func, &mut self.function_context);
-        KernelTranslator::new(
-            kernel,
-            builder,
-            program,
-            layout,
-            self.has_fma,
-            self.checked,
-            tanh,
-        )
-        .translate(kernel, config);
-        func
+        for (&id, code) in ids.iter().zip(compiled) {
+            let code = code?;
+            self.module
+                .define_function_bytes(id, code.alignment, &code.bytes, &code.relocs)
+                .map_err(|e| cranelift_error("placing the code", format!("{e:?}")))?;
+        }
+        Ok(())
     }
 
     /// The CLIF of `entry(table, n_images)`: for each image, each kernel over all its parts,
@@ -149,7 +205,7 @@ impl Generator {
             UserFuncName::user(0, id.as_u32()),
             self.entry_signature.clone(),
         );
-        let kernel_signature = func.import_signature(self.kernel_signature.clone());
+        let kernel_signature = func.import_signature(self.maker.kernel_signature.clone());
         let config = self.module.target_config();
         let mut b = FunctionBuilder::new(&mut func, &mut self.function_context);
         let start = b.create_block();
@@ -192,6 +248,51 @@ impl Generator {
         self.module
             .define_function(id, &mut context)
             .map_err(|e| cranelift_error("compiling", format!("{e:?}")))
+    }
+}
+
+impl FunctionMaker {
+    fn kernel_function(
+        &self,
+        id: FuncId,
+        program: &LoopProgram,
+        layout: &TableLayout,
+        kernel: &Kernel,
+        function_context: &mut FunctionBuilderContext,
+    ) -> Function {
+        let mut func = Function::with_name_signature(
+            UserFuncName::user(0, id.as_u32()),
+            self.kernel_signature.clone(),
+        );
+        let tanh = uses_tanh(&kernel.body).then(|| self.import_tanh(&mut func));
+        let builder = FunctionBuilder::new(&mut func, function_context);
+        KernelTranslator::new(
+            kernel,
+            builder,
+            program,
+            layout,
+            self.has_fma,
+            self.checked,
+            tanh,
+        )
+        .translate(kernel, self.config);
+        func
+    }
+
+    /// What `Module::declare_func_in_func` does for the imported `tanh`, without the module.
+    fn import_tanh(&self, func: &mut Function) -> FuncRef {
+        let signature = func.import_signature(self.math_signature.clone());
+        let name = func.declare_imported_user_function(UserExternalName {
+            namespace: 0,
+            index: self.tanh_id.as_u32(),
+        });
+        func.import_function(ExtFuncData {
+            name: ExternalName::user(name),
+            signature,
+            // Imports are not colocated: the symbol may be anywhere in the address space.
+            colocated: false,
+            patchable: false,
+        })
     }
 }
 

@@ -10,6 +10,8 @@
 //! - `jit.rs` sets up the ISA and the module and builds the entry function;
 //! - `pack.rs` packs the weights into the layouts the kernels index;
 //! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
+//! - `pool.rs` splits a run over worker threads that meet at a barrier (`barrier.rs`) between
+//!   kernels;
 //! - `vmath.rs` computes `exp` and `sigmoid` inline on vectors; `math.rs` holds `tanh`, the
 //!   one function the code calls.
 
@@ -20,6 +22,7 @@ mod layout;
 mod math;
 mod network;
 mod pack;
+mod pool;
 mod vmath;
 
 pub use network::{CompiledNetwork, KernelTimes};
@@ -32,6 +35,7 @@ use jit::Generator;
 use layout::TableLayout;
 use network::{CompiledKernel, EntryFn, KernelFn};
 use std::fmt::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use thiserror::Error;
 
@@ -42,7 +46,8 @@ pub struct CodegenOptions {
     /// The lowering already proves every access in bounds; this catches code-generation bugs.
     pub checked: bool,
     /// Threads to split each kernel's work over (1 runs everything on the caller's thread;
-    /// networks of under 20 MFLOP always run on one).
+    /// networks of under 20 MFLOP, and kernels too small to split, run on one; checked mode
+    /// splits whatever can be split).
     pub threads: usize,
 }
 
@@ -127,25 +132,37 @@ pub fn compile(
     let program = lower::lower(graph)?;
     let layout = TableLayout::new(&program);
     let mut table = vec![0usize; layout.len()];
+    let threads = options.threads.max(1);
+    let const_buffers: Vec<_> = program
+        .buffers
+        .iter()
+        .filter_map(|buffer| match &buffer.storage {
+            Storage::Const(spec) => Some((buffer, spec)),
+            _ => None,
+        })
+        .collect();
+    let packed = parallel_map(
+        &const_buffers,
+        threads,
+        || (),
+        |(), &(buffer, spec)| pack::pack(graph, weights, spec, buffer.len),
+    );
     let mut constants = Vec::new();
     let mut constant_bytes = 0;
-    for buffer in &program.buffers {
-        if let Storage::Const(spec) = &buffer.storage {
-            let data = pack::pack(graph, weights, spec, buffer.len)?.into_boxed_slice();
-            table[layout.slot(buffer).0] = data.as_ptr() as usize;
-            constant_bytes += data.len() * std::mem::size_of::<f32>();
-            constants.push(data);
-        }
+    for (&(buffer, _), data) in const_buffers.iter().zip(packed) {
+        let data = data?.into_boxed_slice();
+        table[layout.slot(buffer).0] = data.as_ptr() as usize;
+        constant_bytes += data.len() * std::mem::size_of::<f32>();
+        constants.push(data);
     }
 
     let mut generator = Generator::new(options)?;
-    let mut ids = Vec::new();
-    for kernel in &program.kernels {
-        let id = generator.declare_kernel(kernel)?;
-        let func = generator.kernel_function(id, &program, &layout, kernel);
-        generator.define(id, func)?;
-        ids.push(id);
-    }
+    let ids = program
+        .kernels
+        .iter()
+        .map(|kernel| generator.declare_kernel(kernel))
+        .collect::<Result<Vec<_>, _>>()?;
+    generator.define_kernels(&ids, &program, &layout, threads)?;
     let entry_id = generator.declare_entry()?;
     let func = generator.entry_function(entry_id, &program, &layout);
     generator.define(entry_id, func)?;
@@ -165,6 +182,7 @@ pub fn compile(
             name: kernel.name.clone(),
             function,
             parts: kernel.parts(),
+            work: pool::kernel_work(kernel),
         });
     }
     // SAFETY: as above, with the entry signature `extern "C" fn(*const usize, i64)`.
@@ -183,11 +201,15 @@ pub fn compile(
             (name, graph.shape(id))
         })
         .collect();
+    let flops = 2 * graph.total_macs();
+    let steps = network::plan_steps(&kernels, options, flops);
     Ok(CompiledNetwork {
         name: graph.name.clone(),
         module: Mutex::new(Some(module)),
         entry,
         kernels,
+        steps,
+        pool: Mutex::new(None),
         _constants: constants,
         table,
         output_slot: layout.output_slot(),
@@ -201,8 +223,51 @@ pub fn compile(
         output_node: graph.output(),
         options: options.clone(),
         constant_bytes,
-        flops: 2 * graph.total_macs(),
     })
+}
+
+/// `f` applied to every item, on up to `threads` threads (this one included) that take items
+/// in turn from a shared counter, each with its own `state`; the results in the items' order.
+/// If the system refuses to start a thread, the others do its share.
+fn parallel_map<T: Sync, S, R: Send>(
+    items: &[T],
+    threads: usize,
+    state: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.clamp(1, items.len().max(1));
+    if threads == 1 {
+        let mut state = state();
+        return items.iter().map(|item| f(&mut state, item)).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut state = state();
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(index) else {
+                break;
+            };
+            done.push((index, f(&mut state, item)));
+        }
+        done
+    };
+    let mut results = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
+            .collect();
+        let mut results = work();
+        for helper in helpers {
+            match helper.join() {
+                Ok(done) => results.extend(done),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        results
+    });
+    results.sort_by_key(|&(index, _)| index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// The Cranelift IR of every function of `graph`'s code: the text of `cnnc emit clif`.
@@ -229,4 +294,26 @@ fn clif_text(program: &LoopProgram, options: &CodegenOptions) -> Result<String, 
     let _ = writeln!(out, "; entry: every kernel, for each image");
     let _ = write!(out, "{}", func.display());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parallel_map;
+
+    /// Results come back in the items' order, each computed once, however many threads take
+    /// items and whatever state each carries.
+    #[test]
+    fn parallel_map_keeps_the_order() {
+        let items: Vec<u64> = (0..1_000).collect();
+        for threads in [1, 2, 3, 8] {
+            let found = parallel_map(&items, threads, Vec::new, |seen: &mut Vec<u64>, &x| {
+                seen.push(x);
+                (x * x, seen.len())
+            });
+            let squares: Vec<u64> = found.iter().map(|&(square, _)| square).collect();
+            assert_eq!(squares, items.iter().map(|x| x * x).collect::<Vec<_>>());
+            let per_thread_total: usize = found.iter().filter(|&&(_, n)| n == 1).count();
+            assert!((1..=threads).contains(&per_thread_total), "{threads}");
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! whole batch, and only then calls the entry function. Nothing on the native side can
 //! panic, so no unwinding ever crosses a JIT frame.
 
-use super::barrier::SpinBarrier;
+use super::pool::{self, ScheduledKernel, Step, WorkerPool};
 use super::CodegenOptions;
 use crate::graph::{NodeId, Shape};
 use crate::reference::RunError;
@@ -28,11 +28,35 @@ pub(super) struct CompiledKernel {
     pub name: String,
     pub function: KernelFn,
     pub parts: usize,
+    /// Its dynamic count of vector operations ([`pool::kernel_work`]).
+    pub work: u64,
 }
 
 /// The least work (floating-point operations per image) for which a run is split over
 /// threads.
 const PARALLEL_MIN_FLOPS: u64 = 20_000_000;
+
+/// The steps of a run split over `options.threads` threads, or none if it runs on one: a
+/// network under [`PARALLEL_MIN_FLOPS`], or with no kernel worth splitting, runs on the
+/// calling thread alone. Checked mode splits every network and kernel that can be split, so
+/// that its range checks see every split.
+pub(super) fn plan_steps(
+    kernels: &[CompiledKernel],
+    options: &CodegenOptions,
+    flops: u64,
+) -> Vec<Step> {
+    let threads = options.threads.max(1);
+    if threads == 1 || (flops < PARALLEL_MIN_FLOPS && !options.checked) {
+        return Vec::new();
+    }
+    let sizes: Vec<_> = kernels.iter().map(|k| (k.parts, k.work)).collect();
+    let steps = pool::schedule(&sizes, threads, options.checked);
+    if steps.iter().any(|step| matches!(step, Step::Split { .. })) {
+        steps
+    } else {
+        Vec::new()
+    }
+}
 
 /// A network compiled to native code, ready to run on batches of inputs.
 pub struct CompiledNetwork {
@@ -41,6 +65,11 @@ pub struct CompiledNetwork {
     pub(super) module: Mutex<Option<JITModule>>,
     pub(super) entry: EntryFn,
     pub(super) kernels: Vec<CompiledKernel>,
+    /// How a run is split over threads; empty when it runs on the calling thread.
+    pub(super) steps: Vec<Step>,
+    /// The worker threads, started by the first run split over threads; a run that finds
+    /// them busy with another runs on its own thread.
+    pub(super) pool: Mutex<Option<WorkerPool>>,
     /// The packed constants the table points into; never moved or resized.
     pub(super) _constants: Vec<Box<[f32]>>,
     /// The table with constant and kernel slots filled in; arena, inputs and output are
@@ -58,12 +87,17 @@ pub struct CompiledNetwork {
     pub(super) output_node: NodeId,
     pub(super) options: CodegenOptions,
     pub(super) constant_bytes: usize,
-    /// 2 × the multiply-accumulates of one image.
-    pub(super) flops: u64,
 }
 
 impl Drop for CompiledNetwork {
     fn drop(&mut self) {
+        // Stop the workers first, although they call no kernel between runs.
+        drop(
+            self.pool
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
         let module = self
             .module
             .get_mut()
@@ -157,79 +191,85 @@ impl CompiledNetwork {
         ArrayD::from_shape_vec(IxDyn(&dims), output).map_err(|e| RunError::Malformed(e.to_string()))
     }
 
-    /// Runs the network like [`run`](Self::run), on one thread, timing each kernel: returns
-    /// the output and every kernel's name with its time in seconds, summed over the batch.
+    /// Runs the network like [`run`](Self::run), timing each kernel: returns the output and
+    /// every kernel's name with its time in seconds, summed over the batch. On several
+    /// threads, a split kernel's time is its step's, from the threads' meeting before it to
+    /// the one after; kernels too small to split run on the calling thread, one by one.
     pub fn run_profiled(
         &self,
         inputs: &[ArrayD<f32>],
     ) -> Result<(ArrayD<f32>, KernelTimes), RunError> {
-        let mut times: Vec<(String, f64)> =
-            self.kernels.iter().map(|k| (k.name.clone(), 0.0)).collect();
+        let mut times = vec![0.0; self.kernels.len()];
         let output = self.run_with(inputs, &mut |table, batch| {
+            // SAFETY: `run_with` passes a table satisfying the contract of `execute`.
+            if unsafe { self.execute_on_pool(table, batch, Some(&mut times)) } {
+                return;
+            }
             for image in 0..batch {
                 for (kernel, time) in self.kernels.iter().zip(times.iter_mut()) {
                     let start = std::time::Instant::now();
-                    // SAFETY: `run_with` passes a table satisfying the contract in `run`.
+                    // SAFETY: as above.
                     unsafe {
                         (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64)
                     };
-                    time.1 += start.elapsed().as_secs_f64();
+                    *time += start.elapsed().as_secs_f64();
                 }
             }
         })?;
-        Ok((output, times))
+        let names = self.kernels.iter().map(|k| k.name.clone());
+        Ok((output, names.zip(times).collect()))
     }
 
-    /// Runs every kernel on every image; on one thread through the entry function, on
-    /// several by splitting each kernel's parts between threads that meet at a barrier
-    /// before the next kernel.
+    /// Runs every kernel on every image: split over the worker threads if the network's
+    /// plan says so and no other run is using them, else on this thread through the entry
+    /// function.
     ///
     /// # Safety
     /// `table` must satisfy the contract established in `run_with`.
     unsafe fn execute(&self, table: &[usize], batch: usize) {
-        // Below about a millisecond of work, starting threads costs more than they save.
-        let threads = if self.flops < PARALLEL_MIN_FLOPS {
-            1
-        } else {
-            self.options.threads.max(1)
-        };
-        if threads == 1 {
+        // SAFETY: as the caller guarantees.
+        if !unsafe { self.execute_on_pool(table, batch, None) } {
             // SAFETY: as the caller guarantees.
             unsafe { (self.entry)(table.as_ptr(), batch as i64) };
-            return;
         }
-        let barrier = SpinBarrier::new(threads);
-        let table_address = table.as_ptr() as usize;
-        let work = |thread: usize| {
-            for image in 0..batch {
-                for kernel in &self.kernels {
-                    // Contiguous shares of the parts; parts beyond the split stay with the
-                    // last threads, none is run twice.
-                    let begin = kernel.parts * thread / threads;
-                    let end = kernel.parts * (thread + 1) / threads;
-                    if begin < end {
-                        // SAFETY: as the caller guarantees; sub-ranges of parts write
-                        // disjoint elements (checked by the lowering's verifier).
-                        unsafe {
-                            (kernel.function)(
-                                table_address as *const usize,
-                                image as i64,
-                                begin as i64,
-                                end as i64,
-                            )
-                        };
-                    }
-                    barrier.wait();
-                }
-            }
+    }
+
+    /// Runs every kernel on every image on the worker threads (started if need be) and this
+    /// one, adding each kernel's time to `times` if given; returns false, having run
+    /// nothing, if the run is not to be split, the workers are busy with another run, or
+    /// none could be started.
+    ///
+    /// # Safety
+    /// `table` must satisfy the contract established in `run_with`.
+    unsafe fn execute_on_pool(
+        &self,
+        table: &[usize],
+        batch: usize,
+        times: Option<&mut [f64]>,
+    ) -> bool {
+        if self.steps.is_empty() {
+            return false;
+        }
+        let Ok(mut pool) = self.pool.try_lock() else {
+            return false;
         };
-        std::thread::scope(|scope| {
-            for thread in 1..threads {
-                let work = &work;
-                scope.spawn(move || work(thread));
-            }
-            work(0);
+        let pool = pool.get_or_insert_with(|| {
+            let kernels = self
+                .kernels
+                .iter()
+                .map(|k| ScheduledKernel {
+                    function: k.function,
+                    parts: k.parts,
+                })
+                .collect();
+            WorkerPool::start(kernels, self.steps.clone(), self.options.threads)
         });
+        if pool.threads() < 2 {
+            return false;
+        }
+        // SAFETY: as the caller guarantees.
+        unsafe { pool.run(table, batch, times) };
+        true
     }
 
     /// Checks the inputs against the network's; returns the batch size.
