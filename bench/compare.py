@@ -8,10 +8,11 @@ For each network:
 1. Oracle. `cnnc weights` writes the seeded weights (seed 0, what `cnnc run` uses); with
    PyTorch's default initialization a deep network's output is nearly softmax(last bias)
    whatever the input, so agreeing on it would prove little. The script therefore scales every
-   conv and dense weight by a gain (He's sqrt(6), or less where the log-probabilities would
-   spread too far: the largest of sqrt(6), 2, 1.6, 1.3, 1 whose log-probabilities have a
-   standard deviation <= 3 on ORT) and gives each batch norm random statistics, then
-   `cnnc export --weights` writes that network as ONNX. One synthetic input (uniform in
+   conv and dense weight by one gain, found by bisection between 1 and 4 on ORT alone, at
+   which the log-probabilities' standard deviation is just under 2 (the signal grows about as
+   gain^depth: He's sqrt(6) keeps a plain ReLU network's, squeeze-and-excitation gates of
+   about 0.5 lose more, residual sums gain), and gives each batch norm random statistics;
+   then `cnnc export --weights` writes that network as ONNX. One synthetic input (uniform in
    [-1, 1), numpy seed 0) goes through onnxruntime (NCHW) and through `cnnc run --weights
    --input x.npy --output y.npy` (NHWC, the JIT with the optimizer's folding and fusion).
    The largest element-wise relative difference of the output probabilities is printed with
@@ -66,6 +67,11 @@ NETWORKS = {
     "vgg16": "std/vgg.cnn",
 }
 TOLERANCE = 1e-4
+# The oracle's weights: conv and dense weights scaled by a gain in [1, MAX_GAIN] chosen so that
+# the log-probabilities' standard deviation is at most SPREAD (BISECTIONS steps).
+MAX_GAIN = 4.0
+SPREAD = 2.0
+BISECTIONS = 6
 WARMUP = 3
 MIB = 1 << 20
 
@@ -179,25 +185,35 @@ def weights_with_signal(seeded, gain, rng):
 
 
 def oracle_weights(cnnc, file, net, x_nchw, workdir, root):
-    """A weights file whose outputs carry signal: the largest gain (of a few, from He's
-    sqrt(6) down) at which the log-probabilities' spread stays moderate, judged on ORT alone.
-    Returns the file, the gain, and the standard deviation of the log-probabilities."""
+    """A weights file whose outputs carry signal: the gain, found by bisection between 1 and
+    MAX_GAIN on ORT alone, at which the log-probabilities' standard deviation is just below
+    SPREAD. Returns the weights file, its ONNX model, the gain and the spread."""
     seeded_path = os.path.join(workdir, f"{net}.seeded.safetensors")
     subprocess.run([cnnc, "weights", file, "--net", net, "--out", seeded_path],
                    check=True, capture_output=True, cwd=root)
     seeded = read_safetensors(seeded_path)
     path = os.path.join(workdir, f"{net}.oracle.safetensors")
     onnx_path = os.path.join(workdir, f"{net}.oracle.onnx")
-    for gain in (6 ** 0.5, 2.0, 1.6, 1.3, 1.0):
+
+    def spread_at(gain):
         write_safetensors(path, weights_with_signal(seeded, gain, np.random.default_rng(1)))
         subprocess.run([cnnc, "export", file, "--net", net, "--weights", path, "--onnx", onnx_path],
                        check=True, capture_output=True, cwd=root)
         sess = session(onnx_path, 1)
         p = sess.run(None, {sess.get_inputs()[0].name: x_nchw})[0].astype(np.float64)
-        spread = float(np.std(np.log(np.maximum(p, 1e-300))))
-        if np.all(np.isfinite(p)) and spread <= 3.0:
-            return path, onnx_path, gain, spread
-    return path, onnx_path, gain, spread
+        if not np.all(np.isfinite(p)):
+            return float("inf")
+        return float(np.std(np.log(np.maximum(p, 1e-300))))
+
+    # The spread grows with the gain roughly as gain^depth, so bisect on its logarithm.
+    low, high = 1.0, MAX_GAIN
+    for _ in range(BISECTIONS):
+        middle = (low * high) ** 0.5
+        if spread_at(middle) <= SPREAD:
+            low = middle
+        else:
+            high = middle
+    return path, onnx_path, low, spread_at(low)
 
 
 def check_against_ort(cnnc, file, net, weights, onnx_path, x_nchw, workdir, root):
