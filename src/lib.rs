@@ -10,13 +10,14 @@
 //!
 //! `driver` strings the front end together for the CLI and the tests; `runtime` holds
 //! weights and inputs; `diag` renders the diagnostics every stage produces; `cli` is the
-//! command line.
+//! command line; `export` writes a graph and its weights as an ONNX model.
 
 pub mod cli;
 pub mod codegen;
 pub mod diag;
 pub mod driver;
 pub mod expand;
+pub mod export;
 pub mod graph;
 pub mod lower;
 pub mod opt;

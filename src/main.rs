@@ -27,6 +27,8 @@ enum Command {
     Graph(cli::graph::GraphArgs),
     /// Compile once, run many times: compile time, latency, GFLOP/s, memory.
     Bench(cli::bench::BenchArgs),
+    /// Write a network and its weights as an ONNX model.
+    Export(cli::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +48,7 @@ fn main() -> ExitCode {
         Command::Weights(args) => cli::weights::run(&args),
         Command::Graph(args) => cli::graph::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
+        Command::Export(args) => cli::export::run(&args),
     };
     ExitCode::from(code)
 }

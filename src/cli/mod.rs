@@ -5,6 +5,7 @@ pub mod bench;
 pub mod check;
 pub mod emit;
 pub mod engine;
+pub mod export;
 pub mod graph;
 pub mod json;
 pub mod run;

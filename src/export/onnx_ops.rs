@@ -1,0 +1,338 @@
+//! How each graph op becomes ONNX nodes: the translation half of the ONNX exporter
+//! (`onnx.rs` holds the model, the naming and the weights).
+
+use super::onnx::{Builder, ExportError};
+use super::onnx_proto as pb;
+use crate::graph::{Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, Shape};
+
+impl Builder<'_> {
+    /// Translates graph node `id`, recording the name of the value it produces.
+    pub(super) fn node(&mut self, id: NodeId) -> Result<(), ExportError> {
+        let graph = self.graph;
+        let node = &graph.nodes[id];
+        let mut args = Vec::with_capacity(node.inputs.len());
+        for &input in &node.inputs {
+            match self.values.get(input) {
+                Some(name) if !name.is_empty() => args.push(name.clone()),
+                _ => {
+                    return Err(ExportError::Malformed(format!(
+                        "{id} reads {input}, which does not come before it"
+                    )))
+                }
+            }
+        }
+        let arity = |n: usize| {
+            if args.len() >= n {
+                Ok(())
+            } else {
+                Err(ExportError::Malformed(format!(
+                    "{id} ({}) has {} inputs, not {n}",
+                    node.op.name(),
+                    args.len()
+                )))
+            }
+        };
+        let base = if node.path.is_empty() {
+            format!("{}_{id}", node.op.name())
+        } else {
+            node.path.clone()
+        };
+        let input_shape = graph.input_shape(id);
+        let output = match &node.op {
+            Op::Input { name, .. } => {
+                let value = self.fresh(name);
+                let info = self.value_info(&value, graph.shape(id));
+                self.inputs.push(info);
+                value
+            }
+            Op::Conv(attrs) => {
+                arity(if attrs.residual { 2 } else { 1 })?;
+                self.conv(id, attrs, input_shape, &args, &base)?
+            }
+            Op::Dense(attrs) => {
+                arity(1)?;
+                self.dense(id, attrs, input_shape, &args[0], &base)?
+            }
+            Op::Pool(attrs) => {
+                arity(1)?;
+                self.emit(
+                    pool_op_type(attrs.kind),
+                    &base,
+                    vec![args[0].clone()],
+                    pool_attributes(attrs),
+                )
+            }
+            Op::GlobalPool(kind) => {
+                arity(1)?;
+                let op_type = match kind {
+                    PoolKind::Max => "GlobalMaxPool",
+                    PoolKind::Avg => "GlobalAveragePool",
+                };
+                self.emit(op_type, &base, vec![args[0].clone()], Vec::new())
+            }
+            Op::AdaptiveAvgPool { out } => {
+                arity(1)?;
+                self.adaptive_avg_pool(&args[0], input_shape, *out, &base)
+            }
+            Op::Flatten => {
+                arity(1)?;
+                let attributes = vec![int("axis", 1)];
+                self.emit("Flatten", &base, vec![args[0].clone()], attributes)
+            }
+            Op::BatchNorm { eps } => {
+                arity(1)?;
+                let channels = [input_shape.c];
+                let mut inputs = vec![args[0].clone()];
+                for suffix in ["weight", "bias", "running_mean", "running_var"] {
+                    inputs.push(self.weight(id, suffix, &channels, None)?);
+                }
+                let attributes = vec![float("epsilon", *eps as f32)];
+                self.emit("BatchNormalization", &base, inputs, attributes)
+            }
+            Op::Dropout { .. } | Op::Identity => {
+                arity(1)?;
+                self.emit("Identity", &base, vec![args[0].clone()], Vec::new())
+            }
+            Op::Activation(activation) => {
+                arity(1)?;
+                self.activation(*activation, &args[0], &base)
+            }
+            Op::Softmax => {
+                arity(1)?;
+                let attributes = vec![int("axis", 1)];
+                self.emit("Softmax", &base, vec![args[0].clone()], attributes)
+            }
+            Op::Add | Op::Mul => {
+                arity(2)?;
+                let op_type = if node.op == Op::Add { "Add" } else { "Mul" };
+                self.emit(op_type, &base, args[..2].to_vec(), Vec::new())
+            }
+            Op::Concat => {
+                arity(1)?;
+                let attributes = vec![int("axis", 1)];
+                self.emit("Concat", &base, args, attributes)
+            }
+        };
+        self.values[id] = output;
+        Ok(())
+    }
+
+    /// `Conv`, then the residual `Add` and the activation the optimizer may have fused into it.
+    fn conv(
+        &mut self,
+        id: NodeId,
+        attrs: &ConvAttrs,
+        input_shape: Shape,
+        args: &[String],
+        base: &str,
+    ) -> Result<String, ExportError> {
+        let groups = attrs.groups.max(1);
+        let weight_shape = [
+            attrs.filters,
+            input_shape.c / groups,
+            attrs.kernel[0],
+            attrs.kernel[1],
+        ];
+        let mut inputs = vec![args[0].clone()];
+        inputs.push(self.weight(id, "weight", &weight_shape, attrs.weights.as_ref())?);
+        if attrs.bias || attrs.bias_values.is_some() {
+            inputs.push(self.weight(id, "bias", &[attrs.filters], attrs.bias_values.as_ref())?);
+        }
+        let pad = attrs.pad;
+        let attributes = vec![
+            ints("kernel_shape", &attrs.kernel),
+            ints("strides", &attrs.stride),
+            ints("dilations", &attrs.dilation),
+            ints("pads", &[pad.top, pad.left, pad.bottom, pad.right]),
+            int("group", groups as i64),
+        ];
+        let residual = attrs.residual.then(|| args[1].clone());
+        let conv_name = if residual.is_some() || attrs.activation.is_some() {
+            format!("{base}/conv")
+        } else {
+            base.to_string()
+        };
+        let mut value = self.emit("Conv", &conv_name, inputs, attributes);
+        if let Some(skip) = residual {
+            let add_name = if attrs.activation.is_some() {
+                format!("{base}/add")
+            } else {
+                base.to_string()
+            };
+            value = self.emit("Add", &add_name, vec![value, skip], Vec::new());
+        }
+        Ok(match attrs.activation {
+            Some(activation) => self.activation(activation, &value, base),
+            None => value,
+        })
+    }
+
+    /// `Gemm` with PyTorch's `[out, in]` weight (`transB = 1`), then a fused activation.
+    fn dense(
+        &mut self,
+        id: NodeId,
+        attrs: &DenseAttrs,
+        input_shape: Shape,
+        input: &str,
+        base: &str,
+    ) -> Result<String, ExportError> {
+        let weight_shape = [attrs.units, input_shape.c];
+        let mut inputs = vec![input.to_string()];
+        inputs.push(self.weight(id, "weight", &weight_shape, attrs.weights.as_ref())?);
+        if attrs.bias || attrs.bias_values.is_some() {
+            inputs.push(self.weight(id, "bias", &[attrs.units], attrs.bias_values.as_ref())?);
+        }
+        let gemm_name = match attrs.activation {
+            Some(_) => format!("{base}/gemm"),
+            None => base.to_string(),
+        };
+        let value = self.emit("Gemm", &gemm_name, inputs, vec![int("transB", 1)]);
+        Ok(match attrs.activation {
+            Some(activation) => self.activation(activation, &value, base),
+            None => value,
+        })
+    }
+
+    fn activation(&mut self, activation: Activation, input: &str, base: &str) -> String {
+        let x = input.to_string();
+        match activation {
+            Activation::Relu => self.emit("Relu", base, vec![x], Vec::new()),
+            Activation::Sigmoid => self.emit("Sigmoid", base, vec![x], Vec::new()),
+            Activation::Tanh => self.emit("Tanh", base, vec![x], Vec::new()),
+            Activation::Relu6 => {
+                let [low, high] = self.relu6_bounds();
+                self.emit("Clip", base, vec![x, low, high], Vec::new())
+            }
+            Activation::Swish => {
+                let gate = self.emit(
+                    "Sigmoid",
+                    &format!("{base}/sigmoid"),
+                    vec![x.clone()],
+                    Vec::new(),
+                );
+                self.emit("Mul", base, vec![x, gate], Vec::new())
+            }
+        }
+    }
+
+    /// The scalar initializers 0 and 6 that every relu6's `Clip` shares.
+    fn relu6_bounds(&mut self) -> [String; 2] {
+        if let Some(bounds) = &self.relu6_bounds {
+            return bounds.clone();
+        }
+        let low = self.fresh("relu6.min");
+        let high = self.fresh("relu6.max");
+        self.initializer(low.clone(), &[], std::iter::once(0.0));
+        self.initializer(high.clone(), &[], std::iter::once(6.0));
+        let bounds = [low, high];
+        self.relu6_bounds = Some(bounds.clone());
+        bounds
+    }
+
+    /// PyTorch's `AdaptiveAvgPool2d`. When the grid divides the input, every window has the
+    /// same size and stride, which is an `AveragePool`. Otherwise the windows overlap or
+    /// differ in size; the pooling is still linear and separable, `Y = P_h · X · P_wᵀ` per
+    /// channel, where row `i` of `P` averages input cells `floor(i·n/out) .. ceil((i+1)·n/out)`,
+    /// so it is two `MatMul`s with constant matrices.
+    fn adaptive_avg_pool(
+        &mut self,
+        input: &str,
+        input_shape: Shape,
+        out: [usize; 2],
+        base: &str,
+    ) -> String {
+        let [out_h, out_w] = out;
+        let (h, w) = (input_shape.h, input_shape.w);
+        if out_h > 0 && out_w > 0 && h % out_h == 0 && w % out_w == 0 {
+            let kernel = [h / out_h, w / out_w];
+            let attributes = vec![ints("kernel_shape", &kernel), ints("strides", &kernel)];
+            return self.emit("AveragePool", base, vec![input.to_string()], attributes);
+        }
+        // [W, out_w]: X [N, C, H, W] · P_wᵀ gives [N, C, H, out_w].
+        let columns_name = self.fresh(&format!("{base}.columns"));
+        let columns = averaging_matrix(w, out_w);
+        let transposed = (0..w).flat_map(|x| {
+            let columns = &columns;
+            (0..out_w).map(move |j| columns[j * w + x])
+        });
+        let transposed: Vec<f32> = transposed.collect();
+        self.initializer(columns_name.clone(), &[w, out_w], transposed.into_iter());
+        // [out_h, H]: P_h · [N, C, H, out_w] broadcasts to [N, C, out_h, out_w].
+        let rows_name = self.fresh(&format!("{base}.rows"));
+        self.initializer(
+            rows_name.clone(),
+            &[out_h, h],
+            averaging_matrix(h, out_h).into_iter(),
+        );
+        let pooled_columns = self.emit(
+            "MatMul",
+            &format!("{base}/columns"),
+            vec![input.to_string(), columns_name],
+            Vec::new(),
+        );
+        self.emit("MatMul", base, vec![rows_name, pooled_columns], Vec::new())
+    }
+}
+
+/// `[out, n]`, row-major: row `i` averages cells `floor(i·n/out) .. ceil((i+1)·n/out)`, the
+/// windows of PyTorch's adaptive pooling along one axis.
+fn averaging_matrix(n: usize, out: usize) -> Vec<f32> {
+    let mut matrix = vec![0.0f32; out * n];
+    for i in 0..out {
+        let start = i * n / out;
+        let end = ((i + 1) * n).div_ceil(out);
+        let weight = 1.0 / (end - start).max(1) as f32;
+        for cell in start..end {
+            matrix[i * n + cell] = weight;
+        }
+    }
+    matrix
+}
+
+fn pool_op_type(kind: PoolKind) -> &'static str {
+    match kind {
+        PoolKind::Max => "MaxPool",
+        PoolKind::Avg => "AveragePool",
+    }
+}
+
+fn pool_attributes(attrs: &PoolAttrs) -> Vec<pb::AttributeProto> {
+    let pad = attrs.pad;
+    let mut attributes = vec![
+        ints("kernel_shape", &attrs.kernel),
+        ints("strides", &attrs.stride),
+        ints("pads", &[pad.top, pad.left, pad.bottom, pad.right]),
+        int("ceil_mode", attrs.ceil_mode as i64),
+    ];
+    if attrs.kind == PoolKind::Avg {
+        attributes.push(int("count_include_pad", attrs.count_include_pad as i64));
+    }
+    attributes
+}
+
+fn int(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
+}
+
+fn ints(name: &str, values: &[usize]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::Ints as i32),
+        ints: values.iter().map(|&v| v as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn float(name: &str, value: f32) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::Float as i32),
+        f: Some(value),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,476 @@
+//! ONNX export, checked structurally: every example and a reduced-size copy of every standard
+//! network is exported, the bytes are decoded back with the same prost types, and the model is
+//! held against the graph and its weights — opset, node types and counts, the wiring (every
+//! node reads only what exists before it), input and output shapes, and each initializer's
+//! name, shape and numbers. The numbers an engine computes from the model are checked against
+//! cnnc by `bench/compare.py` with onnxruntime (no Python here); the one mapping that is not
+//! one operator per layer, adaptive pooling as two `MatMul`s, is evaluated here against the
+//! reference interpreter.
+
+use cnnc::driver::{self, Select};
+use cnnc::export::onnx::{self, ExportOptions};
+use cnnc::export::onnx_proto as pb;
+use cnnc::graph::{Graph, Op, Shape};
+use cnnc::runtime::{synthetic_input, Weights};
+use ndarray::{Array2, Axis, IxDyn};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+mod common;
+
+fn compile_all(name: &str, source: &str) -> Vec<Graph> {
+    let compilation = driver::compile(driver::load_source(name, source), &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{name}:\n{}",
+        compilation.render_diagnostics()
+    );
+    compilation.graphs().cloned().collect()
+}
+
+/// Exports with a symbolic batch and decodes the bytes, as another engine would read them.
+fn round_trip(graph: &Graph, weights: &Weights) -> pb::ModelProto {
+    let model = onnx::export(graph, weights, &ExportOptions::default())
+        .unwrap_or_else(|error| panic!("{}: {error}", graph.name));
+    pb::ModelProto::decode(model.encode_to_vec().as_slice()).expect("the bytes decode")
+}
+
+/// The dimensions of a value, `None` for a symbolic one.
+fn value_dims(info: &pb::ValueInfoProto) -> Vec<Option<i64>> {
+    use pb::tensor_shape_proto::dimension::Value;
+    let Some(pb::type_proto::Value::TensorType(tensor)) =
+        info.r#type.as_ref().and_then(|t| t.value.clone())
+    else {
+        panic!("{:?} is not a tensor", info.name);
+    };
+    assert_eq!(
+        tensor.elem_type,
+        Some(pb::tensor_proto::DataType::Float as i32)
+    );
+    tensor
+        .shape
+        .expect("a shape")
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(Value::DimValue(v)) => Some(*v),
+            _ => None,
+        })
+        .collect()
+}
+
+/// NCHW with a symbolic batch, or N×C for a flat tensor.
+fn expected_dims(shape: Shape) -> Vec<Option<i64>> {
+    let mut dims = vec![None, Some(shape.c as i64)];
+    if !shape.flat {
+        dims.extend([Some(shape.h as i64), Some(shape.w as i64)]);
+    }
+    dims
+}
+
+fn floats(tensor: &pb::TensorProto) -> Vec<f32> {
+    let raw = tensor.raw_data.as_deref().expect("raw data");
+    raw.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The ONNX operator each graph op becomes (an activation's first operator).
+fn onnx_op_type(op: &Op) -> Option<&'static str> {
+    use cnnc::graph::{Activation, PoolKind};
+    Some(match op {
+        Op::Input { .. } => return None,
+        Op::Conv(_) => "Conv",
+        Op::Dense(_) => "Gemm",
+        Op::Pool(attrs) if attrs.kind == PoolKind::Max => "MaxPool",
+        Op::Pool(_) => "AveragePool",
+        Op::GlobalPool(PoolKind::Max) => "GlobalMaxPool",
+        Op::GlobalPool(PoolKind::Avg) => "GlobalAveragePool",
+        // AveragePool or MatMul: checked by `adaptive_pooling_matches_the_interpreter`.
+        Op::AdaptiveAvgPool { .. } => return None,
+        Op::Flatten => "Flatten",
+        Op::BatchNorm { .. } => "BatchNormalization",
+        Op::Dropout { .. } | Op::Identity => "Identity",
+        Op::Activation(Activation::Relu) => "Relu",
+        Op::Activation(Activation::Relu6) => "Clip",
+        Op::Activation(Activation::Sigmoid | Activation::Swish) => "Sigmoid",
+        Op::Activation(Activation::Tanh) => "Tanh",
+        Op::Softmax => "Softmax",
+        Op::Add => "Add",
+        Op::Mul => "Mul",
+        Op::Concat => "Concat",
+    })
+}
+
+/// Holds the decoded model against the graph and the weights it was exported with.
+fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
+    let what = &graph.name;
+    assert_eq!(model.ir_version, Some(onnx::IR_VERSION), "{what}");
+    let opsets: Vec<(&str, i64)> = model
+        .opset_import
+        .iter()
+        .map(|o| (o.domain.as_deref().unwrap_or(""), o.version.unwrap_or(0)))
+        .collect();
+    assert_eq!(opsets, [("", 13)], "{what}: opset");
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+
+    // Inputs and output: names and NCHW shapes.
+    let inputs: Vec<(String, Vec<Option<i64>>)> = onnx_graph
+        .input
+        .iter()
+        .map(|i| (i.name.clone().unwrap_or_default(), value_dims(i)))
+        .collect();
+    let expected_inputs: Vec<(String, Vec<Option<i64>>)> = graph
+        .inputs
+        .iter()
+        .map(|&id| match &graph.nodes[id].op {
+            Op::Input { name, .. } => (name.clone(), expected_dims(graph.shape(id))),
+            other => panic!("{what}: input {id} is a {}", other.name()),
+        })
+        .collect();
+    assert_eq!(inputs, expected_inputs, "{what}: inputs");
+    assert_eq!(onnx_graph.output.len(), 1, "{what}: one output");
+    assert_eq!(
+        value_dims(&onnx_graph.output[0]),
+        expected_dims(graph.shape(graph.output())),
+        "{what}: output shape"
+    );
+
+    // Initializers: every weight, by its own name, with its shape and its numbers.
+    let initializers: HashMap<&str, &pb::TensorProto> = onnx_graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_deref().unwrap_or(""), t))
+        .collect();
+    assert_eq!(
+        initializers.len(),
+        onnx_graph.initializer.len(),
+        "{what}: initializer names are unique"
+    );
+    for (name, tensor) in weights.iter() {
+        let found = initializers
+            .get(name)
+            .unwrap_or_else(|| panic!("{what}: no initializer `{name}`"));
+        let dims: Vec<usize> = found.dims.iter().map(|&d| d as usize).collect();
+        assert_eq!(dims, tensor.shape(), "{what}: `{name}` shape");
+        assert_eq!(
+            found.data_type,
+            Some(pb::tensor_proto::DataType::Float as i32)
+        );
+        let values: Vec<f32> = tensor.iter().copied().collect();
+        assert!(floats(found) == values, "{what}: `{name}` numbers differ");
+    }
+
+    // Wiring: each node reads graph inputs, initializers or the outputs of nodes before it,
+    // and the graph output is produced.
+    let mut available: HashSet<&str> = initializers.keys().copied().collect();
+    available.extend(inputs.iter().map(|(name, _)| name.as_str()));
+    for node in &onnx_graph.node {
+        for input in &node.input {
+            assert!(
+                available.contains(input.as_str()),
+                "{what}: {:?} reads `{input}` before it exists",
+                node.name
+            );
+        }
+        for output in &node.output {
+            assert!(
+                available.insert(output),
+                "{what}: `{output}` is written twice"
+            );
+        }
+    }
+    let output_name = onnx_graph.output[0].name.as_deref().unwrap_or("");
+    assert!(
+        available.contains(output_name),
+        "{what}: no node writes the output"
+    );
+
+    // Each layer became its operator: the counts per operator type agree (the second node of
+    // a swish is a `Mul`, counted with the graph's own products).
+    let mut expected_counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in graph.nodes.values() {
+        if let Some(op_type) = onnx_op_type(&node.op) {
+            *expected_counts.entry(op_type).or_default() += 1;
+        }
+        if node.op == Op::Activation(cnnc::graph::Activation::Swish) {
+            *expected_counts.entry("Mul").or_default() += 1;
+        }
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in &onnx_graph.node {
+        let op_type = node.op_type.as_deref().unwrap_or("");
+        if op_type != "MatMul" && !(op_type == "AveragePool" && is_adaptive(graph, node)) {
+            *counts.entry(op_type).or_default() += 1;
+        }
+    }
+    assert_eq!(counts, expected_counts, "{what}: operators");
+}
+
+/// Whether an `AveragePool` node stands for an adaptive pooling layer (named by its path).
+fn is_adaptive(graph: &Graph, node: &pb::NodeProto) -> bool {
+    let name = node.name.as_deref().unwrap_or("");
+    graph
+        .nodes
+        .values()
+        .any(|n| n.path == name && matches!(n.op, Op::AdaptiveAvgPool { .. }))
+}
+
+#[test]
+fn every_example_exports() {
+    let mut files: Vec<_> = std::fs::read_dir("examples")
+        .expect("the examples folder")
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "cnn"))
+        .collect();
+    files.sort();
+    let mut n_networks = 0;
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("the example");
+        for graph in compile_all(&path.to_string_lossy(), &source) {
+            let weights = common::weights_with_batch_norm_statistics(&graph, 1);
+            check_model(&graph, &weights, &round_trip(&graph, &weights));
+            n_networks += 1;
+        }
+    }
+    assert!(n_networks >= 20, "only {n_networks} example networks");
+}
+
+/// A standard network as a stage of a small network (its layers and weight names, a smaller
+/// input), as `tests/std_networks.rs` runs them.
+fn check_reduced_std_network(file: &str, network: &str) {
+    let size = if network == "alexnet" { 63 } else { 32 };
+    let source = format!(
+        "import \"{file}\"\nnetwork small(image: {size}x{size}x3) {{ image -> {network} }}\n"
+    );
+    let graphs = compile_all("tests/reduced_size.cnn", &source);
+    let graph = &graphs[0];
+    let weights = Weights::seeded(graph, 0).expect("seeded weights");
+    check_model(graph, &weights, &round_trip(graph, &weights));
+}
+
+macro_rules! std_network_exports {
+    ($($file:literal: $($network:ident)*;)*) => {
+        $($(
+            #[test]
+            fn $network() {
+                super::check_reduced_std_network($file, stringify!($network));
+            }
+        )*)*
+    };
+}
+
+mod reduced_std_network_exports {
+    std_network_exports! {
+        "std/alexnet.cnn": alexnet;
+        "std/vgg.cnn": vgg11 vgg13 vgg16 vgg19 vgg16_bn;
+        "std/resnet.cnn": resnet18 resnet34 resnet50 resnet101 resnet152;
+        "std/googlenet.cnn": googlenet;
+        "std/mobilenet.cnn": mobilenet_v1 mobilenet_v2;
+        "std/efficientnet.cnn": efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
+            efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7;
+    }
+}
+
+/// LeNet-5 takes one gray channel, so it is exported at its own size.
+#[test]
+fn lenet5_exports() {
+    let source = std::fs::read_to_string("std/lenet.cnn").expect("the std file");
+    let graph = &compile_all("std/lenet.cnn", &source)[0];
+    let weights = Weights::seeded(graph, 0).expect("seeded weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    insta::assert_snapshot!(describe(&model));
+}
+
+/// One line per node (`op_type name (inputs) -> outputs {attributes}`), then the inputs, the
+/// output and the initializers with their shapes.
+fn describe(model: &pb::ModelProto) -> String {
+    let graph = model.graph.as_ref().expect("a graph");
+    let mut lines = Vec::new();
+    let show_dims = |dims: Vec<Option<i64>>| {
+        let dims: Vec<String> = dims
+            .iter()
+            .map(|d| d.map_or("N".to_string(), |d| d.to_string()))
+            .collect();
+        dims.join("×")
+    };
+    for input in &graph.input {
+        let name = input.name.as_deref().unwrap_or("");
+        lines.push(format!("input {name}: {}", show_dims(value_dims(input))));
+    }
+    for node in &graph.node {
+        let attributes: Vec<String> = node
+            .attribute
+            .iter()
+            .map(|a| {
+                let value = if !a.ints.is_empty() {
+                    format!("{:?}", a.ints)
+                } else if let Some(f) = a.f {
+                    format!("{f:e}")
+                } else {
+                    format!("{}", a.i.unwrap_or_default())
+                };
+                format!("{}={value}", a.name.as_deref().unwrap_or(""))
+            })
+            .collect();
+        lines.push(format!(
+            "{} {} ({}) -> {} {{{}}}",
+            node.op_type.as_deref().unwrap_or(""),
+            node.name.as_deref().unwrap_or(""),
+            node.input.join(", "),
+            node.output.join(", "),
+            attributes.join(", ")
+        ));
+    }
+    for output in &graph.output {
+        let name = output.name.as_deref().unwrap_or("");
+        lines.push(format!("output {name}: {}", show_dims(value_dims(output))));
+    }
+    for tensor in &graph.initializer {
+        let dims: Vec<String> = tensor.dims.iter().map(i64::to_string).collect();
+        lines.push(format!(
+            "initializer {}: {}",
+            tensor.name.as_deref().unwrap_or(""),
+            dims.join("×")
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Adaptive pooling whose grid does not divide the input (7×5 to 3×2: windows of unequal
+/// size that overlap) is exported as `P_h · X · P_wᵀ`; evaluated here with ndarray on the
+/// exported matrices, it gives the interpreter's output.
+#[test]
+fn adaptive_pooling_matches_the_interpreter() {
+    let graph = &compile_all(
+        "adaptive.cnn",
+        "network adaptive(x: 7x5x2) { x -> pool: adaptive_avgpool([3, 2]) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let op_types: Vec<&str> = onnx_graph
+        .node
+        .iter()
+        .map(|n| n.op_type.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(op_types, ["MatMul", "MatMul"]);
+    let matrix = |name: &str| {
+        let tensor = onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no initializer `{name}`"));
+        let dims: Vec<usize> = tensor.dims.iter().map(|&d| d as usize).collect();
+        Array2::from_shape_vec((dims[0], dims[1]), floats(tensor)).expect("a matrix")
+    };
+    // The second MatMul reads (rows, first MatMul's output); the first (x, columns).
+    let rows = matrix(&onnx_graph.node[1].input[0]);
+    let columns = matrix(&onnx_graph.node[0].input[1]);
+    assert_eq!((rows.dim(), columns.dim()), ((3, 7), (5, 2)));
+
+    let input = synthetic_input(graph.shape(graph.inputs[0]), 1, 5).expect("an input");
+    let expected = cnnc::reference::run(graph, &weights, std::slice::from_ref(&input))
+        .expect("the interpreter runs");
+    for channel in 0..2 {
+        let plane = input
+            .index_axis(Axis(3), channel)
+            .index_axis(Axis(0), 0)
+            .to_owned()
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("H×W");
+        let pooled = rows.dot(&plane).dot(&columns);
+        let wanted = expected
+            .index_axis(Axis(3), channel)
+            .index_axis(Axis(0), 0)
+            .to_owned();
+        for ((y, x), &value) in pooled.indexed_iter() {
+            let reference = wanted[IxDyn(&[y, x])];
+            assert!(
+                (value - reference).abs() <= 1e-6 * reference.abs().max(1.0),
+                "channel {channel}, cell ({y}, {x}): {value} vs {reference}"
+            );
+        }
+    }
+}
+
+/// A path that cannot be written is a diagnostic and exit code 1, with nothing on stdout.
+#[test]
+fn unwritable_path_is_a_diagnostic() {
+    let out = common::cnnc(&[
+        "export",
+        "examples/lenet5.cnn",
+        "--onnx",
+        "no/such/folder/lenet5.onnx",
+    ]);
+    assert_eq!(out.code, 1, "{}", common::transcript(&out));
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr
+            .starts_with("error[export]: cannot write the ONNX file `no/such/folder/lenet5.onnx`"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The CLI writes the model of the seeded weights `cnnc run` uses (seed 0 by default) and of
+/// a weights file when given one.
+#[test]
+fn cli_exports_the_weights_run_uses() {
+    let folder = std::env::temp_dir().join(format!("cnnc-export-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).expect("a temporary folder");
+    let onnx_path = folder.join("lenet5.onnx");
+    let weights_path = folder.join("lenet5.safetensors");
+    let onnx_arg = onnx_path.to_string_lossy().to_string();
+    let weights_arg = weights_path.to_string_lossy().to_string();
+
+    let source = std::fs::read_to_string("examples/lenet5.cnn").expect("the example");
+    let graph = &compile_all("examples/lenet5.cnn", &source)[0];
+    let read_back = || {
+        let bytes = std::fs::read(&onnx_path).expect("the file was written");
+        pb::ModelProto::decode(bytes.as_slice()).expect("the file decodes")
+    };
+
+    let out = common::cnnc(&["export", "examples/lenet5.cnn", "--onnx", &onnx_arg]);
+    assert_eq!(out.code, 0, "{}", common::transcript(&out));
+    let seeded = Weights::seeded(graph, 0).expect("seeded weights");
+    check_model(graph, &seeded, &read_back());
+
+    // Weights from a file (seed 7), exported with a fixed batch.
+    let mut trained = Weights::seeded(graph, 7).expect("seeded weights");
+    let scaled = trained.get("fc1.weight").expect("fc1").mapv(|v| v * 3.0);
+    trained.insert("fc1.weight", scaled);
+    trained.save_safetensors(&weights_path).expect("saved");
+    let out = common::cnnc(&[
+        "export",
+        "examples/lenet5.cnn",
+        "--weights",
+        &weights_arg,
+        "--batch",
+        "4",
+        "--onnx",
+        &onnx_arg,
+    ]);
+    assert_eq!(out.code, 0, "{}", common::transcript(&out));
+    let model = read_back();
+    let input = &model.graph.as_ref().expect("a graph").input[0];
+    assert_eq!(value_dims(input), [Some(4), Some(1), Some(32), Some(32)]);
+    let fc1 = model
+        .graph
+        .as_ref()
+        .and_then(|g| {
+            g.initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some("fc1.weight"))
+        })
+        .expect("fc1.weight");
+    let expected: Vec<f32> = trained
+        .get("fc1.weight")
+        .expect("fc1")
+        .iter()
+        .copied()
+        .collect();
+    assert!(floats(fc1) == expected, "fc1.weight is the file's");
+    let _ = std::fs::remove_dir_all(&folder);
+}
