@@ -412,6 +412,7 @@ fn unwritable_path_is_a_diagnostic() {
         "{}",
         out.stderr
     );
+    insta::assert_snapshot!(out.stderr);
 }
 
 /// The CLI writes the model of the seeded weights `cnnc run` uses (seed 0 by default) and of

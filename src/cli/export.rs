@@ -4,10 +4,8 @@
 //! The weights are those `cnnc run` uses with the same flags: a safetensors file checked
 //! against the network, or the seeded initialization.
 
-use super::engine::at_layer;
-use super::run::weights_diagnostic;
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
-use crate::diag::{self, thousands, Diagnostic, Severity};
+use crate::diag::{self, thousands, Code, Diagnostic, Severity};
 use crate::export::onnx::{self, ExportError, ExportOptions};
 use crate::graph::Graph;
 use crate::runtime::{LoadOptions, Weights};
@@ -92,7 +90,7 @@ fn load_weights(
     let Some(path) = &args.weights else {
         return Weights::seeded(graph, args.seed)
             .map(|weights| (weights, Vec::new()))
-            .map_err(|error| vec![weights_diagnostic(graph, &error)]);
+            .map_err(|error| vec![error.to_diagnostic(graph)]);
     };
     let options = LoadOptions {
         seed: args.seed,
@@ -107,7 +105,7 @@ fn load_weights(
             let warnings = loaded
                 .warnings
                 .iter()
-                .map(|w| as_warning(weights_diagnostic(graph, w)))
+                .map(|w| as_warning(w.to_diagnostic(graph)))
                 .collect();
             Ok((loaded.weights, warnings))
         }
@@ -115,13 +113,13 @@ fn load_weights(
             let mut all: Vec<Diagnostic> = problems
                 .errors
                 .iter()
-                .map(|e| weights_diagnostic(graph, e))
+                .map(|e| e.to_diagnostic(graph))
                 .collect();
             all.extend(
                 problems
                     .warnings
                     .iter()
-                    .map(|w| as_warning(weights_diagnostic(graph, w))),
+                    .map(|w| as_warning(w.to_diagnostic(graph))),
             );
             Err(all)
         }
@@ -130,7 +128,7 @@ fn load_weights(
 
 fn export_diagnostic(graph: &Graph, error: &ExportError) -> Diagnostic {
     match error.node() {
-        Some(node) => at_layer(graph, node, "export", error.to_string(), "this layer"),
-        None => Diagnostic::global("export", error.to_string()),
+        Some(node) => graph.diagnostic_at(node, Code::Export, error.to_string(), "this layer"),
+        None => Diagnostic::global(Code::Export, error.to_string()),
     }
 }

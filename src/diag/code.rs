@@ -36,6 +36,7 @@ const CLI_CHECK: &str = "tests/cli_check.rs";
 const CLI_RUN: &str = "tests/cli_run.rs";
 const DIAGNOSTICS: &str = "tests/diagnostics.rs";
 const TRAIN_DATA: &str = "tests/train_data.rs";
+const EXPORT_ONNX: &str = "tests/export_onnx.rs";
 
 /// Defines [`Code`] and its tables from one row per code, so that a code cannot exist without
 /// its text, its title and its fixture, and [`Code::ALL`] cannot miss one.
@@ -151,6 +152,7 @@ codes! {
     DataFile = "data-file", "a training data file that cannot be read or lacks its labels", case(TRAIN_DATA, "labels_file_that_is_not_npy");
     DataOption = "data-option", "a data option out of range (validation fraction, batch, padding)", case(TRAIN_DATA, "validation_fraction_out_of_range");
     Data = "data", "training data that does not fit the network (size, channels, labels, classes)", case(TRAIN_DATA, "empty_folder");
+    Export = "export", "a network cannot be exported (file unwritable, model too large)", case(EXPORT_ONNX, "unwritable_path_is_a_diagnostic");
     Checkpoint = "checkpoint", "a checkpoint that cannot be read, written or resumed", case(TRAIN_DATA, "checkpoint_that_is_not_safetensors");
 }
 

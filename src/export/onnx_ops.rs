@@ -212,6 +212,17 @@ impl Builder<'_> {
                 );
                 self.emit("Mul", base, vec![x, gate], Vec::new())
             }
+            Activation::Hardswish => {
+                // HardSwish is an opset-14 operator; at opset 13 it is x · HardSigmoid(x)
+                // with PyTorch's slope 1/6 and offset 1/2.
+                let gate = self.emit(
+                    "HardSigmoid",
+                    &format!("{base}/hardsigmoid"),
+                    vec![x.clone()],
+                    vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+                );
+                self.emit("Mul", base, vec![x, gate], Vec::new())
+            }
         }
     }
 
