@@ -21,11 +21,12 @@ mod math;
 mod network;
 mod pack;
 mod vmath;
+mod winograd_pack;
 
 pub use network::{CompiledNetwork, KernelTimes};
 
 use crate::graph::{Graph, NodeId, Op};
-use crate::lower::{self, LoopProgram, LowerError, Storage};
+use crate::lower::{self, LoopProgram, LowerError, LowerOptions, Storage, Winograd};
 use crate::runtime::Dims;
 use jit::Generator;
 use layout::TableLayout;
@@ -43,6 +44,8 @@ pub struct CodegenOptions {
     /// Threads to split each kernel's work over (1 runs everything on the caller's thread;
     /// networks of under 20 MFLOP always run on one).
     pub threads: usize,
+    /// Which 3×3 convolutions use Winograd's algorithm (`lower/winograd.rs`).
+    pub winograd: Winograd,
 }
 
 impl Default for CodegenOptions {
@@ -50,6 +53,7 @@ impl Default for CodegenOptions {
         CodegenOptions {
             checked: false,
             threads: 1,
+            winograd: Winograd::default(),
         }
     }
 }
@@ -99,7 +103,7 @@ pub fn compile(
     weights: &crate::runtime::Weights,
     options: &CodegenOptions,
 ) -> Result<CompiledNetwork, CodegenError> {
-    let program = lower::lower(graph)?;
+    let program = lower::lower_with(graph, &lower_options(options))?;
     let layout = TableLayout::new(&program);
     let mut table = vec![0usize; layout.len()];
     let mut constants = Vec::new();
@@ -184,8 +188,14 @@ pub fn compile(
 /// Weights do not appear in it (kernels read constants through the table), so none are
 /// needed.
 pub fn emit_clif(graph: &Graph, options: &CodegenOptions) -> Result<String, CodegenError> {
-    let program = lower::lower(graph)?;
+    let program = lower::lower_with(graph, &lower_options(options))?;
     clif_text(&program, options)
+}
+
+fn lower_options(options: &CodegenOptions) -> LowerOptions {
+    LowerOptions {
+        winograd: options.winograd,
+    }
 }
 
 fn clif_text(program: &LoopProgram, options: &CodegenOptions) -> Result<String, CodegenError> {

@@ -42,6 +42,7 @@ fn measure_conv_gflops_and_lenet_latency() {
         let options = CodegenOptions {
             checked: false,
             threads,
+            ..Default::default()
         };
         let start = std::time::Instant::now();
         let network = codegen::compile(&graph, &weights, &options).expect("compiles");
@@ -137,6 +138,7 @@ fn measure_standard_networks() {
         let options = CodegenOptions {
             checked: false,
             threads,
+            ..Default::default()
         };
         let start = std::time::Instant::now();
         let compiled = codegen::compile(&graph, &weights, &options).expect("compiles");
