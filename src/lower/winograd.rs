@@ -50,10 +50,13 @@ const TILE_ROWS: usize = 4;
 /// Bytes of `V` rows one chunk of tiles may take, so that they stay in L2 while every weight
 /// panel streams over them.
 const CHUNK_BYTES: usize = 128 * 1024;
-/// The smallest channel counts and output side for which `Auto` picks Winograd (see
-/// `winograd_extent`).
-const MIN_CHANNELS: usize = 16;
-const MIN_SIDE: usize = 6;
+/// The fewest input and output channels for which `Auto` picks Winograd: with fewer, the
+/// products are too short a reduction to pay for writing and reading `M` (3 → 64 channels at
+/// 224×224 ran 2.3× slower than direct).
+const MIN_CHANNELS: usize = 8;
+/// `Auto` picks Winograd when its estimated time relative to direct convolution is at most
+/// this (see `estimated_ratio`).
+const MAX_RATIO: f64 = 0.75;
 /// The fewest rows of whole tiles the output transform splits over threads; with fewer, it
 /// splits the channels instead.
 const PARALLEL_TILE_ROWS: usize = 4;
@@ -231,6 +234,19 @@ fn channel_vectors(
     if rest > 0 {
         f(b, Affine::constant(channels - rest), rest as u8);
     }
+}
+
+/// Winograd's time over direct convolution's, estimated: a quarter of the multiplications,
+/// plus the transforms, whose cost per output grows as `1/in` (output transform, relative to
+/// a reduction over `in`) and `1/out` (input transform, shared by every output channel),
+/// times the share of the tiles' pixels that fall inside the output. The two constants are
+/// fitted to single-layer measurements on a Zen 3 (1 thread, paired runs, ratio of medians):
+/// 8 → 8 channels at 56×56 0.47, 4 → 4 at 56×56 0.8–1.1, 64 → 64 at 5×5 0.72, 64 → 64 at 4×4
+/// 0.57, 16 → 16 at 8×8 0.41, 64 → 64 at 56×56 0.19–0.30.
+fn estimated_ratio(in_channels: usize, out: Shape) -> f64 {
+    let covered = out.h.next_multiple_of(TILE) * out.w.next_multiple_of(TILE);
+    let waste = covered as f64 / (out.h * out.w).max(1) as f64;
+    waste * (0.25 + 1.3 / out.c.max(1) as f64 + 1.2 / in_channels.max(1) as f64)
 }
 
 /// The buffers and sizes the three kernels of one convolution share.
@@ -421,10 +437,6 @@ fn all_tiles(
 impl Lowering<'_> {
     /// For a convolution Winograd's algorithm lowers, the output extent its tiles cover:
     /// its size rounded up to whole tiles, which its input's padded buffer must reach.
-    ///
-    /// The rule for `Auto` (measured on a Zen 3, see the issue notes): ungrouped 3×3 stride-1
-    /// convolutions with at least 16 input and output channels and an output of at least
-    /// 6×6. Below that, the transforms cost more than the multiplications they save.
     pub(super) fn winograd_extent(&self, id: NodeId, attrs: &ConvAttrs) -> Option<(usize, usize)> {
         let fits = attrs.kernel == [3, 3]
             && attrs.stride == [1, 1]
@@ -437,7 +449,9 @@ impl Lowering<'_> {
         let chosen = match self.options.winograd {
             Winograd::Off => false,
             Winograd::Always => true,
-            Winograd::Auto => input.c.min(out.c) >= MIN_CHANNELS && out.h.min(out.w) >= MIN_SIDE,
+            Winograd::Auto => {
+                input.c.min(out.c) >= MIN_CHANNELS && estimated_ratio(input.c, out) <= MAX_RATIO
+            }
         };
         chosen.then(|| (out.h.next_multiple_of(TILE), out.w.next_multiple_of(TILE)))
     }
