@@ -73,7 +73,7 @@ pub enum Winograd {
     Always,
 }
 
-/// The non-zero entries of a row of `Bᵀ` (`BT[i]`) as `(coefficient, column)`, from Lavin &
+/// `Bᵀ`, the input transform, from Lavin &
 /// Gray, "Fast Algorithms for Convolutional Neural Networks" (2016), with the points
 /// 0, ±1, ±2 and ∞. Used by the tests of the transforms; the kernels use the factored forms
 /// of `bt_row` and `at_row`.
