@@ -95,6 +95,7 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::Activation(Activation::Relu6) => "Clip",
         Op::Activation(Activation::Sigmoid | Activation::Swish) => "Sigmoid",
         Op::Activation(Activation::Tanh) => "Tanh",
+        Op::Activation(Activation::Hardswish) => "HardSigmoid",
         Op::Softmax => "Softmax",
         Op::Add => "Add",
         Op::Mul => "Mul",

@@ -23,6 +23,8 @@ use std::path::Path;
 mod measure;
 #[path = "jit_differential/threads.rs"]
 mod threads;
+#[path = "jit_differential/winograd.rs"]
+mod winograd;
 
 /// The largest accepted `|jit − reference| / max(1, |reference|)`. The reference accumulates
 /// in f64 in the definition's order; the JIT accumulates in f32, blocked and with FMA, in
@@ -135,10 +137,12 @@ fn check(graph: &Graph, batch: usize, what: &str) {
         CodegenOptions {
             checked: true,
             threads: 1,
+            ..Default::default()
         },
         CodegenOptions {
             checked: false,
             threads: 1,
+            ..Default::default()
         },
     ];
     check_with(graph, batch, &options, what);
@@ -234,6 +238,7 @@ fn convolutions_with_large_kernels_and_channel_tails() {
     let options = [CodegenOptions {
         checked: true,
         threads: 2,
+        ..Default::default()
     }];
     let graph = graph_of("network t(x: 3x6x24) { x -> conv(64, 3, pad: 1) -> relu }");
     check_with(&graph, 2, &options, "panels");
@@ -463,6 +468,7 @@ fn fused_residual_epilogue() {
         let options = CodegenOptions {
             checked,
             threads: 1,
+            ..Default::default()
         };
         let network = codegen::compile(&fused, &weights, &options).expect("compiles");
         let found = network.run(&inputs).expect("runs");
@@ -497,7 +503,11 @@ fn as_written_and_optimized(graph: Graph) -> [(Graph, Weights); 2] {
 fn check_weighted(graph: &Graph, weights: &Weights, expected: &ArrayD<f32>, what: &str) {
     let inputs = inputs_for(graph, expected.shape()[0]);
     for (checked, threads) in [(true, 2), (false, 1)] {
-        let options = CodegenOptions { checked, threads };
+        let options = CodegenOptions {
+            checked,
+            threads,
+            ..Default::default()
+        };
         let network = codegen::compile(graph, weights, &options)
             .unwrap_or_else(|e| panic!("{what}: compiling failed: {e}"));
         let found = network.run(&inputs).expect("the JIT runs");
@@ -582,6 +592,7 @@ fn concat_copies_only_its_unsafe_operands() {
         let options = [CodegenOptions {
             checked: true,
             threads: 2,
+            ..Default::default()
         }];
         check_with(&graph, 1, &options, source);
     }
@@ -643,10 +654,12 @@ fn every_example_matches_the_reference() {
                 CodegenOptions {
                     checked: true,
                     threads: 1,
+                    ..Default::default()
                 },
                 CodegenOptions {
                     checked: false,
                     threads: 2,
+                    ..Default::default()
                 },
             ];
             check_with(
@@ -702,6 +715,7 @@ fn standard_networks_at_reduced_size() {
             let options = CodegenOptions {
                 checked,
                 threads: 1,
+                ..Default::default()
             };
             let compiled = codegen::compile(graph, weights, &options).expect("compiles");
             let found = compiled.run(&inputs).expect("runs");
@@ -733,6 +747,7 @@ fn every_kernel_kind_on_two_threads() {
     let options = [CodegenOptions {
         checked: true,
         threads: 2,
+        ..Default::default()
     }];
     check_with(&graph, 3, &options, "two threads");
 }
@@ -755,6 +770,7 @@ fn the_vertical_edge_detector_gives_the_course_numbers() {
     let options = CodegenOptions {
         checked: true,
         threads: 1,
+        ..Default::default()
     };
     let network = codegen::compile(graph, &Weights::new(), &options).expect("compiles");
     let output = network.run(&[input]).expect("runs");

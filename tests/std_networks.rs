@@ -305,6 +305,7 @@ fn compare_jit_with_reference(graph: &Graph, what: &str) {
         let codegen = cnnc::codegen::CodegenOptions {
             checked: true,
             threads: 2,
+            ..Default::default()
         };
         let compiled = cnnc::codegen::compile(&optimized, &folded, &codegen)
             .unwrap_or_else(|error| panic!("{what}: cannot compile: {error}"));

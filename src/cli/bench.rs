@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// Leave activations and residual adds unfused, to measure what fusion gains.
     #[arg(long)]
     pub no_fuse: bool,
+    /// Lower every convolution directly, without Winograd's algorithm, to measure what it
+    /// gains.
+    #[arg(long)]
+    pub no_winograd: bool,
     /// Time each kernel and print where the time goes (JIT only). On several threads, a
     /// kernel split over them is timed from the threads' meeting before it to the one after.
     #[arg(long)]
@@ -135,6 +139,7 @@ pub fn run(args: &BenchArgs) -> u8 {
             fuse: !args.no_fuse,
             ..crate::opt::Options::default()
         },
+        winograd: !args.no_winograd,
     };
     let built = match Engine::build(&graph, weights, &options) {
         Ok(built) => built,

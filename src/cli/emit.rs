@@ -38,6 +38,10 @@ pub struct EmitArgs {
     /// With `opt`: leave activations and residual adds unfused, for comparison.
     #[arg(long)]
     pub no_fuse: bool,
+    /// With `loops` and `clif`: lower every convolution directly, without Winograd's
+    /// algorithm.
+    #[arg(long)]
+    pub no_winograd: bool,
 }
 
 pub fn run(args: &EmitArgs) -> u8 {
@@ -69,15 +73,22 @@ pub fn run(args: &EmitArgs) -> u8 {
                 fuse: !args.no_fuse,
                 only: args.passes.clone(),
             };
+            let lower_options = crate::lower::LowerOptions {
+                winograd: super::engine::winograd_choice(!args.no_winograd),
+            };
             let mut dumps = Vec::new();
             for graph in compilation.graphs() {
                 let dump = match args.stage {
                     Stage::Opt => optimized(graph, &options).map(|g| g.dump()),
-                    Stage::Loops => optimized(graph, &options)
-                        .and_then(|g| crate::lower::emit_loops(&g).map_err(|e| e.to_string())),
+                    Stage::Loops => optimized(graph, &options).and_then(|g| {
+                        crate::lower::emit_loops_with(&g, &lower_options).map_err(|e| e.to_string())
+                    }),
                     Stage::Clif => optimized(graph, &options).and_then(|g| {
-                        crate::codegen::emit_clif(&g, &crate::codegen::CodegenOptions::default())
-                            .map_err(|e| e.to_string())
+                        let codegen_options = crate::codegen::CodegenOptions {
+                            winograd: lower_options.winograd,
+                            ..Default::default()
+                        };
+                        crate::codegen::emit_clif(&g, &codegen_options).map_err(|e| e.to_string())
                     }),
                     _ => Ok(graph.dump()),
                 };

@@ -36,6 +36,17 @@ pub struct EngineOptions {
     /// Bounds-check every load and store of the generated code.
     pub checked: bool,
     pub opt: opt::Options,
+    /// Use Winograd's algorithm where it pays (`--no-winograd` clears it).
+    pub winograd: bool,
+}
+
+/// Every convolution Winograd's algorithm pays for, or none (`--no-winograd`).
+pub fn winograd_choice(on: bool) -> crate::lower::Winograd {
+    if on {
+        crate::lower::Winograd::Auto
+    } else {
+        crate::lower::Winograd::Off
+    }
 }
 
 /// The default thread count: every core the process may use.
@@ -83,6 +94,7 @@ impl Engine {
                 let codegen_options = CodegenOptions {
                     checked: options.checked,
                     threads: options.threads.max(1),
+                    winograd: winograd_choice(options.winograd),
                 };
                 let compiled = codegen::compile(&graph, &weights, &codegen_options)
                     .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;

@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Bounds-check every load and store of the generated code (slower; for testing).
     #[arg(long)]
     pub checked: bool,
+    /// Lower every convolution directly, without Winograd's algorithm.
+    #[arg(long)]
+    pub no_winograd: bool,
 }
 
 /// What `cnnc run` runs when given no file.
@@ -132,6 +135,7 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
         threads: args.threads.unwrap_or_else(default_threads),
         checked: args.checked,
         opt: crate::opt::Options::default(),
+        winograd: !args.no_winograd,
     };
     let built = Engine::build(graph, weights, &options).map_err(|d| vec![*d])?;
     println!("network: {} ({})", graph.name, args.backend.describe());

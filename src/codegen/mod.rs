@@ -24,12 +24,13 @@ mod network;
 mod pack;
 mod pool;
 mod vmath;
+mod winograd_pack;
 
 pub use network::{CompiledNetwork, KernelTimes};
 
 use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, NodeId};
-use crate::lower::{self, LoopProgram, LowerError, Storage};
+use crate::lower::{self, LoopProgram, LowerError, LowerOptions, Storage, Winograd};
 use crate::runtime::Dims;
 use jit::Generator;
 use layout::TableLayout;
@@ -49,6 +50,8 @@ pub struct CodegenOptions {
     /// networks of under 20 MFLOP, and kernels too small to split, run on one; checked mode
     /// splits whatever can be split).
     pub threads: usize,
+    /// Which 3×3 convolutions use Winograd's algorithm (`lower/winograd.rs`).
+    pub winograd: Winograd,
 }
 
 impl Default for CodegenOptions {
@@ -56,6 +59,7 @@ impl Default for CodegenOptions {
         CodegenOptions {
             checked: false,
             threads: 1,
+            winograd: Winograd::default(),
         }
     }
 }
@@ -129,7 +133,7 @@ pub fn compile(
     weights: &crate::runtime::Weights,
     options: &CodegenOptions,
 ) -> Result<CompiledNetwork, CodegenError> {
-    let program = lower::lower(graph)?;
+    let program = lower::lower_with(graph, &lower_options(options))?;
     let layout = TableLayout::new(&program);
     let mut table = vec![0usize; layout.len()];
     let threads = options.threads.max(1);
@@ -275,8 +279,14 @@ fn parallel_map<T: Sync, S, R: Send>(
 /// Weights do not appear in it (kernels read constants through the table), so none are
 /// needed.
 pub fn emit_clif(graph: &Graph, options: &CodegenOptions) -> Result<String, CodegenError> {
-    let program = lower::lower(graph)?;
+    let program = lower::lower_with(graph, &lower_options(options))?;
     clif_text(&program, options)
+}
+
+fn lower_options(options: &CodegenOptions) -> LowerOptions {
+    LowerOptions {
+        winograd: options.winograd,
+    }
 }
 
 fn clif_text(program: &LoopProgram, options: &CodegenOptions) -> Result<String, CodegenError> {

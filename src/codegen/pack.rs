@@ -5,6 +5,7 @@
 //! tensor is an error naming the layer, never a panic. Batch norm becomes a per-channel
 //! `scale, shift` pair computed in f64.
 
+use super::winograd_pack;
 use super::CodegenError;
 use crate::graph::{Graph, Literal, NodeId, Op};
 use crate::lower::ConstSpec;
@@ -101,6 +102,26 @@ pub(super) fn pack(
                     }
                 }
             }
+        }
+        &ConstSpec::WinogradWeight { node, panel } => {
+            let Op::Conv(attrs) = &graph.nodes[node].op else {
+                return Err(malformed(
+                    node,
+                    "conv weights of a layer that is not a conv",
+                ));
+            };
+            let in_c = graph.input_shape(node).c;
+            let shape = [attrs.filters, in_c, 3, 3];
+            let w = tensor(
+                graph,
+                weights,
+                node,
+                "weight",
+                &shape,
+                attrs.weights.as_ref(),
+            )?;
+            winograd_pack::transform_filters(&w, attrs.filters, in_c, panel, &mut out)
+                .ok_or_else(|| malformed(node, "packing"))?;
         }
         &ConstSpec::DepthwiseWeight {
             node,

@@ -35,26 +35,26 @@ const UNROLL: usize = 4;
 /// `out_origin + (y·out_pitch + x)·out_stride` (a padded buffer's interior, a slice of a
 /// concat's buffer, or a plain tensor with origin 0, pitch `out_width` and stride
 /// `out_channels`); the residual is a plain tensor.
-struct Epilogue {
-    out: BufferId,
-    out_origin: usize,
-    out_pitch: usize,
-    out_stride: usize,
-    out_width: usize,
-    out_channels: usize,
-    residual: Option<BufferId>,
-    activation: Option<Activation>,
+pub(super) struct Epilogue {
+    pub out: BufferId,
+    pub out_origin: usize,
+    pub out_pitch: usize,
+    pub out_stride: usize,
+    pub out_width: usize,
+    pub out_channels: usize,
+    pub residual: Option<BufferId>,
+    pub activation: Option<Activation>,
 }
 
 /// A tile: output pixels at `(row, column)` positions (usually consecutive in a row), and
 /// `vectors` channel vectors starting at channel `c0` (relative to the group), the last
 /// holding `last_lanes` channels.
 #[derive(Clone)]
-struct Tile {
-    pixels: Vec<(Affine, Affine)>,
-    c0: Affine,
-    vectors: usize,
-    last_lanes: u8,
+pub(super) struct Tile {
+    pub pixels: Vec<(Affine, Affine)>,
+    pub c0: Affine,
+    pub vectors: usize,
+    pub last_lanes: u8,
 }
 
 /// `n` consecutive pixels of row `oy` from column `ox0`.
@@ -104,7 +104,11 @@ fn pixel_blocks(
 }
 
 /// A reduction of `len` steps, unrolled by [`UNROLL`].
-fn reduce(b: &mut KernelBuilder, len: usize, step: &mut impl FnMut(&mut KernelBuilder, Affine)) {
+pub(super) fn reduce(
+    b: &mut KernelBuilder,
+    len: usize,
+    step: &mut impl FnMut(&mut KernelBuilder, Affine),
+) {
     b.repeat(len / UNROLL, |b, i| {
         for u in 0..UNROLL {
             step(b, i.clone() * UNROLL + u);
@@ -116,7 +120,7 @@ fn reduce(b: &mut KernelBuilder, len: usize, step: &mut impl FnMut(&mut KernelBu
 }
 
 /// Stores the accumulators `acc[p][v]` of a tile after the epilogue.
-fn store_tile(
+pub(super) fn store_tile(
     b: &mut KernelBuilder,
     tile: &Tile,
     group_c0: Affine,
@@ -278,6 +282,8 @@ impl Lowering<'_> {
         let has_bias = attrs.bias || attrs.bias_values.is_some();
         if groups > 1 && groups == input.c && attrs.filters == input.c {
             self.depthwise(id, attrs, padded, out, has_bias, &epilogue);
+        } else if self.winograd_extent(id, attrs).is_some() {
+            self.winograd_conv(id, padded, input, out, has_bias, &epilogue);
         } else {
             self.direct_conv(id, attrs, padded, input, out, has_bias, &epilogue);
         }

@@ -23,7 +23,8 @@
 //!
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
-//! `concat.rs`, and `pad.rs` for the borders window ops read.
+//! `concat.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
+//! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
 
 mod builder;
 mod concat;
@@ -37,8 +38,10 @@ mod plan;
 mod pool;
 pub mod program;
 mod verify;
+pub mod winograd;
 
 pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
+pub use winograd::Winograd;
 
 use crate::graph::{Graph, NodeId, Op, Shape};
 use builder::KernelBuilder;
@@ -60,9 +63,21 @@ pub enum LowerError {
     Invalid { kernel: String, detail: String },
 }
 
+/// Choices of the lowering that change the code but not what it computes.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct LowerOptions {
+    /// Which 3×3 stride-1 convolutions use Winograd's algorithm (`--no-winograd`: none).
+    pub winograd: Winograd,
+}
+
 /// Lowers `graph` to loop nests, with a memory plan, checked for in-bounds accesses.
 pub fn lower(graph: &Graph) -> Result<LoopProgram, LowerError> {
-    let mut lowering = Lowering::new(graph)?;
+    lower_with(graph, &LowerOptions::default())
+}
+
+/// [`lower`] with options.
+pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, LowerError> {
+    let mut lowering = Lowering::new(graph, *options)?;
     for &id in &lowering.order.clone() {
         lowering.lower_node(id)?;
     }
@@ -89,6 +104,11 @@ pub fn emit_loops(graph: &Graph) -> Result<String, LowerError> {
     Ok(dump::dump(&lower(graph)?))
 }
 
+/// [`emit_loops`] with options.
+pub fn emit_loops_with(graph: &Graph, options: &LowerOptions) -> Result<String, LowerError> {
+    Ok(dump::dump(&lower_with(graph, options)?))
+}
+
 impl LoopProgram {
     /// The deterministic text dump.
     pub fn dump(&self) -> String {
@@ -109,6 +129,7 @@ struct Value {
 
 struct Lowering<'g> {
     graph: &'g Graph,
+    options: LowerOptions,
     /// The nodes the output depends on, in graph (= topological) order.
     order: Vec<NodeId>,
     /// How many reachable nodes read each node (the output counts as one more reader).
@@ -125,7 +146,7 @@ struct Lowering<'g> {
 }
 
 impl<'g> Lowering<'g> {
-    fn new(graph: &'g Graph) -> Result<Lowering<'g>, LowerError> {
+    fn new(graph: &'g Graph, options: LowerOptions) -> Result<Lowering<'g>, LowerError> {
         let output = graph.output();
         if graph.nodes.get(output).is_none() {
             return Err(LowerError::Malformed("the output is not a node".into()));
@@ -153,6 +174,7 @@ impl<'g> Lowering<'g> {
         }
         let mut lowering = Lowering {
             graph,
+            options,
             order,
             readers,
             output_writer: None,
@@ -261,9 +283,10 @@ impl<'g> Lowering<'g> {
             name.push('_');
             name.push_str(&label);
         }
-        // (A pad kernel copies the node's input, not its output.)
+        // (A pad kernel copies the node's input, not its output; Winograd's first two
+        // kernels write scratch buffers.)
         let note = match what {
-            "pad" => String::new(),
+            "pad" | "winoin" | "winomul" => String::new(),
             _ => self.slice_note(id).unwrap_or_default(),
         };
         KernelBuilder::new(name, format!("{id} {comment}{note}"))

@@ -81,7 +81,10 @@ impl Lowering<'_> {
                 stride: attrs.stride,
                 dilation: attrs.dilation,
                 pad: attrs.pad,
-                out: (out.h, out.w),
+                // Winograd reads whole tiles, past the last output row and column.
+                out: self
+                    .winograd_extent(reader, attrs)
+                    .unwrap_or((out.h, out.w)),
                 fill: 0.0,
             });
         }

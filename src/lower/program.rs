@@ -34,6 +34,13 @@ pub enum ConstSpec {
         node: NodeId,
         panel: usize,
     },
+    /// Winograd-transformed conv weights `G g Gᵀ` (`lower/winograd.rs`), 6×6 per filter and
+    /// input channel, packed `[point][panel][in][panel]` with the outputs padded to a
+    /// multiple of `panel`.
+    WinogradWeight {
+        node: NodeId,
+        panel: usize,
+    },
     /// Depthwise weights `[channels, 1, kh, kw]` packed as `[ky][kx][channels_padded]`.
     DepthwiseWeight {
         node: NodeId,

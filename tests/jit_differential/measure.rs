@@ -6,6 +6,7 @@
 use super::{graph_of, inputs_for, weights_for};
 use cnnc::codegen::{self, CodegenOptions};
 use cnnc::driver::{self, Select};
+use cnnc::lower::Winograd;
 use cnnc::reference;
 use cnnc::runtime::Weights;
 use std::path::Path;
@@ -32,7 +33,14 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 #[test]
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 fn measure_conv_gflops_and_lenet_latency() {
-    for threads in [1, 2] {
+    // Winograd (where the rule picks it) and direct, alternated.
+    let variants = [
+        (1, Winograd::Auto),
+        (1, Winograd::Off),
+        (2, Winograd::Auto),
+        (2, Winograd::Off),
+    ];
+    for (threads, winograd) in variants {
         let source = std::env::var("CNNC_CONV").unwrap_or_else(|_| {
             "network b(x: 56x56x64) { x -> c: conv(64, 3, pad: 1, bias: false) }".into()
         });
@@ -42,6 +50,7 @@ fn measure_conv_gflops_and_lenet_latency() {
         let options = CodegenOptions {
             checked: false,
             threads,
+            winograd,
         };
         let start = std::time::Instant::now();
         let network = codegen::compile(&graph, &weights, &options).expect("compiles");
@@ -51,7 +60,7 @@ fn measure_conv_gflops_and_lenet_latency() {
         });
         let flops = 2.0 * graph.total_macs() as f64;
         println!(
-            "{source}\n  {threads} thread(s): {:.3} ms, {:.1} GFLOP/s (pad copy included), compiled in {compile_ms:.1} ms",
+            "{source}\n  {threads} thread(s), winograd {winograd:?}: {:.3} ms, {:.1} GFLOP/s (pad copy included), compiled in {compile_ms:.1} ms",
             seconds * 1e3,
             flops / seconds / 1e9
         );
@@ -68,7 +77,8 @@ fn measure_conv_gflops_and_lenet_latency() {
                 }
             }
             for (name, t) in &per_kernel {
-                let rate = if name.contains("conv") {
+                // Winograd's kernels as the direct conv's GFLOP/s-equivalent.
+                let rate = if name.contains("conv") || name.contains("wino") {
                     format!(", {:.1} GFLOP/s", flops / t / 1e9)
                 } else {
                     String::new()
@@ -137,6 +147,7 @@ fn measure_standard_networks() {
         let options = CodegenOptions {
             checked: false,
             threads,
+            ..Default::default()
         };
         let start = std::time::Instant::now();
         let compiled = codegen::compile(&graph, &weights, &options).expect("compiles");

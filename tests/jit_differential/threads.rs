@@ -41,7 +41,11 @@ fn many_uneven_chunks_match_one_thread_and_the_reference() {
     assert!(max_error(&one_thread, &expected) <= TOLERANCE);
     for threads in [3, 5, 7] {
         for checked in [true, false] {
-            let options = CodegenOptions { checked, threads };
+            let options = CodegenOptions {
+                checked,
+                threads,
+                ..Default::default()
+            };
             let network = codegen::compile(&graph, &weights, &options).expect("compiles");
             let found = network.run(&inputs).expect("runs");
             assert_eq!(found, one_thread, "{options:?}");
@@ -62,6 +66,7 @@ fn a_network_runs_many_times_on_two_threads() {
     let options = CodegenOptions {
         checked: false,
         threads: 2,
+        ..Default::default()
     };
     let network = codegen::compile(&graph, &weights, &options).expect("compiles");
     let inputs = [inputs_for(&graph, 1), inputs_for(&graph, 2)];
@@ -96,6 +101,7 @@ fn concurrent_runs_and_dropped_networks_on_two_threads() {
     let options = CodegenOptions {
         checked: false,
         threads: 2,
+        ..Default::default()
     };
     for _ in 0..4 {
         let network = codegen::compile(&graph, &weights, &options).expect("compiles");
