@@ -288,6 +288,21 @@ fn dense_layers_and_flatten() {
     );
 }
 
+/// Concatenated flat vectors at batch ≥ 2: the reference once returned them channel-major in
+/// memory and failed to reshape its N×C output (issue 11, bug 1).
+#[test]
+fn concat_of_flat_vectors_in_a_batch() {
+    let source =
+        "network t(x: 4x4x2) { let f = x -> flatten  concat(f -> dense(10), f -> dense(6)) }";
+    for batch in [2, 3] {
+        check_source(source, batch);
+    }
+    check_source(
+        "network t(x: 3x3x2) { let f = x -> flatten -> relu  concat(f, f -> dense(5), f) }",
+        3,
+    );
+}
+
 #[test]
 fn pooling() {
     let mut rng = Rng(2);
