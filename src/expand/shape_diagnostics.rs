@@ -35,6 +35,11 @@ impl Expander<'_> {
                 span,
                 format!("`{op_name}`'s window does not fit"),
             ),
+            ShapeError::PoolPaddingTooLarge { .. } => (
+                "pool-padding",
+                span,
+                "too much padding for this window".to_string(),
+            ),
             ShapeError::LiteralShape { expected, .. } => (
                 "literal-shape",
                 literal_span.unwrap_or(span),

@@ -26,6 +26,16 @@ pub enum ShapeError {
         padded_w: usize,
         input: Shape,
     },
+    #[error(
+        "a padding of {pad} is more than half of the {}×{} pooling window, so a window could hold only padding",
+        kernel[0],
+        kernel[1]
+    )]
+    PoolPaddingTooLarge {
+        pad: usize,
+        kernel: [usize; 2],
+        limit: usize,
+    },
     #[error("{what} must be at least 1")]
     NotPositive { what: &'static str },
     #[error("groups = {groups} does not divide {which} = {channels}")]
@@ -72,6 +82,9 @@ impl ShapeError {
                 "use a smaller kernel, pad the input, or remove an earlier downsampling layer"
                     .into(),
             ),
+            ShapeError::PoolPaddingTooLarge { limit, .. } => Some(format!(
+                "pad by at most {limit} (half the window, as PyTorch requires), or use `pad: same`"
+            )),
             ShapeError::NeedsFlat { .. } => Some(
                 "insert `flatten` (or `global_avgpool -> flatten`) before the dense layer".into(),
             ),

@@ -8,8 +8,8 @@
 //! the real cells is divided by that clipped window's size when `count_include_pad`, or by the
 //! number of real cells otherwise.
 //!
-//! A window holding no input cell at all, which PyTorch forbids by requiring padding of at most
-//! half the kernel, gives −∞ for max and 0 for average.
+//! Padding is at most half the kernel on each side, as PyTorch requires, so that every window
+//! holds at least one input cell (one wholly in padding would give −∞ for max, 0 for average).
 
 use super::conv::pair;
 use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
@@ -117,6 +117,19 @@ impl OpRule for PoolAttrs {
     fn output_shape(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
         let input = inputs[0];
         spatial_input(self.name(), input)?;
+        let sides = [
+            (self.pad.top, self.kernel[0]),
+            (self.pad.bottom, self.kernel[0]),
+            (self.pad.left, self.kernel[1]),
+            (self.pad.right, self.kernel[1]),
+        ];
+        if let Some(&(pad, kernel)) = sides.iter().find(|&&(pad, kernel)| pad > kernel / 2) {
+            return Err(ShapeError::PoolPaddingTooLarge {
+                pad,
+                kernel: self.kernel,
+                limit: kernel / 2,
+            });
+        }
         let (h, w) = window(
             input,
             self.kernel,
