@@ -303,6 +303,21 @@ fn concat_of_flat_vectors_in_a_batch() {
     );
 }
 
+/// A stride beyond the padded input leaves one window, which both backends compute; the
+/// padding that `check` bounds (issue 11, bug 6) is at its limit here.
+#[test]
+fn strides_beyond_the_input_and_padding_at_its_limit() {
+    let huge = 4_611_686_018_427_387_904usize;
+    for layer in [
+        format!("conv(8, 3, stride: {huge}, pad: 1)"),
+        format!("conv(4, 3, stride: [1, {huge}], pad: 3)"),
+        format!("maxpool(3, stride: {huge}, pad: 1, ceil_mode: true)"),
+        format!("avgpool(5, stride: [2, {huge}], pad: 2, count_include_pad: false)"),
+    ] {
+        check_source(&format!("network t(x: 5x3x3) {{ x -> {layer} }}"), 2);
+    }
+}
+
 #[test]
 fn pooling() {
     let mut rng = Rng(2);

@@ -40,6 +40,9 @@ impl Expander<'_> {
                 span,
                 "too much padding for this window".to_string(),
             ),
+            ShapeError::PaddingTooLarge { .. } => {
+                ("padding-too-large", span, "too much padding".to_string())
+            }
             ShapeError::LiteralShape { expected, .. } => (
                 "literal-shape",
                 literal_span.unwrap_or(span),

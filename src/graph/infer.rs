@@ -36,6 +36,12 @@ pub enum ShapeError {
         kernel: [usize; 2],
         limit: usize,
     },
+    #[error("a padding of {pad} is more than {limit}, {what}")]
+    PaddingTooLarge {
+        pad: usize,
+        limit: usize,
+        what: &'static str,
+    },
     #[error("{what} must be at least 1")]
     NotPositive { what: &'static str },
     #[error("groups = {groups} does not divide {which} = {channels}")]
@@ -84,6 +90,9 @@ impl ShapeError {
             ),
             ShapeError::PoolPaddingTooLarge { limit, .. } => Some(format!(
                 "pad by at most {limit} (half the window, as PyTorch requires), or use `pad: same`"
+            )),
+            ShapeError::PaddingTooLarge { limit, .. } => Some(format!(
+                "pad by at most {limit}: more only adds windows that see little or no input"
             )),
             ShapeError::NeedsFlat { .. } => Some(
                 "insert `flatten` (or `global_avgpool -> flatten`) before the dense layer".into(),
@@ -204,6 +213,26 @@ pub(crate) fn spatial_input(op: &'static str, shape: Shape) -> Result<(), ShapeE
         Err(ShapeError::NeedsSpatial { op, shape })
     } else {
         Ok(())
+    }
+}
+
+/// Rejects padding beyond `limit` (per axis, height then width) on any side. The limits keep
+/// every padded extent and index within a few times the input and kernel sizes, so no backend's
+/// index arithmetic can overflow, whatever numbers a program writes.
+pub(crate) fn check_padding(
+    pad: Padding,
+    limit: [usize; 2],
+    what: &'static str,
+) -> Result<(), ShapeError> {
+    let sides = [
+        (pad.top, limit[0]),
+        (pad.bottom, limit[0]),
+        (pad.left, limit[1]),
+        (pad.right, limit[1]),
+    ];
+    match sides.iter().find(|&&(pad, limit)| pad > limit) {
+        Some(&(pad, limit)) => Err(ShapeError::PaddingTooLarge { pad, limit, what }),
+        None => Ok(()),
     }
 }
 

@@ -11,7 +11,7 @@
 use super::literal::check_literal;
 use super::signature::{ArgValue, Layer, Param, ParamDefault, ParamKind, X};
 use super::{param, Activation, Arity, Category, Literal, Op, OpRule, Padding};
-use crate::graph::infer::{checked_numel, positive, spatial_input, window};
+use crate::graph::infer::{check_padding, checked_numel, positive, spatial_input, window};
 use crate::graph::{Init, ParamSpec, Shape, ShapeError};
 use crate::reference::{Forward, RunError, Tensor};
 use ndarray::{Array4, ArrayView1, CowArray, Ix1, Ix4, IxDyn};
@@ -189,6 +189,11 @@ impl ConvAttrs {
                 channels: self.filters,
             });
         }
+        check_padding(
+            self.pad,
+            [input.h.max(self.kernel[0]), input.w.max(self.kernel[1])],
+            "the larger of the input's size and the kernel's",
+        )?;
         let (h, w) = window(
             input,
             self.kernel,

@@ -14,7 +14,7 @@
 use super::conv::pair;
 use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
 use super::{Arity, Category, Op, OpRule, Padding};
-use crate::graph::infer::{spatial_input, window};
+use crate::graph::infer::{check_padding, spatial_input, window};
 use crate::graph::{ParamSpec, Shape, ShapeError};
 use crate::reference::{Forward, RunError, Tensor};
 use ndarray::Array4;
@@ -130,6 +130,8 @@ impl OpRule for PoolAttrs {
                 limit: kernel / 2,
             });
         }
+        // Within half the kernel, the padding could still dwarf the input when the kernel does.
+        check_padding(self.pad, [input.h, input.w], "the input's size")?;
         let (h, w) = window(
             input,
             self.kernel,
