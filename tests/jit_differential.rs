@@ -20,6 +20,8 @@ use std::path::Path;
 
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/special_values.rs"]
+mod special_values;
 
 /// The largest accepted `|jit − reference| / max(1, |reference|)`. The reference accumulates
 /// in f64 in the definition's order; the JIT accumulates in f32, blocked and with FMA, in
@@ -98,12 +100,23 @@ fn inputs_for(graph: &Graph, batch: usize) -> Vec<ArrayD<f32>> {
         .collect()
 }
 
+/// The largest relative difference; NaN equals NaN, an infinity equals itself, and NaN
+/// against a number (or ∞ against a finite number) is an infinite error rather than a NaN that
+/// `f32::max` would drop.
 fn max_error(found: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
     assert_eq!(found.shape(), expected.shape());
     found
         .iter()
         .zip(expected.iter())
-        .map(|(&a, &b)| (a - b).abs() / b.abs().max(1.0))
+        .map(|(&a, &b)| {
+            if a == b || (a.is_nan() && b.is_nan()) {
+                0.0
+            } else if a.is_nan() || b.is_nan() || a.is_infinite() || b.is_infinite() {
+                f32::INFINITY
+            } else {
+                (a - b).abs() / b.abs().max(1.0)
+            }
+        })
         .fold(0.0, f32::max)
 }
 

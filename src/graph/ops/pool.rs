@@ -193,6 +193,16 @@ fn window_cells(
     let real_end = (end.max(0) as usize).min(n);
     (padded_len, real_start, real_end.max(real_start))
 }
+/// PyTorch's max pooling step: `if (val > maxval || isnan(val)) maxval = val`, so a NaN in the
+/// window is the result (`f32::max` would drop it).
+pub(super) fn max_keeping_nan(max: f32, value: f32) -> f32 {
+    if value > max || value.is_nan() {
+        value
+    } else {
+        max
+    }
+}
+
 fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
     let (batch, in_h, in_w, channels) = x.dim();
     let pad = attrs.pad;
@@ -227,7 +237,7 @@ fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
                     y[[n, oy, ox, c]] = match attrs.kind {
                         PoolKind::Max => cells
                             .map(|(iy, ix)| x[[n, iy, ix, c]])
-                            .fold(f32::NEG_INFINITY, f32::max),
+                            .fold(f32::NEG_INFINITY, max_keeping_nan),
                         PoolKind::Avg if divisor == 0 => 0.0,
                         PoolKind::Avg => {
                             let sum: f64 = cells.map(|(iy, ix)| f64::from(x[[n, iy, ix, c]])).sum();
