@@ -206,3 +206,30 @@ fn block_examples_shapes() {
         .iter()
         .all(|(n, _, _)| !n.contains("downsample")));
 }
+
+/// The kind shown and the automatic weight names follow what the program wrote: a grouped
+/// `conv` whose groups equal its filters stays `conv`, a `dwconv` with a multiplier stays
+/// `dwconv` (issue 11, bug 8).
+#[test]
+fn conv_kind_follows_what_was_written() {
+    let source = "network t(x: 8x8x32) { x -> conv(4, 3, groups: 4) -> dwconv(3, multiplier: 2) }";
+    let program = driver::load_source("t.cnn", source);
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graph = compilation.graphs().next().expect("one graph");
+    let names: Vec<String> = graph
+        .named_params()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    assert_eq!(
+        names,
+        ["conv.weight", "conv.bias", "dwconv.weight", "dwconv.bias"]
+    );
+    let kinds: Vec<&str> = graph.nodes.values().map(|node| node.op.name()).collect();
+    assert_eq!(kinds, ["input", "conv", "dwconv"]);
+}

@@ -21,6 +21,8 @@ use std::path::Path;
 
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/special_values.rs"]
+mod special_values;
 #[path = "jit_differential/threads.rs"]
 mod threads;
 #[path = "jit_differential/winograd.rs"]
@@ -103,12 +105,23 @@ fn inputs_for(graph: &Graph, batch: usize) -> Vec<ArrayD<f32>> {
         .collect()
 }
 
+/// The largest relative difference; NaN equals NaN, an infinity equals itself, and NaN
+/// against a number (or ∞ against a finite number) is an infinite error rather than a NaN that
+/// `f32::max` would drop.
 fn max_error(found: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
     assert_eq!(found.shape(), expected.shape());
     found
         .iter()
         .zip(expected.iter())
-        .map(|(&a, &b)| (a - b).abs() / b.abs().max(1.0))
+        .map(|(&a, &b)| {
+            if a == b || (a.is_nan() && b.is_nan()) {
+                0.0
+            } else if a.is_nan() || b.is_nan() || a.is_infinite() || b.is_infinite() {
+                f32::INFINITY
+            } else {
+                (a - b).abs() / b.abs().max(1.0)
+            }
+        })
         .fold(0.0, f32::max)
 }
 
@@ -294,6 +307,36 @@ fn dense_layers_and_flatten() {
         "network t(x: 5x5x6) { x -> global_avgpool -> flatten -> dense(1) -> tanh }",
         1,
     );
+}
+
+/// Concatenated flat vectors at batch ≥ 2: the reference once returned them channel-major in
+/// memory and failed to reshape its N×C output (issue 11, bug 1).
+#[test]
+fn concat_of_flat_vectors_in_a_batch() {
+    let source =
+        "network t(x: 4x4x2) { let f = x -> flatten  concat(f -> dense(10), f -> dense(6)) }";
+    for batch in [2, 3] {
+        check_source(source, batch);
+    }
+    check_source(
+        "network t(x: 3x3x2) { let f = x -> flatten -> relu  concat(f, f -> dense(5), f) }",
+        3,
+    );
+}
+
+/// A stride beyond the padded input leaves one window, which both backends compute; the
+/// padding that `check` bounds (issue 11, bug 6) is at its limit here.
+#[test]
+fn strides_beyond_the_input_and_padding_at_its_limit() {
+    let huge = 4_611_686_018_427_387_904usize;
+    for layer in [
+        format!("conv(8, 3, stride: {huge}, pad: 1)"),
+        format!("conv(4, 3, stride: [1, {huge}], pad: 3)"),
+        format!("maxpool(3, stride: {huge}, pad: 1, ceil_mode: true)"),
+        format!("avgpool(5, stride: [2, {huge}], pad: 2, count_include_pad: false)"),
+    ] {
+        check_source(&format!("network t(x: 5x3x3) {{ x -> {layer} }}"), 2);
+    }
 }
 
 #[test]

@@ -31,6 +31,7 @@ fn conv(filters: usize, kernel: usize) -> ConvAttrs {
         dilation: [1, 1],
         pad: Padding::default(),
         groups: 1,
+        depthwise: false,
         bias: false,
         weights: None,
         bias_values: None,

@@ -471,6 +471,15 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 let mask = b.ins().bitcast(F32X4, MemFlagsData::new(), mask);
                 b.ins().bitselect(mask, a, c)
             }
+            // `a` where it is NaN or above `c`, else `c` (NaN when `c` is): four instructions,
+            // where CLIF's `fmax` takes ten.
+            BinaryOp::MaxPropagatingNan => {
+                let a_is_nan = b.ins().fcmp(FloatCC::Unordered, a, a);
+                let a_above = b.ins().fcmp(FloatCC::GreaterThan, a, c);
+                let mask = b.ins().bor(a_is_nan, a_above);
+                let mask = b.ins().bitcast(F32X4, MemFlagsData::new(), mask);
+                b.ins().bitselect(mask, a, c)
+            }
             // `a < c ? a : c`: one `minps`.
             BinaryOp::Min => {
                 let mask = b.ins().fcmp(FloatCC::LessThan, a, c);

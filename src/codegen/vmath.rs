@@ -5,9 +5,11 @@
 //! vector registers: `x = n·ln 2 + r` with `n = round(x / ln 2)` and `|r| ≤ ln 2 / 2`, a
 //! degree-5 polynomial for `(eʳ − 1 − r) / r²`, and `2ⁿ` made by writing `n + 127` into the
 //! exponent bits. Relative error is about 1e-7, within the 1e-6 asked of it. Inputs are clamped
-//! to [−87.3, 88.3] so that `n + 127` stays a normal exponent: `exp` then never returns 0 or
-//! infinity, which changes `sigmoid` and `softmax` only far below f32 resolution of their
-//! results.
+//! to [−87.3, 88.3] so that `n + 127` stays a normal exponent: `exp` then never returns 0,
+//! which changes `sigmoid` and `softmax` only far below f32 resolution of their results.
+//! Above ln(f32::MAX) it returns +∞ as libm does, so `swish` of a huge negative number is −0
+//! (as PyTorch's), not a finite product; a NaN goes through the clamp and the polynomial and
+//! comes out NaN.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::types::{F32X4, I32X4};
@@ -15,6 +17,8 @@ use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::FunctionBuilder;
 
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// ln(f32::MAX): `exp` of anything larger overflows to +∞.
+const LN_F32_MAX: f32 = 88.722_84;
 /// ln 2 split in a part exact in few bits and the rest, so `n·LN2_HI` is exact.
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -50,19 +54,30 @@ impl VectorMath<'_, '_> {
         }
     }
 
-    /// `x` clamped to `[low, high]` with compare-and-select (`maxps`, `minps`).
+    /// `x` clamped to `[low, high]` with compare-and-select (`maxps`, `minps`), the
+    /// comparisons written so that a NaN `x` is kept.
     fn clamp(&mut self, x: Value, low: f32, high: f32) -> Value {
         let (low, high) = (self.splat(low), self.splat(high));
         let b = &mut self.builder;
-        let above = b.ins().fcmp(FloatCC::LessThan, low, x);
-        let above = b.ins().bitcast(F32X4, MemFlagsData::new(), above);
-        let x = b.ins().bitselect(above, x, low);
-        let below = b.ins().fcmp(FloatCC::LessThan, x, high);
+        let below = b.ins().fcmp(FloatCC::LessThan, x, low);
         let below = b.ins().bitcast(F32X4, MemFlagsData::new(), below);
-        b.ins().bitselect(below, x, high)
+        let x = b.ins().bitselect(below, low, x);
+        let above = b.ins().fcmp(FloatCC::LessThan, high, x);
+        let above = b.ins().bitcast(F32X4, MemFlagsData::new(), above);
+        b.ins().bitselect(above, high, x)
     }
 
     pub fn exp(&mut self, x: Value) -> Value {
+        let finite = self.exp_clamped(x);
+        let (limit, infinity) = (self.splat(LN_F32_MAX), self.splat(f32::INFINITY));
+        let b = &mut self.builder;
+        let overflows = b.ins().fcmp(FloatCC::LessThan, limit, x);
+        let overflows = b.ins().bitcast(F32X4, MemFlagsData::new(), overflows);
+        b.ins().bitselect(overflows, infinity, finite)
+    }
+
+    /// `exp` of `x` clamped to [−87.3, 88.3].
+    fn exp_clamped(&mut self, x: Value) -> Value {
         let x = self.clamp(x, -87.3, 88.3);
         let log2e = self.splat(LOG2_E);
         let scaled = self.builder.ins().fmul(x, log2e);

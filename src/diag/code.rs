@@ -125,6 +125,8 @@ codes! {
     ShapeMismatch = "shape-mismatch", "`+` or `*` of tensors whose shapes differ", program("examples/bad/add_channel_mismatch.cnn");
     ConcatMismatch = "concat-mismatch", "`concat` of tensors whose heights or widths differ", program("examples/bad/concat_mismatch.cnn");
     KernelTooLarge = "kernel-too-large", "a window larger than its padded input", program("examples/bad/kernel_too_large.cnn");
+    PoolPadding = "pool-padding", "a pool padded by more than half its window", program("examples/bad/pool_padding_too_large.cnn");
+    PaddingTooLarge = "padding-too-large", "padding larger than the input or the kernel allows", program("examples/bad/absurd_window_attributes.cnn");
     LiteralShape = "literal-shape", "literal weights of the wrong shape for their layer", program("examples/bad/literal_weights_shape.cnn");
     Groups = "groups", "`groups` does not divide the channels", program("examples/bad/groups_dont_divide.cnn");
     TooLarge = "too-large", "a tensor over the 2^31-element limit", program("examples/bad/too_large.cnn");

@@ -176,7 +176,7 @@ impl<'a> Expander<'a> {
             let check = if too_big {
                 Err(ShapeError::TooLarge {
                     what: format!("the input {h}×{w}×{c}"),
-                    elements: "more than 2^62".into(),
+                    elements: Some("more than 2^62".into()),
                 })
             } else {
                 infer::check_shape(shape, &format!("the input {shape}"))

@@ -14,19 +14,41 @@ pub const MAX_ELEMENTS: u64 = 1 << 31;
 
 #[derive(Clone, Debug, Error, PartialEq)]
 pub enum ShapeError {
+    /// `elements` is `None` when the count overflowed: printing a saturated number would
+    /// state a wrong count.
+    #[error("{what} {}", element_count_phrase(.elements.as_deref()))]
+    TooLarge {
+        what: String,
+        elements: Option<String>,
+    },
+    /// A size is `None` when computing it overflowed.
     #[error(
-        "{what} of {elements} elements is larger than cnnc's limit of 2^31 elements per tensor"
-    )]
-    TooLarge { what: String, elements: String },
-    #[error(
-        "the {kernel_h}×{kernel_w} window is larger than the padded {padded_h}×{padded_w} input"
+        "{} is larger than {}",
+        sized_phrase("the", *.kernel_h, *.kernel_w, "window"),
+        sized_phrase("the padded", *.padded_h, *.padded_w, "input")
     )]
     KernelTooLarge {
-        kernel_h: usize,
-        kernel_w: usize,
-        padded_h: usize,
-        padded_w: usize,
+        kernel_h: Option<usize>,
+        kernel_w: Option<usize>,
+        padded_h: Option<usize>,
+        padded_w: Option<usize>,
         input: Shape,
+    },
+    #[error(
+        "a padding of {pad} is more than half of the {}×{} pooling window, so a window could hold only padding",
+        kernel[0],
+        kernel[1]
+    )]
+    PoolPaddingTooLarge {
+        pad: usize,
+        kernel: [usize; 2],
+        limit: usize,
+    },
+    #[error("a padding of {pad} is more than {limit}, {what}")]
+    PaddingTooLarge {
+        pad: usize,
+        limit: usize,
+        what: &'static str,
     },
     #[error("{what} must be at least 1")]
     NotPositive { what: &'static str },
@@ -74,6 +96,12 @@ impl ShapeError {
                 "use a smaller kernel, pad the input, or remove an earlier downsampling layer"
                     .into(),
             ),
+            ShapeError::PoolPaddingTooLarge { limit, .. } => Some(format!(
+                "pad by at most {limit} (half the window, as PyTorch requires), or use `pad: same`"
+            )),
+            ShapeError::PaddingTooLarge { limit, .. } => Some(format!(
+                "pad by at most {limit}: more only adds windows that see little or no input"
+            )),
             ShapeError::NeedsFlat { .. } => Some(
                 "insert `flatten` (or `global_avgpool -> flatten`) before the dense layer".into(),
             ),
@@ -147,6 +175,14 @@ impl ShapeError {
                 span,
                 format!("`{op_name}`'s window does not fit"),
             ),
+            ShapeError::PoolPaddingTooLarge { .. } => (
+                Code::PoolPadding,
+                span,
+                "too much padding for this window".to_string(),
+            ),
+            ShapeError::PaddingTooLarge { .. } => {
+                (Code::PaddingTooLarge, span, "too much padding".to_string())
+            }
             ShapeError::LiteralShape { expected, .. } => (
                 Code::LiteralShape,
                 literal_span.unwrap_or(span),
@@ -207,15 +243,38 @@ impl ShapeError {
     }
 }
 
+fn element_count_phrase(elements: Option<&str>) -> String {
+    match elements {
+        Some(elements) => format!(
+            "of {elements} elements is larger than cnnc's limit of 2^31 elements per tensor"
+        ),
+        None => "has a number of elements too large to represent, far beyond cnnc's limit of 2^31 elements per tensor".into(),
+    }
+}
+
+/// "the 3×5 window", or "the window (of a size too large to represent)".
+fn sized_phrase(article: &str, h: Option<usize>, w: Option<usize>, noun: &str) -> String {
+    match (h, w) {
+        (Some(h), Some(w)) => format!("{article} {h}×{w} {noun}"),
+        _ => format!("{article} {noun} (of a size too large to represent)"),
+    }
+}
+
 pub(crate) fn checked_numel(dims: &[usize], what: &str) -> Result<usize, ShapeError> {
     let mut total: u128 = 1;
     for &d in dims {
         total = total.saturating_mul(d as u128);
     }
     if total > MAX_ELEMENTS as u128 {
+        // A dimension that saturated upstream is `usize::MAX`, so a product at or beyond
+        // `u64::MAX` is not a count to print.
+        let elements = u64::try_from(total)
+            .ok()
+            .filter(|&n| n < u64::MAX)
+            .map(crate::diag::thousands);
         return Err(ShapeError::TooLarge {
             what: what.to_string(),
-            elements: crate::diag::thousands(total.min(u64::MAX as u128) as u64),
+            elements,
         });
     }
     Ok(total as usize)
@@ -288,6 +347,26 @@ pub(crate) fn spatial_input(op: &'static str, shape: Shape) -> Result<(), ShapeE
     }
 }
 
+/// Rejects padding beyond `limit` (per axis, height then width) on any side. The limits keep
+/// every padded extent and index within a few times the input and kernel sizes, so no backend's
+/// index arithmetic can overflow, whatever numbers a program writes.
+pub(crate) fn check_padding(
+    pad: Padding,
+    limit: [usize; 2],
+    what: &'static str,
+) -> Result<(), ShapeError> {
+    let sides = [
+        (pad.top, limit[0]),
+        (pad.bottom, limit[0]),
+        (pad.left, limit[1]),
+        (pad.right, limit[1]),
+    ];
+    match sides.iter().find(|&&(pad, limit)| pad > limit) {
+        Some(&(pad, limit)) => Err(ShapeError::PaddingTooLarge { pad, limit, what }),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn window(
     input: Shape,
     kernel: [usize; 2],
@@ -319,17 +398,18 @@ pub(crate) fn window(
     );
     match (h, w) {
         (Some(h), Some(w)) => Ok((h, w)),
-        _ => Err(ShapeError::KernelTooLarge {
-            kernel_h: dilation[0]
-                .saturating_mul(kernel[0].saturating_sub(1))
-                .saturating_add(1),
-            kernel_w: dilation[1]
-                .saturating_mul(kernel[1].saturating_sub(1))
-                .saturating_add(1),
-            padded_h: input.h.saturating_add(pad.top).saturating_add(pad.bottom),
-            padded_w: input.w.saturating_add(pad.left).saturating_add(pad.right),
-            input,
-        }),
+        _ => {
+            let extent = |d: usize, k: usize| d.checked_mul(k.checked_sub(1)?)?.checked_add(1);
+            let padded =
+                |n: usize, before: usize, after: usize| n.checked_add(before)?.checked_add(after);
+            Err(ShapeError::KernelTooLarge {
+                kernel_h: extent(dilation[0], kernel[0]),
+                kernel_w: extent(dilation[1], kernel[1]),
+                padded_h: padded(input.h, pad.top, pad.bottom),
+                padded_w: padded(input.w, pad.left, pad.right),
+                input,
+            })
+        }
     }
 }
 

@@ -131,15 +131,17 @@ impl KernelBuilder {
     pub fn activate(&mut self, value: Reg, activation: Option<Activation>) -> Reg {
         match activation {
             None => value,
+            // The constant goes first: `max(0, x)` is `x < 0 ? 0 : x`, one `maxps` that keeps
+            // a NaN `x` (PyTorch's semantics); `max(x, 0)` would turn it into 0.
             Some(Activation::Relu) => {
                 let zero = self.constant(0.0);
-                self.binary(BinaryOp::Max, value, zero)
+                self.binary(BinaryOp::Max, zero, value)
             }
             Some(Activation::Relu6) => {
                 let zero = self.constant(0.0);
                 let six = self.constant(6.0);
-                let low = self.binary(BinaryOp::Max, value, zero);
-                self.binary(BinaryOp::Min, low, six)
+                let low = self.binary(BinaryOp::Max, zero, value);
+                self.binary(BinaryOp::Min, six, low)
             }
             Some(Activation::Sigmoid) => self.unary(UnaryOp::Sigmoid, value),
             Some(Activation::Swish) => {
@@ -153,8 +155,8 @@ impl KernelBuilder {
                 let zero = self.constant(0.0);
                 let six = self.constant(6.0);
                 let shifted = self.binary(BinaryOp::Add, value, three);
-                let low = self.binary(BinaryOp::Max, shifted, zero);
-                let gate = self.binary(BinaryOp::Min, low, six);
+                let low = self.binary(BinaryOp::Max, zero, shifted);
+                let gate = self.binary(BinaryOp::Min, six, low);
                 let product = self.binary(BinaryOp::Mul, value, gate);
                 self.binary(BinaryOp::Div, product, six)
             }

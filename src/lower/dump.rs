@@ -15,6 +15,7 @@ fn binary(op: BinaryOp) -> &'static str {
         BinaryOp::Mul => "mul",
         BinaryOp::Div => "div",
         BinaryOp::Max => "max",
+        BinaryOp::MaxPropagatingNan => "max_nan",
         BinaryOp::Min => "min",
     }
 }

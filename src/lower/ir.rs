@@ -152,9 +152,13 @@ pub enum BinaryOp {
     Sub,
     Mul,
     Div,
-    /// `b < a ? a : b`, lane by lane: x86's `maxps` (a NaN in `a` gives `b`).
+    /// `b < a ? a : b`, lane by lane: x86's `maxps` (a NaN in `a` gives `b`, a NaN in `b`
+    /// gives it back: ReLU is `max(0, x)`, which keeps a NaN `x` as PyTorch does).
     Max,
-    /// `a < b ? a : b`, lane by lane: x86's `minps`.
+    /// The larger of `a` and `b`, NaN when either is NaN: max pooling, where PyTorch lets a
+    /// NaN anywhere in the window through whatever order the window is read in.
+    MaxPropagatingNan,
+    /// `a < b ? a : b`, lane by lane: x86's `minps` (a NaN in `b` gives it back).
     Min,
 }
 

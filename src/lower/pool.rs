@@ -64,7 +64,7 @@ fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
 
 fn combine(kind: PoolKind) -> BinaryOp {
     match kind {
-        PoolKind::Max => BinaryOp::Max,
+        PoolKind::Max => BinaryOp::MaxPropagatingNan,
         PoolKind::Avg => BinaryOp::Add,
     }
 }

@@ -31,10 +31,18 @@ impl Activation {
         }
     }
 
-    /// The function on one value, in f32 as every backend computes it.
+    /// The function on one value, in f32 as every backend computes it. NaN gives NaN, as in
+    /// PyTorch (`clamp` keeps it; `f32::max` would not).
     pub fn apply(self, x: f32) -> f32 {
         match self {
-            Activation::Relu => x.max(0.0),
+            // Not `x.max(0.0)`, which returns 0 for NaN: PyTorch's ReLU keeps NaN.
+            Activation::Relu => {
+                if x < 0.0 {
+                    0.0
+                } else {
+                    x
+                }
+            }
             Activation::Relu6 => x.clamp(0.0, 6.0),
             Activation::Sigmoid => 1.0 / (1.0 + (-x).exp()),
             Activation::Swish => x / (1.0 + (-x).exp()),

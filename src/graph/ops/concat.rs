@@ -80,6 +80,10 @@ impl OpRule for ConcatAttrs {
 
     fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
         let views: Vec<_> = args.iter().map(|t| t.view()).collect();
-        concatenate(Axis(3), &views).map_err(|_| cx.malformed("heights or widths differ"))
+        let joined =
+            concatenate(Axis(3), &views).map_err(|_| cx.malformed("heights or widths differ"))?;
+        // `concatenate` along the last axis returns the channels outermost in memory; every
+        // other step (the final N×C reshape of a flat output above all) expects row-major.
+        Ok(joined.as_standard_layout().into_owned())
     }
 }

@@ -11,7 +11,7 @@
 use super::literal::check_literal;
 use super::signature::{ArgValue, Layer, Param, ParamDefault, ParamKind, X};
 use super::{param, Activation, Arity, Category, Literal, Op, OpRule, Padding};
-use crate::graph::infer::{checked_numel, positive, spatial_input, window};
+use crate::graph::infer::{check_padding, checked_numel, positive, spatial_input, window};
 use crate::graph::{Init, ParamSpec, Shape, ShapeError};
 use crate::reference::{Forward, RunError, Tensor};
 use ndarray::{Array4, ArrayView1, CowArray, Ix1, Ix4, IxDyn};
@@ -28,6 +28,9 @@ pub struct ConvAttrs {
     pub dilation: [usize; 2],
     pub pad: Padding,
     pub groups: usize,
+    /// Written as `dwconv`: the kind the summary, the dumps and automatic names show, which
+    /// follows what the user wrote rather than the groups (they decide a weights file's names).
+    pub depthwise: bool,
     pub bias: bool,
     /// Given weights `[out, in/groups, kh, kw]`, instead of a `weight` parameter.
     pub weights: Option<Literal>,
@@ -81,6 +84,7 @@ pub(super) const CONV: Layer<9> = Layer {
         build(Parts {
             filters: filters.count()?,
             groups: groups.count()?,
+            depthwise: false,
             kernel,
             stride,
             pad,
@@ -112,6 +116,7 @@ pub(super) const DWCONV: Layer<8> = Layer {
         build(Parts {
             filters: input.c.saturating_mul(multiplier.count()?),
             groups: input.c,
+            depthwise: true,
             kernel,
             stride,
             pad,
@@ -127,6 +132,7 @@ pub(super) const DWCONV: Layer<8> = Layer {
 struct Parts {
     filters: usize,
     groups: usize,
+    depthwise: bool,
     kernel: ArgValue,
     stride: ArgValue,
     pad: ArgValue,
@@ -152,6 +158,7 @@ fn build(parts: Parts) -> Option<Op> {
         dilation,
         pad,
         groups: parts.groups,
+        depthwise: parts.depthwise,
         bias,
         weights: parts.weights.literal()?,
         bias_values,
@@ -189,6 +196,11 @@ impl ConvAttrs {
                 channels: self.filters,
             });
         }
+        check_padding(
+            self.pad,
+            [input.h.max(self.kernel[0]), input.w.max(self.kernel[1])],
+            "the larger of the input's size and the kernel's",
+        )?;
         let (h, w) = window(
             input,
             self.kernel,
@@ -206,12 +218,6 @@ impl ConvAttrs {
     }
 }
 
-/// `dwconv` when every group is one channel giving one filter, as the language's `dwconv`
-/// builds it with the default multiplier.
-fn is_depthwise(attrs: &ConvAttrs) -> bool {
-    attrs.groups > 1 && attrs.groups == attrs.filters
-}
-
 /// An int pair as the dump prints it: `3` for `[3, 3]`, `3×5` otherwise.
 pub(super) fn pair(v: [usize; 2]) -> String {
     if v[0] == v[1] {
@@ -223,7 +229,7 @@ pub(super) fn pair(v: [usize; 2]) -> String {
 
 impl OpRule for ConvAttrs {
     fn name(&self) -> &'static str {
-        if is_depthwise(self) {
+        if self.depthwise {
             DWCONV.name
         } else {
             CONV.name

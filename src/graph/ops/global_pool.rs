@@ -71,7 +71,10 @@ fn global_pool(x: &Tensor, kind: PoolKind) -> Tensor {
         for c in 0..channels {
             let plane = x.slice(ndarray::s![n, .., .., c]);
             y[[n, 0, 0, c]] = match kind {
-                PoolKind::Max => plane.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                PoolKind::Max => plane
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, super::pool::max_keeping_nan),
                 PoolKind::Avg => {
                     let sum: f64 = plane.iter().map(|&v| f64::from(v)).sum();
                     (sum / (h * w) as f64) as f32

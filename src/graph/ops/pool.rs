@@ -8,13 +8,13 @@
 //! the real cells is divided by that clipped window's size when `count_include_pad`, or by the
 //! number of real cells otherwise.
 //!
-//! A window holding no input cell at all, which PyTorch forbids by requiring padding of at most
-//! half the kernel, gives −∞ for max and 0 for average.
+//! Padding is at most half the kernel on each side, as PyTorch requires, so that every window
+//! holds at least one input cell (one wholly in padding would give −∞ for max, 0 for average).
 
 use super::conv::pair;
 use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
 use super::{Arity, Category, Op, OpRule, Padding};
-use crate::graph::infer::{spatial_input, window};
+use crate::graph::infer::{check_padding, spatial_input, window};
 use crate::graph::{ParamSpec, Shape, ShapeError};
 use crate::reference::{Forward, RunError, Tensor};
 use ndarray::Array4;
@@ -117,6 +117,21 @@ impl OpRule for PoolAttrs {
     fn output_shape(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
         let input = inputs[0];
         spatial_input(self.name(), input)?;
+        let sides = [
+            (self.pad.top, self.kernel[0]),
+            (self.pad.bottom, self.kernel[0]),
+            (self.pad.left, self.kernel[1]),
+            (self.pad.right, self.kernel[1]),
+        ];
+        if let Some(&(pad, kernel)) = sides.iter().find(|&&(pad, kernel)| pad > kernel / 2) {
+            return Err(ShapeError::PoolPaddingTooLarge {
+                pad,
+                kernel: self.kernel,
+                limit: kernel / 2,
+            });
+        }
+        // Within half the kernel, the padding could still dwarf the input when the kernel does.
+        check_padding(self.pad, [input.h, input.w], "the input's size")?;
         let (h, w) = window(
             input,
             self.kernel,
@@ -178,6 +193,16 @@ fn window_cells(
     let real_end = (end.max(0) as usize).min(n);
     (padded_len, real_start, real_end.max(real_start))
 }
+/// PyTorch's max pooling step: `if (val > maxval || isnan(val)) maxval = val`, so a NaN in the
+/// window is the result (`f32::max` would drop it).
+pub(super) fn max_keeping_nan(max: f32, value: f32) -> f32 {
+    if value > max || value.is_nan() {
+        value
+    } else {
+        max
+    }
+}
+
 fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
     let (batch, in_h, in_w, channels) = x.dim();
     let pad = attrs.pad;
@@ -212,7 +237,7 @@ fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
                     y[[n, oy, ox, c]] = match attrs.kind {
                         PoolKind::Max => cells
                             .map(|(iy, ix)| x[[n, iy, ix, c]])
-                            .fold(f32::NEG_INFINITY, f32::max),
+                            .fold(f32::NEG_INFINITY, max_keeping_nan),
                         PoolKind::Avg if divisor == 0 => 0.0,
                         PoolKind::Avg => {
                             let sum: f64 = cells.map(|(iy, ix)| f64::from(x[[n, iy, ix, c]])).sum();
