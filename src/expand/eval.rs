@@ -419,6 +419,12 @@ impl Expander<'_> {
         if super::builtins::is_builtin(name) {
             return self.builtin(callee, args, span);
         }
+        let message = format!("unknown layer or block `{name}`");
+        // Inside a repeat the same call fails once per iteration: a million of them must not
+        // each rebuild the candidate list and its edit distances.
+        if self.is_reported(Code::UnknownLayer, callee.span, &message) {
+            return Value::Poison;
+        }
         let mut candidates: Vec<String> = self.defs.blocks.keys().map(|k| k.to_string()).collect();
         candidates.extend(super::catalogue::callable_names().map(String::from));
         candidates.sort();
@@ -432,12 +438,8 @@ impl Expander<'_> {
             None => closest(name, candidates.iter().map(String::as_str))
                 .map(|s| format!("did you mean `{s}`?")),
         };
-        let mut diagnostic = Diagnostic::error(
-            Code::UnknownLayer,
-            callee.span,
-            format!("unknown layer or block `{name}`"),
-        )
-        .with_label("not a layer, block or function");
+        let mut diagnostic = Diagnostic::error(Code::UnknownLayer, callee.span, message)
+            .with_label("not a layer, block or function");
         if let Some(help) = help {
             diagnostic = diagnostic.with_help(help);
         }

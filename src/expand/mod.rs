@@ -127,6 +127,11 @@ impl<'a> Expander<'a> {
         }
     }
 
+    /// Whether this exact error was reported already (it would be dropped as a repeat).
+    fn is_reported(&self, code: Code, span: Span, message: &str) -> bool {
+        self.reported.contains(&(code, span, message.to_string()))
+    }
+
     fn error(&mut self, diagnostic: Diagnostic) {
         let key = (
             diagnostic.code,
