@@ -25,3 +25,4 @@ pub mod runtime;
 pub mod source;
 pub mod stdlib;
 pub mod syntax;
+pub mod train;

@@ -180,7 +180,7 @@ fn array_input(
 
 /// Per-channel mean and std from the declared preprocessing: none means 0 and 1; one value
 /// applies to every channel.
-fn normalization(
+pub(crate) fn normalization(
     preprocess: Option<&Preprocess>,
     channels: usize,
     name: &str,

@@ -14,15 +14,18 @@
 
 mod input;
 mod npy;
-mod rng;
+pub(crate) mod rng;
 mod safetensors_io;
 mod weights;
 
 pub use input::{load_input, preprocess_image, synthetic_input, InputError};
-pub use npy::{check_output_path, npy_bytes, parse_npy, write_npy, NpyArray, NpyError};
+pub use npy::{
+    check_output_path, npy_bytes, parse_npy, parse_npy_integers, write_npy, NpyArray, NpyError,
+};
 pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
 pub use weights::{Weights, WeightsError};
 
+pub(crate) use input::normalization;
 pub(crate) use weights::describe_layer;
 
 use std::fmt;

@@ -51,6 +51,10 @@ pub enum NpyError {
     },
     #[error("its shape {0} has more than cnnc's limit of 2^31 elements")]
     TooLarge(Dims),
+    #[error("its dtype is {0}, not an integer type")]
+    NotIntegers(String),
+    #[error("it holds an unsigned 64-bit integer too large for cnnc")]
+    IntegerTooLarge,
 }
 
 /// A value of the header's Python literal.
@@ -220,8 +224,36 @@ fn chunks<const N: usize>(data: &[u8], big_endian: bool) -> impl Iterator<Item =
     })
 }
 
-/// Parses a whole `.npy` file.
-pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
+/// A file's header, read but not yet interpreted, and its data bytes.
+struct RawNpy<'a> {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+    data: &'a [u8],
+}
+
+impl RawNpy<'_> {
+    /// Checks that the data holds exactly the shape's elements of `element_size` bytes.
+    fn check_length(&self, element_size: usize) -> Result<(), NpyError> {
+        let dims = Dims(self.shape.clone());
+        let numel = dims.numel_saturating();
+        if numel > MAX_ELEMENTS {
+            return Err(NpyError::TooLarge(dims));
+        }
+        let expected = numel * element_size as u64;
+        if self.data.len() as u64 != expected {
+            return Err(NpyError::DataLength {
+                shape: dims,
+                expected,
+                found: self.data.len() as u64,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Reads the magic string, version and header dict of a `.npy` file.
+fn parse_raw(bytes: &[u8]) -> Result<RawNpy<'_>, NpyError> {
     if !bytes.starts_with(MAGIC) {
         return Err(NpyError::BadMagic);
     }
@@ -264,10 +296,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
             .map(|(_, v)| v)
             .ok_or_else(|| NpyError::BadHeader(format!("it has no `{key}` entry")))
     };
-    let element = match field("descr")? {
-        PyValue::Str(descr) => {
-            Element::parse(descr).ok_or_else(|| NpyError::UnsupportedDtype(descr.clone()))?
-        }
+    let descr = match field("descr")? {
+        PyValue::Str(descr) => descr.clone(),
         other => return Err(NpyError::UnsupportedDtype(format!("{other:?}"))),
     };
     let PyValue::Bool(fortran_order) = field("fortran_order")? else {
@@ -287,28 +317,27 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
             )),
         })
         .collect::<Result<Vec<usize>, _>>()?;
+    Ok(RawNpy {
+        descr,
+        fortran_order: *fortran_order,
+        shape,
+        data: &bytes[data_start..],
+    })
+}
 
-    let dims = Dims(shape.clone());
-    let numel = dims.numel_saturating();
-    if numel > MAX_ELEMENTS {
-        return Err(NpyError::TooLarge(dims));
-    }
-    let data = &bytes[data_start..];
-    let expected = numel * element.size() as u64;
-    if data.len() as u64 != expected {
-        return Err(NpyError::DataLength {
-            shape: dims,
-            expected,
-            found: data.len() as u64,
-        });
-    }
-
-    let shape = IxDyn(&shape).set_f(*fortran_order);
+/// Parses a whole `.npy` file.
+pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
+    let raw = parse_raw(bytes)?;
+    let element =
+        Element::parse(&raw.descr).ok_or_else(|| NpyError::UnsupportedDtype(raw.descr.clone()))?;
+    raw.check_length(element.size())?;
+    let data = raw.data;
+    let shape = IxDyn(&raw.shape).set_f(raw.fortran_order);
     let corrupt = |e: ndarray::ShapeError| NpyError::BadHeader(e.to_string());
     let array = match element {
         Element::U8 => {
             return ArrayD::from_shape_vec(shape, data.to_vec())
-                .map(NpyArray::U8)
+                .map(|a| NpyArray::U8(a.as_standard_layout().into_owned()))
                 .map_err(corrupt)
         }
         Element::F16 { big_endian } => chunks::<2>(data, big_endian)
@@ -324,6 +353,89 @@ pub fn parse_npy(bytes: &[u8]) -> Result<NpyArray, NpyError> {
     ArrayD::from_shape_vec(shape, array)
         .map(|a| NpyArray::Float(a.as_standard_layout().into_owned()))
         .map_err(corrupt)
+}
+
+/// An integer element type: signed or not, and its size in bytes.
+fn integer_element(descr: &str) -> Option<(bool, usize, bool)> {
+    let (order, kind) = descr.split_at_checked(1)?;
+    let big_endian = match order {
+        "<" | "=" | "|" => false,
+        ">" => true,
+        _ => return None,
+    };
+    let (signed, size) = match kind {
+        "i1" => (true, 1),
+        "u1" => (false, 1),
+        "i2" => (true, 2),
+        "u2" => (false, 2),
+        "i4" => (true, 4),
+        "u4" => (false, 4),
+        "i8" => (true, 8),
+        "u8" => (false, 8),
+        _ => return None,
+    };
+    if order == "|" && size > 1 {
+        return None;
+    }
+    Some((signed, size, big_endian))
+}
+
+/// numpy's name for a dtype string, for messages: `<f4` is `float32`.
+fn dtype_name(descr: &str) -> String {
+    let kind = descr.get(1..).unwrap_or(descr);
+    let name = match kind {
+        "f2" => "float16",
+        "f4" => "float32",
+        "f8" => "float64",
+        "b1" => "bool",
+        _ => return format!("`{descr}`"),
+    };
+    format!("{name} (`{descr}`)")
+}
+
+/// Parses a `.npy` file of integers of any width (class labels), in C order, as i64 with its
+/// shape. Float arrays are refused ([`NpyError::NotIntegers`]) rather than rounded: a label
+/// of 2.5 is a mistake worth reporting. A `uint64` value above `i64::MAX` is
+/// [`NpyError::IntegerTooLarge`].
+pub fn parse_npy_integers(bytes: &[u8]) -> Result<(Vec<usize>, Vec<i64>), NpyError> {
+    let raw = parse_raw(bytes)?;
+    let Some((signed, size, big_endian)) = integer_element(&raw.descr) else {
+        return Err(
+            if Element::parse(&raw.descr).is_some() || raw.descr.ends_with("b1") {
+                NpyError::NotIntegers(dtype_name(&raw.descr))
+            } else {
+                NpyError::UnsupportedDtype(raw.descr.clone())
+            },
+        );
+    };
+    raw.check_length(size)?;
+    let values: Vec<i64> = match (size, signed) {
+        (1, true) => raw.data.iter().map(|&b| i64::from(b as i8)).collect(),
+        (1, false) => raw.data.iter().map(|&b| i64::from(b)).collect(),
+        (2, true) => chunks::<2>(raw.data, big_endian)
+            .map(|b| i64::from(i16::from_le_bytes(b)))
+            .collect(),
+        (2, false) => chunks::<2>(raw.data, big_endian)
+            .map(|b| i64::from(u16::from_le_bytes(b)))
+            .collect(),
+        (4, true) => chunks::<4>(raw.data, big_endian)
+            .map(|b| i64::from(i32::from_le_bytes(b)))
+            .collect(),
+        (4, false) => chunks::<4>(raw.data, big_endian)
+            .map(|b| i64::from(u32::from_le_bytes(b)))
+            .collect(),
+        (_, true) => chunks::<8>(raw.data, big_endian)
+            .map(i64::from_le_bytes)
+            .collect(),
+        (_, false) => chunks::<8>(raw.data, big_endian)
+            .map(|b| i64::try_from(u64::from_le_bytes(b)).map_err(|_| NpyError::IntegerTooLarge))
+            .collect::<Result<_, _>>()?,
+    };
+    let shape = IxDyn(&raw.shape).set_f(raw.fortran_order);
+    let array =
+        ArrayD::from_shape_vec(shape, values).map_err(|e| NpyError::BadHeader(e.to_string()))?;
+    let standard = array.as_standard_layout().into_owned();
+    Ok((raw.shape, standard.into_raw_vec_and_offset().0))
 }
 
 /// An f32 array as a version 1.0 `.npy` file in C order.

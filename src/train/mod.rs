@@ -1,0 +1,33 @@
+//! Training's building blocks that do not depend on how ops are represented: optimizers,
+//! learning-rate schedules and gradient clipping, losses and metrics, data sets, and
+//! checkpoints.
+//!
+//! The trainer (reverse-mode differentiation over the graph, `cnnc train`, `cnnc eval`) is
+//! built on these once every op carries its gradient rule. Everything here works on plain
+//! slices and arrays named by the tensors' full PyTorch names, so it is independent of the
+//! graph IR and can be tested against hand-computed values on its own. Semantics follow
+//! PyTorch throughout, so a recipe gives the numbers a user would get there.
+//!
+//! One epoch of a trainer, in these terms:
+//!
+//! ```text
+//! spec    = data::InputSpec::from_graph(graph, pad)        n = data::class_count(graph)
+//! dataset = data_files::open_dataset(path, labels, &spec, n)      (errors: .diagnostic())
+//! (train, val) = dataset.split_validation(fraction, seed)          (optional)
+//! optimizer.set_lr(schedule.lr(base_lr, epoch))
+//! for batch in train.batches(&train.epoch_order(seed, epoch, shuffle), batch_size):
+//!     logits = forward(batch.images)          (the input of a final softmax, if any)
+//!     loss::cross_entropy_logits(logits, &batch.labels, n) → loss, ∂L/∂logits
+//!     grads  = backward(∂L/∂logits)           (trainable tensors only)
+//!     schedule::clip_grad_norm(grads, max_norm)                        (optional)
+//!     optimizer.step_tensor(name, params, grads) for each trainable tensor
+//! checkpoint::save_checkpoint(path, weights, Some(&optimizer), &progress)
+//! ```
+
+pub mod checkpoint;
+pub mod data;
+pub mod data_error;
+pub mod data_files;
+pub mod loss;
+pub mod optim;
+pub mod schedule;
