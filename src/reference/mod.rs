@@ -16,6 +16,8 @@
 //! through a [`Forward`] context. Each op's definition is its `reference_forward`, in its
 //! file under `graph/ops/`.
 
+pub mod backward;
+
 use crate::graph::{Graph, Literal, NodeId, Shape};
 use crate::runtime::{describe_layer, Dims, Weights, MAX_ELEMENTS};
 use cranelift_entity::{EntityRef, SecondaryMap};
@@ -240,6 +242,11 @@ pub struct Forward<'a> {
 }
 
 impl<'a> Forward<'a> {
+    /// The node's position in the graph, which seeds per-node randomness (dropout masks).
+    pub fn node_index(&self) -> usize {
+        self.id.index()
+    }
+
     /// The shape of the node's first input.
     pub fn input_shape(&self) -> Shape {
         self.graph.input_shape(self.id)

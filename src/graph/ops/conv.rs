@@ -423,3 +423,123 @@ fn conv(
     }
     y
 }
+
+impl super::gradient::GradRule for ConvAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Through a fused activation first (at the recomputed pre-activation); the skip tensor
+    /// of a residual conv gets that gradient unchanged. Then backward-data, a transposed
+    /// convolution (`dx` gathers every output tap that read a cell), backward-weights, a
+    /// correlation of `g` with `x` over batch × pixels, and `db = Σ g`.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let weight_shape = self.weight_shape(cx.input_shape().c);
+        let weight = cx.tensor("weight", &weight_shape, self.weights.as_ref())?;
+        let grad = match self.activation {
+            Some(act) => {
+                let bias = cx.bias(self.filters, self.bias, self.bias_values.as_ref())?;
+                let skip = if self.residual {
+                    Some(cx.arg(args, 1)?)
+                } else {
+                    None
+                };
+                let linear = ConvAttrs {
+                    activation: None,
+                    ..self.clone()
+                };
+                let pre = conv(x, &linear, &weight, bias.as_ref(), skip, cx.shape);
+                let mut g = grad.clone();
+                g.zip_mut_with(&pre, |g, &p| *g *= act.derivative(p));
+                g
+            }
+            None => grad.clone(),
+        };
+        let Ok(weight) = weight.view().into_dimensionality::<Ix4>() else {
+            return Err(cx.malformed("the weight is not 4-D"));
+        };
+        let (batch, in_h, in_w, in_c) = x.dim();
+        let (_, out_h, out_w, _) = grad.dim();
+        let [kh, kw] = self.kernel;
+        let groups = self.groups.max(1);
+        let channels_per_group = in_c / groups;
+        let filters_per_group = self.filters / groups;
+        let want_weight = wanted.params && self.weights.is_none();
+        let mut dx = Array4::<f64>::zeros(if wanted.inputs {
+            x.raw_dim()
+        } else {
+            ndarray::Dim([0, 0, 0, 0])
+        });
+        let mut dw = Array4::<f64>::zeros(if want_weight {
+            weight.raw_dim()
+        } else {
+            ndarray::Dim([0, 0, 0, 0])
+        });
+        for n in 0..batch {
+            for oy in 0..out_h {
+                for ky in 0..kh {
+                    let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize
+                        - self.pad.top as isize;
+                    if iy < 0 || iy >= in_h as isize {
+                        continue;
+                    }
+                    let iy = iy as usize;
+                    for ox in 0..out_w {
+                        for kx in 0..kw {
+                            let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize
+                                - self.pad.left as isize;
+                            if ix < 0 || ix >= in_w as isize {
+                                continue;
+                            }
+                            let ix = ix as usize;
+                            for f in 0..self.filters {
+                                let g = f64::from(grad[[n, oy, ox, f]]);
+                                let first_channel = f / filters_per_group * channels_per_group;
+                                for c in 0..channels_per_group {
+                                    if wanted.inputs {
+                                        dx[[n, iy, ix, first_channel + c]] +=
+                                            g * f64::from(weight[[f, c, ky, kx]]);
+                                    }
+                                    if want_weight {
+                                        dw[[f, c, ky, kx]] +=
+                                            g * f64::from(x[[n, iy, ix, first_channel + c]]);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut inputs = vec![wanted.inputs.then(|| dx.mapv(|v| v as f32))];
+        if self.residual {
+            inputs.push(wanted.inputs.then(|| grad.clone()));
+        }
+        let mut params = Vec::new();
+        if want_weight {
+            params.push(("weight", dw.mapv(|v| v as f32).into_dyn()));
+        }
+        if wanted.params && self.bias && self.bias_values.is_none() {
+            let mut db = ndarray::Array1::<f64>::zeros(self.filters);
+            for ((_, _, _, f), &g) in grad.indexed_iter() {
+                db[f] += f64::from(g);
+            }
+            params.push(("bias", db.mapv(|v| v as f32).into_dyn()));
+        }
+        Ok(super::gradient::Gradients { inputs, params })
+    }
+}

@@ -132,3 +132,75 @@ fn dense(
     }
     y
 }
+
+impl super::gradient::GradRule for DenseAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Through a fused activation first (at the recomputed pre-activation), then
+    /// `dx = g·W`, `dW = gᵀ·x` and `db = Σ g` over the batch. Literal weights are constants
+    /// and get no gradient.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let features = cx.input_shape().c;
+        let weight = cx.tensor("weight", &[self.units, features], self.weights.as_ref())?;
+        let bias = cx.bias(self.units, self.bias, self.bias_values.as_ref())?;
+        let batch = x.dim().0;
+        let grad = match self.activation {
+            Some(act) => {
+                let pre = dense(x, &weight, bias.as_ref(), None);
+                let mut g = grad.clone();
+                g.zip_mut_with(&pre, |g, &p| *g *= act.derivative(p));
+                g
+            }
+            None => grad.clone(),
+        };
+        let dx = wanted.inputs.then(|| {
+            let mut dx = Tensor::zeros(x.raw_dim());
+            for n in 0..batch {
+                for i in 0..features {
+                    let sum: f64 = (0..self.units)
+                        .map(|u| f64::from(grad[[n, 0, 0, u]]) * f64::from(weight[[u, i]]))
+                        .sum();
+                    dx[[n, 0, 0, i]] = sum as f32;
+                }
+            }
+            dx
+        });
+        let mut params = Vec::new();
+        if wanted.params && self.weights.is_none() {
+            let dw = ndarray::Array2::from_shape_fn((self.units, features), |(u, i)| {
+                (0..batch)
+                    .map(|n| f64::from(grad[[n, 0, 0, u]]) * f64::from(x[[n, 0, 0, i]]))
+                    .sum::<f64>() as f32
+            });
+            params.push(("weight", dw.into_dyn()));
+        }
+        if wanted.params && self.bias && self.bias_values.is_none() {
+            let db = ndarray::Array1::from_shape_fn(self.units, |u| {
+                (0..batch)
+                    .map(|n| f64::from(grad[[n, 0, 0, u]]))
+                    .sum::<f64>() as f32
+            });
+            params.push(("bias", db.into_dyn()));
+        }
+        Ok(super::gradient::Gradients {
+            inputs: vec![dx],
+            params,
+        })
+    }
+}
