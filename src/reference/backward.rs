@@ -142,7 +142,7 @@ pub fn backward(
     let live = live_nodes(graph, input_gradients);
     let mut grads: SecondaryMap<NodeId, Option<Tensor>> = SecondaryMap::new();
     grads[output_id] = Some(seed);
-    let mut params = Vec::new();
+    let mut params: Vec<Vec<(String, ArrayD<f32>)>> = Vec::new();
     let ids: Vec<NodeId> = graph.nodes.keys().collect();
     for &id in ids.iter().rev() {
         if !live[id] {
@@ -168,9 +168,12 @@ pub fn backward(
         let result = node.op.with_grad_rule(|rule| {
             rule.reference_backward(&cx, mode, &args, output, &grad, wanted)
         })?;
-        for (suffix, tensor) in result.params {
-            params.push((graph.tensor_name(id, suffix), tensor));
-        }
+        let named = result.params.into_iter();
+        params.push(
+            named
+                .map(|(suffix, t)| (graph.tensor_name(id, suffix), t))
+                .collect(),
+        );
         for (&input, input_grad) in node.inputs.iter().zip(result.inputs) {
             let Some(input_grad) = input_grad.filter(|_| live[input]) else {
                 continue;
@@ -185,7 +188,7 @@ pub fn backward(
         }
     }
     // Parameters in graph order, as the state dict lists them.
-    params.reverse();
+    let params: Vec<(String, ArrayD<f32>)> = params.into_iter().rev().flatten().collect();
     let mut input_grads = Vec::new();
     for (&id, given) in graph.inputs.iter().zip(inputs) {
         let grad = grads[id].take().filter(|_| input_gradients);
