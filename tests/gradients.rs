@@ -22,6 +22,7 @@ use cnnc::graph::{
     Shape,
 };
 use cnnc::reference::backward::{backward, forward_training, live_nodes, loss_gradients};
+use cnnc::reference::backward_plan::dump_backward_plan;
 use cnnc::runtime::Weights;
 use cnnc::source::Span;
 use ndarray::{ArrayD, IxDyn};
@@ -564,4 +565,16 @@ fn dropout_in_training_zeroes_about_p_and_scales_the_rest() {
     let zeros = y.iter().filter(|&&v| v == 0.0).count();
     assert!((2_300..2_700).contains(&zeros), "{zeros} zeros of 10,000");
     assert!(y.iter().all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backward plan (`cnnc emit grad`)
+
+/// `cnnc emit grad`'s plan for LeNet-5: every layer differentiated, the input not, the
+/// softmax folded into the loss. Read against `emit graph`: node ids and names agree.
+#[test]
+fn backward_plan_of_lenet5() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lenet5.cnn");
+    let graph = networks::graph_of(&std::fs::read_to_string(path).unwrap());
+    insta::assert_snapshot!(dump_backward_plan(&graph));
 }

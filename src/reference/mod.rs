@@ -17,6 +17,7 @@
 //! file under `graph/ops/`.
 
 pub mod backward;
+pub mod backward_plan;
 
 use crate::graph::{Graph, Literal, NodeId, Shape};
 use crate::runtime::{describe_layer, Dims, Weights, MAX_ELEMENTS};

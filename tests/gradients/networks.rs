@@ -9,7 +9,7 @@ const NETWORK: Tolerance = Tolerance {
     atol: 2e-3,
 };
 
-fn graph_of(source: &str) -> Graph {
+pub(super) fn graph_of(source: &str) -> Graph {
     let program = driver::load_source("test.cnn", source);
     let compilation = driver::compile(program, &Select::All);
     assert!(
@@ -132,4 +132,30 @@ fn one_sgd_step_decreases_the_loss_of_lenet5() {
     let after = loss_gradients(&graph, &stepped, &[x], &labels, TRAIN).unwrap();
     assert_eq!(before.backward.params.len(), 10);
     assert!(after.loss < before.loss, "{} → {}", before.loss, after.loss);
+}
+
+/// A frozen base is one "not differentiated" run.
+#[test]
+fn backward_plan_of_a_frozen_base() {
+    let source = "
+block base(x) {
+    return x -> conv1: conv(3, 3) -> relu -> conv2: conv(4, 3) -> relu
+}
+network transfer(image: 7x7x2) {
+    let y = image -> frozen base
+    return (y -> flatten -> head: dense(3)) -> softmax
+}
+";
+    let plan = dump_backward_plan(&graph_of(source));
+    assert!(plan.contains("not differentiated: n0–n5\n"), "{plan}");
+}
+
+/// The stem's relu feeds both the branch and the shortcut, so its gradient is a sum.
+#[test]
+fn backward_plan_sums_a_gradient_read_twice() {
+    let plan = dump_backward_plan(&graph_of(RESIDUAL));
+    assert!(
+        plan.contains("@relu (∂n2 sums 2 readers) → ∂n1\n"),
+        "{plan}"
+    );
 }
