@@ -578,3 +578,25 @@ fn backward_plan_of_lenet5() {
     let graph = networks::graph_of(&std::fs::read_to_string(path).unwrap());
     insta::assert_snapshot!(dump_backward_plan(&graph));
 }
+
+/// At the kinks the derivative is PyTorch's choice (`threshold_backward`, `hardtanh_backward`,
+/// `hardswish_backward`), which finite differences cannot see.
+#[test]
+fn activation_derivatives_at_the_kinks_are_pytorchs() {
+    let cases = [
+        (Activation::Relu, 0.0, 0.0),
+        (Activation::Relu6, 0.0, 0.0),
+        (Activation::Relu6, 6.0, 0.0),
+        (Activation::Relu6, 5.5, 1.0),
+        (Activation::Hardswish, -3.5, 0.0),
+        (Activation::Hardswish, -3.0, -0.5),
+        (Activation::Hardswish, 3.0, 1.5),
+        (Activation::Hardswish, 3.5, 1.0),
+        (Activation::Sigmoid, 0.0, 0.25),
+        (Activation::Swish, 0.0, 0.5),
+        (Activation::Tanh, 0.0, 1.0),
+    ];
+    for (activation, x, expected) in cases {
+        assert_eq!(activation.derivative(x), expected, "{activation:?} at {x}");
+    }
+}
