@@ -479,16 +479,19 @@ impl super::gradient::GradRule for ConvAttrs {
         let channels_per_group = in_c / groups;
         let filters_per_group = self.filters / groups;
         let want_weight = wanted.params && self.weights.is_none();
-        let mut dx = Array4::<f64>::zeros(if wanted.inputs {
-            x.raw_dim()
-        } else {
-            ndarray::Dim([0, 0, 0, 0])
-        });
-        let mut dw = Array4::<f64>::zeros(if want_weight {
-            weight.raw_dim()
-        } else {
-            ndarray::Dim([0, 0, 0, 0])
-        });
+        // As in the forward, filters as [filter][ky][kx][channel] and flat NHWC slices, so
+        // each tap is a loop over contiguous channels.
+        let taps = weight
+            .permuted_axes([0, 2, 3, 1])
+            .as_standard_layout()
+            .into_owned();
+        let taps = taps.as_slice().unwrap_or(&[]);
+        let x_std = x.as_standard_layout();
+        let xs = x_std.as_slice().unwrap_or(&[]);
+        let grad_std = grad.as_standard_layout();
+        let gs = grad_std.as_slice().unwrap_or(&[]);
+        let mut dx = vec![0.0f64; if wanted.inputs { xs.len() } else { 0 }];
+        let mut dw = vec![0.0f64; if want_weight { taps.len() } else { 0 }];
         for n in 0..batch {
             for oy in 0..out_h {
                 for ky in 0..kh {
@@ -497,26 +500,31 @@ impl super::gradient::GradRule for ConvAttrs {
                     if iy < 0 || iy >= in_h as isize {
                         continue;
                     }
-                    let iy = iy as usize;
                     for ox in 0..out_w {
+                        let out_pixel = ((n * out_h + oy) * out_w + ox) * self.filters;
                         for kx in 0..kw {
                             let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize
                                 - self.pad.left as isize;
                             if ix < 0 || ix >= in_w as isize {
                                 continue;
                             }
-                            let ix = ix as usize;
+                            let pixel = ((n * in_h + iy as usize) * in_w + ix as usize) * in_c;
                             for f in 0..self.filters {
-                                let g = f64::from(grad[[n, oy, ox, f]]);
-                                let first_channel = f / filters_per_group * channels_per_group;
-                                for c in 0..channels_per_group {
-                                    if wanted.inputs {
-                                        dx[[n, iy, ix, first_channel + c]] +=
-                                            g * f64::from(weight[[f, c, ky, kx]]);
+                                let g = f64::from(gs[out_pixel + f]);
+                                let first = pixel + f / filters_per_group * channels_per_group;
+                                let tap = ((f * kh + ky) * kw + kx) * channels_per_group;
+                                if wanted.inputs {
+                                    let ws = &taps[tap..][..channels_per_group];
+                                    let d = &mut dx[first..][..channels_per_group];
+                                    for (d, &w) in d.iter_mut().zip(ws) {
+                                        *d += g * f64::from(w);
                                     }
-                                    if want_weight {
-                                        dw[[f, c, ky, kx]] +=
-                                            g * f64::from(x[[n, iy, ix, first_channel + c]]);
+                                }
+                                if want_weight {
+                                    let x_cells = &xs[first..][..channels_per_group];
+                                    let d = &mut dw[tap..][..channels_per_group];
+                                    for (d, &v) in d.iter_mut().zip(x_cells) {
+                                        *d += g * f64::from(v);
                                     }
                                 }
                             }
@@ -525,13 +533,24 @@ impl super::gradient::GradRule for ConvAttrs {
                 }
             }
         }
-        let mut inputs = vec![wanted.inputs.then(|| dx.mapv(|v| v as f32))];
+        let dx = wanted.inputs.then(|| {
+            let values = dx.iter().map(|&v| v as f32).collect();
+            Array4::from_shape_vec(x.raw_dim(), values).unwrap_or_default()
+        });
+        let mut inputs = vec![dx];
         if self.residual {
             inputs.push(wanted.inputs.then(|| grad.clone()));
         }
         let mut params = Vec::new();
         if want_weight {
-            params.push(("weight", dw.mapv(|v| v as f32).into_dyn()));
+            let values = dw.iter().map(|&v| v as f32).collect();
+            let taps_shape = (self.filters, kh, kw, channels_per_group);
+            let dw = Array4::from_shape_vec(taps_shape, values).unwrap_or_default();
+            let dw = dw
+                .permuted_axes([0, 3, 1, 2])
+                .as_standard_layout()
+                .into_owned();
+            params.push(("weight", dw.into_dyn()));
         }
         if wanted.params && self.bias && self.bias_values.is_none() {
             let mut db = ndarray::Array1::<f64>::zeros(self.filters);

@@ -169,26 +169,42 @@ impl super::gradient::GradRule for DenseAttrs {
             }
             None => grad.clone(),
         };
+        // Flat row-major slices: x is batch × features, g batch × units, W units × features.
+        let weight = weight.as_standard_layout();
+        let ws = weight.as_slice().unwrap_or(&[]);
+        let x_std = x.as_standard_layout();
+        let xs = x_std.as_slice().unwrap_or(&[]);
+        let grad_std = grad.as_standard_layout();
+        let gs = grad_std.as_slice().unwrap_or(&[]);
         let dx = wanted.inputs.then(|| {
-            let mut dx = Tensor::zeros(x.raw_dim());
+            let mut dx = vec![0.0f64; batch * features];
             for n in 0..batch {
-                for i in 0..features {
-                    let sum: f64 = (0..self.units)
-                        .map(|u| f64::from(grad[[n, 0, 0, u]]) * f64::from(weight[[u, i]]))
-                        .sum();
-                    dx[[n, 0, 0, i]] = sum as f32;
+                let row = &mut dx[n * features..][..features];
+                for unit in 0..self.units {
+                    let g = f64::from(gs[n * self.units + unit]);
+                    for (d, &w) in row.iter_mut().zip(&ws[unit * features..][..features]) {
+                        *d += g * f64::from(w);
+                    }
                 }
             }
-            dx
+            let values = dx.iter().map(|&v| v as f32).collect();
+            Tensor::from_shape_vec(x.raw_dim(), values).unwrap_or_default()
         });
         let mut params = Vec::new();
         if wanted.params && self.weights.is_none() {
-            let dw = ndarray::Array2::from_shape_fn((self.units, features), |(u, i)| {
-                (0..batch)
-                    .map(|n| f64::from(grad[[n, 0, 0, u]]) * f64::from(x[[n, 0, 0, i]]))
-                    .sum::<f64>() as f32
-            });
-            params.push(("weight", dw.into_dyn()));
+            let mut dw = vec![0.0f64; self.units * features];
+            for n in 0..batch {
+                let row = &xs[n * features..][..features];
+                for unit in 0..self.units {
+                    let g = f64::from(gs[n * self.units + unit]);
+                    for (d, &v) in dw[unit * features..][..features].iter_mut().zip(row) {
+                        *d += g * f64::from(v);
+                    }
+                }
+            }
+            let values = dw.iter().map(|&v| v as f32).collect();
+            let dw = ndarray::Array2::from_shape_vec((self.units, features), values);
+            params.push(("weight", dw.unwrap_or_default().into_dyn()));
         }
         if wanted.params && self.bias && self.bias_values.is_none() {
             let db = ndarray::Array1::from_shape_fn(self.units, |u| {
