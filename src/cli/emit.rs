@@ -21,6 +21,9 @@ pub enum Stage {
     Loops,
     /// The Cranelift IR generated from the loop nests.
     Clif,
+    /// The reverse pass of training: one line per backward step, with the gradients it
+    /// produces.
+    Grad,
 }
 
 #[derive(clap::Args)]
@@ -63,7 +66,7 @@ pub fn run(args: &EmitArgs) -> u8 {
             }
             EXIT_OK
         }
-        Stage::Graph | Stage::Opt | Stage::Loops | Stage::Clif => {
+        Stage::Graph | Stage::Opt | Stage::Loops | Stage::Clif | Stage::Grad => {
             let Some(compilation) = compile_file(&args.file, &select(&args.net, Select::All))
             else {
                 return EXIT_ERRORS;
@@ -90,6 +93,7 @@ pub fn run(args: &EmitArgs) -> u8 {
                         };
                         crate::codegen::emit_clif(&g, &codegen_options).map_err(|e| e.to_string())
                     }),
+                    Stage::Grad => Ok(crate::reference::backward_plan::dump_backward_plan(graph)),
                     _ => Ok(graph.dump()),
                 };
                 match dump {

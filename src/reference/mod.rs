@@ -16,6 +16,9 @@
 //! through a [`Forward`] context. Each op's definition is its `reference_forward`, in its
 //! file under `graph/ops/`.
 
+pub mod backward;
+pub mod backward_plan;
+
 use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, Literal, NodeId, Shape};
 use crate::runtime::{describe_layer, Dims, Weights, MAX_ELEMENTS};
@@ -256,6 +259,11 @@ pub struct Forward<'a> {
 }
 
 impl<'a> Forward<'a> {
+    /// The node's position in the graph, which seeds per-node randomness (dropout masks).
+    pub fn node_index(&self) -> usize {
+        self.id.index()
+    }
+
     /// The shape of the node's first input.
     pub fn input_shape(&self) -> Shape {
         self.graph.input_shape(self.id)

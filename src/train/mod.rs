@@ -2,8 +2,9 @@
 //! learning-rate schedules and gradient clipping, losses and metrics, data sets, and
 //! checkpoints.
 //!
-//! The trainer (reverse-mode differentiation over the graph, `cnnc train`, `cnnc eval`) is
-//! built on these once every op carries its gradient rule. Everything here works on plain
+//! The trainer (`cnnc train`, `cnnc eval`) is built on these and on reverse-mode
+//! differentiation over the graph: each op's gradient rule (`graph::ops::gradient::GradRule`,
+//! in the op's file) driven by `reference::backward`. Everything here works on plain
 //! slices and arrays named by the tensors' full PyTorch names, so it is independent of the
 //! graph IR and can be tested against hand-computed values on its own. Semantics follow
 //! PyTorch throughout, so a recipe gives the numbers a user would get there.
@@ -16,9 +17,10 @@
 //! (train, val) = dataset.split_validation(fraction, seed)          (optional)
 //! optimizer.set_lr(schedule.lr(base_lr, epoch))
 //! for batch in train.batches(&train.epoch_order(seed, epoch, shuffle), batch_size):
-//!     logits = forward(batch.images)          (the input of a final softmax, if any)
-//!     loss::cross_entropy_logits(logits, &batch.labels, n) → loss, ∂L/∂logits
-//!     grads  = backward(∂L/∂logits)           (trainable tensors only)
+//!     reference::backward::loss_gradients(graph, weights, images, labels, mode)
+//!         = forward on the logits (the input of a final softmax, if any)
+//!         + loss::cross_entropy_logits(logits, labels, n) → loss, ∂L/∂logits
+//!         + the reverse pass → grads              (trainable tensors only)
 //!     schedule::clip_grad_norm(grads, max_norm)                        (optional)
 //!     optimizer.step_tensor(name, params, grads) for each trainable tensor
 //! checkpoint::save_checkpoint(path, weights, Some(&optimizer), &progress)

@@ -132,3 +132,54 @@ impl OpRule for Activation {
         Ok(cx.arg(args, 0)?.mapv(|x| self.apply(x)))
     }
 }
+
+impl Activation {
+    /// The derivative at `x`, with PyTorch's choice at the kinks (relu: 0 at 0; relu6: 0 at
+    /// 0 and 6; hardswish: `x/3 + 1/2` on [−3, 3]).
+    pub fn derivative(self, x: f32) -> f32 {
+        match self {
+            Activation::Relu => f32::from(u8::from(x > 0.0)),
+            Activation::Relu6 => f32::from(u8::from(x > 0.0 && x < 6.0)),
+            Activation::Sigmoid => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                s * (1.0 - s)
+            }
+            Activation::Swish => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                s + x * s * (1.0 - s)
+            }
+            Activation::Tanh => 1.0 - x.tanh() * x.tanh(),
+            Activation::Hardswish if x < -3.0 => 0.0,
+            Activation::Hardswish if x <= 3.0 => x / 3.0 + 0.5,
+            Activation::Hardswish => 1.0,
+        }
+    }
+}
+
+impl super::gradient::GradRule for Activation {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        Ok(super::gradient::one_input(wanted, || {
+            let mut dx = grad.clone();
+            dx.zip_mut_with(x, |g, &x| *g *= self.derivative(x));
+            dx
+        }))
+    }
+}

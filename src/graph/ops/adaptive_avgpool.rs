@@ -83,3 +83,48 @@ fn adaptive_avg_pool(x: &Tensor, out: [usize; 2]) -> Tensor {
     }
     y
 }
+
+impl super::gradient::GradRule for AdaptiveAvgPoolAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Each output cell's gradient spread evenly over its (possibly overlapping) window.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let (batch, h, w, channels) = x.dim();
+        let out = self.out;
+        let bounds = |i: usize, n: usize, out: usize| ((i * n) / out, ((i + 1) * n).div_ceil(out));
+        Ok(super::gradient::one_input(wanted, || {
+            let mut dx = Tensor::zeros(x.raw_dim());
+            for oy in 0..out[0] {
+                let (y0, y1) = bounds(oy, h, out[0]);
+                for ox in 0..out[1] {
+                    let (x0, x1) = bounds(ox, w, out[1]);
+                    let count = ((y1 - y0) * (x1 - x0)) as f64;
+                    for n in 0..batch {
+                        for c in 0..channels {
+                            let share = (f64::from(grad[[n, oy, ox, c]]) / count) as f32;
+                            dx.slice_mut(ndarray::s![n, y0..y1, x0..x1, c])
+                                .mapv_inplace(|v| v + share);
+                        }
+                    }
+                }
+            }
+            dx
+        }))
+    }
+}

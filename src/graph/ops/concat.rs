@@ -87,3 +87,38 @@ impl OpRule for ConcatAttrs {
         Ok(joined.as_standard_layout().into_owned())
     }
 }
+
+impl super::gradient::GradRule for ConcatAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Each input gets its own slice of the channels.
+    fn reference_backward(
+        &self,
+        _cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let mut first = 0;
+        let mut inputs = Vec::with_capacity(args.len());
+        for arg in args {
+            let channels = arg.dim().3;
+            let slice = grad.slice(ndarray::s![.., .., .., first..first + channels]);
+            inputs.push(wanted.inputs.then(|| slice.to_owned()));
+            first += channels;
+        }
+        Ok(super::gradient::Gradients {
+            inputs,
+            params: Vec::new(),
+        })
+    }
+}

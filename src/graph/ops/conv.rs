@@ -429,3 +429,142 @@ fn conv(
     }
     y
 }
+
+impl super::gradient::GradRule for ConvAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Through a fused activation first (at the recomputed pre-activation); the skip tensor
+    /// of a residual conv gets that gradient unchanged. Then backward-data, a transposed
+    /// convolution (`dx` gathers every output tap that read a cell), backward-weights, a
+    /// correlation of `g` with `x` over batch × pixels, and `db = Σ g`.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let weight_shape = self.weight_shape(cx.input_shape().c);
+        let weight = cx.tensor("weight", &weight_shape, self.weights.as_ref())?;
+        let grad = match self.activation {
+            Some(act) => {
+                let bias = cx.bias(self.filters, self.bias, self.bias_values.as_ref())?;
+                let skip = if self.residual {
+                    Some(cx.arg(args, 1)?)
+                } else {
+                    None
+                };
+                let linear = ConvAttrs {
+                    activation: None,
+                    ..self.clone()
+                };
+                let pre = conv(x, &linear, &weight, bias.as_ref(), skip, cx.shape);
+                let mut g = grad.clone();
+                g.zip_mut_with(&pre, |g, &p| *g *= act.derivative(p));
+                g
+            }
+            None => grad.clone(),
+        };
+        let Ok(weight) = weight.view().into_dimensionality::<Ix4>() else {
+            return Err(cx.malformed("the weight is not 4-D"));
+        };
+        let (batch, in_h, in_w, in_c) = x.dim();
+        let (_, out_h, out_w, _) = grad.dim();
+        let [kh, kw] = self.kernel;
+        let groups = self.groups.max(1);
+        let channels_per_group = in_c / groups;
+        let filters_per_group = self.filters / groups;
+        let want_weight = wanted.params && self.weights.is_none();
+        // As in the forward, filters as [filter][ky][kx][channel] and flat NHWC slices, so
+        // each tap is a loop over contiguous channels.
+        let taps = weight
+            .permuted_axes([0, 2, 3, 1])
+            .as_standard_layout()
+            .into_owned();
+        let taps = taps.as_slice().unwrap_or(&[]);
+        let x_std = x.as_standard_layout();
+        let xs = x_std.as_slice().unwrap_or(&[]);
+        let grad_std = grad.as_standard_layout();
+        let gs = grad_std.as_slice().unwrap_or(&[]);
+        let mut dx = vec![0.0f64; if wanted.inputs { xs.len() } else { 0 }];
+        let mut dw = vec![0.0f64; if want_weight { taps.len() } else { 0 }];
+        for n in 0..batch {
+            for oy in 0..out_h {
+                for ky in 0..kh {
+                    let iy = (oy * self.stride[0] + ky * self.dilation[0]) as isize
+                        - self.pad.top as isize;
+                    if iy < 0 || iy >= in_h as isize {
+                        continue;
+                    }
+                    for ox in 0..out_w {
+                        let out_pixel = ((n * out_h + oy) * out_w + ox) * self.filters;
+                        for kx in 0..kw {
+                            let ix = (ox * self.stride[1] + kx * self.dilation[1]) as isize
+                                - self.pad.left as isize;
+                            if ix < 0 || ix >= in_w as isize {
+                                continue;
+                            }
+                            let pixel = ((n * in_h + iy as usize) * in_w + ix as usize) * in_c;
+                            for f in 0..self.filters {
+                                let g = f64::from(gs[out_pixel + f]);
+                                let first = pixel + f / filters_per_group * channels_per_group;
+                                let tap = ((f * kh + ky) * kw + kx) * channels_per_group;
+                                if wanted.inputs {
+                                    let ws = &taps[tap..][..channels_per_group];
+                                    let d = &mut dx[first..][..channels_per_group];
+                                    for (d, &w) in d.iter_mut().zip(ws) {
+                                        *d += g * f64::from(w);
+                                    }
+                                }
+                                if want_weight {
+                                    let x_cells = &xs[first..][..channels_per_group];
+                                    let d = &mut dw[tap..][..channels_per_group];
+                                    for (d, &v) in d.iter_mut().zip(x_cells) {
+                                        *d += g * f64::from(v);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let dx = wanted.inputs.then(|| {
+            let values = dx.iter().map(|&v| v as f32).collect();
+            Array4::from_shape_vec(x.raw_dim(), values).unwrap_or_default()
+        });
+        let mut inputs = vec![dx];
+        if self.residual {
+            inputs.push(wanted.inputs.then(|| grad.clone()));
+        }
+        let mut params = Vec::new();
+        if want_weight {
+            let values = dw.iter().map(|&v| v as f32).collect();
+            let taps_shape = (self.filters, kh, kw, channels_per_group);
+            let dw = Array4::from_shape_vec(taps_shape, values).unwrap_or_default();
+            let dw = dw
+                .permuted_axes([0, 3, 1, 2])
+                .as_standard_layout()
+                .into_owned();
+            params.push(("weight", dw.into_dyn()));
+        }
+        if wanted.params && self.bias && self.bias_values.is_none() {
+            let mut db = ndarray::Array1::<f64>::zeros(self.filters);
+            for ((_, _, _, f), &g) in grad.indexed_iter() {
+                db[f] += f64::from(g);
+            }
+            params.push(("bias", db.mapv(|v| v as f32).into_dyn()));
+        }
+        Ok(super::gradient::Gradients { inputs, params })
+    }
+}

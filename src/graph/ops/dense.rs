@@ -132,3 +132,91 @@ fn dense(
     }
     y
 }
+
+impl super::gradient::GradRule for DenseAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Through a fused activation first (at the recomputed pre-activation), then
+    /// `dx = g·W`, `dW = gᵀ·x` and `db = Σ g` over the batch. Literal weights are constants
+    /// and get no gradient.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let features = cx.input_shape().c;
+        let weight = cx.tensor("weight", &[self.units, features], self.weights.as_ref())?;
+        let bias = cx.bias(self.units, self.bias, self.bias_values.as_ref())?;
+        let batch = x.dim().0;
+        let grad = match self.activation {
+            Some(act) => {
+                let pre = dense(x, &weight, bias.as_ref(), None);
+                let mut g = grad.clone();
+                g.zip_mut_with(&pre, |g, &p| *g *= act.derivative(p));
+                g
+            }
+            None => grad.clone(),
+        };
+        // Flat row-major slices: x is batch × features, g batch × units, W units × features.
+        let weight = weight.as_standard_layout();
+        let ws = weight.as_slice().unwrap_or(&[]);
+        let x_std = x.as_standard_layout();
+        let xs = x_std.as_slice().unwrap_or(&[]);
+        let grad_std = grad.as_standard_layout();
+        let gs = grad_std.as_slice().unwrap_or(&[]);
+        let dx = wanted.inputs.then(|| {
+            let mut dx = vec![0.0f64; batch * features];
+            for n in 0..batch {
+                let row = &mut dx[n * features..][..features];
+                for unit in 0..self.units {
+                    let g = f64::from(gs[n * self.units + unit]);
+                    for (d, &w) in row.iter_mut().zip(&ws[unit * features..][..features]) {
+                        *d += g * f64::from(w);
+                    }
+                }
+            }
+            let values = dx.iter().map(|&v| v as f32).collect();
+            Tensor::from_shape_vec(x.raw_dim(), values).unwrap_or_default()
+        });
+        let mut params = Vec::new();
+        if wanted.params && self.weights.is_none() {
+            let mut dw = vec![0.0f64; self.units * features];
+            for n in 0..batch {
+                let row = &xs[n * features..][..features];
+                for unit in 0..self.units {
+                    let g = f64::from(gs[n * self.units + unit]);
+                    for (d, &v) in dw[unit * features..][..features].iter_mut().zip(row) {
+                        *d += g * f64::from(v);
+                    }
+                }
+            }
+            let values = dw.iter().map(|&v| v as f32).collect();
+            let dw = ndarray::Array2::from_shape_vec((self.units, features), values);
+            params.push(("weight", dw.unwrap_or_default().into_dyn()));
+        }
+        if wanted.params && self.bias && self.bias_values.is_none() {
+            let db = ndarray::Array1::from_shape_fn(self.units, |u| {
+                (0..batch)
+                    .map(|n| f64::from(grad[[n, 0, 0, u]]))
+                    .sum::<f64>() as f32
+            });
+            params.push(("bias", db.into_dyn()));
+        }
+        Ok(super::gradient::Gradients {
+            inputs: vec![dx],
+            params,
+        })
+    }
+}

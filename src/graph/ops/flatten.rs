@@ -60,3 +60,35 @@ fn flatten(x: &Tensor) -> Tensor {
     }
     y
 }
+
+impl super::gradient::GradRule for FlattenAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// The inverse permutation of the forward's channel-major order.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let (_, h, w, _) = x.dim();
+        Ok(super::gradient::one_input(wanted, || {
+            let mut dx = Array4::<f32>::zeros(x.raw_dim());
+            for ((n, iy, ix, ch), value) in dx.indexed_iter_mut() {
+                *value = grad[[n, 0, 0, ch * h * w + iy * w + ix]];
+            }
+            dx
+        }))
+    }
+}

@@ -84,3 +84,58 @@ fn global_pool(x: &Tensor, kind: PoolKind) -> Tensor {
     }
     y
 }
+
+impl super::gradient::GradRule for GlobalPoolAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Average: the gradient spread evenly over the plane. Max: all of it to the first
+    /// maximum in row-major order, as PyTorch routes it.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let (batch, h, w, channels) = x.dim();
+        Ok(super::gradient::one_input(wanted, || {
+            let mut dx = Tensor::zeros(x.raw_dim());
+            for n in 0..batch {
+                for c in 0..channels {
+                    let g = grad[[n, 0, 0, c]];
+                    match self.kind {
+                        PoolKind::Avg => {
+                            let share = (f64::from(g) / (h * w) as f64) as f32;
+                            dx.slice_mut(ndarray::s![n, .., .., c]).fill(share);
+                        }
+                        PoolKind::Max => {
+                            let mut best: Option<(usize, usize, f32)> = None;
+                            for iy in 0..h {
+                                for ix in 0..w {
+                                    let v = x[[n, iy, ix, c]];
+                                    if best.is_none_or(|(_, _, b)| v > b) {
+                                        best = Some((iy, ix, v));
+                                    }
+                                }
+                            }
+                            if let Some((iy, ix, _)) = best {
+                                dx[[n, iy, ix, c]] += g;
+                            }
+                        }
+                    }
+                }
+            }
+            dx
+        }))
+    }
+}

@@ -47,3 +47,26 @@ impl OpRule for IdentityAttrs {
         Ok(cx.arg(args, 0)?.clone())
     }
 }
+
+impl super::gradient::GradRule for IdentityAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    fn reference_backward(
+        &self,
+        _cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        _args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        Ok(super::gradient::pass_through(1, grad, wanted))
+    }
+}

@@ -55,3 +55,27 @@ impl OpRule for InputAttrs<'_> {
             .map_err(|e| cx.malformed(&e.to_string()))
     }
 }
+
+impl super::gradient::GradRule for InputAttrs<'_> {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// An input has no inputs and no parameters; the driver reads its gradient directly.
+    fn reference_backward(
+        &self,
+        _cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        _args: &[&Tensor],
+        _output: &Tensor,
+        _grad: &Tensor,
+        _wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        Ok(super::gradient::Gradients::default())
+    }
+}

@@ -25,6 +25,7 @@ mod dense;
 mod dropout;
 mod flatten;
 mod global_pool;
+pub mod gradient;
 mod identity;
 mod input;
 mod literal;

@@ -69,3 +69,45 @@ impl OpRule for MulAttrs {
         Ok(a * b)
     }
 }
+
+impl super::gradient::GradRule for MulAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// `da = g·b`, `db = g·a`, each summed back over the H×W it was broadcast across.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let (a, b) = (cx.arg(args, 0)?, cx.arg(args, 1)?);
+        let reduce_to = |full: Tensor, like: &Tensor| -> Tensor {
+            if full.dim() == like.dim() {
+                return full;
+            }
+            // `like` is the 1×1×C gate: sum over the pixels it was broadcast over.
+            let mut sum = Tensor::zeros(like.raw_dim());
+            for ((n, _, _, c), &value) in full.indexed_iter() {
+                sum[[n, 0, 0, c]] += value;
+            }
+            sum
+        };
+        Ok(super::gradient::Gradients {
+            inputs: vec![
+                wanted.inputs.then(|| reduce_to(grad * b, a)),
+                wanted.inputs.then(|| reduce_to(grad * a, b)),
+            ],
+            params: Vec::new(),
+        })
+    }
+}

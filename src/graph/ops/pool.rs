@@ -250,3 +250,96 @@ fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
     }
     y
 }
+
+impl super::gradient::GradRule for PoolAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// Max: each window's gradient to its first maximum in row-major order (PyTorch's
+    /// choice on ties). Avg: spread over the window's real cells, divided by the forward's
+    /// divisor (which counts padding cells when `count_include_pad`).
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        Ok(super::gradient::one_input(wanted, || {
+            pool_backward(x, self, grad)
+        }))
+    }
+}
+
+fn pool_backward(x: &Tensor, attrs: &PoolAttrs, grad: &Tensor) -> Tensor {
+    let (batch, in_h, in_w, channels) = x.dim();
+    let (_, out_h, out_w, _) = grad.dim();
+    let pad = attrs.pad;
+    let mut dx = Array4::<f32>::zeros(x.raw_dim());
+    for oy in 0..out_h {
+        let (rows, y0, y1) = window_cells(
+            oy,
+            attrs.stride[0],
+            attrs.kernel[0],
+            pad.top,
+            pad.bottom,
+            in_h,
+        );
+        for ox in 0..out_w {
+            let (cols, x0, x1) = window_cells(
+                ox,
+                attrs.stride[1],
+                attrs.kernel[1],
+                pad.left,
+                pad.right,
+                in_w,
+            );
+            let real_cells = (y1 - y0) * (x1 - x0);
+            let divisor = if attrs.count_include_pad {
+                rows * cols
+            } else {
+                real_cells
+            };
+            for n in 0..batch {
+                for c in 0..channels {
+                    let g = grad[[n, oy, ox, c]];
+                    match attrs.kind {
+                        PoolKind::Max => {
+                            let mut best: Option<(usize, usize, f32)> = None;
+                            for iy in y0..y1 {
+                                for ix in x0..x1 {
+                                    let v = x[[n, iy, ix, c]];
+                                    if best.is_none_or(|(_, _, b)| v > b) {
+                                        best = Some((iy, ix, v));
+                                    }
+                                }
+                            }
+                            if let Some((iy, ix, _)) = best {
+                                dx[[n, iy, ix, c]] += g;
+                            }
+                        }
+                        PoolKind::Avg if divisor == 0 => {}
+                        PoolKind::Avg => {
+                            let share = (f64::from(g) / divisor as f64) as f32;
+                            for iy in y0..y1 {
+                                for ix in x0..x1 {
+                                    dx[[n, iy, ix, c]] += share;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    dx
+}

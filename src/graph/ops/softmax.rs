@@ -63,3 +63,40 @@ fn softmax(x: &Tensor) -> Tensor {
     }
     y
 }
+
+impl super::gradient::GradRule for SoftmaxAttrs {
+    fn training_forward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
+
+    /// `dx = y ⊙ (g − Σ g·y)` over each pixel's channels.
+    fn reference_backward(
+        &self,
+        _cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        _args: &[&Tensor],
+        output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        Ok(super::gradient::one_input(wanted, || {
+            let mut dx = grad.clone();
+            for (mut d, y) in dx.lanes_mut(Axis(3)).into_iter().zip(output.lanes(Axis(3))) {
+                let dot: f64 = d
+                    .iter()
+                    .zip(y.iter())
+                    .map(|(&g, &y)| f64::from(g) * f64::from(y))
+                    .sum();
+                for (d, &y) in d.iter_mut().zip(y.iter()) {
+                    *d = (f64::from(y) * (f64::from(*d) - dot)) as f32;
+                }
+            }
+            dx
+        }))
+    }
+}
