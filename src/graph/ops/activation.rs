@@ -157,15 +157,6 @@ impl Activation {
 }
 
 impl super::gradient::GradRule for Activation {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     fn reference_backward(
         &self,
         cx: &Forward,

@@ -85,15 +85,6 @@ fn adaptive_avg_pool(x: &Tensor, out: [usize; 2]) -> Tensor {
 }
 
 impl super::gradient::GradRule for AdaptiveAvgPoolAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// Each output cell's gradient spread evenly over its (possibly overlapping) window.
     fn reference_backward(
         &self,

@@ -58,15 +58,6 @@ impl OpRule for AddAttrs {
 }
 
 impl super::gradient::GradRule for AddAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     fn reference_backward(
         &self,
         _cx: &Forward,

@@ -89,15 +89,6 @@ impl OpRule for ConcatAttrs {
 }
 
 impl super::gradient::GradRule for ConcatAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// Each input gets its own slice of the channels.
     fn reference_backward(
         &self,

@@ -431,15 +431,6 @@ fn conv(
 }
 
 impl super::gradient::GradRule for ConvAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// Through a fused activation first (at the recomputed pre-activation); the skip tensor
     /// of a residual conv gets that gradient unchanged. Then backward-data, a transposed
     /// convolution (`dx` gathers every output tap that read a cell), backward-weights, a

@@ -134,15 +134,6 @@ fn dense(
 }
 
 impl super::gradient::GradRule for DenseAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// Through a fused activation first (at the recomputed pre-activation), then
     /// `dx = g·W`, `dW = gᵀ·x` and `db = Σ g` over the batch. Literal weights are constants
     /// and get no gradient.

@@ -62,15 +62,6 @@ fn flatten(x: &Tensor) -> Tensor {
 }
 
 impl super::gradient::GradRule for FlattenAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// The inverse permutation of the forward's channel-major order.
     fn reference_backward(
         &self,

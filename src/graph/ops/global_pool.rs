@@ -86,15 +86,6 @@ fn global_pool(x: &Tensor, kind: PoolKind) -> Tensor {
 }
 
 impl super::gradient::GradRule for GlobalPoolAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// Average: the gradient spread evenly over the plane. Max: all of it to the first
     /// maximum in row-major order, as PyTorch routes it.
     fn reference_backward(

@@ -41,14 +41,17 @@ pub struct Gradients {
 
 /// The training side of an op.
 pub trait GradRule: OpRule {
-    /// The forward in `mode`; identical to the reference forward but for batch norm (batch
-    /// statistics) and dropout (an inverted-dropout mask) in training.
+    /// The forward in `mode`. It is the reference forward for every op whose training
+    /// behaviour is its inference behaviour; batch norm (batch statistics) and dropout (an
+    /// inverted-dropout mask) override it.
     fn training_forward(
         &self,
         cx: &Forward,
-        mode: TrainingMode,
+        _mode: TrainingMode,
         args: &[&Tensor],
-    ) -> Result<Tensor, RunError>;
+    ) -> Result<Tensor, RunError> {
+        self.reference_forward(cx, args)
+    }
 
     /// The gradients of the loss with respect to the inputs and parameters, given `output`
     /// (the training forward's result) and `grad`, the gradient with respect to it.

@@ -49,15 +49,6 @@ impl OpRule for IdentityAttrs {
 }
 
 impl super::gradient::GradRule for IdentityAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     fn reference_backward(
         &self,
         _cx: &Forward,

@@ -57,15 +57,6 @@ impl OpRule for InputAttrs<'_> {
 }
 
 impl super::gradient::GradRule for InputAttrs<'_> {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// An input has no inputs and no parameters; the driver reads its gradient directly.
     fn reference_backward(
         &self,

@@ -71,15 +71,6 @@ impl OpRule for MulAttrs {
 }
 
 impl super::gradient::GradRule for MulAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// `da = g·b`, `db = g·a`, each summed back over the H×W it was broadcast across.
     fn reference_backward(
         &self,

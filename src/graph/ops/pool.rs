@@ -252,15 +252,6 @@ fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
 }
 
 impl super::gradient::GradRule for PoolAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// Max: each window's gradient to its first maximum in row-major order (PyTorch's
     /// choice on ties). Avg: spread over the window's real cells, divided by the forward's
     /// divisor (which counts padding cells when `count_include_pad`).

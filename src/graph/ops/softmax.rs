@@ -65,15 +65,6 @@ fn softmax(x: &Tensor) -> Tensor {
 }
 
 impl super::gradient::GradRule for SoftmaxAttrs {
-    fn training_forward(
-        &self,
-        cx: &Forward,
-        _mode: super::gradient::TrainingMode,
-        args: &[&Tensor],
-    ) -> Result<Tensor, RunError> {
-        self.reference_forward(cx, args)
-    }
-
     /// `dx = y ⊙ (g − Σ g·y)` over each pixel's channels.
     fn reference_backward(
         &self,
