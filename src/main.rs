@@ -29,6 +29,10 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Write a network and its weights as an ONNX model.
     Export(cli::export::ExportArgs),
+    /// Train a network on labelled images (reference engine), with its declared recipe.
+    Train(Box<cli::train::TrainArgs>),
+    /// Accuracy, loss and confusion matrix of trained weights on labelled images.
+    Eval(cli::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,8 @@ fn main() -> ExitCode {
         Command::Graph(args) => cli::graph::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
         Command::Export(args) => cli::export::run(&args),
+        Command::Train(args) => cli::train::run(&args),
+        Command::Eval(args) => cli::eval::run(&args),
     };
     ExitCode::from(code)
 }

@@ -5,11 +5,13 @@ pub mod bench;
 pub mod check;
 pub mod emit;
 pub mod engine;
+pub mod eval;
 pub mod export;
 pub mod graph;
 pub mod json;
 pub mod run;
 pub mod summary;
+pub mod train;
 pub mod weights;
 
 use crate::diag;

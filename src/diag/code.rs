@@ -37,6 +37,7 @@ const CLI_RUN: &str = "tests/cli_run.rs";
 const DIAGNOSTICS: &str = "tests/diagnostics.rs";
 const TRAIN_DATA: &str = "tests/train_data.rs";
 const EXPORT_ONNX: &str = "tests/export_onnx.rs";
+const CLI_TRAIN: &str = "tests/cli_train.rs";
 
 /// Defines [`Code`] and its tables from one row per code, so that a code cannot exist without
 /// its text, its title and its fixture, and [`Code::ALL`] cannot miss one.
@@ -156,6 +157,8 @@ codes! {
     Data = "data", "training data that does not fit the network (size, channels, labels, classes)", case(TRAIN_DATA, "empty_folder");
     Export = "export", "a network cannot be exported (file unwritable, model too large)", case(EXPORT_ONNX, "unwritable_path_is_a_diagnostic");
     Checkpoint = "checkpoint", "a checkpoint that cannot be read, written or resumed", case(TRAIN_DATA, "checkpoint_that_is_not_safetensors");
+    Recipe = "recipe", "a training recipe setting that is unknown, out of range or for another optimizer", program("examples/bad/recipe_unknown_optimizer.cnn");
+    Diverged = "diverged", "training stopped: the loss or the gradients became NaN or infinite", case(CLI_TRAIN, "divergence_names_the_step");
 }
 
 impl fmt::Display for Code {

@@ -27,6 +27,7 @@ pub(super) static BUILTINS: &[&str] = &[
     "width",
     "preprocess",
     "labels",
+    "train",
 ];
 
 pub fn is_builtin(name: &str) -> bool {
@@ -42,6 +43,19 @@ impl Expander<'_> {
         match name {
             "preprocess" => return self.preprocess(callee, args),
             "labels" => return self.labels(callee, args),
+            // Reached only as a pipeline stage: a statement `train(...)` is read from its syntax.
+            "train" => {
+                self.error(
+                    Diagnostic::error(
+                        Code::Recipe,
+                        callee.span,
+                        "`train(...)` declares the network's training recipe; it is not a layer",
+                    )
+                    .with_label("used as a stage")
+                    .with_help("write it as a statement of its own, beside `preprocess(...)`"),
+                );
+                return Value::Poison;
+            }
             _ => {}
         }
         if let Some(arg) = args

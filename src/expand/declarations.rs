@@ -1,5 +1,5 @@
 //! Declarations a network makes about its use rather than its layers: `preprocess(...)` and
-//! `labels("...")`.
+//! `labels("...")` (the training recipe, `train(...)`, is in `recipe.rs`).
 
 use super::eval::EvalArg;
 use super::value::Value;
@@ -11,7 +11,7 @@ use crate::syntax::ast::Ident;
 impl Expander<'_> {
     /// Whether a declaration applies here: it does in the network being expanded, it is
     /// ignored in a network used as a stage, and it is an error in a block.
-    fn declaration_allowed(&mut self, callee: &Ident) -> bool {
+    pub(super) fn declaration_allowed(&mut self, callee: &Ident) -> bool {
         match self.calls.last() {
             None => return true,
             Some(call) if call.is_network => return false,
@@ -43,6 +43,12 @@ impl Expander<'_> {
                 continue;
             };
             match keyword.name.as_str() {
+                "pad" => {
+                    let value = arg.value.clone();
+                    if let Some(n) = self.int_to_usize(&arg, &value, "pad", 0) {
+                        pre.pad = n;
+                    }
+                }
                 "resize" | "crop" => {
                     let value = arg.value.clone();
                     if let Some(n) = self.int_to_usize(&arg, &value, &keyword.name, 1) {
@@ -78,7 +84,7 @@ impl Expander<'_> {
                     )
                     .with_label("unknown argument");
                     if let Some(s) =
-                        super::suggest::closest(other, ["resize", "crop", "mean", "std"])
+                        super::suggest::closest(other, ["resize", "crop", "mean", "std", "pad"])
                     {
                         diagnostic = diagnostic.with_help(format!("did you mean `{s}`?"));
                     }

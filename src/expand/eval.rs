@@ -50,6 +50,10 @@ impl Expander<'_> {
                     }
                 }
             }
+            // The recipe's optimizer, schedule and loss are names, not values: read as written.
+            ExprKind::Call { callee, args } if callee.name == "train" => {
+                self.train_recipe(callee, args)
+            }
             ExprKind::Call { callee, args } => {
                 let args = self.eval_args(args);
                 self.call(callee, args, None, Naming::Auto, expr.span)

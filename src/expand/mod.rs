@@ -12,6 +12,7 @@ mod catalogue;
 mod converters;
 mod declarations;
 mod eval;
+mod recipe;
 mod stage;
 mod suggest;
 mod value;

@@ -86,6 +86,10 @@ pub struct Preprocess {
     pub crop: Option<usize>,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// Black pixels added on each side of an image of the data set before it is normalized
+    /// (`pad: 2` feeds 28×28 digits to a 32×32 input); images given to `cnnc run` are
+    /// already the input's size.
+    pub pad: usize,
 }
 
 /// Declarations a network makes about its use rather than its layers.
@@ -98,6 +102,8 @@ pub struct NetworkMeta {
     pub labels_span: Option<Span>,
     /// The class names, one per output, once the labels file has been read.
     pub labels: Vec<String>,
+    /// The training recipe declared by `train(...)`.
+    pub train: Option<crate::train::recipe::Recipe>,
 }
 
 /// A network: its nodes in insertion (= topological) order, its inputs and its output.

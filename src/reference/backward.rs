@@ -28,12 +28,44 @@ pub struct Backward {
     pub params: Vec<(String, ArrayD<f32>)>,
     /// `∂L/∂input` per network input, when asked for (same layout as the input given).
     pub inputs: Vec<Option<ArrayD<f32>>>,
+    /// The batch norms' batch statistics, for the running-statistics update.
+    pub batch_norm_stats: Vec<BatchNormStats>,
 }
 
 /// The activations of a training forward, kept for the backward.
 pub struct Activations {
     pub values: SecondaryMap<NodeId, Option<Tensor>>,
     pub batch: usize,
+    /// The batch statistics of every batch norm that normalized with them, in graph order.
+    pub batch_norm_stats: Vec<BatchNormStats>,
+}
+
+/// What one batch norm saw in a training step: PyTorch updates its running statistics from
+/// these (`running ← (1 − momentum)·running + momentum·batch`, with the unbiased variance).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormStats {
+    /// The full names of the layer's running statistics (`layer1.0.bn1.running_mean`, …).
+    pub running_mean: String,
+    pub running_var: String,
+    pub mean: Vec<f64>,
+    /// The biased variance (÷ M) the forward normalized with.
+    pub var: Vec<f64>,
+    /// M: the values per channel (batch × height × width).
+    pub count: usize,
+}
+
+/// The mode one node runs in: a frozen layer runs as at inference (its batch norms use and
+/// keep their running statistics, as Keras' `trainable = False` does), so a frozen base is a
+/// fixed function and its tensors stay bit-identical.
+pub fn node_mode(graph: &Graph, id: NodeId, mode: TrainingMode) -> TrainingMode {
+    if graph.nodes[id].frozen {
+        TrainingMode {
+            training: false,
+            ..mode
+        }
+    } else {
+        mode
+    }
 }
 
 /// Runs the forward in `mode`, keeping every node's value.
@@ -45,9 +77,21 @@ pub fn forward_training(
 ) -> Result<Activations, RunError> {
     let batch = check_inputs(graph, inputs)?;
     let mut values: SecondaryMap<NodeId, Option<Tensor>> = SecondaryMap::new();
+    let mut batch_norm_stats = Vec::new();
     for (id, node) in graph.nodes.iter() {
         let args = arguments(&values, id, &node.inputs)?;
         let cx = context(graph, weights, id, inputs, batch);
+        let mode = node_mode(graph, id, mode);
+        if let (Op::BatchNorm { .. }, true, Some(x)) = (&node.op, mode.training, args.first()) {
+            let (mean, var) = crate::graph::ops::batch_statistics(x);
+            batch_norm_stats.push(BatchNormStats {
+                running_mean: graph.tensor_name(id, "running_mean"),
+                running_var: graph.tensor_name(id, "running_var"),
+                mean,
+                var,
+                count: x.len() / x.dim().3.max(1),
+            });
+        }
         let value = node
             .op
             .with_grad_rule(|rule| rule.training_forward(&cx, mode, &args))?;
@@ -57,7 +101,11 @@ pub fn forward_training(
         }
         values[id] = Some(value);
     }
-    Ok(Activations { values, batch })
+    Ok(Activations {
+        values,
+        batch,
+        batch_norm_stats,
+    })
 }
 
 fn context<'a>(
@@ -165,6 +213,7 @@ pub fn backward(
         let output = values[id]
             .as_ref()
             .ok_or_else(|| RunError::Malformed(format!("{id} is not computed")))?;
+        let mode = node_mode(graph, id, mode);
         let result = node.op.with_grad_rule(|rule| {
             rule.reference_backward(&cx, mode, &args, output, &grad, wanted)
         })?;
@@ -202,6 +251,7 @@ pub fn backward(
         output: output_flat,
         params,
         inputs: input_grads,
+        batch_norm_stats: activations.batch_norm_stats,
     })
 }
 

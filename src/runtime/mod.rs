@@ -15,7 +15,7 @@
 mod input;
 mod npy;
 pub(crate) mod rng;
-mod safetensors_io;
+pub(crate) mod safetensors_io;
 mod weights;
 
 pub use input::{input_name, load_input, preprocess_image, synthetic_input, InputError};

@@ -110,6 +110,39 @@ fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(values)
 }
 
+/// Why `bytes` are not a safetensors file at all, as opposed to a damaged one: a safetensors
+/// file opens with the header's length (8 bytes, little-endian) and the header, a JSON object.
+/// `None` when the bytes open that way.
+pub(crate) fn not_safetensors(bytes: &[u8]) -> Option<String> {
+    let looks_like_text = |b: &[u8]| {
+        let head = &b[..b.len().min(64)];
+        !head.is_empty()
+            && head
+                .iter()
+                .all(|&c| c == b'\n' || c == b'\r' || c == b'\t' || (0x20..0x7f).contains(&c))
+    };
+    if bytes.len() < 10 {
+        return Some(format!(
+            "it holds {} bytes, fewer than the smallest safetensors file",
+            bytes.len()
+        ));
+    }
+    let mut length = [0u8; 8];
+    length.copy_from_slice(&bytes[..8]);
+    let header_len = u64::from_le_bytes(length);
+    if header_len <= (bytes.len() - 8) as u64 && bytes[8] == b'{' {
+        return None;
+    }
+    Some(if looks_like_text(bytes) {
+        "it is a text file (a safetensors file opens with an 8-byte header length and a JSON \
+         header)"
+            .to_string()
+    } else {
+        "it does not open with a safetensors header (an 8-byte length, then a JSON object)"
+            .to_string()
+    })
+}
+
 /// PyTorch's batch norm keeps an integer step counter in its `state_dict`; it plays no part
 /// in inference, so a file exported from torchvision may carry it without complaint.
 fn is_ignored(name: &str) -> bool {
@@ -143,6 +176,13 @@ impl Weights {
         graph: &Graph,
         options: &LoadOptions,
     ) -> Result<Loaded, WeightsErrors> {
+        if let Some(what) = not_safetensors(bytes) {
+            return Err(WeightsError::NotSafetensors {
+                path: path.to_path_buf(),
+                what,
+            }
+            .into());
+        }
         let file = SafeTensors::deserialize(bytes).map_err(|error| WeightsError::Corrupt {
             path: path.to_path_buf(),
             reason: error.to_string(),

@@ -28,6 +28,8 @@ pub enum WeightsError {
     Unwritable { path: PathBuf, source: io::Error },
     #[error("`{}` is not a valid safetensors file: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("`{}` is not a safetensors file: {what}", path.display())]
+    NotSafetensors { path: PathBuf, what: String },
     #[error("the weights file has no tensor `{name}`, which {layer} needs ({expected})")]
     Missing {
         name: String,
@@ -96,7 +98,9 @@ impl WeightsError {
             WeightsError::TooLarge { .. } => {
                 Diagnostic::global(Code::WeightsTooLarge, self.to_string())
             }
-            WeightsError::Unreadable { .. } | WeightsError::Unwritable { .. } => {
+            WeightsError::Unreadable { .. }
+            | WeightsError::Unwritable { .. }
+            | WeightsError::NotSafetensors { .. } => {
                 Diagnostic::global(Code::WeightsFile, self.to_string())
             }
             WeightsError::Corrupt { .. } => Diagnostic::global(Code::WeightsFile, self.to_string())

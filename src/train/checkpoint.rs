@@ -66,6 +66,8 @@ pub enum CheckpointError {
     Unwritable { path: PathBuf, source: io::Error },
     #[error("`{}` is not a valid checkpoint: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
+    #[error("`{}` is not a safetensors file: {what}", path.display())]
+    NotSafetensors { path: PathBuf, what: String },
     #[error("the checkpoint `{}` holds {found} optimizer state, but training uses {expected}", path.display())]
     OptimizerMismatch {
         path: PathBuf,
@@ -268,6 +270,12 @@ pub fn checkpoint_from_bytes(bytes: &[u8], path: &Path) -> Result<Checkpoint, Ch
         path: path.to_path_buf(),
         reason,
     };
+    if let Some(what) = crate::runtime::safetensors_io::not_safetensors(bytes) {
+        return Err(CheckpointError::NotSafetensors {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
     let file = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
     let metadata = header.metadata().clone().unwrap_or_default();

@@ -236,7 +236,13 @@ fn resuming_with_another_optimizer_is_an_error() {
 fn broken_files_are_errors() {
     let path = Path::new("bad.safetensors");
     let error = checkpoint_from_bytes(b"not a checkpoint", path).unwrap_err();
-    assert!(matches!(error, CheckpointError::Corrupt { .. }), "{error}");
+    assert!(
+        matches!(error, CheckpointError::NotSafetensors { .. }),
+        "{error}"
+    );
+    assert!(error
+        .to_string()
+        .contains("is not a safetensors file: it is a text file"));
     // Adam state without its step count.
     let (weights, optimizer) = trained_adam();
     let bytes = checkpoint_bytes(&weights, Some(&optimizer), &Progress::default());

@@ -201,8 +201,8 @@ fn size_help(found: &Dims, expected: &Shape, pad: usize) -> Option<String> {
         let needed = gap_h / 2;
         if needed != pad {
             return Some(format!(
-                "a padding of {needed} on each side makes {h}×{w} images {}×{}: use the `pad` \
-                 option with {needed}",
+                "a padding of {needed} on each side makes {h}×{w} images {}×{}: declare \
+                 `preprocess(pad: {needed})` in the network",
                 expected.h, expected.w
             ));
         }

@@ -32,4 +32,6 @@ pub mod data_error;
 pub mod data_files;
 pub mod loss;
 pub mod optim;
+pub mod recipe;
 pub mod schedule;
+pub mod trainer;

@@ -312,7 +312,8 @@ fn truncated_and_garbage_weight_files_are_errors_never_panics() {
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     let err = Weights::from_safetensors_bytes(&noise, "w".as_ref(), &graph, &options).unwrap_err();
-    assert!(matches!(err.errors[0], WeightsError::Corrupt { .. }));
+    // Noise does not open as a safetensors file does: not a damaged file, not one at all.
+    assert!(matches!(err.errors[0], WeightsError::NotSafetensors { .. }));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,6 +438,7 @@ fn imagenet() -> Preprocess {
         crop: Some(28),
         mean: vec![0.485, 0.456, 0.406],
         std: vec![0.229, 0.224, 0.225],
+        pad: 0,
     }
 }
 

@@ -93,8 +93,8 @@ fn batch_norm(
 }
 
 /// Per-channel mean and biased variance over batch × pixels, in f64, as PyTorch's training
-/// mode normalizes with.
-fn batch_statistics(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
+/// mode normalizes with. The trainer's running-statistics update reads them too.
+pub(crate) fn batch_statistics(x: &Tensor) -> (Vec<f64>, Vec<f64>) {
     let channels = x.dim().3;
     let count = (x.len() / channels.max(1)) as f64;
     let mut mean = vec![0.0f64; channels];

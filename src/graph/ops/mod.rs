@@ -38,6 +38,7 @@ mod softmax;
 pub use activation::Activation;
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
 pub use add::AddAttrs;
+pub(crate) use batchnorm::batch_statistics;
 pub use batchnorm::BatchNormAttrs;
 pub use concat::ConcatAttrs;
 pub use conv::ConvAttrs;
