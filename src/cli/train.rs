@@ -207,14 +207,14 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
     let mut on_batch = |p: &BatchProgress| {
         if live {
             eprint!(
-                "\r\x1b[2Kepoch {}/{}  batch {}/{}  loss {:.4}  accuracy {:.2}%  {:.0} images/s",
+                "\r\x1b[2Kepoch {}/{}  batch {}/{}  loss {:.4}  accuracy {:.2}%  {} images/s",
                 p.epoch,
                 p.epochs,
                 p.batch,
                 p.n_batches,
                 p.loss,
                 100.0 * p.accuracy,
-                p.images_per_second
+                rate(p.images_per_second)
             );
             let _ = std::io::stderr().flush();
         }
@@ -432,6 +432,16 @@ fn describe_schedule(schedule: &crate::train::schedule::Schedule) -> String {
     }
 }
 
+/// Images per second: whole numbers, with a decimal below 10 (a ResNet on the reference
+/// engine trains at under one image a second).
+fn rate(per_second: f64) -> String {
+    if per_second < 10.0 {
+        format!("{per_second:.1}")
+    } else {
+        format!("{per_second:.0}")
+    }
+}
+
 fn epoch_line(r: &EpochReport) -> String {
     let mut line = format!(
         "epoch {}/{}  loss {:.4}  accuracy {:.2}%",
@@ -448,8 +458,8 @@ fn epoch_line(r: &EpochReport) -> String {
         ));
     }
     line.push_str(&format!(
-        "  {:.0} images/s  {:.2} s",
-        r.images_per_second(),
+        "  {} images/s  {:.2} s",
+        rate(r.images_per_second()),
         r.seconds
     ));
     line
