@@ -19,6 +19,8 @@ use cnnc::runtime::{synthetic_input, Weights};
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 
+#[path = "jit_differential/batches.rs"]
+mod batches;
 #[path = "jit_differential/measure.rs"]
 mod measure;
 #[path = "jit_differential/special_values.rs"]
