@@ -12,14 +12,13 @@
 //! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
 //! - `pool.rs` splits a run over worker threads that meet at a barrier (`barrier.rs`) between
 //!   kernels;
-//! - `vmath.rs` computes `exp` and `sigmoid` inline on vectors; `math.rs` holds `tanh`, the
-//!   one function the code calls.
+//! - `vmath.rs` computes `exp`, `sigmoid` and `tanh` inline on vectors; the code calls no
+//!   function outside the module.
 
 mod barrier;
 mod jit;
 mod kernel;
 mod layout;
-mod math;
 mod network;
 mod pack;
 mod pool;
