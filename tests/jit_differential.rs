@@ -23,6 +23,8 @@ use std::path::Path;
 mod batches;
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/pointwise.rs"]
+mod pointwise;
 #[path = "jit_differential/special_values.rs"]
 mod special_values;
 #[path = "jit_differential/threads.rs"]
