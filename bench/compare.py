@@ -35,6 +35,15 @@ For each network:
 3. Compile time: cnnc's `compile_ms` (source to native code, weights packed; best over the
    rounds) against onnxruntime's session creation (default graph optimizations, best of R).
 
+3b. Throughput (--batch B, default 8; 1 turns it off). The same rounds also alternate, call
+   by call with the latency measurements above, ORT and cnnc at batch B (1 and 2 threads):
+   one `cnnc bench --batch B` call against K' `session.run` calls on a B-image input (the
+   exported model's batch dimension is symbolic). Reported: images/s (B over the best median
+   of a batch) and the paired ratio cnnc/ORT of the time per batch, which is ORT's images/s
+   over cnnc's (below 1: cnnc serves more images per second). Before timing, the oracle check
+   of step 1 is repeated on a batch of B different images, which checks the JIT's batch
+   paths (images shared out over threads) against ORT as well.
+
 4. Peak RSS: cnnc's is the `cnnc bench` process's VmHWM (largest over the 1-thread calls);
    ORT's is measured in a child Python process that imports onnxruntime, creates the session
    and runs it 3 times: its VmHWM, and in brackets what it grew by after the imports (the
@@ -95,10 +104,10 @@ def ort_median_ms(sess, feed, runs):
     return statistics.median(samples)
 
 
-def cnnc_bench(cnnc, file, net, threads, runs, root):
+def cnnc_bench(cnnc, file, net, threads, runs, root, batch=1):
     out = subprocess.run(
         [cnnc, "bench", file, "--net", net, "--threads", str(threads),
-         "--runs", str(runs), "--warmup", str(WARMUP), "--json"],
+         "--runs", str(runs), "--warmup", str(WARMUP), "--batch", str(batch), "--json"],
         check=True, capture_output=True, text=True, cwd=root)
     return json.loads(out.stdout)
 
@@ -250,6 +259,18 @@ def measure(args, net, root, workdir):
     verdict = "ok" if relative <= TOLERANCE else "FAIL"
     print(f"{net}: max relative error {relative:.2e} (max abs {absolute:.2e}) vs onnxruntime: "
           f"{verdict} (weights x{gain:.2f}, std of log-probabilities {spread:.2f})", flush=True)
+    batch = args.batch
+    x_batch = None
+    if batch > 1:
+        x_batch = np.random.default_rng(2).uniform(-1, 1, size=[batch] + shape[1:]).astype(
+            np.float32)
+        relative_b, absolute_b = check_against_ort(args.cnnc, file, net, weights, oracle_onnx,
+                                                   x_batch, workdir, root)
+        verdict = "ok" if relative_b <= TOLERANCE else "FAIL"
+        print(f"{net}: batch {batch}: max relative error {relative_b:.2e} "
+              f"(max abs {absolute_b:.2e}) vs onnxruntime: {verdict}", flush=True)
+        relative = max(relative, relative_b)
+        absolute = max(absolute, absolute_b)
     if args.check_only:
         return {"net": net, "rel": relative, "abs": absolute}
 
@@ -257,6 +278,10 @@ def measure(args, net, root, workdir):
     feed = {feed_name: x}
     first_ms = ort_median_ms(probe, feed, 3)
     runs = max(5, min(500, int(args.seconds * 1e3 / max(first_ms, 1e-3))))
+    if batch > 1:
+        feed_batch = {feed_name: x_batch}
+        first_batch_ms = ort_median_ms(probe, feed_batch, 1)
+        runs_batch = max(3, min(500, int(args.seconds * 1e3 / max(first_batch_ms, 1e-3))))
     del probe
 
     sessions, create_ms = {}, []
@@ -270,14 +295,24 @@ def measure(args, net, root, workdir):
 
     ort_ms = {t: [] for t in args.threads}
     cnnc_ms = {t: [] for t in args.threads}
+    ort_batch_ms = {t: [] for t in args.threads}
+    cnnc_batch_ms = {t: [] for t in args.threads}
     compile_ms, cnnc_rss, weight_bytes = [], [], 0
     for round_idx in range(args.rounds):
         steps = [(engine, t) for t in args.threads for engine in ("ort", "cnnc")]
+        if batch > 1:
+            steps += [(engine, t) for t in args.threads for engine in ("ort-batch", "cnnc-batch")]
         if round_idx % 2 == 1:
             steps.reverse()
         for engine, threads in steps:
             if engine == "ort":
                 ort_ms[threads].append(ort_median_ms(sessions[threads], feed, runs))
+            elif engine == "ort-batch":
+                ort_batch_ms[threads].append(
+                    ort_median_ms(sessions[threads], feed_batch, runs_batch))
+            elif engine == "cnnc-batch":
+                report = cnnc_bench(args.cnnc, file, net, threads, runs_batch, root, batch)
+                cnnc_batch_ms[threads].append(report["median_ms"])
             else:
                 report = cnnc_bench(args.cnnc, file, net, threads, runs, root)
                 cnnc_ms[threads].append(report["median_ms"])
@@ -300,6 +335,19 @@ def measure(args, net, root, workdir):
         one, two = args.threads
         row["cnnc_speedup"] = statistics.median(a / b for a, b in zip(cnnc_ms[one], cnnc_ms[two]))
         row["ort_speedup"] = statistics.median(a / b for a, b in zip(ort_ms[one], ort_ms[two]))
+    if batch > 1:
+        row["batch"] = batch
+        for t in args.threads:
+            row[f"ort_ips{t}"] = batch / (min(ort_batch_ms[t]) * 1e-3)
+            row[f"cnnc_ips{t}"] = batch / (min(cnnc_batch_ms[t]) * 1e-3)
+            row[f"batch_ratio{t}"] = statistics.median(
+                c / o for c, o in zip(cnnc_batch_ms[t], ort_batch_ms[t]))
+        if len(args.threads) == 2:
+            one, two = args.threads
+            row["cnnc_batch_speedup"] = statistics.median(
+                a / b for a, b in zip(cnnc_batch_ms[one], cnnc_batch_ms[two]))
+            row["ort_batch_speedup"] = statistics.median(
+                a / b for a, b in zip(ort_batch_ms[one], ort_batch_ms[two]))
     print(json.dumps(row), flush=True)
     return row
 
@@ -333,6 +381,28 @@ def table(rows, threads):
     return "\n".join(lines)
 
 
+def throughput_table(rows, threads):
+    """Images per second at the batch, and the paired time ratios cnnc/ORT."""
+    rows = [r for r in rows if "batch" in r]
+    if not rows:
+        return ""
+    head = ["network"]
+    for t in threads:
+        head += [f"ORT {t}t img/s", f"cnnc {t}t img/s", "ratio"]
+    if len(threads) == 2:
+        head.append(f"cnnc {threads[1]}t speed-up (ORT's)")
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in rows:
+        cells = [r["net"]]
+        for t in threads:
+            cells += [f"{r[f'ort_ips{t}']:.1f}", f"{r[f'cnnc_ips{t}']:.1f}",
+                      f"{r[f'batch_ratio{t}']:.2f}"]
+        if len(threads) == 2:
+            cells.append(f"{r['cnnc_batch_speedup']:.2f} ({r['ort_batch_speedup']:.2f})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def machine():
     model = "unknown CPU"
     flags = ""
@@ -358,6 +428,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (best median of these)")
     parser.add_argument("--seconds", type=float, default=1.0, help="target length of one measurement")
     parser.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
+    parser.add_argument("--batch", type=int, default=8,
+                        help="batch of the throughput measurements (1: none)")
     parser.add_argument("--check-only", action="store_true", help="only the numerical check")
     parser.add_argument("--out", help="the markdown file (default: bench/results-<date>.md)")
     args = parser.parse_args()
@@ -392,6 +464,14 @@ def main():
         "",
         table(rows, args.threads),
         "",
+    ] + ([
+        f"Throughput at batch {args.batch}: images/s from the best median of a batch over the "
+        "same rounds; ratio = cnnc/ORT time per batch, paired within a round (median over "
+        "rounds), i.e. ORT's images/s over cnnc's.",
+        "",
+        throughput_table(rows, args.threads),
+        "",
+    ] if args.batch > 1 else []) + [
         f"Numerical agreement: output probabilities of `cnnc run` vs onnxruntime on one input, "
         f"tolerance {TOLERANCE:g} relative; "
         + ("all within it." if not failed else f"FAILED: {', '.join(failed)}."),

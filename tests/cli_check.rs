@@ -196,6 +196,7 @@ fn bench_reports_json() {
         "median_ms",
         "min_ms",
         "gflops",
+        "images_per_s",
         "arena_bytes",
         "peak_rss_bytes",
     ] {
@@ -208,6 +209,34 @@ fn bench_reports_json() {
     assert!(kernels
         .iter()
         .any(|k| k["kernel"].as_str().is_some_and(|n| n.contains("conv1"))));
+}
+
+/// At a batch of several images, images per second is the batch over the median run time, and
+/// GFLOP/s counts every image; on two threads, which share the images out.
+#[test]
+fn bench_reports_images_per_second_at_a_batch() {
+    let out = cnnc(&[
+        "bench",
+        "examples/lenet5.cnn",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--batch",
+        "40",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
+    let number = |key: &str| value[key].as_f64().expect(key);
+    assert_eq!(value["batch"], 40);
+    let seconds = number("median_ms") * 1e-3;
+    let expected_images = 40.0 / seconds;
+    assert!((number("images_per_s") - expected_images).abs() <= 1e-9 * expected_images);
+    let expected_gflops = 2.0 * 416_520.0 * 40.0 / seconds / 1e9;
+    assert!((number("gflops") - expected_gflops).abs() <= 1e-9 * expected_gflops);
 }
 
 /// A byte-order mark opening a file and a form feed between tokens are accepted, as rustc

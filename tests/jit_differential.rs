@@ -19,8 +19,12 @@ use cnnc::runtime::{synthetic_input, Weights};
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 
+#[path = "jit_differential/batches.rs"]
+mod batches;
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/pointwise.rs"]
+mod pointwise;
 #[path = "jit_differential/special_values.rs"]
 mod special_values;
 #[path = "jit_differential/threads.rs"]

@@ -66,6 +66,8 @@ struct Report {
     compile_ms: f64,
     median_ms: f64,
     min_ms: f64,
+    /// Images per second at the median: `batch` over the median run time.
+    images_per_s: f64,
     gflops: f64,
     arena_bytes: Option<usize>,
     weight_bytes: usize,
@@ -180,6 +182,7 @@ pub fn run(args: &BenchArgs) -> u8 {
         compile_ms: built.compile_ms,
         median_ms,
         min_ms,
+        images_per_s: args.batch as f64 / (median_ms * 1e-3),
         gflops,
         arena_bytes: engine.arena_bytes(),
         weight_bytes: engine.weight_bytes(),
@@ -239,7 +242,8 @@ fn print_report(report: &Report, profile_unavailable: bool) {
         report.median_ms, report.min_ms, report.runs
     );
     println!(
-        "throughput: {:.1} GFLOP/s ({} per image, FLOPs = 2 × MACs)",
+        "throughput: {:.1} images/s, {:.1} GFLOP/s ({} per image, FLOPs = 2 × MACs)",
+        report.images_per_s,
         report.gflops,
         human_macs(report.macs_per_image)
     );

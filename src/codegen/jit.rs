@@ -8,15 +8,14 @@
 
 use super::kernel::KernelTranslator;
 use super::layout::TableLayout;
-use super::{math, CodegenError, CodegenOptions};
-use crate::lower::ir::{Expr, Kernel, Stmt, UnaryOp};
+use super::{CodegenError, CodegenOptions};
+use crate::lower::ir::Kernel;
 use crate::lower::LoopProgram;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::types::{F32, I64};
+use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{
-    AbiParam, ExtFuncData, ExternalName, FuncRef, Function, InstBuilder, MemFlagsData, Signature,
-    UserExternalName, UserFuncName,
+    AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName,
 };
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_codegen::settings::{self, Configurable};
@@ -44,8 +43,6 @@ struct FunctionMaker {
     checked: bool,
     config: TargetFrontendConfig,
     kernel_signature: Signature,
-    math_signature: Signature,
-    tanh_id: FuncId,
 }
 
 /// A kernel compiled to machine code, not yet placed in the module.
@@ -85,9 +82,8 @@ impl Generator {
         };
         // Without both, Cranelift lowers `fma` to a libcall per lane (docs/CRANELIFT.md §5.2).
         let has_fma = flag("has_avx") && flag("has_fma");
-        let mut builder = JITBuilder::with_isa(isa, default_libcall_names());
-        builder.symbol(math::TANH, math::tanh as *const u8);
-        let mut module = JITModule::new(builder);
+        let builder = JITBuilder::with_isa(isa, default_libcall_names());
+        let module = JITModule::new(builder);
 
         let mut kernel_signature = module.make_signature();
         for _ in 0..4 {
@@ -97,19 +93,11 @@ impl Generator {
         for _ in 0..2 {
             entry_signature.params.push(AbiParam::new(I64));
         }
-        let mut math_signature = module.make_signature();
-        math_signature.params.push(AbiParam::new(F32));
-        math_signature.returns.push(AbiParam::new(F32));
-        let tanh_id = module
-            .declare_function(math::TANH, Linkage::Import, &math_signature)
-            .map_err(|e| cranelift_error(math::TANH, e))?;
         let maker = FunctionMaker {
             has_fma,
             checked: options.checked,
             config: module.target_config(),
             kernel_signature,
-            math_signature,
-            tanh_id,
         };
         Ok(Generator {
             module,
@@ -264,43 +252,9 @@ impl FunctionMaker {
             UserFuncName::user(0, id.as_u32()),
             self.kernel_signature.clone(),
         );
-        let tanh = uses_tanh(&kernel.body).then(|| self.import_tanh(&mut func));
         let builder = FunctionBuilder::new(&mut func, function_context);
-        KernelTranslator::new(
-            kernel,
-            builder,
-            program,
-            layout,
-            self.has_fma,
-            self.checked,
-            tanh,
-        )
-        .translate(kernel, self.config);
+        KernelTranslator::new(kernel, builder, program, layout, self.has_fma, self.checked)
+            .translate(kernel, self.config);
         func
     }
-
-    /// What `Module::declare_func_in_func` does for the imported `tanh`, without the module.
-    fn import_tanh(&self, func: &mut Function) -> FuncRef {
-        let signature = func.import_signature(self.math_signature.clone());
-        let name = func.declare_imported_user_function(UserExternalName {
-            namespace: 0,
-            index: self.tanh_id.as_u32(),
-        });
-        func.import_function(ExtFuncData {
-            name: ExternalName::user(name),
-            signature,
-            // Imports are not colocated: the symbol may be anywhere in the address space.
-            colocated: false,
-            patchable: false,
-        })
-    }
-}
-
-/// Whether a kernel computes `tanh`, the one function it calls.
-fn uses_tanh(stmts: &[Stmt]) -> bool {
-    stmts.iter().any(|stmt| match stmt {
-        Stmt::Assign(_, Expr::Unary(UnaryOp::Tanh, _)) => true,
-        Stmt::Loop(l) => uses_tanh(&l.body),
-        _ => false,
-    })
 }

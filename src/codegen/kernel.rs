@@ -30,7 +30,7 @@ use crate::lower::ir::{
 use crate::lower::LoopProgram;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
-use cranelift_codegen::ir::{FuncRef, InstBuilder, MemFlagsData, TrapCode, Value};
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, TrapCode, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use std::collections::HashMap;
@@ -50,8 +50,6 @@ pub(super) struct KernelTranslator<'a, 'f> {
     pub layout: &'a TableLayout,
     pub has_fma: bool,
     pub checked: bool,
-    /// libm's `tanhf`, declared in kernels that use it.
-    pub tanh: Option<FuncRef>,
     regs: Vec<Variable>,
     /// Each used buffer's base address for this image, and its end in checked mode.
     bases: HashMap<BufferId, (Value, Value)>,
@@ -84,7 +82,6 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         layout: &'a TableLayout,
         has_fma: bool,
         checked: bool,
-        tanh: Option<FuncRef>,
     ) -> Self {
         let entry = builder.create_block();
         builder.append_block_params_for_function_params(entry);
@@ -97,7 +94,6 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
             layout,
             has_fma,
             checked,
-            tanh,
             regs: Vec::new(),
             bases: HashMap::new(),
             scopes: Vec::new(),
@@ -403,7 +399,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 match op {
                     UnaryOp::Exp => math.exp(a),
                     UnaryOp::Sigmoid => math.sigmoid(a),
-                    UnaryOp::Tanh => self.tanh(a),
+                    UnaryOp::Tanh => math.tanh(a),
                 }
             }
             Expr::Binary(op, a, c) => {
@@ -437,25 +433,6 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 b.ins().splat(F32X4, total)
             }
         }
-    }
-
-    /// `tanh` lane by lane through libm: rare in CNNs, and `2·sigmoid(2x) − 1` loses relative
-    /// accuracy near 0.
-    fn tanh(&mut self, a: Value) -> Value {
-        // Every kernel that has the op declares the function (`jit.rs`).
-        let Some(func) = self.tanh else {
-            self.trap_and_continue();
-            return a;
-        };
-        let b = &mut self.builder;
-        let mut result = a;
-        for lane in 0..4u8 {
-            let x = b.ins().extractlane(a, lane);
-            let call = b.ins().call(func, &[x]);
-            let y = b.inst_results(call)[0];
-            result = b.ins().insertlane(result, y, lane);
-        }
-        result
     }
 
     fn binary(&mut self, op: BinaryOp, a: Value, c: Value) -> Value {

@@ -12,14 +12,13 @@
 //! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
 //! - `pool.rs` splits a run over worker threads that meet at a barrier (`barrier.rs`) between
 //!   kernels;
-//! - `vmath.rs` computes `exp` and `sigmoid` inline on vectors; `math.rs` holds `tanh`, the
-//!   one function the code calls.
+//! - `vmath.rs` computes `exp`, `sigmoid` and `tanh` inline on vectors; the code calls no
+//!   function outside the module.
 
 mod barrier;
 mod jit;
 mod kernel;
 mod layout;
-mod math;
 mod network;
 mod pack;
 mod pool;
@@ -213,6 +212,7 @@ pub fn compile(
         entry,
         kernels,
         steps,
+        flops,
         pool: Mutex::new(None),
         _constants: constants,
         table,
@@ -222,6 +222,7 @@ pub fn compile(
             .collect(),
         arena_len: program.arena_len,
         arena: Mutex::new(vec![0.0; program.arena_len]),
+        thread_arenas: Mutex::new(Vec::new()),
         inputs,
         output: graph.shape(graph.output()),
         output_node: graph.output(),

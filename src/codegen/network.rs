@@ -65,8 +65,10 @@ pub struct CompiledNetwork {
     pub(super) module: Mutex<Option<JITModule>>,
     pub(super) entry: EntryFn,
     pub(super) kernels: Vec<CompiledKernel>,
-    /// How a run is split over threads; empty when it runs on the calling thread.
+    /// How an image is split over threads; empty when it runs on one thread.
     pub(super) steps: Vec<Step>,
+    /// Floating-point operations per image (2 × MACs): whether a batch is worth sharing out.
+    pub(super) flops: u64,
     /// The worker threads, started by the first run split over threads; a run that finds
     /// them busy with another runs on its own thread.
     pub(super) pool: Mutex<Option<WorkerPool>>,
@@ -80,6 +82,9 @@ pub struct CompiledNetwork {
     pub(super) arena_len: usize,
     /// One arena kept between runs; a concurrent run allocates its own.
     pub(super) arena: Mutex<Vec<f32>>,
+    /// The other threads' arenas when a batch's images run whole on several threads at once;
+    /// allocated by the first such run.
+    pub(super) thread_arenas: Mutex<Vec<Vec<f32>>>,
     /// Each input's name and shape.
     pub(super) inputs: Vec<(String, Shape)>,
     pub(super) output: Shape,
@@ -234,6 +239,25 @@ impl CompiledNetwork {
         }
     }
 
+    /// How many of a batch's first images to run whole, one thread each: all but the last
+    /// `batch % threads` (which are split kernel by kernel, if the network can be), or all of
+    /// them if it cannot; none for a batch of one, on one thread, or when the whole batch is
+    /// under [`PARALLEL_MIN_FLOPS`] (except in checked mode, which shares out whatever it can).
+    /// (A lower bound for batches, 4 MFLOP, made LeNet-5 at batch 8 and 32 slower whenever the
+    /// machine was loaded: the worker thread waited for a core.)
+    fn whole_images(&self, batch: usize) -> usize {
+        let threads = self.options.threads.max(1);
+        let enough =
+            self.options.checked || self.flops.saturating_mul(batch as u64) >= PARALLEL_MIN_FLOPS;
+        if threads < 2 || batch < 2 || !enough {
+            0
+        } else if self.steps.is_empty() {
+            batch
+        } else {
+            batch / threads * threads
+        }
+    }
+
     /// Runs every kernel on every image on the worker threads (started if need be) and this
     /// one, adding each kernel's time to `times` if given; returns false, having run
     /// nothing, if the run is not to be split, the workers are busy with another run, or
@@ -247,7 +271,12 @@ impl CompiledNetwork {
         batch: usize,
         times: Option<&mut [f64]>,
     ) -> bool {
-        if self.steps.is_empty() {
+        let whole_images = if times.is_some() {
+            0
+        } else {
+            self.whole_images(batch)
+        };
+        if self.steps.is_empty() && whole_images == 0 {
             return false;
         }
         let Ok(mut pool) = self.pool.try_lock() else {
@@ -262,13 +291,46 @@ impl CompiledNetwork {
                     parts: k.parts,
                 })
                 .collect();
-            WorkerPool::start(kernels, self.steps.clone(), self.options.threads)
+            // A network too small to split runs its leftover images whole on one thread.
+            let steps = if self.steps.is_empty() {
+                vec![Step::Whole {
+                    first: 0,
+                    end: self.kernels.len(),
+                }]
+            } else {
+                self.steps.clone()
+            };
+            WorkerPool::start(kernels, steps, self.options.threads)
         });
         if pool.threads() < 2 {
             return false;
         }
-        // SAFETY: as the caller guarantees.
-        unsafe { pool.run(table, batch, times) };
+        // One table per thread, differing only in the arena; the calling thread's is `table`.
+        let mut kept = self.thread_arenas.try_lock().ok();
+        let mut own = Vec::new();
+        let arenas: &mut Vec<Vec<f32>> = match kept.as_deref_mut() {
+            Some(arenas) => arenas,
+            None => &mut own,
+        };
+        let mut tables = vec![table.as_ptr()];
+        let mut copies = Vec::new();
+        if whole_images > 0 {
+            arenas.resize_with(pool.threads() - 1, || vec![0.0; self.arena_len]);
+            copies = arenas
+                .iter_mut()
+                .map(|arena| {
+                    let mut copy = table.to_vec();
+                    copy[0] = arena.as_mut_ptr() as usize;
+                    copy
+                })
+                .collect();
+            tables.extend(copies.iter().map(|copy| copy.as_ptr()));
+        }
+        // SAFETY: as the caller guarantees for `table`; the copies differ from it only in
+        // their arena, each as long as the caller's and used by one thread, and they outlive
+        // the run.
+        unsafe { pool.run(&tables, batch, whole_images, times) };
+        drop(copies);
         true
     }
 

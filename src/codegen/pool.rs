@@ -10,6 +10,12 @@
 //! dependent kernels. Chunks are valid because a kernel's `begin..end` range may be split
 //! into any sub-ranges, run in any order (`lower::ir::Kernel::parts`).
 //!
+//! A batch of several images is first shared out image by image: each thread takes whole
+//! images from an atomic counter and runs every kernel of each on its own arena, with no
+//! meeting in between, so the threads never wait for one another inside an image. Only the
+//! images left when fewer remain than there are threads (or every image, when profiling)
+//! are split kernel by kernel as above, on the shared arena.
+//!
 //! The threads are started on the first run that needs them and live as long as the
 //! network: starting a thread per run cost 77–100 µs before its first kernel. Between runs
 //! they wait at the same barrier as between steps, spinning for about a millisecond and then
@@ -105,10 +111,15 @@ struct Shared {
     barrier: SpinBarrier,
     /// The next chunk of the current step to hand out; reset at every meeting.
     next_chunk: AtomicUsize,
-    /// The run in progress: the table's address and the number of images. Written by the
-    /// calling thread before the meeting that starts the run, read by the workers after it.
-    table: AtomicUsize,
+    /// The run in progress: the address of one table per thread (thread 0 is the caller's;
+    /// they differ only in their arena), the number of images, and how many of the first
+    /// images are run whole, one thread each. Written by the calling thread before the
+    /// meeting that starts the run, read by the workers after it.
+    tables: AtomicUsize,
     batch: AtomicUsize,
+    whole_images: AtomicUsize,
+    /// The next of the whole images to hand out.
+    next_image: AtomicUsize,
     /// Whether the calling thread times the kernels (it then runs every `Whole` step).
     profiling: AtomicBool,
     /// Set before the meeting that ends the workers.
@@ -127,12 +138,31 @@ impl Shared {
     /// the step's time from meeting to meeting.
     ///
     /// # Safety
-    /// The table must satisfy the contract of `CompiledNetwork::execute` until every thread
-    /// has returned from this call.
-    unsafe fn run(&self, mut times: Option<&mut [f64]>) {
-        let table = self.table.load(Ordering::Relaxed) as *const usize;
+    /// The tables must satisfy the contract of `CompiledNetwork::execute` until every thread
+    /// has returned from this call, each with an arena of its own.
+    unsafe fn run(&self, thread: usize, mut times: Option<&mut [f64]>) {
+        let tables = self.tables.load(Ordering::Relaxed) as *const *const usize;
+        // SAFETY: `WorkerPool::run` publishes one table per thread.
+        let own_table = unsafe { *tables.add(thread) };
+        // SAFETY: as above; thread 0's table is the one split kernels share.
+        let table = unsafe { *tables };
         let batch = self.batch.load(Ordering::Relaxed);
+        let whole_images = self.whole_images.load(Ordering::Relaxed);
         let profiling = self.profiling.load(Ordering::Relaxed);
+        if whole_images > 0 {
+            loop {
+                let image = self.next_image.fetch_add(1, Ordering::Relaxed);
+                if image >= whole_images {
+                    break;
+                }
+                for kernel in &self.kernels {
+                    // SAFETY: as the caller guarantees; this thread alone uses its arena,
+                    // and distinct images write distinct elements of the output.
+                    unsafe { (kernel.function)(own_table, image as i64, 0, kernel.parts as i64) };
+                }
+            }
+            self.meet(Wait::InRun);
+        }
         let call = |kernel: &ScheduledKernel, image: usize, begin: usize, end: usize| {
             // SAFETY: as the caller guarantees; distinct chunks of one kernel are disjoint
             // sub-ranges of its parts, which write disjoint elements (checked by the
@@ -141,7 +171,7 @@ impl Shared {
             unsafe { (kernel.function)(table, image as i64, begin as i64, end as i64) }
         };
         let mut step_start = Instant::now();
-        for image in 0..batch {
+        for image in whole_images..batch {
             for step in &self.steps {
                 match *step {
                     Step::Split { kernel, chunks } => {
@@ -212,8 +242,10 @@ impl WorkerPool {
             steps,
             barrier: SpinBarrier::new(threads, spin),
             next_chunk: AtomicUsize::new(0),
-            table: AtomicUsize::new(0),
+            tables: AtomicUsize::new(0),
             batch: AtomicUsize::new(0),
+            whole_images: AtomicUsize::new(0),
+            next_image: AtomicUsize::new(0),
             profiling: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
@@ -222,7 +254,7 @@ impl WorkerPool {
             let worker_shared = Arc::clone(&shared);
             let started = std::thread::Builder::new()
                 .name(format!("cnnc-worker-{thread}"))
-                .spawn(move || work(&worker_shared));
+                .spawn(move || work(&worker_shared, thread));
             match started {
                 Ok(handle) => workers.push(handle),
                 Err(_) => break,
@@ -239,28 +271,46 @@ impl WorkerPool {
         self.workers.len() + 1
     }
 
-    /// Runs every step for each of `batch` images on this thread and the workers; returns
-    /// when all of them are done. With `times`, adds each kernel's time to it.
+    /// Runs every kernel for each of `batch` images on this thread and the workers; returns
+    /// when all of them are done. The first `whole_images` images are run whole, one thread
+    /// each on its own table; the rest step by step on `tables[0]`, every thread taking
+    /// part in each step. With `times`, adds each kernel's time to it (then no image may be
+    /// run whole: the calling thread would time only its own).
     ///
     /// # Safety
-    /// `table` must satisfy the contract of `CompiledNetwork::execute`.
-    pub unsafe fn run(&mut self, table: &[usize], batch: usize, times: Option<&mut [f64]>) {
+    /// Every table must satisfy the contract of `CompiledNetwork::execute`; there must be
+    /// one per thread ([`threads`](Self::threads)) if `whole_images > 0`, and their arenas
+    /// must be distinct.
+    pub unsafe fn run(
+        &mut self,
+        tables: &[*const usize],
+        batch: usize,
+        whole_images: usize,
+        times: Option<&mut [f64]>,
+    ) {
+        let whole_images = if times.is_some() || tables.len() < self.threads() {
+            0
+        } else {
+            whole_images.min(batch)
+        };
         let shared = &self.shared;
         shared
-            .table
-            .store(table.as_ptr() as usize, Ordering::Relaxed);
+            .tables
+            .store(tables.as_ptr() as usize, Ordering::Relaxed);
         shared.batch.store(batch, Ordering::Relaxed);
+        shared.whole_images.store(whole_images, Ordering::Relaxed);
+        shared.next_image.store(0, Ordering::Relaxed);
         shared.profiling.store(times.is_some(), Ordering::Relaxed);
         // The meeting publishes the run to the workers.
         shared.meet(Wait::ForRun);
         // SAFETY: as the caller guarantees; `Shared::run` returns after the workers' last
-        // use of the table.
-        unsafe { shared.run(times) };
+        // use of the tables.
+        unsafe { shared.run(0, times) };
     }
 }
 
-/// A worker's life: wait for a run, take part in it, until told to stop.
-fn work(shared: &Shared) {
+/// A worker's life: wait for a run, take part in it as thread `thread`, until told to stop.
+fn work(shared: &Shared, thread: usize) {
     loop {
         shared.meet(Wait::ForRun);
         if shared.stop.load(Ordering::Relaxed) {
@@ -268,7 +318,7 @@ fn work(shared: &Shared) {
         }
         // SAFETY: `WorkerPool::run` published a table valid until the run's last meeting,
         // which this call takes part in.
-        unsafe { shared.run(None) };
+        unsafe { shared.run(thread, None) };
     }
 }
 
@@ -288,41 +338,64 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicU32;
 
-    /// What the fake kernels record: how many times each part of each kernel ran, and
-    /// whether any part ran out of order.
+    /// What the fake kernels record, per image: how many times each part of each kernel ran
+    /// and the tag of the table each kernel last ran with; and whether any part ran out of
+    /// order.
     struct Recorder {
-        runs: Vec<Vec<AtomicU32>>,
+        runs: Vec<Vec<Vec<AtomicU32>>>,
+        tags: Vec<Vec<AtomicUsize>>,
         out_of_order: AtomicBool,
+    }
+
+    impl Recorder {
+        fn new(batch: usize) -> Recorder {
+            Recorder {
+                runs: (0..batch)
+                    .map(|_| {
+                        PARTS
+                            .iter()
+                            .map(|&n| (0..n).map(|_| AtomicU32::new(0)).collect())
+                            .collect()
+                    })
+                    .collect(),
+                tags: (0..batch)
+                    .map(|_| PARTS.iter().map(|_| AtomicUsize::new(usize::MAX)).collect())
+                    .collect(),
+                out_of_order: AtomicBool::new(false),
+            }
+        }
     }
 
     const PARTS: [usize; 5] = [37, 1, 5, 64, 2];
 
     /// A kernel that records its parts in the `Recorder` whose address is the table's first
-    /// slot, and checks that the kernel before it completed this image and that no part of
-    /// its own ran twice. It must not panic: it is called as native code.
+    /// slot (the second is the table's tag), and checks that the kernel before it completed
+    /// this image and that no part of its own ran twice. It must not panic: it is called as
+    /// native code.
     extern "C" fn fake_kernel<const K: usize>(
         table: *const usize,
         image: i64,
         begin: i64,
         end: i64,
     ) {
-        // SAFETY: the tests below pass a table whose first slot is a live `Recorder`.
-        let recorder = unsafe { &*(*table as *const Recorder) };
-        let image = image as u32;
-        let complete = |k: usize| {
-            recorder.runs[k]
-                .iter()
-                .all(|part| part.load(Ordering::Relaxed) == image + 1)
+        // SAFETY: the tests below pass tables whose first slot is a live `Recorder` and
+        // whose second is a tag.
+        let (recorder, tag) = unsafe { (&*(*table as *const Recorder), *table.add(1)) };
+        let Some(runs) = recorder.runs.get(image as usize) else {
+            recorder.out_of_order.store(true, Ordering::Relaxed);
+            return;
         };
+        let complete = |k: usize| runs[k].iter().all(|part| part.load(Ordering::Relaxed) == 1);
         if K > 0 && !complete(K - 1) {
             recorder.out_of_order.store(true, Ordering::Relaxed);
         }
+        recorder.tags[image as usize][K].store(tag, Ordering::Relaxed);
         for part in begin as usize..end as usize {
-            let Some(count) = recorder.runs[K].get(part) else {
+            let Some(count) = runs[K].get(part) else {
                 recorder.out_of_order.store(true, Ordering::Relaxed);
                 continue;
             };
-            if count.fetch_add(1, Ordering::Relaxed) != image {
+            if count.fetch_add(1, Ordering::Relaxed) != 0 {
                 recorder.out_of_order.store(true, Ordering::Relaxed);
             }
         }
@@ -345,7 +418,9 @@ mod tests {
 
     /// Every part of every kernel runs exactly once per image, after the kernel before it,
     /// for schedules that split everything and that group small kernels, on 2 to 5 threads,
-    /// run after run on the same workers, profiled or not.
+    /// run after run on the same workers, profiled or not, with none, some or all of the
+    /// images run whole. A whole image runs every kernel with one thread's table; the
+    /// other images with the calling thread's (tag 0).
     #[test]
     fn every_part_runs_once_and_in_order() {
         let big = MIN_CHUNK_WORK * 1_000;
@@ -355,24 +430,46 @@ mod tests {
             for split_all in [false, true] {
                 let steps = schedule(&sizes, threads, split_all);
                 let mut pool = WorkerPool::start(fake_kernels(), steps, threads);
-                for (run, batch) in [1, 3, 2, 1].into_iter().enumerate() {
-                    let recorder = Recorder {
-                        runs: PARTS
-                            .iter()
-                            .map(|&n| (0..n).map(|_| AtomicU32::new(0)).collect())
-                            .collect(),
-                        out_of_order: AtomicBool::new(false),
-                    };
-                    let table = [&recorder as *const Recorder as usize];
+                let cases = [
+                    (1, 0),
+                    (3, 0),
+                    (2, 0),
+                    (1, 0),
+                    (7, 6),
+                    (3, 3),
+                    (9, 2),
+                    (4, 4),
+                ];
+                for (run, (batch, whole)) in cases.into_iter().enumerate() {
+                    let recorder = Recorder::new(batch);
+                    let address = &recorder as *const Recorder as usize;
+                    let tables: Vec<[usize; 2]> = (0..threads).map(|tag| [address, tag]).collect();
+                    let pointers: Vec<*const usize> =
+                        tables.iter().map(|table| table.as_ptr()).collect();
                     let mut times = vec![0.0; PARTS.len()];
-                    let profile = (run % 2 == 1).then_some(times.as_mut_slice());
+                    let profile = (run % 3 == 1).then_some(times.as_mut_slice());
+                    let whole = if profile.is_some() { 0 } else { whole };
                     // SAFETY: the fake kernels read only the recorder, which outlives the run.
-                    unsafe { pool.run(&table, batch, profile) };
-                    let what = format!("{threads} threads, split_all {split_all}, run {run}");
+                    unsafe { pool.run(&pointers, batch, whole, profile) };
+                    let what = format!(
+                        "{threads} threads, split_all {split_all}, run {run}, batch {batch}"
+                    );
                     assert!(!recorder.out_of_order.load(Ordering::Relaxed), "{what}");
-                    for kernel in &recorder.runs {
-                        for part in kernel {
-                            assert_eq!(part.load(Ordering::Relaxed), batch as u32, "{what}");
+                    for (image, kernels) in recorder.runs.iter().enumerate() {
+                        for kernel in kernels {
+                            for part in kernel {
+                                assert_eq!(part.load(Ordering::Relaxed), 1, "{what}");
+                            }
+                        }
+                        let tags: Vec<usize> = recorder.tags[image]
+                            .iter()
+                            .map(|t| t.load(Ordering::Relaxed))
+                            .collect();
+                        if image < whole {
+                            assert!(tags.iter().all(|&t| t == tags[0]), "{what}: {tags:?}");
+                            assert!(tags[0] < threads, "{what}: {tags:?}");
+                        } else {
+                            assert!(tags.iter().all(|&t| t == 0), "{what}: {tags:?}");
                         }
                     }
                 }
