@@ -95,7 +95,10 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::Activation(Activation::Relu6) => "Clip",
         Op::Activation(Activation::Sigmoid | Activation::Swish) => "Sigmoid",
         Op::Activation(Activation::Tanh) => "Tanh",
-        Op::Activation(Activation::Hardswish) => "HardSigmoid",
+        Op::Activation(Activation::Hardswish | Activation::Hardsigmoid) => "HardSigmoid",
+        Op::Activation(Activation::LeakyRelu(_)) => "LeakyRelu",
+        Op::Activation(Activation::Elu(_)) => "Elu",
+        Op::Activation(Activation::Gelu) => "Div",
         Op::Softmax => "Softmax",
         Op::Add => "Add",
         Op::Mul => "Mul",
@@ -194,8 +197,16 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
         if let Some(op_type) = onnx_op_type(&node.op) {
             *expected_counts.entry(op_type).or_default() += 1;
         }
-        if node.op == Op::Activation(cnnc::graph::Activation::Swish) {
-            *expected_counts.entry("Mul").or_default() += 1;
+        // The operators after an activation's first.
+        let rest: &[&str] = match node.op {
+            Op::Activation(cnnc::graph::Activation::Swish | cnnc::graph::Activation::Hardswish) => {
+                &["Mul"]
+            }
+            Op::Activation(cnnc::graph::Activation::Gelu) => &["Erf", "Add", "Mul", "Mul"],
+            _ => &[],
+        };
+        for op_type in rest {
+            *expected_counts.entry(op_type).or_default() += 1;
         }
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -271,6 +282,58 @@ mod reduced_std_network_exports {
         "std/efficientnet.cnn": efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
             efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7;
     }
+}
+
+/// The activations of issue 11 become their ONNX operators with PyTorch's coefficients; GELU
+/// (an opset-20 operator) is `x · (1 + Erf(x / √2)) · 0.5`.
+#[test]
+fn new_activations_export() {
+    let graph = &compile_all(
+        "activations.cnn",
+        "network t(x: 4x4x3) { x -> hardsigmoid -> leaky_relu(slope: 0.2) -> elu(alpha: 0.5) -> gelu }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let nodes: Vec<(&str, Vec<f32>)> = onnx_graph
+        .node
+        .iter()
+        .map(|n| {
+            let floats = n.attribute.iter().filter_map(|a| a.f).collect();
+            (n.op_type.as_deref().unwrap_or(""), floats)
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("HardSigmoid", vec![1.0 / 6.0, 0.5]),
+            ("LeakyRelu", vec![0.2]),
+            ("Elu", vec![0.5]),
+            ("Div", vec![]),
+            ("Erf", vec![]),
+            ("Add", vec![]),
+            ("Mul", vec![]),
+            ("Mul", vec![]),
+        ]
+    );
+    let scalar = |name: &str| {
+        let tensor = onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no initializer `{name}`"));
+        floats(tensor)
+    };
+    // Div(x, √2), Add(erf, 1), Mul(product, 0.5).
+    let gelu = &onnx_graph.node[3..];
+    assert_eq!(scalar(&gelu[0].input[1]), [std::f32::consts::SQRT_2]);
+    assert_eq!(scalar(&gelu[2].input[1]), [1.0]);
+    assert_eq!(scalar(&gelu[4].input[1]), [0.5]);
+    assert_eq!(
+        gelu[3].input[0], onnx_graph.node[2].output[0],
+        "x · (1 + erf)"
+    );
 }
 
 /// LeNet-5 takes one gray channel, so it is exported at its own size.

@@ -448,6 +448,53 @@ fn hardswish_standalone_and_fused() {
     check_weighted(&optimized, &optimized_weights, &expected, "fused hardswish");
 }
 
+/// The activations added for issue 11 (`hardsigmoid`, `leaky_relu`, `elu`, `gelu`), each as a
+/// node of its own and fused into a conv's epilogue and a dense's, on values spread over
+/// their pieces (a 1×1 conv with literal weights scales the input by 8, −8, 2.5, −2, 0.5 and
+/// 0.001, so the values reach ±8 and the tiny ones around 0), at odd sizes and batch 3.
+#[test]
+fn new_activations_standalone_and_fused() {
+    let spread = "conv(6, 1, weights: [[[[8]]], [[[-8]]], [[[2.5]]], [[[-2]]], [[[0.5]]], [[[0.001]]]], bias: false)";
+    for activation in [
+        "hardsigmoid",
+        "leaky_relu",
+        "leaky_relu(slope: 0.2)",
+        "elu",
+        "elu(alpha: 0.5)",
+        "gelu",
+    ] {
+        check_source(
+            &format!("network t(x: 7x5x1) {{ x -> {spread} -> {activation} }}"),
+            3,
+        );
+        check_source(&format!("network t(x: 3x3x9) {{ x -> {activation} }}"), 2);
+        let graph = graph_of(&format!(
+            "network t(x: 6x5x1) {{ x -> {spread} -> conv(5, 3, pad: 1) -> {activation} -> flatten -> dense(7) -> {activation} }}"
+        ));
+        let [(written, weights), (optimized, optimized_weights)] = as_written_and_optimized(graph);
+        let fused = |op: &Op| match op {
+            Op::Conv(a) => a.activation,
+            Op::Dense(a) => a.activation,
+            _ => None,
+        };
+        let fused_count = optimized
+            .nodes
+            .values()
+            .filter(|node| {
+                fused(&node.op)
+                    .is_some_and(|a| a.name() == activation.split('(').next().unwrap_or_default())
+            })
+            .count();
+        assert_eq!(
+            fused_count, 2,
+            "the optimizer fuses {activation} into the conv and the dense"
+        );
+        let expected = reference::run(&written, &weights, &inputs_for(&written, 3))
+            .expect("the reference runs");
+        check_weighted(&optimized, &optimized_weights, &expected, activation);
+    }
+}
+
 /// `exp` and `sigmoid` are computed inline by a polynomial; they must stay within 1e-6 of
 /// the reference *relatively*, also where the values are tiny.
 #[test]

@@ -534,6 +534,64 @@ fn hardswish_matches_hand_computed_values() {
     assert_close(&run1(&graph, &Weights::new(), input), &expected);
 }
 
+#[test]
+fn hardsigmoid_leaky_relu_and_elu_match_hand_computed_values() {
+    use cnnc::graph::Coefficient;
+    let input = tensor(&[1, 7], vec![-4., -3., -1.5, 0., 1.5, 3., 4.]);
+    let cases: [(Activation, [f32; 7]); 4] = [
+        // relu6(x + 3) / 6: 0 up to −3, 1 from 3 on, a line through (0, 1/2) between.
+        (Activation::Hardsigmoid, [0., 0., 0.25, 0.5, 0.75, 1., 1.]),
+        // slope · x below 0.
+        (
+            Activation::LeakyRelu(Coefficient::new(0.1)),
+            [-0.4, -0.3, -0.15, 0., 1.5, 3., 4.],
+        ),
+        // α · (e^x − 1) below 0: e^−4 = 0.0183156389, e^−3 = 0.0497870684, e^−1.5 = 0.2231301601.
+        (
+            Activation::Elu(Coefficient::new(1.0)),
+            [-0.981_684_4, -0.950_212_9, -0.776_869_8, 0., 1.5, 3., 4.],
+        ),
+        (
+            Activation::Elu(Coefficient::new(2.0)),
+            [-1.963_368_7, -1.900_425_9, -1.553_739_7, 0., 1.5, 3., 4.],
+        ),
+    ];
+    for (activation, expected) in cases {
+        let graph = single(Shape::flat(7), Op::Activation(activation));
+        assert_close(&run1(&graph, &Weights::new(), input.clone()), &expected);
+    }
+}
+
+/// GELU is `x · Φ(x)`; Φ(−x) = 1 − Φ(x) from a table of the normal distribution's lower tail.
+/// Checked relatively, so the tiny values at −3 and −5 must be right to 1e-5 of themselves.
+#[test]
+fn gelu_matches_the_normal_distribution_table() {
+    let lower_tail = [
+        (0.5, 0.308_537_538_725_986_9),
+        (1.0, 0.158_655_253_931_457_05),
+        (2.0, 0.022_750_131_948_179_21),
+        (3.0, 1.349_898_031_630_095e-3),
+        (5.0, 2.866_515_718_791_939e-7),
+    ];
+    let mut xs = Vec::new();
+    let mut expected = Vec::new();
+    for (x, tail) in lower_tail {
+        xs.extend([x as f32, -x as f32]);
+        expected.extend([x * (1.0 - tail), -x * tail]);
+    }
+    xs.push(0.0);
+    expected.push(0.0);
+    let graph = single(Shape::flat(xs.len()), Op::Activation(Activation::Gelu));
+    let found = run1(&graph, &Weights::new(), tensor(&[1, xs.len()], xs.clone()));
+    for ((x, found), expected) in xs.iter().zip(found.iter()).zip(&expected) {
+        let error = (f64::from(*found) - expected).abs();
+        assert!(
+            error <= 1e-5 * expected.abs() + 1e-30,
+            "gelu({x}) = {found}, not {expected}"
+        );
+    }
+}
+
 /// `x -> a: conv1x1(2 → 2) ; x -> b: global pool` and a two-input op on the results.
 fn two_branch(op: Op) -> (Graph, Weights) {
     let mut graph = Graph::new("branches");

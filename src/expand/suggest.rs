@@ -113,12 +113,13 @@ const EQUIVALENTS: &[(&str, Equivalent)] = &[
     ("globalmaxpooling2d", Equivalent::Layer("global_maxpool")),
     ("cat", Equivalent::Layer("concat")),
     ("concatenate", Equivalent::Layer("concat")),
-    ("leakyrelu", Equivalent::Missing("leaky ReLU")),
-    ("gelu", Equivalent::Missing("GELU")),
-    ("elu", Equivalent::Missing("ELU")),
+    ("leakyrelu", Equivalent::Layer("leaky_relu")),
+    ("gelu", Equivalent::Layer("gelu")),
+    ("elu", Equivalent::Layer("elu")),
     ("selu", Equivalent::Missing("SELU")),
     ("prelu", Equivalent::Missing("PReLU")),
-    ("hardsigmoid", Equivalent::Missing("hard sigmoid")),
+    ("hardsigmoid", Equivalent::Layer("hardsigmoid")),
+    ("hardswish", Equivalent::Layer("hardswish")),
     ("mish", Equivalent::Missing("Mish")),
     ("layernorm", Equivalent::Missing("layer normalisation")),
     ("groupnorm", Equivalent::Missing("group normalisation")),
@@ -198,11 +199,18 @@ mod tests {
                 _ => panic!("{name} has no equivalent"),
             }
         }
-        assert!(matches!(equivalent("gelu"), Some(Equivalent::Missing(_))));
-        assert!(matches!(
-            equivalent("leaky_relu"),
-            Some(Equivalent::Missing(_))
-        ));
+        for (name, expected) in [
+            ("GELU", "gelu"),
+            ("LeakyReLU", "leaky_relu"),
+            ("ELU", "elu"),
+            ("Hardsigmoid", "hardsigmoid"),
+        ] {
+            assert!(
+                matches!(equivalent(name), Some(Equivalent::Layer(l)) if *l == expected),
+                "{name}"
+            );
+        }
+        assert!(matches!(equivalent("selu"), Some(Equivalent::Missing(_))));
         assert!(equivalent("conv").is_none());
     }
 }

@@ -223,7 +223,45 @@ impl Builder<'_> {
                 );
                 self.emit("Mul", base, vec![x, gate], Vec::new())
             }
+            Activation::Hardsigmoid => self.emit(
+                "HardSigmoid",
+                base,
+                vec![x],
+                vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+            ),
+            Activation::LeakyRelu(slope) => {
+                let attributes = vec![float("alpha", slope.get())];
+                self.emit("LeakyRelu", base, vec![x], attributes)
+            }
+            Activation::Elu(alpha) => {
+                let attributes = vec![float("alpha", alpha.get())];
+                self.emit("Elu", base, vec![x], attributes)
+            }
+            Activation::Gelu => {
+                // Gelu is an opset-20 operator; at opset 13 it is x · (1 + Erf(x / √2)) / 2.
+                let sqrt2 = self.scalar(&format!("{base}.sqrt2"), std::f32::consts::SQRT_2);
+                let one = self.scalar(&format!("{base}.one"), 1.0);
+                let half = self.scalar(&format!("{base}.half"), 0.5);
+                let scaled = self.emit(
+                    "Div",
+                    &format!("{base}/div"),
+                    vec![x.clone(), sqrt2],
+                    Vec::new(),
+                );
+                let erf = self.emit("Erf", &format!("{base}/erf"), vec![scaled], Vec::new());
+                let shifted = self.emit("Add", &format!("{base}/add"), vec![erf, one], Vec::new());
+                let product =
+                    self.emit("Mul", &format!("{base}/mul"), vec![x, shifted], Vec::new());
+                self.emit("Mul", base, vec![product, half], Vec::new())
+            }
         }
+    }
+
+    /// A scalar initializer.
+    fn scalar(&mut self, base: &str, value: f32) -> String {
+        let name = self.fresh(base);
+        self.initializer(name.clone(), &[], std::iter::once(value));
+        name
     }
 
     /// The scalar initializers 0 and 6 that every relu6's `Clip` shares.

@@ -35,7 +35,7 @@ mod pool;
 pub mod signature;
 mod softmax;
 
-pub use activation::Activation;
+pub use activation::{Activation, Coefficient, ERFC_COEFFICIENTS, GELU_CLAMP};
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
 pub use add::AddAttrs;
 pub use batchnorm::BatchNormAttrs;
@@ -344,6 +344,10 @@ static LAYERS: &[&dyn Surface] = &[
     &activation::alias("silu", Activation::Swish),
     &activation::layer(Activation::Tanh),
     &activation::layer(Activation::Hardswish),
+    &activation::layer(Activation::Hardsigmoid),
+    &activation::LEAKY_RELU,
+    &activation::ELU,
+    &activation::layer(Activation::Gelu),
     &softmax::SOFTMAX,
     &add::ADD,
     &mul::MUL,
