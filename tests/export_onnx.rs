@@ -103,6 +103,8 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::Add => "Add",
         Op::Mul => "Mul",
         Op::Concat => "Concat",
+        Op::ChannelShuffle(_) => "Reshape",
+        Op::Split(_) => "Slice",
     })
 }
 
@@ -203,6 +205,7 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
                 &["Mul"]
             }
             Op::Activation(cnnc::graph::Activation::Gelu) => &["Erf", "Add", "Mul", "Mul"],
+            Op::ChannelShuffle(_) => &["Transpose", "Reshape"],
             _ => &[],
         };
         for op_type in rest {
@@ -334,6 +337,83 @@ fn new_activations_export() {
         gelu[3].input[0], onnx_graph.node[2].output[0],
         "x · (1 + erf)"
     );
+}
+
+/// `channel_shuffle` is `Reshape → Transpose → Reshape` and `split` a `Slice` on the channel
+/// axis; evaluated here with ndarray on the exported shapes, permutation and bounds, an NCHW
+/// input gives the interpreter's output.
+#[test]
+fn channel_shuffle_and_split_match_the_interpreter() {
+    let graph = &compile_all(
+        "channels.cnn",
+        "network t(x: 3x2x12) { x -> channel_shuffle(3) -> split(4, 2) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let int64s = |name: &str| -> Vec<i64> {
+        let tensor = onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no initializer `{name}`"));
+        assert_eq!(
+            tensor.data_type,
+            Some(pb::tensor_proto::DataType::Int64 as i32)
+        );
+        let raw = tensor.raw_data.as_deref().unwrap_or_default();
+        raw.chunks(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()
+    };
+    let nodes = &onnx_graph.node;
+    let op_types: Vec<&str> = nodes
+        .iter()
+        .map(|n| n.op_type.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(op_types, ["Reshape", "Transpose", "Reshape", "Slice"]);
+    let dims = |values: Vec<i64>, batch: usize| -> Vec<usize> {
+        values
+            .iter()
+            .map(|&d| if d == 0 { batch } else { d as usize })
+            .collect()
+    };
+    let perm: Vec<usize> = nodes[1].attribute[0]
+        .ints
+        .iter()
+        .map(|&p| p as usize)
+        .collect();
+
+    let input = synthetic_input(graph.shape(graph.inputs[0]), 2, 7).expect("an input");
+    let expected = cnnc::reference::run(graph, &weights, std::slice::from_ref(&input))
+        .expect("the interpreter runs");
+    // NHWC → NCHW, then the exported nodes.
+    let nchw = input
+        .clone()
+        .permuted_axes(IxDyn(&[0, 3, 1, 2]))
+        .as_standard_layout()
+        .to_owned();
+    let grouped = nchw
+        .into_shape_with_order(IxDyn(&dims(int64s(&nodes[0].input[1]), 2)))
+        .expect("the grouped shape");
+    let transposed = grouped
+        .permuted_axes(IxDyn(&perm))
+        .as_standard_layout()
+        .to_owned();
+    let shuffled = transposed
+        .into_shape_with_order(IxDyn(&dims(int64s(&nodes[2].input[1]), 2)))
+        .expect("the whole shape");
+    let (start, end, axes) = (
+        int64s(&nodes[3].input[1]),
+        int64s(&nodes[3].input[2]),
+        int64s(&nodes[3].input[3]),
+    );
+    assert_eq!(axes, [1]);
+    let sliced = shuffled.slice_axis(Axis(1), (start[0] as usize..end[0] as usize).into());
+    let back = sliced.permuted_axes(IxDyn(&[0, 2, 3, 1]));
+    assert_eq!(back.shape(), expected.shape());
+    assert!(back.iter().zip(expected.iter()).all(|(a, b)| a == b));
 }
 
 /// LeNet-5 takes one gray channel, so it is exported at its own size.

@@ -536,6 +536,25 @@ fn activations() {
 }
 
 #[test]
+fn channel_shuffle_and_split() {
+    use cnnc::graph::{ChannelShuffleAttrs, SplitAttrs};
+    for input in [Shape::spatial(3, 2, 6), Shape::flat(6)] {
+        for groups in [2, 3] {
+            let op = Op::ChannelShuffle(ChannelShuffleAttrs { groups });
+            check_single(&[input], op, TRAIN, smooth);
+        }
+        for (parts, index) in [(2, 0), (2, 1), (3, 2)] {
+            check_single(
+                &[input],
+                Op::Split(SplitAttrs { parts, index }),
+                TRAIN,
+                smooth,
+            );
+        }
+    }
+}
+
+#[test]
 fn softmax_over_flat_and_spatial_channels() {
     check_single(&[Shape::flat(5)], Op::Softmax, TRAIN, smooth);
     check_single(&[Shape::spatial(2, 3, 4)], Op::Softmax, TRAIN, smooth);

@@ -495,6 +495,30 @@ fn new_activations_standalone_and_fused() {
     }
 }
 
+/// `channel_shuffle` and `split` at odd sizes and channel counts that are not multiples of 4,
+/// alone, on flat vectors, written into a concat's slice (the split of a ShuffleNet unit and
+/// the branch beside it) and read from one, at batch 3.
+#[test]
+fn channel_shuffle_and_split() {
+    for source in [
+        "network t(x: 5x3x12) { x -> channel_shuffle(3) }",
+        "network t(x: 5x3x12) { x -> channel_shuffle(4) -> split(3, 1) }",
+        "network t(x: 7x1x10) { x -> split(5, 4) -> relu }",
+        "network t(x: 4x4x3) { x -> flatten -> channel_shuffle(2) -> split(4, 1) -> dense(5) }",
+        "network t(x: 7x5x10) {
+            let a = x -> split(2, 0)
+            let b = x -> split(2, 1) -> conv(5, 1) -> relu -> dwconv(3, pad: 1)
+            return concat(a, b) -> channel_shuffle(2)
+        }",
+        "network t(x: 6x6x8) {
+            let y = concat(x -> conv(6, 3, stride: 2, pad: 1), x -> maxpool(2)) -> channel_shuffle(2)
+            return concat(y -> split(2, 0), y -> split(2, 1) -> conv(8, 1)) -> channel_shuffle(3)
+        }",
+    ] {
+        check_source(source, 3);
+    }
+}
+
 /// `exp` and `sigmoid` are computed inline by a polynomial; they must stay within 1e-6 of
 /// the reference *relatively*, also where the values are tiny.
 #[test]

@@ -592,6 +592,39 @@ fn gelu_matches_the_normal_distribution_table() {
     }
 }
 
+/// PyTorch's `channel_shuffle`: the channels as a `groups × C/groups` matrix, transposed
+/// (`x.view(N, g, C/g, H, W).transpose(1, 2)`); and `split` as `torch.chunk(x, parts)[index]`.
+#[test]
+fn channel_shuffle_and_split_move_channels_as_pytorch() {
+    use cnnc::graph::{ChannelShuffleAttrs, SplitAttrs};
+    let channels: Vec<f32> = (0..6).map(|c| c as f32).collect();
+    let shuffle = |groups| Op::ChannelShuffle(ChannelShuffleAttrs { groups });
+    let split = |parts, index| Op::Split(SplitAttrs { parts, index });
+    for (op, expected) in [
+        (shuffle(2), vec![0., 3., 1., 4., 2., 5.]),
+        (shuffle(3), vec![0., 2., 4., 1., 3., 5.]),
+        (shuffle(1), vec![0., 1., 2., 3., 4., 5.]),
+        (shuffle(6), vec![0., 1., 2., 3., 4., 5.]),
+        (split(2, 1), vec![3., 4., 5.]),
+        (split(3, 0), vec![0., 1.]),
+        (split(3, 2), vec![4., 5.]),
+    ] {
+        let flat = single(Shape::flat(6), op.clone());
+        let found = run1(&flat, &Weights::new(), tensor(&[1, 6], channels.clone()));
+        assert_close(&found, &expected);
+        // The same on every pixel of an image: pixel p holds channels 10·p + c.
+        let spatial = single(Shape::spatial(1, 2, 6), op);
+        let input: Vec<f32> = (0..2)
+            .flat_map(|p| channels.iter().map(move |c| 10.0 * p as f32 + c))
+            .collect();
+        let found = run1(&spatial, &Weights::new(), tensor(&[1, 1, 2, 6], input));
+        let wanted: Vec<f32> = (0..2)
+            .flat_map(|p| expected.iter().map(move |c| 10.0 * p as f32 + c))
+            .collect();
+        assert_close(&found, &wanted);
+    }
+}
+
 /// `x -> a: conv1x1(2 → 2) ; x -> b: global pool` and a two-input op on the results.
 fn two_branch(op: Op) -> (Graph, Weights) {
     let mut graph = Graph::new("branches");

@@ -111,6 +111,8 @@ const EQUIVALENTS: &[(&str, Equivalent)] = &[
     ),
     ("globalavgpool", Equivalent::Layer("global_avgpool")),
     ("globalmaxpooling2d", Equivalent::Layer("global_maxpool")),
+    ("channelshuffle", Equivalent::Layer("channel_shuffle")),
+    ("chunk", Equivalent::Layer("split")),
     ("cat", Equivalent::Layer("concat")),
     ("concatenate", Equivalent::Layer("concat")),
     ("leakyrelu", Equivalent::Layer("leaky_relu")),
@@ -204,6 +206,8 @@ mod tests {
             ("LeakyReLU", "leaky_relu"),
             ("ELU", "elu"),
             ("Hardsigmoid", "hardsigmoid"),
+            ("ChannelShuffle", "channel_shuffle"),
+            ("chunk", "split"),
         ] {
             assert!(
                 matches!(equivalent(name), Some(Equivalent::Layer(l)) if *l == expected),

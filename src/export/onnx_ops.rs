@@ -112,6 +112,20 @@ impl Builder<'_> {
                 let attributes = vec![int("axis", 1)];
                 self.emit("Concat", &base, args, attributes)
             }
+            Op::ChannelShuffle(attrs) => {
+                arity(1)?;
+                self.channel_shuffle(&args[0], input_shape, attrs.groups, &base)
+            }
+            Op::Split(attrs) => {
+                arity(1)?;
+                let first = attrs.first_channel(input_shape.c) as i64;
+                let part = graph.shape(id).c as i64;
+                let starts = self.int64_initializer(&format!("{base}.starts"), &[first]);
+                let ends = self.int64_initializer(&format!("{base}.ends"), &[first + part]);
+                let axes = self.int64_initializer(&format!("{base}.axes"), &[1]);
+                let inputs = vec![args[0].clone(), starts, ends, axes];
+                self.emit("Slice", &base, inputs, Vec::new())
+            }
         };
         self.values[id] = output;
         Ok(())
@@ -255,6 +269,35 @@ impl Builder<'_> {
                 self.emit("Mul", base, vec![product, half], Vec::new())
             }
         }
+    }
+
+    /// PyTorch's `ChannelShuffle` as ONNX writes it: the channel axis reshaped to
+    /// `[groups, C / groups]`, those two axes transposed, and reshaped back.
+    fn channel_shuffle(&mut self, input: &str, shape: Shape, groups: usize, base: &str) -> String {
+        let (c, g) = (shape.c as i64, groups.max(1) as i64);
+        let spatial: &[i64] = if shape.flat {
+            &[]
+        } else {
+            &[shape.h as i64, shape.w as i64]
+        };
+        let grouped: Vec<i64> = [0, g, c / g].iter().chain(spatial).copied().collect();
+        let whole: Vec<i64> = [0, c].iter().chain(spatial).copied().collect();
+        let perm: Vec<usize> = [0, 2, 1].into_iter().chain(3..3 + spatial.len()).collect();
+        let grouped = self.int64_initializer(&format!("{base}.grouped_shape"), &grouped);
+        let whole = self.int64_initializer(&format!("{base}.shape"), &whole);
+        let split = self.emit(
+            "Reshape",
+            &format!("{base}/reshape"),
+            vec![input.to_string(), grouped],
+            Vec::new(),
+        );
+        let transposed = self.emit(
+            "Transpose",
+            &format!("{base}/transpose"),
+            vec![split],
+            vec![ints("perm", &perm)],
+        );
+        self.emit("Reshape", base, vec![transposed, whole], Vec::new())
     }
 
     /// A scalar initializer.

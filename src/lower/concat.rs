@@ -67,6 +67,8 @@ impl Lowering<'_> {
                 | Op::Add
                 | Op::Mul
                 | Op::Concat
+                | Op::ChannelShuffle(_)
+                | Op::Split(_)
         )
     }
 

@@ -21,7 +21,7 @@ fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
 }
 
 /// Calls `f` for the channel vectors of a pixel: full vectors, then a partial one.
-fn channel_vectors(channels: usize) -> impl Iterator<Item = (usize, u8)> {
+pub(super) fn channel_vectors(channels: usize) -> impl Iterator<Item = (usize, u8)> {
     let vectors = channels.div_ceil(4);
     let last = (channels - 4 * vectors.saturating_sub(1)) as u8;
     (0..vectors).map(move |v| (4 * v, lanes(v, vectors, last)))

@@ -89,6 +89,8 @@ impl Op {
             Op::Add => f(&AddAttrs),
             Op::Mul => f(&MulAttrs),
             Op::Concat => f(&ConcatAttrs),
+            Op::ChannelShuffle(attrs) => f(attrs),
+            Op::Split(attrs) => f(attrs),
         }
     }
 }

@@ -19,6 +19,7 @@ mod activation;
 mod adaptive_avgpool;
 mod add;
 mod batchnorm;
+mod channels;
 mod concat;
 mod conv;
 mod dense;
@@ -39,6 +40,7 @@ pub use activation::{Activation, Coefficient, ERFC_COEFFICIENTS, GELU_CLAMP};
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
 pub use add::AddAttrs;
 pub use batchnorm::BatchNormAttrs;
+pub use channels::{ChannelShuffleAttrs, SplitAttrs};
 pub use concat::ConcatAttrs;
 pub use conv::ConvAttrs;
 pub use dense::DenseAttrs;
@@ -154,6 +156,10 @@ pub enum Op {
     Mul,
     /// Along the channels.
     Concat,
+    /// The channels regrouped, as PyTorch's `ChannelShuffle`.
+    ChannelShuffle(ChannelShuffleAttrs),
+    /// One of several equal channel groups.
+    Split(SplitAttrs),
 }
 
 impl Op {
@@ -178,6 +184,8 @@ impl Op {
             Op::Add => f(&AddAttrs),
             Op::Mul => f(&MulAttrs),
             Op::Concat => f(&ConcatAttrs),
+            Op::ChannelShuffle(attrs) => f(attrs),
+            Op::Split(attrs) => f(attrs),
         }
     }
 
@@ -276,7 +284,9 @@ impl Op {
             | Op::Softmax
             | Op::Add
             | Op::Mul
-            | Op::Concat => None,
+            | Op::Concat
+            | Op::ChannelShuffle(_)
+            | Op::Split(_) => None,
         }
     }
 
@@ -308,7 +318,9 @@ impl Op {
             | Op::Softmax
             | Op::Add
             | Op::Mul
-            | Op::Concat => None,
+            | Op::Concat
+            | Op::ChannelShuffle(_)
+            | Op::Split(_) => None,
         }
     }
 
@@ -352,6 +364,8 @@ static LAYERS: &[&dyn Surface] = &[
     &add::ADD,
     &mul::MUL,
     &concat::CONCAT,
+    &channels::CHANNEL_SHUFFLE,
+    &channels::SPLIT,
 ];
 
 /// Every layer of the language, in catalogue order.
