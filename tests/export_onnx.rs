@@ -282,6 +282,7 @@ mod reduced_std_network_exports {
         "std/resnet.cnn": resnet18 resnet34 resnet50 resnet101 resnet152;
         "std/googlenet.cnn": googlenet;
         "std/mobilenet.cnn": mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small;
+        "std/shufflenet.cnn": shufflenet_v2_x1_0;
         "std/efficientnet.cnn": efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
             efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7;
     }

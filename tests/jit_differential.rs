@@ -803,6 +803,7 @@ fn standard_networks_at_reduced_size() {
         ("mobilenet", "mobilenet_v2", 32),
         ("mobilenet", "mobilenet_v3_large", 32),
         ("mobilenet", "mobilenet_v3_small", 32),
+        ("shufflenet", "shufflenet_v2_x1_0", 32),
         ("efficientnet", "efficientnet_b0", 32),
     ];
     for (file, network, size) in networks {
