@@ -105,6 +105,7 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::Concat => "Concat",
         Op::ChannelShuffle(_) => "Reshape",
         Op::Split(_) => "Slice",
+        Op::Upsample(_) => "Resize",
     })
 }
 
@@ -172,7 +173,8 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
     let mut available: HashSet<&str> = initializers.keys().copied().collect();
     available.extend(inputs.iter().map(|(name, _)| name.as_str()));
     for node in &onnx_graph.node {
-        for input in &node.input {
+        // An empty name is an optional input left out (`Resize`'s region of interest).
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
             assert!(
                 available.contains(input.as_str()),
                 "{what}: {:?} reads `{input}` before it exists",
@@ -415,6 +417,71 @@ fn channel_shuffle_and_split_match_the_interpreter() {
     let back = sliced.permuted_axes(IxDyn(&[0, 2, 3, 1]));
     assert_eq!(back.shape(), expected.shape());
     assert!(back.iter().zip(expected.iter()).all(|(a, b)| a == b));
+}
+
+/// `upsample` is a `Resize` with scales `[1, 1, sh, sw]` and the coordinate rule that gives
+/// PyTorch's sampling: `asymmetric` with `floor` for nearest, `pytorch_half_pixel` for bilinear
+/// (which the ONNX specification defines as PyTorch's `align_corners=False`).
+#[test]
+fn upsample_exports_as_resize() {
+    let graph = &compile_all(
+        "upsample.cnn",
+        "network t(x: 3x4x2) { x -> upsample(scale: [2, 3]) -> upsample(mode: \"bilinear\") }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    type Attributes = Vec<(String, String)>;
+    let described: Vec<(Vec<f32>, Attributes)> = onnx_graph
+        .node
+        .iter()
+        .map(|node| {
+            assert_eq!(node.op_type.as_deref(), Some("Resize"));
+            assert_eq!(node.input[1], "", "no region of interest");
+            let scales = onnx_graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(node.input[2].as_str()))
+                .map(floats)
+                .expect("the scales");
+            let attributes = node
+                .attribute
+                .iter()
+                .map(|a| {
+                    let value = String::from_utf8_lossy(a.s.as_deref().unwrap_or_default());
+                    (a.name.clone().unwrap_or_default(), value.into_owned())
+                })
+                .collect();
+            (scales, attributes)
+        })
+        .collect();
+    let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        described,
+        [
+            (
+                vec![1.0, 1.0, 2.0, 3.0],
+                pairs(&[
+                    ("mode", "nearest"),
+                    ("coordinate_transformation_mode", "asymmetric"),
+                    ("nearest_mode", "floor"),
+                ])
+            ),
+            (
+                vec![1.0, 1.0, 2.0, 2.0],
+                pairs(&[
+                    ("mode", "linear"),
+                    ("coordinate_transformation_mode", "pytorch_half_pixel"),
+                ])
+            ),
+        ]
+    );
 }
 
 /// LeNet-5 takes one gray channel, so it is exported at its own size.

@@ -555,6 +555,17 @@ fn channel_shuffle_and_split() {
 }
 
 #[test]
+fn upsample_nearest_and_bilinear() {
+    use cnnc::graph::{UpsampleAttrs, UpsampleMode};
+    for mode in [UpsampleMode::Nearest, UpsampleMode::Bilinear] {
+        for scale in [[2, 2], [3, 2], [1, 3]] {
+            let op = Op::Upsample(UpsampleAttrs { scale, mode });
+            check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
+        }
+    }
+}
+
+#[test]
 fn softmax_over_flat_and_spatial_channels() {
     check_single(&[Shape::flat(5)], Op::Softmax, TRAIN, smooth);
     check_single(&[Shape::spatial(2, 3, 4)], Op::Softmax, TRAIN, smooth);

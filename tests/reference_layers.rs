@@ -625,6 +625,51 @@ fn channel_shuffle_and_split_move_channels_as_pytorch() {
     }
 }
 
+/// `upsample` as `torch.nn.Upsample(scale_factor, mode, align_corners=False)`: nearest
+/// repeats pixels; bilinear samples at `(o + 0.5)/s − 0.5`, clamped to the input (PyTorch
+/// gives `[0, 1, 3, 4]` for `[0, 4]` doubled, and `[0, 0, 1, 2, 3, 3]` for `[0, 3]` tripled).
+#[test]
+fn upsample_nearest_and_bilinear_match_pytorch() {
+    use cnnc::graph::{UpsampleAttrs, UpsampleMode};
+    let up = |scale, mode| Op::Upsample(UpsampleAttrs { scale, mode });
+    let cases = [
+        (
+            up([2, 2], UpsampleMode::Nearest),
+            vec![1., 2.],
+            [2, 4],
+            vec![1., 1., 2., 2., 1., 1., 2., 2.],
+        ),
+        (
+            up([1, 3], UpsampleMode::Nearest),
+            vec![1., 2.],
+            [1, 6],
+            vec![1., 1., 1., 2., 2., 2.],
+        ),
+        (
+            up([2, 2], UpsampleMode::Bilinear),
+            vec![0., 4.],
+            [2, 4],
+            vec![0., 1., 3., 4., 0., 1., 3., 4.],
+        ),
+        (
+            up([1, 3], UpsampleMode::Bilinear),
+            vec![0., 3.],
+            [1, 6],
+            vec![0., 0., 1., 2., 3., 3.],
+        ),
+    ];
+    for (op, input, [h, w], expected) in cases {
+        let graph = single(Shape::spatial(1, 2, 1), op);
+        let found = run1(&graph, &Weights::new(), tensor(&[1, 1, 2, 1], input));
+        assert_eq!(found.shape(), &[1, h, w, 1]);
+        assert_close(&found, &expected);
+    }
+    // Along the height as along the width: a column [0, 4] doubled is [0, 1, 3, 4] down.
+    let graph = single(Shape::spatial(2, 1, 1), up([2, 1], UpsampleMode::Bilinear));
+    let found = run1(&graph, &Weights::new(), tensor(&[1, 2, 1, 1], vec![0., 4.]));
+    assert_close(&found, &[0., 1., 3., 4.]);
+}
+
 /// `x -> a: conv1x1(2 → 2) ; x -> b: global pool` and a two-input op on the results.
 fn two_branch(op: Op) -> (Graph, Weights) {
     let mut graph = Graph::new("branches");

@@ -133,9 +133,9 @@ const EQUIVALENTS: &[(&str, Equivalent)] = &[
         "instancenorm2d",
         Equivalent::Missing("instance normalisation"),
     ),
-    ("upsample", Equivalent::Missing("upsampling")),
-    ("upsampling2d", Equivalent::Missing("upsampling")),
-    ("interpolate", Equivalent::Missing("upsampling")),
+    ("upsample", Equivalent::Layer("upsample")),
+    ("upsampling2d", Equivalent::Layer("upsample")),
+    ("interpolate", Equivalent::Layer("upsample")),
     (
         "convtranspose2d",
         Equivalent::Missing("transposed convolution"),
@@ -208,6 +208,8 @@ mod tests {
             ("Hardsigmoid", "hardsigmoid"),
             ("ChannelShuffle", "channel_shuffle"),
             ("chunk", "split"),
+            ("UpSampling2D", "upsample"),
+            ("interpolate", "upsample"),
         ] {
             assert!(
                 matches!(equivalent(name), Some(Equivalent::Layer(l)) if *l == expected),

@@ -3,7 +3,10 @@
 
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
-use crate::graph::{Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, Shape};
+use crate::graph::{
+    Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, Shape, UpsampleAttrs,
+    UpsampleMode,
+};
 
 impl Builder<'_> {
     /// Translates graph node `id`, recording the name of the value it produces.
@@ -115,6 +118,10 @@ impl Builder<'_> {
             Op::ChannelShuffle(attrs) => {
                 arity(1)?;
                 self.channel_shuffle(&args[0], input_shape, attrs.groups, &base)
+            }
+            Op::Upsample(attrs) => {
+                arity(1)?;
+                self.upsample(&args[0], attrs, &base)
             }
             Op::Split(attrs) => {
                 arity(1)?;
@@ -300,6 +307,29 @@ impl Builder<'_> {
         self.emit("Reshape", base, vec![transposed, whole], Vec::new())
     }
 
+    /// `Resize` with PyTorch's sampling: `nearest` as `asymmetric` coordinates rounded down,
+    /// `bilinear` (`align_corners=False`) as `linear` with `pytorch_half_pixel` coordinates.
+    fn upsample(&mut self, input: &str, attrs: &UpsampleAttrs, base: &str) -> String {
+        let [sh, sw] = attrs.scale;
+        let scales = self.fresh(&format!("{base}.scales"));
+        let values = [1.0, 1.0, sh as f32, sw as f32];
+        self.initializer(scales.clone(), &[4], values.into_iter());
+        let attributes = match attrs.mode {
+            UpsampleMode::Nearest => vec![
+                string("mode", "nearest"),
+                string("coordinate_transformation_mode", "asymmetric"),
+                string("nearest_mode", "floor"),
+            ],
+            UpsampleMode::Bilinear => vec![
+                string("mode", "linear"),
+                string("coordinate_transformation_mode", "pytorch_half_pixel"),
+            ],
+        };
+        // The second input, the region of interest, is unused and left empty.
+        let inputs = vec![input.to_string(), String::new(), scales];
+        self.emit("Resize", base, inputs, attributes)
+    }
+
     /// A scalar initializer.
     fn scalar(&mut self, base: &str, value: f32) -> String {
         let name = self.fresh(base);
@@ -416,6 +446,15 @@ fn ints(name: &str, values: &[usize]) -> pb::AttributeProto {
         name: Some(name.into()),
         r#type: Some(pb::attribute_proto::AttributeType::Ints as i32),
         ints: values.iter().map(|&v| v as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, value: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::String as i32),
+        s: Some(value.as_bytes().to_vec()),
         ..Default::default()
     }
 }

@@ -19,7 +19,7 @@ pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, BatchNormAttrs, ChannelShuffleAttrs, Coefficient,
     ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs, IdentityAttrs,
     InputAttrs, Literal, MulAttrs, Op, OpRule, Padding, PoolAttrs, PoolKind, SoftmaxAttrs,
-    SplitAttrs,
+    SplitAttrs, UpsampleAttrs, UpsampleMode,
 };
 pub use shape::Shape;
 

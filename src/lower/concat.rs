@@ -69,6 +69,7 @@ impl Lowering<'_> {
                 | Op::Concat
                 | Op::ChannelShuffle(_)
                 | Op::Split(_)
+                | Op::Upsample(_)
         )
     }
 

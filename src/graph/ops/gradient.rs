@@ -91,6 +91,7 @@ impl Op {
             Op::Concat => f(&ConcatAttrs),
             Op::ChannelShuffle(attrs) => f(attrs),
             Op::Split(attrs) => f(attrs),
+            Op::Upsample(attrs) => f(attrs),
         }
     }
 }

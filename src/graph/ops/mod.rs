@@ -35,6 +35,7 @@ mod padding;
 mod pool;
 pub mod signature;
 mod softmax;
+mod upsample;
 
 pub use activation::{Activation, Coefficient, ERFC_COEFFICIENTS, GELU_CLAMP};
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
@@ -54,6 +55,7 @@ pub use mul::MulAttrs;
 pub use padding::Padding;
 pub use pool::{PoolAttrs, PoolKind};
 pub use softmax::SoftmaxAttrs;
+pub use upsample::{bilinear_source, UpsampleAttrs, UpsampleMode};
 
 use super::{Init, ParamSpec, Shape, ShapeError};
 use crate::reference::{Forward, RunError, Tensor};
@@ -160,6 +162,8 @@ pub enum Op {
     ChannelShuffle(ChannelShuffleAttrs),
     /// One of several equal channel groups.
     Split(SplitAttrs),
+    /// Nearest or bilinear upsampling by integer factors.
+    Upsample(UpsampleAttrs),
 }
 
 impl Op {
@@ -186,6 +190,7 @@ impl Op {
             Op::Concat => f(&ConcatAttrs),
             Op::ChannelShuffle(attrs) => f(attrs),
             Op::Split(attrs) => f(attrs),
+            Op::Upsample(attrs) => f(attrs),
         }
     }
 
@@ -286,7 +291,8 @@ impl Op {
             | Op::Mul
             | Op::Concat
             | Op::ChannelShuffle(_)
-            | Op::Split(_) => None,
+            | Op::Split(_)
+            | Op::Upsample(_) => None,
         }
     }
 
@@ -320,7 +326,8 @@ impl Op {
             | Op::Mul
             | Op::Concat
             | Op::ChannelShuffle(_)
-            | Op::Split(_) => None,
+            | Op::Split(_)
+            | Op::Upsample(_) => None,
         }
     }
 
@@ -366,6 +373,7 @@ static LAYERS: &[&dyn Surface] = &[
     &concat::CONCAT,
     &channels::CHANNEL_SHUFFLE,
     &channels::SPLIT,
+    &upsample::UPSAMPLE,
 ];
 
 /// Every layer of the language, in catalogue order.
