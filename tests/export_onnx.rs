@@ -99,6 +99,7 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::Activation(Activation::LeakyRelu(_)) => "LeakyRelu",
         Op::Activation(Activation::Elu(_)) => "Elu",
         Op::Activation(Activation::Gelu) => "Div",
+        Op::Activation(Activation::GeluTanh) => "Mul",
         Op::Softmax => "Softmax",
         Op::Add => "Add",
         Op::Mul => "Mul",
@@ -207,6 +208,9 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
                 &["Mul"]
             }
             Op::Activation(cnnc::graph::Activation::Gelu) => &["Erf", "Add", "Mul", "Mul"],
+            Op::Activation(cnnc::graph::Activation::GeluTanh) => {
+                &["Mul", "Mul", "Add", "Mul", "Tanh", "Mul", "Add", "Mul"]
+            }
             Op::ChannelShuffle(_) => &["Transpose", "Reshape"],
             _ => &[],
         };
@@ -340,6 +344,13 @@ fn new_activations_export() {
         gelu[3].input[0], onnx_graph.node[2].output[0],
         "x · (1 + erf)"
     );
+
+    // The tanh approximation: six Mul, two Add and a Tanh (counted by `check_model`).
+    let graph = &compile_all(
+        "gelu_tanh.cnn",
+        "network t(x: 4x4x3) { x -> gelu(approximate: \"tanh\") }",
+    )[0];
+    check_model(graph, &weights, &round_trip(graph, &weights));
 }
 
 /// `channel_shuffle` is `Reshape → Transpose → Reshape` and `split` a `Slice` on the channel

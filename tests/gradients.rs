@@ -503,7 +503,7 @@ fn batch_norm_training_forward_uses_batch_statistics() {
 
 #[test]
 fn activations() {
-    let cases: [(Activation, Draw); 10] = [
+    let cases: [(Activation, Draw); 11] = [
         (Activation::Relu, |r| r.away_from(-1.0, 1.0, &[0.0], 0.05)),
         (Activation::Relu6, |r| {
             r.away_from(-1.0, 7.0, &[0.0, 6.0], 0.05)
@@ -524,6 +524,7 @@ fn activations() {
             r.away_from(-3.0, 2.0, &[0.0], 0.05)
         }),
         (Activation::Gelu, |r| r.uniform(-4.0, 4.0)),
+        (Activation::GeluTanh, |r| r.uniform(-4.0, 4.0)),
     ];
     for (activation, draw) in cases {
         check_single(

@@ -592,6 +592,27 @@ fn gelu_matches_the_normal_distribution_table() {
     }
 }
 
+/// `gelu(approximate: "tanh")`: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, the values
+/// computed from that definition in f64 (PyTorch's `gelu(1, approximate='tanh')` is 0.8412).
+#[test]
+fn gelu_tanh_matches_its_definition() {
+    let xs = vec![-3., -1., -0.5, 0.5, 1., 2., 3.];
+    let expected = [
+        -0.003_637_392,
+        -0.158_808_01,
+        -0.154_286,
+        0.345_714,
+        0.841_192,
+        1.954_597_7,
+        2.996_362_6,
+    ];
+    let graph = single(Shape::flat(7), Op::Activation(Activation::GeluTanh));
+    assert_close(
+        &run1(&graph, &Weights::new(), tensor(&[1, 7], xs)),
+        &expected,
+    );
+}
+
 /// PyTorch's `channel_shuffle`: the channels as a `groups × C/groups` matrix, transposed
 /// (`x.view(N, g, C/g, H, W).transpose(1, 2)`); and `split` as `torch.chunk(x, parts)[index]`.
 #[test]

@@ -258,6 +258,7 @@ impl Builder<'_> {
                 let attributes = vec![float("alpha", alpha.get())];
                 self.emit("Elu", base, vec![x], attributes)
             }
+            Activation::GeluTanh => self.gelu_tanh(x, base),
             Activation::Gelu => {
                 // Gelu is an opset-20 operator; at opset 13 it is x · (1 + Erf(x / √2)) / 2.
                 let sqrt2 = self.scalar(&format!("{base}.sqrt2"), std::f32::consts::SQRT_2);
@@ -328,6 +329,26 @@ impl Builder<'_> {
         // The second input, the region of interest, is unused and left empty.
         let inputs = vec![input.to_string(), String::new(), scales];
         self.emit("Resize", base, inputs, attributes)
+    }
+
+    /// GELU's tanh approximation at opset 13: `0.5 · x · (1 + Tanh(β · (x + κ · x · x · x)))`.
+    fn gelu_tanh(&mut self, x: String, base: &str) -> String {
+        let kappa = self.scalar(&format!("{base}.kappa"), crate::graph::ops::GELU_TANH_KAPPA);
+        let beta = self.scalar(&format!("{base}.beta"), crate::graph::ops::GELU_TANH_BETA);
+        let one = self.scalar(&format!("{base}.one"), 1.0);
+        let half = self.scalar(&format!("{base}.half"), 0.5);
+        let mut step = |op: &str, what: &str, inputs: Vec<String>| {
+            self.emit(op, &format!("{base}/{what}"), inputs, Vec::new())
+        };
+        let kx = step("Mul", "kx", vec![kappa, x.clone()]);
+        let kxx = step("Mul", "kxx", vec![kx, x.clone()]);
+        let cubic = step("Mul", "cubic", vec![kxx, x.clone()]);
+        let sum = step("Add", "sum", vec![x.clone(), cubic]);
+        let inner = step("Mul", "inner", vec![beta, sum]);
+        let t = step("Tanh", "tanh", vec![inner]);
+        let half_x = step("Mul", "half_x", vec![half, x]);
+        let shifted = step("Add", "shifted", vec![one, t]);
+        self.emit("Mul", base, vec![half_x, shifted], Vec::new())
     }
 
     /// A scalar initializer.

@@ -4,7 +4,7 @@
 use super::ir::{
     Access, Affine, BinaryOp, BufferId, Expr, Kernel, Loop, LoopVar, Reg, Stmt, UnaryOp,
 };
-use crate::graph::ops::{ERFC_COEFFICIENTS, GELU_CLAMP};
+use crate::graph::ops::{ERFC_COEFFICIENTS, GELU_CLAMP, GELU_TANH_BETA, GELU_TANH_KAPPA};
 use crate::graph::Activation;
 
 pub struct KernelBuilder {
@@ -189,6 +189,22 @@ impl KernelBuilder {
                 self.binary(BinaryOp::Add, positive, scaled)
             }
             Some(Activation::Gelu) => self.gelu(value),
+            Some(Activation::GeluTanh) => {
+                // `0.5 · x · (1 + tanh(β · (x + κ · x · x · x)))`, in the reference's order.
+                let kappa = self.constant(GELU_TANH_KAPPA);
+                let beta = self.constant(GELU_TANH_BETA);
+                let half = self.constant(0.5);
+                let one = self.constant(1.0);
+                let kx = self.binary(BinaryOp::Mul, kappa, value);
+                let kxx = self.binary(BinaryOp::Mul, kx, value);
+                let cubic = self.binary(BinaryOp::Mul, kxx, value);
+                let sum = self.binary(BinaryOp::Add, value, cubic);
+                let inner = self.binary(BinaryOp::Mul, beta, sum);
+                let t = self.unary(UnaryOp::Tanh, inner);
+                let half_x = self.binary(BinaryOp::Mul, half, value);
+                let shifted = self.binary(BinaryOp::Add, one, t);
+                self.binary(BinaryOp::Mul, half_x, shifted)
+            }
         }
     }
 

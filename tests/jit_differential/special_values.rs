@@ -58,7 +58,7 @@ fn same(found: f32, expected: f32) -> bool {
 #[test]
 fn activations_of_nan_and_infinities() {
     // (activation, input, PyTorch's output); zeros are +0 unless written −0.
-    let cases: [(&str, &[(f32, f32)]); 10] = [
+    let cases: [(&str, &[(f32, f32)]); 11] = [
         (
             "relu",
             &[(NAN, NAN), (INF, INF), (-INF, 0.0), (-3.4e38, 0.0)],
@@ -86,6 +86,10 @@ fn activations_of_nan_and_infinities() {
         (
             "gelu",
             &[(NAN, NAN), (INF, INF), (3.4e38, 3.4e38), (100.0, 100.0)],
+        ),
+        (
+            "gelu(approximate: \"tanh\")",
+            &[(NAN, NAN), (INF, INF), (100.0, 100.0)],
         ),
     ];
     for (activation, expectations) in cases {

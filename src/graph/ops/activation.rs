@@ -53,6 +53,8 @@ pub enum Activation {
     /// `x · Φ(x)` with Φ the normal distribution function (by `erf`, not the tanh
     /// approximation): PyTorch's `GELU()`.
     Gelu,
+    /// `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`: PyTorch's `GELU(approximate='tanh')`.
+    GeluTanh,
     /// `relu6(x + 3) / 6`, PyTorch's `Hardsigmoid` (MobileNetV3's squeeze-and-excitation gate).
     Hardsigmoid,
 }
@@ -73,6 +75,10 @@ pub const ERFC_COEFFICIENTS: [f64; 10] = [
     -0.822_152_23,
     0.170_872_77,
 ];
+
+/// The tanh approximation's constants, as PyTorch writes them: `√(2/π)` and 0.044715.
+pub const GELU_TANH_BETA: f32 = 0.797_884_6;
+pub const GELU_TANH_KAPPA: f32 = 0.044_715;
 
 /// Beyond this `|x|` GELU's correction term is below f32's smallest number; clamping keeps
 /// `|x| · erfc(|x|/√2)` from becoming `∞ · 0` at infinite inputs.
@@ -117,7 +123,7 @@ impl Activation {
             Activation::Hardswish => "hardswish",
             Activation::LeakyRelu(_) => "leaky_relu",
             Activation::Elu(_) => "elu",
-            Activation::Gelu => "gelu",
+            Activation::Gelu | Activation::GeluTanh => "gelu",
             Activation::Hardsigmoid => "hardsigmoid",
         }
     }
@@ -155,6 +161,10 @@ impl Activation {
                 }
             }
             Activation::Gelu => gelu(x),
+            Activation::GeluTanh => {
+                let inner = GELU_TANH_BETA * (x + GELU_TANH_KAPPA * x * x * x);
+                0.5 * x * (1.0 + inner.tanh())
+            }
             // PyTorch's kernel: `min(max(x + 3, 0), 6) / 6`.
             Activation::Hardsigmoid => (x + 3.0).clamp(0.0, 6.0) / 6.0,
         }
@@ -173,7 +183,8 @@ impl Activation {
             | Activation::Elu(_)
             | Activation::Gelu
             | Activation::Hardsigmoid => true,
-            Activation::Tanh => false,
+            // Both call libm's tanh, which the epilogues do not.
+            Activation::Tanh | Activation::GeluTanh => false,
         }
     }
 }
@@ -223,6 +234,25 @@ pub(super) const ELU: Layer<2> = Layer {
     },
 };
 
+/// `gelu(approximate: "none")`, PyTorch's default; `"tanh"` for the tanh approximation.
+pub(super) const GELU: Layer<2> = Layer {
+    name: "gelu",
+    params: [
+        X,
+        Param::new(
+            "approximate",
+            ParamKind::Choice(&["none", "tanh"]),
+            ParamDefault::Choice(0),
+        ),
+    ],
+    build: |[_, approximate], _| {
+        Some(Op::Activation(match approximate.choice()? {
+            0 => Activation::Gelu,
+            _ => Activation::GeluTanh,
+        }))
+    },
+};
+
 impl Surface for ActivationLayer {
     fn name(&self) -> &'static str {
         self.name
@@ -262,6 +292,7 @@ impl OpRule for Activation {
         match self {
             Activation::LeakyRelu(slope) => format!("slope={}", slope.get()),
             Activation::Elu(alpha) => format!("alpha={}", alpha.get()),
+            Activation::GeluTanh => "approximate=tanh".to_string(),
             _ => String::new(),
         }
     }
@@ -303,6 +334,11 @@ impl Activation {
                 let x = f64::from(x);
                 let density = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
                 (normal_cdf(x) + x * density) as f32
+            }
+            Activation::GeluTanh => {
+                let (beta, kappa) = (GELU_TANH_BETA, GELU_TANH_KAPPA);
+                let t = (beta * (x + kappa * x * x * x)).tanh();
+                0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * beta * (1.0 + 3.0 * kappa * x * x)
             }
             // PyTorch: 1/6 on the open interval (−3, 3), 0 elsewhere.
             Activation::Hardsigmoid if x > -3.0 && x < 3.0 => 1.0 / 6.0,

@@ -37,7 +37,9 @@ pub mod signature;
 mod softmax;
 mod upsample;
 
-pub use activation::{Activation, Coefficient, ERFC_COEFFICIENTS, GELU_CLAMP};
+pub use activation::{
+    Activation, Coefficient, ERFC_COEFFICIENTS, GELU_CLAMP, GELU_TANH_BETA, GELU_TANH_KAPPA,
+};
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
 pub use add::AddAttrs;
 pub use batchnorm::BatchNormAttrs;
@@ -366,7 +368,7 @@ static LAYERS: &[&dyn Surface] = &[
     &activation::layer(Activation::Hardsigmoid),
     &activation::LEAKY_RELU,
     &activation::ELU,
-    &activation::layer(Activation::Gelu),
+    &activation::GELU,
     &softmax::SOFTMAX,
     &add::ADD,
     &mul::MUL,
