@@ -107,6 +107,15 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::ChannelShuffle(_) => "Reshape",
         Op::Split(_) => "Slice",
         Op::Upsample(_) => "Resize",
+        Op::Scalar(attrs) => {
+            use cnnc::graph::ScalarOp;
+            match attrs.op {
+                ScalarOp::Add => "Add",
+                ScalarOp::Sub | ScalarOp::SubFrom => "Sub",
+                ScalarOp::Mul => "Mul",
+                ScalarOp::Div | ScalarOp::DivInto => "Div",
+            }
+        }
     })
 }
 
@@ -491,6 +500,48 @@ fn upsample_exports_as_resize() {
                     ("coordinate_transformation_mode", "pytorch_half_pixel"),
                 ])
             ),
+        ]
+    );
+}
+
+/// Arithmetic with a number is the ONNX operator with a scalar initializer, on the side the
+/// number was written.
+#[test]
+fn tensor_number_arithmetic_exports() {
+    let graph = &compile_all(
+        "scalar.cnn",
+        "network t(x: 2x3x4) { return 1 - x / 2 * 3 + 0.5 }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let number = |name: &str| {
+        onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .map(floats)
+    };
+    type Operand = Option<Vec<f32>>;
+    let described: Vec<(&str, Operand, Operand)> = onnx_graph
+        .node
+        .iter()
+        .map(|n| {
+            (
+                n.op_type.as_deref().unwrap_or(""),
+                number(&n.input[0]),
+                number(&n.input[1]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("Div", None, Some(vec![2.0])),
+            ("Mul", None, Some(vec![3.0])),
+            ("Sub", Some(vec![1.0]), None),
+            ("Add", None, Some(vec![0.5])),
         ]
     );
 }

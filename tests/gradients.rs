@@ -567,6 +567,25 @@ fn upsample_nearest_and_bilinear() {
 }
 
 #[test]
+fn tensor_number_arithmetic() {
+    use cnnc::graph::{ScalarAttrs, ScalarOp};
+    for op in [
+        ScalarOp::Add,
+        ScalarOp::Sub,
+        ScalarOp::SubFrom,
+        ScalarOp::Mul,
+        ScalarOp::Div,
+        ScalarOp::DivInto,
+    ] {
+        let attrs = ScalarAttrs { op, value: -1.5 };
+        // Away from 0, where `c / x` is steep.
+        check_single(&[Shape::spatial(3, 2, 2)], Op::Scalar(attrs), TRAIN, |r| {
+            r.uniform(0.5, 2.0)
+        });
+    }
+}
+
+#[test]
 fn softmax_over_flat_and_spatial_channels() {
     check_single(&[Shape::flat(5)], Op::Softmax, TRAIN, smooth);
     check_single(&[Shape::spatial(2, 3, 4)], Op::Softmax, TRAIN, smooth);

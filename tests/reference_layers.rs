@@ -613,6 +613,24 @@ fn gelu_tanh_matches_its_definition() {
     );
 }
 
+/// Arithmetic with a number, on each side of the tensor.
+#[test]
+fn tensor_number_arithmetic() {
+    use cnnc::graph::{ScalarAttrs, ScalarOp};
+    let input = tensor(&[1, 4], vec![-2., 0.5, 1., 4.]);
+    for (op, value, expected) in [
+        (ScalarOp::Add, 3.0, [1., 3.5, 4., 7.]),
+        (ScalarOp::Sub, 3.0, [-5., -2.5, -2., 1.]),
+        (ScalarOp::SubFrom, 3.0, [5., 2.5, 2., -1.]),
+        (ScalarOp::Mul, -2.0, [4., -1., -2., -8.]),
+        (ScalarOp::Div, 4.0, [-0.5, 0.125, 0.25, 1.]),
+        (ScalarOp::DivInto, 2.0, [-1., 4., 2., 0.5]),
+    ] {
+        let graph = single(Shape::flat(4), Op::Scalar(ScalarAttrs { op, value }));
+        assert_close(&run1(&graph, &Weights::new(), input.clone()), &expected);
+    }
+}
+
 /// PyTorch's `channel_shuffle`: the channels as a `groups × C/groups` matrix, transposed
 /// (`x.view(N, g, C/g, H, W).transpose(1, 2)`); and `split` as `torch.chunk(x, parts)[index]`.
 #[test]

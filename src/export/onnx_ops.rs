@@ -4,8 +4,8 @@
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
 use crate::graph::{
-    Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, Shape, UpsampleAttrs,
-    UpsampleMode,
+    Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, ScalarOp, Shape,
+    UpsampleAttrs, UpsampleMode,
 };
 
 impl Builder<'_> {
@@ -118,6 +118,20 @@ impl Builder<'_> {
             Op::ChannelShuffle(attrs) => {
                 arity(1)?;
                 self.channel_shuffle(&args[0], input_shape, attrs.groups, &base)
+            }
+            Op::Scalar(attrs) => {
+                arity(1)?;
+                let number = self.scalar(&format!("{base}.value"), attrs.value);
+                let x = args[0].clone();
+                let (op_type, inputs) = match attrs.op {
+                    ScalarOp::Add => ("Add", vec![x, number]),
+                    ScalarOp::Sub => ("Sub", vec![x, number]),
+                    ScalarOp::SubFrom => ("Sub", vec![number, x]),
+                    ScalarOp::Mul => ("Mul", vec![x, number]),
+                    ScalarOp::Div => ("Div", vec![x, number]),
+                    ScalarOp::DivInto => ("Div", vec![number, x]),
+                };
+                self.emit(op_type, &base, inputs, Vec::new())
             }
             Op::Upsample(attrs) => {
                 arity(1)?;

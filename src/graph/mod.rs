@@ -18,8 +18,8 @@ pub use infer::ShapeError;
 pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, BatchNormAttrs, ChannelShuffleAttrs, Coefficient,
     ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs, IdentityAttrs,
-    InputAttrs, Literal, MulAttrs, Op, OpRule, Padding, PoolAttrs, PoolKind, SoftmaxAttrs,
-    SplitAttrs, UpsampleAttrs, UpsampleMode,
+    InputAttrs, Literal, MulAttrs, Op, OpRule, Padding, PoolAttrs, PoolKind, ScalarAttrs, ScalarOp,
+    SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode,
 };
 pub use shape::Shape;
 

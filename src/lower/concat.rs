@@ -70,6 +70,7 @@ impl Lowering<'_> {
                 | Op::ChannelShuffle(_)
                 | Op::Split(_)
                 | Op::Upsample(_)
+                | Op::Scalar(_)
         )
     }
 

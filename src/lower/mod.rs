@@ -370,6 +370,7 @@ impl<'g> Lowering<'g> {
             Op::ChannelShuffle(attrs) => self.channel_shuffle(id, *attrs)?,
             Op::Split(attrs) => self.split(id, *attrs)?,
             Op::Upsample(attrs) => self.upsample(id, *attrs)?,
+            Op::Scalar(attrs) => self.scalar(id, *attrs)?,
         }
         Ok(())
     }

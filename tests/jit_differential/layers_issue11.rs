@@ -125,3 +125,29 @@ fn upsample_nearest_and_bilinear() {
         );
     }
 }
+
+/// Arithmetic between a tensor and a number, in every form, and MobileNet v3's hard swish
+/// written out as PyTorch's documentation does (`x * relu6(x + 3) / 6`), which must equal the
+/// `hardswish` layer.
+#[test]
+fn tensor_number_arithmetic() {
+    check_source(
+        "network t(x: 5x3x7) { return (1 - x / 2 + 2 * x - 0.5) * -3 + 4 / (x * x + 1) }",
+        3,
+    );
+    check_source(
+        "network t(x: 6x5x3) { return concat(x, (x -> conv(5, 1)) + 0.25, 2 - x) }",
+        3,
+    );
+    let graph = graph_of(
+        "network t(x: 7x5x6) { return x * 4 * (x * 4 + 3 -> relu6) / 6 + (x * 4 -> hardswish) * -1 }",
+    );
+    let inputs = inputs_for(&graph, 2);
+    let expected = reference::run(&graph, &cnnc::runtime::Weights::new(), &inputs)
+        .expect("the reference runs");
+    assert!(
+        expected.iter().all(|&v| v.abs() <= 1e-6),
+        "x · relu6(x + 3) / 6 is hardswish"
+    );
+    check_source("network t(x: 7x5x6) { return x * (x + 3 -> relu6) / 6 }", 2);
+}

@@ -92,6 +92,7 @@ impl Op {
             Op::ChannelShuffle(attrs) => f(attrs),
             Op::Split(attrs) => f(attrs),
             Op::Upsample(attrs) => f(attrs),
+            Op::Scalar(attrs) => f(attrs),
         }
     }
 }

@@ -33,6 +33,7 @@ mod literal;
 mod mul;
 mod padding;
 mod pool;
+mod scalar;
 pub mod signature;
 mod softmax;
 mod upsample;
@@ -56,6 +57,7 @@ pub use literal::Literal;
 pub use mul::MulAttrs;
 pub use padding::Padding;
 pub use pool::{PoolAttrs, PoolKind};
+pub use scalar::{ScalarAttrs, ScalarOp};
 pub use softmax::SoftmaxAttrs;
 pub use upsample::{bilinear_source, UpsampleAttrs, UpsampleMode};
 
@@ -166,6 +168,8 @@ pub enum Op {
     Split(SplitAttrs),
     /// Nearest or bilinear upsampling by integer factors.
     Upsample(UpsampleAttrs),
+    /// Elementwise arithmetic with a number (`x + 3`, `x / 6`).
+    Scalar(ScalarAttrs),
 }
 
 impl Op {
@@ -193,6 +197,7 @@ impl Op {
             Op::ChannelShuffle(attrs) => f(attrs),
             Op::Split(attrs) => f(attrs),
             Op::Upsample(attrs) => f(attrs),
+            Op::Scalar(attrs) => f(attrs),
         }
     }
 
@@ -294,7 +299,8 @@ impl Op {
             | Op::Concat
             | Op::ChannelShuffle(_)
             | Op::Split(_)
-            | Op::Upsample(_) => None,
+            | Op::Upsample(_)
+            | Op::Scalar(_) => None,
         }
     }
 
@@ -329,7 +335,8 @@ impl Op {
             | Op::Concat
             | Op::ChannelShuffle(_)
             | Op::Split(_)
-            | Op::Upsample(_) => None,
+            | Op::Upsample(_)
+            | Op::Scalar(_) => None,
         }
     }
 
