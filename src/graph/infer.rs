@@ -64,6 +64,8 @@ pub enum ShapeError {
         groups: usize,
         channels: usize,
     },
+    #[error("an upsampling scale of {scale} is more than {limit}")]
+    ScaleTooLarge { scale: usize, limit: usize },
     #[error("a split into {parts} parts has no part {index}: they are numbered 0 to {}", .parts - 1)]
     SplitIndex { index: usize, parts: usize },
     #[error(
@@ -150,6 +152,9 @@ impl ShapeError {
                 "choose a number of groups that divides {channels}{}",
                 divisors_phrase(*channels)
             )),
+            ShapeError::ScaleTooLarge { limit, .. } => Some(format!(
+                "upsample in several layers, each by at most {limit}"
+            )),
             ShapeError::SplitIndex { parts, .. } => Some(format!(
                 "the index counts from 0: `split({parts}, 0)` is the first part, `split({parts}, {})` the last",
                 parts - 1
@@ -224,6 +229,9 @@ impl ShapeError {
             ShapeError::ChannelGroups { .. } => (Code::Groups, span, "invalid groups".to_string()),
             ShapeError::SplitIndex { .. } => {
                 (Code::ArgumentRange, span, "no such part".to_string())
+            }
+            ShapeError::ScaleTooLarge { .. } => {
+                (Code::ArgumentRange, span, "scale too large".to_string())
             }
             ShapeError::TooLarge { .. } => (Code::TooLarge, span, "too large".to_string()),
             ShapeError::NotPositive { .. } => {

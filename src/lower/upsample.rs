@@ -1,7 +1,7 @@
 //! Upsampling by integer factors (`graph::ops::upsample` defines it).
 //!
-//! Nearest: each input pixel is stored `sh × sw` times; the loops run over input pixels with
-//! the copies unrolled, so every index is affine. Bilinear is separable and done in two kernels,
+//! Nearest: each input pixel is stored `sh × sw` times, by loops over the input pixels and the
+//! copies, so every index is affine. Bilinear is separable and done in two kernels,
 //! along the width into a scratch tensor and then along the height, in PyTorch's order of
 //! operations (the width's interpolations first). Along an axis, output `i·s + d` reads inputs
 //! `i + δ` and `i + δ + 1` with weights that depend only on the phase `d`, except at the borders
@@ -176,14 +176,14 @@ impl Lowering<'_> {
                         for (c0, lanes) in channel_vectors(c) {
                             let from = (iy.clone() * w + ix.clone()) * c + c0;
                             let value = b.load(x.buffer, from, lanes);
-                            for dy in 0..sh {
-                                for dx in 0..sw {
-                                    let pixel =
-                                        (iy.clone() * sh + dy) * out_w + ix.clone() * sw + dx;
+                            b.repeat(sh, |b, dy| {
+                                b.repeat(sw, |b, dx| {
+                                    let row = iy.clone() * sh + dy.clone();
+                                    let pixel = row * out_w + ix.clone() * sw + dx;
                                     let to = out.index(pixel, Affine::constant(c0));
                                     b.store(out.buffer, to, lanes, value);
-                                }
-                            }
+                                });
+                            });
                         }
                     });
                 });

@@ -18,6 +18,10 @@ pub enum UpsampleMode {
 
 const MODES: &[&str] = &["nearest", "bilinear"];
 
+/// The largest factor per axis. Bilinear code has one loop per phase of the factor, so the
+/// factor bounds the code's size; no network upsamples by more in one layer.
+pub const MAX_SCALE: usize = 64;
+
 /// `Op::Upsample`: the factors along height and width, and the mode.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct UpsampleAttrs {
@@ -79,6 +83,12 @@ impl OpRule for UpsampleAttrs {
         if self.scale.contains(&0) {
             return Err(ShapeError::NotPositive {
                 what: "the upsampling scale",
+            });
+        }
+        if let Some(&scale) = self.scale.iter().find(|&&s| s > MAX_SCALE) {
+            return Err(ShapeError::ScaleTooLarge {
+                scale,
+                limit: MAX_SCALE,
             });
         }
         let h = input.h.checked_mul(self.scale[0]);
