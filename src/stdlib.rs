@@ -12,6 +12,7 @@ pub static FILES: &[(&str, &str)] = &[
     ("std/lenet.cnn", include_str!("../std/lenet.cnn")),
     ("std/mobilenet.cnn", include_str!("../std/mobilenet.cnn")),
     ("std/resnet.cnn", include_str!("../std/resnet.cnn")),
+    ("std/shufflenet.cnn", include_str!("../std/shufflenet.cnn")),
     ("std/vgg.cnn", include_str!("../std/vgg.cnn")),
 ];
 

@@ -233,3 +233,51 @@ fn conv_kind_follows_what_was_written() {
     let kinds: Vec<&str> = graph.nodes.values().map(|node| node.op.name()).collect();
     assert_eq!(kinds, ["input", "conv", "dwconv"]);
 }
+
+/// A label on a repeated stage keeps the iteration index in the weight path, as a labelled
+/// layer inside a repeated sequence does (issue 11, bug 2): `tower.0.c`, `tower.1.c`, not a
+/// duplicate `tower.c`.
+#[test]
+fn label_on_a_repeated_layer_keeps_the_iteration_index() {
+    let names_of = |source: &str| -> Vec<String> {
+        let program = driver::load_source("t.cnn", source);
+        let compilation = driver::compile(program, &Select::All);
+        assert!(
+            !compilation.has_errors(),
+            "{}",
+            compilation.render_diagnostics()
+        );
+        let graph = compilation.graphs().next().expect("one graph");
+        graph
+            .named_params()
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect()
+    };
+    let bare = names_of("network t(x: 8x8x4) { x -> tower: repeat 3 c: conv(4, 3, pad: 1) }");
+    assert_eq!(
+        bare,
+        [
+            "tower.0.c.weight",
+            "tower.0.c.bias",
+            "tower.1.c.weight",
+            "tower.1.c.bias",
+            "tower.2.c.weight",
+            "tower.2.c.bias"
+        ]
+    );
+    let bracketed =
+        names_of("network t(x: 8x8x4) { x -> tower: repeat 3 [c: conv(4, 3, pad: 1)] }");
+    assert_eq!(bare, bracketed);
+    // Without a label on the repeat, the index is the first segment.
+    let unlabelled = names_of("network t(x: 8x8x4) { x -> repeat 2 c: frozen conv(4, 3, pad: 1) }");
+    assert_eq!(
+        unlabelled,
+        [
+            "repeat.0.c.weight",
+            "repeat.0.c.bias",
+            "repeat.1.c.weight",
+            "repeat.1.c.bias"
+        ]
+    );
+}

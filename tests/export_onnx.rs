@@ -95,11 +95,27 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::Activation(Activation::Relu6) => "Clip",
         Op::Activation(Activation::Sigmoid | Activation::Swish) => "Sigmoid",
         Op::Activation(Activation::Tanh) => "Tanh",
-        Op::Activation(Activation::Hardswish) => "HardSigmoid",
+        Op::Activation(Activation::Hardswish | Activation::Hardsigmoid) => "HardSigmoid",
+        Op::Activation(Activation::LeakyRelu(_)) => "LeakyRelu",
+        Op::Activation(Activation::Elu(_)) => "Elu",
+        Op::Activation(Activation::Gelu) => "Div",
+        Op::Activation(Activation::GeluTanh) => "Mul",
         Op::Softmax => "Softmax",
         Op::Add => "Add",
         Op::Mul => "Mul",
         Op::Concat => "Concat",
+        Op::ChannelShuffle(_) => "Reshape",
+        Op::Split(_) => "Slice",
+        Op::Upsample(_) => "Resize",
+        Op::Scalar(attrs) => {
+            use cnnc::graph::ScalarOp;
+            match attrs.op {
+                ScalarOp::Add => "Add",
+                ScalarOp::Sub | ScalarOp::SubFrom => "Sub",
+                ScalarOp::Mul => "Mul",
+                ScalarOp::Div | ScalarOp::DivInto => "Div",
+            }
+        }
     })
 }
 
@@ -167,7 +183,8 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
     let mut available: HashSet<&str> = initializers.keys().copied().collect();
     available.extend(inputs.iter().map(|(name, _)| name.as_str()));
     for node in &onnx_graph.node {
-        for input in &node.input {
+        // An empty name is an optional input left out (`Resize`'s region of interest).
+        for input in node.input.iter().filter(|i| !i.is_empty()) {
             assert!(
                 available.contains(input.as_str()),
                 "{what}: {:?} reads `{input}` before it exists",
@@ -194,8 +211,20 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
         if let Some(op_type) = onnx_op_type(&node.op) {
             *expected_counts.entry(op_type).or_default() += 1;
         }
-        if node.op == Op::Activation(cnnc::graph::Activation::Swish) {
-            *expected_counts.entry("Mul").or_default() += 1;
+        // The operators after an activation's first.
+        let rest: &[&str] = match node.op {
+            Op::Activation(cnnc::graph::Activation::Swish | cnnc::graph::Activation::Hardswish) => {
+                &["Mul"]
+            }
+            Op::Activation(cnnc::graph::Activation::Gelu) => &["Erf", "Add", "Mul", "Mul"],
+            Op::Activation(cnnc::graph::Activation::GeluTanh) => {
+                &["Mul", "Mul", "Add", "Mul", "Tanh", "Mul", "Add", "Mul"]
+            }
+            Op::ChannelShuffle(_) => &["Transpose", "Reshape"],
+            _ => &[],
+        };
+        for op_type in rest {
+            *expected_counts.entry(op_type).or_default() += 1;
         }
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -267,10 +296,254 @@ mod reduced_std_network_exports {
         "std/vgg.cnn": vgg11 vgg13 vgg16 vgg19 vgg16_bn;
         "std/resnet.cnn": resnet18 resnet34 resnet50 resnet101 resnet152;
         "std/googlenet.cnn": googlenet;
-        "std/mobilenet.cnn": mobilenet_v1 mobilenet_v2;
+        "std/mobilenet.cnn": mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small;
+        "std/shufflenet.cnn": shufflenet_v2_x1_0;
         "std/efficientnet.cnn": efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
             efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7;
     }
+}
+
+/// The activations of issue 11 become their ONNX operators with PyTorch's coefficients; GELU
+/// (an opset-20 operator) is `x · (1 + Erf(x / √2)) · 0.5`.
+#[test]
+fn new_activations_export() {
+    let graph = &compile_all(
+        "activations.cnn",
+        "network t(x: 4x4x3) { x -> hardsigmoid -> leaky_relu(slope: 0.2) -> elu(alpha: 0.5) -> gelu }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let nodes: Vec<(&str, Vec<f32>)> = onnx_graph
+        .node
+        .iter()
+        .map(|n| {
+            let floats = n.attribute.iter().filter_map(|a| a.f).collect();
+            (n.op_type.as_deref().unwrap_or(""), floats)
+        })
+        .collect();
+    assert_eq!(
+        nodes,
+        [
+            ("HardSigmoid", vec![1.0 / 6.0, 0.5]),
+            ("LeakyRelu", vec![0.2]),
+            ("Elu", vec![0.5]),
+            ("Div", vec![]),
+            ("Erf", vec![]),
+            ("Add", vec![]),
+            ("Mul", vec![]),
+            ("Mul", vec![]),
+        ]
+    );
+    let scalar = |name: &str| {
+        let tensor = onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no initializer `{name}`"));
+        floats(tensor)
+    };
+    // Div(x, √2), Add(erf, 1), Mul(product, 0.5).
+    let gelu = &onnx_graph.node[3..];
+    assert_eq!(scalar(&gelu[0].input[1]), [std::f32::consts::SQRT_2]);
+    assert_eq!(scalar(&gelu[2].input[1]), [1.0]);
+    assert_eq!(scalar(&gelu[4].input[1]), [0.5]);
+    assert_eq!(
+        gelu[3].input[0], onnx_graph.node[2].output[0],
+        "x · (1 + erf)"
+    );
+
+    // The tanh approximation: six Mul, two Add and a Tanh (counted by `check_model`).
+    let graph = &compile_all(
+        "gelu_tanh.cnn",
+        "network t(x: 4x4x3) { x -> gelu(approximate: \"tanh\") }",
+    )[0];
+    check_model(graph, &weights, &round_trip(graph, &weights));
+}
+
+/// `channel_shuffle` is `Reshape → Transpose → Reshape` and `split` a `Slice` on the channel
+/// axis; evaluated here with ndarray on the exported shapes, permutation and bounds, an NCHW
+/// input gives the interpreter's output.
+#[test]
+fn channel_shuffle_and_split_match_the_interpreter() {
+    let graph = &compile_all(
+        "channels.cnn",
+        "network t(x: 3x2x12) { x -> channel_shuffle(3) -> split(4, 2) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let int64s = |name: &str| -> Vec<i64> {
+        let tensor = onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no initializer `{name}`"));
+        assert_eq!(
+            tensor.data_type,
+            Some(pb::tensor_proto::DataType::Int64 as i32)
+        );
+        let raw = tensor.raw_data.as_deref().unwrap_or_default();
+        raw.chunks(8)
+            .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect()
+    };
+    let nodes = &onnx_graph.node;
+    let op_types: Vec<&str> = nodes
+        .iter()
+        .map(|n| n.op_type.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(op_types, ["Reshape", "Transpose", "Reshape", "Slice"]);
+    let dims = |values: Vec<i64>, batch: usize| -> Vec<usize> {
+        values
+            .iter()
+            .map(|&d| if d == 0 { batch } else { d as usize })
+            .collect()
+    };
+    let perm: Vec<usize> = nodes[1].attribute[0]
+        .ints
+        .iter()
+        .map(|&p| p as usize)
+        .collect();
+
+    let input = synthetic_input(graph.shape(graph.inputs[0]), 2, 7).expect("an input");
+    let expected = cnnc::reference::run(graph, &weights, std::slice::from_ref(&input))
+        .expect("the interpreter runs");
+    // NHWC → NCHW, then the exported nodes.
+    let nchw = input
+        .clone()
+        .permuted_axes(IxDyn(&[0, 3, 1, 2]))
+        .as_standard_layout()
+        .to_owned();
+    let grouped = nchw
+        .into_shape_with_order(IxDyn(&dims(int64s(&nodes[0].input[1]), 2)))
+        .expect("the grouped shape");
+    let transposed = grouped
+        .permuted_axes(IxDyn(&perm))
+        .as_standard_layout()
+        .to_owned();
+    let shuffled = transposed
+        .into_shape_with_order(IxDyn(&dims(int64s(&nodes[2].input[1]), 2)))
+        .expect("the whole shape");
+    let (start, end, axes) = (
+        int64s(&nodes[3].input[1]),
+        int64s(&nodes[3].input[2]),
+        int64s(&nodes[3].input[3]),
+    );
+    assert_eq!(axes, [1]);
+    let sliced = shuffled.slice_axis(Axis(1), (start[0] as usize..end[0] as usize).into());
+    let back = sliced.permuted_axes(IxDyn(&[0, 2, 3, 1]));
+    assert_eq!(back.shape(), expected.shape());
+    assert!(back.iter().zip(expected.iter()).all(|(a, b)| a == b));
+}
+
+/// `upsample` is a `Resize` with scales `[1, 1, sh, sw]` and the coordinate rule that gives
+/// PyTorch's sampling: `asymmetric` with `floor` for nearest, `pytorch_half_pixel` for bilinear
+/// (which the ONNX specification defines as PyTorch's `align_corners=False`).
+#[test]
+fn upsample_exports_as_resize() {
+    let graph = &compile_all(
+        "upsample.cnn",
+        "network t(x: 3x4x2) { x -> upsample(scale: [2, 3]) -> upsample(mode: \"bilinear\") }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    type Attributes = Vec<(String, String)>;
+    let described: Vec<(Vec<f32>, Attributes)> = onnx_graph
+        .node
+        .iter()
+        .map(|node| {
+            assert_eq!(node.op_type.as_deref(), Some("Resize"));
+            assert_eq!(node.input[1], "", "no region of interest");
+            let scales = onnx_graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(node.input[2].as_str()))
+                .map(floats)
+                .expect("the scales");
+            let attributes = node
+                .attribute
+                .iter()
+                .map(|a| {
+                    let value = String::from_utf8_lossy(a.s.as_deref().unwrap_or_default());
+                    (a.name.clone().unwrap_or_default(), value.into_owned())
+                })
+                .collect();
+            (scales, attributes)
+        })
+        .collect();
+    let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        described,
+        [
+            (
+                vec![1.0, 1.0, 2.0, 3.0],
+                pairs(&[
+                    ("mode", "nearest"),
+                    ("coordinate_transformation_mode", "asymmetric"),
+                    ("nearest_mode", "floor"),
+                ])
+            ),
+            (
+                vec![1.0, 1.0, 2.0, 2.0],
+                pairs(&[
+                    ("mode", "linear"),
+                    ("coordinate_transformation_mode", "pytorch_half_pixel"),
+                ])
+            ),
+        ]
+    );
+}
+
+/// Arithmetic with a number is the ONNX operator with a scalar initializer, on the side the
+/// number was written.
+#[test]
+fn tensor_number_arithmetic_exports() {
+    let graph = &compile_all(
+        "scalar.cnn",
+        "network t(x: 2x3x4) { return 1 - x / 2 * 3 + 0.5 }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let number = |name: &str| {
+        onnx_graph
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name))
+            .map(floats)
+    };
+    type Operand = Option<Vec<f32>>;
+    let described: Vec<(&str, Operand, Operand)> = onnx_graph
+        .node
+        .iter()
+        .map(|n| {
+            (
+                n.op_type.as_deref().unwrap_or(""),
+                number(&n.input[0]),
+                number(&n.input[1]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        described,
+        [
+            ("Div", None, Some(vec![2.0])),
+            ("Mul", None, Some(vec![3.0])),
+            ("Sub", Some(vec![1.0]), None),
+            ("Add", None, Some(vec![0.5])),
+        ]
+    );
 }
 
 /// LeNet-5 takes one gray channel, so it is exported at its own size.

@@ -18,8 +18,8 @@ mod networks;
 use cnnc::driver::{self, Select};
 use cnnc::graph::ops::gradient::TrainingMode;
 use cnnc::graph::{
-    Activation, ConvAttrs, DenseAttrs, Graph, NodeId, Op, Origin, Padding, PoolAttrs, PoolKind,
-    Shape,
+    Activation, Coefficient, ConvAttrs, DenseAttrs, Graph, NodeId, Op, Origin, Padding, PoolAttrs,
+    PoolKind, Shape,
 };
 use cnnc::reference::backward::{backward, forward_training, live_nodes, loss_gradients};
 use cnnc::reference::backward_plan::dump_backward_plan;
@@ -503,7 +503,7 @@ fn batch_norm_training_forward_uses_batch_statistics() {
 
 #[test]
 fn activations() {
-    let cases: [(Activation, Draw); 6] = [
+    let cases: [(Activation, Draw); 11] = [
         (Activation::Relu, |r| r.away_from(-1.0, 1.0, &[0.0], 0.05)),
         (Activation::Relu6, |r| {
             r.away_from(-1.0, 7.0, &[0.0, 6.0], 0.05)
@@ -514,6 +514,17 @@ fn activations() {
         (Activation::Hardswish, |r| {
             r.away_from(-5.0, 5.0, &[-3.0, 3.0], 0.05)
         }),
+        (Activation::Hardsigmoid, |r| {
+            r.away_from(-5.0, 5.0, &[-3.0, 3.0], 0.05)
+        }),
+        (Activation::LeakyRelu(Coefficient::new(0.1)), |r| {
+            r.away_from(-2.0, 2.0, &[0.0], 0.05)
+        }),
+        (Activation::Elu(Coefficient::new(1.5)), |r| {
+            r.away_from(-3.0, 2.0, &[0.0], 0.05)
+        }),
+        (Activation::Gelu, |r| r.uniform(-4.0, 4.0)),
+        (Activation::GeluTanh, |r| r.uniform(-4.0, 4.0)),
     ];
     for (activation, draw) in cases {
         check_single(
@@ -522,6 +533,55 @@ fn activations() {
             TRAIN,
             draw,
         );
+    }
+}
+
+#[test]
+fn channel_shuffle_and_split() {
+    use cnnc::graph::{ChannelShuffleAttrs, SplitAttrs};
+    for input in [Shape::spatial(3, 2, 6), Shape::flat(6)] {
+        for groups in [2, 3] {
+            let op = Op::ChannelShuffle(ChannelShuffleAttrs { groups });
+            check_single(&[input], op, TRAIN, smooth);
+        }
+        for (parts, index) in [(2, 0), (2, 1), (3, 2)] {
+            check_single(
+                &[input],
+                Op::Split(SplitAttrs { parts, index }),
+                TRAIN,
+                smooth,
+            );
+        }
+    }
+}
+
+#[test]
+fn upsample_nearest_and_bilinear() {
+    use cnnc::graph::{UpsampleAttrs, UpsampleMode};
+    for mode in [UpsampleMode::Nearest, UpsampleMode::Bilinear] {
+        for scale in [[2, 2], [3, 2], [1, 3]] {
+            let op = Op::Upsample(UpsampleAttrs { scale, mode });
+            check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
+        }
+    }
+}
+
+#[test]
+fn tensor_number_arithmetic() {
+    use cnnc::graph::{ScalarAttrs, ScalarOp};
+    for op in [
+        ScalarOp::Add,
+        ScalarOp::Sub,
+        ScalarOp::SubFrom,
+        ScalarOp::Mul,
+        ScalarOp::Div,
+        ScalarOp::DivInto,
+    ] {
+        let attrs = ScalarAttrs { op, value: -1.5 };
+        // Away from 0, where `c / x` is steep.
+        check_single(&[Shape::spatial(3, 2, 2)], Op::Scalar(attrs), TRAIN, |r| {
+            r.uniform(0.5, 2.0)
+        });
     }
 }
 
@@ -596,8 +656,18 @@ fn activation_derivatives_at_the_kinks_are_pytorchs() {
         (Activation::Sigmoid, 0.0, 0.25),
         (Activation::Swish, 0.0, 0.5),
         (Activation::Tanh, 0.0, 1.0),
+        (Activation::Hardsigmoid, -3.0, 0.0),
+        (Activation::Hardsigmoid, 3.0, 0.0),
+        (Activation::Hardsigmoid, 2.9, 1.0 / 6.0),
+        (Activation::LeakyRelu(Coefficient::new(0.25)), 0.0, 0.25),
+        (Activation::Elu(Coefficient::new(2.0)), 0.0, 2.0),
     ];
     for (activation, x, expected) in cases {
         assert_eq!(activation.derivative(x), expected, "{activation:?} at {x}");
+    }
+    // GELU is smooth: Φ(x) + x·φ(x), 1/2 at 0 and Φ(1) + φ(1) = 0.8413447 + 0.2419707 at 1.
+    for (x, expected) in [(0.0, 0.5), (1.0, 1.083_315_4), (-1.0, -0.083_315_4)] {
+        let found = Activation::Gelu.derivative(x);
+        assert!((found - expected).abs() < 1e-6, "gelu' at {x}: {found}");
     }
 }

@@ -534,6 +534,181 @@ fn hardswish_matches_hand_computed_values() {
     assert_close(&run1(&graph, &Weights::new(), input), &expected);
 }
 
+#[test]
+fn hardsigmoid_leaky_relu_and_elu_match_hand_computed_values() {
+    use cnnc::graph::Coefficient;
+    let input = tensor(&[1, 7], vec![-4., -3., -1.5, 0., 1.5, 3., 4.]);
+    let cases: [(Activation, [f32; 7]); 4] = [
+        // relu6(x + 3) / 6: 0 up to −3, 1 from 3 on, a line through (0, 1/2) between.
+        (Activation::Hardsigmoid, [0., 0., 0.25, 0.5, 0.75, 1., 1.]),
+        // slope · x below 0.
+        (
+            Activation::LeakyRelu(Coefficient::new(0.1)),
+            [-0.4, -0.3, -0.15, 0., 1.5, 3., 4.],
+        ),
+        // α · (e^x − 1) below 0: e^−4 = 0.0183156389, e^−3 = 0.0497870684, e^−1.5 = 0.2231301601.
+        (
+            Activation::Elu(Coefficient::new(1.0)),
+            [-0.981_684_4, -0.950_212_9, -0.776_869_8, 0., 1.5, 3., 4.],
+        ),
+        (
+            Activation::Elu(Coefficient::new(2.0)),
+            [-1.963_368_7, -1.900_425_9, -1.553_739_7, 0., 1.5, 3., 4.],
+        ),
+    ];
+    for (activation, expected) in cases {
+        let graph = single(Shape::flat(7), Op::Activation(activation));
+        assert_close(&run1(&graph, &Weights::new(), input.clone()), &expected);
+    }
+}
+
+/// GELU is `x · Φ(x)`; Φ(−x) = 1 − Φ(x) from a table of the normal distribution's lower tail.
+/// Checked relatively, so the tiny values at −3 and −5 must be right to 1e-5 of themselves.
+#[test]
+fn gelu_matches_the_normal_distribution_table() {
+    let lower_tail = [
+        (0.5, 0.308_537_538_725_986_9),
+        (1.0, 0.158_655_253_931_457_05),
+        (2.0, 0.022_750_131_948_179_21),
+        (3.0, 1.349_898_031_630_095e-3),
+        (5.0, 2.866_515_718_791_939e-7),
+    ];
+    let mut xs = Vec::new();
+    let mut expected = Vec::new();
+    for (x, tail) in lower_tail {
+        xs.extend([x as f32, -x as f32]);
+        expected.extend([x * (1.0 - tail), -x * tail]);
+    }
+    xs.push(0.0);
+    expected.push(0.0);
+    let graph = single(Shape::flat(xs.len()), Op::Activation(Activation::Gelu));
+    let found = run1(&graph, &Weights::new(), tensor(&[1, xs.len()], xs.clone()));
+    for ((x, found), expected) in xs.iter().zip(found.iter()).zip(&expected) {
+        let error = (f64::from(*found) - expected).abs();
+        assert!(
+            error <= 1e-5 * expected.abs() + 1e-30,
+            "gelu({x}) = {found}, not {expected}"
+        );
+    }
+}
+
+/// `gelu(approximate: "tanh")`: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`, the values
+/// computed from that definition in f64 (PyTorch's `gelu(1, approximate='tanh')` is 0.8412).
+#[test]
+fn gelu_tanh_matches_its_definition() {
+    let xs = vec![-3., -1., -0.5, 0.5, 1., 2., 3.];
+    let expected = [
+        -0.003_637_392,
+        -0.158_808_01,
+        -0.154_286,
+        0.345_714,
+        0.841_192,
+        1.954_597_7,
+        2.996_362_6,
+    ];
+    let graph = single(Shape::flat(7), Op::Activation(Activation::GeluTanh));
+    assert_close(
+        &run1(&graph, &Weights::new(), tensor(&[1, 7], xs)),
+        &expected,
+    );
+}
+
+/// Arithmetic with a number, on each side of the tensor.
+#[test]
+fn tensor_number_arithmetic() {
+    use cnnc::graph::{ScalarAttrs, ScalarOp};
+    let input = tensor(&[1, 4], vec![-2., 0.5, 1., 4.]);
+    for (op, value, expected) in [
+        (ScalarOp::Add, 3.0, [1., 3.5, 4., 7.]),
+        (ScalarOp::Sub, 3.0, [-5., -2.5, -2., 1.]),
+        (ScalarOp::SubFrom, 3.0, [5., 2.5, 2., -1.]),
+        (ScalarOp::Mul, -2.0, [4., -1., -2., -8.]),
+        (ScalarOp::Div, 4.0, [-0.5, 0.125, 0.25, 1.]),
+        (ScalarOp::DivInto, 2.0, [-1., 4., 2., 0.5]),
+    ] {
+        let graph = single(Shape::flat(4), Op::Scalar(ScalarAttrs { op, value }));
+        assert_close(&run1(&graph, &Weights::new(), input.clone()), &expected);
+    }
+}
+
+/// PyTorch's `channel_shuffle`: the channels as a `groups × C/groups` matrix, transposed
+/// (`x.view(N, g, C/g, H, W).transpose(1, 2)`); and `split` as `torch.chunk(x, parts)[index]`.
+#[test]
+fn channel_shuffle_and_split_move_channels_as_pytorch() {
+    use cnnc::graph::{ChannelShuffleAttrs, SplitAttrs};
+    let channels: Vec<f32> = (0..6).map(|c| c as f32).collect();
+    let shuffle = |groups| Op::ChannelShuffle(ChannelShuffleAttrs { groups });
+    let split = |parts, index| Op::Split(SplitAttrs { parts, index });
+    for (op, expected) in [
+        (shuffle(2), vec![0., 3., 1., 4., 2., 5.]),
+        (shuffle(3), vec![0., 2., 4., 1., 3., 5.]),
+        (shuffle(1), vec![0., 1., 2., 3., 4., 5.]),
+        (shuffle(6), vec![0., 1., 2., 3., 4., 5.]),
+        (split(2, 1), vec![3., 4., 5.]),
+        (split(3, 0), vec![0., 1.]),
+        (split(3, 2), vec![4., 5.]),
+    ] {
+        let flat = single(Shape::flat(6), op.clone());
+        let found = run1(&flat, &Weights::new(), tensor(&[1, 6], channels.clone()));
+        assert_close(&found, &expected);
+        // The same on every pixel of an image: pixel p holds channels 10·p + c.
+        let spatial = single(Shape::spatial(1, 2, 6), op);
+        let input: Vec<f32> = (0..2)
+            .flat_map(|p| channels.iter().map(move |c| 10.0 * p as f32 + c))
+            .collect();
+        let found = run1(&spatial, &Weights::new(), tensor(&[1, 1, 2, 6], input));
+        let wanted: Vec<f32> = (0..2)
+            .flat_map(|p| expected.iter().map(move |c| 10.0 * p as f32 + c))
+            .collect();
+        assert_close(&found, &wanted);
+    }
+}
+
+/// `upsample` as `torch.nn.Upsample(scale_factor, mode, align_corners=False)`: nearest
+/// repeats pixels; bilinear samples at `(o + 0.5)/s − 0.5`, clamped to the input (PyTorch
+/// gives `[0, 1, 3, 4]` for `[0, 4]` doubled, and `[0, 0, 1, 2, 3, 3]` for `[0, 3]` tripled).
+#[test]
+fn upsample_nearest_and_bilinear_match_pytorch() {
+    use cnnc::graph::{UpsampleAttrs, UpsampleMode};
+    let up = |scale, mode| Op::Upsample(UpsampleAttrs { scale, mode });
+    let cases = [
+        (
+            up([2, 2], UpsampleMode::Nearest),
+            vec![1., 2.],
+            [2, 4],
+            vec![1., 1., 2., 2., 1., 1., 2., 2.],
+        ),
+        (
+            up([1, 3], UpsampleMode::Nearest),
+            vec![1., 2.],
+            [1, 6],
+            vec![1., 1., 1., 2., 2., 2.],
+        ),
+        (
+            up([2, 2], UpsampleMode::Bilinear),
+            vec![0., 4.],
+            [2, 4],
+            vec![0., 1., 3., 4., 0., 1., 3., 4.],
+        ),
+        (
+            up([1, 3], UpsampleMode::Bilinear),
+            vec![0., 3.],
+            [1, 6],
+            vec![0., 0., 1., 2., 3., 3.],
+        ),
+    ];
+    for (op, input, [h, w], expected) in cases {
+        let graph = single(Shape::spatial(1, 2, 1), op);
+        let found = run1(&graph, &Weights::new(), tensor(&[1, 1, 2, 1], input));
+        assert_eq!(found.shape(), &[1, h, w, 1]);
+        assert_close(&found, &expected);
+    }
+    // Along the height as along the width: a column [0, 4] doubled is [0, 1, 3, 4] down.
+    let graph = single(Shape::spatial(2, 1, 1), up([2, 1], UpsampleMode::Bilinear));
+    let found = run1(&graph, &Weights::new(), tensor(&[1, 2, 1, 1], vec![0., 4.]));
+    assert_close(&found, &[0., 1., 3., 4.]);
+}
+
 /// `x -> a: conv1x1(2 → 2) ; x -> b: global pool` and a two-input op on the results.
 fn two_branch(op: Op) -> (Graph, Weights) {
     let mut graph = Graph::new("branches");

@@ -40,6 +40,9 @@ const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/googlenet.cnn", "googlenet", 1.50, 2),
     ("std/mobilenet.cnn", "mobilenet_v1", 0.569, 3),
     ("std/mobilenet.cnn", "mobilenet_v2", 0.30, 2),
+    ("std/mobilenet.cnn", "mobilenet_v3_large", 0.22, 2),
+    ("std/mobilenet.cnn", "mobilenet_v3_small", 0.06, 2),
+    ("std/shufflenet.cnn", "shufflenet_v2_x1_0", 0.14, 2),
     ("std/efficientnet.cnn", "efficientnet_b0", 0.39, 2),
     ("std/efficientnet.cnn", "efficientnet_b1", 0.69, 2),
     ("std/efficientnet.cnn", "efficientnet_b2", 1.09, 2),
@@ -170,7 +173,8 @@ std_network_tests! {
     vgg11 vgg13 vgg16 vgg19 vgg16_bn
     resnet18 resnet34 resnet50 resnet101 resnet152
     googlenet
-    mobilenet_v1 mobilenet_v2
+    mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small
+    shufflenet_v2_x1_0
     efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
     efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7
 }
@@ -222,6 +226,8 @@ fn summaries() {
         ("std/lenet.cnn", "lenet5"),
         ("std/resnet.cnn", "resnet18"),
         ("std/mobilenet.cnn", "mobilenet_v2"),
+        ("std/mobilenet.cnn", "mobilenet_v3_small"),
+        ("std/shufflenet.cnn", "shufflenet_v2_x1_0"),
         ("std/efficientnet.cnn", "efficientnet_b0"),
     ] {
         let table = Summary::of(&compile(file, network)).table();

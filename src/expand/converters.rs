@@ -27,6 +27,7 @@ impl Expander<'_> {
                 ParamDefault::Pair(p) => ArgValue::Pair(p),
                 ParamDefault::Flag(b) => ArgValue::Flag(b),
                 ParamDefault::Real(x) => ArgValue::Real(x),
+                ParamDefault::Choice(idx) => ArgValue::Choice(idx),
             });
         };
         let name = param.name;
@@ -68,6 +69,36 @@ impl Expander<'_> {
             ParamKind::Literal => {
                 *literal_span = Some(arg.span);
                 self.literal(arg).map(ArgValue::Literal)
+            }
+            ParamKind::Choice(choices) => self.choice(&arg, name, choices).map(ArgValue::Choice),
+        }
+    }
+
+    /// The position of a string among `choices`.
+    fn choice(&mut self, arg: &EvalArg, name: &str, choices: &[&str]) -> Option<usize> {
+        let quoted: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+        let wants = match quoted.as_slice() {
+            [init @ .., last] if !init.is_empty() => format!("{} or {last}", init.join(", ")),
+            _ => quoted.join(""),
+        };
+        match &arg.value {
+            Value::Str(s) => {
+                if let Some(idx) = choices.iter().position(|c| c == s) {
+                    return Some(idx);
+                }
+                self.error(
+                    Diagnostic::error(
+                        Code::ArgumentRange,
+                        arg.span,
+                        format!("`{name}` must be {wants}, but this is \"{s}\""),
+                    )
+                    .with_label("not one of the choices"),
+                );
+                None
+            }
+            _ => {
+                self.type_error(arg, name, &format!("the string {wants}"));
+                None
             }
         }
     }

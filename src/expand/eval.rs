@@ -6,7 +6,7 @@ use super::suggest::closest;
 use super::value::Value;
 use super::{Expander, Naming};
 use crate::diag::{Code, Diagnostic};
-use crate::graph::Op;
+use crate::graph::{Op, ScalarAttrs, ScalarOp};
 use crate::source::Span;
 use crate::syntax::ast::{Arg, BinaryOp, Expr, ExprKind, Ident, UnaryOp};
 
@@ -291,6 +291,56 @@ impl Expander<'_> {
                     op,
                     vec![*a, *b],
                     &[left.1, right.1],
+                    &Naming::Auto,
+                    op_span,
+                    None,
+                );
+            }
+            (Value::Tensor(t), number) | (number, Value::Tensor(t))
+                if matches!(
+                    op,
+                    BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+                ) && number.as_f64().is_some() =>
+            {
+                let tensor_first = matches!(left.0, Value::Tensor(_));
+                let (tensor, number_span) = if tensor_first {
+                    (*t, right.1)
+                } else {
+                    (*t, left.1)
+                };
+                let value = number.as_f64().unwrap_or_default();
+                if op == BinaryOp::Div && tensor_first && value == 0.0 {
+                    return self.division_by_zero(op_span, number_span);
+                }
+                let value32 = value as f32;
+                if !value32.is_finite() {
+                    self.error(
+                        Diagnostic::error(
+                            Code::ArgumentRange,
+                            number_span,
+                            format!("{value} is too large for a 32-bit float, the tensors' type"),
+                        )
+                        .with_label("too large"),
+                    );
+                    return Value::Poison;
+                }
+                let scalar_op = match (op, tensor_first) {
+                    (BinaryOp::Add, _) => ScalarOp::Add,
+                    (BinaryOp::Mul, _) => ScalarOp::Mul,
+                    (BinaryOp::Sub, true) => ScalarOp::Sub,
+                    (BinaryOp::Sub, false) => ScalarOp::SubFrom,
+                    (_, true) => ScalarOp::Div,
+                    (_, false) => ScalarOp::DivInto,
+                };
+                let attrs = ScalarAttrs {
+                    op: scalar_op,
+                    value: value32,
+                };
+                let operand = if tensor_first { left.1 } else { right.1 };
+                return self.add_node(
+                    Op::Scalar(attrs),
+                    vec![tensor],
+                    &[operand],
                     &Naming::Auto,
                     op_span,
                     None,

@@ -61,7 +61,17 @@ impl Expander<'_> {
                     if let Some(var) = var {
                         self.bind(&var.name, Value::Int(idx as i64));
                     }
-                    value = self.apply_stage(body, StageInput { value, span }, Naming::Index(idx));
+                    let input = StageInput { value, span };
+                    value = if body.label.is_some() {
+                        // A label on the repeated stage names the layer inside the iteration,
+                        // as `repeat 2 [c: conv(…)]` does: `tower.0.c`, not `tower.c` twice.
+                        self.push_scope(idx.to_string());
+                        let value = self.apply_stage(body, input, Naming::Auto);
+                        self.pop_scope();
+                        value
+                    } else {
+                        self.apply_stage(body, input, Naming::Index(idx))
+                    };
                     self.pop_frame();
                     span = body.span;
                 }

@@ -111,14 +111,17 @@ const EQUIVALENTS: &[(&str, Equivalent)] = &[
     ),
     ("globalavgpool", Equivalent::Layer("global_avgpool")),
     ("globalmaxpooling2d", Equivalent::Layer("global_maxpool")),
+    ("channelshuffle", Equivalent::Layer("channel_shuffle")),
+    ("chunk", Equivalent::Layer("split")),
     ("cat", Equivalent::Layer("concat")),
     ("concatenate", Equivalent::Layer("concat")),
-    ("leakyrelu", Equivalent::Missing("leaky ReLU")),
-    ("gelu", Equivalent::Missing("GELU")),
-    ("elu", Equivalent::Missing("ELU")),
+    ("leakyrelu", Equivalent::Layer("leaky_relu")),
+    ("gelu", Equivalent::Layer("gelu")),
+    ("elu", Equivalent::Layer("elu")),
     ("selu", Equivalent::Missing("SELU")),
     ("prelu", Equivalent::Missing("PReLU")),
-    ("hardsigmoid", Equivalent::Missing("hard sigmoid")),
+    ("hardsigmoid", Equivalent::Layer("hardsigmoid")),
+    ("hardswish", Equivalent::Layer("hardswish")),
     ("mish", Equivalent::Missing("Mish")),
     ("layernorm", Equivalent::Missing("layer normalisation")),
     ("groupnorm", Equivalent::Missing("group normalisation")),
@@ -130,9 +133,9 @@ const EQUIVALENTS: &[(&str, Equivalent)] = &[
         "instancenorm2d",
         Equivalent::Missing("instance normalisation"),
     ),
-    ("upsample", Equivalent::Missing("upsampling")),
-    ("upsampling2d", Equivalent::Missing("upsampling")),
-    ("interpolate", Equivalent::Missing("upsampling")),
+    ("upsample", Equivalent::Layer("upsample")),
+    ("upsampling2d", Equivalent::Layer("upsample")),
+    ("interpolate", Equivalent::Layer("upsample")),
     (
         "convtranspose2d",
         Equivalent::Missing("transposed convolution"),
@@ -198,11 +201,22 @@ mod tests {
                 _ => panic!("{name} has no equivalent"),
             }
         }
-        assert!(matches!(equivalent("gelu"), Some(Equivalent::Missing(_))));
-        assert!(matches!(
-            equivalent("leaky_relu"),
-            Some(Equivalent::Missing(_))
-        ));
+        for (name, expected) in [
+            ("GELU", "gelu"),
+            ("LeakyReLU", "leaky_relu"),
+            ("ELU", "elu"),
+            ("Hardsigmoid", "hardsigmoid"),
+            ("ChannelShuffle", "channel_shuffle"),
+            ("chunk", "split"),
+            ("UpSampling2D", "upsample"),
+            ("interpolate", "upsample"),
+        ] {
+            assert!(
+                matches!(equivalent(name), Some(Equivalent::Layer(l)) if *l == expected),
+                "{name}"
+            );
+        }
+        assert!(matches!(equivalent("selu"), Some(Equivalent::Missing(_))));
         assert!(equivalent("conv").is_none());
     }
 }

@@ -307,6 +307,20 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// Adds an int64 initializer (shapes, slice bounds); returns its name, made unique.
+    pub(super) fn int64_initializer(&mut self, base: &str, values: &[i64]) -> String {
+        let name = self.fresh(base);
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(pb::TensorProto {
+            dims: vec![values.len() as i64],
+            data_type: Some(pb::tensor_proto::DataType::Int64 as i32),
+            name: Some(name.clone()),
+            raw_data: Some(raw),
+            ..Default::default()
+        });
+        name
+    }
+
     /// A layer's tensor as an initializer, from the literal the layer carries or from the
     /// weights, checked against the shape the layer needs; returns its name.
     pub(super) fn weight(

@@ -3,7 +3,10 @@
 
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
-use crate::graph::{Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, Shape};
+use crate::graph::{
+    Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, ScalarOp, Shape,
+    UpsampleAttrs, UpsampleMode,
+};
 
 impl Builder<'_> {
     /// Translates graph node `id`, recording the name of the value it produces.
@@ -111,6 +114,38 @@ impl Builder<'_> {
                 arity(1)?;
                 let attributes = vec![int("axis", 1)];
                 self.emit("Concat", &base, args, attributes)
+            }
+            Op::ChannelShuffle(attrs) => {
+                arity(1)?;
+                self.channel_shuffle(&args[0], input_shape, attrs.groups, &base)
+            }
+            Op::Scalar(attrs) => {
+                arity(1)?;
+                let number = self.scalar(&format!("{base}.value"), attrs.value);
+                let x = args[0].clone();
+                let (op_type, inputs) = match attrs.op {
+                    ScalarOp::Add => ("Add", vec![x, number]),
+                    ScalarOp::Sub => ("Sub", vec![x, number]),
+                    ScalarOp::SubFrom => ("Sub", vec![number, x]),
+                    ScalarOp::Mul => ("Mul", vec![x, number]),
+                    ScalarOp::Div => ("Div", vec![x, number]),
+                    ScalarOp::DivInto => ("Div", vec![number, x]),
+                };
+                self.emit(op_type, &base, inputs, Vec::new())
+            }
+            Op::Upsample(attrs) => {
+                arity(1)?;
+                self.upsample(&args[0], attrs, &base)
+            }
+            Op::Split(attrs) => {
+                arity(1)?;
+                let first = attrs.first_channel(input_shape.c) as i64;
+                let part = graph.shape(id).c as i64;
+                let starts = self.int64_initializer(&format!("{base}.starts"), &[first]);
+                let ends = self.int64_initializer(&format!("{base}.ends"), &[first + part]);
+                let axes = self.int64_initializer(&format!("{base}.axes"), &[1]);
+                let inputs = vec![args[0].clone(), starts, ends, axes];
+                self.emit("Slice", &base, inputs, Vec::new())
             }
         };
         self.values[id] = output;
@@ -223,7 +258,118 @@ impl Builder<'_> {
                 );
                 self.emit("Mul", base, vec![x, gate], Vec::new())
             }
+            Activation::Hardsigmoid => self.emit(
+                "HardSigmoid",
+                base,
+                vec![x],
+                vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+            ),
+            Activation::LeakyRelu(slope) => {
+                let attributes = vec![float("alpha", slope.get())];
+                self.emit("LeakyRelu", base, vec![x], attributes)
+            }
+            Activation::Elu(alpha) => {
+                let attributes = vec![float("alpha", alpha.get())];
+                self.emit("Elu", base, vec![x], attributes)
+            }
+            Activation::GeluTanh => self.gelu_tanh(x, base),
+            Activation::Gelu => {
+                // Gelu is an opset-20 operator; at opset 13 it is x · (1 + Erf(x / √2)) / 2.
+                let sqrt2 = self.scalar(&format!("{base}.sqrt2"), std::f32::consts::SQRT_2);
+                let one = self.scalar(&format!("{base}.one"), 1.0);
+                let half = self.scalar(&format!("{base}.half"), 0.5);
+                let scaled = self.emit(
+                    "Div",
+                    &format!("{base}/div"),
+                    vec![x.clone(), sqrt2],
+                    Vec::new(),
+                );
+                let erf = self.emit("Erf", &format!("{base}/erf"), vec![scaled], Vec::new());
+                let shifted = self.emit("Add", &format!("{base}/add"), vec![erf, one], Vec::new());
+                let product =
+                    self.emit("Mul", &format!("{base}/mul"), vec![x, shifted], Vec::new());
+                self.emit("Mul", base, vec![product, half], Vec::new())
+            }
         }
+    }
+
+    /// PyTorch's `ChannelShuffle` as ONNX writes it: the channel axis reshaped to
+    /// `[groups, C / groups]`, those two axes transposed, and reshaped back.
+    fn channel_shuffle(&mut self, input: &str, shape: Shape, groups: usize, base: &str) -> String {
+        let (c, g) = (shape.c as i64, groups.max(1) as i64);
+        let spatial: &[i64] = if shape.flat {
+            &[]
+        } else {
+            &[shape.h as i64, shape.w as i64]
+        };
+        let grouped: Vec<i64> = [0, g, c / g].iter().chain(spatial).copied().collect();
+        let whole: Vec<i64> = [0, c].iter().chain(spatial).copied().collect();
+        let perm: Vec<usize> = [0, 2, 1].into_iter().chain(3..3 + spatial.len()).collect();
+        let grouped = self.int64_initializer(&format!("{base}.grouped_shape"), &grouped);
+        let whole = self.int64_initializer(&format!("{base}.shape"), &whole);
+        let split = self.emit(
+            "Reshape",
+            &format!("{base}/reshape"),
+            vec![input.to_string(), grouped],
+            Vec::new(),
+        );
+        let transposed = self.emit(
+            "Transpose",
+            &format!("{base}/transpose"),
+            vec![split],
+            vec![ints("perm", &perm)],
+        );
+        self.emit("Reshape", base, vec![transposed, whole], Vec::new())
+    }
+
+    /// `Resize` with PyTorch's sampling: `nearest` as `asymmetric` coordinates rounded down,
+    /// `bilinear` (`align_corners=False`) as `linear` with `pytorch_half_pixel` coordinates.
+    fn upsample(&mut self, input: &str, attrs: &UpsampleAttrs, base: &str) -> String {
+        let [sh, sw] = attrs.scale;
+        let scales = self.fresh(&format!("{base}.scales"));
+        let values = [1.0, 1.0, sh as f32, sw as f32];
+        self.initializer(scales.clone(), &[4], values.into_iter());
+        let attributes = match attrs.mode {
+            UpsampleMode::Nearest => vec![
+                string("mode", "nearest"),
+                string("coordinate_transformation_mode", "asymmetric"),
+                string("nearest_mode", "floor"),
+            ],
+            UpsampleMode::Bilinear => vec![
+                string("mode", "linear"),
+                string("coordinate_transformation_mode", "pytorch_half_pixel"),
+            ],
+        };
+        // The second input, the region of interest, is unused and left empty.
+        let inputs = vec![input.to_string(), String::new(), scales];
+        self.emit("Resize", base, inputs, attributes)
+    }
+
+    /// GELU's tanh approximation at opset 13: `0.5 · x · (1 + Tanh(β · (x + κ · x · x · x)))`.
+    fn gelu_tanh(&mut self, x: String, base: &str) -> String {
+        let kappa = self.scalar(&format!("{base}.kappa"), crate::graph::ops::GELU_TANH_KAPPA);
+        let beta = self.scalar(&format!("{base}.beta"), crate::graph::ops::GELU_TANH_BETA);
+        let one = self.scalar(&format!("{base}.one"), 1.0);
+        let half = self.scalar(&format!("{base}.half"), 0.5);
+        let mut step = |op: &str, what: &str, inputs: Vec<String>| {
+            self.emit(op, &format!("{base}/{what}"), inputs, Vec::new())
+        };
+        let kx = step("Mul", "kx", vec![kappa, x.clone()]);
+        let kxx = step("Mul", "kxx", vec![kx, x.clone()]);
+        let cubic = step("Mul", "cubic", vec![kxx, x.clone()]);
+        let sum = step("Add", "sum", vec![x.clone(), cubic]);
+        let inner = step("Mul", "inner", vec![beta, sum]);
+        let t = step("Tanh", "tanh", vec![inner]);
+        let half_x = step("Mul", "half_x", vec![half, x]);
+        let shifted = step("Add", "shifted", vec![one, t]);
+        self.emit("Mul", base, vec![half_x, shifted], Vec::new())
+    }
+
+    /// A scalar initializer.
+    fn scalar(&mut self, base: &str, value: f32) -> String {
+        let name = self.fresh(base);
+        self.initializer(name.clone(), &[], std::iter::once(value));
+        name
     }
 
     /// The scalar initializers 0 and 6 that every relu6's `Clip` shares.
@@ -335,6 +481,15 @@ fn ints(name: &str, values: &[usize]) -> pb::AttributeProto {
         name: Some(name.into()),
         r#type: Some(pb::attribute_proto::AttributeType::Ints as i32),
         ints: values.iter().map(|&v| v as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, value: &str) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(pb::attribute_proto::AttributeType::String as i32),
+        s: Some(value.as_bytes().to_vec()),
         ..Default::default()
     }
 }

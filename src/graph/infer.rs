@@ -58,6 +58,16 @@ pub enum ShapeError {
         which: &'static str,
         channels: usize,
     },
+    #[error("{op} divides the channels into {groups} equal groups, but {groups} does not divide {channels}")]
+    ChannelGroups {
+        op: &'static str,
+        groups: usize,
+        channels: usize,
+    },
+    #[error("an upsampling scale of {scale} is more than {limit}")]
+    ScaleTooLarge { scale: usize, limit: usize },
+    #[error("a split into {parts} parts has no part {index}: they are numbered 0 to {}", .parts - 1)]
+    SplitIndex { index: usize, parts: usize },
     #[error(
         "{op} needs an image (height × width × channels), but its input is the flat vector {shape}"
     )]
@@ -138,8 +148,33 @@ impl ShapeError {
             ShapeError::GroupsDontDivide { .. } => {
                 Some("choose groups that divide both the input channels and the filters".into())
             }
+            ShapeError::ChannelGroups { channels, .. } => Some(format!(
+                "choose a number of groups that divides {channels}{}",
+                divisors_phrase(*channels)
+            )),
+            ShapeError::ScaleTooLarge { limit, .. } => Some(format!(
+                "upsample in several layers, each by at most {limit}"
+            )),
+            ShapeError::SplitIndex { parts, .. } => Some(format!(
+                "the index counts from 0: `split({parts}, 0)` is the first part, `split({parts}, {})` the last",
+                parts - 1
+            )),
             _ => None,
         }
+    }
+}
+
+/// `" (2, 3, 4 or 6)"`: the divisors of `n` between 2 and `n` − 1, when there are a few.
+fn divisors_phrase(n: usize) -> String {
+    let divisors: Vec<String> = (2..n.min(1 << 20))
+        .filter(|d| n.is_multiple_of(*d))
+        .map(|d| d.to_string())
+        .collect();
+    match divisors.as_slice() {
+        [] => String::new(),
+        [one] => format!(" ({one})"),
+        [init @ .., last] if init.len() < 8 => format!(" ({} or {last})", init.join(", ")),
+        _ => String::new(),
     }
 }
 
@@ -190,6 +225,13 @@ impl ShapeError {
             ),
             ShapeError::GroupsDontDivide { .. } => {
                 (Code::Groups, span, "invalid groups".to_string())
+            }
+            ShapeError::ChannelGroups { .. } => (Code::Groups, span, "invalid groups".to_string()),
+            ShapeError::SplitIndex { .. } => {
+                (Code::ArgumentRange, span, "no such part".to_string())
+            }
+            ShapeError::ScaleTooLarge { .. } => {
+                (Code::ArgumentRange, span, "scale too large".to_string())
             }
             ShapeError::TooLarge { .. } => (Code::TooLarge, span, "too large".to_string()),
             ShapeError::NotPositive { .. } => {

@@ -4,6 +4,7 @@
 use super::ir::{
     Access, Affine, BinaryOp, BufferId, Expr, Kernel, Loop, LoopVar, Reg, Stmt, UnaryOp,
 };
+use crate::graph::ops::{ERFC_COEFFICIENTS, GELU_CLAMP, GELU_TANH_BETA, GELU_TANH_KAPPA};
 use crate::graph::Activation;
 
 pub struct KernelBuilder {
@@ -160,7 +161,91 @@ impl KernelBuilder {
                 let product = self.binary(BinaryOp::Mul, value, gate);
                 self.binary(BinaryOp::Div, product, six)
             }
+            Some(Activation::Hardsigmoid) => {
+                // `min(max(x + 3, 0), 6) / 6`, PyTorch's order of operations.
+                let three = self.constant(3.0);
+                let zero = self.constant(0.0);
+                let six = self.constant(6.0);
+                let shifted = self.binary(BinaryOp::Add, value, three);
+                let low = self.binary(BinaryOp::Max, zero, shifted);
+                let gate = self.binary(BinaryOp::Min, six, low);
+                self.binary(BinaryOp::Div, gate, six)
+            }
+            // Without a select, both pieces are computed from `max(0, x)` and `min(0, x)`, one of
+            // which is 0 (and both NaN for a NaN `x`, which then propagates).
+            Some(Activation::LeakyRelu(slope)) => {
+                let (positive, negative) = self.split_at_zero(value);
+                let slope = self.constant(slope.get());
+                let scaled = self.binary(BinaryOp::Mul, negative, slope);
+                self.binary(BinaryOp::Add, positive, scaled)
+            }
+            Some(Activation::Elu(alpha)) => {
+                let (positive, negative) = self.split_at_zero(value);
+                let exp = self.unary(UnaryOp::Exp, negative);
+                let one = self.constant(1.0);
+                let shifted = self.binary(BinaryOp::Sub, exp, one);
+                let alpha = self.constant(alpha.get());
+                let scaled = self.binary(BinaryOp::Mul, shifted, alpha);
+                self.binary(BinaryOp::Add, positive, scaled)
+            }
+            Some(Activation::Gelu) => self.gelu(value),
+            Some(Activation::GeluTanh) => {
+                // `0.5 · x · (1 + tanh(β · (x + κ · x · x · x)))`, in the reference's order.
+                let kappa = self.constant(GELU_TANH_KAPPA);
+                let beta = self.constant(GELU_TANH_BETA);
+                let half = self.constant(0.5);
+                let one = self.constant(1.0);
+                let kx = self.binary(BinaryOp::Mul, kappa, value);
+                let kxx = self.binary(BinaryOp::Mul, kx, value);
+                let cubic = self.binary(BinaryOp::Mul, kxx, value);
+                let sum = self.binary(BinaryOp::Add, value, cubic);
+                let inner = self.binary(BinaryOp::Mul, beta, sum);
+                let t = self.unary(UnaryOp::Tanh, inner);
+                let half_x = self.binary(BinaryOp::Mul, half, value);
+                let shifted = self.binary(BinaryOp::Add, one, t);
+                self.binary(BinaryOp::Mul, half_x, shifted)
+            }
         }
+    }
+
+    /// `(max(0, x), min(0, x))`, each keeping a NaN `x`.
+    fn split_at_zero(&mut self, value: Reg) -> (Reg, Reg) {
+        let zero = self.constant(0.0);
+        let positive = self.binary(BinaryOp::Max, zero, value);
+        let negative = self.binary(BinaryOp::Min, zero, value);
+        (positive, negative)
+    }
+
+    /// GELU as the reference defines it (`graph::ops::activation`): `max(0, x) − a/2 ·
+    /// erfc(a/√2)` with `a = min(|x|, 20)`, `erfc` by its Chebyshev fit `t · exp(p(t) − z²)`,
+    /// `t = 1/(1 + z/2)`.
+    fn gelu(&mut self, value: Reg) -> Reg {
+        let zero = self.constant(0.0);
+        let positive = self.binary(BinaryOp::Max, zero, value);
+        let negated = self.binary(BinaryOp::Sub, zero, value);
+        // `max(x, −x)`: a NaN `x` gives NaN (the second operand comes back).
+        let magnitude = self.binary(BinaryOp::Max, value, negated);
+        let clamp = self.constant(GELU_CLAMP as f32);
+        let a = self.binary(BinaryOp::Min, clamp, magnitude);
+        let inv_sqrt2 = self.constant(std::f32::consts::FRAC_1_SQRT_2);
+        let z = self.binary(BinaryOp::Mul, a, inv_sqrt2);
+        let half = self.constant(0.5);
+        let one = self.constant(1.0);
+        let half_z = self.binary(BinaryOp::Mul, z, half);
+        let denominator = self.binary(BinaryOp::Add, one, half_z);
+        let t = self.binary(BinaryOp::Div, one, denominator);
+        let mut poly = self.constant(ERFC_COEFFICIENTS[ERFC_COEFFICIENTS.len() - 1] as f32);
+        for &c in ERFC_COEFFICIENTS.iter().rev().skip(1) {
+            let c = self.constant(c as f32);
+            poly = self.assign(Expr::Fma(poly, t, c));
+        }
+        let z_squared = self.binary(BinaryOp::Mul, z, z);
+        let exponent = self.binary(BinaryOp::Sub, poly, z_squared);
+        let exp = self.unary(UnaryOp::Exp, exponent);
+        let erfc = self.binary(BinaryOp::Mul, t, exp);
+        let half_a = self.binary(BinaryOp::Mul, a, half);
+        let correction = self.binary(BinaryOp::Mul, half_a, erfc);
+        self.binary(BinaryOp::Sub, positive, correction)
     }
 
     /// Applies `f` to `len` consecutive elements starting at `start`, in vectors: `f` gets the

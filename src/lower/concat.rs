@@ -67,6 +67,10 @@ impl Lowering<'_> {
                 | Op::Add
                 | Op::Mul
                 | Op::Concat
+                | Op::ChannelShuffle(_)
+                | Op::Split(_)
+                | Op::Upsample(_)
+                | Op::Scalar(_)
         )
     }
 

@@ -10,7 +10,7 @@
 use super::concat::Target;
 use super::ir::{Affine, BinaryOp, BufferId, Expr, ReduceOp, UnaryOp};
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering, Value};
-use crate::graph::{Activation, NodeId};
+use crate::graph::{Activation, NodeId, OpRule, ScalarAttrs, ScalarOp};
 
 fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
     if v + 1 == vectors {
@@ -21,7 +21,7 @@ fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
 }
 
 /// Calls `f` for the channel vectors of a pixel: full vectors, then a partial one.
-fn channel_vectors(channels: usize) -> impl Iterator<Item = (usize, u8)> {
+pub(super) fn channel_vectors(channels: usize) -> impl Iterator<Item = (usize, u8)> {
     let vectors = channels.div_ceil(4);
     let last = (channels - 4 * vectors.saturating_sub(1)) as u8;
     (0..vectors).map(move |v| (4 * v, lanes(v, vectors, last)))
@@ -77,6 +77,27 @@ impl Lowering<'_> {
         let comment = format!("{} of {}", activation.name(), x.shape);
         let out = self.map_flat(id, activation.name(), comment, &[x.buffer], len, |b, a| {
             b.activate(a[0], Some(activation))
+        });
+        self.set_target_value(id, out);
+        Ok(())
+    }
+
+    /// `x ∘ c` or `c ∘ x` with a number `c`, in the reference's operand order.
+    pub(super) fn scalar(&mut self, id: NodeId, attrs: ScalarAttrs) -> Result<(), LowerError> {
+        let x = self.arg(id, 0)?;
+        let len = x.shape.numel();
+        let comment = format!("{} on {}", attrs.dump_attrs(), x.shape);
+        let out = self.map_flat(id, "scalar", comment, &[x.buffer], len, |b, a| {
+            let c = b.constant(attrs.value);
+            let (op, first, second) = match attrs.op {
+                ScalarOp::Add => (BinaryOp::Add, a[0], c),
+                ScalarOp::Sub => (BinaryOp::Sub, a[0], c),
+                ScalarOp::SubFrom => (BinaryOp::Sub, c, a[0]),
+                ScalarOp::Mul => (BinaryOp::Mul, a[0], c),
+                ScalarOp::Div => (BinaryOp::Div, a[0], c),
+                ScalarOp::DivInto => (BinaryOp::Div, c, a[0]),
+            };
+            b.binary(op, first, second)
         });
         self.set_target_value(id, out);
         Ok(())

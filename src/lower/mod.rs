@@ -23,10 +23,11 @@
 //!
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
-//! `concat.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
+//! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
 //! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
 
 mod builder;
+mod channels;
 mod concat;
 mod conv;
 mod dense;
@@ -37,6 +38,7 @@ mod pad;
 mod plan;
 mod pool;
 pub mod program;
+mod upsample;
 mod verify;
 pub mod winograd;
 
@@ -365,6 +367,10 @@ impl<'g> Lowering<'g> {
             Op::Add => self.add(id)?,
             Op::Mul => self.mul(id)?,
             Op::Concat => self.concat(id)?,
+            Op::ChannelShuffle(attrs) => self.channel_shuffle(id, *attrs)?,
+            Op::Split(attrs) => self.split(id, *attrs)?,
+            Op::Upsample(attrs) => self.upsample(id, *attrs)?,
+            Op::Scalar(attrs) => self.scalar(id, *attrs)?,
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ fn same(found: f32, expected: f32) -> bool {
 #[test]
 fn activations_of_nan_and_infinities() {
     // (activation, input, PyTorch's output); zeros are +0 unless written −0.
-    let cases: [(&str, &[(f32, f32)]); 6] = [
+    let cases: [(&str, &[(f32, f32)]); 11] = [
         (
             "relu",
             &[(NAN, NAN), (INF, INF), (-INF, 0.0), (-3.4e38, 0.0)],
@@ -74,6 +74,23 @@ fn activations_of_nan_and_infinities() {
         ),
         ("tanh", &[(NAN, NAN), (INF, 1.0), (-INF, -1.0)]),
         ("hardswish", &[(NAN, NAN), (INF, INF), (-3.4e38, -0.0)]),
+        (
+            "hardsigmoid",
+            &[(NAN, NAN), (INF, 1.0), (-INF, 0.0), (2.5, 5.5 / 6.0)],
+        ),
+        (
+            "leaky_relu",
+            &[(NAN, NAN), (INF, INF), (-INF, -INF), (-100.0, -1.0)],
+        ),
+        ("elu", &[(NAN, NAN), (INF, INF), (-INF, -1.0), (7.0, 7.0)]),
+        (
+            "gelu",
+            &[(NAN, NAN), (INF, INF), (3.4e38, 3.4e38), (100.0, 100.0)],
+        ),
+        (
+            "gelu(approximate: \"tanh\")",
+            &[(NAN, NAN), (INF, INF), (100.0, 100.0)],
+        ),
     ];
     for (activation, expectations) in cases {
         let graph = graph_of(&format!("network t(x: 3x4x5) {{ x -> {activation} }}"));

@@ -89,6 +89,10 @@ impl Op {
             Op::Add => f(&AddAttrs),
             Op::Mul => f(&MulAttrs),
             Op::Concat => f(&ConcatAttrs),
+            Op::ChannelShuffle(attrs) => f(attrs),
+            Op::Split(attrs) => f(attrs),
+            Op::Upsample(attrs) => f(attrs),
+            Op::Scalar(attrs) => f(attrs),
         }
     }
 }

@@ -19,6 +19,7 @@ mod activation;
 mod adaptive_avgpool;
 mod add;
 mod batchnorm;
+mod channels;
 mod concat;
 mod conv;
 mod dense;
@@ -32,14 +33,19 @@ mod literal;
 mod mul;
 mod padding;
 mod pool;
+mod scalar;
 pub mod signature;
 mod softmax;
+mod upsample;
 
-pub use activation::Activation;
+pub use activation::{
+    Activation, Coefficient, ERFC_COEFFICIENTS, GELU_CLAMP, GELU_TANH_BETA, GELU_TANH_KAPPA,
+};
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
 pub use add::AddAttrs;
 pub(crate) use batchnorm::batch_statistics;
 pub use batchnorm::BatchNormAttrs;
+pub use channels::{ChannelShuffleAttrs, SplitAttrs};
 pub use concat::ConcatAttrs;
 pub use conv::ConvAttrs;
 pub use dense::DenseAttrs;
@@ -52,7 +58,9 @@ pub use literal::Literal;
 pub use mul::MulAttrs;
 pub use padding::Padding;
 pub use pool::{PoolAttrs, PoolKind};
+pub use scalar::{ScalarAttrs, ScalarOp};
 pub use softmax::SoftmaxAttrs;
+pub use upsample::{bilinear_source, UpsampleAttrs, UpsampleMode};
 
 use super::{Init, ParamSpec, Shape, ShapeError};
 use crate::reference::{Forward, RunError, Tensor};
@@ -155,6 +163,14 @@ pub enum Op {
     Mul,
     /// Along the channels.
     Concat,
+    /// The channels regrouped, as PyTorch's `ChannelShuffle`.
+    ChannelShuffle(ChannelShuffleAttrs),
+    /// One of several equal channel groups.
+    Split(SplitAttrs),
+    /// Nearest or bilinear upsampling by integer factors.
+    Upsample(UpsampleAttrs),
+    /// Elementwise arithmetic with a number (`x + 3`, `x / 6`).
+    Scalar(ScalarAttrs),
 }
 
 impl Op {
@@ -179,6 +195,10 @@ impl Op {
             Op::Add => f(&AddAttrs),
             Op::Mul => f(&MulAttrs),
             Op::Concat => f(&ConcatAttrs),
+            Op::ChannelShuffle(attrs) => f(attrs),
+            Op::Split(attrs) => f(attrs),
+            Op::Upsample(attrs) => f(attrs),
+            Op::Scalar(attrs) => f(attrs),
         }
     }
 
@@ -277,7 +297,11 @@ impl Op {
             | Op::Softmax
             | Op::Add
             | Op::Mul
-            | Op::Concat => None,
+            | Op::Concat
+            | Op::ChannelShuffle(_)
+            | Op::Split(_)
+            | Op::Upsample(_)
+            | Op::Scalar(_) => None,
         }
     }
 
@@ -309,7 +333,11 @@ impl Op {
             | Op::Softmax
             | Op::Add
             | Op::Mul
-            | Op::Concat => None,
+            | Op::Concat
+            | Op::ChannelShuffle(_)
+            | Op::Split(_)
+            | Op::Upsample(_)
+            | Op::Scalar(_) => None,
         }
     }
 
@@ -345,10 +373,17 @@ static LAYERS: &[&dyn Surface] = &[
     &activation::alias("silu", Activation::Swish),
     &activation::layer(Activation::Tanh),
     &activation::layer(Activation::Hardswish),
+    &activation::layer(Activation::Hardsigmoid),
+    &activation::LEAKY_RELU,
+    &activation::ELU,
+    &activation::GELU,
     &softmax::SOFTMAX,
     &add::ADD,
     &mul::MUL,
     &concat::CONCAT,
+    &channels::CHANNEL_SHUFFLE,
+    &channels::SPLIT,
+    &upsample::UPSAMPLE,
 ];
 
 /// Every layer of the language, in catalogue order.

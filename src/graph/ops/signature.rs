@@ -32,6 +32,8 @@ pub enum ParamKind {
     Bias,
     /// A nested list of numbers.
     Literal,
+    /// One of these strings (`mode: "bilinear"`); the builder gets its position.
+    Choice(&'static [&'static str]),
 }
 
 /// The value a parameter takes when its argument is left out.
@@ -46,6 +48,8 @@ pub enum ParamDefault {
     Pair([usize; 2]),
     Flag(bool),
     Real(f64),
+    /// The position of the default among the choices.
+    Choice(usize),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq)]
@@ -125,6 +129,8 @@ pub enum ArgValue {
     /// Whether the layer has a bias, and its literal values if they were given.
     Bias(bool, Option<Literal>),
     Literal(Literal),
+    /// The position of the chosen string among the parameter's choices.
+    Choice(usize),
 }
 
 // The accessors return `None` when the value is not of the kind asked for. Expansion converts
@@ -167,6 +173,13 @@ impl ArgValue {
         }
     }
 
+    pub fn choice(self) -> Option<usize> {
+        match self {
+            ArgValue::Choice(idx) => Some(idx),
+            _ => None,
+        }
+    }
+
     /// Padding as written; left out, no padding.
     pub fn pad(self) -> Option<PadSpec> {
         match self {
@@ -205,6 +218,7 @@ impl ArgValue {
             ParamKind::Pad => ArgValue::Pad(PadSpec::Same),
             ParamKind::Bias => ArgValue::Bias(true, None),
             ParamKind::Literal => ArgValue::Absent,
+            ParamKind::Choice(_) => ArgValue::Choice(0),
         }
     }
 }

@@ -1,0 +1,184 @@
+//! Upsampling by an integer factor, as PyTorch's `nn.Upsample(scale_factor=s, mode=…)` with
+//! `align_corners=False`: `nearest` repeats each pixel `s × s` times; `bilinear` interpolates
+//! between the two nearest input pixels along each axis, sampling the input at
+//! `(o + 0.5) / s − 0.5` (clamped below at 0, and to the last pixel above).
+
+use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
+use super::{Arity, Category, Op, OpRule};
+use crate::graph::infer::checked_numel;
+use crate::graph::{ParamSpec, Shape, ShapeError};
+use crate::reference::{Forward, RunError, Tensor};
+use ndarray::Array4;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UpsampleMode {
+    Nearest,
+    Bilinear,
+}
+
+const MODES: &[&str] = &["nearest", "bilinear"];
+
+/// The largest factor per axis. Bilinear code has one loop per phase of the factor, so the
+/// factor bounds the code's size; no network upsamples by more in one layer.
+pub const MAX_SCALE: usize = 64;
+
+/// `Op::Upsample`: the factors along height and width, and the mode.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct UpsampleAttrs {
+    pub scale: [usize; 2],
+    pub mode: UpsampleMode,
+}
+
+pub(super) const UPSAMPLE: Layer<3> = Layer {
+    name: "upsample",
+    params: [
+        X,
+        Param::new(
+            "scale",
+            ParamKind::Pair { min: 1 },
+            ParamDefault::Pair([2, 2]),
+        ),
+        Param::new("mode", ParamKind::Choice(MODES), ParamDefault::Choice(0)),
+    ],
+    build: |[_, scale, mode], _| {
+        let mode = match mode.choice()? {
+            0 => UpsampleMode::Nearest,
+            _ => UpsampleMode::Bilinear,
+        };
+        Some(Op::Upsample(UpsampleAttrs {
+            scale: scale.pair()?,
+            mode,
+        }))
+    },
+};
+
+/// Where output index `o` samples an axis of `n` inputs upsampled `s` times, in PyTorch's
+/// bilinear rule (`area_pixel_compute_source_index` with `align_corners=False`): the two input
+/// indices and their weights. At the borders both indices may be the same pixel.
+pub fn bilinear_source(n: usize, s: usize, o: usize) -> (usize, usize, f32, f32) {
+    let source = ((o as f64 + 0.5) / s as f64 - 0.5).max(0.0);
+    let first = (source as usize).min(n.saturating_sub(1));
+    let second = if first + 1 < n { first + 1 } else { first };
+    let lambda = (source - first as f64) as f32;
+    (first, second, 1.0 - lambda, lambda)
+}
+
+impl OpRule for UpsampleAttrs {
+    fn name(&self) -> &'static str {
+        UPSAMPLE.name
+    }
+
+    fn arity(&self) -> Arity {
+        Arity::One
+    }
+
+    fn output_shape(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
+        let input = inputs[0];
+        if input.flat {
+            return Err(ShapeError::NeedsSpatial {
+                op: UPSAMPLE.name,
+                shape: input,
+            });
+        }
+        if self.scale.contains(&0) {
+            return Err(ShapeError::NotPositive {
+                what: "the upsampling scale",
+            });
+        }
+        if let Some(&scale) = self.scale.iter().find(|&&s| s > MAX_SCALE) {
+            return Err(ShapeError::ScaleTooLarge {
+                scale,
+                limit: MAX_SCALE,
+            });
+        }
+        let h = input.h.checked_mul(self.scale[0]);
+        let w = input.w.checked_mul(self.scale[1]);
+        let (Some(h), Some(w)) = (h, w) else {
+            return Err(ShapeError::TooLarge {
+                what: "the upsampled output".into(),
+                elements: None,
+            });
+        };
+        checked_numel(&[h, w, input.c], "the upsampled output")?;
+        Ok(Shape::spatial(h, w, input.c))
+    }
+
+    fn params(&self, _input: Shape) -> Vec<ParamSpec> {
+        Vec::new()
+    }
+
+    fn macs(&self, _input: Shape, _output: Shape) -> u64 {
+        0
+    }
+
+    fn dump_attrs(&self) -> String {
+        let mode = match self.mode {
+            UpsampleMode::Nearest => "nearest",
+            UpsampleMode::Bilinear => "bilinear",
+        };
+        format!("scale={}x{} mode={mode}", self.scale[0], self.scale[1])
+    }
+
+    fn category(&self) -> Category {
+        Category::Other
+    }
+
+    fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
+        let x = cx.arg(args, 0)?;
+        let (batch, h, w, c) = x.dim();
+        let [sh, sw] = self.scale;
+        if sh == 0 || sw == 0 {
+            return Err(cx.malformed("a zero scale"));
+        }
+        let (oh, ow) = (h * sh, w * sw);
+        Ok(match self.mode {
+            UpsampleMode::Nearest => Array4::from_shape_fn((batch, oh, ow, c), |(n, y, xx, ch)| {
+                x[[n, y / sh, xx / sw, ch]]
+            }),
+            // PyTorch's order: h0λ·(w0λ·x00 + w1λ·x01) + h1λ·(w0λ·x10 + w1λ·x11), in f32.
+            UpsampleMode::Bilinear => {
+                Array4::from_shape_fn((batch, oh, ow, c), |(n, y, xx, ch)| {
+                    let (y0, y1, hl0, hl1) = bilinear_source(h, sh, y);
+                    let (x0, x1, wl0, wl1) = bilinear_source(w, sw, xx);
+                    let row = |yy: usize| wl0 * x[[n, yy, x0, ch]] + wl1 * x[[n, yy, x1, ch]];
+                    hl0 * row(y0) + hl1 * row(y1)
+                })
+            }
+        })
+    }
+}
+
+impl super::gradient::GradRule for UpsampleAttrs {
+    /// Each output's gradient goes back to the input pixels it was computed from, with the
+    /// same weights.
+    fn reference_backward(
+        &self,
+        cx: &Forward,
+        _mode: super::gradient::TrainingMode,
+        args: &[&Tensor],
+        _output: &Tensor,
+        grad: &Tensor,
+        wanted: super::gradient::Wanted,
+    ) -> Result<super::gradient::Gradients, RunError> {
+        let x = cx.arg(args, 0)?;
+        let (_, h, w, _) = x.dim();
+        let [sh, sw] = self.scale;
+        Ok(super::gradient::one_input(wanted, || {
+            let mut dx = Array4::zeros(x.dim());
+            for ((n, y, xx, ch), &g) in grad.indexed_iter() {
+                match self.mode {
+                    UpsampleMode::Nearest => dx[[n, y / sh, xx / sw, ch]] += g,
+                    UpsampleMode::Bilinear => {
+                        let (y0, y1, hl0, hl1) = bilinear_source(h, sh, y);
+                        let (x0, x1, wl0, wl1) = bilinear_source(w, sw, xx);
+                        dx[[n, y0, x0, ch]] += hl0 * wl0 * g;
+                        dx[[n, y0, x1, ch]] += hl0 * wl1 * g;
+                        dx[[n, y1, x0, ch]] += hl1 * wl0 * g;
+                        dx[[n, y1, x1, ch]] += hl1 * wl1 * g;
+                    }
+                }
+            }
+            dx
+        }))
+    }
+}
