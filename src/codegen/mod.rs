@@ -31,7 +31,7 @@ pub use network::{CompiledNetwork, KernelTimes};
 use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, NodeId};
 use crate::lower::{self, LoopProgram, LowerError, LowerOptions, Storage, Winograd};
-use crate::runtime::Dims;
+use crate::runtime::WeightsError;
 use jit::Generator;
 use layout::TableLayout;
 use network::{CompiledKernel, EntryFn, KernelFn};
@@ -68,21 +68,9 @@ impl Default for CodegenOptions {
 pub enum CodegenError {
     #[error(transparent)]
     Lower(#[from] LowerError),
-    #[error("the weights have no tensor `{name}`, which {layer} needs ({expected})")]
-    MissingWeight {
-        name: String,
-        expected: Dims,
-        layer: String,
-        node: NodeId,
-    },
-    #[error("tensor `{name}` has shape {found} but {layer} needs {expected}")]
-    WeightShape {
-        name: String,
-        found: Dims,
-        expected: Dims,
-        layer: String,
-        node: NodeId,
-    },
+    /// Weights given by name (`compile`) do not fit the graph.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     #[error("the graph is malformed: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -95,9 +83,7 @@ impl CodegenError {
     /// The layer the error is about, if it is about one.
     pub fn node(&self) -> Option<NodeId> {
         match self {
-            CodegenError::MissingWeight { node, .. } | CodegenError::WeightShape { node, .. } => {
-                Some(*node)
-            }
+            CodegenError::Weights(error) => error.node(),
             _ => None,
         }
     }
@@ -108,29 +94,42 @@ impl CodegenError {
 /// are checked when they are loaded.
 impl CodegenError {
     pub fn to_diagnostic(&self, graph: &Graph) -> Diagnostic {
+        if let CodegenError::Weights(error) = self {
+            return error.to_diagnostic(graph);
+        }
         let message = format!("cannot compile network `{}`: {self}", graph.name);
         let diagnostic = match self.node() {
             Some(node) => graph.diagnostic_at(node, Code::Codegen, message, "this layer"),
             None => Diagnostic::global(Code::Codegen, message),
         };
         match self {
-            CodegenError::Isa(_) => diagnostic,
-            CodegenError::Lower(_)
-            | CodegenError::MissingWeight { .. }
-            | CodegenError::WeightShape { .. }
-            | CodegenError::Malformed(_)
-            | CodegenError::Cranelift(_) => diagnostic.with_help(
-                "this is a bug in cnnc: please report it with the program; \
+            CodegenError::Isa(_) | CodegenError::Weights(_) => diagnostic,
+            CodegenError::Lower(_) | CodegenError::Malformed(_) | CodegenError::Cranelift(_) => {
+                diagnostic.with_help(
+                    "this is a bug in cnnc: please report it with the program; \
                  `--backend reference` runs without the code generator",
-            ),
+                )
+            }
         }
     }
 }
 
-/// Compiles `graph` with `weights` to native code.
+/// Compiles `graph` to native code with `weights` bound to its learned constants (every one
+/// must be there, with its shape).
 pub fn compile(
     graph: &Graph,
     weights: &crate::runtime::Weights,
+    options: &CodegenOptions,
+) -> Result<CompiledNetwork, CodegenError> {
+    let mut graph = graph.clone();
+    crate::runtime::bind(&mut graph, weights)?;
+    compile_graph(&graph, options)
+}
+
+/// Compiles `graph` with its own constants to native code; seeded and folded constants are
+/// generated while they are packed, on `options.threads` threads.
+pub fn compile_graph(
+    graph: &Graph,
     options: &CodegenOptions,
 ) -> Result<CompiledNetwork, CodegenError> {
     let program = lower::lower_with(graph, &lower_options(options))?;
@@ -149,7 +148,7 @@ pub fn compile(
         &const_buffers,
         threads,
         || (),
-        |(), &(buffer, spec)| pack::pack(graph, weights, spec, buffer.len),
+        |(), &(buffer, spec)| pack::pack(graph, spec, buffer.len),
     );
     let mut constants = Vec::new();
     let mut constant_bytes = 0;

@@ -69,7 +69,7 @@ fn context<'a>(
 ) -> Forward<'a> {
     Forward {
         graph,
-        weights,
+        weights: Some(weights),
         id,
         inputs,
         batch,

@@ -23,7 +23,7 @@ pub use npy::{
     check_output_path, npy_bytes, parse_npy, parse_npy_integers, write_npy, NpyArray, NpyError,
 };
 pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
-pub use weights::{Weights, WeightsError};
+pub use weights::{bind, bind_present, learned_weights, seed, Weights, WeightsError};
 
 pub(crate) use input::normalization;
 pub(crate) use weights::describe_layer;
