@@ -87,8 +87,16 @@ impl Engine {
                     threads: options.threads.max(1),
                     winograd: winograd_choice(options.winograd),
                 };
-                let compiled = codegen::compile_graph(&graph, &codegen_options)
-                    .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
+                // Lowering packs the constants (computing the seeded and folded ones); the
+                // code generator sees only the loop program and the packed blobs.
+                let lower_options = crate::lower::LowerOptions {
+                    winograd: codegen_options.winograd,
+                };
+                let compiled =
+                    crate::lower::lower_and_pack(&graph, &lower_options, codegen_options.threads)
+                        .map_err(codegen::CodegenError::from)
+                        .and_then(|lowered| codegen::generate(lowered, &codegen_options))
+                        .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
                 Engine::Jit {
                     graph,
                     compiled: Box::new(compiled),

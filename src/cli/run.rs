@@ -15,7 +15,7 @@
 use super::engine::{default_threads, Backend, Engine, EngineOptions};
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Code, Diagnostic, Severity};
-use crate::driver::{Origin, Program};
+use crate::driver::{FileOrigin, Program};
 use crate::graph::{Graph, Op, Shape};
 use crate::runtime::{self, input_name, Dims, LoadOptions, Weights};
 use crate::stdlib;
@@ -238,7 +238,7 @@ fn locate_labels(program: &Program, file: crate::source::FileId, name: &str) -> 
         .iter()
         .find(|f| f.id == file)
         .map(|f| &f.origin);
-    if let Some(Origin::Std(std_name)) = origin {
+    if let Some(FileOrigin::Std(std_name)) = origin {
         let folder = std_name
             .rsplit_once('/')
             .map_or("std", |(folder, _)| folder);

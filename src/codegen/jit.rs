@@ -9,7 +9,7 @@
 use super::kernel::KernelTranslator;
 use super::layout::TableLayout;
 use super::{math, CodegenError, CodegenOptions};
-use crate::lower::ir::{Expr, Kernel, Stmt, UnaryOp};
+use crate::lower::ir::{Kernel, LoopExpr, LoopStmt, UnaryOp};
 use crate::lower::LoopProgram;
 use cranelift_codegen::control::ControlPlane;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -158,7 +158,7 @@ impl Generator {
         let isa = self.module.isa();
         let maker = &self.maker;
         let jobs: Vec<_> = ids.iter().zip(&program.kernels).collect();
-        let compiled: Vec<Result<MachineCode, CodegenError>> = super::parallel_map(
+        let compiled: Vec<Result<MachineCode, CodegenError>> = crate::parallel::parallel_map(
             &jobs,
             threads,
             FunctionBuilderContext::new,
@@ -297,10 +297,10 @@ impl FunctionMaker {
 }
 
 /// Whether a kernel computes `tanh`, the one function it calls.
-fn uses_tanh(stmts: &[Stmt]) -> bool {
+fn uses_tanh(stmts: &[LoopStmt]) -> bool {
     stmts.iter().any(|stmt| match stmt {
-        Stmt::Assign(_, Expr::Unary(UnaryOp::Tanh, _)) => true,
-        Stmt::Loop(l) => uses_tanh(&l.body),
+        LoopStmt::Assign(_, LoopExpr::Unary(UnaryOp::Tanh, _)) => true,
+        LoopStmt::Loop(l) => uses_tanh(&l.body),
         _ => false,
     })
 }

@@ -15,6 +15,7 @@
 mod input;
 mod npy;
 pub(crate) mod rng;
+mod run_error;
 mod safetensors_io;
 mod weights;
 
@@ -22,6 +23,7 @@ pub use input::{input_name, load_input, preprocess_image, synthetic_input, Input
 pub use npy::{
     check_output_path, npy_bytes, parse_npy, parse_npy_integers, write_npy, NpyArray, NpyError,
 };
+pub use run_error::{check_batch, RunError};
 pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
 pub use weights::{bind, bind_present, learned_weights, seed, Weights, WeightsError};
 

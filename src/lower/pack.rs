@@ -1,13 +1,14 @@
-//! Packing the weights into the layouts the kernels index (`lower::ConstSpec`).
+//! Packing the graph's constants into the blobs the kernels index (`lower::ConstSpec`): the
+//! last step of lowering, after which nothing downstream needs the graph.
 //!
 //! Weights are the graph's constants, in PyTorch's layouts; a seeded or folded constant's
 //! numbers are computed here, on the packing thread that needs them, and not kept. Batch norm becomes
 //! its per-channel `scale, shift` pair (`BatchNormConstants::affine`), computed in f64.
 
-use super::winograd_pack;
-use super::CodegenError;
+use super::program::{ConstSpec, LoopProgram, Storage};
+use super::{winograd_pack, LowerError};
 use crate::graph::{Graph, NodeId, Op};
-use crate::lower::ConstSpec;
+use crate::parallel::parallel_map;
 use std::borrow::Cow;
 
 /// The constant `suffix` of `node` in row-major order, generated or folded now if it has not
@@ -17,7 +18,7 @@ fn tensor<'a>(
     node: NodeId,
     suffix: &str,
     expected: &[usize],
-) -> Result<Cow<'a, [f32]>, CodegenError> {
+) -> Result<Cow<'a, [f32]>, LowerError> {
     let id = graph
         .node_const(node, suffix)
         .ok_or_else(|| malformed(node, &format!("no constant `{suffix}`")))?;
@@ -31,12 +32,12 @@ fn tensor<'a>(
     Ok(values)
 }
 
-fn malformed(node: NodeId, what: &str) -> CodegenError {
-    CodegenError::Malformed(format!("{node}: {what}"))
+fn malformed(node: NodeId, what: &str) -> LowerError {
+    LowerError::Malformed(format!("{node}: {what}"))
 }
 
 /// The data of one constant buffer of `len` elements.
-pub(super) fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, CodegenError> {
+fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
     match spec {
         &ConstSpec::ConvWeight { node, panel } => {
@@ -180,4 +181,49 @@ pub(super) fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f3
         }
     }
     Ok(out)
+}
+
+/// The packed data of a program's constant buffers, in buffer order: what the code
+/// generator fills the table's constant slots with.
+#[derive(Debug, Default)]
+pub struct PackedConstants {
+    pub blobs: Vec<(super::ir::BufferId, Box<[f32]>)>,
+}
+
+impl PackedConstants {
+    pub fn bytes(&self) -> usize {
+        self.blobs
+            .iter()
+            .map(|(_, blob)| blob.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+}
+
+/// Packs every constant buffer of `program` from `graph`'s constants, on up to `threads`
+/// threads: seeded and folded constants are computed here, so this is most of a large
+/// network's compile time.
+pub fn pack_constants(
+    graph: &Graph,
+    program: &LoopProgram,
+    threads: usize,
+) -> Result<PackedConstants, LowerError> {
+    let const_buffers: Vec<_> = program
+        .buffers
+        .values()
+        .filter_map(|buffer| match &buffer.storage {
+            Storage::Const(spec) => Some((buffer, spec)),
+            _ => None,
+        })
+        .collect();
+    let packed = parallel_map(
+        &const_buffers,
+        threads,
+        || (),
+        |(), &(buffer, spec)| pack(graph, spec, buffer.len),
+    );
+    let mut blobs = Vec::with_capacity(packed.len());
+    for (&(buffer, _), data) in const_buffers.iter().zip(packed) {
+        blobs.push((buffer.id, data?.into_boxed_slice()));
+    }
+    Ok(PackedConstants { blobs })
 }
