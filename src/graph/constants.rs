@@ -204,18 +204,18 @@ impl Fold {
         let channels = affine.scale.len().max(1);
         match self.part {
             FoldedPart::Weight => {
-                let source = self
+                // A seeded source is generated into a fresh vector, scaled in place.
+                let mut values = self
                     .source
                     .as_ref()
-                    .map_or(Cow::Borrowed(&[][..]), Constant::read);
-                let per_channel = (source.len() / channels).max(1);
-                source
-                    .chunks(per_channel)
-                    .zip(&affine.scale)
-                    .flat_map(|(filter, &scale)| {
-                        filter.iter().map(move |&w| (f64::from(w) * scale) as f32)
-                    })
-                    .collect()
+                    .map_or_else(Vec::new, |w| w.read().into_owned());
+                let per_channel = (values.len() / channels).max(1);
+                for (filter, &scale) in values.chunks_mut(per_channel).zip(&affine.scale) {
+                    for w in filter {
+                        *w = (f64::from(*w) * scale) as f32;
+                    }
+                }
+                values
             }
             FoldedPart::Bias => {
                 let source = self.source.as_ref().map(Constant::read);
