@@ -12,14 +12,14 @@ use std::path::{Path, PathBuf};
 
 /// Where a loaded file came from: a file on disk or the embedded standard library.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Origin {
+pub enum FileOrigin {
     Disk(PathBuf),
     Std(String),
 }
 
 pub struct ParsedFile {
     pub id: FileId,
-    pub origin: Origin,
+    pub origin: FileOrigin,
     pub ast: ast::File,
 }
 
@@ -89,7 +89,7 @@ pub fn load(path: &Path) -> std::io::Result<Program> {
             return Ok(load_source_with_origin(
                 &display,
                 text,
-                Origin::Std(display.clone()),
+                FileOrigin::Std(display.clone()),
             ));
         }
     }
@@ -123,8 +123,8 @@ pub fn load_source(name: &str, text: &str) -> Program {
 }
 
 /// Files are identified by their canonical path, so that a cycle through `../` is noticed.
-fn disk_origin(path: &Path) -> Origin {
-    Origin::Disk(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
+fn disk_origin(path: &Path) -> FileOrigin {
+    FileOrigin::Disk(path.canonicalize().unwrap_or_else(|_| path.to_path_buf()))
 }
 
 /// `a/b/../c.cnn` → `a/c.cnn`, for messages; the file system is not consulted.
@@ -145,7 +145,7 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-fn load_source_with_origin(name: &str, text: &str, origin: Origin) -> Program {
+fn load_source_with_origin(name: &str, text: &str, origin: FileOrigin) -> Program {
     let mut loader = Loader {
         program: Program {
             sources: SourceMap::new(),
@@ -161,13 +161,13 @@ fn load_source_with_origin(name: &str, text: &str, origin: Origin) -> Program {
 
 struct Loader {
     program: Program,
-    loaded: HashMap<Origin, FileId>,
+    loaded: HashMap<FileOrigin, FileId>,
     /// The chain of files being loaded, for cycle detection.
-    stack: Vec<(Origin, String)>,
+    stack: Vec<(FileOrigin, String)>,
 }
 
 impl Loader {
-    fn add_file(&mut self, name: &str, text: &str, origin: Origin) {
+    fn add_file(&mut self, name: &str, text: &str, origin: FileOrigin) {
         let id = self.program.sources.add(name, text);
         self.loaded.insert(origin.clone(), id);
         let ast = match syntax::parse(id, text) {
@@ -197,7 +197,7 @@ impl Loader {
         self.stack.pop();
     }
 
-    fn import(&mut self, from: &Origin, from_name: &str, import: &ast::Import) {
+    fn import(&mut self, from: &FileOrigin, from_name: &str, import: &ast::Import) {
         let Some((target, name, text)) = self.resolve(from, from_name, import) else {
             return;
         };
@@ -223,21 +223,25 @@ impl Loader {
 
     fn resolve(
         &mut self,
-        from: &Origin,
+        from: &FileOrigin,
         from_name: &str,
         import: &ast::Import,
-    ) -> Option<(Origin, String, String)> {
+    ) -> Option<(FileOrigin, String, String)> {
         let path = import.path.as_str();
         let std_name = if path.starts_with("std/") {
             Some(path.to_string())
-        } else if matches!(from, Origin::Std(_)) {
+        } else if matches!(from, FileOrigin::Std(_)) {
             Some(format!("std/{path}"))
         } else {
             None
         };
         if let Some(std_name) = std_name {
             if let Some(text) = stdlib::get(&std_name) {
-                return Some((Origin::Std(std_name.clone()), std_name, text.to_string()));
+                return Some((
+                    FileOrigin::Std(std_name.clone()),
+                    std_name,
+                    text.to_string(),
+                ));
             }
             let available: Vec<&str> = stdlib::FILES.iter().map(|(n, _)| *n).collect();
             self.program.diagnostics.push(

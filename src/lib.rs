@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! source ─syntax─▶ AST ─expand─▶ graph (shapes inferred as nodes are inserted)
-//!        ─opt─▶ fused graph ─lower─▶ loop nests ─codegen─▶ Cranelift IR → native code ─▶ tensors
+//!        ─opt─▶ fused graph ─lower─▶ loop nests + packed constants ─codegen─▶ native code ─▶ tensors
 //!                      └──────────reference (the interpreter, the tests' oracle)──────────▶ tensors
 //! ```
 //!
@@ -21,6 +21,7 @@ pub mod export;
 pub mod graph;
 pub mod lower;
 pub mod opt;
+mod parallel;
 pub mod reference;
 pub mod runtime;
 pub mod source;

@@ -134,7 +134,7 @@ use cnnc::codegen::CodegenError;
 use cnnc::diag::{self, Code, Fixture};
 use cnnc::driver::{self, Compilation, Select};
 use cnnc::opt::OptError;
-use cnnc::runtime::Dims;
+use cnnc::runtime::{Dims, WeightsError};
 use cnnc::source::{SourceMap, Span};
 
 /// `examples/lenet5.cnn`, compiled, for diagnostics that point at one of its layers.
@@ -181,12 +181,13 @@ fn codegen_failed() {
         .find(|&id| graph.nodes[id].path == "conv1")
         .expect("lenet5 has conv1");
     let errors = [
-        CodegenError::MissingWeight {
+        CodegenError::Weights(WeightsError::Missing {
             name: "conv1.weight".into(),
             expected: Dims::of(&[6, 1, 5, 5]),
-            layer: "conv `conv1`".into(),
             node: conv1,
-        },
+            layer: "conv `conv1`".into(),
+            found_as: None,
+        }),
         CodegenError::Cranelift("Verifier errors".into()),
     ];
     let diagnostics: Vec<_> = errors.iter().map(|e| e.to_diagnostic(graph)).collect();

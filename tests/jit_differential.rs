@@ -15,7 +15,7 @@ use cnnc::codegen::{self, CodegenError, CodegenOptions};
 use cnnc::driver::{self, Select};
 use cnnc::graph::{Activation, Graph, Op};
 use cnnc::reference::{self, RunError};
-use cnnc::runtime::{synthetic_input, Weights};
+use cnnc::runtime::{synthetic_input, Weights, WeightsError};
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
 
@@ -280,7 +280,7 @@ fn convolutions_writing_padded_outputs() {
         let source = format!("network t(x: 9x7x3) {{ x -> conv(8, 1) -> relu6 -> {reader} }}");
         let mut graph = graph_of(&source);
         let mut weights = weights_for(&graph);
-        cnnc::opt::optimize(&mut graph, &mut weights, &Default::default()).expect("passes");
+        cnnc::opt::optimize_weights(&mut graph, &mut weights, &Default::default()).expect("passes");
         let loops = cnnc::lower::emit_loops(&graph).expect("lowers");
         assert!(loops.contains("_border"), "{source}\n{loops}");
         assert!(!loops.contains("_pad_"), "{source}\n{loops}");
@@ -543,7 +543,7 @@ fn as_written_and_optimized(graph: Graph) -> [(Graph, Weights); 2] {
     let weights = weights_for(&graph);
     let mut optimized = graph.clone();
     let mut optimized_weights = weights.clone();
-    cnnc::opt::optimize(&mut optimized, &mut optimized_weights, &Default::default())
+    cnnc::opt::optimize_weights(&mut optimized, &mut optimized_weights, &Default::default())
         .expect("the passes run");
     [(graph, weights), (optimized, optimized_weights)]
 }
@@ -757,7 +757,7 @@ fn standard_networks_at_reduced_size() {
         let expected = reference::run(&graph, &weights, &inputs).expect("the reference runs");
         let mut optimized = graph.clone();
         let mut optimized_weights = weights.clone();
-        cnnc::opt::optimize(&mut optimized, &mut optimized_weights, &Default::default())
+        cnnc::opt::optimize_weights(&mut optimized, &mut optimized_weights, &Default::default())
             .expect("the passes run");
         let runs = [
             (&graph, &weights, true),
@@ -882,7 +882,10 @@ fn missing_weights_name_the_layer() {
     let error = codegen::compile(&graph, &Weights::new(), &CodegenOptions::default())
         .err()
         .expect("no weights");
-    assert!(matches!(error, CodegenError::MissingWeight { ref name, .. } if name == "c1.weight"));
+    assert!(matches!(
+        error,
+        CodegenError::Weights(WeightsError::Missing { ref name, .. }) if name == "c1.weight"
+    ));
     assert!(error.to_string().contains("c1"), "{error}");
 }
 

@@ -768,7 +768,10 @@ fn run_reports_missing_and_misshapen_weights_by_layer() {
         &[ArrayD::zeros(IxDyn(&[1, 8, 8, 3]))],
     )
     .unwrap_err();
-    assert!(matches!(err, RunError::MissingWeight { .. }), "{err}");
+    assert!(
+        matches!(err, RunError::Weights(WeightsError::Missing { .. })),
+        "{err}"
+    );
     let mut weights = Weights::new();
     weights.insert("layer.weight", ArrayD::zeros(IxDyn(&[64, 3, 5, 5])));
     let err = run(&graph, &weights, &[ArrayD::zeros(IxDyn(&[1, 8, 8, 3]))]).unwrap_err();

@@ -307,7 +307,7 @@ fn compare_jit_with_reference(graph: &Graph, what: &str) {
             fuse,
             ..cnnc::opt::Options::default()
         };
-        cnnc::opt::optimize(&mut optimized, &mut folded, &options).expect("the passes run");
+        cnnc::opt::optimize_weights(&mut optimized, &mut folded, &options).expect("the passes run");
         let codegen = cnnc::codegen::CodegenOptions {
             checked: true,
             threads: 2,

@@ -5,7 +5,7 @@ use super::engine::{default_threads, Backend, Engine, EngineOptions};
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Code, Diagnostic};
 use crate::graph::summary::human_macs;
-use crate::runtime::{self, Weights};
+use crate::runtime;
 use serde::Serialize;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -121,10 +121,10 @@ pub fn run(args: &BenchArgs) -> u8 {
         diag::emit_stderr(sources, &[diagnostic]);
         EXIT_ERRORS
     };
-    let weights = match Weights::seeded(&graph, 0) {
-        Ok(weights) => weights,
-        Err(error) => return fail(Diagnostic::global(Code::Weights, error.to_string())),
-    };
+    let mut seeded = graph.clone();
+    if let Err(error) = runtime::seed(&mut seeded, 0) {
+        return fail(Diagnostic::global(Code::Weights, error.to_string()));
+    }
     let mut inputs = Vec::new();
     for (idx, &input) in graph.inputs.iter().enumerate() {
         match runtime::synthetic_input(graph.shape(input), args.batch as usize, idx as u64) {
@@ -143,7 +143,7 @@ pub fn run(args: &BenchArgs) -> u8 {
         },
         winograd: !args.no_winograd,
     };
-    let built = match Engine::build(&graph, weights, &options) {
+    let built = match Engine::build(seeded, &options) {
         Ok(built) => built,
         Err(diagnostic) => return fail(*diagnostic),
     };

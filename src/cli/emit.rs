@@ -4,7 +4,6 @@ use super::{compile_file, report, select, EXIT_ERRORS, EXIT_OK};
 use crate::driver::{self, Select};
 use crate::graph::Graph;
 use crate::opt;
-use crate::runtime::Weights;
 use crate::syntax;
 use std::path::PathBuf;
 
@@ -114,11 +113,10 @@ pub fn run(args: &EmitArgs) -> u8 {
     }
 }
 
-/// `graph` after the optimizer. The passes only need weights to fold them, and no dump shows
-/// weights, so any weights do: the seeded ones.
+/// `graph` after the optimizer. The passes change constants' sources, not their numbers, so
+/// no weight is generated for a dump.
 fn optimized(graph: &Graph, options: &opt::Options) -> Result<Graph, String> {
     let mut graph = graph.clone();
-    let mut weights = Weights::seeded(&graph, 0).map_err(|e| e.to_string())?;
-    opt::optimize(&mut graph, &mut weights, options).map_err(|e| e.to_string())?;
+    opt::optimize(&mut graph, options).map_err(|e| e.to_string())?;
     Ok(graph)
 }

@@ -6,7 +6,6 @@ use crate::diag::Diagnostic;
 use crate::graph::Graph;
 use crate::opt;
 use crate::reference;
-use crate::runtime::Weights;
 use ndarray::ArrayD;
 use std::time::Instant;
 
@@ -55,10 +54,8 @@ pub fn default_threads() -> usize {
 }
 
 pub enum Engine {
-    Reference {
-        graph: Graph,
-        weights: Weights,
-    },
+    /// The interpreter, on the graph's own constants.
+    Reference { graph: Graph },
     Jit {
         /// The optimized graph the code was generated from, for locating errors.
         graph: Graph,
@@ -73,31 +70,33 @@ pub struct Built {
 }
 
 impl Engine {
-    /// Builds the engine: for the JIT, optimizes a copy of the graph (folding the weights) and
-    /// compiles it. Errors are diagnostics at the layer concerned where there is one.
-    pub fn build(
-        graph: &Graph,
-        weights: Weights,
-        options: &EngineOptions,
-    ) -> Result<Built, Box<Diagnostic>> {
+    /// Builds the engine for `graph`, whose constants hold the weights to run with (bound
+    /// from a file or seeded): for the JIT, optimizes the graph (folding batch norms into
+    /// constants computed at packing) and compiles it. Errors are diagnostics at the layer
+    /// concerned where there is one.
+    pub fn build(graph: Graph, options: &EngineOptions) -> Result<Built, Box<Diagnostic>> {
         let start = Instant::now();
         let engine = match options.backend {
-            Backend::Reference => Engine::Reference {
-                graph: graph.clone(),
-                weights,
-            },
+            Backend::Reference => Engine::Reference { graph },
             Backend::Jit => {
-                let mut graph = graph.clone();
-                let mut weights = weights;
-                opt::optimize(&mut graph, &mut weights, &options.opt)
+                let mut graph = graph;
+                opt::optimize(&mut graph, &options.opt)
                     .map_err(|error| Box::new(error.to_diagnostic()))?;
                 let codegen_options = CodegenOptions {
                     checked: options.checked,
                     threads: options.threads.max(1),
                     winograd: winograd_choice(options.winograd),
                 };
-                let compiled = codegen::compile(&graph, &weights, &codegen_options)
-                    .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
+                // Lowering packs the constants (computing the seeded and folded ones); the
+                // code generator sees only the loop program and the packed blobs.
+                let lower_options = crate::lower::LowerOptions {
+                    winograd: codegen_options.winograd,
+                };
+                let compiled =
+                    crate::lower::lower_and_pack(&graph, &lower_options, codegen_options.threads)
+                        .map_err(codegen::CodegenError::from)
+                        .and_then(|lowered| codegen::generate(lowered, &codegen_options))
+                        .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
                 Engine::Jit {
                     graph,
                     compiled: Box::new(compiled),
@@ -112,7 +111,7 @@ impl Engine {
 
     pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, Box<Diagnostic>> {
         let result = match self {
-            Engine::Reference { graph, weights } => reference::run(graph, weights, inputs),
+            Engine::Reference { graph } => reference::evaluate(graph, inputs),
             Engine::Jit { compiled, .. } => compiled.run(inputs),
         };
         result.map_err(|error| Box::new(error.to_diagnostic(self.graph())))
@@ -138,13 +137,13 @@ impl Engine {
     pub fn weight_bytes(&self) -> usize {
         match self {
             Engine::Jit { compiled, .. } => compiled.weight_bytes(),
-            Engine::Reference { weights, .. } => weights.iter().map(|(_, t)| t.len() * 4).sum(),
+            Engine::Reference { graph } => graph.consts.values().map(|c| c.numel() * 4).sum(),
         }
     }
 
     fn graph(&self) -> &Graph {
         match self {
-            Engine::Reference { graph, .. } | Engine::Jit { graph, .. } => graph,
+            Engine::Reference { graph } | Engine::Jit { graph, .. } => graph,
         }
     }
 }

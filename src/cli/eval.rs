@@ -162,7 +162,9 @@ pub fn evaluate_weights(
     batch: usize,
     options: &EngineOptions,
 ) -> Result<EvalReport, Box<Diagnostic>> {
-    let built = Engine::build(graph, weights.clone(), options)?;
+    let mut bound = graph.clone();
+    crate::runtime::bind(&mut bound, weights).map_err(|e| Box::new(e.to_diagnostic(graph)))?;
+    let built = Engine::build(bound, options)?;
     let softmax_output = matches!(graph.nodes[graph.output()].op, Op::Softmax);
     let mut forward = |images: &ndarray::ArrayD<f32>| {
         built

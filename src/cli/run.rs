@@ -15,7 +15,7 @@
 use super::engine::{default_threads, Backend, Engine, EngineOptions};
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Code, Diagnostic, Severity};
-use crate::driver::{Origin, Program};
+use crate::driver::{FileOrigin, Program};
 use crate::graph::{Graph, Op, Shape};
 use crate::runtime::{self, input_name, Dims, LoadOptions, Weights};
 use crate::stdlib;
@@ -137,7 +137,7 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
         opt: crate::opt::Options::default(),
         winograd: !args.no_winograd,
     };
-    let built = Engine::build(graph, weights, &options).map_err(|d| vec![*d])?;
+    let built = Engine::build(weights, &options).map_err(|d| vec![*d])?;
     println!("network: {} ({})", graph.name, args.backend.describe());
     println!("weights: {weights_line}");
     for line in &inputs.lines {
@@ -238,7 +238,7 @@ fn locate_labels(program: &Program, file: crate::source::FileId, name: &str) -> 
         .iter()
         .find(|f| f.id == file)
         .map(|f| &f.origin);
-    if let Some(Origin::Std(std_name)) = origin {
+    if let Some(FileOrigin::Std(std_name)) = origin {
         let folder = std_name
             .rsplit_once('/')
             .map_or("std", |(folder, _)| folder);
@@ -264,16 +264,17 @@ fn parse_labels(text: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Weights
 
-/// The weights to run with and the line that says where they came from.
+/// The graph with the weights to run with bound to its constants, and the line that says
+/// where they came from.
 fn load_weights(
     args: &RunArgs,
     program: &Program,
     graph: &Graph,
-) -> Result<(Weights, String), Vec<Diagnostic>> {
+) -> Result<(Graph, String), Vec<Diagnostic>> {
+    let mut bound = graph.clone();
     let Some(path) = &args.weights else {
-        let weights =
-            Weights::seeded(graph, args.seed).map_err(|error| vec![error.to_diagnostic(graph)])?;
-        let line = if weights.is_empty() {
+        runtime::seed(&mut bound, args.seed).map_err(|error| vec![error.to_diagnostic(graph)])?;
+        let line = if !bound.consts.values().any(|c| c.learned) {
             "none to load: every weight of this network is written in its source".to_string()
         } else {
             format!(
@@ -281,7 +282,7 @@ fn load_weights(
                 args.seed
             )
         };
-        return Ok((weights, line));
+        return Ok((bound, line));
     };
     let options = LoadOptions {
         strict: args.strict,
@@ -305,7 +306,9 @@ fn load_weights(
                     loaded.seeded.join(", ")
                 ));
             }
-            Ok((loaded.weights, line))
+            runtime::bind(&mut bound, &loaded.weights)
+                .map_err(|error| vec![error.to_diagnostic(graph)])?;
+            Ok((bound, line))
         }
         Err(problems) => {
             let mut all: Vec<Diagnostic> = problems

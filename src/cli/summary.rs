@@ -45,13 +45,7 @@ pub fn run(args: &SummaryArgs) -> u8 {
 /// lowering's memory plan. `None` where the lowering does not handle the network.
 fn jit_arena_bytes(graph: &crate::graph::Graph) -> Option<u64> {
     let mut optimized = graph.clone();
-    let mut no_weights = crate::runtime::Weights::new();
-    crate::opt::optimize(
-        &mut optimized,
-        &mut no_weights,
-        &crate::opt::Options::default(),
-    )
-    .ok()?;
+    crate::opt::optimize(&mut optimized, &crate::opt::Options::default()).ok()?;
     let program = crate::lower::lower(&optimized).ok()?;
     Some(program.arena_bytes() as u64)
 }

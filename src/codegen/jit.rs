@@ -146,7 +146,7 @@ impl Generator {
         let isa = self.module.isa();
         let maker = &self.maker;
         let jobs: Vec<_> = ids.iter().zip(&program.kernels).collect();
-        let compiled: Vec<Result<MachineCode, CodegenError>> = super::parallel_map(
+        let compiled: Vec<Result<MachineCode, CodegenError>> = crate::parallel::parallel_map(
             &jobs,
             threads,
             FunctionBuilderContext::new,

@@ -25,13 +25,14 @@
 use super::layout::TableLayout;
 use super::vmath::VectorMath;
 use crate::lower::ir::{
-    Access, BinaryOp, BufferId, Expr, Kernel, LoopVar, ReduceOp, Stmt, UnaryOp,
+    Access, BinaryOp, BufferId, Kernel, LoopExpr, LoopStmt, LoopVar, ReduceOp, UnaryOp,
 };
 use crate::lower::LoopProgram;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, TrapCode, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_entity::EntityRef;
 use cranelift_frontend::{FunctionBuilder, Variable};
 use std::collections::HashMap;
 
@@ -59,13 +60,15 @@ pub(super) struct KernelTranslator<'a, 'f> {
 }
 
 /// Every access in a list of statements, recursively.
-fn accesses<'s>(stmts: &'s [Stmt], out: &mut Vec<&'s Access>) {
+fn accesses<'s>(stmts: &'s [LoopStmt], out: &mut Vec<&'s Access>) {
     for stmt in stmts {
         match stmt {
-            Stmt::Assign(_, Expr::Load { at, .. } | Expr::LoadSplat(at)) => out.push(at),
-            Stmt::Assign(..) => {}
-            Stmt::Store { at, .. } => out.push(at),
-            Stmt::Loop(l) => accesses(&l.body, out),
+            LoopStmt::Assign(_, LoopExpr::Load { at, .. } | LoopExpr::LoadSplat(at)) => {
+                out.push(at)
+            }
+            LoopStmt::Assign(..) => {}
+            LoopStmt::Store { at, .. } => out.push(at),
+            LoopStmt::Loop(l) => accesses(&l.body, out),
         }
     }
 }
@@ -154,10 +157,10 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         }
         // The statements besides the parallel loop form the last part: they run when the
         // range reaches past the loop's iterations.
-        let mut serial: Vec<&Stmt> = Vec::new();
+        let mut serial: Vec<&LoopStmt> = Vec::new();
         for stmt in &kernel.body {
             match stmt {
-                Stmt::Loop(l) if l.parallel => {
+                LoopStmt::Loop(l) if l.parallel => {
                     self.serial_part(&serial, parallel_count);
                     serial.clear();
                     self.parallel_loop(l);
@@ -170,7 +173,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         self.builder.finalize(config);
     }
 
-    fn serial_part(&mut self, stmts: &[&Stmt], parallel_count: i64) {
+    fn serial_part(&mut self, stmts: &[&LoopStmt], parallel_count: i64) {
         if stmts.is_empty() {
             return;
         }
@@ -203,14 +206,14 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         self.counted_loop(l.var, &l.body, trips, Some(begin));
     }
 
-    fn stmt(&mut self, stmt: &Stmt) {
+    fn stmt(&mut self, stmt: &LoopStmt) {
         match stmt {
-            Stmt::Assign(reg, expr) => {
+            LoopStmt::Assign(reg, expr) => {
                 let value = self.expr(expr);
-                self.builder.def_var(self.regs[reg.0 as usize], value);
+                self.builder.def_var(self.regs[reg.index()], value);
             }
-            Stmt::Store { at, lanes, value } => {
-                let value = self.builder.use_var(self.regs[value.0 as usize]);
+            LoopStmt::Store { at, lanes, value } => {
+                let value = self.builder.use_var(self.regs[value.index()]);
                 let (pointer, offset) = self.address(at, *lanes);
                 let b = &mut self.builder;
                 if *lanes == 4 {
@@ -223,7 +226,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                     }
                 }
             }
-            Stmt::Loop(l) => {
+            LoopStmt::Loop(l) => {
                 let trips = self.builder.ins().iconst(I64, l.count as i64);
                 self.counted_loop(l.var, &l.body, trips, None);
             }
@@ -232,7 +235,13 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
 
     /// A top-tested loop counting `trips` down to zero; `start` is the first index (the
     /// parallel loop's `begin`) when it is not 0.
-    fn counted_loop(&mut self, var: LoopVar, body: &[Stmt], trips: Value, start: Option<Value>) {
+    fn counted_loop(
+        &mut self,
+        var: LoopVar,
+        body: &[LoopStmt],
+        trips: Value,
+        start: Option<Value>,
+    ) {
         // The pointers that move with this loop: one per distinct (buffer, terms up to `var`).
         let mut all = Vec::new();
         accesses(body, &mut all);
@@ -360,17 +369,17 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
     }
 
     fn reg(&mut self, reg: crate::lower::ir::Reg) -> Value {
-        self.builder.use_var(self.regs[reg.0 as usize])
+        self.builder.use_var(self.regs[reg.index()])
     }
 
-    fn expr(&mut self, expr: &Expr) -> Value {
+    fn expr(&mut self, expr: &LoopExpr) -> Value {
         match expr {
-            Expr::Const(v) => {
+            LoopExpr::Const(v) => {
                 let scalar = self.builder.ins().f32const(*v);
                 self.builder.ins().splat(F32X4, scalar)
             }
-            Expr::Copy(r) => self.reg(*r),
-            Expr::Load { at, lanes } => {
+            LoopExpr::Copy(r) => self.reg(*r),
+            LoopExpr::Load { at, lanes } => {
                 let (pointer, offset) = self.address(at, *lanes);
                 let b = &mut self.builder;
                 if *lanes == 4 {
@@ -385,12 +394,12 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 }
                 vector
             }
-            Expr::LoadSplat(at) => {
+            LoopExpr::LoadSplat(at) => {
                 let (pointer, offset) = self.address(at, 1);
                 let scalar = self.builder.ins().load(F32, data_flags(), pointer, offset);
                 self.builder.ins().splat(F32X4, scalar)
             }
-            Expr::Unary(op, a) => {
+            LoopExpr::Unary(op, a) => {
                 let a = self.reg(*a);
                 let mut math = VectorMath {
                     builder: &mut self.builder,
@@ -402,11 +411,11 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                     UnaryOp::Tanh => math.tanh(a),
                 }
             }
-            Expr::Binary(op, a, c) => {
+            LoopExpr::Binary(op, a, c) => {
                 let (a, c) = (self.reg(*a), self.reg(*c));
                 self.binary(*op, a, c)
             }
-            Expr::Fma(a, m, c) => {
+            LoopExpr::Fma(a, m, c) => {
                 let (a, m, c) = (self.reg(*a), self.reg(*m), self.reg(*c));
                 let b = &mut self.builder;
                 if self.has_fma {
@@ -416,7 +425,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                     b.ins().fadd(product, c)
                 }
             }
-            Expr::Reduce(op, a, lanes) => {
+            LoopExpr::Reduce(op, a, lanes) => {
                 let a = self.reg(*a);
                 let b = &mut self.builder;
                 let mut total = b.ins().extractlane(a, 0);

@@ -22,7 +22,7 @@ impl TableLayout {
         let n_inputs = program.input_lens.len();
         let mut next = n_inputs + 2;
         let mut const_slots = HashMap::new();
-        for buffer in &program.buffers {
+        for buffer in program.buffers.values() {
             if matches!(buffer.storage, Storage::Const(_)) {
                 const_slots.insert(buffer.id, next);
                 next += 1;

@@ -1,5 +1,10 @@
 //! Code generation: loop nests to Cranelift IR to native code, and the safe wrapper that runs
-//! it (`LoopProgram → CompiledNetwork`).
+//! it (`LoopProgram + PackedConstants → CompiledNetwork`, [`generate`]).
+//!
+//! The input is `lower::Lowered`: the loop program (which carries the network's input and
+//! output shapes) and the constant blobs lowering packed. Nothing here reads the graph; the
+//! pipeline conveniences [`compile`], [`compile_graph`] and [`emit_clif`] take one only to
+//! hand it to `lower`.
 //!
 //! One network is one `JITModule` holding one function per kernel and an entry function that
 //! runs them in order for each image of a batch, over one arena. Every function takes a table
@@ -8,7 +13,6 @@
 //!
 //! - `kernel.rs` translates one kernel (strength reduction, loop shape, checked accesses);
 //! - `jit.rs` sets up the ISA and the module and builds the entry function;
-//! - `pack.rs` packs the weights into the layouts the kernels index;
 //! - `network.rs` is [`CompiledNetwork`], which validates inputs before any native code runs;
 //! - `pool.rs` splits a run over worker threads that meet at a barrier (`barrier.rs`) between
 //!   kernels;
@@ -20,22 +24,19 @@ mod jit;
 mod kernel;
 mod layout;
 mod network;
-mod pack;
 mod pool;
 mod vmath;
-mod winograd_pack;
 
 pub use network::{CompiledNetwork, KernelTimes};
 
 use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, NodeId};
-use crate::lower::{self, LoopProgram, LowerError, LowerOptions, Storage, Winograd};
-use crate::runtime::Dims;
+use crate::lower::{self, LoopProgram, LowerError, LowerOptions, Lowered, Storage, Winograd};
+use crate::runtime::WeightsError;
 use jit::Generator;
 use layout::TableLayout;
 use network::{CompiledKernel, EntryFn, KernelFn};
 use std::fmt::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use thiserror::Error;
 
@@ -67,21 +68,9 @@ impl Default for CodegenOptions {
 pub enum CodegenError {
     #[error(transparent)]
     Lower(#[from] LowerError),
-    #[error("the weights have no tensor `{name}`, which {layer} needs ({expected})")]
-    MissingWeight {
-        name: String,
-        expected: Dims,
-        layer: String,
-        node: NodeId,
-    },
-    #[error("tensor `{name}` has shape {found} but {layer} needs {expected}")]
-    WeightShape {
-        name: String,
-        found: Dims,
-        expected: Dims,
-        layer: String,
-        node: NodeId,
-    },
+    /// Weights given by name (`compile`) do not fit the graph.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
     #[error("the graph is malformed: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -94,9 +83,7 @@ impl CodegenError {
     /// The layer the error is about, if it is about one.
     pub fn node(&self) -> Option<NodeId> {
         match self {
-            CodegenError::MissingWeight { node, .. } | CodegenError::WeightShape { node, .. } => {
-                Some(*node)
-            }
+            CodegenError::Weights(error) => error.node(),
             _ => None,
         }
     }
@@ -107,58 +94,75 @@ impl CodegenError {
 /// are checked when they are loaded.
 impl CodegenError {
     pub fn to_diagnostic(&self, graph: &Graph) -> Diagnostic {
+        if let CodegenError::Weights(error) = self {
+            return error.to_diagnostic(graph);
+        }
         let message = format!("cannot compile network `{}`: {self}", graph.name);
         let diagnostic = match self.node() {
             Some(node) => graph.diagnostic_at(node, Code::Codegen, message, "this layer"),
             None => Diagnostic::global(Code::Codegen, message),
         };
         match self {
-            CodegenError::Isa(_) => diagnostic,
-            CodegenError::Lower(_)
-            | CodegenError::MissingWeight { .. }
-            | CodegenError::WeightShape { .. }
-            | CodegenError::Malformed(_)
-            | CodegenError::Cranelift(_) => diagnostic.with_help(
-                "this is a bug in cnnc: please report it with the program; \
+            CodegenError::Isa(_) | CodegenError::Weights(_) => diagnostic,
+            CodegenError::Lower(_) | CodegenError::Malformed(_) | CodegenError::Cranelift(_) => {
+                diagnostic.with_help(
+                    "this is a bug in cnnc: please report it with the program; \
                  `--backend reference` runs without the code generator",
-            ),
+                )
+            }
         }
     }
 }
 
-/// Compiles `graph` with `weights` to native code.
+// The three functions below are conveniences of the whole pipeline (tests, `emit clif`): the
+// only ones here that take a `Graph`, and only to hand it to `lower`.
+
+/// Compiles `graph` to native code with `weights` bound to its learned constants (every one
+/// must be there, with its shape).
 pub fn compile(
     graph: &Graph,
     weights: &crate::runtime::Weights,
     options: &CodegenOptions,
 ) -> Result<CompiledNetwork, CodegenError> {
-    let program = lower::lower_with(graph, &lower_options(options))?;
+    let mut graph = graph.clone();
+    crate::runtime::bind(&mut graph, weights)?;
+    compile_graph(&graph, options)
+}
+
+/// Compiles `graph` with its own constants to native code: lowers it and packs its
+/// constants (seeded and folded ones are computed then, on `options.threads` threads), then
+/// [`generate`]s the code.
+pub fn compile_graph(
+    graph: &Graph,
+    options: &CodegenOptions,
+) -> Result<CompiledNetwork, CodegenError> {
+    let lowered = lower::lower_and_pack(graph, &lower_options(options), options.threads.max(1))?;
+    generate(lowered, options)
+}
+
+/// Generates native code for a lowered program and its packed constants; the graph is not
+/// needed (nor seen) here.
+pub fn generate(
+    lowered: Lowered,
+    options: &CodegenOptions,
+) -> Result<CompiledNetwork, CodegenError> {
+    let Lowered { program, constants } = lowered;
     let layout = TableLayout::new(&program);
     let mut table = vec![0usize; layout.len()];
     let threads = options.threads.max(1);
-    let const_buffers: Vec<_> = program
-        .buffers
-        .iter()
-        .filter_map(|buffer| match &buffer.storage {
-            Storage::Const(spec) => Some((buffer, spec)),
-            _ => None,
-        })
-        .collect();
-    let packed = parallel_map(
-        &const_buffers,
-        threads,
-        || (),
-        |(), &(buffer, spec)| pack::pack(graph, weights, spec, buffer.len),
-    );
-    let mut constants = Vec::new();
-    let mut constant_bytes = 0;
-    for (&(buffer, _), data) in const_buffers.iter().zip(packed) {
-        let data = data?.into_boxed_slice();
+    let constant_bytes = constants.bytes();
+    let mut blobs = Vec::with_capacity(constants.blobs.len());
+    for (buffer, data) in constants.blobs {
+        let buffer = program.buffer(buffer);
+        if !matches!(buffer.storage, Storage::Const(_)) || data.len() < buffer.len {
+            return Err(CodegenError::Malformed(format!(
+                "the packed constant for {} does not fit its buffer",
+                buffer.name
+            )));
+        }
         table[layout.slot(buffer).0] = data.as_ptr() as usize;
-        constant_bytes += data.len() * std::mem::size_of::<f32>();
-        constants.push(data);
+        blobs.push(data);
     }
-
     let mut generator = Generator::new(options)?;
     let ids = program
         .kernels
@@ -193,28 +197,16 @@ pub fn compile(
         std::mem::transmute::<*const u8, EntryFn>(module.get_finalized_function(entry_id))
     };
 
-    let inputs = graph
-        .inputs
-        .iter()
-        .map(|&id| {
-            let name = graph.nodes[id]
-                .op
-                .input_name()
-                .map_or_else(|| id.to_string(), str::to_string);
-            (name, graph.shape(id))
-        })
-        .collect();
-    let flops = 2 * graph.total_macs();
-    let steps = network::plan_steps(&kernels, options, flops);
+    let steps = network::plan_steps(&kernels, options, program.flops);
     Ok(CompiledNetwork {
-        name: graph.name.clone(),
+        name: program.name.clone(),
         module: Mutex::new(Some(module)),
         entry,
         kernels,
         steps,
-        flops,
+        flops: program.flops,
         pool: Mutex::new(None),
-        _constants: constants,
+        _constants: blobs,
         table,
         output_slot: layout.output_slot(),
         input_slots: (0..program.input_lens.len())
@@ -223,56 +215,12 @@ pub fn compile(
         arena_len: program.arena_len,
         arena: Mutex::new(vec![0.0; program.arena_len]),
         thread_arenas: Mutex::new(Vec::new()),
-        inputs,
-        output: graph.shape(graph.output()),
-        output_node: graph.output(),
+        inputs: program.inputs.clone(),
+        output: program.output_shape,
+        output_node: program.output_node,
         options: options.clone(),
         constant_bytes,
     })
-}
-
-/// `f` applied to every item, on up to `threads` threads (this one included) that take items
-/// in turn from a shared counter, each with its own `state`; the results in the items' order.
-/// If the system refuses to start a thread, the others do its share.
-fn parallel_map<T: Sync, S, R: Send>(
-    items: &[T],
-    threads: usize,
-    state: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, &T) -> R + Sync,
-) -> Vec<R> {
-    let threads = threads.clamp(1, items.len().max(1));
-    if threads == 1 {
-        let mut state = state();
-        return items.iter().map(|item| f(&mut state, item)).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let work = || {
-        let mut state = state();
-        let mut done = Vec::new();
-        loop {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(item) = items.get(index) else {
-                break;
-            };
-            done.push((index, f(&mut state, item)));
-        }
-        done
-    };
-    let mut results = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads)
-            .filter_map(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok())
-            .collect();
-        let mut results = work();
-        for helper in helpers {
-            match helper.join() {
-                Ok(done) => results.extend(done),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        results
-    });
-    results.sort_by_key(|&(index, _)| index);
-    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// The Cranelift IR of every function of `graph`'s code: the text of `cnnc emit clif`.
@@ -305,26 +253,4 @@ fn clif_text(program: &LoopProgram, options: &CodegenOptions) -> Result<String, 
     let _ = writeln!(out, "; entry: every kernel, for each image");
     let _ = write!(out, "{}", func.display());
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parallel_map;
-
-    /// Results come back in the items' order, each computed once, however many threads take
-    /// items and whatever state each carries.
-    #[test]
-    fn parallel_map_keeps_the_order() {
-        let items: Vec<u64> = (0..1_000).collect();
-        for threads in [1, 2, 3, 8] {
-            let found = parallel_map(&items, threads, Vec::new, |seen: &mut Vec<u64>, &x| {
-                seen.push(x);
-                (x * x, seen.len())
-            });
-            let squares: Vec<u64> = found.iter().map(|&(square, _)| square).collect();
-            assert_eq!(squares, items.iter().map(|x| x * x).collect::<Vec<_>>());
-            let per_thread_total: usize = found.iter().filter(|&&(_, n)| n == 1).count();
-            assert!((1..=threads).contains(&per_thread_total), "{threads}");
-        }
-    }
 }

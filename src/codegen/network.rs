@@ -10,7 +10,7 @@
 use super::pool::{self, ScheduledKernel, Step, WorkerPool};
 use super::CodegenOptions;
 use crate::graph::{NodeId, Shape};
-use crate::reference::RunError;
+use crate::runtime::RunError;
 use crate::runtime::MAX_ELEMENTS;
 use cranelift_jit::JITModule;
 use ndarray::{ArrayD, IxDyn};
@@ -336,6 +336,6 @@ impl CompiledNetwork {
 
     /// Checks the inputs against the network's; returns the batch size.
     fn check_inputs(&self, inputs: &[ArrayD<f32>]) -> Result<usize, RunError> {
-        crate::reference::check_batch(&self.name, &self.inputs, inputs)
+        crate::runtime::check_batch(&self.name, &self.inputs, inputs)
     }
 }

@@ -23,7 +23,7 @@
 
 use super::barrier::{SpinBarrier, Wait};
 use super::network::KernelFn;
-use crate::lower::ir::{Kernel, Stmt};
+use crate::lower::ir::{Kernel, LoopStmt};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -65,12 +65,12 @@ pub(super) enum Step {
 /// The dynamic count of vector operations (assignments and stores) of a kernel over all its
 /// parts: a measure of its time that needs no weights and no timing.
 pub(super) fn kernel_work(kernel: &Kernel) -> u64 {
-    fn work(stmts: &[Stmt]) -> u64 {
+    fn work(stmts: &[LoopStmt]) -> u64 {
         stmts
             .iter()
             .map(|stmt| match stmt {
-                Stmt::Assign(..) | Stmt::Store { .. } => 1,
-                Stmt::Loop(l) => (l.count as u64).saturating_mul(work(&l.body)),
+                LoopStmt::Assign(..) | LoopStmt::Store { .. } => 1,
+                LoopStmt::Loop(l) => (l.count as u64).saturating_mul(work(&l.body)),
             })
             .fold(0, u64::saturating_add)
     }

@@ -5,6 +5,7 @@
 //! of its op (its file under `ops/`). A `Graph` therefore never holds a node without a shape:
 //! code that has a `Graph` can ask for any node's shape.
 
+pub mod constants;
 mod diagnostic;
 pub mod dot;
 mod dump;
@@ -14,6 +15,7 @@ mod shape;
 pub mod summary;
 pub mod verify;
 
+pub use constants::{ConstId, ConstSource, Constant};
 pub use infer::ShapeError;
 pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, BatchNormAttrs, ChannelShuffleAttrs, Coefficient,
@@ -24,7 +26,7 @@ pub use ops::{
 pub use shape::Shape;
 
 use crate::source::Span;
-use cranelift_entity::{entity_impl, PrimaryMap, SecondaryMap};
+use cranelift_entity::{entity_impl, EntityRef, PrimaryMap, SecondaryMap};
 
 /// A node of the graph.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -40,6 +42,9 @@ pub struct Node {
     pub path: String,
     /// Frozen layers' parameters count as non-trainable in summaries.
     pub frozen: bool,
+    /// The node's constants by their name suffix (`weight`, `bias`, `running_mean`, …):
+    /// its learned tensors, in `state_dict` order, then the numbers written in the source.
+    pub consts: Vec<(&'static str, ConstId)>,
 }
 
 /// Where a node came from: the span of the layer call and, innermost first, the block call
@@ -113,6 +118,8 @@ pub struct Graph {
     pub name: String,
     pub nodes: PrimaryMap<NodeId, Node>,
     pub shapes: SecondaryMap<NodeId, Shape>,
+    /// Every constant tensor the nodes compute with (`constants.rs`).
+    pub consts: PrimaryMap<ConstId, Constant>,
     pub origins: SecondaryMap<NodeId, Origin>,
     pub inputs: Vec<NodeId>,
     pub output: Option<NodeId>,
@@ -139,15 +146,70 @@ impl Graph {
     ) -> Result<NodeId, ShapeError> {
         let input_shapes: Vec<Shape> = inputs.iter().map(|&id| self.shapes[id]).collect();
         let shape = infer::output_shape(&op, &input_shapes)?;
+        let input = input_shapes.first().copied().unwrap_or(shape);
+        let consts = self.new_constants(&op, input, &path);
         let id = self.nodes.push(Node {
             op,
             inputs,
             path,
             frozen: false,
+            consts,
         });
         self.shapes[id] = shape;
         self.origins[id] = origin;
         Ok(id)
+    }
+
+    /// The constants of a new node: its learned tensors seeded with seed 0 (so a fresh graph
+    /// computes what `--seed 0` runs), and its literal numbers.
+    fn new_constants(&mut self, op: &Op, input: Shape, path: &str) -> Vec<(&'static str, ConstId)> {
+        let mut consts = Vec::new();
+        for spec in infer::params(op, input) {
+            let name = tensor_name(path, spec.name);
+            let source = ConstSource::Seeded {
+                seed: 0,
+                init: spec.init,
+            };
+            let id = self
+                .consts
+                .push(Constant::new(name, spec.shape, true, source));
+            consts.push((spec.name, id));
+        }
+        for (suffix, shape, literal) in op.literal_tensors(input) {
+            let name = tensor_name(path, suffix);
+            let constant = Constant::from_values(name, shape, false, literal.values.clone());
+            consts.push((suffix, self.consts.push(constant)));
+        }
+        consts
+    }
+
+    /// The constant `suffix` (`weight`, `bias`, …) of node `id`, if it has one.
+    pub fn node_const(&self, id: NodeId, suffix: &str) -> Option<ConstId> {
+        self.nodes[id]
+            .consts
+            .iter()
+            .find(|(name, _)| *name == suffix)
+            .map(|&(_, c)| c)
+    }
+
+    /// The learned constant called `name` (`layer1.0.conv1.weight`), if there is one.
+    pub fn const_named(&self, name: &str) -> Option<ConstId> {
+        self.consts
+            .iter()
+            .find(|(_, c)| c.learned && c.name == name)
+            .map(|(id, _)| id)
+    }
+
+    /// Reseeds every learned constant: the graph then computes with PyTorch's default
+    /// initialisation from `seed`, generated when the numbers are first needed.
+    pub fn seed_constants(&mut self, seed: u64) {
+        for constant in self.consts.values_mut() {
+            if constant.learned {
+                if let ConstSource::Seeded { init, .. } = constant.source {
+                    constant.set_source(ConstSource::Seeded { seed, init });
+                }
+            }
+        }
     }
 
     /// Adds a network input of the given shape.
@@ -161,6 +223,7 @@ impl Graph {
             inputs: Vec::new(),
             path: String::new(),
             frozen: false,
+            consts: Vec::new(),
         });
         self.shapes[id] = shape;
         self.origins[id] = Origin {
@@ -201,12 +264,7 @@ impl Graph {
     /// The full name of one of a node's tensors, `{path}.{suffix}` (`layer1.0.conv1.weight`),
     /// as weights files, the interpreter, the optimizer and the code generator spell it.
     pub fn tensor_name(&self, id: NodeId, suffix: &str) -> String {
-        let path = &self.nodes[id].path;
-        if path.is_empty() {
-            suffix.to_string()
-        } else {
-            format!("{path}.{suffix}")
-        }
+        tensor_name(&self.nodes[id].path, suffix)
     }
 
     /// Every parameter and buffer tensor with its full name (`layer1.0.conv1.weight`), in
@@ -269,12 +327,20 @@ impl Graph {
             span: old.span,
             ..Graph::default()
         };
+        // The constants of dropped nodes go too; the others keep their order.
+        let mut old_consts: Vec<Option<Constant>> =
+            old.consts.into_iter().map(|(_, c)| Some(c)).collect();
         for (id, node) in old.nodes.into_iter() {
             if !live[id] {
                 continue;
             }
             let mut node = node;
             node.inputs = node.inputs.iter().filter_map(|&i| renumber[i]).collect();
+            for (_, constant) in &mut node.consts {
+                if let Some(moved) = old_consts[constant.index()].take() {
+                    *constant = graph.consts.push(moved);
+                }
+            }
             let new_id = graph.nodes.push(node);
             graph.shapes[new_id] = old.shapes[id];
             graph.origins[new_id] = old.origins[id].clone();
@@ -288,5 +354,14 @@ impl Graph {
     /// The text dump of `cnnc emit graph`.
     pub fn dump(&self) -> String {
         dump::dump(self)
+    }
+}
+
+/// `{path}.{suffix}`, or the suffix alone for an unlabelled layer.
+fn tensor_name(path: &str, suffix: &str) -> String {
+    if path.is_empty() {
+        suffix.to_string()
+    } else {
+        format!("{path}.{suffix}")
     }
 }

@@ -2,7 +2,7 @@
 //! lowering shares (activations, contiguous copies and fills).
 
 use super::ir::{
-    Access, Affine, BinaryOp, BufferId, Expr, Kernel, Loop, LoopVar, Reg, Stmt, UnaryOp,
+    Access, Affine, BinaryOp, BufferId, Kernel, Loop, LoopExpr, LoopStmt, LoopVar, Reg, UnaryOp,
 };
 use crate::graph::ops::{ERFC_COEFFICIENTS, GELU_CLAMP, GELU_TANH_BETA, GELU_TANH_KAPPA};
 use crate::graph::Activation;
@@ -13,7 +13,7 @@ pub struct KernelBuilder {
     n_regs: u32,
     n_vars: u32,
     /// The statement lists being built, innermost last; the first is the kernel's body.
-    blocks: Vec<Vec<Stmt>>,
+    blocks: Vec<Vec<LoopStmt>>,
 }
 
 impl KernelBuilder {
@@ -37,7 +37,7 @@ impl KernelBuilder {
         }
     }
 
-    fn push(&mut self, stmt: Stmt) {
+    fn push(&mut self, stmt: LoopStmt) {
         if let Some(block) = self.blocks.last_mut() {
             block.push(stmt);
         }
@@ -45,46 +45,46 @@ impl KernelBuilder {
 
     pub fn reg(&mut self) -> Reg {
         self.n_regs += 1;
-        Reg(self.n_regs - 1)
+        Reg::from_u32(self.n_regs - 1)
     }
 
     /// Assigns `expr` to `reg` (again, for accumulators).
-    pub fn set(&mut self, reg: Reg, expr: Expr) {
-        self.push(Stmt::Assign(reg, expr));
+    pub fn set(&mut self, reg: Reg, expr: LoopExpr) {
+        self.push(LoopStmt::Assign(reg, expr));
     }
 
     /// Assigns `expr` to a fresh register.
-    pub fn assign(&mut self, expr: Expr) -> Reg {
+    pub fn assign(&mut self, expr: LoopExpr) -> Reg {
         let reg = self.reg();
         self.set(reg, expr);
         reg
     }
 
     pub fn constant(&mut self, value: f32) -> Reg {
-        self.assign(Expr::Const(value))
+        self.assign(LoopExpr::Const(value))
     }
 
     pub fn load(&mut self, buffer: BufferId, index: Affine, lanes: u8) -> Reg {
-        self.assign(Expr::Load {
+        self.assign(LoopExpr::Load {
             at: Access { buffer, index },
             lanes,
         })
     }
 
     pub fn splat(&mut self, buffer: BufferId, index: Affine) -> Reg {
-        self.assign(Expr::LoadSplat(Access { buffer, index }))
+        self.assign(LoopExpr::LoadSplat(Access { buffer, index }))
     }
 
     pub fn binary(&mut self, op: BinaryOp, a: Reg, b: Reg) -> Reg {
-        self.assign(Expr::Binary(op, a, b))
+        self.assign(LoopExpr::Binary(op, a, b))
     }
 
     pub fn unary(&mut self, op: UnaryOp, a: Reg) -> Reg {
-        self.assign(Expr::Unary(op, a))
+        self.assign(LoopExpr::Unary(op, a))
     }
 
     pub fn store(&mut self, buffer: BufferId, index: Affine, lanes: u8, value: Reg) {
-        self.push(Stmt::Store {
+        self.push(LoopStmt::Store {
             at: Access { buffer, index },
             lanes,
             value,
@@ -103,7 +103,7 @@ impl KernelBuilder {
     pub fn parallel(&mut self, count: usize, body: impl FnOnce(&mut Self, Affine)) {
         let already = self.blocks[0]
             .iter()
-            .any(|s| matches!(s, Stmt::Loop(l) if l.parallel));
+            .any(|s| matches!(s, LoopStmt::Loop(l) if l.parallel));
         let top_level = self.blocks.len() == 1 && !already;
         self.counted(count, top_level, body);
     }
@@ -113,12 +113,12 @@ impl KernelBuilder {
             0 => {}
             1 => body(self, Affine::constant(0)),
             _ => {
-                let var = LoopVar(self.n_vars);
+                let var = LoopVar::from_u32(self.n_vars);
                 self.n_vars += 1;
                 self.blocks.push(Vec::new());
                 body(self, Affine::var(var));
                 let body = self.blocks.pop().unwrap_or_default();
-                self.push(Stmt::Loop(Loop {
+                self.push(LoopStmt::Loop(Loop {
                     var,
                     count,
                     parallel,
@@ -237,7 +237,7 @@ impl KernelBuilder {
         let mut poly = self.constant(ERFC_COEFFICIENTS[ERFC_COEFFICIENTS.len() - 1] as f32);
         for &c in ERFC_COEFFICIENTS.iter().rev().skip(1) {
             let c = self.constant(c as f32);
-            poly = self.assign(Expr::Fma(poly, t, c));
+            poly = self.assign(LoopExpr::Fma(poly, t, c));
         }
         let z_squared = self.binary(BinaryOp::Mul, z, z);
         let exponent = self.binary(BinaryOp::Sub, poly, z_squared);

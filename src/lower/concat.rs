@@ -18,7 +18,7 @@
 //! output has its producers write into the output tensor.
 
 use super::ir::{Affine, BufferId};
-use super::{LowerError, Lowering, Value};
+use super::{LowerError, Lowering, NodeBuffer};
 use crate::graph::{NodeId, Op};
 
 /// Where a node's value is stored: pixel `p`, channel `ch` at element `origin + p·stride +
@@ -161,7 +161,7 @@ impl Lowering<'_> {
         {
             return Err(self.malformed(id, "the inputs do not add up to the output"));
         }
-        let mut copies: Vec<(usize, Value)> = Vec::new();
+        let mut copies: Vec<(usize, NodeBuffer)> = Vec::new();
         let mut offset = 0;
         for (idx, &input) in inputs.iter().enumerate() {
             let in_place = self.slices[input].is_some_and(|s| s.concat == id);

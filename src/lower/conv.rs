@@ -14,9 +14,9 @@
 //! start from it), the residual input of a fused residual conv, then the activation — the
 //! order of the unfused `conv → + → relu`.
 
-use super::ir::{Affine, BinaryOp, BufferId, Expr, Reg};
+use super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::pad::Padded;
-use super::{ConstSpec, KernelBuilder, LowerError, Lowering, Value};
+use super::{ConstSpec, KernelBuilder, LowerError, Lowering, NodeBuffer};
 use crate::graph::{Activation, ConvAttrs, NodeId, Shape};
 
 /// Output pixels per tile.
@@ -200,7 +200,12 @@ fn conv_tile(
         })
         .collect();
     let acc: Vec<Vec<Reg>> = (0..tile.pixels.len())
-        .map(|_| biases.iter().map(|&r| b.assign(Expr::Copy(r))).collect())
+        .map(|_| {
+            biases
+                .iter()
+                .map(|&r| b.assign(LoopExpr::Copy(r)))
+                .collect()
+        })
         .collect();
     // One reduction step: the weights of tap `tap`, the inputs at `x_index(p)`.
     let step = |b: &mut KernelBuilder, x_index: &dyn Fn(usize) -> Affine, tap: Affine| {
@@ -216,7 +221,7 @@ fn conv_tile(
         for (p, row) in acc.iter().enumerate() {
             let xs = b.splat(plan.x.buffer, x_index(p));
             for (v, &a) in row.iter().enumerate() {
-                b.set(a, Expr::Fma(xs, w[v], a));
+                b.set(a, LoopExpr::Fma(xs, w[v], a));
             }
         }
     };
@@ -301,7 +306,7 @@ impl Lowering<'_> {
         } else {
             self.direct_conv(id, attrs, padded, input, out, has_bias, &epilogue);
         }
-        self.values[id] = Some(Value {
+        self.values[id] = Some(NodeBuffer {
             buffer: result,
             shape: out,
             hwc: None,
@@ -551,7 +556,12 @@ impl Lowering<'_> {
                         })
                         .collect();
                     let acc: Vec<Vec<Reg>> = (0..pixels)
-                        .map(|_| biases.iter().map(|&r| b.assign(Expr::Copy(r))).collect())
+                        .map(|_| {
+                            biases
+                                .iter()
+                                .map(|&r| b.assign(LoopExpr::Copy(r)))
+                                .collect()
+                        })
                         .collect();
                     b.repeat(kh, |b, ky| {
                         b.repeat(kw, |b, kx| {
@@ -566,7 +576,7 @@ impl Lowering<'_> {
                                 for (v, &a) in row.iter().enumerate() {
                                     let index = pixel.clone() * c + c0.clone() + 4 * v;
                                     let xs = b.load(x.buffer, index, tile.lanes(v));
-                                    b.set(a, Expr::Fma(xs, w[v], a));
+                                    b.set(a, LoopExpr::Fma(xs, w[v], a));
                                 }
                             }
                         });

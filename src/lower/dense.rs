@@ -7,7 +7,7 @@
 //! tile reads one contiguous run (rows of the plain `[in][out]` layout are a page apart in
 //! large layers, which defeats the prefetchers).
 
-use super::ir::{Affine, Expr, Reg};
+use super::ir::{Affine, LoopExpr, Reg};
 use super::{ConstSpec, LowerError, Lowering};
 use crate::graph::{DenseAttrs, NodeId};
 
@@ -68,7 +68,7 @@ impl Lowering<'_> {
                         panel_start.clone() + k.clone() * (4 * vectors) + 4 * v,
                         4,
                     );
-                    b.set(a, Expr::Fma(xs, w, a));
+                    b.set(a, LoopExpr::Fma(xs, w, a));
                 }
             };
             b.repeat(features / 4, |b, i| {

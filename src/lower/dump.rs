@@ -1,11 +1,11 @@
 //! The deterministic text form of a lowered network, printed by `cnnc emit loops`.
 
-use super::ir::{Access, BinaryOp, Expr, ReduceOp, Stmt, UnaryOp};
+use super::ir::{Access, BinaryOp, LoopExpr, LoopStmt, ReduceOp, UnaryOp};
 use super::program::{LoopProgram, Storage};
 use std::fmt::Write;
 
 fn access(at: &Access) -> String {
-    format!("b{}[{}]", at.buffer.0, at.index)
+    format!("{}[{}]", at.buffer, at.index)
 }
 
 fn binary(op: BinaryOp) -> &'static str {
@@ -28,38 +28,38 @@ fn unary(op: UnaryOp) -> &'static str {
     }
 }
 
-fn expr(e: &Expr) -> String {
+fn expr(e: &LoopExpr) -> String {
     match e {
-        Expr::Const(v) => format!("const {v:?}"),
-        Expr::Copy(r) => format!("r{}", r.0),
-        Expr::Load { at, lanes } => format!("load.{lanes} {}", access(at)),
-        Expr::LoadSplat(at) => format!("splat {}", access(at)),
-        Expr::Unary(op, a) => format!("{} r{}", unary(*op), a.0),
-        Expr::Binary(op, a, b) => format!("{} r{}, r{}", binary(*op), a.0, b.0),
-        Expr::Fma(a, b, c) => format!("fma r{}, r{}, r{}", a.0, b.0, c.0),
-        Expr::Reduce(op, a, lanes) => {
+        LoopExpr::Const(v) => format!("const {v:?}"),
+        LoopExpr::Copy(r) => format!("{}", r),
+        LoopExpr::Load { at, lanes } => format!("load.{lanes} {}", access(at)),
+        LoopExpr::LoadSplat(at) => format!("splat {}", access(at)),
+        LoopExpr::Unary(op, a) => format!("{} {}", unary(*op), a),
+        LoopExpr::Binary(op, a, b) => format!("{} {}, {}", binary(*op), a, b),
+        LoopExpr::Fma(a, b, c) => format!("fma {}, {}, {}", a, b, c),
+        LoopExpr::Reduce(op, a, lanes) => {
             let name = match op {
                 ReduceOp::Add => "sum",
                 ReduceOp::Max => "max",
             };
-            format!("reduce_{name}.{lanes} r{}", a.0)
+            format!("reduce_{name}.{lanes} {}", a)
         }
     }
 }
 
-fn stmts(out: &mut String, list: &[Stmt], depth: usize) {
+fn stmts(out: &mut String, list: &[LoopStmt], depth: usize) {
     let indent = "  ".repeat(depth);
     for stmt in list {
         match stmt {
-            Stmt::Assign(r, e) => {
-                let _ = writeln!(out, "{indent}r{} = {}", r.0, expr(e));
+            LoopStmt::Assign(r, e) => {
+                let _ = writeln!(out, "{indent}{} = {}", r, expr(e));
             }
-            Stmt::Store { at, lanes, value } => {
-                let _ = writeln!(out, "{indent}store.{lanes} {}, r{}", access(at), value.0);
+            LoopStmt::Store { at, lanes, value } => {
+                let _ = writeln!(out, "{indent}store.{lanes} {}, {}", access(at), value);
             }
-            Stmt::Loop(l) => {
+            LoopStmt::Loop(l) => {
                 let kind = if l.parallel { "parallel" } else { "loop" };
-                let _ = writeln!(out, "{indent}{kind} i{} in 0..{} {{", l.var.0, l.count);
+                let _ = writeln!(out, "{indent}{kind} {} in 0..{} {{", l.var, l.count);
                 stmts(out, &l.body, depth + 1);
                 let _ = writeln!(out, "{indent}}}");
             }
@@ -77,7 +77,7 @@ pub(super) fn dump(program: &LoopProgram) -> String {
         program.arena_bytes()
     );
     let _ = writeln!(out, "buffers:");
-    for buffer in &program.buffers {
+    for buffer in program.buffers.values() {
         let storage = match &buffer.storage {
             Storage::Input(k) => format!("input {k}"),
             Storage::Output => "output".to_string(),
@@ -87,7 +87,9 @@ pub(super) fn dump(program: &LoopProgram) -> String {
         let _ = writeln!(
             out,
             "  b{:<3} {storage:<14} {:>9}  {}",
-            buffer.id.0, buffer.len, buffer.name
+            buffer.id.as_u32(),
+            buffer.len,
+            buffer.name
         );
     }
     for kernel in &program.kernels {

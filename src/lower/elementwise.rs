@@ -8,8 +8,8 @@
 //! vectors.
 
 use super::concat::Target;
-use super::ir::{Affine, BinaryOp, BufferId, Expr, ReduceOp, UnaryOp};
-use super::{ConstSpec, KernelBuilder, LowerError, Lowering, Value};
+use super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, UnaryOp};
+use super::{ConstSpec, KernelBuilder, LowerError, Lowering, NodeBuffer};
 use crate::graph::{Activation, NodeId, OpRule, ScalarAttrs, ScalarOp};
 
 fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
@@ -103,7 +103,12 @@ impl Lowering<'_> {
         Ok(())
     }
 
-    pub(super) fn copy(&mut self, id: NodeId, x: Value, out: BufferId) -> Result<(), LowerError> {
+    pub(super) fn copy(
+        &mut self,
+        id: NodeId,
+        x: NodeBuffer,
+        out: BufferId,
+    ) -> Result<(), LowerError> {
         let len = x.shape.numel();
         let mut b = self.builder(id, "copy", format!("copy {}", x.shape));
         b.vectors(len, true, &mut |b, offset, lanes| {
@@ -199,7 +204,7 @@ impl Lowering<'_> {
                 let value = b.load(x.buffer, index, lanes);
                 let a = b.load(scale, Affine::constant(c0), 4);
                 let t = b.load(shift, Affine::constant(c0), 4);
-                let y = b.assign(Expr::Fma(value, a, t));
+                let y = b.assign(LoopExpr::Fma(value, a, t));
                 let to = out.index(p.clone(), Affine::constant(c0));
                 b.store(out.buffer, to, lanes, y);
             }
@@ -224,14 +229,14 @@ impl Lowering<'_> {
             let max = b.constant(f32::NEG_INFINITY);
             b.repeat(full, |b, v| {
                 let value = b.load(x.buffer, base.clone() + v * 4, 4);
-                b.set(max, Expr::Binary(BinaryOp::Max, value, max));
+                b.set(max, LoopExpr::Binary(BinaryOp::Max, value, max));
             });
-            b.set(max, Expr::Reduce(ReduceOp::Max, max, 4));
+            b.set(max, LoopExpr::Reduce(ReduceOp::Max, max, 4));
             let tail_index = base.clone() + full * 4;
             if rest > 0 {
                 let tail = b.load(x.buffer, tail_index.clone(), rest);
-                let tail_max = b.assign(Expr::Reduce(ReduceOp::Max, tail, rest));
-                b.set(max, Expr::Binary(BinaryOp::Max, tail_max, max));
+                let tail_max = b.assign(LoopExpr::Reduce(ReduceOp::Max, tail, rest));
+                b.set(max, LoopExpr::Binary(BinaryOp::Max, tail_max, max));
             }
             let sum = b.constant(0.0);
             let exp_at = |b: &mut KernelBuilder, index: Affine, lanes: u8| {
@@ -243,13 +248,13 @@ impl Lowering<'_> {
             };
             b.repeat(full, |b, v| {
                 let e = exp_at(b, base.clone() + v * 4, 4);
-                b.set(sum, Expr::Binary(BinaryOp::Add, e, sum));
+                b.set(sum, LoopExpr::Binary(BinaryOp::Add, e, sum));
             });
-            b.set(sum, Expr::Reduce(ReduceOp::Add, sum, 4));
+            b.set(sum, LoopExpr::Reduce(ReduceOp::Add, sum, 4));
             if rest > 0 {
                 let e = exp_at(b, tail_index.clone(), rest);
-                let tail_sum = b.assign(Expr::Reduce(ReduceOp::Add, e, rest));
-                b.set(sum, Expr::Binary(BinaryOp::Add, tail_sum, sum));
+                let tail_sum = b.assign(LoopExpr::Reduce(ReduceOp::Add, e, rest));
+                b.set(sum, LoopExpr::Binary(BinaryOp::Add, tail_sum, sum));
             }
             let one = b.constant(1.0);
             let inverse = b.binary(BinaryOp::Div, one, sum);

@@ -16,21 +16,25 @@
 //! Register blocking and unrolling are done by the lowering, which writes them out as
 //! straight-line statements: Cranelift neither unrolls nor blocks (see docs/CRANELIFT.md §2).
 
+use cranelift_entity::entity_impl;
 use std::fmt;
 use std::ops::{Add, Mul};
 
-/// A loop's index variable, numbered per kernel.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct LoopVar(pub u32);
+/// A loop's index variable, numbered per kernel (`i3`).
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LoopVar(u32);
+entity_impl!(LoopVar, "i");
 
-/// A register of four f32 lanes, numbered per kernel. Registers may be assigned many times
-/// (accumulators are); code generation turns them into SSA values.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Reg(pub u32);
+/// A register of four f32 lanes, numbered per kernel (`r3`). Registers may be assigned many
+/// times (accumulators are); code generation turns them into SSA values.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Reg(u32);
+entity_impl!(Reg, "r");
 
-/// A buffer of the program, numbered per program.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BufferId(pub u32);
+/// A buffer of the program (`b3`), the key of `LoopProgram::buffers`.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufferId(u32);
+entity_impl!(BufferId, "b");
 
 /// `constant + Σ coefficient · index`, over loop indices; terms are sorted by variable and
 /// have non-zero coefficients, so equal functions compare equal.
@@ -124,9 +128,9 @@ impl fmt::Display for Affine {
             }
             first = false;
             if coefficient == 1 {
-                write!(f, "i{}", var.0)?;
+                write!(f, "{var}")?;
             } else {
-                write!(f, "{coefficient}*i{}", var.0)?;
+                write!(f, "{coefficient}*{var}")?;
             }
         }
         if first {
@@ -180,7 +184,7 @@ pub enum ReduceOp {
 
 /// The right-hand side of an assignment; operands are registers.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Expr {
+pub enum LoopExpr {
     /// The value in every lane.
     Const(f32),
     /// Another register's value.
@@ -201,8 +205,8 @@ pub enum Expr {
 }
 
 #[derive(Clone, Debug, PartialEq)]
-pub enum Stmt {
-    Assign(Reg, Expr),
+pub enum LoopStmt {
+    Assign(Reg, LoopExpr),
     /// Stores the first `lanes` lanes of `value` to consecutive elements.
     Store {
         at: Access,
@@ -221,7 +225,7 @@ pub struct Loop {
     pub var: LoopVar,
     pub count: usize,
     pub parallel: bool,
-    pub body: Vec<Stmt>,
+    pub body: Vec<LoopStmt>,
 }
 
 /// One function of the generated code: usually one layer.
@@ -232,7 +236,7 @@ pub struct Kernel {
     pub comment: String,
     pub n_regs: u32,
     pub n_vars: u32,
-    pub body: Vec<Stmt>,
+    pub body: Vec<LoopStmt>,
 }
 
 impl Kernel {
@@ -241,7 +245,7 @@ impl Kernel {
         self.body
             .iter()
             .find_map(|stmt| match stmt {
-                Stmt::Loop(l) if l.parallel => Some(l.count),
+                LoopStmt::Loop(l) if l.parallel => Some(l.count),
                 _ => None,
             })
             .unwrap_or(0)
@@ -252,7 +256,7 @@ impl Kernel {
     pub fn has_serial_part(&self) -> bool {
         self.body
             .iter()
-            .any(|stmt| !matches!(stmt, Stmt::Loop(l) if l.parallel))
+            .any(|stmt| !matches!(stmt, LoopStmt::Loop(l) if l.parallel))
     }
 
     /// The range of the `begin..end` arguments of the kernel's function: parts

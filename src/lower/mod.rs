@@ -1,4 +1,6 @@
-//! Lowering: a typed graph to loop nests (`graph → LoopProgram`).
+//! Lowering: a typed graph to loop nests and packed constants (`graph → LoopProgram +
+//! PackedConstants`, [`lower_and_pack`]): everything code generation consumes, so that
+//! `codegen` never reads the graph.
 //!
 //! This stage chooses layouts and loop structure; code generation (`codegen`) only translates.
 //! The choices, and why:
@@ -22,6 +24,7 @@
 //! - **Intermediate tensors share one arena** (`plan.rs`), reused as tensors die.
 //!
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
+//! `pack.rs` fills the constant buffers from the graph's constants, in parallel.
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
 //! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
 //! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
@@ -34,6 +37,7 @@ mod dense;
 mod dump;
 mod elementwise;
 pub mod ir;
+mod pack;
 mod pad;
 mod plan;
 mod pool;
@@ -41,13 +45,15 @@ pub mod program;
 mod upsample;
 mod verify;
 pub mod winograd;
+mod winograd_pack;
 
+pub use pack::{pack_constants, PackedConstants};
 pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
 pub use winograd::Winograd;
 
 use crate::graph::{Graph, NodeId, Op, Shape};
 use builder::KernelBuilder;
-use cranelift_entity::SecondaryMap;
+use cranelift_entity::{PrimaryMap, SecondaryMap};
 use ir::{BufferId, Kernel};
 use thiserror::Error;
 
@@ -84,8 +90,23 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
         lowering.lower_node(id)?;
     }
     lowering.finish_output()?;
+    let inputs = graph
+        .inputs
+        .iter()
+        .map(|&id| {
+            let name = graph.nodes[id]
+                .op
+                .input_name()
+                .map_or_else(|| id.to_string(), str::to_string);
+            (name, graph.shape(id))
+        })
+        .collect();
     let mut program = LoopProgram {
         name: graph.name.clone(),
+        inputs,
+        output_shape: graph.shape(graph.output()),
+        output_node: graph.output(),
+        flops: 2 * graph.total_macs(),
         buffers: lowering.buffers,
         kernels: lowering.kernels,
         arena_len: 0,
@@ -99,6 +120,25 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
     plan::plan_memory(&mut program);
     verify::verify(&program)?;
     Ok(program)
+}
+
+/// A lowered network and its packed constants: what the code generator consumes.
+#[derive(Debug)]
+pub struct Lowered {
+    pub program: LoopProgram,
+    pub constants: PackedConstants,
+}
+
+/// Lowers `graph` and packs its constants (on up to `threads` threads): the whole of the
+/// graph's part in code generation.
+pub fn lower_and_pack(
+    graph: &Graph,
+    options: &LowerOptions,
+    threads: usize,
+) -> Result<Lowered, LowerError> {
+    let program = lower_with(graph, options)?;
+    let constants = pack_constants(graph, &program, threads)?;
+    Ok(Lowered { program, constants })
 }
 
 /// The text of `cnnc emit loops`.
@@ -121,7 +161,7 @@ impl LoopProgram {
 /// A node's value: the buffer holding it, and for a flatten stored in H×W×C order (made free
 /// for its dense readers) the dimensions it came from.
 #[derive(Copy, Clone, Debug)]
-struct Value {
+struct NodeBuffer {
     buffer: BufferId,
     shape: Shape,
     hwc: Option<(usize, usize, usize)>,
@@ -138,9 +178,9 @@ struct Lowering<'g> {
     readers: SecondaryMap<NodeId, Vec<NodeId>>,
     /// The node whose kernel writes the network's output buffer directly, if any.
     output_writer: Option<NodeId>,
-    buffers: Vec<Buffer>,
+    buffers: PrimaryMap<BufferId, Buffer>,
     kernels: Vec<Kernel>,
-    values: SecondaryMap<NodeId, Option<Value>>,
+    values: SecondaryMap<NodeId, Option<NodeBuffer>>,
     /// The nodes written in place into a concat's buffer (`concat.rs`).
     slices: SecondaryMap<NodeId, Option<concat::Slice>>,
     /// Each concat's target, once its first producer has made it.
@@ -180,7 +220,7 @@ impl<'g> Lowering<'g> {
             order,
             readers,
             output_writer: None,
-            buffers: Vec::new(),
+            buffers: PrimaryMap::new(),
             kernels: Vec::new(),
             values: SecondaryMap::new(),
             slices: SecondaryMap::new(),
@@ -231,14 +271,13 @@ impl<'g> Lowering<'g> {
     }
 
     fn add_buffer(&mut self, name: String, len: usize, storage: program::Storage) -> BufferId {
-        let id = BufferId(self.buffers.len() as u32);
+        let id = self.buffers.next_key();
         self.buffers.push(Buffer {
             id,
             name,
             len,
             storage,
-        });
-        id
+        })
     }
 
     fn add_const(&mut self, name: String, len: usize, spec: ConstSpec) -> BufferId {
@@ -300,7 +339,7 @@ impl<'g> Lowering<'g> {
 
     /// The value of input `idx` of node `id`, which must be lowered already. A flatten in
     /// H×W×C order is only given to dense layers (`alias_source` made sure of that).
-    fn arg(&self, id: NodeId, idx: usize) -> Result<Value, LowerError> {
+    fn arg(&self, id: NodeId, idx: usize) -> Result<NodeBuffer, LowerError> {
         let input = self.graph.nodes[id]
             .inputs
             .get(idx)
@@ -319,7 +358,7 @@ impl<'g> Lowering<'g> {
     }
 
     fn set_value(&mut self, id: NodeId, buffer: BufferId) {
-        self.values[id] = Some(Value {
+        self.values[id] = Some(NodeBuffer {
             buffer,
             shape: self.graph.shape(id),
             hwc: None,

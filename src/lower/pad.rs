@@ -12,7 +12,7 @@
 //! - **a copy**, for every other input (network inputs, tensors with several readers).
 
 use super::ir::{Affine, BufferId};
-use super::{KernelBuilder, Lowering, Value};
+use super::{KernelBuilder, Lowering, NodeBuffer};
 use crate::graph::{NodeId, Op, Padding, Shape};
 
 /// How a window op reads its input: its windows, its output size, and the padding value.
@@ -152,7 +152,7 @@ impl Lowering<'_> {
 
     /// `x` as a window kernel reading it with `read` needs it: itself, if no window leaves it
     /// or its producer already wrote it padded as needed, else a padded copy.
-    pub(super) fn pad_input(&mut self, id: NodeId, x: Value, read: &WindowRead) -> Padded {
+    pub(super) fn pad_input(&mut self, id: NodeId, x: NodeBuffer, read: &WindowRead) -> Padded {
         let s = x.shape;
         let Some(layout) = layout_for(s, read) else {
             return Padded {

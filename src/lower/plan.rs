@@ -6,20 +6,23 @@
 //! lifetimes are disjoint. Offsets are aligned to 64 bytes so that tensors start on cache
 //! lines.
 
-use super::ir::{BufferId, Expr, Stmt};
+use super::ir::{BufferId, LoopExpr, LoopStmt};
 use super::program::{LoopProgram, Storage};
+use cranelift_entity::EntityRef;
 
 /// Elements per alignment unit: 64 bytes of f32.
 const ALIGN: usize = 16;
 
 /// Calls `f` for every buffer a list of statements touches.
-pub(super) fn for_each_access(stmts: &[Stmt], f: &mut impl FnMut(BufferId)) {
+pub(super) fn for_each_access(stmts: &[LoopStmt], f: &mut impl FnMut(BufferId)) {
     for stmt in stmts {
         match stmt {
-            Stmt::Assign(_, Expr::Load { at, .. } | Expr::LoadSplat(at)) => f(at.buffer),
-            Stmt::Assign(..) => {}
-            Stmt::Store { at, .. } => f(at.buffer),
-            Stmt::Loop(l) => for_each_access(&l.body, f),
+            LoopStmt::Assign(_, LoopExpr::Load { at, .. } | LoopExpr::LoadSplat(at)) => {
+                f(at.buffer)
+            }
+            LoopStmt::Assign(..) => {}
+            LoopStmt::Store { at, .. } => f(at.buffer),
+            LoopStmt::Loop(l) => for_each_access(&l.body, f),
         }
     }
 }
@@ -30,7 +33,7 @@ pub(super) fn plan_memory(program: &mut LoopProgram) {
     let mut last = vec![0usize; n];
     for (k, kernel) in program.kernels.iter().enumerate() {
         for_each_access(&kernel.body, &mut |b| {
-            let i = b.0 as usize;
+            let i = b.index();
             first[i] = first[i].min(k);
             last[i] = last[i].max(k);
         });
@@ -40,12 +43,16 @@ pub(super) fn plan_memory(program: &mut LoopProgram) {
     // order of birth instead fragments the arena (ResNet-50's grew by 40 %).
     let mut order: Vec<usize> = (0..n)
         .filter(|&i| {
-            first[i] != usize::MAX && matches!(program.buffers[i].storage, Storage::Arena { .. })
+            first[i] != usize::MAX
+                && matches!(
+                    program.buffers[BufferId::new(i)].storage,
+                    Storage::Arena { .. }
+                )
         })
         .collect();
     let sizes: Vec<usize> = program
         .buffers
-        .iter()
+        .values()
         .map(|b| b.len.next_multiple_of(ALIGN))
         .collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(sizes[i]), first[i], i));
@@ -67,7 +74,7 @@ pub(super) fn plan_memory(program: &mut LoopProgram) {
             }
             offset = offset.max(start + size);
         }
-        program.buffers[i].storage = Storage::Arena { offset };
+        program.buffers[BufferId::new(i)].storage = Storage::Arena { offset };
         arena_len = arena_len.max(offset + len);
         placed.push((offset, len, i));
     }

@@ -9,7 +9,7 @@
 //! without it. Where every position has the same divisor it is a constant; otherwise the
 //! reciprocals are a table indexed by output position.
 
-use super::ir::{Affine, BinaryOp, Expr, Reg};
+use super::ir::{Affine, BinaryOp, LoopExpr, Reg};
 use super::pad::WindowRead;
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering};
 use crate::graph::{NodeId, Padding, PoolAttrs, PoolKind};
@@ -133,7 +133,7 @@ impl Lowering<'_> {
                             for (v, &a) in acc.iter().enumerate() {
                                 let index = pixel.clone() * c + c0.clone() + 4 * v;
                                 let value = b.load(padded.buffer, index, lanes(v, vectors, last));
-                                b.set(a, Expr::Binary(combine(kind), value, a));
+                                b.set(a, LoopExpr::Binary(combine(kind), value, a));
                             }
                         });
                     });
@@ -173,7 +173,7 @@ impl Lowering<'_> {
                 for (v, &a) in acc.iter().enumerate() {
                     let index = p.clone() * s.c + c0.clone() + 4 * v;
                     let value = b.load(x.buffer, index, lanes(v, vectors, last));
-                    b.set(a, Expr::Binary(combine(kind), value, a));
+                    b.set(a, LoopExpr::Binary(combine(kind), value, a));
                 }
             });
             let scale = (kind == PoolKind::Avg).then(|| b.constant(1.0 / pixels as f32));
@@ -236,7 +236,7 @@ impl Lowering<'_> {
                             for (v, &a) in acc.iter().enumerate() {
                                 let index = pixel.clone() * c + c0.clone() + 4 * v;
                                 let value = b.load(x.buffer, index, lanes(v, vectors, last));
-                                b.set(a, Expr::Binary(BinaryOp::Add, value, a));
+                                b.set(a, LoopExpr::Binary(BinaryOp::Add, value, a));
                             }
                         });
                     });

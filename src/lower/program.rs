@@ -3,12 +3,14 @@
 //!
 //! Buffers are sized per image. The network's inputs and output live outside the arena (the
 //! caller's tensors, one image after another); intermediate tensors live in one arena at
-//! offsets given by the memory plan (`plan.rs`); constants are packed from the weights when
-//! the network is compiled, in the layouts the kernels index them by (described by
-//! [`ConstSpec`]), so that lowering needs no weight values and `emit loops` needs no weights.
+//! offsets given by the memory plan (`plan.rs`); constants are packed from the graph's
+//! constants by `pack.rs`, in the layouts the kernels index them by (described by
+//! [`ConstSpec`], whose node ids only say where a blob came from), as the last step of
+//! lowering, so that `emit loops` needs no weights and code generation needs no graph.
 
 use super::ir::{BufferId, Kernel};
-use crate::graph::NodeId;
+use crate::graph::{NodeId, Shape};
+use cranelift_entity::PrimaryMap;
 
 /// Where a buffer's memory comes from.
 #[derive(Clone, Debug, PartialEq)]
@@ -89,11 +91,19 @@ pub struct Buffer {
     pub storage: Storage,
 }
 
-/// A network ready for code generation.
+/// A network ready for code generation: with its packed constants
+/// (`pack::PackedConstants`), everything the code generator needs, and all it sees.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoopProgram {
     pub name: String,
-    pub buffers: Vec<Buffer>,
+    /// Each network input's name and shape, in order.
+    pub inputs: Vec<(String, Shape)>,
+    pub output_shape: Shape,
+    /// The graph's output node, which a run's errors about the output point at.
+    pub output_node: NodeId,
+    /// Floating-point operations per image (2 per multiply-accumulate).
+    pub flops: u64,
+    pub buffers: PrimaryMap<BufferId, Buffer>,
     pub kernels: Vec<Kernel>,
     /// Elements of the arena, per image (images run one after another and reuse it).
     pub arena_len: usize,
@@ -104,7 +114,7 @@ pub struct LoopProgram {
 
 impl LoopProgram {
     pub fn buffer(&self, id: BufferId) -> &Buffer {
-        &self.buffers[id.0 as usize]
+        &self.buffers[id]
     }
 
     pub fn arena_bytes(&self) -> usize {

@@ -10,9 +10,10 @@
 //! elements, so that they may run on different threads; tensors alive at the same time do not
 //! share arena memory.
 
-use super::ir::{Access, Affine, Expr, Kernel, LoopVar, Reg, Stmt};
+use super::ir::{Access, Affine, BufferId, Kernel, LoopExpr, LoopStmt, LoopVar, Reg};
 use super::program::{LoopProgram, Storage};
 use super::LowerError;
+use cranelift_entity::EntityRef;
 use std::collections::HashMap;
 
 /// A store in a parallel loop, as `check_disjoint` needs it: the parallel index's
@@ -56,7 +57,7 @@ struct Checker<'a> {
     /// The parallel loop being checked, with its count.
     parallel: Option<(LoopVar, usize)>,
     /// Per buffer stored to in the parallel loop, its stores.
-    stores: HashMap<u32, Vec<StoreShape>>,
+    stores: HashMap<BufferId, Vec<StoreShape>>,
     defined: Vec<bool>,
 }
 
@@ -75,7 +76,7 @@ impl Checker<'_> {
             let count = self
                 .counts
                 .get(&var)
-                .ok_or_else(|| self.invalid(format!("i{} is used outside its loop", var.0)))?;
+                .ok_or_else(|| self.invalid(format!("{var} is used outside its loop")))?;
             max += coefficient * count.saturating_sub(1);
         }
         Ok(max)
@@ -88,8 +89,8 @@ impl Checker<'_> {
         let buffer = self
             .program
             .buffers
-            .get(at.buffer.0 as usize)
-            .ok_or_else(|| self.invalid(format!("no buffer b{}", at.buffer.0)))?;
+            .get(at.buffer)
+            .ok_or_else(|| self.invalid(format!("no buffer {}", at.buffer)))?;
         let end = self.max_index(&at.index)? + usize::from(lanes);
         if end > buffer.len {
             return Err(LowerError::OutOfBounds {
@@ -109,7 +110,7 @@ impl Checker<'_> {
             }
             if let Some((var, _)) = self.parallel {
                 let store = self.store_shape(&at.index, lanes, var);
-                self.stores.entry(at.buffer.0).or_default().push(store);
+                self.stores.entry(at.buffer).or_default().push(store);
             }
         }
         Ok(())
@@ -155,12 +156,11 @@ impl Checker<'_> {
     /// at the slice's channel offset).
     fn check_disjoint(&self, var: LoopVar, count: usize) -> Result<(), LowerError> {
         for (buffer, stores) in &self.stores {
-            let name = &self.program.buffers[*buffer as usize].name;
+            let name = &self.program.buffers[*buffer].name;
             let refuse = || {
                 self.invalid(format!(
-                    "stores to `{name}` in the parallel loop i{} cannot be shown to touch \
-                     disjoint elements in distinct iterations",
-                    var.0
+                    "stores to `{name}` in the parallel loop {var} cannot be shown to touch \
+                     disjoint elements in distinct iterations"
                 ))
             };
             let step = stores[0].step;
@@ -231,52 +231,53 @@ impl Checker<'_> {
     }
 
     fn read(&self, reg: Reg) -> Result<(), LowerError> {
-        match self.defined.get(reg.0 as usize) {
+        match self.defined.get(reg.index()) {
             Some(true) => Ok(()),
-            _ => Err(self.invalid(format!("r{} is read before it is assigned", reg.0))),
+            _ => Err(self.invalid(format!("{reg} is read before it is assigned"))),
         }
     }
 
-    fn stmts(&mut self, stmts: &[Stmt], top_level: bool) -> Result<(), LowerError> {
+    fn stmts(&mut self, stmts: &[LoopStmt], top_level: bool) -> Result<(), LowerError> {
         for stmt in stmts {
             match stmt {
-                Stmt::Assign(reg, expr) => {
+                LoopStmt::Assign(reg, expr) => {
                     match expr {
-                        Expr::Const(_) => {}
-                        Expr::Copy(a) | Expr::Unary(_, a) => self.read(*a)?,
-                        Expr::Load { at, lanes } => self.access(at, *lanes, false)?,
-                        Expr::LoadSplat(at) => self.access(at, 1, false)?,
-                        Expr::Binary(_, a, b) => {
+                        LoopExpr::Const(_) => {}
+                        LoopExpr::Copy(a) | LoopExpr::Unary(_, a) => self.read(*a)?,
+                        LoopExpr::Load { at, lanes } => self.access(at, *lanes, false)?,
+                        LoopExpr::LoadSplat(at) => self.access(at, 1, false)?,
+                        LoopExpr::Binary(_, a, b) => {
                             self.read(*a)?;
                             self.read(*b)?;
                         }
-                        Expr::Fma(a, b, c) => {
+                        LoopExpr::Fma(a, b, c) => {
                             self.read(*a)?;
                             self.read(*b)?;
                             self.read(*c)?;
                         }
-                        Expr::Reduce(_, a, lanes) => {
+                        LoopExpr::Reduce(_, a, lanes) => {
                             self.read(*a)?;
                             if !(1..=4).contains(lanes) {
                                 return Err(self.invalid(format!("a reduction of {lanes} lanes")));
                             }
                         }
                     }
-                    let slot = self.defined.get_mut(reg.0 as usize).ok_or_else(|| {
-                        LowerError::Invalid {
-                            kernel: self.kernel.name.clone(),
-                            detail: format!("r{} is not declared", reg.0),
-                        }
-                    })?;
+                    let slot =
+                        self.defined
+                            .get_mut(reg.index())
+                            .ok_or_else(|| LowerError::Invalid {
+                                kernel: self.kernel.name.clone(),
+                                detail: format!("{reg} is not declared"),
+                            })?;
                     *slot = true;
                 }
-                Stmt::Store { at, lanes, value } => {
+                LoopStmt::Store { at, lanes, value } => {
                     self.read(*value)?;
                     self.access(at, *lanes, true)?;
                 }
-                Stmt::Loop(l) => {
-                    if l.var.0 >= self.kernel.n_vars || self.counts.contains_key(&l.var) {
-                        return Err(self.invalid(format!("loop variable i{} reused", l.var.0)));
+                LoopStmt::Loop(l) => {
+                    if l.var.as_u32() >= self.kernel.n_vars || self.counts.contains_key(&l.var) {
+                        return Err(self.invalid(format!("loop variable {} reused", l.var)));
                     }
                     if l.parallel {
                         if !top_level || self.parallel.is_some() {
@@ -313,14 +314,14 @@ pub(super) fn verify(program: &LoopProgram) -> Result<(), LowerError> {
         let n_parallel = kernel
             .body
             .iter()
-            .filter(|s| matches!(s, Stmt::Loop(l) if l.parallel))
+            .filter(|s| matches!(s, LoopStmt::Loop(l) if l.parallel))
             .count();
         if n_parallel > 1 {
             return Err(checker.invalid("more than one parallel loop".into()));
         }
     }
     check_memory_plan(program)?;
-    for buffer in &program.buffers {
+    for buffer in program.buffers.values() {
         if let Storage::Arena { offset } = buffer.storage {
             if offset + buffer.len > program.arena_len && buffer.len > 0 {
                 return Err(LowerError::OutOfBounds {
@@ -337,19 +338,19 @@ pub(super) fn verify(program: &LoopProgram) -> Result<(), LowerError> {
 /// Arena tensors alive at the same time (touched by a common span of kernels) must not share
 /// memory.
 fn check_memory_plan(program: &LoopProgram) -> Result<(), LowerError> {
-    let mut life: HashMap<u32, (usize, usize)> = HashMap::new();
+    let mut life: HashMap<BufferId, (usize, usize)> = HashMap::new();
     for (k, kernel) in program.kernels.iter().enumerate() {
         super::plan::for_each_access(&kernel.body, &mut |b| {
-            let span = life.entry(b.0).or_insert((k, k));
+            let span = life.entry(b).or_insert((k, k));
             span.1 = k;
         });
     }
     let arena: Vec<(usize, usize, usize, usize, &str)> = program
         .buffers
-        .iter()
+        .values()
         .filter_map(|b| match b.storage {
             Storage::Arena { offset } => {
-                let (first, last) = life.get(&b.id.0).copied()?;
+                let (first, last) = life.get(&b.id).copied()?;
                 Some((offset, offset + b.len, first, last, b.name.as_str()))
             }
             _ => None,

@@ -4,7 +4,7 @@
 //! Direct convolution is bounded by the multiply rate, and Cranelift emits 128-bit FMAs only
 //! (CRANELIFT.md §1), half of what the peers' 256-bit kernels do; Winograd's algorithm does
 //! four times fewer multiplications. With `U = G g Gᵀ` the transformed filter (6×6, computed
-//! when the weights are packed: `codegen/winograd_pack.rs`), `V = Bᵀ d B` the transformed 6×6
+//! when the weights are packed: `lower/winograd_pack.rs`), `V = Bᵀ d B` the transformed 6×6
 //! input tile (tiles overlap by 2), and `Y = Aᵀ M A` the 4×4 output tile, the convolution of
 //! `Cin` channels is `M[ξ] = Σ_c V[ξ][c] · U[ξ][c][·]` for each of the 36 points `ξ`: 36 matrix
 //! products (tiles × Cin) · (Cin × Cout). A convolution is three kernels in the loop-nest IR,
@@ -32,7 +32,7 @@
 //! larger F(6×6, 3×3) loses more and is not done.
 
 use super::conv::{reduce, store_tile, Epilogue, Tile};
-use super::ir::{Affine, BinaryOp, BufferId, Expr, Reg};
+use super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::pad::Padded;
 use super::{ConstSpec, KernelBuilder, Lowering};
 use crate::graph::{ConvAttrs, NodeId, Shape};
@@ -136,7 +136,7 @@ fn sub(b: &mut KernelBuilder, x: Reg, y: Reg) -> Reg {
 }
 
 fn fma(b: &mut KernelBuilder, x: Reg, y: Reg, z: Reg) -> Reg {
-    b.assign(Expr::Fma(x, y, z))
+    b.assign(LoopExpr::Fma(x, y, z))
 }
 
 /// Row `i` of `Bᵀ · d` for the six values `get(0..6)` (fetched only where the row needs them,
@@ -330,7 +330,7 @@ fn product_tile(
                 v_start.clone() + q * p.in_stride + ci.clone(),
             );
             for (v, &a) in row.iter().enumerate() {
-                b.set(a, Expr::Fma(xs, w[v], a));
+                b.set(a, LoopExpr::Fma(xs, w[v], a));
             }
         }
     });

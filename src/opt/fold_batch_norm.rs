@@ -6,22 +6,25 @@
 //! `(w_k ∗ x + b_k)·scale_k + shift_k = (w_k·scale_k) ∗ x + (b_k·scale_k + shift_k)`, so the
 //! conv absorbs it: every weight of filter `k` is multiplied by `scale_k`, and the bias becomes
 //! `(b − mean)·γ/√(var+ε) + β` (a conv without a bias gains one, from `b = 0`). Dense layers are
-//! the same with rows for filters. The arithmetic is done in f64 and rounded once.
+//! the same with rows for filters.
 //!
-//! Learned tensors are rewritten in `Weights` under the layer's path, and the batch norm's
-//! four tensors are removed. Literal weights are folded into the literal values, and a
-//! literal-weight layer without a bias gains literal bias values, so it stays self-contained.
+//! The pass rewrites structure only: the layer's weight and bias become *folded* constants
+//! (`graph::constants::Fold`) that remember their sources, and their numbers are computed
+//! (in f64, rounded once) when something first asks for them — the code generator, on all its
+//! threads. So optimising a network costs no arithmetic on its weights, and `emit opt` needs
+//! none. A layer whose weights are written in the source keeps them there: its folded numbers
+//! are computed at once and written back into its literal values, so it stays
+//! self-contained.
 //!
 //! The layer must not have a fused activation or residual yet (the affine would have to pass
-//! through them), and every tensor involved must be present with the shape the graph gives
-//! it; otherwise the batch norm is left for the interpreter or runtime to report.
+//! through them).
 
-use super::rewrite::{remove_tensors, Readers};
-use crate::graph::{Graph, Literal, NodeId, Op};
-use crate::runtime::Weights;
-use ndarray::{ArrayD, IxDyn};
+use super::rewrite::Readers;
+use crate::graph::constants::{BatchNormConstants, ConstSource, Fold, FoldedPart};
+use crate::graph::{ConstId, Constant, Graph, Literal, NodeId, Op};
+use std::sync::Arc;
 
-pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
+pub fn fold_batch_norm(graph: &mut Graph) -> bool {
     let batch_norms: Vec<NodeId> = graph
         .nodes
         .iter()
@@ -29,12 +32,7 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
         .map(|(id, _)| id)
         .collect();
     let mut readers = Readers::of(graph);
-    let mut folded_tensors = Vec::new();
-    // Without any weights the pass changes the structure only (the layer gains its bias, the
-    // batch norm goes), for what needs the optimized shape of a network but not its numbers:
-    // the memory plan that `cnnc summary` reports.
-    let structure_only = weights.is_empty();
-    let mut restructured = false;
+    let mut changed = false;
     for bn in batch_norms {
         let &[producer] = graph.nodes[bn].inputs.as_slice() else {
             continue;
@@ -42,197 +40,132 @@ pub fn fold_batch_norm(graph: &mut Graph, weights: &mut Weights) -> bool {
         if readers.use_count(producer) != 1 {
             continue;
         }
-        if structure_only {
-            let Some(epilogue) = graph.nodes[producer].op.epilogue_mut() else {
-                continue;
-            };
-            *epilogue.bias = true;
-            readers.replace_uses(graph, bn, producer);
-            restructured = true;
+        let Some(batch_norm) = batch_norm_constants(graph, bn) else {
+            continue;
+        };
+        if !fold_into(graph, producer, batch_norm) {
             continue;
         }
-        let Some(affine) = Affine::of_batch_norm(graph, weights, bn) else {
-            continue;
-        };
-        let Some(folded) = Folded::compute(graph, weights, producer, &affine) else {
-            continue;
-        };
-        folded.store(graph, weights, producer);
-        folded_tensors.extend(affine.tensor_names);
         readers.replace_uses(graph, bn, producer);
+        changed = true;
     }
     debug_assert!(readers.agrees_with(graph));
-    if restructured {
+    if changed {
         graph.prune_unreachable();
-        return true;
     }
-    if folded_tensors.is_empty() {
+    changed
+}
+
+/// The batch norm's four constants, if each has one value per channel.
+pub(crate) fn batch_norm_constants(graph: &Graph, bn: NodeId) -> Option<BatchNormConstants> {
+    let Op::BatchNorm { eps } = graph.nodes[bn].op else {
+        return None;
+    };
+    let channels = graph.shape(bn).c;
+    let get = |suffix| {
+        let constant = &graph.consts[graph.node_const(bn, suffix)?];
+        (constant.numel() == channels).then(|| constant.clone())
+    };
+    Some(BatchNormConstants {
+        weight: get("weight")?,
+        bias: get("bias")?,
+        running_mean: get("running_mean")?,
+        running_var: get("running_var")?,
+        eps,
+    })
+}
+
+/// Makes the producer's weight and bias the folded ones; false when it cannot absorb the
+/// batch norm.
+fn fold_into(graph: &mut Graph, producer: NodeId, batch_norm: BatchNormConstants) -> bool {
+    let Some(epilogue) = graph.nodes[producer].op.epilogue() else {
+        return false;
+    };
+    let channels = epilogue.channels;
+    if epilogue.activation.is_some() || epilogue.residual || channels == 0 {
         return false;
     }
-    remove_tensors(weights, &folded_tensors);
-    graph.prune_unreachable();
+    let literal = epilogue.weights.is_some();
+    let literal_bias = epilogue.bias_values.is_some() || (literal && !epilogue.bias);
+    if batch_norm.weight.numel() != channels {
+        return false;
+    }
+    let Some(weight_id) = graph.node_const(producer, "weight") else {
+        return false;
+    };
+    let weight = graph.consts[weight_id].clone();
+    if weight.numel() == 0 || !weight.numel().is_multiple_of(channels) {
+        return false;
+    }
+    let bias_id = graph.node_const(producer, "bias");
+    let bias = bias_id.map(|id| graph.consts[id].clone());
+    if bias.as_ref().is_some_and(|b| b.numel() != channels) {
+        return false;
+    }
+    let bias_learned = bias.as_ref().map_or(!literal, |b| b.learned);
+    let bias_name = graph.tensor_name(producer, "bias");
+    let folded = |part, source: Option<Constant>, name, shape, learned| {
+        let fold = Fold {
+            part,
+            source,
+            batch_norm: batch_norm.clone(),
+        };
+        Constant::new(name, shape, learned, ConstSource::Folded(Arc::new(fold)))
+    };
+    let new_weight = folded(
+        FoldedPart::Weight,
+        Some(weight.clone()),
+        weight.name.clone(),
+        weight.shape.clone(),
+        weight.learned,
+    );
+    let new_bias = folded(
+        FoldedPart::Bias,
+        bias,
+        bias_name,
+        vec![channels],
+        bias_learned,
+    );
+
+    // Numbers written in the source stay in the source: computed now, written back.
+    let literal_weight_values = literal.then(|| new_weight.values().to_vec());
+    let literal_bias_values = literal_bias.then(|| new_bias.values().to_vec());
+    let new_weight = match &literal_weight_values {
+        Some(values) => {
+            Constant::from_values(new_weight.name, new_weight.shape, false, values.clone())
+        }
+        None => new_weight,
+    };
+    let new_bias = match &literal_bias_values {
+        Some(values) => Constant::from_values(new_bias.name, new_bias.shape, false, values.clone()),
+        None => new_bias,
+    };
+    let new_weight_id = graph.consts.push(new_weight);
+    let new_bias_id = graph.consts.push(new_bias);
+    let node = &mut graph.nodes[producer];
+    set_const(&mut node.consts, "weight", new_weight_id);
+    set_const(&mut node.consts, "bias", new_bias_id);
+    // `epilogue` succeeded above, so this does too.
+    let Some(epilogue) = node.op.epilogue_mut() else {
+        return false;
+    };
+    if let (Some(literal), Some(values)) = (epilogue.weights.as_mut(), literal_weight_values) {
+        literal.values = values;
+    }
+    if let Some(values) = literal_bias_values {
+        *epilogue.bias_values = Some(Literal {
+            shape: vec![channels],
+            values,
+        });
+    }
+    *epilogue.bias = true;
     true
 }
 
-/// A batch norm as `y = x·scale + shift` per channel, and the names of its tensors.
-struct Affine {
-    scale: Vec<f64>,
-    shift: Vec<f64>,
-    tensor_names: Vec<String>,
-}
-
-impl Affine {
-    fn of_batch_norm(graph: &Graph, weights: &Weights, bn: NodeId) -> Option<Affine> {
-        let Op::BatchNorm { eps } = graph.nodes[bn].op else {
-            return None;
-        };
-        let channels = graph.shape(bn).c;
-        let names: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
-            .iter()
-            .map(|suffix| graph.tensor_name(bn, suffix))
-            .collect();
-        let mut vectors = Vec::with_capacity(names.len());
-        for name in &names {
-            let tensor = weights.get(name)?;
-            if tensor.shape() != [channels] {
-                return None;
-            }
-            vectors.push(tensor.iter().map(|&v| f64::from(v)).collect::<Vec<f64>>());
-        }
-        let [gamma, beta, mean, var] = vectors.as_slice() else {
-            return None;
-        };
-        let scale: Vec<f64> = gamma
-            .iter()
-            .zip(var)
-            .map(|(g, v)| g / (v + eps).sqrt())
-            .collect();
-        let shift = beta
-            .iter()
-            .zip(mean)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
-        Some(Affine {
-            scale,
-            shift,
-            tensor_names: names,
-        })
-    }
-}
-
-/// The producer's new weight and bias values, row-major in PyTorch's layout.
-struct Folded {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-}
-
-impl Folded {
-    /// Reads the producer's current weight and bias and applies the affine to them; `None`
-    /// when the producer cannot absorb it.
-    fn compute(
-        graph: &Graph,
-        weights: &Weights,
-        producer: NodeId,
-        affine: &Affine,
-    ) -> Option<Folded> {
-        let epilogue = graph.nodes[producer].op.epilogue()?;
-        if epilogue.activation.is_some() || epilogue.residual {
-            return None;
-        }
-        let (channels, literal_weight, literal_bias, has_bias) = (
-            epilogue.channels,
-            epilogue.weights,
-            epilogue.bias_values,
-            epilogue.bias,
-        );
-        if affine.scale.len() != channels || channels == 0 {
-            return None;
-        }
-        let weight = match literal_weight {
-            Some(literal) => literal.values.clone(),
-            None => {
-                let expected = graph
-                    .params(producer)
-                    .into_iter()
-                    .find(|spec| spec.name == "weight")?
-                    .shape;
-                let tensor = weights.get(&graph.tensor_name(producer, "weight"))?;
-                if tensor.shape() != expected.as_slice() {
-                    return None;
-                }
-                tensor.iter().copied().collect()
-            }
-        };
-        let bias: Vec<f32> = match literal_bias {
-            Some(literal) => literal.values.clone(),
-            None if has_bias => {
-                let tensor = weights.get(&graph.tensor_name(producer, "bias"))?;
-                if tensor.shape() != [channels] {
-                    return None;
-                }
-                tensor.iter().copied().collect()
-            }
-            None => vec![0.0; channels],
-        };
-        if bias.len() != channels || weight.is_empty() || !weight.len().is_multiple_of(channels) {
-            return None;
-        }
-        // The output channel is the leading dimension of both layouts, so filter `k` is the
-        // `k`-th contiguous chunk.
-        let per_channel = weight.len() / channels;
-        let weight = weight
-            .chunks(per_channel)
-            .zip(&affine.scale)
-            .flat_map(|(filter, &scale)| filter.iter().map(move |&w| (f64::from(w) * scale) as f32))
-            .collect();
-        let bias = bias
-            .iter()
-            .zip(affine.scale.iter().zip(&affine.shift))
-            .map(|(&b, (scale, shift))| (f64::from(b) * scale + shift) as f32)
-            .collect();
-        Some(Folded { weight, bias })
-    }
-
-    /// Writes the values where the producer keeps them: literal values or `Weights`.
-    fn store(self, graph: &mut Graph, weights: &mut Weights, producer: NodeId) {
-        let weight_name = graph.tensor_name(producer, "weight");
-        let bias_name = graph.tensor_name(producer, "bias");
-        // `compute` accepted only layers with an epilogue.
-        let Some(epilogue) = graph.nodes[producer].op.epilogue_mut() else {
-            return;
-        };
-        let (literal_weight, literal_bias, has_bias) =
-            (epilogue.weights, epilogue.bias_values, epilogue.bias);
-        match literal_weight {
-            Some(literal) => literal.values = self.weight,
-            None => {
-                // `compute` read this tensor and checked its shape, so the shape fits.
-                let shape = weights
-                    .get(&weight_name)
-                    .map(|t| t.shape().to_vec())
-                    .unwrap_or_default();
-                if let Ok(tensor) = ArrayD::from_shape_vec(IxDyn(&shape), self.weight) {
-                    weights.insert(weight_name, tensor);
-                }
-            }
-        }
-        let n_channels = self.bias.len();
-        match literal_bias {
-            Some(literal) => literal.values = self.bias,
-            // A literal layer keeps its numbers in the graph, so its new bias goes there too.
-            None if literal_weight.is_some() && !*has_bias => {
-                *literal_bias = Some(Literal {
-                    shape: vec![n_channels],
-                    values: self.bias,
-                });
-            }
-            None => {
-                if let Ok(tensor) = ArrayD::from_shape_vec(IxDyn(&[n_channels]), self.bias) {
-                    weights.insert(bias_name, tensor);
-                }
-            }
-        }
-        *has_bias = true;
+/// Points a node's constant `suffix` at `id`, adding it if the node had none.
+fn set_const(consts: &mut Vec<(&'static str, ConstId)>, suffix: &'static str, id: ConstId) {
+    match consts.iter_mut().find(|(name, _)| *name == suffix) {
+        Some(entry) => entry.1 = id,
+        None => consts.push((suffix, id)),
     }
 }

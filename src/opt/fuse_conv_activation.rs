@@ -4,9 +4,8 @@
 
 use super::rewrite::Readers;
 use crate::graph::{Graph, NodeId, Op};
-use crate::runtime::Weights;
 
-pub fn fuse_conv_activation(graph: &mut Graph, _weights: &mut Weights) -> bool {
+pub fn fuse_conv_activation(graph: &mut Graph) -> bool {
     let activations: Vec<NodeId> = graph
         .nodes
         .iter()

@@ -13,9 +13,8 @@
 
 use super::rewrite::Readers;
 use crate::graph::{Graph, NodeId, Op};
-use crate::runtime::Weights;
 
-pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
+pub fn fuse_residual_add(graph: &mut Graph) -> bool {
     let adds: Vec<NodeId> = graph
         .nodes
         .iter()
@@ -51,6 +50,7 @@ pub fn fuse_residual_add(graph: &mut Graph, _weights: &mut Weights) -> bool {
         node.op = Op::Conv(attrs);
         node.path = old.path;
         node.frozen = old.frozen;
+        node.consts = old.consts;
         graph.origins[add] = graph.origins[conv].clone();
         readers.detach(graph, conv);
         if let Some((activation_node, _)) = activation {

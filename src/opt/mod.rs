@@ -1,8 +1,8 @@
-//! The optimizer's graph passes: rewrites of a typed [`Graph`] (and of its [`Weights`], which
-//! folding changes) into an equivalent graph with fewer, fatter nodes, for the lowering to
-//! turn into fewer loops.
+//! The optimizer's graph passes: rewrites of a typed [`Graph`] (its nodes and its constants,
+//! which folding changes) into an equivalent graph with fewer, fatter nodes, for the lowering
+//! to turn into fewer loops.
 //!
-//! Each pass is one small function in its own file, `fn(&mut Graph, &mut Weights) -> bool`,
+//! Each pass is one small function in its own file, `fn(&mut Graph) -> bool`,
 //! named for what it does and returning whether it changed anything. [`PASSES`] lists them in
 //! the one order they run in: identities go first so that batch norms sit directly after
 //! their convolutions; folding comes before fusion because a conv with a fused activation can
@@ -11,8 +11,8 @@
 //! pass.
 //!
 //! A pass may only rewrite what it can prove computes the same numbers (up to f32 rounding):
-//! a conv read by two nodes keeps its batch norm, and a batch norm whose tensors are missing
-//! is left alone for the interpreter to report. Passes edit nodes in place, rewire readers
+//! a conv read by two nodes keeps its batch norm. Passes change constants' sources, never
+//! their numbers: folding makes a *folded* constant, computed when first needed. Passes edit nodes in place, rewire readers
 //! with the helpers of `rewrite.rs`, and end with [`Graph::prune_unreachable`], so the graph
 //! stays in insertion (= topological) order. The verifier (`graph::verify`) checks that after
 //! every pass in tests and in debug builds.
@@ -26,6 +26,7 @@ mod fuse_residual_add;
 mod remove_identities;
 mod rewrite;
 
+pub(crate) use fold_batch_norm::batch_norm_constants;
 pub use fold_batch_norm::fold_batch_norm;
 pub use fuse_conv_activation::fuse_conv_activation;
 pub use fuse_residual_add::fuse_residual_add;
@@ -37,7 +38,7 @@ use crate::runtime::Weights;
 use thiserror::Error;
 
 /// A graph pass: rewrites in place and says whether it changed anything.
-pub type PassFn = fn(&mut Graph, &mut Weights) -> bool;
+pub type PassFn = fn(&mut Graph) -> bool;
 
 /// Every pass, in the order `optimize` runs them.
 pub static PASSES: &[(&str, PassFn)] = &[
@@ -122,16 +123,12 @@ impl OptError {
     }
 }
 
-/// Runs the selected passes over `graph` and `weights`; returns the names of the passes that
-/// changed something. In debug builds the graph is verified after each pass.
-pub fn optimize(
-    graph: &mut Graph,
-    weights: &mut Weights,
-    options: &Options,
-) -> Result<Vec<&'static str>, OptError> {
+/// Runs the selected passes over `graph`; returns the names of the passes that changed
+/// something. In debug builds the graph is verified after each pass.
+pub fn optimize(graph: &mut Graph, options: &Options) -> Result<Vec<&'static str>, OptError> {
     let mut changed = Vec::new();
     for (name, pass) in options.selected()? {
-        if pass(graph, weights) {
+        if pass(graph) {
             changed.push(name);
         }
         if cfg!(debug_assertions) {
@@ -141,5 +138,23 @@ pub fn optimize(
             })?;
         }
     }
+    Ok(changed)
+}
+
+/// [`optimize`] for a caller that keeps its weights by name: binds the tensors of `weights`
+/// that fit (the others keep the graph's constants), optimizes, and replaces `weights` with
+/// the optimized graph's learned tensors (folded ones included, the batch norms' gone). Empty
+/// weights stay empty: the graph is optimized on its own constants.
+pub fn optimize_weights(
+    graph: &mut Graph,
+    weights: &mut Weights,
+    options: &Options,
+) -> Result<Vec<&'static str>, OptError> {
+    if weights.is_empty() {
+        return optimize(graph, options);
+    }
+    crate::runtime::bind_present(graph, weights);
+    let changed = optimize(graph, options)?;
+    *weights = crate::runtime::learned_weights(graph);
     Ok(changed)
 }

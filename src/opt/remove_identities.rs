@@ -3,9 +3,8 @@
 
 use super::rewrite::Readers;
 use crate::graph::{Graph, NodeId, Op};
-use crate::runtime::Weights;
 
-pub fn remove_identities(graph: &mut Graph, _weights: &mut Weights) -> bool {
+pub fn remove_identities(graph: &mut Graph) -> bool {
     let identities: Vec<NodeId> = graph
         .nodes
         .iter()

@@ -1,5 +1,5 @@
 //! The few graph edits every pass is made of: count a node's readers, send its readers to
-//! another node, drop tensors from the weights.
+//! another node.
 //!
 //! Who reads what is kept in a [`Readers`] table, built once at the start of a pass and
 //! kept up to date by the edits that change inputs ([`Readers::replace_uses`],
@@ -15,9 +15,8 @@
 //! is not carried across that renumbering: each pass builds its own.
 
 use crate::graph::{Graph, NodeId};
-use crate::runtime::Weights;
 use cranelift_entity::SecondaryMap;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 /// For every node, the nodes that read it, and how often it is read in all.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,27 +119,4 @@ impl Readers {
             self.n_reads[input] -= 1;
         }
     }
-}
-
-/// Drops the named tensors, keeping the others in their order. `Weights` has no removal of
-/// its own, so it is rebuilt; passes call this once, with everything they folded away. The
-/// kept tensors are moved, not copied: a large network's weights are hundreds of megabytes.
-pub(super) fn remove_tensors(weights: &mut Weights, names: &[String]) {
-    if names.is_empty() {
-        return;
-    }
-    let removed: HashSet<&str> = names.iter().map(String::as_str).collect();
-    let kept_names: Vec<String> = weights
-        .iter()
-        .map(|(name, _)| name)
-        .filter(|name| !removed.contains(name))
-        .map(str::to_string)
-        .collect();
-    let mut kept = Weights::new();
-    for name in kept_names {
-        if let Some(tensor) = weights.get_mut(&name) {
-            kept.insert(name, std::mem::take(tensor));
-        }
-    }
-    *weights = kept;
 }

@@ -117,7 +117,7 @@ fn context<'a>(
 ) -> Forward<'a> {
     Forward {
         graph,
-        weights,
+        weights: Some(weights),
         id,
         inputs,
         batch,

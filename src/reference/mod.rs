@@ -9,8 +9,10 @@
 //! - The result is N×H×W×C for a spatial output and N×C for a flat one.
 //! - Convolution and dense sums accumulate in f64, so the oracle's own rounding error is far
 //!   below the tolerance the JIT is held to.
-//! - Weights are looked up by their full PyTorch name (`layer1.0.conv1.weight`) in
-//!   [`Weights`], or taken from the literal values a layer carries.
+//! - Weights are the graph's constants (`graph::constants`): seeded, bound from a file or
+//!   written in the source. [`run`] takes the learned ones by their full PyTorch name
+//!   (`layer1.0.conv1.weight`) from a [`Weights`] instead, for callers that keep them by
+//!   name (the tests, the trainer).
 //!
 //! This file is the driver: it walks the nodes in order and hands each op its arguments
 //! through a [`Forward`] context. Each op's definition is its `reference_forward`, in its
@@ -19,96 +21,39 @@
 pub mod backward;
 pub mod backward_plan;
 
-use crate::diag::{Code, Diagnostic};
-use crate::graph::{Graph, Literal, NodeId, Shape};
-use crate::runtime::{describe_layer, Dims, Weights, MAX_ELEMENTS};
+use crate::graph::{Graph, NodeId, Shape};
+use crate::runtime::{describe_layer, Dims, Weights, WeightsError, MAX_ELEMENTS};
 use cranelift_entity::{EntityRef, SecondaryMap};
 use ndarray::{Array4, ArrayD, CowArray, IxDyn};
-use thiserror::Error;
+
+// The errors of a run, and the input check every engine makes first, belong to the runtime;
+// they are re-exported here for the op files' reference forwards.
+pub use crate::runtime::{check_batch, RunError};
 
 /// One value of the interpreter: N×H×W×C.
 pub type Tensor = Array4<f32>;
 
-#[derive(Debug, Error)]
-pub enum RunError {
-    #[error("network `{network}` takes {expected} input tensor(s), but {found} were given")]
-    InputCount {
-        network: String,
-        expected: usize,
-        found: usize,
-    },
-    #[error("input `{input}` must be {expected}, but the tensor given is {found}")]
-    InputShape {
-        input: String,
-        expected: String,
-        found: Dims,
-    },
-    #[error("input `{input}` has a batch of {batch}, but the first input has {first}")]
-    BatchMismatch {
-        input: String,
-        batch: usize,
-        first: usize,
-    },
-    #[error("the batch is empty: give at least one image")]
-    EmptyBatch,
-    #[error("the output of {layer} for a batch of {batch} ({batch} × {shape}) has more than cnnc's limit of 2^31 elements")]
-    TooLarge {
-        layer: String,
-        batch: usize,
-        shape: Shape,
-        node: NodeId,
-    },
-    #[error("the weights have no tensor `{name}`, which {layer} needs ({expected})")]
-    MissingWeight {
-        name: String,
-        expected: Dims,
-        layer: String,
-        node: NodeId,
-    },
-    #[error("tensor `{name}` has shape {found} but {layer} needs {expected}")]
-    WeightShape {
-        name: String,
-        found: Dims,
-        expected: Dims,
-        layer: String,
-        node: NodeId,
-    },
-    #[error("the graph is malformed: {0}")]
-    Malformed(String),
+/// Runs `graph` with its own constants on `inputs` (one tensor per network input, in
+/// declaration order) and returns the output tensor: N×H×W×C, or N×C when the output is a
+/// flat vector.
+pub fn evaluate(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, RunError> {
+    run_with(graph, None, inputs)
 }
 
-/// The diagnostic of a failed run: at the layer concerned where there is one.
-impl RunError {
-    pub fn to_diagnostic(&self, graph: &Graph) -> Diagnostic {
-        match self.node() {
-            Some(node) if graph.nodes.get(node).is_some() => graph.diagnostic_at(
-                node,
-                Code::Run,
-                self.to_string(),
-                "while running this layer",
-            ),
-            _ => Diagnostic::global(Code::Run, self.to_string()),
-        }
-    }
-}
-
-impl RunError {
-    /// The layer the error is about, if it is about one.
-    pub fn node(&self) -> Option<NodeId> {
-        match self {
-            RunError::TooLarge { node, .. }
-            | RunError::MissingWeight { node, .. }
-            | RunError::WeightShape { node, .. } => Some(*node),
-            _ => None,
-        }
-    }
-}
-
-/// Runs `graph` on `inputs` (one tensor per network input, in declaration order) and returns
-/// the output tensor: N×H×W×C, or N×C when the output is a flat vector.
+/// [`evaluate`] with the learned tensors taken by name from `weights` instead of the graph's
+/// constants (literal numbers still come from the graph): for callers that keep a name-keyed
+/// set of weights, such as tests and the trainer. A missing or misshapen tensor is an error.
 pub fn run(
     graph: &Graph,
     weights: &Weights,
+    inputs: &[ArrayD<f32>],
+) -> Result<ArrayD<f32>, RunError> {
+    run_with(graph, Some(weights), inputs)
+}
+
+fn run_with(
+    graph: &Graph,
+    weights: Option<&Weights>,
     inputs: &[ArrayD<f32>],
 ) -> Result<ArrayD<f32>, RunError> {
     if graph.nodes.is_empty() {
@@ -182,63 +127,6 @@ fn check_inputs(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<usize, RunError
     check_batch(&graph.name, &specs, inputs)
 }
 
-/// Checks tensors against a network's inputs (name and shape each, in order): one tensor per
-/// input, N×H×W×C (N×C for a flat input), every batch the same size. Returns the batch size.
-/// Every engine runs this before touching the data.
-pub fn check_batch(
-    network: &str,
-    specs: &[(String, Shape)],
-    inputs: &[ArrayD<f32>],
-) -> Result<usize, RunError> {
-    if inputs.len() != specs.len() {
-        return Err(RunError::InputCount {
-            network: network.to_string(),
-            expected: specs.len(),
-            found: inputs.len(),
-        });
-    }
-    let mut batch = None;
-    for ((name, shape), tensor) in specs.iter().zip(inputs) {
-        let (name, shape) = (name.clone(), *shape);
-        let dims = tensor.shape();
-        let fits = if shape.flat {
-            matches!(dims, &[_, c] | &[_, 1, 1, c] if c == shape.c)
-        } else {
-            dims.len() == 4 && dims[1..] == [shape.h, shape.w, shape.c]
-        };
-        if !fits {
-            let expected = if shape.flat {
-                format!("N×{} (batch × features)", shape.c)
-            } else {
-                format!(
-                    "N×{}×{}×{} (batch × height × width × channels)",
-                    shape.h, shape.w, shape.c
-                )
-            };
-            return Err(RunError::InputShape {
-                input: name,
-                expected,
-                found: Dims::of(dims),
-            });
-        }
-        let n = dims[0];
-        match batch {
-            None if n == 0 => return Err(RunError::EmptyBatch),
-            None => batch = Some(n),
-            Some(first) if first != n => {
-                return Err(RunError::BatchMismatch {
-                    input: name,
-                    batch: n,
-                    first,
-                })
-            }
-            Some(_) => {}
-        }
-    }
-    // A network without inputs computes one result.
-    Ok(batch.unwrap_or(1))
-}
-
 fn input_name(graph: &Graph, id: NodeId) -> String {
     graph.nodes[id]
         .op
@@ -249,7 +137,8 @@ fn input_name(graph: &Graph, id: NodeId) -> String {
 /// What an op's reference forward may ask about the node it computes.
 pub struct Forward<'a> {
     graph: &'a Graph,
-    weights: &'a Weights,
+    /// Learned tensors by name, overriding the graph's constants (`run`, the trainer).
+    weights: Option<&'a Weights>,
     id: NodeId,
     /// The network's inputs, for `input` nodes.
     pub inputs: &'a [ArrayD<f32>],
@@ -282,53 +171,59 @@ impl<'a> Forward<'a> {
         RunError::Malformed(format!("{} ({op}): {what}", self.id))
     }
 
-    /// A weight tensor of the node, from its literal values or from the weights, checked
-    /// against the shape the layer needs.
+    /// A constant of the node (`weight`, `bias`, `running_mean`, …) of the shape the layer
+    /// needs: the graph's constant, or for a learned one the tensor of that name when the run
+    /// was given weights by name.
     pub fn tensor(
         &self,
         suffix: &str,
         expected: &[usize],
-        literal: Option<&Literal>,
     ) -> Result<CowArray<'a, f32, IxDyn>, RunError> {
         let (graph, id) = (self.graph, self.id);
-        let name = graph.tensor_name(id, suffix);
-        let wrong_shape = |found: &[usize]| RunError::WeightShape {
-            name: name.clone(),
-            found: Dims::of(found),
-            expected: Dims::of(expected),
-            layer: describe_layer(graph, id),
-            node: id,
-        };
-        if let Some(literal) = literal {
-            // A literal may leave out leading dimensions of size 1 (inference checked that
-            // the rest agree), so its values in row-major order are exactly the full tensor's.
-            let array = ArrayD::from_shape_vec(IxDyn(expected), literal.values.clone())
-                .map_err(|_| wrong_shape(&literal.shape))?;
-            return Ok(CowArray::from(array));
-        }
-        let Some(array) = self.weights.get(&name) else {
-            return Err(RunError::MissingWeight {
-                name: name.clone(),
+        let constant = graph
+            .node_const(id, suffix)
+            .map(|c| &graph.consts[c])
+            .ok_or_else(|| self.malformed(&format!("it has no constant `{suffix}`")))?;
+        let wrong_shape = |found: &[usize]| {
+            RunError::Weights(WeightsError::WrongShape {
+                name: constant.name.clone(),
+                found: Dims::of(found),
                 expected: Dims::of(expected),
                 layer: describe_layer(graph, id),
                 node: id,
-            });
+            })
         };
-        if array.shape() != expected {
-            return Err(wrong_shape(array.shape()));
+        match self.weights {
+            Some(weights) if constant.learned => {
+                let array = weights.get(&constant.name).ok_or_else(|| {
+                    RunError::Weights(WeightsError::Missing {
+                        name: constant.name.clone(),
+                        expected: Dims::of(expected),
+                        node: id,
+                        layer: describe_layer(graph, id),
+                        found_as: None,
+                    })
+                })?;
+                if array.shape() != expected {
+                    return Err(wrong_shape(array.shape()));
+                }
+                Ok(CowArray::from(array.view()))
+            }
+            _ => {
+                // A literal may leave out leading dimensions of size 1, so only its count
+                // must agree; its values in row-major order are exactly the full tensor's.
+                let values = constant.values();
+                let array = ndarray::ArrayView::from_shape(IxDyn(expected), values)
+                    .map_err(|_| wrong_shape(&constant.shape))?;
+                Ok(CowArray::from(array))
+            }
         }
-        Ok(CowArray::from(array.view()))
     }
 
     /// A conv's or dense layer's bias of `n` values, if it has one (learned or literal).
-    pub fn bias(
-        &self,
-        n: usize,
-        learned: bool,
-        literal: Option<&Literal>,
-    ) -> Result<Option<CowArray<'a, f32, IxDyn>>, RunError> {
-        if learned || literal.is_some() {
-            self.tensor("bias", &[n], literal).map(Some)
+    pub fn bias(&self, n: usize) -> Result<Option<CowArray<'a, f32, IxDyn>>, RunError> {
+        if self.graph.node_const(self.id, "bias").is_some() {
+            self.tensor("bias", &[n]).map(Some)
         } else {
             Ok(None)
         }
@@ -338,7 +233,7 @@ impl<'a> Forward<'a> {
 /// Computes node `id` from its arguments.
 fn eval(
     graph: &Graph,
-    weights: &Weights,
+    weights: Option<&Weights>,
     id: NodeId,
     args: &[&Tensor],
     inputs: &[ArrayD<f32>],

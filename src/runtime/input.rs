@@ -14,7 +14,7 @@ use super::npy::{parse_npy, NpyArray, NpyError};
 use super::rng::SplitMix64;
 use super::{Dims, MAX_ELEMENTS};
 use crate::diag::{Code, Diagnostic};
-use crate::graph::{Graph, NodeId, Op, Preprocess, Shape};
+use crate::graph::{Graph, NodeId, Preprocess, Shape};
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, RgbImage};
 use ndarray::{ArrayD, Axis, IxDyn};
@@ -103,10 +103,10 @@ impl InputError {
 
 /// The name an input is declared with, for messages.
 pub fn input_name(graph: &Graph, id: NodeId) -> String {
-    match &graph.nodes[id].op {
-        Op::Input { name, .. } => name.clone(),
-        _ => id.to_string(),
-    }
+    graph.nodes[id]
+        .op
+        .input_name()
+        .map_or_else(|| id.to_string(), str::to_string)
 }
 
 /// The name, shape and preprocessing of the network's `input_idx`-th input.

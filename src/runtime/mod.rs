@@ -15,6 +15,7 @@
 mod input;
 mod npy;
 pub(crate) mod rng;
+mod run_error;
 pub(crate) mod safetensors_io;
 mod weights;
 
@@ -22,8 +23,9 @@ pub use input::{input_name, load_input, preprocess_image, synthetic_input, Input
 pub use npy::{
     check_output_path, npy_bytes, parse_npy, parse_npy_integers, write_npy, NpyArray, NpyError,
 };
+pub use run_error::{check_batch, RunError};
 pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
-pub use weights::{Weights, WeightsError};
+pub use weights::{bind, bind_present, learned_weights, seed, Weights, WeightsError};
 
 pub(crate) use input::normalization;
 pub(crate) use weights::describe_layer;

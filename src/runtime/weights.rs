@@ -1,15 +1,18 @@
-//! The tensors a network runs with, by full PyTorch name, and their deterministic seeded
-//! initialization.
+//! The tensors a network runs with, by full PyTorch name, their deterministic seeded
+//! initialization, and the boundary where they meet the graph's constants.
 //!
 //! `Weights` is deliberately dumb: an ordered map from names like `layer1.0.conv1.weight`
-//! (exactly as [`Graph::named_params`] spells them) to arrays in PyTorch's layout. Checking
-//! a set of weights against a graph happens where the weights enter — when a file is loaded
-//! (`safetensors_io.rs`) and when a graph is run (`reference`) — so both can name the layer.
+//! (exactly as [`Graph::named_params`] spells them) to arrays in PyTorch's layout — the form
+//! of a weights file and of what a trainer updates. Inside the compiler weights are the
+//! graph's constants (`graph::constants`); [`bind`] checks a `Weights` against them once
+//! (missing, wrong shape: [`WeightsError`], the error the file loader also reports wrong
+//! dtypes and unused tensors with), [`seed`] reseeds them, [`learned_weights`] gives the
+//! name-keyed view back.
 
-use super::rng::SplitMix64;
 use super::{Dims, MAX_ELEMENTS};
 use crate::diag::{Code, Diagnostic};
-use crate::graph::{Graph, Init, NodeId};
+use crate::graph::constants::seeded_values;
+use crate::graph::{ConstSource, Graph, Init, NodeId};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::io;
@@ -254,21 +257,104 @@ pub(crate) fn seeded_tensor(
     seed: u64,
 ) -> ArrayD<f32> {
     let numel: usize = shape.iter().product();
-    let constant = |value: f32| ArrayD::from_elem(IxDyn(shape), value);
     // A tensor the layer does not declare (which callers never ask for) starts at zero.
     let init = graph
         .params(node)
         .into_iter()
         .find(|spec| spec.name == suffix)
         .map_or(Init::Constant(0.0), |spec| spec.init);
-    match init {
-        Init::Constant(value) => constant(value),
-        Init::Uniform { fan_in } => {
-            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            let mut rng = SplitMix64::for_stream(seed, full_name);
-            let values: Vec<f32> = (0..numel).map(|_| rng.uniform(-bound, bound)).collect();
-            // The element count is the product of `shape`, so the shape always fits.
-            ArrayD::from_shape_vec(IxDyn(shape), values).unwrap_or_else(|_| constant(0.0))
+    let values = seeded_values(init, seed, full_name, numel);
+    // The element count is the product of `shape`, so the shape always fits.
+    ArrayD::from_shape_vec(IxDyn(shape), values)
+        .unwrap_or_else(|_| ArrayD::from_elem(IxDyn(shape), 0.0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weights and the graph's constants: the boundary between name-keyed tensors and the graph
+
+/// Reseeds `graph`'s learned constants with `seed` (their numbers are generated when first
+/// needed); an error when they would hold more than cnnc's limit of numbers.
+pub fn seed(graph: &mut Graph, seed: u64) -> Result<(), WeightsError> {
+    let total = graph
+        .consts
+        .values()
+        .filter(|c| c.learned)
+        .fold(0u64, |sum, c| sum.saturating_add(c.numel() as u64));
+    if total > MAX_ELEMENTS {
+        return Err(WeightsError::TooLarge {
+            network: graph.name.clone(),
+            elements: total,
+        });
+    }
+    graph.seed_constants(seed);
+    Ok(())
+}
+
+/// Binds `weights` to `graph`: every learned constant takes the tensor of its name, which
+/// must exist and have its shape. Tensors no layer uses are not looked at (the file loader
+/// reports them, where `--strict` decides).
+pub fn bind(graph: &mut Graph, weights: &Weights) -> Result<(), WeightsError> {
+    for node in graph.nodes.keys() {
+        for &(_, id) in &graph.nodes[node].consts {
+            let constant = &graph.consts[id];
+            if !constant.learned {
+                continue;
+            }
+            let Some(tensor) = weights.get(&constant.name) else {
+                return Err(WeightsError::Missing {
+                    name: constant.name.clone(),
+                    expected: Dims::of(&constant.shape),
+                    node,
+                    layer: describe_layer(graph, node),
+                    found_as: None,
+                });
+            };
+            if tensor.shape() != constant.shape.as_slice() {
+                return Err(WeightsError::WrongShape {
+                    name: constant.name.clone(),
+                    found: Dims::of(tensor.shape()),
+                    expected: Dims::of(&constant.shape),
+                    node,
+                    layer: describe_layer(graph, node),
+                });
+            }
         }
     }
+    bind_present(graph, weights);
+    Ok(())
+}
+
+/// Binds the tensors of `weights` that name a learned constant with its shape; the other
+/// constants keep their sources.
+pub fn bind_present(graph: &mut Graph, weights: &Weights) {
+    for constant in graph.consts.values_mut() {
+        if !constant.learned {
+            continue;
+        }
+        if let Some(tensor) = weights.get(&constant.name) {
+            if tensor.shape() == constant.shape.as_slice() {
+                let values: Vec<f32> = tensor.iter().copied().collect();
+                constant.set_source(ConstSource::Values(values.into()));
+            }
+        }
+    }
+}
+
+/// The learned constants of `graph` as name-keyed weights, in `state_dict` order, generating
+/// (or folding) the numbers of those that have none yet.
+pub fn learned_weights(graph: &Graph) -> Weights {
+    let mut weights = Weights::new();
+    for node in graph.nodes.values() {
+        for &(_, id) in &node.consts {
+            let constant = &graph.consts[id];
+            if !constant.learned {
+                continue;
+            }
+            let values = constant.values().to_vec();
+            if let Ok(tensor) = ArrayD::from_shape_vec(IxDyn(&constant.shape), values) {
+                weights.insert(constant.name.clone(), tensor);
+            }
+        }
+    }
+    weights
 }

@@ -21,7 +21,7 @@
 //! is a permutation from its own stream. Both are the same on every platform.
 
 use super::data_error::DataError;
-use crate::graph::{Graph, Op, Preprocess, Shape};
+use crate::graph::{Graph, Preprocess, Shape};
 use crate::runtime::rng::SplitMix64;
 use ndarray::{ArrayD, IxDyn};
 use std::path::PathBuf;
@@ -49,10 +49,10 @@ impl InputSpec {
                 n_inputs: graph.inputs.len(),
             });
         };
-        let name = match &graph.nodes[*input].op {
-            Op::Input { name, .. } => name.clone(),
-            _ => "#0".to_string(),
-        };
+        let name = graph.nodes[*input]
+            .op
+            .input_name()
+            .map_or_else(|| "#0".to_string(), str::to_string);
         let spec = InputSpec {
             name,
             shape: graph.shape(*input),

@@ -39,7 +39,7 @@ fn batches_on_several_threads_match_one_thread_and_the_reference() {
     let graph = every_kernel_kind();
     let mut optimized = graph.clone();
     let mut optimized_weights = weights_for(&optimized);
-    cnnc::opt::optimize(&mut optimized, &mut optimized_weights, &Default::default())
+    cnnc::opt::optimize_weights(&mut optimized, &mut optimized_weights, &Default::default())
         .expect("passes");
     let variants = [
         (graph, weights_for(&every_kernel_kind()), Winograd::Always),

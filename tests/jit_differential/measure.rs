@@ -142,7 +142,7 @@ fn measure_standard_networks() {
         let compilation = driver::compile(program, &Select::All);
         let mut graph = compilation.graphs().next().expect("one network").clone();
         let mut weights = Weights::seeded(&graph, 1).expect("weights");
-        cnnc::opt::optimize(&mut graph, &mut weights, &Default::default()).expect("passes");
+        cnnc::opt::optimize_weights(&mut graph, &mut weights, &Default::default()).expect("passes");
         let inputs = inputs_for(&graph, 1);
         let options = CodegenOptions {
             checked: false,

@@ -56,7 +56,7 @@ fn one_by_one_convolutions_as_one_row_of_pixels() {
     for (source, split) in CASES {
         let mut graph = graph_of(source);
         let mut weights = weights_for(&graph);
-        cnnc::opt::optimize(&mut graph, &mut weights, &Default::default()).expect("passes");
+        cnnc::opt::optimize_weights(&mut graph, &mut weights, &Default::default()).expect("passes");
         let loops = cnnc::lower::emit_loops(&graph).expect("lowers");
         assert!(loops.contains(split), "{source}: no `{split}`\n{loops}");
         for batch in [1, 3] {

@@ -114,7 +114,7 @@ fn winograd_with_a_fused_residual_and_relu() {
     network t(x: 13x10x20) { x -> r: res() }";
     let mut graph = graph_of(source);
     let mut weights = weights_for(&graph);
-    cnnc::opt::optimize(&mut graph, &mut weights, &Default::default()).expect("passes");
+    cnnc::opt::optimize_weights(&mut graph, &mut weights, &Default::default()).expect("passes");
     let residual = graph
         .nodes
         .values()

@@ -59,7 +59,7 @@ impl OpRule for BatchNormAttrs {
 
     fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
         let c = [cx.shape.c];
-        let get = |suffix| cx.tensor(suffix, &c, None);
+        let get = |suffix| cx.tensor(suffix, &c);
         let (weight, bias) = (get("weight")?, get("bias")?);
         let (mean, var) = (get("running_mean")?, get("running_var")?);
         Ok(batch_norm(
@@ -123,7 +123,7 @@ impl super::gradient::GradRule for BatchNormAttrs {
             return self.reference_forward(cx, args);
         }
         let c = [cx.shape.c];
-        let (weight, bias) = (cx.tensor("weight", &c, None)?, cx.tensor("bias", &c, None)?);
+        let (weight, bias) = (cx.tensor("weight", &c)?, cx.tensor("bias", &c)?);
         let x = cx.arg(args, 0)?;
         let (mean, var) = batch_statistics(x);
         let mut y = x.clone();
@@ -148,12 +148,12 @@ impl super::gradient::GradRule for BatchNormAttrs {
     ) -> Result<super::gradient::Gradients, RunError> {
         let channels = cx.shape.c;
         let c = [channels];
-        let weight = cx.tensor("weight", &c, None)?;
+        let weight = cx.tensor("weight", &c)?;
         let x = cx.arg(args, 0)?;
         let (mean, var) = if mode.training {
             batch_statistics(x)
         } else {
-            let get = |suffix| cx.tensor(suffix, &c, None);
+            let get = |suffix| cx.tensor(suffix, &c);
             let (mean, var) = (get("running_mean")?, get("running_var")?);
             (
                 mean.iter().map(|&v| f64::from(v)).collect(),

@@ -315,8 +315,8 @@ impl OpRule for ConvAttrs {
 
     fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
         let weight_shape = self.weight_shape(cx.input_shape().c);
-        let weight = cx.tensor("weight", &weight_shape, self.weights.as_ref())?;
-        let bias = cx.bias(self.filters, self.bias, self.bias_values.as_ref())?;
+        let weight = cx.tensor("weight", &weight_shape)?;
+        let bias = cx.bias(self.filters)?;
         let shape = cx.shape;
         // A residual conv's skip tensor must match the output exactly; indexing it with the
         // output's coordinates is then in bounds.
@@ -446,10 +446,10 @@ impl super::gradient::GradRule for ConvAttrs {
     ) -> Result<super::gradient::Gradients, RunError> {
         let x = cx.arg(args, 0)?;
         let weight_shape = self.weight_shape(cx.input_shape().c);
-        let weight = cx.tensor("weight", &weight_shape, self.weights.as_ref())?;
+        let weight = cx.tensor("weight", &weight_shape)?;
         let grad = match self.activation {
             Some(act) => {
-                let bias = cx.bias(self.filters, self.bias, self.bias_values.as_ref())?;
+                let bias = cx.bias(self.filters)?;
                 let skip = if self.residual {
                     Some(cx.arg(args, 1)?)
                 } else {

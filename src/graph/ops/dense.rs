@@ -96,8 +96,8 @@ impl OpRule for DenseAttrs {
 
     fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
         let in_features = cx.input_shape().c;
-        let weight = cx.tensor("weight", &[self.units, in_features], self.weights.as_ref())?;
-        let bias = cx.bias(self.units, self.bias, self.bias_values.as_ref())?;
+        let weight = cx.tensor("weight", &[self.units, in_features])?;
+        let bias = cx.bias(self.units)?;
         Ok(dense(
             cx.arg(args, 0)?,
             &weight,
@@ -148,8 +148,8 @@ impl super::gradient::GradRule for DenseAttrs {
     ) -> Result<super::gradient::Gradients, RunError> {
         let x = cx.arg(args, 0)?;
         let features = cx.input_shape().c;
-        let weight = cx.tensor("weight", &[self.units, features], self.weights.as_ref())?;
-        let bias = cx.bias(self.units, self.bias, self.bias_values.as_ref())?;
+        let weight = cx.tensor("weight", &[self.units, features])?;
+        let bias = cx.bias(self.units)?;
         let batch = x.dim().0;
         let grad = match self.activation {
             Some(act) => {

@@ -341,6 +341,46 @@ impl Op {
         }
     }
 
+    /// The numbers written in the source for a layer's tensors (`weights=`, `bias=` lists),
+    /// with the full shape each stands for: they become the node's constants. Exhaustive,
+    /// so a new op says whether it has any.
+    pub fn literal_tensors(&self, input: Shape) -> Vec<(&'static str, Vec<usize>, &Literal)> {
+        let (weight_shape, channels, weights, bias) = match self {
+            Op::Conv(a) => (
+                a.weight_shape(input.c).to_vec(),
+                a.filters,
+                &a.weights,
+                &a.bias_values,
+            ),
+            Op::Dense(a) => (vec![a.units, input.c], a.units, &a.weights, &a.bias_values),
+            Op::Input { .. }
+            | Op::Pool(_)
+            | Op::GlobalPool(_)
+            | Op::AdaptiveAvgPool { .. }
+            | Op::Flatten
+            | Op::BatchNorm { .. }
+            | Op::Dropout { .. }
+            | Op::Identity
+            | Op::Activation(_)
+            | Op::Softmax
+            | Op::Add
+            | Op::Mul
+            | Op::Concat
+            | Op::ChannelShuffle(_)
+            | Op::Split(_)
+            | Op::Upsample(_)
+            | Op::Scalar(_) => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        if let Some(literal) = weights {
+            out.push(("weight", weight_shape, literal));
+        }
+        if let Some(literal) = bias {
+            out.push(("bias", vec![channels], literal));
+        }
+        out
+    }
+
     /// The name of a network input node.
     pub fn input_name(&self) -> Option<&str> {
         if let Op::Input { name, .. } = self {

@@ -1,70 +1,43 @@
-//! Packing the weights into the layouts the kernels index (`lower::ConstSpec`).
+//! Packing the graph's constants into the blobs the kernels index (`lower::ConstSpec`): the
+//! last step of lowering, after which nothing downstream needs the graph.
 //!
-//! Weights arrive in PyTorch's layouts, by full tensor name, or as literal values of the
-//! layer; each is checked against the shape the layer needs, and a missing or misshapen
-//! tensor is an error naming the layer, never a panic. Batch norm becomes a per-channel
-//! `scale, shift` pair computed in f64.
+//! Weights are the graph's constants, in PyTorch's layouts; a seeded or folded constant's
+//! numbers are computed here, on the packing thread that needs them, and not kept. Batch norm becomes
+//! its per-channel `scale, shift` pair (`BatchNormConstants::affine`), computed in f64.
 
-use super::winograd_pack;
-use super::CodegenError;
-use crate::graph::{Graph, Literal, NodeId, Op};
-use crate::lower::ConstSpec;
-use crate::runtime::{describe_layer, Dims, Weights};
+use super::program::{ConstSpec, LoopProgram, Storage};
+use super::{winograd_pack, LowerError};
+use crate::graph::{Graph, NodeId, Op};
+use crate::parallel::parallel_map;
 use std::borrow::Cow;
 
-/// A weight tensor of `node` in row-major order, from its literal or from `weights`.
+/// The constant `suffix` of `node` in row-major order, generated or folded now if it has not
+/// been yet, checked against the number of elements the layer needs.
 fn tensor<'a>(
-    graph: &Graph,
-    weights: &'a Weights,
+    graph: &'a Graph,
     node: NodeId,
     suffix: &str,
     expected: &[usize],
-    literal: Option<&'a Literal>,
-) -> Result<Cow<'a, [f32]>, CodegenError> {
-    let name = graph.tensor_name(node, suffix);
-    let numel: usize = expected.iter().product();
-    let wrong_shape = |found: &[usize]| CodegenError::WeightShape {
-        name: name.clone(),
-        found: Dims::of(found),
-        expected: Dims::of(expected),
-        layer: describe_layer(graph, node),
-        node,
-    };
-    if let Some(literal) = literal {
-        // A literal may omit leading dimensions of size 1, so only its count must agree.
-        if literal.values.len() != numel {
-            return Err(wrong_shape(&literal.shape));
-        }
-        return Ok(Cow::Borrowed(&literal.values));
-    }
-    let array = weights
-        .get(&name)
-        .ok_or_else(|| CodegenError::MissingWeight {
-            name: name.clone(),
-            expected: Dims::of(expected),
-            layer: describe_layer(graph, node),
+) -> Result<Cow<'a, [f32]>, LowerError> {
+    let id = graph
+        .node_const(node, suffix)
+        .ok_or_else(|| malformed(node, &format!("no constant `{suffix}`")))?;
+    let values = graph.consts[id].read();
+    if values.len() != expected.iter().product::<usize>() {
+        return Err(malformed(
             node,
-        })?;
-    if array.shape() != expected {
-        return Err(wrong_shape(array.shape()));
+            &format!("constant `{suffix}` has the wrong size"),
+        ));
     }
-    Ok(match array.as_slice() {
-        Some(values) => Cow::Borrowed(values),
-        None => Cow::Owned(array.iter().copied().collect()),
-    })
+    Ok(values)
 }
 
-fn malformed(node: NodeId, what: &str) -> CodegenError {
-    CodegenError::Malformed(format!("{node}: {what}"))
+fn malformed(node: NodeId, what: &str) -> LowerError {
+    LowerError::Malformed(format!("{node}: {what}"))
 }
 
 /// The data of one constant buffer of `len` elements.
-pub(super) fn pack(
-    graph: &Graph,
-    weights: &Weights,
-    spec: &ConstSpec,
-    len: usize,
-) -> Result<Vec<f32>, CodegenError> {
+fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
     match spec {
         &ConstSpec::ConvWeight { node, panel } => {
@@ -80,14 +53,7 @@ pub(super) fn pack(
             let n_panels = out_g.div_ceil(panel.max(1));
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, in_g, kh, kw];
-            let w = tensor(
-                graph,
-                weights,
-                node,
-                "weight",
-                &shape,
-                attrs.weights.as_ref(),
-            )?;
+            let w = tensor(graph, node, "weight", &shape)?;
             for f in 0..attrs.filters {
                 let (g, oc) = (f / out_g, f % out_g);
                 let (p, lane) = (oc / panel, oc % panel);
@@ -112,14 +78,7 @@ pub(super) fn pack(
             };
             let in_c = graph.input_shape(node).c;
             let shape = [attrs.filters, in_c, 3, 3];
-            let w = tensor(
-                graph,
-                weights,
-                node,
-                "weight",
-                &shape,
-                attrs.weights.as_ref(),
-            )?;
+            let w = tensor(graph, node, "weight", &shape)?;
             winograd_pack::transform_filters(&w, attrs.filters, in_c, panel, &mut out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }
@@ -135,14 +94,7 @@ pub(super) fn pack(
             };
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, 1, kh, kw];
-            let w = tensor(
-                graph,
-                weights,
-                node,
-                "weight",
-                &shape,
-                attrs.weights.as_ref(),
-            )?;
+            let w = tensor(graph, node, "weight", &shape)?;
             for c in 0..attrs.filters {
                 for ky in 0..kh {
                     for kx in 0..kw {
@@ -162,14 +114,7 @@ pub(super) fn pack(
                 return Err(malformed(node, "a conv bias of a layer that is not a conv"));
             };
             let shape = [attrs.filters];
-            let bias = tensor(
-                graph,
-                weights,
-                node,
-                "bias",
-                &shape,
-                attrs.bias_values.as_ref(),
-            )?;
+            let bias = tensor(graph, node, "bias", &shape)?;
             for (f, &value) in bias.iter().enumerate() {
                 let to = f / group_size * group_stride + f % group_size;
                 *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = value;
@@ -189,14 +134,7 @@ pub(super) fn pack(
             let features = graph.input_shape(node).c;
             let units = attrs.units;
             let shape = [units, features];
-            let w = tensor(
-                graph,
-                weights,
-                node,
-                "weight",
-                &shape,
-                attrs.weights.as_ref(),
-            )?;
+            let w = tensor(graph, node, "weight", &shape)?;
             let panel = panel.max(1);
             let last_width = (units % panel).next_multiple_of(4);
             for unit in 0..units {
@@ -220,32 +158,20 @@ pub(super) fn pack(
                 return Err(malformed(node, "a dense bias of a layer that is not dense"));
             };
             let shape = [attrs.units];
-            let bias = tensor(
-                graph,
-                weights,
-                node,
-                "bias",
-                &shape,
-                attrs.bias_values.as_ref(),
-            )?;
+            let bias = tensor(graph, node, "bias", &shape)?;
             out.get_mut(..bias.len())
                 .ok_or_else(|| malformed(node, "packing"))?
                 .copy_from_slice(&bias);
         }
         &ConstSpec::BatchNormScale { node, .. } | &ConstSpec::BatchNormShift { node, .. } => {
-            let Op::BatchNorm { eps } = graph.nodes[node].op else {
-                return Err(malformed(node, "batch norm data of another layer"));
+            let batch_norm = crate::opt::batch_norm_constants(graph, node)
+                .ok_or_else(|| malformed(node, "batch norm data of another layer"))?;
+            let affine = batch_norm.affine();
+            let values = match spec {
+                ConstSpec::BatchNormScale { .. } => affine.scale,
+                _ => affine.shift,
             };
-            let c = [graph.input_shape(node).c];
-            let get = |suffix| tensor(graph, weights, node, suffix, &c, None);
-            let (weight, bias) = (get("weight")?, get("bias")?);
-            let (mean, var) = (get("running_mean")?, get("running_var")?);
-            for ch in 0..c[0] {
-                let scale = f64::from(weight[ch]) / (f64::from(var[ch]) + eps).sqrt();
-                let value = match spec {
-                    ConstSpec::BatchNormScale { .. } => scale,
-                    _ => f64::from(bias[ch]) - f64::from(mean[ch]) * scale,
-                };
+            for (ch, value) in values.into_iter().enumerate() {
                 *out.get_mut(ch).ok_or_else(|| malformed(node, "packing"))? = value as f32;
             }
         }
@@ -255,4 +181,49 @@ pub(super) fn pack(
         }
     }
     Ok(out)
+}
+
+/// The packed data of a program's constant buffers, in buffer order: what the code
+/// generator fills the table's constant slots with.
+#[derive(Debug, Default)]
+pub struct PackedConstants {
+    pub blobs: Vec<(super::ir::BufferId, Box<[f32]>)>,
+}
+
+impl PackedConstants {
+    pub fn bytes(&self) -> usize {
+        self.blobs
+            .iter()
+            .map(|(_, blob)| blob.len() * std::mem::size_of::<f32>())
+            .sum()
+    }
+}
+
+/// Packs every constant buffer of `program` from `graph`'s constants, on up to `threads`
+/// threads: seeded and folded constants are computed here, so this is most of a large
+/// network's compile time.
+pub fn pack_constants(
+    graph: &Graph,
+    program: &LoopProgram,
+    threads: usize,
+) -> Result<PackedConstants, LowerError> {
+    let const_buffers: Vec<_> = program
+        .buffers
+        .values()
+        .filter_map(|buffer| match &buffer.storage {
+            Storage::Const(spec) => Some((buffer, spec)),
+            _ => None,
+        })
+        .collect();
+    let packed = parallel_map(
+        &const_buffers,
+        threads,
+        || (),
+        |(), &(buffer, spec)| pack(graph, spec, buffer.len),
+    );
+    let mut blobs = Vec::with_capacity(packed.len());
+    for (&(buffer, _), data) in const_buffers.iter().zip(packed) {
+        blobs.push((buffer.id, data?.into_boxed_slice()));
+    }
+    Ok(PackedConstants { blobs })
 }

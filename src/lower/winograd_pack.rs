@@ -2,7 +2,7 @@
 //! every filter and input channel, computed in f64 when the weights are packed, so that the
 //! kernels' only rounding of it is the final one to f32.
 
-use crate::lower::winograd::ALPHA;
+use super::winograd::ALPHA;
 
 /// Packs `w` (`[filters][in_c][3][3]`, row-major) transformed into `out` as
 /// `[point][panel][in][panel]` (`point = 6·a + b` for `U[a][b]`), panels of `panel` filters.
