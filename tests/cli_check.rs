@@ -284,3 +284,51 @@ fn non_utf8_file_names_the_bad_byte() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The preprocessing `cnnc run` and `cnnc train` accept passes `check`: one mean/std value
+/// for every channel, a crop equal to the input, a resize whose shorter side is the input's
+/// (the longer side follows the image), a crop to the size before the padding, and no
+/// resize at all (run resizes to the input). Each changed by one gives `error[preprocess]`.
+#[test]
+fn preprocess_accepted_at_the_boundaries() {
+    let dir = std::env::temp_dir().join(format!("cnnc-preprocess-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        (
+            "8x8x3",
+            "mean: [0.5], std: [0.25]",
+            "mean: [0.5, 0.5], std: [0.25]",
+        ),
+        ("8x8x3", "resize: 10, crop: 8", "resize: 10, crop: 9"),
+        ("8x8x3", "resize: 8, crop: 8", "resize: 7, crop: 8"),
+        ("8x12x3", "resize: 8", "resize: 12"),
+        (
+            "12x12x1",
+            "pad: 2, resize: 9, crop: 8",
+            "pad: 2, resize: 9, crop: 12",
+        ),
+        ("12x12x1", "pad: 5", "pad: 6"),
+        ("8x8x3", "std: [1.0, 2.0, 0.5]", "std: [1.0, 2.0, -0.5]"),
+    ];
+    for (i, (shape, good, bad)) in cases.iter().enumerate() {
+        for (args, accepted) in [(good, true), (bad, false)] {
+            let path = dir.join(format!("case{i}_{accepted}.cnn"));
+            let text = format!(
+                "network n(x: {shape}) {{\n    preprocess({args})\n    x -> conv(4, 3)\n}}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            let out = cnnc(&["check", path.to_str().unwrap()]);
+            if accepted {
+                assert_eq!(out.code, 0, "{shape} {args}: {}", out.stderr);
+            } else {
+                assert_eq!(out.code, 1, "{shape} {args} was accepted");
+                assert!(
+                    out.stderr.contains("error[preprocess]"),
+                    "{shape} {args}: {}",
+                    out.stderr
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

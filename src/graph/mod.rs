@@ -102,6 +102,8 @@ pub struct Preprocess {
 #[derive(Clone, Debug, Default)]
 pub struct NetworkMeta {
     pub preprocess: Option<Preprocess>,
+    /// Where `preprocess(...)` was declared, to point at both when it is declared twice.
+    pub preprocess_span: Option<Span>,
     /// The labels file named by `labels("...")`, resolved like an import.
     pub labels_file: Option<String>,
     /// Where `labels(...)` was declared, for diagnostics about the file.
