@@ -92,9 +92,9 @@ pub struct Preprocess {
     pub crop: Option<usize>,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
-    /// Black pixels added on each side of an image of the data set before it is normalized
-    /// (`pad: 2` feeds 28×28 digits to a 32×32 input); images given to `cnnc run` are
-    /// already the input's size.
+    /// Black pixels added on each side of an image, after resizing and cropping and before
+    /// normalization (`pad: 2` feeds 28×28 digits to a 32×32 input), in training and in
+    /// `cnnc run` alike.
     pub pad: usize,
 }
 

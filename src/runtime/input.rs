@@ -283,6 +283,21 @@ pub fn preprocess_image(
         });
     }
     let (mean, std) = normalization(preprocess, shape.c, name)?;
+    // `pad` black pixels surround the resized and cropped image, as in training, so the
+    // image itself is brought to the input's size less the padding.
+    let pad = preprocess.map_or(0, |p| p.pad);
+    let (inner_h, inner_w) = match (
+        shape.h.checked_sub(pad.saturating_mul(2)),
+        shape.w.checked_sub(pad.saturating_mul(2)),
+    ) {
+        (Some(h), Some(w)) if h > 0 && w > 0 => (h, w),
+        _ => {
+            return Err(InputError::Preprocess {
+                input: name.to_string(),
+                reason: format!("a padding of {pad} on each side leaves nothing of {shape}"),
+            })
+        }
+    };
     let mut rgb: RgbImage = image.to_rgb8();
     let too_large = |h: u64, w: u64| {
         h.saturating_mul(w).saturating_mul(3) > MAX_ELEMENTS
@@ -331,10 +346,10 @@ pub fn preprocess_image(
         if too_large(shape.h as u64, shape.w as u64) {
             return Err(InputError::TooLarge { batch: 1, shape });
         }
-        rgb = image::imageops::resize(&rgb, shape.w as u32, shape.h as u32, FilterType::Triangle);
+        rgb = image::imageops::resize(&rgb, inner_w as u32, inner_h as u32, FilterType::Triangle);
     }
     let (height, width) = (rgb.height() as usize, rgb.width() as usize);
-    if (height, width) != (shape.h, shape.w) {
+    if (height, width) != (inner_h, inner_w) {
         return Err(InputError::ImageSize {
             height,
             width,
@@ -343,7 +358,16 @@ pub fn preprocess_image(
         });
     }
 
-    let mut tensor = ArrayD::zeros(IxDyn(&[1, height, width, shape.c]));
+    let mut tensor = ArrayD::zeros(IxDyn(&[1, shape.h, shape.w, shape.c]));
+    if pad > 0 {
+        // The padding is black (0) before normalization, as torchvision's `Pad` then
+        // `Normalize`.
+        for mut pixel in tensor.lanes_mut(ndarray::Axis(3)) {
+            for (ch, value) in pixel.iter_mut().enumerate() {
+                *value = (0.0 - mean[ch]) / std[ch];
+            }
+        }
+    }
     for (x, y, pixel) in rgb.enumerate_pixels() {
         let [r, g, b] = pixel.0.map(|v| f32::from(v) / 255.0);
         let values = if shape.c == 1 {
@@ -351,8 +375,9 @@ pub fn preprocess_image(
         } else {
             vec![r, g, b]
         };
+        let (row, column) = (y as usize + pad, x as usize + pad);
         for (ch, value) in values.into_iter().enumerate() {
-            tensor[[0, y as usize, x as usize, ch]] = (value - mean[ch]) / std[ch];
+            tensor[[0, row, column, ch]] = (value - mean[ch]) / std[ch];
         }
     }
     Ok(tensor)

@@ -241,10 +241,12 @@ pub fn load_image_folder(
             n_classes,
         });
     }
-    // Decoded at [0, 1]: the mean and std are applied when a batch is built, after padding.
+    // Decoded at [0, 1] and unpadded: the padding, then the mean and std, are applied when a
+    // batch is built.
     let unit_preprocess = Preprocess {
         mean: Vec::new(),
         std: Vec::new(),
+        pad: 0,
         ..spec.preprocess.clone().unwrap_or_default()
     };
     let mut values = Vec::new();

@@ -484,6 +484,43 @@ fn png_and_jpeg_images_are_decoded_and_preprocessed() {
 }
 
 #[test]
+fn padded_inputs_get_a_black_border_as_in_training() {
+    // A 28×28 gradient on a 32×32 input with `pad: 2`: the image keeps its pixels (no
+    // stretching) inside a 2-pixel border of black, and both are normalized, as torchvision's
+    // Pad(2) then Normalize do.
+    let path = temp_path("digit.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([(x * 8 + y / 4) as u8]))
+        .save(&path)
+        .unwrap();
+    let (mean, std) = (0.1307f32, 0.3081f32);
+    let preprocess = Preprocess {
+        pad: 2,
+        mean: vec![mean],
+        std: vec![std],
+        ..Preprocess::default()
+    };
+    let graph = input_net(Shape::spatial(32, 32, 1), Some(preprocess));
+    let input = load_input(&path, &graph, 0).unwrap();
+    assert_eq!(input.shape(), &[1, 32, 32, 1]);
+    for row in 0..32 {
+        for column in 0..32 {
+            let inside = (2..30).contains(&row) && (2..30).contains(&column);
+            let pixel = if inside {
+                ((column - 2) * 8 + (row - 2) / 4) as f32 / 255.0
+            } else {
+                0.0
+            };
+            let want = (pixel - mean) / std;
+            let found = input[[0, row, column, 0]];
+            assert!(
+                (found - want).abs() < 1e-5,
+                "({row}, {column}): {found} vs {want}"
+            );
+        }
+    }
+}
+
+#[test]
 fn images_that_cannot_fit_the_input_are_errors() {
     let path = temp_path("wide.png");
     image::RgbImage::from_pixel(60, 30, image::Rgb([1, 2, 3]))
