@@ -12,6 +12,7 @@ pub mod json;
 pub mod run;
 pub mod summary;
 pub mod train;
+mod train_stage;
 pub mod weights;
 
 use crate::diag;

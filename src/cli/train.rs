@@ -6,8 +6,8 @@
 //! per epoch on standard output (loss, accuracy, validation, images/s, epoch time); with
 //! `--json`, one JSON object at the end instead of the lines.
 
-use super::engine::Backend;
-use super::eval::{self, class_names, engine_options, evaluate_weights, open_data};
+use super::eval::{self, class_names, open_data};
+use super::train_stage;
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, thousands, Code, Diagnostic};
 use crate::driver::Program;
@@ -18,9 +18,8 @@ use crate::train::checkpoint::{load_checkpoint, Progress};
 use crate::train::data::Dataset;
 use crate::train::optim::{Optimizer, OptimizerConfig};
 use crate::train::recipe::{Hyperparameters, OptimizerKind, Recipe, ScheduleSpec, Settings};
-use crate::train::trainer::{self, BatchProgress, EpochReport, RunOptions, TrainError};
+use crate::train::trainer::{EpochReport, RunOptions, TrainError};
 use serde_json::json;
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -104,6 +103,17 @@ pub struct TrainArgs {
     /// Print one JSON object with every epoch's figures at the end.
     #[arg(long)]
     pub json: bool,
+    /// Recompute the frozen layers for every batch instead of caching their output per image.
+    #[arg(long, conflicts_with = "cache")]
+    pub no_cache: bool,
+    /// Keep the cached frozen features in this folder (.npy and a key file), reused by a later
+    /// run whose network, weights, preprocessing and images are the same.
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Run only this stage of a recipe with `then:` stages (from 1), from --weights or
+    /// --resume; the flags apply to it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stage: Option<u64>,
 }
 
 pub fn run(args: &TrainArgs) -> u8 {
@@ -155,99 +165,138 @@ fn flags_recipe(args: &TrainArgs) -> Result<Recipe, Box<Diagnostic>> {
         schedule: args.schedule.as_deref().and_then(ScheduleSpec::from_name),
         seed: args.seed,
         clip: args.clip,
+        ..Recipe::default()
     })
 }
 
 fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec<Diagnostic>> {
     let one = |d: Box<Diagnostic>| vec![*d];
     let declared = graph.meta.train.clone().unwrap_or_default();
-    let settings = flags_recipe(args)
-        .map_err(one)?
-        .pipe(|flags| declared.overridden_by(&flags))
-        .and_then(|recipe| recipe.settings())
+    let flags = flags_recipe(args).map_err(one)?;
+    let first = args.stage.map_or(0, |n| n as usize - 1);
+    let recipes = declared
+        .stages(first, &flags)
         .map_err(|e| vec![e.diagnostic()])?;
+    if first >= recipes.len() {
+        return Err(vec![Diagnostic::global(
+            Code::Recipe,
+            format!(
+                "--stage {} asks for a stage the recipe does not have: it has {}",
+                first + 1,
+                recipes.len()
+            ),
+        )]);
+    }
+    if args.resume.is_some() && args.stage.is_none() && recipes.len() > 1 {
+        return Err(vec![Diagnostic::global(
+            Code::Checkpoint,
+            format!(
+                "--resume continues one stage, and this recipe has {}",
+                recipes.len()
+            ),
+        )
+        .with_help("say which with --stage N")]);
+    }
+    let stages: Vec<(usize, Settings, &Recipe)> = recipes
+        .iter()
+        .enumerate()
+        .skip(first)
+        .take(if args.stage.is_some() { 1 } else { usize::MAX })
+        .map(|(n, recipe)| recipe.settings().map(|s| (n, s, recipe)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| vec![e.diagnostic()])?;
+    let settings = stages[0].1.clone();
     if let Some(path) = &args.out {
         crate::runtime::check_output_path(path)
             .map_err(|e| vec![Diagnostic::global(Code::Checkpoint, e.to_string())])?;
     }
+    if let Some(dir) = args.cache.as_ref().filter(|dir| !dir.is_dir()) {
+        let error = crate::train::cache::CacheError::NotAFolder { path: dir.clone() };
+        return Err(vec![error.diagnostic()]);
+    }
     let (train_data, val_data) = open_datasets(args, graph, settings.seed).map_err(one)?;
-    let (mut weights, mut optimizer, progress, from) =
+    let (mut weights, mut optimizer, mut progress, from) =
         initial_state(args, program, graph, &settings)?;
 
     let threads = args
         .threads
         .map(|n| n as usize)
         .unwrap_or_else(super::engine::default_threads);
-    let options = RunOptions {
-        settings: settings.clone(),
-        shuffle: !args.no_shuffle,
-        max_steps: args.steps,
-        threads,
-        checkpoint: args.out.clone(),
-    };
-    if !args.json {
-        print_header(
-            graph,
-            &settings,
-            &train_data,
-            val_data.as_ref(),
-            &from,
-            threads,
-        );
+    // The layers each stage trains: the network's, less what the stages up to it unfreeze.
+    let mut stage_graph = graph.clone();
+    for recipe in &recipes[..first] {
+        train_stage::unfreeze(&mut stage_graph, &recipe.unfreeze);
     }
-    let engine = engine_options(Backend::Jit, Some(threads));
-    let eval_batch = settings.batch;
-    let mut validate = |w: &Weights| match &val_data {
-        None => Ok(None),
-        Some(data) => evaluate_weights(graph, w, data, eval_batch, &engine)
-            .map(Some)
-            .map_err(|d| TrainError::Evaluation(d.message)),
-    };
-    let live = std::io::stderr().is_terminal() && !args.json;
-    let mut on_batch = |p: &BatchProgress| {
-        if live {
-            eprint!(
-                "\r\x1b[2Kepoch {}/{}  batch {}/{}  loss {:.4}  accuracy {:.2}%  {} images/s",
-                p.epoch,
-                p.epochs,
-                p.batch,
-                p.n_batches,
-                p.loss,
-                100.0 * p.accuracy,
-                rate(p.images_per_second)
+    let mut all_reports: Vec<(usize, EpochReport)> = Vec::new();
+    let mut stages_json = Vec::new();
+    for (position, (number, settings, recipe)) in stages.iter().enumerate() {
+        train_stage::unfreeze(&mut stage_graph, &recipe.unfreeze);
+        if position == 0 {
+            if !args.json {
+                print_header(
+                    &stage_graph,
+                    settings,
+                    &train_data,
+                    val_data.as_ref(),
+                    &from,
+                    threads,
+                );
+            }
+        } else {
+            optimizer = Optimizer::new(settings.optimizer.clone())
+                .map_err(|e| vec![Diagnostic::global(Code::Recipe, e.to_string())])?;
+            progress = Progress::default();
+        }
+        if recipes.len() > 1 && !args.json {
+            print_stage(
+                &stage_graph,
+                *number + 1,
+                recipes.len(),
+                recipe,
+                settings,
+                threads,
             );
-            let _ = std::io::stderr().flush();
         }
-    };
-    let mut on_epoch = |r: &EpochReport| {
-        if live {
-            eprint!("\r\x1b[2K");
-        }
-        if !args.json {
-            println!("{}", epoch_line(r));
-        }
-    };
-    let result = trainer::train(
-        graph,
-        &mut weights,
-        &mut optimizer,
-        &train_data,
-        &options,
-        progress,
-        &mut validate,
-        &mut on_batch,
-        &mut on_epoch,
-    );
-    if live {
-        eprint!("\r\x1b[2K");
+        let options = RunOptions {
+            settings: settings.clone(),
+            shuffle: !args.no_shuffle,
+            max_steps: args.steps,
+            threads,
+            checkpoint: args.out.clone(),
+        };
+        let stage = train_stage::Stage {
+            args,
+            graph: &stage_graph,
+            train: &train_data,
+            val: val_data.as_ref(),
+            options,
+        };
+        let result =
+            train_stage::run_stage(&stage, &mut weights, &mut optimizer, progress.clone())?;
+        stages_json.push(json!({
+            "stage": number + 1,
+            "unfreeze": recipe.unfreeze.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            "optimizer": settings.optimizer.kind(),
+            "lr": settings.optimizer.lr(),
+            "epochs": settings.epochs,
+            "trainable_parameters": Summary::of(&stage_graph).trainable_parameters,
+            "features_cached": result.cache.as_ref().map(|c| c.json()),
+        }));
+        all_reports.extend(result.reports.into_iter().map(|r| (number + 1, r)));
     }
-    let reports = result.map_err(|e| vec![train_error_diagnostic(&e)])?;
     let names = val_data
         .as_ref()
         .map(|d| class_names(graph, d))
         .unwrap_or_default();
     if args.json {
-        let epochs: Vec<serde_json::Value> = reports.iter().map(epoch_json).collect();
+        let epochs: Vec<serde_json::Value> = all_reports
+            .iter()
+            .map(|(stage, r)| {
+                let mut e = epoch_json(r);
+                e["stage"] = json!(stage);
+                e
+            })
+            .collect();
         let out = json!({
             "network": graph.name,
             "optimizer": settings.optimizer.kind(),
@@ -256,12 +305,14 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             "seed": settings.seed,
             "threads": threads,
             "epochs": epochs,
+            "stages": stages_json,
+            "features_cached": stages_json.first().map(|s| s["features_cached"].clone()),
             "out": args.out.as_ref().map(|p| p.display().to_string()),
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return Ok(());
     }
-    if let Some(last) = reports.last().and_then(|r| r.validation.as_ref()) {
+    if let Some(last) = all_reports.last().and_then(|(_, r)| r.validation.as_ref()) {
         println!("validation after the last epoch:");
         eval::print_report(last, &names);
     }
@@ -271,13 +322,27 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
     Ok(())
 }
 
-/// `x.pipe(f)` = `f(x)`, to keep a chain of conversions readable.
-trait Pipe: Sized {
-    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
-        f(self)
-    }
+/// The line that starts a stage of a recipe with `then:` stages.
+fn print_stage(
+    graph: &Graph,
+    number: usize,
+    of: usize,
+    recipe: &Recipe,
+    settings: &Settings,
+    threads: usize,
+) {
+    let unfrozen: Vec<&str> = recipe.unfreeze.iter().map(|(p, _)| p.as_str()).collect();
+    let what = if unfrozen.is_empty() {
+        String::new()
+    } else {
+        format!("unfreeze {}; ", unfrozen.join(", "))
+    };
+    println!(
+        "stage {number}/{of}: {what}{} trainable parameters; {}",
+        thousands(Summary::of(graph).trainable_parameters),
+        recipe_line(settings, threads)
+    );
 }
-impl<T> Pipe for T {}
 
 fn open_datasets(
     args: &TrainArgs,
@@ -408,17 +473,21 @@ fn print_header(
             val.len()
         );
     }
+    println!("recipe: {}", recipe_line(settings, threads));
+}
+
+fn recipe_line(settings: &Settings, threads: usize) -> String {
     let clip = settings.clip.map_or(String::new(), |c| {
         format!(", gradients clipped to norm {c}")
     });
-    println!(
-        "recipe: {}, {} epoch(s), batch {}, schedule {}, seed {}{clip}; {threads} thread(s)",
+    format!(
+        "{}, {} epoch(s), batch {}, schedule {}, seed {}{clip}; {threads} thread(s)",
         describe_optimizer(&settings.optimizer),
         settings.epochs,
         settings.batch,
         describe_schedule(&settings.schedule),
         settings.seed
-    );
+    )
 }
 
 fn describe_schedule(schedule: &crate::train::schedule::Schedule) -> String {
@@ -434,7 +503,7 @@ fn describe_schedule(schedule: &crate::train::schedule::Schedule) -> String {
 
 /// Images per second: whole numbers, with a decimal below 10 (a ResNet on the reference
 /// engine trains at under one image a second).
-fn rate(per_second: f64) -> String {
+pub(super) fn rate(per_second: f64) -> String {
     if per_second < 10.0 {
         format!("{per_second:.1}")
     } else {
@@ -442,7 +511,7 @@ fn rate(per_second: f64) -> String {
     }
 }
 
-fn epoch_line(r: &EpochReport) -> String {
+pub(super) fn epoch_line(r: &EpochReport) -> String {
     let mut line = format!(
         "epoch {}/{}  loss {:.4}  accuracy {:.2}%",
         r.epoch,
@@ -484,7 +553,7 @@ fn epoch_json(r: &EpochReport) -> serde_json::Value {
     })
 }
 
-fn train_error_diagnostic(error: &TrainError) -> Diagnostic {
+pub(super) fn train_error_diagnostic(error: &TrainError) -> Diagnostic {
     match error {
         TrainError::Diverged { kept, .. } => {
             let diagnostic = Diagnostic::global(Code::Diverged, error.to_string())

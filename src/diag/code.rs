@@ -38,6 +38,7 @@ const DIAGNOSTICS: &str = "tests/diagnostics.rs";
 const TRAIN_DATA: &str = "tests/train_data.rs";
 const EXPORT_ONNX: &str = "tests/export_onnx.rs";
 const CLI_TRAIN: &str = "tests/cli_train.rs";
+const CLI_TRANSFER: &str = "tests/cli_transfer.rs";
 
 /// Defines [`Code`] and its tables from one row per code, so that a code cannot exist without
 /// its text, its title and its fixture, and [`Code::ALL`] cannot miss one.
@@ -159,6 +160,8 @@ codes! {
     Export = "export", "a network cannot be exported (file unwritable, model too large)", case(EXPORT_ONNX, "unwritable_path_is_a_diagnostic");
     Checkpoint = "checkpoint", "a checkpoint that cannot be read, written or resumed", case(TRAIN_DATA, "checkpoint_that_is_not_safetensors");
     Recipe = "recipe", "a training recipe setting that is unknown, out of range or for another optimizer", program("examples/bad/recipe_unknown_optimizer.cnn");
+    FeatureCache = "feature-cache", "the folder of `--cache` cannot hold the cached frozen features", case(CLI_TRANSFER, "a_cache_folder_that_does_not_exist_is_a_diagnostic");
+    Unfreeze = "unfreeze", "a training stage unfreezes a layer the network does not have frozen", program("examples/bad/recipe_unfreeze_unknown.cnn");
     Diverged = "diverged", "training stopped: the loss or the gradients became NaN or infinite", case(CLI_TRAIN, "divergence_names_the_step");
 }
 

@@ -251,6 +251,7 @@ impl<'a> Expander<'a> {
         // `let`) own no weights and are not run.
         self.graph.prune_unreachable();
         self.check_duplicate_paths();
+        self.check_unfreeze();
         if self.diags.iter().any(Diagnostic::is_error) {
             None
         } else {

@@ -18,7 +18,8 @@ use crate::diag::{Code, Diagnostic};
 use crate::syntax::ast::{Arg, Expr, ExprKind, Ident};
 use crate::train::recipe::{OptimizerKind, Recipe, ScheduleSpec};
 
-const KEYWORDS: [&str; 8] = [
+/// The settings of `train`, then `lr`, which is refused with its own message.
+const KEYWORDS: [&str; 10] = [
     "optimizer",
     "loss",
     "epochs",
@@ -26,6 +27,8 @@ const KEYWORDS: [&str; 8] = [
     "schedule",
     "seed",
     "clip",
+    "unfreeze",
+    "then",
     "lr",
 ];
 const LOSSES: [&str; 1] = ["cross_entropy"];
@@ -35,6 +38,18 @@ fn article(what: &str) -> String {
         Some('a' | 'e' | 'i' | 'o' | 'u') => format!("an {what}"),
         _ => format!("a {what}"),
     }
+}
+
+/// The first components of the frozen layers' paths (`layer1`, `layer2`, …), in order.
+fn frozen_tops(layers: &[(String, bool)]) -> Vec<String> {
+    let mut tops: Vec<String> = Vec::new();
+    for (path, frozen) in layers {
+        let top = path.split('.').next().unwrap_or(path);
+        if *frozen && !tops.iter().any(|t| t == top) {
+            tops.push(top.to_string());
+        }
+    }
+    tops.into_iter().map(|t| format!("`{t}`")).collect()
 }
 
 fn plural(what: &str) -> String {
@@ -51,6 +66,13 @@ impl Expander<'_> {
         if !self.declaration_allowed(callee) {
             return Value::Unit;
         }
+        let recipe = self.recipe_stage(args);
+        self.graph.meta.train = Some(recipe);
+        Value::Unit
+    }
+
+    /// The settings of one `train(...)` stage, with the stages after it.
+    fn recipe_stage(&mut self, args: &[Arg]) -> Recipe {
         let mut recipe = Recipe::default();
         let mut seen: Vec<String> = Vec::new();
         for arg in args {
@@ -121,15 +143,111 @@ impl Expander<'_> {
                         .map(|n| n as u64);
                 }
                 "clip" => recipe.clip = self.positive_number(&arg.value, "clip", false),
+                "unfreeze" => recipe.unfreeze = self.recipe_unfreeze(&arg.value),
+                "then" => recipe.then = self.recipe_then(&arg.value).map(Box::new),
                 other => {
-                    self.unknown_setting(keyword, "train", other, &KEYWORDS[..7]);
+                    self.unknown_setting(keyword, "train", other, &KEYWORDS[..9]);
                     continue;
                 }
             }
             seen.push(name.to_string());
         }
-        self.graph.meta.train = Some(recipe);
-        Value::Unit
+        recipe
+    }
+
+    /// `unfreeze: [layer4, "layer3.1"]`: layer paths, as names or (dotted) strings, read from
+    /// the syntax; checked against the network's layers once it is built
+    /// ([`Expander::check_unfreeze`]).
+    fn recipe_unfreeze(&mut self, expr: &Expr) -> Vec<(String, crate::source::Span)> {
+        let items = match &expr.kind {
+            ExprKind::List(items) => items.as_slice(),
+            _ => std::slice::from_ref(expr),
+        };
+        let mut paths = Vec::new();
+        for item in items {
+            match &item.kind {
+                ExprKind::Name(name) | ExprKind::Str(name) if !name.is_empty() => {
+                    paths.push((name.clone(), item.span))
+                }
+                _ => self.error(
+                    Diagnostic::error(
+                        Code::Unfreeze,
+                        item.span,
+                        "`unfreeze` takes the paths of layers, such as `[layer4]` or `[\"layer4.1\"]`",
+                    )
+                    .with_label("not a layer path"),
+                ),
+            }
+        }
+        paths
+    }
+
+    /// `then: train(...)`: the next stage.
+    fn recipe_then(&mut self, expr: &Expr) -> Option<Recipe> {
+        match &expr.kind {
+            ExprKind::Call { callee, args } if callee.name == "train" => {
+                Some(self.recipe_stage(args))
+            }
+            _ => {
+                self.error(
+                    Diagnostic::error(
+                        Code::Recipe,
+                        expr.span,
+                        "`then` is the next training stage, a `train(...)` of its own",
+                    )
+                    .with_label("expected `train(...)`")
+                    .with_help(
+                        "e.g. `then: train(unfreeze: [layer4], optimizer: sgd(lr: 1e-4), epochs: 3)`",
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Checks every stage's `unfreeze` against the built network: each path must name layers
+    /// of the network, and some of them must still be frozen when the stage starts.
+    pub(super) fn check_unfreeze(&mut self) {
+        let mut frozen: Vec<(String, bool)> = self
+            .graph
+            .nodes
+            .values()
+            .filter(|node| !node.path.is_empty())
+            .map(|node| (node.path.clone(), node.frozen))
+            .collect();
+        let mut stage = self.graph.meta.train.clone();
+        let mut number = 1;
+        while let Some(recipe) = stage {
+            for (path, span) in &recipe.unfreeze {
+                let under = |p: &str| p == path || p.starts_with(&format!("{path}."));
+                let matching: Vec<&mut (String, bool)> =
+                    frozen.iter_mut().filter(|(p, _)| under(p)).collect();
+                let message = if matching.is_empty() {
+                    format!("the network has no layer `{path}` to unfreeze")
+                } else if matching.iter().all(|(_, f)| !*f) {
+                    format!("`{path}` is not frozen when stage {number} starts: it trains already")
+                } else {
+                    for (_, f) in matching {
+                        *f = false;
+                    }
+                    continue;
+                };
+                let mut diagnostic = Diagnostic::error(Code::Unfreeze, *span, message)
+                    .with_label("nothing to unfreeze here");
+                let frozen_tops: Vec<String> = frozen_tops(&frozen);
+                diagnostic = if frozen_tops.is_empty() {
+                    diagnostic.with_note("no layer is frozen at this stage")
+                } else {
+                    diagnostic.with_note(format!(
+                        "the frozen layers at this stage are under {}",
+                        frozen_tops.join(", ")
+                    ))
+                };
+                self.error(diagnostic);
+            }
+            stage = recipe.then.map(|next| *next);
+            number += 1;
+        }
     }
 
     fn unknown_setting(&mut self, keyword: &Ident, of: &str, name: &str, known: &[&str]) {

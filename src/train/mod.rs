@@ -26,6 +26,7 @@
 //! checkpoint::save_checkpoint(path, weights, Some(&optimizer), &progress)
 //! ```
 
+pub mod cache;
 pub mod checkpoint;
 pub mod data;
 pub mod data_error;

@@ -11,6 +11,7 @@
 use super::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use super::schedule::Schedule;
 use crate::diag::{Code, Diagnostic};
+use crate::source::Span;
 use thiserror::Error;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -148,6 +149,12 @@ pub struct Recipe {
     pub seed: Option<u64>,
     /// Clip the gradients to this total 2-norm.
     pub clip: Option<f64>,
+    /// The layers (paths, `layer4` or `layer4.1`) this stage makes trainable before it
+    /// trains, with where each is written: `unfreeze: [layer4]`.
+    pub unfreeze: Vec<(String, Span)>,
+    /// The stage that trains after this one, `then: train(...)`: its settings not given are
+    /// this stage's (see [`Recipe::next_stage`]).
+    pub then: Option<Box<Recipe>>,
 }
 
 /// The settings a run uses, every one decided.
@@ -227,7 +234,45 @@ impl Recipe {
             schedule: flags.schedule.clone().or_else(|| self.schedule.clone()),
             seed: flags.seed.or(self.seed),
             clip: flags.clip.or(self.clip),
+            unfreeze: self.unfreeze.clone(),
+            then: self.then.clone(),
         })
+    }
+
+    /// The stages of this recipe in order, each with the settings it does not give taken
+    /// from the stage before (see [`Recipe::next_stage`]), and `flags` laid over stage
+    /// `flags_at` (from 0) before the stages after it inherit from it.
+    pub fn stages(&self, flags_at: usize, flags: &Recipe) -> Result<Vec<Recipe>, RecipeError> {
+        let mut stages: Vec<Recipe> = Vec::new();
+        let mut next = Some(self);
+        while let Some(stage) = next {
+            let mut effective = match stages.last() {
+                None => Recipe {
+                    then: None,
+                    ..stage.clone()
+                },
+                Some(before) => before.next_stage(stage)?,
+            };
+            if stages.len() == flags_at {
+                effective = effective.overridden_by(flags)?;
+            }
+            stages.push(effective);
+            next = stage.then.as_deref();
+        }
+        Ok(stages)
+    }
+
+    /// `stage` (a `then:` of this recipe) with the settings it does not give taken from this
+    /// one; its own `unfreeze`.
+    pub fn next_stage(&self, stage: &Recipe) -> Result<Recipe, RecipeError> {
+        let mut next = self.overridden_by(&Recipe {
+            then: None,
+            unfreeze: Vec::new(),
+            ..stage.clone()
+        })?;
+        next.unfreeze = stage.unfreeze.clone();
+        next.then = None;
+        Ok(next)
     }
 
     /// Every setting decided: the recipe's where given, the defaults elsewhere; checked.
