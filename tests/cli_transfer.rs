@@ -104,9 +104,9 @@ fn epoch_seconds(report: &Value) -> Vec<f64> {
 fn cached_features_train_the_weights_of_a_run_without_the_cache() {
     let base = small_base("base_same.safetensors");
     let (cached_out, plain_out) = (temp("cached.safetensors"), temp("plain.safetensors"));
-    let cached = train_small(&base, &cached_out, &[]);
+    let cached_report = train_small(&base, &cached_out, &[]);
     let plain = train_small(&base, &plain_out, &["--no-cache"]);
-    let features = &cached["features_cached"];
+    let features = &cached_report["features_cached"];
     assert_eq!(
         features["images"], 768,
         "512 training + 256 validation digits"
@@ -115,7 +115,7 @@ fn cached_features_train_the_weights_of_a_run_without_the_cache() {
     assert_eq!(plain["features_cached"], Value::Null);
     eprintln!(
         "epoch seconds, cached {:?} (caching {:.3} s), not cached {:?}",
-        epoch_seconds(&cached),
+        epoch_seconds(&cached_report),
         features["seconds"].as_f64().unwrap_or(0.0),
         epoch_seconds(&plain)
     );
@@ -149,6 +149,29 @@ fn cached_features_train_the_weights_of_a_run_without_the_cache() {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "{name} differs by {worst} (relative)");
     }
+    // Validation ran the head on cached features; `eval` runs the whole network.
+    let last = cached_report["epochs"][2]["validation"].clone();
+    let eval = ok_json(&cnnc(&[
+        "eval",
+        SMALL,
+        "--net",
+        "small_transfer",
+        "--weights",
+        &cached_out,
+        "--data",
+        TEST,
+        "--batch",
+        "32",
+        "--threads",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(eval["accuracy"], last["accuracy"]);
+    let (a, b) = (eval["loss"].as_f64(), last["loss"].as_f64());
+    assert!(
+        (a.unwrap_or(0.0) - b.unwrap_or(1.0)).abs() < 1e-6,
+        "{a:?} {b:?}"
+    );
 }
 
 #[test]
@@ -316,4 +339,106 @@ fn transfer_example_trains_the_head_then_layer4() {
         }
     }
     assert!(unchanged > 60, "{unchanged} frozen tensors compared");
+}
+
+const STAGES: &str = "tests/data/train/small_stages.cnn";
+
+/// The two stages in one run, and stage 1 then `--stage 2` from its checkpoint, end with the
+/// same weights: a stage starts from the weights alone (a fresh optimizer, its own epochs).
+#[test]
+fn stages_run_one_by_one_give_the_weights_of_one_run() {
+    let base = temp("stages_base.safetensors");
+    let made = cnnc(&[
+        "weights", STAGES, "--net", "base", "--seed", "3", "--out", &base,
+    ]);
+    assert_eq!(made.code, 0, "{}", transcript(&made));
+    let common = ["--data", TRAIN, "--threads", "1", "--json"];
+    let whole = temp("stages_whole.safetensors");
+    let mut args = vec!["train", STAGES, "--net", "small_stages", "--weights", &base];
+    args.extend(["--allow-missing", "head", "--out", &whole]);
+    args.extend(common);
+    let report = ok_json(&cnnc(&args));
+    let stages = report["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 2);
+    assert_eq!(stages[0]["trainable_parameters"], 1450);
+    assert_eq!(stages[1]["trainable_parameters"], 1450 + 4 * 25 + 4 + 8);
+    assert_ne!(stages[0]["features_cached"], Value::Null);
+    assert_eq!(
+        stages[1]["features_cached"],
+        Value::Null,
+        "nothing is frozen"
+    );
+
+    let first = temp("stages_1.safetensors");
+    let mut args = vec!["train", STAGES, "--net", "small_stages", "--weights", &base];
+    args.extend(["--allow-missing", "head", "--stage", "1", "--out", &first]);
+    args.extend(common);
+    let one = ok_json(&cnnc(&args));
+    assert_eq!(one["stages"].as_array().map(Vec::len), Some(1));
+    let second = temp("stages_2.safetensors");
+    let mut args = vec![
+        "train",
+        STAGES,
+        "--net",
+        "small_stages",
+        "--weights",
+        &first,
+    ];
+    args.extend(["--stage", "2", "--out", &second]);
+    args.extend(common);
+    let two = ok_json(&cnnc(&args));
+    assert_eq!(two["stages"][0]["stage"], 2);
+    assert_eq!(two["stages"][0]["lr"], 0.01);
+
+    let (whole, split, start) = (checkpoint(&whole), checkpoint(&second), checkpoint(&base));
+    for (name, tensor) in whole.weights.iter() {
+        let other = split.weights.get(name).expect("written");
+        assert!(bit_identical(tensor, other), "{name} differs");
+    }
+    let conv = "features.c1.weight";
+    let moved = start.weights.get(conv).expect("base");
+    assert!(!bit_identical(
+        moved,
+        whole.weights.get(conv).expect("trained")
+    ));
+}
+
+#[test]
+fn stage_flags_are_checked() {
+    let beyond = cnnc(&[
+        "train",
+        STAGES,
+        "--net",
+        "small_stages",
+        "--data",
+        TRAIN,
+        "--stage",
+        "3",
+    ]);
+    assert_eq!(beyond.code, 1);
+    assert!(
+        beyond
+            .stderr
+            .contains("--stage 3 asks for a stage the recipe does not have: it has 2"),
+        "{}",
+        beyond.stderr
+    );
+    let resume = cnnc(&[
+        "train",
+        STAGES,
+        "--net",
+        "small_stages",
+        "--data",
+        TRAIN,
+        "--resume",
+        "x.safetensors",
+    ]);
+    assert_eq!(resume.code, 1);
+    assert!(
+        resume
+            .stderr
+            .contains("--resume continues one stage, and this recipe has 2"),
+        "{}",
+        resume.stderr
+    );
 }

@@ -248,14 +248,8 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             progress = Progress::default();
         }
         if recipes.len() > 1 && !args.json {
-            print_stage(
-                &stage_graph,
-                *number + 1,
-                recipes.len(),
-                recipe,
-                settings,
-                threads,
-            );
+            let line = (position > 0).then(|| recipe_line(settings, threads));
+            print_stage(&stage_graph, *number + 1, recipes.len(), recipe, line);
         }
         let options = RunOptions {
             settings: settings.clone(),
@@ -328,8 +322,7 @@ fn print_stage(
     number: usize,
     of: usize,
     recipe: &Recipe,
-    settings: &Settings,
-    threads: usize,
+    recipe_line: Option<String>,
 ) {
     let unfrozen: Vec<&str> = recipe.unfreeze.iter().map(|(p, _)| p.as_str()).collect();
     let what = if unfrozen.is_empty() {
@@ -338,9 +331,9 @@ fn print_stage(
         format!("unfreeze {}; ", unfrozen.join(", "))
     };
     println!(
-        "stage {number}/{of}: {what}{} trainable parameters; {}",
+        "stage {number}/{of}: {what}{} trainable parameters{}",
         thousands(Summary::of(graph).trainable_parameters),
-        recipe_line(settings, threads)
+        recipe_line.map_or(String::new(), |line| format!("; {line}"))
     );
 }
 
