@@ -1,6 +1,8 @@
 //! `cnnc train`: train a network on a labelled data set on the reference engine, with its
 //! declared recipe (`train(...)`) overridden by the flags, validating after every epoch and
-//! writing a checkpoint (weights + optimizer state) to `--out` after every epoch.
+//! writing a checkpoint (weights + optimizer state) to `--out` after every epoch. A recipe
+//! with `then:` stages runs them in order, each unfreezing its layers and starting a fresh
+//! optimizer; each stage caches its frozen features when it can (`train_stage.rs`).
 //!
 //! Progress: on a terminal, a live line on standard error during each epoch; always one line
 //! per epoch on standard output (loss, accuracy, validation, images/s, epoch time); with

@@ -25,6 +25,9 @@
 //!     optimizer.step_tensor(name, params, grads) for each trainable tensor
 //! checkpoint::save_checkpoint(path, weights, Some(&optimizer), &progress)
 //! ```
+//!
+//! Before the first epoch, `cache::split_frozen_prefix` may cut a frozen base off: its output
+//! is computed once per image and the loop above trains the rest on it (`cache.rs`).
 
 pub mod cache;
 pub mod checkpoint;
