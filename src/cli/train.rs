@@ -16,6 +16,7 @@ use crate::graph::Graph;
 use crate::runtime::{LoadOptions, Weights};
 use crate::train::checkpoint::{load_checkpoint, Progress};
 use crate::train::data::Dataset;
+use crate::train::jit::JitStep;
 use crate::train::optim::{Optimizer, OptimizerConfig};
 use crate::train::recipe::{Hyperparameters, OptimizerKind, Recipe, ScheduleSpec, Settings};
 use crate::train::trainer::{self, BatchProgress, EpochReport, RunOptions, TrainError};
@@ -104,6 +105,11 @@ pub struct TrainArgs {
     /// Print one JSON object with every epoch's figures at the end.
     #[arg(long)]
     pub json: bool,
+    /// Where the gradients are computed: compiled backward kernels (jit; a network they do
+    /// not cover yet trains on the reference engine, which the header says) or the reference
+    /// interpreter.
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
+    pub backend: Backend,
 }
 
 pub fn run(args: &TrainArgs) -> u8 {
@@ -185,6 +191,24 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
         threads,
         checkpoint: args.out.clone(),
     };
+    let (mut jit, engine_line) = match args.backend {
+        Backend::Reference => (None, "reference interpreter (--backend reference)".to_string()),
+        Backend::Jit => match JitStep::new(graph, &weights, threads)
+            .map_err(|e| vec![train_error_diagnostic(&e)])?
+        {
+            Ok(step) => {
+                let line = format!(
+                    "compiled backward (Cranelift JIT), {} KiB arena per thread",
+                    step.arena_bytes().div_ceil(1024)
+                );
+                (Some(step), line)
+            }
+            Err(reason) => (
+                None,
+                format!("reference interpreter: the JIT cannot train this network yet ({reason})"),
+            ),
+        },
+    };
     if !args.json {
         print_header(
             graph,
@@ -194,6 +218,7 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             &from,
             threads,
         );
+        println!("gradients: {engine_line}");
     }
     let engine = engine_options(Backend::Jit, Some(threads));
     let eval_batch = settings.batch;
@@ -237,6 +262,7 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
         &mut validate,
         &mut on_batch,
         &mut on_epoch,
+        jit.as_mut(),
     );
     if live {
         eprint!("\r\x1b[2K");
@@ -255,6 +281,7 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             "batch": settings.batch,
             "seed": settings.seed,
             "threads": threads,
+            "backend": if jit.is_some() { "jit" } else { "reference" },
             "epochs": epochs,
             "out": args.out.as_ref().map(|p| p.display().to_string()),
         });

@@ -152,7 +152,9 @@ pub fn generate(
     let threads = options.threads.max(1);
     let constant_bytes = constants.bytes();
     let mut blobs = Vec::with_capacity(constants.blobs.len());
+    let mut constant_ids = Vec::with_capacity(constants.blobs.len());
     for (buffer, data) in constants.blobs {
+        constant_ids.push(buffer);
         let buffer = program.buffer(buffer);
         if !matches!(buffer.storage, Storage::Const(_)) || data.len() < buffer.len {
             return Err(CodegenError::Malformed(format!(
@@ -207,6 +209,7 @@ pub fn generate(
         flops: program.flops,
         pool: Mutex::new(None),
         _constants: blobs,
+        constant_ids,
         table,
         output_slot: layout.output_slot(),
         input_slots: (0..program.input_lens.len())

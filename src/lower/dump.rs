@@ -17,6 +17,7 @@ fn binary(op: BinaryOp) -> &'static str {
         BinaryOp::Max => "max",
         BinaryOp::MaxPropagatingNan => "max_nan",
         BinaryOp::Min => "min",
+        BinaryOp::KeepWherePositive => "keep_where_pos",
     }
 }
 

@@ -164,6 +164,9 @@ pub enum BinaryOp {
     MaxPropagatingNan,
     /// `a < b ? a : b`, lane by lane: x86's `minps` (a NaN in `b` gives it back).
     Min,
+    /// `b` where `a > 0`, else 0: the gradient routed through a ReLU by its output (PyTorch's
+    /// `threshold_backward`, which gives 0 where the output is NaN).
+    KeepWherePositive,
 }
 
 /// Transcendental functions, lane by lane. Code generation computes all three inline on

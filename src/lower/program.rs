@@ -77,6 +77,20 @@ pub enum ConstSpec {
         node: NodeId,
         channels_padded: usize,
     },
+    /// Conv weights for the input gradient of training (`lower/train/conv.rs`),
+    /// `[ky][kx][out][in_padded]`: a tap's weights for one output channel are a vector run
+    /// over the input channels. Groups of one only.
+    ConvWeightTransposed {
+        node: NodeId,
+        in_padded: usize,
+    },
+    /// Dense weights for the input gradient of training, `[unit][features_padded]`, the
+    /// features in memory order (H×W×C for a free flatten, as [`ConstSpec::DenseWeight`]).
+    DenseWeightTransposed {
+        node: NodeId,
+        features_padded: usize,
+        hwc_input: Option<(usize, usize, usize)>,
+    },
     /// Numbers computed by the lowering (pooling divisors).
     Values(Vec<f32>),
 }
@@ -89,6 +103,9 @@ pub struct Buffer {
     /// Elements per image.
     pub len: usize,
     pub storage: Storage,
+    /// Kept in the arena for the whole program, across images: a training step's gradient
+    /// accumulators, which every image adds to and the caller zeroes and reads.
+    pub pinned: bool,
 }
 
 /// A network ready for code generation: with its packed constants
