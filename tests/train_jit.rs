@@ -75,8 +75,14 @@ const TRAIN: TrainingMode = TrainingMode {
 /// Compares one step's loss, logits and gradients; returns how many tensors were compared.
 fn compare(source: &str, n: usize, threads: usize) -> usize {
     let graph = graph_of(source);
-    let weights = weights(&graph);
     let images = batch(&graph, n);
+    compare_on(&graph, images, threads)
+}
+
+fn compare_on(graph: &Graph, images: ArrayD<f32>, threads: usize) -> usize {
+    let n = images.shape()[0];
+    let graph = graph.clone();
+    let weights = weights(&graph);
     let classes = graph.shape(graph.output()).c as u32;
     let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
     let reference =
@@ -188,6 +194,42 @@ network pools(x: 9x10x6) {
 }
 
 #[test]
+fn max_pooling_routes_to_the_first_maximum() {
+    // Overlapping windows (3 stride 2), padding (−∞ border), ceil mode; and a ReLU before a
+    // pool makes ties (zeros) in a window, which must send the gradient once, to the first.
+    let source = "
+network pools(x: 10x9x5) {
+    x -> a: conv(6, 3, pad: 1) -> relu
+      -> maxpool(3, stride: 2, pad: 1)
+      -> b: conv(8, 3, pad: 1)
+      -> maxpool(2, stride: 2, ceil_mode: true)
+      -> flatten -> fc: dense(3)
+}
+";
+    assert_eq!(compare(source, 3, 1), 6);
+    assert_eq!(compare(source, 2, 2), 6);
+    // Uniform images: away from the border every conv output of a channel is the same, so
+    // every window is a tie.
+    let graph = graph_of(source);
+    let uniform = ArrayD::from_elem(IxDyn(&[2, 10, 9, 5]), 0.5f32);
+    assert_eq!(compare_on(&graph, uniform, 1), 6);
+}
+
+#[test]
+fn depthwise_convolutions_with_stride_and_dilation() {
+    let source = "
+network mobile(x: 9x9x3) {
+    x -> a: conv(12, 3, pad: 1) -> relu6
+      -> dw1: dwconv(3, stride: 2, pad: 1) -> relu6
+      -> dw2: dwconv(3, dilation: 2, pad: 2, bias: false)
+      -> p: conv(7, 1) -> relu
+      -> global_avgpool -> flatten -> fc: dense(4)
+}
+";
+    assert_eq!(compare(source, 3, 1), 9);
+}
+
+#[test]
 fn residual_adds_and_a_value_read_twice() {
     let source = "
 network residual(x: 8x8x4) {
@@ -226,8 +268,8 @@ fn batch_norm_in_training_and_dropout_are_declined_with_a_reason() {
             "dropout",
         ),
         (
-            "network mp(x: 6x6x3) { x -> c: conv(4, 3) -> maxpool(2) -> flatten -> fc: dense(3) }",
-            "maxpool",
+            "network gr(x: 6x6x4) { x -> c: conv(4, 3, groups: 2) -> flatten -> fc: dense(3) }",
+            "no compiled backward",
         ),
     ] {
         let graph = graph_of(source);

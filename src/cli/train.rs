@@ -192,7 +192,10 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
         checkpoint: args.out.clone(),
     };
     let (mut jit, engine_line) = match args.backend {
-        Backend::Reference => (None, "reference interpreter (--backend reference)".to_string()),
+        Backend::Reference => (
+            None,
+            "reference interpreter (--backend reference)".to_string(),
+        ),
         Backend::Jit => match JitStep::new(graph, &weights, threads)
             .map_err(|e| vec![train_error_diagnostic(&e)])?
         {

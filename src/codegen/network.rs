@@ -412,9 +412,7 @@ impl CompiledNetwork {
                 // as the verifier proved each access needs: the inputs hold `images.end`
                 // images, the output slice those of the range, the arena its planned length,
                 // the constants their packed lengths; all outlive the call.
-                unsafe {
-                    (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64)
-                };
+                unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
             }
         }
         Ok(())

@@ -18,6 +18,8 @@ fn binary(op: BinaryOp) -> &'static str {
         BinaryOp::MaxPropagatingNan => "max_nan",
         BinaryOp::Min => "min",
         BinaryOp::KeepWherePositive => "keep_where_pos",
+        BinaryOp::EqualMask => "eq_mask",
+        BinaryOp::And => "and",
     }
 }
 

@@ -83,7 +83,9 @@ impl JitStep {
             .into_iter()
             .map(|(name, _, _)| name)
             .collect();
-        let arenas = (0..threads).map(|_| vec![0.0; network.arena_len()]).collect();
+        let arenas = (0..threads)
+            .map(|_| vec![0.0; network.arena_len()])
+            .collect();
         Ok(Ok(JitStep {
             graph: prepared,
             program,

@@ -75,7 +75,11 @@ impl Backward<'_> {
             let acc: Vec<Reg> = (0..vectors).map(|_| b.constant(0.0)).collect();
             b.repeat(pixels, |b, p| {
                 for (v, &a) in acc.iter().enumerate() {
-                    let d = b.load(dz, p.clone() * channels + c0 + 4 * v, lanes(v, vectors, last));
+                    let d = b.load(
+                        dz,
+                        p.clone() * channels + c0 + 4 * v,
+                        lanes(v, vectors, last),
+                    );
                     b.set(a, LoopExpr::Binary(BinaryOp::Add, a, d));
                 }
             });
@@ -104,6 +108,27 @@ impl Backward<'_> {
         let dz = self.through_activation(id, attrs.activation, grad)?;
         let (frame, frame_w) = self.lowering.window_inputs[id]
             .ok_or_else(|| self.lowering.malformed(id, "its padded input is unknown"))?;
+        if attrs.groups.max(1) > 1 {
+            let read = self
+                .lowering
+                .window_read(id)
+                .ok_or_else(|| self.lowering.malformed(id, "not a window op"))?;
+            let (top, left, frame_h) = match layout_for(s, &read) {
+                Some(l) => (l.top, l.left, l.height),
+                None => (0, 0, s.h),
+            };
+            let learned = if trainable {
+                self.learned(id)
+            } else {
+                Vec::new()
+            };
+            if learned.contains(&"bias") {
+                self.bias_grad(id, dz, out.h * out.w, out.c);
+            }
+            let geometry = (top, left, frame_h, frame_w);
+            let weight = learned.contains(&"weight");
+            return self.depthwise_grads(id, attrs, dz, frame, geometry, weight, wants_input);
+        }
         if trainable {
             let learned = self.learned(id);
             if learned.contains(&"bias") {
@@ -148,14 +173,27 @@ impl Backward<'_> {
             kernel: attrs.kernel,
             out_padded: co_pad,
         };
-        let dw_buf = self.param_grad(id, "weight", co * ci * kh * kw, kh * kw * ci * co_pad, layout);
+        let dw_buf = self.param_grad(
+            id,
+            "weight",
+            co * ci * kh * kw,
+            kh * kw * ci * co_pad,
+            layout,
+        );
         let mut b = self.builder(
             id,
             "weight_grad",
-            format!("∂weight {co}×{ci}×{kh}×{kw}: Σ over {}×{} pixels", out.h, out.w),
+            format!(
+                "∂weight {co}×{ci}×{kh}×{kw}: Σ over {}×{} pixels",
+                out.h, out.w
+            ),
         );
         // One tile: `taps` (frame offset within the window, row of ∂W) × a channel group.
-        let tile = |b: &mut KernelBuilder, taps: &[(Affine, Affine)], c0: usize, vectors: usize, last: u8| {
+        let tile = |b: &mut KernelBuilder,
+                    taps: &[(Affine, Affine)],
+                    c0: usize,
+                    vectors: usize,
+                    last: u8| {
             let acc: Vec<Vec<Reg>> = taps
                 .iter()
                 .map(|_| (0..vectors).map(|_| b.constant(0.0)).collect())
@@ -241,7 +279,10 @@ impl Backward<'_> {
         let [sh, sw] = attrs.stride;
         let [dh, dw] = attrs.dilation;
         let ci_pad = ci.next_multiple_of(4);
-        let name = format!("{} weights [ky][kx][out][in] (backward)", self.lowering.describe(id));
+        let name = format!(
+            "{} weights [ky][kx][out][in] (backward)",
+            self.lowering.describe(id)
+        );
         let weights = self.lowering.add_const(
             name,
             kh * kw * co * ci_pad,
@@ -307,7 +348,9 @@ impl Backward<'_> {
             });
         };
         b.repeat(out.h, |b, oy| {
-            b.repeat(out.w / TILE_PIXELS, |b, i| tile(b, &oy, i * TILE_PIXELS, TILE_PIXELS));
+            b.repeat(out.w / TILE_PIXELS, |b, i| {
+                tile(b, &oy, i * TILE_PIXELS, TILE_PIXELS)
+            });
             let rest = out.w % TILE_PIXELS;
             if rest > 0 {
                 tile(b, &oy, Affine::constant(out.w - rest), rest);
@@ -344,7 +387,13 @@ impl Backward<'_> {
                     units_padded,
                     hwc: x.hwc,
                 };
-                let dw = self.param_grad(id, "weight", units * features, features * units_padded, layout);
+                let dw = self.param_grad(
+                    id,
+                    "weight",
+                    units * features,
+                    features * units_padded,
+                    layout,
+                );
                 let mut b = self.builder(
                     id,
                     "weight_grad",
@@ -367,7 +416,10 @@ impl Backward<'_> {
         if wants_input {
             let input = self.graph().nodes[id].inputs[0];
             let features_padded = features.next_multiple_of(4);
-            let name = format!("{} weights [unit][in] (backward)", self.lowering.describe(id));
+            let name = format!(
+                "{} weights [unit][in] (backward)",
+                self.lowering.describe(id)
+            );
             let weights = self.lowering.add_const(
                 name,
                 units * features_padded,
@@ -385,7 +437,8 @@ impl Backward<'_> {
                 reduce(b, units, &mut |b, u| {
                     let d = b.splat(dz, u.clone());
                     for (v, &a) in acc.iter().enumerate() {
-                        let w = b.load(weights, u.clone() * features_padded + f0.clone() + 4 * v, 4);
+                        let w =
+                            b.load(weights, u.clone() * features_padded + f0.clone() + 4 * v, 4);
                         b.set(a, LoopExpr::Fma(d, w, a));
                     }
                 });
@@ -401,7 +454,9 @@ impl Backward<'_> {
                 }
             };
             let block = 4 * BLOCK_VECTORS;
-            b.parallel(features / block, |b, i| tile(b, i * block, BLOCK_VECTORS, 4));
+            b.parallel(features / block, |b, i| {
+                tile(b, i * block, BLOCK_VECTORS, 4)
+            });
             let rest = features % block;
             if rest > 0 {
                 let vectors = rest.div_ceil(4);

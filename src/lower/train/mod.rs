@@ -24,6 +24,7 @@
 //! loss).
 
 mod conv;
+mod depthwise;
 mod elementwise;
 mod window;
 
@@ -48,6 +49,12 @@ pub enum GradLayout {
         in_c: usize,
         kernel: [usize; 2],
         out_padded: usize,
+    },
+    /// Depthwise weights as `[ky][kx][channels_padded]`.
+    Depthwise {
+        channels: usize,
+        kernel: [usize; 2],
+        channels_padded: usize,
     },
     /// Dense weights as `[feature][units_padded]`, features in memory order (H×W×C when
     /// the input is a free flatten of `hwc`).
@@ -100,6 +107,22 @@ impl ParamGrad {
                                     *o += g;
                                 }
                             }
+                        }
+                    }
+                }
+            }
+            GradLayout::Depthwise {
+                channels,
+                kernel: [kh, kw],
+                channels_padded,
+            } => {
+                for ch in 0..channels {
+                    for tap in 0..kh * kw {
+                        let from = tap * channels_padded + ch;
+                        if let (Some(o), Some(&g)) =
+                            (out.get_mut(ch * kh * kw + tap), buffer.get(from))
+                        {
+                            *o += g;
                         }
                     }
                 }
@@ -170,10 +193,13 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
         let ok = match &node.op {
             Op::Input { .. } | Op::Identity => true,
             Op::Conv(a) => {
-                a.groups.max(1) == 1 && !a.residual && supported_activation(a.activation)
+                let in_c = graph.input_shape(id).c;
+                let groups = a.groups.max(1);
+                let depthwise = groups == in_c && a.filters == in_c;
+                (groups == 1 || depthwise) && !a.residual && supported_activation(a.activation)
             }
             Op::Dense(a) => supported_activation(a.activation),
-            Op::Pool(a) => a.kind == PoolKind::Avg,
+            Op::Pool(_) => true,
             Op::GlobalPool(kind) => *kind == PoolKind::Avg,
             Op::Activation(a) => supported_activation(Some(*a)),
             Op::Add => graph.nodes[id]
@@ -210,7 +236,9 @@ fn readers_all_dense(graph: &Graph, id: NodeId) -> bool {
 /// weights, accepted by [`training_unsupported`]; packs its constants on `threads` threads.
 pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, LowerError> {
     if let Some(why) = training_unsupported(graph) {
-        return Err(LowerError::Malformed(format!("cannot train on the JIT: {why}")));
+        return Err(LowerError::Malformed(format!(
+            "cannot train on the JIT: {why}"
+        )));
     }
     // Winograd reads tiles past the output and keeps no plain padded input for the weight
     // gradient, so training uses the direct kernels.
@@ -342,7 +370,7 @@ impl<'g> Backward<'g> {
                 Op::Dense(attrs) => self.dense(id, attrs, grad, trainable, wants_input[0])?,
                 Op::Pool(attrs) => {
                     if wants_input[0] {
-                        self.avg_pool(id, attrs, grad)?;
+                        self.pool(id, attrs, grad)?;
                     }
                 }
                 Op::GlobalPool(_) => {
@@ -392,7 +420,14 @@ impl<'g> Backward<'g> {
     }
 
     /// A pinned accumulator for parameter `suffix` of `id`.
-    fn param_grad(&mut self, id: NodeId, suffix: &str, numel: usize, len: usize, layout: GradLayout) -> BufferId {
+    fn param_grad(
+        &mut self,
+        id: NodeId,
+        suffix: &str,
+        numel: usize,
+        len: usize,
+        layout: GradLayout,
+    ) -> BufferId {
         let name = self.graph().tensor_name(id, suffix);
         let buffer = self.lowering.add_temp(format!("∂{name}"), len);
         self.lowering.buffers[buffer].pinned = true;
@@ -459,7 +494,7 @@ impl<'g> Backward<'g> {
     /// A constant buffer of numbers computed here.
     fn values_const(&mut self, name: String, values: Vec<f32>) -> BufferId {
         let len = values.len();
-        self.lowering.add_const(name, len, ConstSpec::Values(values))
+        self.lowering
+            .add_const(name, len, ConstSpec::Values(values))
     }
 }
-
