@@ -1,7 +1,8 @@
 //! The table every generated function receives: the addresses it may touch.
 //!
-//! Slot 0 is the arena, then one slot per network input, then the output, then one per
-//! constant buffer, then one per kernel function (read by the entry function). Addresses are
+//! Slot 0 is the arena, then one slot per network input, then the output, then the
+//! accumulator region (a training step's), then one per constant buffer, then one per kernel
+//! function (read by the entry function). Addresses are
 //! passed in this table instead of being baked into the code as immediates, which keeps the
 //! generated code (and `cnnc emit clif`) identical from run to run, lets one compiled network
 //! run on any caller's tensors, and keeps JIT-to-JIT calls free of relocations.
@@ -20,7 +21,7 @@ pub(super) struct TableLayout {
 impl TableLayout {
     pub fn new(program: &LoopProgram) -> TableLayout {
         let n_inputs = program.input_lens.len();
-        let mut next = n_inputs + 2;
+        let mut next = n_inputs + 3;
         let mut const_slots = HashMap::new();
         for buffer in program.buffers.values() {
             if matches!(buffer.storage, Storage::Const(_)) {
@@ -43,6 +44,7 @@ impl TableLayout {
             Storage::Arena { offset } => (0, 0, offset),
             Storage::Input(k) => (1 + k, buffer.len, 0),
             Storage::Output => (1 + self.n_inputs, buffer.len, 0),
+            Storage::Accumulator { offset } => (self.accumulator_slot(), 0, offset),
             Storage::Const(_) => (self.const_slots.get(&buffer.id).copied().unwrap_or(0), 0, 0),
         }
     }
@@ -53,6 +55,10 @@ impl TableLayout {
 
     pub fn output_slot(&self) -> usize {
         1 + self.n_inputs
+    }
+
+    pub fn accumulator_slot(&self) -> usize {
+        2 + self.n_inputs
     }
 
     pub fn kernel_slot(&self, k: usize) -> usize {

@@ -216,6 +216,8 @@ pub fn generate(
             .map(|k| layout.input_slot(k))
             .collect(),
         arena_len: program.arena_len,
+        accumulator_slot: layout.accumulator_slot(),
+        accumulator_len: program.accumulator_len,
         arena: Mutex::new(vec![0.0; program.arena_len]),
         thread_arenas: Mutex::new(Vec::new()),
         inputs: program.inputs.clone(),

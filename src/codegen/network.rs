@@ -84,6 +84,8 @@ pub struct CompiledNetwork {
     pub(super) output_slot: usize,
     pub(super) input_slots: Vec<usize>,
     pub(super) arena_len: usize,
+    pub(super) accumulator_slot: usize,
+    pub(super) accumulator_len: usize,
     /// One arena kept between runs; a concurrent run allocates its own.
     pub(super) arena: Mutex<Vec<f32>>,
     /// The other threads' arenas when a batch's images run whole on several threads at once;
@@ -183,6 +185,10 @@ impl CompiledNetwork {
             }
         };
         table[0] = arena.as_mut_ptr() as usize;
+        // Only a training step has accumulators, and it runs through `run_kernels`; a plain
+        // run of one gets a scratch region, summed into and dropped.
+        let mut accumulators = vec![0.0f32; self.accumulator_len];
+        table[self.accumulator_slot] = accumulators.as_mut_ptr() as usize;
         // The table now holds, for each buffer of the lowered program, an address with
         // at least as many elements as the verifier proved every access stays within: the
         // inputs were checked to have `batch` images of their declared shapes, the output
@@ -363,22 +369,36 @@ impl CompiledNetwork {
         Ok(())
     }
 
-    /// Elements of the arena [`run_images`](Self::run_images) needs.
+    /// Elements of the arena [`run_kernels`](Self::run_kernels) needs.
     pub fn arena_len(&self) -> usize {
         self.arena_len
     }
 
-    /// Runs every kernel, on this thread, for images `images` of a batch whose inputs are
+    /// Elements of the accumulator region [`run_kernels`](Self::run_kernels) needs.
+    pub fn accumulator_len(&self) -> usize {
+        self.accumulator_len
+    }
+
+    /// The number of kernels, which [`run_kernels`](Self::run_kernels) ranges over.
+    pub fn kernel_count(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// Runs kernels `kernels`, on this thread, for images `images` of a batch whose inputs are
     /// `inputs` (each a whole batch, flat), writing those images' outputs to `output` (which
-    /// holds only them, from `images.start`), in `arena`. Unlike [`run`](Self::run), the arena
-    /// is the caller's and keeps what the kernels leave in it: a training step's gradient
-    /// accumulators (`lower::ParamGrad`) sum over the images run in it.
-    pub fn run_images(
+    /// holds only them, from `images.start`), in `arena`, adding to `accumulators`. Unlike
+    /// [`run`](Self::run), arena and accumulators are the caller's and keep what the kernels
+    /// leave in them: a training step runs its kernels in phases, with work over the whole
+    /// batch between them, and sums its parameter gradients over the images
+    /// (`lower::ParamGrad`).
+    pub fn run_kernels(
         &self,
         inputs: &[&[f32]],
         output: &mut [f32],
         arena: &mut [f32],
+        accumulators: &mut [f32],
         images: std::ops::Range<usize>,
+        kernels: std::ops::Range<usize>,
     ) -> Result<(), RunError> {
         let out_len = self.output.numel();
         let n = images.len();
@@ -388,7 +408,9 @@ impl CompiledNetwork {
                 .zip(&self.inputs)
                 .all(|(given, (_, shape))| given.len() >= images.end * shape.numel())
             && output.len() >= n * out_len
-            && arena.len() >= self.arena_len;
+            && arena.len() >= self.arena_len
+            && accumulators.len() >= self.accumulator_len
+            && kernels.end <= self.kernels.len();
         if !fits {
             return Err(RunError::Malformed(format!(
                 "the buffers given to `{}` do not fit it",
@@ -406,13 +428,16 @@ impl CompiledNetwork {
         table[self.output_slot] =
             base.wrapping_sub(images.start * out_len * std::mem::size_of::<f32>());
         table[0] = arena.as_mut_ptr() as usize;
+        table[self.accumulator_slot] = accumulators.as_mut_ptr() as usize;
         for image in images {
-            for kernel in &self.kernels {
+            for kernel in &self.kernels[kernels.clone()] {
                 // SAFETY: the table holds, for every buffer, an address with as many elements
                 // as the verifier proved each access needs: the inputs hold `images.end`
-                // images, the output slice those of the range, the arena its planned length,
-                // the constants their packed lengths; all outlive the call.
-                unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
+                // images, the output slice those of the range, arena and accumulators their
+                // planned lengths, the constants their packed lengths; all outlive the call.
+                unsafe {
+                    (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64)
+                };
             }
         }
         Ok(())

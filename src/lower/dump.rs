@@ -86,6 +86,7 @@ pub(super) fn dump(program: &LoopProgram) -> String {
             Storage::Output => "output".to_string(),
             Storage::Arena { offset } => format!("arena @{offset}"),
             Storage::Const(_) => "const".to_string(),
+            Storage::Accumulator { offset } => format!("accumulator @{offset}"),
         };
         let _ = writeln!(
             out,

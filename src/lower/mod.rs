@@ -50,7 +50,9 @@ mod winograd_pack;
 
 pub use pack::{pack_constants, PackedConstants};
 pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
-pub use train::{lower_training, training_unsupported, GradLayout, ParamGrad, TrainingLowered};
+pub use train::{
+    lower_training, training_unsupported, BatchSync, GradLayout, ParamGrad, SyncOp, TrainingLowered,
+};
 pub use winograd::Winograd;
 
 use crate::graph::{Graph, NodeId, Op, Shape};
@@ -112,6 +114,7 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
         buffers: lowering.buffers,
         kernels: lowering.kernels,
         arena_len: 0,
+        accumulator_len: 0,
         input_lens: graph
             .inputs
             .iter()
@@ -283,7 +286,6 @@ impl<'g> Lowering<'g> {
             name,
             len,
             storage,
-            pinned: false,
         })
     }
 

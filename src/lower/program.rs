@@ -23,6 +23,10 @@ pub enum Storage {
     Arena { offset: usize },
     /// A constant packed at compile time.
     Const(ConstSpec),
+    /// A sum over the images of a run, at `offset` elements into the accumulator region:
+    /// a training step's parameter gradients, which every image adds to and the caller
+    /// zeroes before and reads after (`lower/train`). Never reused by the memory plan.
+    Accumulator { offset: usize },
 }
 
 /// How to build a constant buffer from the network's weights. Channel counts are padded
@@ -103,9 +107,6 @@ pub struct Buffer {
     /// Elements per image.
     pub len: usize,
     pub storage: Storage,
-    /// Kept in the arena for the whole program, across images: a training step's gradient
-    /// accumulators, which every image adds to and the caller zeroes and reads.
-    pub pinned: bool,
 }
 
 /// A network ready for code generation: with its packed constants
@@ -124,6 +125,8 @@ pub struct LoopProgram {
     pub kernels: Vec<Kernel>,
     /// Elements of the arena, per image (images run one after another and reuse it).
     pub arena_len: usize,
+    /// Elements of the accumulator region (0 but for a training step).
+    pub accumulator_len: usize,
     /// Elements per image of each input, and of the output.
     pub input_lens: Vec<usize>,
     pub output_len: usize,

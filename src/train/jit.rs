@@ -17,8 +17,8 @@ use super::loss;
 use super::trainer::{StepGradients, TrainError};
 use crate::codegen::{self, CodegenOptions, CompiledNetwork};
 use crate::graph::{Graph, Op};
-use crate::lower::{self, LoopProgram, ParamGrad};
-use crate::reference::backward::logits_graph;
+use crate::lower::{self, BatchSync, LoopProgram, ParamGrad, Storage, SyncOp};
+use crate::reference::backward::{logits_graph, BatchNormStats};
 use crate::runtime::Weights;
 use ndarray::ArrayD;
 
@@ -29,10 +29,15 @@ pub struct JitStep {
     program: LoopProgram,
     network: CompiledNetwork,
     grads: Vec<ParamGrad>,
+    syncs: Vec<BatchSync>,
     /// The order of the parameters in the state dict, for the gradients' order.
     names: Vec<String>,
     classes: usize,
+    /// Arenas: one per thread, or one per image when the step has batch-wide syncs (each
+    /// image's activations must then outlive the phases).
     arenas: Vec<Vec<f32>>,
+    /// One accumulator region per thread.
+    accumulators: Vec<Vec<f32>>,
     threads: usize,
 }
 
@@ -71,8 +76,6 @@ impl JitStep {
         let threads = threads.max(1);
         let lowered = lower::lower_training(&prepared, threads).map_err(internal)?;
         let program = lowered.lowered.program.clone();
-        let grads = lowered.grads;
-        let classes = lowered.classes;
         let options = CodegenOptions {
             threads: 1,
             ..CodegenOptions::default()
@@ -83,24 +86,32 @@ impl JitStep {
             .into_iter()
             .map(|(name, _, _)| name)
             .collect();
-        let arenas = (0..threads)
-            .map(|_| vec![0.0; network.arena_len()])
+        let accumulators = (0..threads)
+            .map(|_| vec![0.0; network.accumulator_len()])
             .collect();
         Ok(Ok(JitStep {
             graph: prepared,
             program,
             network,
-            grads,
+            grads: lowered.grads,
+            syncs: lowered.syncs,
             names,
-            classes,
-            arenas,
+            classes: lowered.classes,
+            arenas: Vec::new(),
+            accumulators,
             threads,
         }))
     }
 
-    /// Bytes of one thread's arena: activations, gradients and accumulators of one image.
+    /// Bytes of one arena: the activations, gradients and scratch of one image.
     pub fn arena_bytes(&self) -> usize {
         self.network.arena_len() * std::mem::size_of::<f32>()
+    }
+
+    /// Whether each image of a batch keeps its own arena (the step has batch norms in
+    /// training, whose statistics need every image's activations at once).
+    pub fn arena_per_image(&self) -> bool {
+        !self.syncs.is_empty()
     }
 
     /// The loss and gradients of one batch with the current `weights`.
@@ -124,68 +135,52 @@ impl JitStep {
                 *t = 1.0;
             }
         }
-        let mut logits = vec![0.0f32; n * classes];
+        let per_image = self.arena_per_image();
         let shards = self.threads.clamp(1, n.max(1));
         let bounds: Vec<(usize, usize)> = (0..shards)
             .map(|s| (s * n / shards, (s + 1) * n / shards))
             .collect();
-        let network = &self.network;
-        let grads = &self.grads;
-        let inputs = [pixels, targets.as_slice()];
-        let mut outputs: Vec<&mut [f32]> = Vec::new();
-        let mut rest = logits.as_mut_slice();
-        for &(start, end) in &bounds {
-            let (head, tail) = rest.split_at_mut((end - start) * classes);
-            outputs.push(head);
-            rest = tail;
+        let arena_len = self.network.arena_len();
+        let wanted = if per_image { n } else { shards };
+        if self.arenas.len() < wanted {
+            self.arenas.resize_with(wanted, || vec![0.0; arena_len]);
         }
-        let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = self
-                .arenas
-                .iter_mut()
-                .zip(outputs)
-                .zip(&bounds)
-                .map(|((arena, output), &(start, end))| {
-                    let inputs = &inputs;
-                    let run = move || {
-                        for grad in grads {
-                            if let Some(g) = arena.get_mut(grad.offset..grad.offset + grad.len) {
-                                g.fill(0.0);
-                            }
-                        }
-                        network
-                            .run_images(inputs, output, arena, start..end)
-                            .map_err(|e| e.to_string())
-                    };
-                    if start == 0 {
-                        Err(run)
-                    } else {
-                        Ok(scope.spawn(run))
-                    }
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| match h {
-                    Err(mut run) => run(),
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or_else(|_| Err("a training thread panicked".into())),
-                })
-                .collect()
-        });
-        for result in results {
-            result.map_err(TrainError::Evaluation)?;
+        for accumulator in &mut self.accumulators {
+            accumulator.fill(0.0);
+        }
+        let mut logits = vec![0.0f32; n * classes];
+        let mut cuts: Vec<usize> = self.syncs.iter().map(|s| s.before_kernel).collect();
+        cuts.dedup();
+        let mut start = 0;
+        let mut batch_norm_stats = Vec::new();
+        let mut sync_grads: Vec<(String, Vec<f32>)> = Vec::new();
+        for end in cuts.into_iter().chain([self.network.kernel_count()]) {
+            self.run_phase(&[pixels, &targets], &mut logits, &bounds, per_image, start..end)?;
+            for sync in self.syncs.iter().filter(|s| s.before_kernel == end) {
+                apply_sync(
+                    &sync.op,
+                    &self.program,
+                    weights,
+                    &mut self.arenas[..n],
+                    &mut batch_norm_stats,
+                    &mut sync_grads,
+                )?;
+            }
+            start = end;
         }
         let scale = 1.0 / n.max(1) as f32;
         let mut by_name: Vec<(String, Vec<f32>)> = Vec::with_capacity(self.grads.len());
         for grad in &self.grads {
             let mut sum = vec![0.0f32; grad.numel];
-            for arena in self.arenas.iter().take(shards) {
-                grad.add_to(arena, &mut sum);
+            for accumulator in self.accumulators.iter().take(shards) {
+                grad.add_to(accumulator, &mut sum);
             }
             sum.iter_mut().for_each(|g| *g *= scale);
             by_name.push((grad.name.clone(), sum));
+        }
+        for (name, mut sum) in sync_grads {
+            sum.iter_mut().for_each(|g| *g *= scale);
+            by_name.push((name, sum));
         }
         let position = |name: &str| self.names.iter().position(|n| n == name);
         by_name.sort_by_key(|(name, _)| position(name));
@@ -194,9 +189,208 @@ impl JitStep {
             loss: f64::from(result.loss),
             grads: by_name,
             logits,
-            batch_norm_stats: Vec::new(),
+            batch_norm_stats,
         })
     }
+
+    /// Runs `kernels` for every image, a contiguous shard of images per thread.
+    fn run_phase(
+        &mut self,
+        inputs: &[&[f32]],
+        logits: &mut [f32],
+        bounds: &[(usize, usize)],
+        per_image: bool,
+        kernels: std::ops::Range<usize>,
+    ) -> Result<(), TrainError> {
+        let classes = self.classes;
+        let network = &self.network;
+        // Each shard's outputs, arenas and accumulators, split off disjointly.
+        let mut outputs = logits;
+        let mut arenas = self.arenas.as_mut_slice();
+        let mut work = Vec::new();
+        for ((&(start, end), accumulator), s) in bounds
+            .iter()
+            .zip(self.accumulators.iter_mut())
+            .zip(0..)
+        {
+            let (output, rest) = outputs.split_at_mut((end - start) * classes);
+            outputs = rest;
+            let take = if per_image { end - start } else { 1 };
+            let (own, rest) = arenas.split_at_mut(take);
+            arenas = rest;
+            work.push((s, start, end, output, own, accumulator));
+        }
+        let run = |(_, start, end, output, own, accumulator): (
+            usize,
+            usize,
+            usize,
+            &mut [f32],
+            &mut [Vec<f32>],
+            &mut Vec<f32>,
+        )| {
+            for image in start..end {
+                let arena = if per_image {
+                    &mut own[image - start]
+                } else {
+                    &mut own[0]
+                };
+                let output = &mut output[(image - start) * classes..][..classes];
+                network
+                    .run_kernels(
+                        inputs,
+                        output,
+                        arena,
+                        accumulator,
+                        image..image + 1,
+                        kernels.clone(),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let mut work = work.into_iter();
+            let first = work.next();
+            let handles: Vec<_> = work.map(|w| scope.spawn(move || run(w))).collect();
+            let mut results = vec![first.map_or(Ok(()), run)];
+            results.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a training thread panicked".into()))
+            }));
+            results
+        });
+        for result in results {
+            result.map_err(TrainError::Evaluation)?;
+        }
+        Ok(())
+    }
+}
+
+
+/// The arena offset of `buffer`.
+fn arena_offset(program: &LoopProgram, buffer: lower::ir::BufferId) -> Result<usize, TrainError> {
+    match program.buffer(buffer).storage {
+        Storage::Arena { offset } => Ok(offset),
+        _ => Err(internal("a sync buffer is not in the arena")),
+    }
+}
+
+/// One batch-wide step between phases (`lower::SyncOp`), over every image's arena.
+fn apply_sync(
+    op: &SyncOp,
+    program: &LoopProgram,
+    weights: &Weights,
+    arenas: &mut [Vec<f32>],
+    stats_out: &mut Vec<BatchNormStats>,
+    grads: &mut Vec<(String, Vec<f32>)>,
+) -> Result<(), TrainError> {
+    let tensor = |name: &str| -> Result<Vec<f64>, TrainError> {
+        let t = weights
+            .get(name)
+            .ok_or_else(|| TrainError::MissingTensor(name.to_string()))?;
+        Ok(t.iter().map(|&v| f64::from(v)).collect())
+    };
+    match op {
+        SyncOp::BatchNormForward {
+            names,
+            eps,
+            channels,
+            channels_padded,
+            pixels,
+            stats,
+            affine,
+        } => {
+            let (c, cp) = (*channels, *channels_padded);
+            let stats = arena_offset(program, *stats)?;
+            let affine = arena_offset(program, *affine)?;
+            let n = arenas.len() as f64;
+            let p = *pixels as f64;
+            // Chan et al.: the images' means average to the batch's (equal counts), and the
+            // squared deviations add, with each image's mean's deviation counted p times.
+            let mut mean = vec![0.0f64; c];
+            for arena in arenas.iter() {
+                for (ch, m) in mean.iter_mut().enumerate() {
+                    *m += f64::from(arena[stats + ch]) / n;
+                }
+            }
+            let mut m2 = vec![0.0f64; c];
+            for arena in arenas.iter() {
+                for (ch, total) in m2.iter_mut().enumerate() {
+                    let d = f64::from(arena[stats + ch]) - mean[ch];
+                    *total += f64::from(arena[stats + cp + ch]) + p * d * d;
+                }
+            }
+            let count = n * p;
+            let var: Vec<f64> = m2.iter().map(|&v| (v / count).max(0.0)).collect();
+            let gamma = tensor(&names[0])?;
+            let beta = tensor(&names[1])?;
+            let mut values = vec![0.0f32; 4 * cp];
+            for ch in 0..c {
+                let inv_sigma = 1.0 / (var[ch] + eps).sqrt();
+                let scale = gamma[ch] * inv_sigma;
+                values[ch] = scale as f32;
+                values[cp + ch] = (beta[ch] - mean[ch] * scale) as f32;
+                values[2 * cp + ch] = mean[ch] as f32;
+                values[3 * cp + ch] = inv_sigma as f32;
+            }
+            for arena in arenas.iter_mut() {
+                arena[affine..affine + 4 * cp].copy_from_slice(&values);
+            }
+            stats_out.push(BatchNormStats {
+                running_mean: names[2].clone(),
+                running_var: names[3].clone(),
+                mean,
+                var,
+                count: count as usize,
+            });
+        }
+        SyncOp::BatchNormBackward {
+            names,
+            channels,
+            channels_padded,
+            pixels,
+            affine,
+            sums,
+            coefficients,
+        } => {
+            let (c, cp) = (*channels, *channels_padded);
+            let sums = arena_offset(program, *sums)?;
+            let affine = arena_offset(program, *affine)?;
+            let mut d_beta = vec![0.0f64; c];
+            let mut d_gamma = vec![0.0f64; c];
+            for arena in arenas.iter() {
+                for ch in 0..c {
+                    d_beta[ch] += f64::from(arena[sums + ch]);
+                    d_gamma[ch] += f64::from(arena[sums + cp + ch]);
+                }
+            }
+            let count = (arenas.len() * pixels) as f64;
+            if let Some(coefficients) = coefficients {
+                let coefficients = arena_offset(program, *coefficients)?;
+                let gamma = tensor(&names[0])?;
+                let first = arenas.first().ok_or_else(|| internal("an empty batch"))?;
+                let mut values = vec![0.0f32; 3 * cp];
+                for ch in 0..c {
+                    let mean = f64::from(first[affine + 2 * cp + ch]);
+                    let inv_sigma = f64::from(first[affine + 3 * cp + ch]);
+                    let a = gamma[ch] * inv_sigma;
+                    let (b, g) = (d_beta[ch] / count, d_gamma[ch] / count);
+                    let k1 = -a * g * inv_sigma;
+                    values[ch] = a as f32;
+                    values[cp + ch] = k1 as f32;
+                    values[2 * cp + ch] = (-a * b - k1 * mean) as f32;
+                }
+                for arena in arenas.iter_mut() {
+                    arena[coefficients..coefficients + 3 * cp].copy_from_slice(&values);
+                }
+            }
+            // Sums over the batch, like the accumulators: the caller scales both by 1/N.
+            let to_f32 = |v: Vec<f64>| v.into_iter().map(|g| g as f32).collect();
+            grads.push((names[0].clone(), to_f32(d_gamma)));
+            grads.push((names[1].clone(), to_f32(d_beta)));
+        }
+    }
+    Ok(())
 }
 
 /// Binds `weights` to `graph`'s learned constants.

@@ -8,21 +8,26 @@
 //! 2. for each node the loss differentiates, last first, its backward kernels: the gradient
 //!    through its fused activation, then its parameters' gradients and its inputs'.
 //!
-//! Parameter gradients are **accumulated** into *pinned* arena buffers (`Buffer::pinned`),
-//! which the memory plan keeps for the whole program: images run one after another in one
-//! arena, each adding its share, so the caller zeroes them before a batch, runs the batch's
-//! images, and reads the sums (one arena per thread, summed in a fixed order). The mean
-//! over the batch, `1/N`, is applied by the caller: every gradient is linear in
-//! `∂L/∂logits`. Input gradients are ordinary arena tensors, alive from the kernel that
-//! makes them to the last that reads them, and forward tensors stay alive until their
-//! backward kernels have read them: the plan sees every kernel.
+//! Parameter gradients are **accumulated** into buffers of the accumulator region
+//! (`Storage::Accumulator`), which outlive every image: each image adds its share, so the
+//! caller zeroes them before a batch, runs the batch's images, and reads the sums (one
+//! region per thread, summed in a fixed order). The mean over the batch, `1/N`, is applied
+//! by the caller: every gradient is linear in `∂L/∂logits`. Input gradients are ordinary
+//! arena tensors, alive from the kernel that makes them to the last that reads them, and
+//! forward tensors stay alive until their backward kernels have read them: the plan sees
+//! every kernel.
 //!
-//! Training batch norm (batch statistics) cannot run image by image, and some ops have no
-//! backward kernel yet: [`training_unsupported`] says which, and the trainer then uses the
-//! reference engine. Each op family's backward kernels live beside nothing else here:
-//! `conv.rs` (conv, dense), `window.rs` (pooling), `elementwise.rs` (activations, adds, the
-//! loss).
+//! **Batch norm in training** needs the whole batch's statistics, forward and backward, so
+//! the program is cut into phases at [`BatchSync`] points: the caller runs a phase's kernels
+//! for every image (each image in its own arena), then the sync's batch-wide arithmetic
+//! (`train::jit`), then the next phase (`batchnorm.rs` says what each side computes).
+//!
+//! Some ops have no backward kernel yet: [`training_unsupported`] says which, and the trainer
+//! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
+//! dense), `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs`
+//! (activations, adds, the loss).
 
+mod batchnorm;
 mod conv;
 mod depthwise;
 mod elementwise;
@@ -73,7 +78,7 @@ pub struct ParamGrad {
     pub name: String,
     /// Elements in PyTorch's layout.
     pub numel: usize,
-    /// The pinned buffer's offset in the arena, and its length.
+    /// The accumulator's offset in the accumulator region, and its length.
     pub offset: usize,
     pub len: usize,
     pub layout: GradLayout,
@@ -154,12 +159,54 @@ impl ParamGrad {
 }
 
 /// A lowered training step: the program with its packed constants (the current weights, to
-/// be repacked before each step), the gradients it accumulates, and the number of classes.
+/// be repacked before each step), the gradients it accumulates, the batch-wide work between
+/// its phases, and the number of classes.
 #[derive(Debug)]
 pub struct TrainingLowered {
     pub lowered: Lowered,
     pub grads: Vec<ParamGrad>,
+    pub syncs: Vec<BatchSync>,
     pub classes: usize,
+}
+
+/// Work over the whole batch, done by the caller once every image has run the kernels
+/// before `before_kernel`; buffers are per-image arena tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchSync {
+    pub before_kernel: usize,
+    pub op: SyncOp,
+}
+
+/// The batch-wide halves of training batch norm (`batchnorm.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncOp {
+    /// Each image's `stats` holds, per channel (padded to `channels_padded`), its mean and
+    /// then its sum of squared deviations over `pixels` values; the sync combines them into
+    /// the batch's mean and biased variance and writes every image's `affine`:
+    /// `scale = γ/√(var + eps)`, `shift = β − mean·scale`, then `mean`, then `1/√(var + eps)`.
+    BatchNormForward {
+        /// The full names of γ, β, the running mean and variance.
+        names: [String; 4],
+        eps: f64,
+        channels: usize,
+        channels_padded: usize,
+        pixels: usize,
+        stats: BufferId,
+        affine: BufferId,
+    },
+    /// Each image's `sums` holds `Σ ∂y` then `Σ ∂y·x̂` per channel; the sync totals them
+    /// (the gradients of β and γ) and writes every image's `coefficients` `a, k1, k0` with
+    /// `∂x = a·∂y + k1·x + k0`, when the input's gradient is wanted. `affine` is the
+    /// forward's.
+    BatchNormBackward {
+        names: [String; 2],
+        channels: usize,
+        channels_padded: usize,
+        pixels: usize,
+        affine: BufferId,
+        sums: BufferId,
+        coefficients: Option<BufferId>,
+    },
 }
 
 /// Why `graph` (a logits graph, bound and optimized for training) cannot be trained by
@@ -179,11 +226,6 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
         if let Op::Dropout { .. } = node.op {
             return Some(format!("{id} ({}) is dropout", node.path));
         }
-        if let Op::BatchNorm { .. } = node.op {
-            if !node.frozen {
-                return Some(format!("{id} ({}) is a batch norm in training", node.path));
-            }
-        }
         if !live[id] {
             continue;
         }
@@ -202,6 +244,7 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Pool(_) => true,
             Op::GlobalPool(kind) => *kind == PoolKind::Avg,
             Op::Activation(a) => supported_activation(Some(*a)),
+            Op::BatchNorm { .. } => true,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -245,18 +288,25 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
     let options = LowerOptions {
         winograd: Winograd::Off,
     };
-    let mut lowering = Lowering::new(graph, options)?;
-    for &id in &lowering.order.clone() {
-        lowering.lower_node(id)?;
-    }
-    lowering.finish_output()?;
+    let lowering = Lowering::new(graph, options)?;
     let classes = graph.shape(graph.output()).c;
     let mut backward = Backward {
         lowering,
         grads: SecondaryMap::new(),
         params: Vec::new(),
         target: BufferId::from_u32(0),
+        syncs: Vec::new(),
+        affines: SecondaryMap::new(),
     };
+    for &id in &backward.lowering.order.clone() {
+        let node = &graph.nodes[id];
+        if matches!(node.op, Op::BatchNorm { .. }) && !node.frozen {
+            backward.batch_norm_forward(id)?;
+        } else {
+            backward.lowering.lower_node(id)?;
+        }
+    }
+    backward.lowering.finish_output()?;
     backward.target = backward.lowering.add_buffer(
         "input `target` (one-hot)".into(),
         classes,
@@ -264,7 +314,10 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
     );
     backward.run()?;
     let Backward {
-        lowering, params, ..
+        lowering,
+        params,
+        syncs,
+        ..
     } = backward;
     let mut inputs: Vec<(String, Shape)> = graph
         .inputs
@@ -294,6 +347,7 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
         buffers: lowering.buffers,
         kernels: lowering.kernels,
         arena_len: 0,
+        accumulator_len: 0,
         input_lens,
         output_len: classes,
     };
@@ -304,7 +358,7 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
         .map(|(name, numel, buffer, layout)| {
             let b = program.buffer(buffer);
             let offset = match b.storage {
-                Storage::Arena { offset } => offset,
+                Storage::Accumulator { offset } => offset,
                 _ => 0,
             };
             ParamGrad {
@@ -320,6 +374,7 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
     Ok(TrainingLowered {
         lowered: Lowered { program, constants },
         grads,
+        syncs,
         classes,
     })
 }
@@ -334,6 +389,9 @@ struct Backward<'g> {
     params: Vec<(String, usize, BufferId, GradLayout)>,
     /// The one-hot target input.
     target: BufferId,
+    syncs: Vec<BatchSync>,
+    /// Each training batch norm's per-image `affine` buffer (see [`SyncOp`]).
+    affines: SecondaryMap<NodeId, Option<BufferId>>,
 }
 
 impl<'g> Backward<'g> {
@@ -383,6 +441,15 @@ impl<'g> Backward<'g> {
                         self.activation(id, *activation, grad)?;
                     }
                 }
+                Op::BatchNorm { .. } => {
+                    if graph.nodes[id].frozen {
+                        if wants_input[0] {
+                            self.frozen_batch_norm_backward(id, grad)?;
+                        }
+                    } else {
+                        self.batch_norm_backward(id, grad, wants_input[0])?;
+                    }
+                }
                 Op::Add => {
                     let inputs = graph.nodes[id].inputs.clone();
                     for (&input, &wanted) in inputs.iter().zip(&wants_input) {
@@ -429,8 +496,8 @@ impl<'g> Backward<'g> {
         layout: GradLayout,
     ) -> BufferId {
         let name = self.graph().tensor_name(id, suffix);
-        let buffer = self.lowering.add_temp(format!("∂{name}"), len);
-        self.lowering.buffers[buffer].pinned = true;
+        let storage = Storage::Accumulator { offset: 0 };
+        let buffer = self.lowering.add_buffer(format!("∂{name}"), len, storage);
         self.params.push((name, numel, buffer, layout));
         buffer
     }
