@@ -17,7 +17,9 @@ use super::loss;
 use super::trainer::{StepGradients, TrainError};
 use crate::codegen::{self, CodegenOptions, CompiledNetwork};
 use crate::graph::{Graph, Op};
-use crate::lower::{self, BatchSync, LoopProgram, ParamGrad, Storage, SyncOp};
+use crate::graph::ops::dropout_scale;
+use crate::lower::{self, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp};
+use cranelift_entity::EntityRef;
 use crate::reference::backward::{logits_graph, BatchNormStats};
 use crate::runtime::Weights;
 use ndarray::ArrayD;
@@ -30,6 +32,9 @@ pub struct JitStep {
     network: CompiledNetwork,
     grads: Vec<ParamGrad>,
     syncs: Vec<BatchSync>,
+    /// Each masking dropout's place in the mask input, with its node index in the reference's
+    /// graph (which seeds its mask).
+    dropouts: Vec<(DropoutMask, usize)>,
     /// The order of the parameters in the state dict, for the gradients' order.
     names: Vec<String>,
     classes: usize,
@@ -49,24 +54,22 @@ impl JitStep {
         weights: &Weights,
         threads: usize,
     ) -> Result<Result<JitStep, String>, TrainError> {
-        if let Some((id, node)) = graph
-            .nodes
-            .iter()
-            .find(|(_, n)| matches!(n.op, Op::Dropout { .. }) && !n.frozen)
-        {
-            return Ok(Err(format!("{id} ({}) is dropout", node.path)));
-        }
         let mut prepared = logits_graph(graph).unwrap_or_else(|| graph.clone());
         bind(&mut prepared, weights)?;
-        // Only passes that keep every trainable tensor as it is: no batch-norm folding (it
-        // would change the weights the gradients are for), no residual fusion (its backward
-        // is not compiled yet).
+        // The masks are made from each dropout's node index in this graph, as the
+        // reference's are; passes renumber nodes but keep their order.
+        let dropout_nodes: Vec<usize> = prepared
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(n.op, Op::Dropout { p } if p > 0.0) && !n.frozen)
+            .map(|(id, _)| id.index())
+            .collect();
+        // Only a pass that keeps every trainable tensor and every dropout as they are: no
+        // batch-norm folding (it would change the weights the gradients are for), no
+        // removal of dropout, no residual fusion (its backward is not compiled yet).
         let options = crate::opt::Options {
             fuse: true,
-            only: Some(vec![
-                "remove_identities".to_string(),
-                "fuse_conv_activation".to_string(),
-            ]),
+            only: Some(vec!["fuse_conv_activation".to_string()]),
         };
         crate::opt::optimize(&mut prepared, &options)
             .map_err(|e| TrainError::Evaluation(e.to_string()))?;
@@ -80,6 +83,10 @@ impl JitStep {
             threads: 1,
             ..CodegenOptions::default()
         };
+        if lowered.dropouts.len() != dropout_nodes.len() {
+            return Err(internal("the dropouts were not kept"));
+        }
+        let dropouts = lowered.dropouts.into_iter().zip(dropout_nodes).collect();
         let network = codegen::generate(lowered.lowered, &options).map_err(internal)?;
         let names = graph
             .named_params()
@@ -95,6 +102,7 @@ impl JitStep {
             network,
             grads: lowered.grads,
             syncs: lowered.syncs,
+            dropouts,
             names,
             classes: lowered.classes,
             arenas: Vec::new(),
@@ -114,12 +122,14 @@ impl JitStep {
         !self.syncs.is_empty()
     }
 
-    /// The loss and gradients of one batch with the current `weights`.
+    /// The loss and gradients of one batch with the current `weights`; `seed` seeds the
+    /// dropout masks as `TrainingMode::seed` does the reference's.
     pub fn step(
         &mut self,
         weights: &Weights,
         images: &ArrayD<f32>,
         labels: &[u32],
+        seed: u64,
     ) -> Result<StepGradients, TrainError> {
         bind(&mut self.graph, weights)?;
         let constants =
@@ -135,6 +145,7 @@ impl JitStep {
                 *t = 1.0;
             }
         }
+        let masks = self.masks(n, seed);
         let per_image = self.arena_per_image();
         let shards = self.threads.clamp(1, n.max(1));
         let bounds: Vec<(usize, usize)> = (0..shards)
@@ -155,7 +166,12 @@ impl JitStep {
         let mut batch_norm_stats = Vec::new();
         let mut sync_grads: Vec<(String, Vec<f32>)> = Vec::new();
         for end in cuts.into_iter().chain([self.network.kernel_count()]) {
-            self.run_phase(&[pixels, &targets], &mut logits, &bounds, per_image, start..end)?;
+            let inputs: &[&[f32]] = if self.dropouts.is_empty() {
+                &[pixels, &targets]
+            } else {
+                &[pixels, &targets, &masks]
+            };
+            self.run_phase(inputs, &mut logits, &bounds, per_image, start..end)?;
             for sync in self.syncs.iter().filter(|s| s.before_kernel == end) {
                 apply_sync(
                     &sync.op,
@@ -191,6 +207,29 @@ impl JitStep {
             logits,
             batch_norm_stats,
         })
+    }
+
+    /// The mask input for a batch of `n`: each image's dropout multipliers, from the element's
+    /// index in the whole batch tensor in PyTorch's order, as the reference draws them.
+    fn masks(&self, n: usize, seed: u64) -> Vec<f32> {
+        let Some(&(ref last, _)) = self.dropouts.last() else {
+            return Vec::new();
+        };
+        let per_image = last.offset + last.len.next_multiple_of(4);
+        let mut masks = vec![0.0f32; n * per_image];
+        for (mask, node) in &self.dropouts {
+            for image in 0..n {
+                let at = image * per_image + mask.offset;
+                for (r, m) in masks[at..at + mask.len].iter_mut().enumerate() {
+                    let element = match mask.hwc {
+                        Some((h, w, c)) => (r % c) * h * w + r / c,
+                        None => r,
+                    };
+                    *m = dropout_scale(mask.p, seed, *node, image * mask.len + element);
+                }
+            }
+        }
+        masks
     }
 
     /// Runs `kernels` for every image, a contiguous shard of images per thread.

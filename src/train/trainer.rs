@@ -354,7 +354,7 @@ pub fn train(
                 seed: step_seed(settings.seed, step),
             };
             let mut result = match jit.as_deref_mut() {
-                Some(step) => step.step(weights, &batch.images, &batch.labels)?,
+                Some(step) => step.step(weights, &batch.images, &batch.labels, mode.seed)?,
                 None => step_gradients(
                     graph,
                     weights,

@@ -138,6 +138,62 @@ impl Backward<'_> {
         Ok(())
     }
 
+    /// Inverted dropout in training: `y = x · mask`, the mask (0 or `1/(1 − p)`) being dropout
+    /// `k`'s part of the mask input, made by the caller for each image and step.
+    pub(super) fn dropout_forward(&mut self, id: NodeId, k: usize) -> Result<(), LowerError> {
+        let x = self.lowering.arg(id, 0)?;
+        if x.padded.is_some() {
+            return Err(self.lowering.malformed(id, "its input is padded"));
+        }
+        let len = x.shape.numel();
+        let offset = self.dropouts[k].offset;
+        self.dropouts[k].hwc = x.hwc;
+        let out = self.lowering.result_buffer(id);
+        let masks = self.masks;
+        let mut b = self.builder(id, "dropout", format!("inverted dropout of {len} values"));
+        b.vectors(len, true, &mut |b, at, lanes| {
+            let value = b.load(x.buffer, at.clone(), lanes);
+            let mask = b.load(masks, at.clone() + offset, lanes);
+            let y = b.binary(BinaryOp::Mul, value, mask);
+            b.store(out, at, lanes, y);
+        });
+        self.lowering.emit(b);
+        self.lowering.values[id] = Some(NodeBuffer {
+            buffer: out,
+            shape: self.graph().shape(id),
+            hwc: x.hwc,
+            padded: None,
+        });
+        Ok(())
+    }
+
+    /// `∂x (+)= ∂y · mask`, the forward's mask.
+    pub(super) fn dropout_backward(&mut self, id: NodeId, grad: BufferId) -> Result<(), LowerError> {
+        let k = self
+            .dropouts
+            .iter()
+            .position(|d| d.node == id)
+            .ok_or_else(|| self.lowering.malformed(id, "a dropout without a mask"))?;
+        let offset = self.dropouts[k].offset;
+        let input = self.graph().nodes[id].inputs[0];
+        let len = self.graph().shape(id).numel();
+        let masks = self.masks;
+        let (target, accumulate) = self.grad_target(input);
+        let mut b = self.builder(id, "dropout_grad", format!("∂ through dropout of {len} values"));
+        b.vectors(len, true, &mut |b, at, lanes| {
+            let dy = b.load(grad, at.clone(), lanes);
+            let mask = b.load(masks, at.clone() + offset, lanes);
+            let mut dx = b.binary(BinaryOp::Mul, dy, mask);
+            if accumulate {
+                let sum = b.load(target, at.clone(), lanes);
+                dx = b.binary(BinaryOp::Add, sum, dx);
+            }
+            b.store(target, at, lanes, dx);
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+
     /// Global average pooling: every pixel of the input gets `∂out / (h·w)`.
     pub(super) fn global_avg_pool(&mut self, id: NodeId, grad: BufferId) -> Result<(), LowerError> {
         let input = self.graph().nodes[id].inputs[0];

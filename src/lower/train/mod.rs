@@ -166,7 +166,23 @@ pub struct TrainingLowered {
     pub lowered: Lowered,
     pub grads: Vec<ParamGrad>,
     pub syncs: Vec<BatchSync>,
+    /// The dropout masks the step's third input holds, in order, when there are any.
+    pub dropouts: Vec<DropoutMask>,
     pub classes: usize,
+}
+
+/// Where one dropout's mask sits in the step's mask input (per image: each dropout's
+/// multipliers, 0 or `1/(1 − p)`, one after another).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropoutMask {
+    pub node: NodeId,
+    pub p: f64,
+    pub offset: usize,
+    /// Elements per image.
+    pub len: usize,
+    /// Set when the dropout's input is a flatten kept in H×W×C order: memory element `r`
+    /// is then PyTorch's element `(r mod c)·h·w + r div c`.
+    pub hwc: Option<(usize, usize, usize)>,
 }
 
 /// Work over the whole batch, done by the caller once every image has run the kernels
@@ -221,11 +237,6 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
     }
     let live = live_nodes(graph, false);
     for (id, node) in graph.nodes.iter() {
-        // Every op the forward lowering knows runs where nothing is differentiated (a frozen
-        // base), except those whose training forward differs from inference.
-        if let Op::Dropout { .. } = node.op {
-            return Some(format!("{id} ({}) is dropout", node.path));
-        }
         if !live[id] {
             continue;
         }
@@ -233,7 +244,7 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             matches!(a, None | Some(Activation::Relu) | Some(Activation::Relu6))
         };
         let ok = match &node.op {
-            Op::Input { .. } | Op::Identity => true,
+            Op::Input { .. } | Op::Identity | Op::Dropout { .. } => true,
             Op::Conv(a) => {
                 let in_c = graph.input_shape(id).c;
                 let groups = a.groups.max(1);
@@ -267,11 +278,17 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
     None
 }
 
+/// Whether every reader of `id` is a dense layer, looking through identities and dropouts:
+/// `Lowering::only_dense_readers`, for which a flatten moves no data.
 fn readers_all_dense(graph: &Graph, id: NodeId) -> bool {
     id != graph.output()
-        && graph.nodes.iter().all(|(_, node)| {
+        && graph.nodes.iter().all(|(reader, node)| {
             !node.inputs.contains(&id)
-                || (matches!(node.op, Op::Dense(_)) && node.inputs.first() == Some(&id))
+                || match node.op {
+                    Op::Dense(_) => node.inputs.first() == Some(&id),
+                    Op::Identity | Op::Dropout { .. } => readers_all_dense(graph, reader),
+                    _ => false,
+                }
         })
 }
 
@@ -297,11 +314,22 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
         target: BufferId::from_u32(0),
         syncs: Vec::new(),
         affines: SecondaryMap::new(),
+        dropouts: Vec::new(),
+        masks: BufferId::from_u32(0),
     };
+    let mask_len = plan_dropouts(graph, &backward.lowering, &mut backward.dropouts);
+    if mask_len > 0 {
+        backward.masks =
+            backward
+                .lowering
+                .add_buffer("input `dropout masks`".into(), mask_len, Storage::Input(2));
+    }
     for &id in &backward.lowering.order.clone() {
         let node = &graph.nodes[id];
         if matches!(node.op, Op::BatchNorm { .. }) && !node.frozen {
             backward.batch_norm_forward(id)?;
+        } else if let Some(k) = backward.dropouts.iter().position(|d| d.node == id) {
+            backward.dropout_forward(id, k)?;
         } else {
             backward.lowering.lower_node(id)?;
         }
@@ -317,6 +345,7 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
         lowering,
         params,
         syncs,
+        dropouts,
         ..
     } = backward;
     let mut inputs: Vec<(String, Shape)> = graph
@@ -331,12 +360,18 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
         })
         .collect();
     inputs.push(("target".into(), Shape::flat(classes)));
+    if mask_len > 0 {
+        inputs.push(("dropout masks".into(), Shape::flat(mask_len)));
+    }
     let mut input_lens: Vec<usize> = graph
         .inputs
         .iter()
         .map(|&i| graph.shape(i).numel())
         .collect();
     input_lens.push(classes);
+    if mask_len > 0 {
+        input_lens.push(mask_len);
+    }
     let mut program = LoopProgram {
         name: format!("{} (training step)", graph.name),
         inputs,
@@ -375,6 +410,7 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
         lowered: Lowered { program, constants },
         grads,
         syncs,
+        dropouts,
         classes,
     })
 }
@@ -392,6 +428,36 @@ struct Backward<'g> {
     syncs: Vec<BatchSync>,
     /// Each training batch norm's per-image `affine` buffer (see [`SyncOp`]).
     affines: SecondaryMap<NodeId, Option<BufferId>>,
+    /// The dropouts that mask in training, and the input holding their masks.
+    dropouts: Vec<DropoutMask>,
+    masks: BufferId,
+}
+
+/// The dropouts that mask in training (not frozen, `p > 0`), in graph order, each given its
+/// place in the mask input; returns the mask input's length per image.
+fn plan_dropouts(graph: &Graph, lowering: &Lowering, out: &mut Vec<DropoutMask>) -> usize {
+    let mut offset = 0;
+    for &id in &lowering.order {
+        let node = &graph.nodes[id];
+        let Op::Dropout { p } = node.op else {
+            continue;
+        };
+        if node.frozen || p <= 0.0 {
+            continue;
+        }
+        let len = graph.shape(id).numel();
+        // Set by the forward, which knows the order its input is stored in.
+        let hwc = None;
+        out.push(DropoutMask {
+            node: id,
+            p,
+            offset,
+            len,
+            hwc,
+        });
+        offset += len.next_multiple_of(4);
+    }
+    offset
 }
 
 impl<'g> Backward<'g> {
@@ -418,7 +484,12 @@ impl<'g> Backward<'g> {
             let trainable = is_trainable(graph, id);
             match &graph.nodes[id].op {
                 Op::Input { .. } => {}
-                Op::Identity | Op::Flatten => {
+                Op::Dropout { .. } if self.dropouts.iter().any(|d| d.node == id) => {
+                    if wants_input[0] {
+                        self.dropout_backward(id, grad)?;
+                    }
+                }
+                Op::Identity | Op::Flatten | Op::Dropout { .. } => {
                     if wants_input[0] {
                         let input = graph.nodes[id].inputs[0];
                         self.pass_through(id, input, grad);
