@@ -90,7 +90,9 @@ fn compare_on(graph: &Graph, images: ArrayD<f32>, threads: usize) -> usize {
     let mut jit = JitStep::new(&graph, &weights, threads)
         .expect("compiles")
         .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
-    let got = jit.step(&weights, &images, &labels, TRAIN.seed).expect("a step");
+    let got = jit
+        .step(&weights, &images, &labels, TRAIN.seed)
+        .expect("a step");
     assert!(
         (got.loss - reference.loss).abs() <= 1e-5 * reference.loss.abs().max(1.0),
         "loss {} vs {}",
@@ -106,7 +108,10 @@ fn compare_on(graph: &Graph, images: ArrayD<f32>, threads: usize) -> usize {
     }
     assert_eq!(got.batch_norm_stats.len(), reference.batch_norm_stats.len());
     for (g, r) in got.batch_norm_stats.iter().zip(&reference.batch_norm_stats) {
-        assert_eq!((&g.running_mean, &g.running_var, g.count), (&r.running_mean, &r.running_var, r.count));
+        assert_eq!(
+            (&g.running_mean, &g.running_var, g.count),
+            (&r.running_mean, &r.running_var, r.count)
+        );
         let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
         close(&g.running_mean, &f(&g.mean), &f(&r.mean));
         close(&g.running_var, &f(&g.var), &f(&r.var));
@@ -311,12 +316,10 @@ network transfer(x: 8x8x3) {
 
 #[test]
 fn batch_norm_in_training_and_dropout_are_declined_with_a_reason() {
-    for (source, why) in [
-        (
-            "network gr(x: 6x6x4) { x -> c: conv(4, 3, groups: 2) -> flatten -> fc: dense(3) }",
-            "no compiled backward",
-        ),
-    ] {
+    for (source, why) in [(
+        "network gr(x: 6x6x4) { x -> c: conv(4, 3, groups: 2) -> flatten -> fc: dense(3) }",
+        "no compiled backward",
+    )] {
         let graph = graph_of(source);
         let weights = Weights::seeded(&graph, 1).unwrap();
         match JitStep::new(&graph, &weights, 1).expect("no error") {

@@ -84,7 +84,7 @@ pub struct CompiledNetwork {
     pub(super) output_slot: usize,
     pub(super) input_slots: Vec<usize>,
     pub(super) arena_len: usize,
-    pub(super) accumulator_slot: usize,
+    pub(super) accumulator_slot: Option<usize>,
     pub(super) accumulator_len: usize,
     /// One arena kept between runs; a concurrent run allocates its own.
     pub(super) arena: Mutex<Vec<f32>>,
@@ -188,7 +188,9 @@ impl CompiledNetwork {
         // Only a training step has accumulators, and it runs through `run_kernels`; a plain
         // run of one gets a scratch region, summed into and dropped.
         let mut accumulators = vec![0.0f32; self.accumulator_len];
-        table[self.accumulator_slot] = accumulators.as_mut_ptr() as usize;
+        if let Some(slot) = self.accumulator_slot {
+            table[slot] = accumulators.as_mut_ptr() as usize;
+        }
         // The table now holds, for each buffer of the lowered program, an address with
         // at least as many elements as the verifier proved every access stays within: the
         // inputs were checked to have `batch` images of their declared shapes, the output
@@ -428,16 +430,16 @@ impl CompiledNetwork {
         table[self.output_slot] =
             base.wrapping_sub(images.start * out_len * std::mem::size_of::<f32>());
         table[0] = arena.as_mut_ptr() as usize;
-        table[self.accumulator_slot] = accumulators.as_mut_ptr() as usize;
+        if let Some(slot) = self.accumulator_slot {
+            table[slot] = accumulators.as_mut_ptr() as usize;
+        }
         for image in images {
             for kernel in &self.kernels[kernels.clone()] {
                 // SAFETY: the table holds, for every buffer, an address with as many elements
                 // as the verifier proved each access needs: the inputs hold `images.end`
                 // images, the output slice those of the range, arena and accumulators their
                 // planned lengths, the constants their packed lengths; all outlive the call.
-                unsafe {
-                    (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64)
-                };
+                unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
             }
         }
         Ok(())

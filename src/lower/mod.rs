@@ -51,7 +51,8 @@ mod winograd_pack;
 pub use pack::{pack_constants, PackedConstants};
 pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
 pub use train::{
-    lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp, TrainingLowered,
+    lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp,
+    TrainingLowered,
 };
 pub use winograd::Winograd;
 

@@ -16,12 +16,12 @@
 use super::loss;
 use super::trainer::{StepGradients, TrainError};
 use crate::codegen::{self, CodegenOptions, CompiledNetwork};
-use crate::graph::{Graph, Op};
 use crate::graph::ops::dropout_scale;
+use crate::graph::{Graph, Op};
 use crate::lower::{self, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp};
-use cranelift_entity::EntityRef;
 use crate::reference::backward::{logits_graph, BatchNormStats};
 use crate::runtime::Weights;
+use cranelift_entity::EntityRef;
 use ndarray::ArrayD;
 
 /// A compiled training step for one network.
@@ -247,10 +247,8 @@ impl JitStep {
         let mut outputs = logits;
         let mut arenas = self.arenas.as_mut_slice();
         let mut work = Vec::new();
-        for ((&(start, end), accumulator), s) in bounds
-            .iter()
-            .zip(self.accumulators.iter_mut())
-            .zip(0..)
+        for ((&(start, end), accumulator), s) in
+            bounds.iter().zip(self.accumulators.iter_mut()).zip(0..)
         {
             let (output, rest) = outputs.split_at_mut((end - start) * classes);
             outputs = rest;
@@ -304,7 +302,6 @@ impl JitStep {
         Ok(())
     }
 }
-
 
 /// The arena offset of `buffer`.
 fn arena_offset(program: &LoopProgram, buffer: lower::ir::BufferId) -> Result<usize, TrainError> {

@@ -49,7 +49,9 @@ impl Backward<'_> {
         let (c, pixels) = (s.c, s.h * s.w);
         let cp = c.next_multiple_of(4);
         let name = self.lowering.describe(id);
-        let stats = self.lowering.add_temp(format!("{name} image mean, M2"), 2 * cp);
+        let stats = self
+            .lowering
+            .add_temp(format!("{name} image mean, M2"), 2 * cp);
         let affine = self
             .lowering
             .add_temp(format!("{name} batch scale, shift, mean, 1/σ"), 4 * cp);
@@ -131,7 +133,9 @@ impl Backward<'_> {
         let (c, pixels) = (s.c, s.h * s.w);
         let cp = c.next_multiple_of(4);
         let name = self.lowering.describe(id);
-        let sums = self.lowering.add_temp(format!("{name} image Σ∂y, Σ∂y·x̂"), 2 * cp);
+        let sums = self
+            .lowering
+            .add_temp(format!("{name} image Σ∂y, Σ∂y·x̂"), 2 * cp);
         // Only made when a kernel reads it: the memory plan places what kernels touch.
         let coefficients = wants_input.then(|| {
             self.lowering

@@ -168,7 +168,11 @@ impl Backward<'_> {
     }
 
     /// `∂x (+)= ∂y · mask`, the forward's mask.
-    pub(super) fn dropout_backward(&mut self, id: NodeId, grad: BufferId) -> Result<(), LowerError> {
+    pub(super) fn dropout_backward(
+        &mut self,
+        id: NodeId,
+        grad: BufferId,
+    ) -> Result<(), LowerError> {
         let k = self
             .dropouts
             .iter()
@@ -179,7 +183,11 @@ impl Backward<'_> {
         let len = self.graph().shape(id).numel();
         let masks = self.masks;
         let (target, accumulate) = self.grad_target(input);
-        let mut b = self.builder(id, "dropout_grad", format!("∂ through dropout of {len} values"));
+        let mut b = self.builder(
+            id,
+            "dropout_grad",
+            format!("∂ through dropout of {len} values"),
+        );
         b.vectors(len, true, &mut |b, at, lanes| {
             let dy = b.load(grad, at.clone(), lanes);
             let mask = b.load(masks, at.clone() + offset, lanes);

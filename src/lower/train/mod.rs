@@ -319,10 +319,11 @@ pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, 
     };
     let mask_len = plan_dropouts(graph, &backward.lowering, &mut backward.dropouts);
     if mask_len > 0 {
-        backward.masks =
-            backward
-                .lowering
-                .add_buffer("input `dropout masks`".into(), mask_len, Storage::Input(2));
+        backward.masks = backward.lowering.add_buffer(
+            "input `dropout masks`".into(),
+            mask_len,
+            Storage::Input(2),
+        );
     }
     for &id in &backward.lowering.order.clone() {
         let node = &graph.nodes[id];
