@@ -125,7 +125,7 @@ pub fn run(args: &BenchArgs) -> u8 {
         EXIT_ERRORS
     };
     if args.train {
-        return super::bench_train::run(args, &graph).unwrap_or_else(fail);
+        return super::bench_train::run(args, &graph).unwrap_or_else(|d| fail(*d));
     }
     let mut seeded = graph.clone();
     if let Err(error) = runtime::seed(&mut seeded, 0) {

@@ -37,21 +37,25 @@ struct TrainReport {
     peak_rss_bytes: Option<u64>,
 }
 
-fn diagnostic(error: &TrainError) -> Diagnostic {
-    Diagnostic::global(Code::Run, error.to_string())
+fn diagnostic(error: &TrainError) -> Box<Diagnostic> {
+    Box::new(Diagnostic::global(Code::Run, error.to_string()))
+}
+
+fn global(code: Code, message: String) -> Box<Diagnostic> {
+    Box::new(Diagnostic::global(code, message))
 }
 
 /// Times `args.runs` training steps of `graph` (after `args.warmup`); prints or returns the
 /// diagnostic of a failure.
-pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Diagnostic> {
+pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
     let weights =
         Weights::seeded(graph, 0).map_err(|e| Diagnostic::global(Code::Weights, e.to_string()))?;
     let Some(&input) = graph.inputs.first() else {
-        return Err(Diagnostic::global(Code::Input, "the network has no input"));
+        return Err(global(Code::Input, "the network has no input".into()));
     };
     let batch = args.batch as usize;
     let images = runtime::synthetic_input(graph.shape(input), batch, 0)
-        .map_err(|e| Diagnostic::global(Code::Input, e.to_string()))?;
+        .map_err(|e| global(Code::Input, e.to_string()))?;
     let classes = graph.shape(graph.output()).c.max(1);
     let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
     let threads = args.threads.unwrap_or_else(default_threads).max(1);
@@ -73,8 +77,7 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Diagnostic> {
         nesterov: false,
         weight_decay: 0.0,
     });
-    let mut optimizer =
-        Optimizer::new(config).map_err(|e| Diagnostic::global(Code::Recipe, e.to_string()))?;
+    let mut optimizer = Optimizer::new(config).map_err(|e| global(Code::Recipe, e.to_string()))?;
     let mut weights = weights;
     let mut step = |weights: &mut Weights, seed: u64| -> Result<(), TrainError> {
         let result: StepGradients = match jit.as_mut() {

@@ -212,7 +212,7 @@ impl JitStep {
     /// The mask input for a batch of `n`: each image's dropout multipliers, from the element's
     /// index in the whole batch tensor in PyTorch's order, as the reference draws them.
     fn masks(&self, n: usize, seed: u64) -> Vec<f32> {
-        let Some(&(ref last, _)) = self.dropouts.last() else {
+        let Some((last, _)) = self.dropouts.last() else {
             return Vec::new();
         };
         let per_image = last.offset + last.len.next_multiple_of(4);
@@ -247,29 +247,32 @@ impl JitStep {
         let mut outputs = logits;
         let mut arenas = self.arenas.as_mut_slice();
         let mut work = Vec::new();
-        for ((&(start, end), accumulator), s) in
-            bounds.iter().zip(self.accumulators.iter_mut()).zip(0..)
-        {
+        for (&(start, end), accumulator) in bounds.iter().zip(self.accumulators.iter_mut()) {
             let (output, rest) = outputs.split_at_mut((end - start) * classes);
             outputs = rest;
             let take = if per_image { end - start } else { 1 };
             let (own, rest) = arenas.split_at_mut(take);
             arenas = rest;
-            work.push((s, start, end, output, own, accumulator));
+            work.push(Shard {
+                images: start..end,
+                output,
+                arenas: own,
+                accumulator,
+            });
         }
-        let run = |(_, start, end, output, own, accumulator): (
-            usize,
-            usize,
-            usize,
-            &mut [f32],
-            &mut [Vec<f32>],
-            &mut Vec<f32>,
-        )| {
-            for image in start..end {
+        let run = |shard: Shard<'_>| {
+            let Shard {
+                images,
+                output,
+                arenas,
+                accumulator,
+            } = shard;
+            let start = images.start;
+            for image in images {
                 let arena = if per_image {
-                    &mut own[image - start]
+                    &mut arenas[image - start]
                 } else {
-                    &mut own[0]
+                    &mut arenas[0]
                 };
                 let output = &mut output[(image - start) * classes..][..classes];
                 network
@@ -301,6 +304,15 @@ impl JitStep {
         }
         Ok(())
     }
+}
+
+/// One thread's part of a phase: its images, their outputs, their arenas (one per image, or
+/// one for all), its accumulators.
+struct Shard<'a> {
+    images: std::ops::Range<usize>,
+    output: &'a mut [f32],
+    arenas: &'a mut [Vec<f32>],
+    accumulator: &'a mut Vec<f32>,
 }
 
 /// The arena offset of `buffer`.
