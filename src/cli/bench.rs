@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// The results as one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Time training steps (forward, backward, SGD update) instead of inference.
+    #[arg(long)]
+    pub train: bool,
 }
 
 #[derive(Serialize)]
@@ -77,14 +80,14 @@ struct Report {
 }
 
 /// The process's peak resident memory, from Linux's `/proc/self/status`.
-fn peak_rss_bytes() -> Option<u64> {
+pub(super) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
-fn human_bytes(bytes: usize) -> String {
+pub(super) fn human_bytes(bytes: usize) -> String {
     let b = bytes as f64;
     if b >= (1u64 << 30) as f64 {
         format!("{:.2} GiB", b / (1u64 << 30) as f64)
@@ -121,6 +124,9 @@ pub fn run(args: &BenchArgs) -> u8 {
         diag::emit_stderr(sources, &[diagnostic]);
         EXIT_ERRORS
     };
+    if args.train {
+        return super::bench_train::run(args, &graph).unwrap_or_else(|d| fail(*d));
+    }
     let mut seeded = graph.clone();
     if let Err(error) = runtime::seed(&mut seeded, 0) {
         return fail(Diagnostic::global(Code::Weights, error.to_string()));

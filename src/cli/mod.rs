@@ -2,6 +2,7 @@
 //! process exit code: 0 success, 1 the program or its inputs are wrong, 2 usage.
 
 pub mod bench;
+mod bench_train;
 pub mod check;
 pub mod emit;
 pub mod engine;

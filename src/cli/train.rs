@@ -8,6 +8,7 @@
 //! per epoch on standard output (loss, accuracy, validation, images/s, epoch time); with
 //! `--json`, one JSON object at the end instead of the lines.
 
+use super::engine::Backend;
 use super::eval::{self, class_names, open_data};
 use super::train_stage;
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
@@ -116,6 +117,11 @@ pub struct TrainArgs {
     /// --resume; the flags apply to it.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub stage: Option<u64>,
+    /// Where the gradients are computed: compiled backward kernels (jit; a network they do
+    /// not cover yet trains on the reference engine, which the header says) or the reference
+    /// interpreter.
+    #[arg(long, value_enum, default_value_t = Backend::Jit)]
+    pub backend: Backend,
 }
 
 pub fn run(args: &TrainArgs) -> u8 {
@@ -277,6 +283,7 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             "epochs": settings.epochs,
             "trainable_parameters": Summary::of(&stage_graph).trainable_parameters,
             "features_cached": result.cache.as_ref().map(|c| c.json()),
+            "gradients": result.backend,
         }));
         all_reports.extend(result.reports.into_iter().map(|r| (number + 1, r)));
     }

@@ -13,6 +13,7 @@ use crate::source::Span;
 use crate::train::cache::{cached_features, split_frozen_prefix, NoCache};
 use crate::train::checkpoint::Progress;
 use crate::train::data::Dataset;
+use crate::train::jit::JitStep;
 use crate::train::optim::Optimizer;
 use crate::train::trainer::{self, BatchProgress, EpochReport, RunOptions, TrainError};
 use std::io::{IsTerminal, Write};
@@ -154,6 +155,8 @@ pub(super) struct Stage<'a> {
 pub(super) struct StageResult {
     pub reports: Vec<EpochReport>,
     pub cache: Option<CacheReport>,
+    /// Which engine computed the gradients: `jit` or `reference`.
+    pub backend: &'static str,
 }
 
 /// Runs a stage: caches the frozen features when it can (printing what it did, or why not
@@ -191,6 +194,36 @@ pub(super) fn run_stage(
     if let (Some(report), false) = (&cache, args.json) {
         println!("{}", report.line());
     }
+    let (mut jit, engine_line) = match args.backend {
+        Backend::Reference => (
+            None,
+            "reference interpreter (--backend reference)".to_string(),
+        ),
+        Backend::Jit => match JitStep::new(graph, weights, threads)
+            .map_err(|e| vec![super::train::train_error_diagnostic(&e)])?
+        {
+            Ok(step) => {
+                let line = format!(
+                    "compiled backward (Cranelift JIT), {} KiB arena per {}",
+                    step.arena_bytes().div_ceil(1024),
+                    if step.arena_per_image() {
+                        "image"
+                    } else {
+                        "thread"
+                    }
+                );
+                (Some(step), line)
+            }
+            Err(reason) => (
+                None,
+                format!("reference interpreter: the JIT cannot train this network yet ({reason})"),
+            ),
+        },
+    };
+    if !args.json {
+        println!("gradients: {engine_line}");
+    }
+    let backend = if jit.is_some() { "jit" } else { "reference" };
     let engine = engine_options(Backend::Jit, Some(threads));
     let mut validate = |w: &Weights| match val {
         None => Ok(None),
@@ -232,12 +265,17 @@ pub(super) fn run_stage(
         &mut validate,
         &mut on_batch,
         &mut on_epoch,
+        jit.as_mut(),
     );
     if live {
         eprint!("\r\x1b[2K");
     }
     let reports = result.map_err(|e| vec![super::train::train_error_diagnostic(&e)])?;
-    Ok(StageResult { reports, cache })
+    Ok(StageResult {
+        reports,
+        cache,
+        backend,
+    })
 }
 
 /// `graph` with the layers under `paths` (a path or its sublayers) trainable.

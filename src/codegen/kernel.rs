@@ -472,6 +472,23 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 let mask = b.ins().bitcast(F32X4, MemFlagsData::new(), mask);
                 b.ins().bitselect(mask, a, c)
             }
+            // `0 < a` as a mask (false for NaN), then `c` and the mask bit by bit.
+            BinaryOp::KeepWherePositive => {
+                let zero = b.ins().f32const(0.0);
+                let zero = b.ins().splat(F32X4, zero);
+                let mask = b.ins().fcmp(FloatCC::LessThan, zero, a);
+                let mask = b.ins().bitcast(F32X4, MemFlagsData::new(), mask);
+                b.ins().bitselect(mask, c, zero)
+            }
+            BinaryOp::EqualMask => {
+                let mask = b.ins().fcmp(FloatCC::Equal, a, c);
+                b.ins().bitcast(F32X4, MemFlagsData::new(), mask)
+            }
+            BinaryOp::And => {
+                let zero = b.ins().f32const(0.0);
+                let zero = b.ins().splat(F32X4, zero);
+                b.ins().bitselect(a, c, zero)
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The table every generated function receives: the addresses it may touch.
 //!
-//! Slot 0 is the arena, then one slot per network input, then the output, then one per
-//! constant buffer, then one per kernel function (read by the entry function). Addresses are
+//! Slot 0 is the arena, then one slot per network input, then the output, then the
+//! accumulator region if the program has one (a training step's), then one per constant
+//! buffer, then one per kernel function (read by the entry function). Addresses are
 //! passed in this table instead of being baked into the code as immediates, which keeps the
 //! generated code (and `cnnc emit clif`) identical from run to run, lets one compiled network
 //! run on any caller's tensors, and keeps JIT-to-JIT calls free of relocations.
@@ -12,6 +13,7 @@ use std::collections::HashMap;
 
 pub(super) struct TableLayout {
     n_inputs: usize,
+    accumulators: bool,
     const_slots: HashMap<BufferId, usize>,
     first_kernel: usize,
     len: usize,
@@ -20,7 +22,11 @@ pub(super) struct TableLayout {
 impl TableLayout {
     pub fn new(program: &LoopProgram) -> TableLayout {
         let n_inputs = program.input_lens.len();
-        let mut next = n_inputs + 2;
+        let accumulators = program
+            .buffers
+            .values()
+            .any(|b| matches!(b.storage, Storage::Accumulator { .. }));
+        let mut next = n_inputs + 2 + usize::from(accumulators);
         let mut const_slots = HashMap::new();
         for buffer in program.buffers.values() {
             if matches!(buffer.storage, Storage::Const(_)) {
@@ -30,6 +36,7 @@ impl TableLayout {
         }
         TableLayout {
             n_inputs,
+            accumulators,
             const_slots,
             first_kernel: next,
             len: next + program.kernels.len(),
@@ -43,6 +50,7 @@ impl TableLayout {
             Storage::Arena { offset } => (0, 0, offset),
             Storage::Input(k) => (1 + k, buffer.len, 0),
             Storage::Output => (1 + self.n_inputs, buffer.len, 0),
+            Storage::Accumulator { offset } => (self.accumulator_slot().unwrap_or(0), 0, offset),
             Storage::Const(_) => (self.const_slots.get(&buffer.id).copied().unwrap_or(0), 0, 0),
         }
     }
@@ -53,6 +61,10 @@ impl TableLayout {
 
     pub fn output_slot(&self) -> usize {
         1 + self.n_inputs
+    }
+
+    pub fn accumulator_slot(&self) -> Option<usize> {
+        self.accumulators.then_some(2 + self.n_inputs)
     }
 
     pub fn kernel_slot(&self, k: usize) -> usize {

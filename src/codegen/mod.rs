@@ -152,7 +152,9 @@ pub fn generate(
     let threads = options.threads.max(1);
     let constant_bytes = constants.bytes();
     let mut blobs = Vec::with_capacity(constants.blobs.len());
+    let mut constant_ids = Vec::with_capacity(constants.blobs.len());
     for (buffer, data) in constants.blobs {
+        constant_ids.push(buffer);
         let buffer = program.buffer(buffer);
         if !matches!(buffer.storage, Storage::Const(_)) || data.len() < buffer.len {
             return Err(CodegenError::Malformed(format!(
@@ -207,12 +209,15 @@ pub fn generate(
         flops: program.flops,
         pool: Mutex::new(None),
         _constants: blobs,
+        constant_ids,
         table,
         output_slot: layout.output_slot(),
         input_slots: (0..program.input_lens.len())
             .map(|k| layout.input_slot(k))
             .collect(),
         arena_len: program.arena_len,
+        accumulator_slot: layout.accumulator_slot(),
+        accumulator_len: program.accumulator_len,
         arena: Mutex::new(vec![0.0; program.arena_len]),
         thread_arenas: Mutex::new(Vec::new()),
         inputs: program.inputs.clone(),

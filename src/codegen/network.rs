@@ -10,6 +10,8 @@
 use super::pool::{self, ScheduledKernel, Step, WorkerPool};
 use super::CodegenOptions;
 use crate::graph::{NodeId, Shape};
+use crate::lower::ir::BufferId;
+use crate::lower::PackedConstants;
 use crate::runtime::RunError;
 use crate::runtime::MAX_ELEMENTS;
 use cranelift_jit::JITModule;
@@ -74,12 +76,16 @@ pub struct CompiledNetwork {
     pub(super) pool: Mutex<Option<WorkerPool>>,
     /// The packed constants the table points into; never moved or resized.
     pub(super) _constants: Vec<Box<[f32]>>,
+    /// The buffer each of `_constants` fills.
+    pub(super) constant_ids: Vec<BufferId>,
     /// The table with constant and kernel slots filled in; arena, inputs and output are
     /// filled per run.
     pub(super) table: Vec<usize>,
     pub(super) output_slot: usize,
     pub(super) input_slots: Vec<usize>,
     pub(super) arena_len: usize,
+    pub(super) accumulator_slot: Option<usize>,
+    pub(super) accumulator_len: usize,
     /// One arena kept between runs; a concurrent run allocates its own.
     pub(super) arena: Mutex<Vec<f32>>,
     /// The other threads' arenas when a batch's images run whole on several threads at once;
@@ -179,6 +185,12 @@ impl CompiledNetwork {
             }
         };
         table[0] = arena.as_mut_ptr() as usize;
+        // Only a training step has accumulators, and it runs through `run_kernels`; a plain
+        // run of one gets a scratch region, summed into and dropped.
+        let mut accumulators = vec![0.0f32; self.accumulator_len];
+        if let Some(slot) = self.accumulator_slot {
+            table[slot] = accumulators.as_mut_ptr() as usize;
+        }
         // The table now holds, for each buffer of the lowered program, an address with
         // at least as many elements as the verifier proved every access stays within: the
         // inputs were checked to have `batch` images of their declared shapes, the output
@@ -332,6 +344,105 @@ impl CompiledNetwork {
         unsafe { pool.run(&tables, batch, whole_images, times) };
         drop(copies);
         true
+    }
+
+    /// Replaces the packed constants with `constants`, packed from the same program (new
+    /// weights in the same layouts): a training step's way to run on the updated weights
+    /// without compiling again. The blobs are overwritten in place, so the table's
+    /// addresses stay valid.
+    pub fn update_constants(&mut self, constants: PackedConstants) -> Result<(), RunError> {
+        if constants.blobs.len() != self._constants.len() {
+            return Err(RunError::Malformed(
+                "the new constants are not the program's".into(),
+            ));
+        }
+        for ((id, new), (own_id, own)) in constants
+            .blobs
+            .iter()
+            .zip(self.constant_ids.iter().zip(self._constants.iter_mut()))
+        {
+            if id != own_id || new.len() != own.len() {
+                return Err(RunError::Malformed(
+                    "the new constants are not the program's".into(),
+                ));
+            }
+            own.copy_from_slice(new);
+        }
+        Ok(())
+    }
+
+    /// Elements of the arena [`run_kernels`](Self::run_kernels) needs.
+    pub fn arena_len(&self) -> usize {
+        self.arena_len
+    }
+
+    /// Elements of the accumulator region [`run_kernels`](Self::run_kernels) needs.
+    pub fn accumulator_len(&self) -> usize {
+        self.accumulator_len
+    }
+
+    /// The number of kernels, which [`run_kernels`](Self::run_kernels) ranges over.
+    pub fn kernel_count(&self) -> usize {
+        self.kernels.len()
+    }
+
+    /// Runs kernels `kernels`, on this thread, for images `images` of a batch whose inputs are
+    /// `inputs` (each a whole batch, flat), writing those images' outputs to `output` (which
+    /// holds only them, from `images.start`), in `arena`, adding to `accumulators`. Unlike
+    /// [`run`](Self::run), arena and accumulators are the caller's and keep what the kernels
+    /// leave in them: a training step runs its kernels in phases, with work over the whole
+    /// batch between them, and sums its parameter gradients over the images
+    /// (`lower::ParamGrad`).
+    pub fn run_kernels(
+        &self,
+        inputs: &[&[f32]],
+        output: &mut [f32],
+        arena: &mut [f32],
+        accumulators: &mut [f32],
+        images: std::ops::Range<usize>,
+        kernels: std::ops::Range<usize>,
+    ) -> Result<(), RunError> {
+        let out_len = self.output.numel();
+        let n = images.len();
+        let fits = inputs.len() == self.inputs.len()
+            && inputs
+                .iter()
+                .zip(&self.inputs)
+                .all(|(given, (_, shape))| given.len() >= images.end * shape.numel())
+            && output.len() >= n * out_len
+            && arena.len() >= self.arena_len
+            && accumulators.len() >= self.accumulator_len
+            && kernels.end <= self.kernels.len();
+        if !fits {
+            return Err(RunError::Malformed(format!(
+                "the buffers given to `{}` do not fit it",
+                self.name
+            )));
+        }
+        let mut table = self.table.clone();
+        for (&slot, given) in self.input_slots.iter().zip(inputs) {
+            table[slot] = given.as_ptr() as usize;
+        }
+        // The kernels address image `i`'s output at `base + i·out_len`; `output` starts at
+        // image `images.start`, so the base is that many images before it (an address never
+        // dereferenced below `output`'s start).
+        let base = output.as_mut_ptr() as usize;
+        table[self.output_slot] =
+            base.wrapping_sub(images.start * out_len * std::mem::size_of::<f32>());
+        table[0] = arena.as_mut_ptr() as usize;
+        if let Some(slot) = self.accumulator_slot {
+            table[slot] = accumulators.as_mut_ptr() as usize;
+        }
+        for image in images {
+            for kernel in &self.kernels[kernels.clone()] {
+                // SAFETY: the table holds, for every buffer, an address with as many elements
+                // as the verifier proved each access needs: the inputs hold `images.end`
+                // images, the output slice those of the range, arena and accumulators their
+                // planned lengths, the constants their packed lengths; all outlive the call.
+                unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
+            }
+        }
+        Ok(())
     }
 
     /// Checks the inputs against the network's; returns the batch size.

@@ -281,6 +281,7 @@ impl Lowering<'_> {
             .window_read(id)
             .ok_or_else(|| self.malformed(id, "not a window op"))?;
         let padded = self.pad_input(id, x, &read);
+        self.window_inputs[id] = Some((padded.buffer, padded.width));
         let (result, layout, origin, stride) = if self.slices[id].is_some() {
             let target = self.target(id);
             (target.buffer, None, target.origin, target.stride)

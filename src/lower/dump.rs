@@ -17,6 +17,9 @@ fn binary(op: BinaryOp) -> &'static str {
         BinaryOp::Max => "max",
         BinaryOp::MaxPropagatingNan => "max_nan",
         BinaryOp::Min => "min",
+        BinaryOp::KeepWherePositive => "keep_where_pos",
+        BinaryOp::EqualMask => "eq_mask",
+        BinaryOp::And => "and",
     }
 }
 
@@ -83,6 +86,7 @@ pub(super) fn dump(program: &LoopProgram) -> String {
             Storage::Output => "output".to_string(),
             Storage::Arena { offset } => format!("arena @{offset}"),
             Storage::Const(_) => "const".to_string(),
+            Storage::Accumulator { offset } => format!("accumulator @{offset}"),
         };
         let _ = writeln!(
             out,

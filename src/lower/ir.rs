@@ -164,6 +164,14 @@ pub enum BinaryOp {
     MaxPropagatingNan,
     /// `a < b ? a : b`, lane by lane: x86's `minps` (a NaN in `b` gives it back).
     Min,
+    /// `b` where `a > 0`, else 0: the gradient routed through a ReLU by its output (PyTorch's
+    /// `threshold_backward`, which gives 0 where the output is NaN).
+    KeepWherePositive,
+    /// All bits set where `a == b`, else all clear: a lane mask, for [`BinaryOp::And`].
+    EqualMask,
+    /// Bitwise and: `b` where the mask `a` is set, else 0 (max pooling's backward routes a
+    /// window's gradient to the element equal to its maximum).
+    And,
 }
 
 /// Transcendental functions, lane by lane. Code generation computes all three inline on

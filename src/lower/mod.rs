@@ -42,6 +42,7 @@ mod pad;
 mod plan;
 mod pool;
 pub mod program;
+mod train;
 mod upsample;
 mod verify;
 pub mod winograd;
@@ -49,6 +50,10 @@ mod winograd_pack;
 
 pub use pack::{pack_constants, PackedConstants};
 pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
+pub use train::{
+    lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp,
+    TrainingLowered,
+};
 pub use winograd::Winograd;
 
 use crate::graph::{Graph, NodeId, Op, Shape};
@@ -110,6 +115,7 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
         buffers: lowering.buffers,
         kernels: lowering.kernels,
         arena_len: 0,
+        accumulator_len: 0,
         input_lens: graph
             .inputs
             .iter()
@@ -185,6 +191,9 @@ struct Lowering<'g> {
     slices: SecondaryMap<NodeId, Option<concat::Slice>>,
     /// Each concat's target, once its first producer has made it.
     concat_targets: SecondaryMap<NodeId, Option<concat::Target>>,
+    /// The buffer each window op (conv, pool) read its input from, with that buffer's
+    /// pixels per row: a training step's backward reads the same padded frame.
+    window_inputs: SecondaryMap<NodeId, Option<(BufferId, usize)>>,
 }
 
 impl<'g> Lowering<'g> {
@@ -225,6 +234,7 @@ impl<'g> Lowering<'g> {
             values: SecondaryMap::new(),
             slices: SecondaryMap::new(),
             concat_targets: SecondaryMap::new(),
+            window_inputs: SecondaryMap::new(),
         };
         // The output is written in place by the node it aliases, unless that is a network
         // input, which is copied at the end instead.

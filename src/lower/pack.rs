@@ -175,6 +175,54 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
                 *out.get_mut(ch).ok_or_else(|| malformed(node, "packing"))? = value as f32;
             }
         }
+        &ConstSpec::ConvWeightTransposed { node, in_padded } => {
+            let Op::Conv(attrs) = &graph.nodes[node].op else {
+                return Err(malformed(
+                    node,
+                    "conv weights of a layer that is not a conv",
+                ));
+            };
+            let in_c = graph.input_shape(node).c;
+            let [kh, kw] = attrs.kernel;
+            let shape = [attrs.filters, in_c, kh, kw];
+            let w = tensor(graph, node, "weight", &shape)?;
+            for f in 0..attrs.filters {
+                for ic in 0..in_c {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let from = ((f * in_c + ic) * kh + ky) * kw + kx;
+                            let to = ((ky * kw + kx) * attrs.filters + f) * in_padded + ic;
+                            *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = w[from];
+                        }
+                    }
+                }
+            }
+        }
+        &ConstSpec::DenseWeightTransposed {
+            node,
+            features_padded,
+            hwc_input,
+        } => {
+            let Op::Dense(attrs) = &graph.nodes[node].op else {
+                return Err(malformed(
+                    node,
+                    "dense weights of a layer that is not dense",
+                ));
+            };
+            let features = graph.input_shape(node).c;
+            let shape = [attrs.units, features];
+            let w = tensor(graph, node, "weight", &shape)?;
+            for unit in 0..attrs.units {
+                for row in 0..features {
+                    let column = match hwc_input {
+                        Some((h, w, c)) => (row % c) * h * w + row / c,
+                        None => row,
+                    };
+                    *out.get_mut(unit * features_padded + row)
+                        .ok_or_else(|| malformed(node, "packing"))? = w[unit * features + column];
+                }
+            }
+        }
         ConstSpec::Values(values) => {
             let n = values.len().min(len);
             out[..n].copy_from_slice(&values[..n]);

@@ -19,7 +19,13 @@ const TILE_VECTORS: usize = 4;
 
 /// The window of output `o` along an axis of length `n`, as PyTorch's `avg_pool2d` clips it:
 /// its length within the padded input, and the number of real input cells it covers.
-fn window(o: usize, stride: usize, kernel: usize, pad: (usize, usize), n: usize) -> (usize, usize) {
+pub(super) fn window(
+    o: usize,
+    stride: usize,
+    kernel: usize,
+    pad: (usize, usize),
+    n: usize,
+) -> (usize, usize) {
     let start = (o * stride) as isize - pad.0 as isize;
     let end = (start + kernel as isize).min((n + pad.1) as isize);
     let padded_len = (end - start).max(0) as usize;
@@ -104,6 +110,7 @@ impl Lowering<'_> {
             fill: initial(attrs.kind),
         };
         let padded = self.pad_input(id, x, &read);
+        self.window_inputs[id] = Some((padded.buffer, padded.width));
         let uniform = reciprocals.iter().all(|&r| r == reciprocals[0]);
         let table = (attrs.kind == PoolKind::Avg && !uniform).then(|| {
             let name = format!("{} divisors", self.describe(id));

@@ -23,6 +23,10 @@ pub enum Storage {
     Arena { offset: usize },
     /// A constant packed at compile time.
     Const(ConstSpec),
+    /// A sum over the images of a run, at `offset` elements into the accumulator region:
+    /// a training step's parameter gradients, which every image adds to and the caller
+    /// zeroes before and reads after (`lower/train`). Never reused by the memory plan.
+    Accumulator { offset: usize },
 }
 
 /// How to build a constant buffer from the network's weights. Channel counts are padded
@@ -77,6 +81,20 @@ pub enum ConstSpec {
         node: NodeId,
         channels_padded: usize,
     },
+    /// Conv weights for the input gradient of training (`lower/train/conv.rs`),
+    /// `[ky][kx][out][in_padded]`: a tap's weights for one output channel are a vector run
+    /// over the input channels. Groups of one only.
+    ConvWeightTransposed {
+        node: NodeId,
+        in_padded: usize,
+    },
+    /// Dense weights for the input gradient of training, `[unit][features_padded]`, the
+    /// features in memory order (H×W×C for a free flatten, as [`ConstSpec::DenseWeight`]).
+    DenseWeightTransposed {
+        node: NodeId,
+        features_padded: usize,
+        hwc_input: Option<(usize, usize, usize)>,
+    },
     /// Numbers computed by the lowering (pooling divisors).
     Values(Vec<f32>),
 }
@@ -107,6 +125,8 @@ pub struct LoopProgram {
     pub kernels: Vec<Kernel>,
     /// Elements of the arena, per image (images run one after another and reuse it).
     pub arena_len: usize,
+    /// Elements of the accumulator region (0 but for a training step).
+    pub accumulator_len: usize,
     /// Elements per image of each input, and of the output.
     pub input_lens: Vec<usize>,
     pub output_len: usize,

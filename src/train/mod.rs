@@ -34,6 +34,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod data_error;
 pub mod data_files;
+pub mod jit;
 pub mod loss;
 pub mod optim;
 pub mod recipe;

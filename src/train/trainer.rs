@@ -21,6 +21,7 @@
 use super::checkpoint::{save_checkpoint, CheckpointError, Progress};
 use super::data::Dataset;
 use super::data_error::DataError;
+use super::jit::JitStep;
 use super::loss::{self, ConfusionMatrix, LossError};
 use super::optim::{OptimError, Optimizer};
 use super::recipe::Settings;
@@ -298,7 +299,8 @@ fn step_seed(seed: u64, global_step: u64) -> u64 {
 
 /// Trains `weights` in place from `progress` on; calls `on_batch` after every step and
 /// `on_epoch` after every epoch (with its validation, from `validate`). Returns the epochs'
-/// reports.
+/// reports. The gradients come from `jit`'s compiled step when given, else from the
+/// reference engine ([`step_gradients`]).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     graph: &Graph,
@@ -310,6 +312,7 @@ pub fn train(
     validate: &mut dyn FnMut(&Weights) -> Result<Option<EvalReport>, TrainError>,
     on_batch: &mut dyn FnMut(&BatchProgress),
     on_epoch: &mut dyn FnMut(&EpochReport),
+    mut jit: Option<&mut JitStep>,
 ) -> Result<Vec<EpochReport>, TrainError> {
     let settings = &options.settings;
     let n_classes = data.n_classes();
@@ -350,14 +353,17 @@ pub fn train(
                 training: true,
                 seed: step_seed(settings.seed, step),
             };
-            let mut result = step_gradients(
-                graph,
-                weights,
-                &batch.images,
-                &batch.labels,
-                mode,
-                options.threads,
-            )?;
+            let mut result = match jit.as_deref_mut() {
+                Some(step) => step.step(weights, &batch.images, &batch.labels, mode.seed)?,
+                None => step_gradients(
+                    graph,
+                    weights,
+                    &batch.images,
+                    &batch.labels,
+                    mode,
+                    options.threads,
+                )?,
+            };
             if !result.loss.is_finite() {
                 return Err(diverged("loss", result.loss));
             }

@@ -52,8 +52,10 @@ impl OpRule for DropoutAttrs {
 
 /// Inverted dropout's multiplier for element `idx` of node `node`: 0 with probability `p`,
 /// else `1/(1−p)`, from a hash of the seed, the node and the element, so the backward
-/// regenerates the forward's mask without storing it.
-fn dropout_scale(p: f64, seed: u64, node: usize, idx: usize) -> f32 {
+/// regenerates the forward's mask without storing it. `idx` counts over the whole batch
+/// tensor in its row-major order (N×H×W×C, or N×C when flat); the JIT's training step makes
+/// the same masks from it (`train::jit`).
+pub fn dropout_scale(p: f64, seed: u64, node: usize, idx: usize) -> f32 {
     if p >= 1.0 {
         return 0.0;
     }

@@ -49,7 +49,7 @@ pub use channels::{ChannelShuffleAttrs, SplitAttrs};
 pub use concat::ConcatAttrs;
 pub use conv::ConvAttrs;
 pub use dense::DenseAttrs;
-pub use dropout::DropoutAttrs;
+pub use dropout::{dropout_scale, DropoutAttrs};
 pub use flatten::FlattenAttrs;
 pub use global_pool::GlobalPoolAttrs;
 pub use identity::IdentityAttrs;

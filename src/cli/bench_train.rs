@@ -1,0 +1,159 @@
+//! `cnnc bench --train`: whole training steps timed — forward, backward and an SGD update
+//! (momentum 0.9, lr 0.01) on a synthetic batch with seeded weights and labels `i mod
+//! classes` — with the inference bench's fields plus the arena a step uses.
+//!
+//! The JIT's compiled step (`train::jit`) is timed when it covers the network; otherwise,
+//! or with `--backend reference`, the reference engine's. The report says which.
+
+use super::bench::BenchArgs;
+use super::engine::{default_threads, Backend};
+use super::EXIT_OK;
+use crate::diag::{Code, Diagnostic};
+use crate::graph::ops::gradient::TrainingMode;
+use crate::graph::Graph;
+use crate::runtime::{self, Weights};
+use crate::train::jit::JitStep;
+use crate::train::optim::{Optimizer, OptimizerConfig, SgdConfig};
+use crate::train::trainer::{apply_step, step_gradients, StepGradients, TrainError};
+use serde::Serialize;
+use std::time::Instant;
+
+#[derive(Serialize)]
+struct TrainReport {
+    network: String,
+    mode: &'static str,
+    backend: String,
+    threads: usize,
+    batch: u64,
+    runs: u64,
+    macs_per_image: u64,
+    compile_ms: f64,
+    median_ms: f64,
+    min_ms: f64,
+    images_per_s: f64,
+    /// Bytes of the arenas a step uses: one per image with training batch norms, else one
+    /// per thread.
+    arena_bytes: Option<usize>,
+    peak_rss_bytes: Option<u64>,
+}
+
+fn diagnostic(error: &TrainError) -> Box<Diagnostic> {
+    Box::new(Diagnostic::global(Code::Run, error.to_string()))
+}
+
+fn global(code: Code, message: String) -> Box<Diagnostic> {
+    Box::new(Diagnostic::global(code, message))
+}
+
+/// Times `args.runs` training steps of `graph` (after `args.warmup`); prints or returns the
+/// diagnostic of a failure.
+pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
+    let weights =
+        Weights::seeded(graph, 0).map_err(|e| Diagnostic::global(Code::Weights, e.to_string()))?;
+    let Some(&input) = graph.inputs.first() else {
+        return Err(global(Code::Input, "the network has no input".into()));
+    };
+    let batch = args.batch as usize;
+    let images = runtime::synthetic_input(graph.shape(input), batch, 0)
+        .map_err(|e| global(Code::Input, e.to_string()))?;
+    let classes = graph.shape(graph.output()).c.max(1);
+    let labels: Vec<u32> = (0..batch).map(|i| (i % classes) as u32).collect();
+    let threads = args.threads.unwrap_or_else(default_threads).max(1);
+    let started = Instant::now();
+    let (mut jit, backend) = match args.backend {
+        Backend::Reference => (None, "reference interpreter".to_string()),
+        Backend::Jit => match JitStep::new(graph, &weights, threads).map_err(|e| diagnostic(&e))? {
+            Ok(step) => (Some(step), "Cranelift JIT".to_string()),
+            Err(reason) => (
+                None,
+                format!("reference interpreter (the JIT cannot train it yet: {reason})"),
+            ),
+        },
+    };
+    let compile_ms = started.elapsed().as_secs_f64() * 1e3;
+    let config = OptimizerConfig::Sgd(SgdConfig {
+        lr: 0.01,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+    });
+    let mut optimizer = Optimizer::new(config).map_err(|e| global(Code::Recipe, e.to_string()))?;
+    let mut weights = weights;
+    let mut step = |weights: &mut Weights, seed: u64| -> Result<(), TrainError> {
+        let result: StepGradients = match jit.as_mut() {
+            Some(jit) => jit.step(weights, &images, &labels, seed)?,
+            None => {
+                let mode = TrainingMode {
+                    training: true,
+                    seed,
+                };
+                step_gradients(graph, weights, &images, &labels, mode, threads)?
+            }
+        };
+        apply_step(
+            weights,
+            &mut optimizer,
+            &result.grads,
+            &result.batch_norm_stats,
+        )
+    };
+    for seed in 0..args.warmup {
+        step(&mut weights, seed).map_err(|e| diagnostic(&e))?;
+    }
+    let mut samples = Vec::with_capacity(args.runs as usize);
+    for seed in 0..args.runs {
+        let start = Instant::now();
+        step(&mut weights, args.warmup + seed).map_err(|e| diagnostic(&e))?;
+        samples.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    let median_ms = samples[samples.len() / 2];
+    let arena_bytes = jit.as_ref().map(|j| {
+        let arenas = if j.arena_per_image() {
+            batch
+        } else {
+            threads.min(batch)
+        };
+        j.arena_bytes() * arenas
+    });
+    let report = TrainReport {
+        network: graph.name.clone(),
+        mode: "train",
+        backend,
+        threads,
+        batch: args.batch,
+        runs: args.runs,
+        macs_per_image: graph.total_macs(),
+        compile_ms,
+        median_ms,
+        min_ms: samples[0],
+        images_per_s: args.batch as f64 / (median_ms * 1e-3),
+        arena_bytes,
+        peak_rss_bytes: super::bench::peak_rss_bytes(),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "network: {} (training steps on the {}, {} thread{}, batch {})",
+            report.network,
+            report.backend,
+            threads,
+            if threads == 1 { "" } else { "s" },
+            report.batch
+        );
+        println!("compile: {:.1} ms", report.compile_ms);
+        println!(
+            "step: median {:.3} ms, min {:.3} ms over {} steps (forward, backward, SGD update)",
+            report.median_ms, report.min_ms, report.runs
+        );
+        println!("throughput: {:.1} images/s", report.images_per_s);
+        if let Some(bytes) = arena_bytes {
+            println!("memory: arenas {}", super::bench::human_bytes(bytes));
+        }
+    }
+    Ok(EXIT_OK)
+}

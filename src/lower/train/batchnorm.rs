@@ -1,0 +1,254 @@
+//! Batch norm in training, PyTorch's `train()` semantics: normalized with the batch's mean
+//! and biased variance over batch × pixels, in two phases around a batch-wide sync each way.
+//!
+//! Forward: a kernel computes each image's per-channel mean and sum of squared deviations
+//! (two passes over its pixels, so a large mean does not cancel the variance); the sync
+//! combines the images' (Chan et al.'s pairwise formula, in f64) and writes each image's
+//! `scale, shift, mean, 1/σ`; a kernel then computes `y = x·scale + shift`.
+//!
+//! Backward: with `x̂ = (x − mean)/σ`, `∂β = Σ ∂y`, `∂γ = Σ ∂y·x̂` over the batch, and
+//! `∂x = γ/σ · (∂y − ∂β/M − x̂·∂γ/M)` (M = batch × pixels). A kernel sums each image's
+//! `∂y` and `∂y·x̂`; the sync totals them and folds everything per channel into
+//! `∂x = a·∂y + k1·x + k0`; a kernel applies it. A frozen batch norm runs as at inference,
+//! and its backward is `∂x = ∂y·γ/√(running var + eps)`.
+
+use super::super::elementwise::channel_vectors;
+use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
+use super::super::program::ConstSpec;
+use super::super::LowerError;
+use super::{Backward, BatchSync, SyncOp};
+use crate::graph::{NodeId, Op};
+
+/// Channel vectors summed at once by a statistics kernel.
+const GROUP: usize = 4;
+
+impl Backward<'_> {
+    fn channel_groups(channels: usize) -> Vec<Vec<(usize, u8)>> {
+        channel_vectors(channels)
+            .collect::<Vec<_>>()
+            .chunks(GROUP)
+            .map(<[_]>::to_vec)
+            .collect()
+    }
+
+    fn batch_norm_eps(&self, id: NodeId) -> Result<f64, LowerError> {
+        match self.graph().nodes[id].op {
+            Op::BatchNorm { eps } => Ok(eps),
+            _ => Err(self.lowering.malformed(id, "not a batch norm")),
+        }
+    }
+
+    /// The training forward of batch norm `id`.
+    pub(super) fn batch_norm_forward(&mut self, id: NodeId) -> Result<(), LowerError> {
+        let eps = self.batch_norm_eps(id)?;
+        let x = self.lowering.arg(id, 0)?;
+        if x.padded.is_some() {
+            return Err(self.lowering.malformed(id, "its input is padded"));
+        }
+        let s = x.shape;
+        let (c, pixels) = (s.c, s.h * s.w);
+        let cp = c.next_multiple_of(4);
+        let name = self.lowering.describe(id);
+        let stats = self
+            .lowering
+            .add_temp(format!("{name} image mean, M2"), 2 * cp);
+        let affine = self
+            .lowering
+            .add_temp(format!("{name} batch scale, shift, mean, 1/σ"), 4 * cp);
+        let mut b = self.builder(
+            id,
+            "bn_stats",
+            format!("batchnorm statistics of one image: mean, M2 over {pixels} pixels of {c}"),
+        );
+        let inverse = b.constant(1.0 / pixels as f32);
+        for group in Self::channel_groups(c) {
+            let sums: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+            b.repeat(pixels, |b, p| {
+                for (&(c0, lanes), &acc) in group.iter().zip(&sums) {
+                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                    b.set(acc, LoopExpr::Binary(BinaryOp::Add, acc, v));
+                }
+            });
+            let means: Vec<Reg> = sums
+                .iter()
+                .map(|&acc| b.binary(BinaryOp::Mul, acc, inverse))
+                .collect();
+            let squares: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+            b.repeat(pixels, |b, p| {
+                for ((&(c0, lanes), &acc), &mean) in group.iter().zip(&squares).zip(&means) {
+                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                    let d = b.binary(BinaryOp::Sub, v, mean);
+                    b.set(acc, LoopExpr::Fma(d, d, acc));
+                }
+            });
+            for ((&(c0, _), &mean), &m2) in group.iter().zip(&means).zip(&squares) {
+                b.store(stats, Affine::constant(c0), 4, mean);
+                b.store(stats, Affine::constant(cp + c0), 4, m2);
+            }
+        }
+        self.lowering.emit(b);
+        let graph = self.graph();
+        self.syncs.push(BatchSync {
+            before_kernel: self.lowering.kernels.len(),
+            op: SyncOp::BatchNormForward {
+                names: ["weight", "bias", "running_mean", "running_var"]
+                    .map(|suffix| graph.tensor_name(id, suffix)),
+                eps,
+                channels: c,
+                channels_padded: cp,
+                pixels,
+                stats,
+                affine,
+            },
+        });
+        let out = self.lowering.target(id);
+        let mut b = self.builder(id, "bn_train", format!("batchnorm on batch statistics {s}"));
+        b.parallel(pixels, |b, p| {
+            for (c0, lanes) in channel_vectors(c) {
+                let value = b.load(x.buffer, p.clone() * c + c0, lanes);
+                let scale = b.load(affine, Affine::constant(c0), 4);
+                let shift = b.load(affine, Affine::constant(cp + c0), 4);
+                let y = b.assign(LoopExpr::Fma(value, scale, shift));
+                let to = out.index(p.clone(), Affine::constant(c0));
+                b.store(out.buffer, to, lanes, y);
+            }
+        });
+        self.lowering.emit(b);
+        self.lowering.set_target_value(id, out);
+        self.affines[id] = Some(affine);
+        Ok(())
+    }
+
+    /// The backward of training batch norm `id` given `∂y` in `grad`.
+    pub(super) fn batch_norm_backward(
+        &mut self,
+        id: NodeId,
+        grad: BufferId,
+        wants_input: bool,
+    ) -> Result<(), LowerError> {
+        let affine = self.affines[id]
+            .ok_or_else(|| self.lowering.malformed(id, "its forward was not lowered"))?;
+        let x = self.lowering.arg(id, 0)?;
+        let s = x.shape;
+        let (c, pixels) = (s.c, s.h * s.w);
+        let cp = c.next_multiple_of(4);
+        let name = self.lowering.describe(id);
+        let sums = self
+            .lowering
+            .add_temp(format!("{name} image Σ∂y, Σ∂y·x̂"), 2 * cp);
+        // Only made when a kernel reads it: the memory plan places what kernels touch.
+        let coefficients = wants_input.then(|| {
+            self.lowering
+                .add_temp(format!("{name} ∂x = a·∂y + k1·x + k0"), 3 * cp)
+        });
+        let mut b = self.builder(
+            id,
+            "bn_grad_sums",
+            format!("batchnorm backward sums of one image over {pixels} pixels of {c}"),
+        );
+        for group in Self::channel_groups(c) {
+            let means: Vec<Reg> = group
+                .iter()
+                .map(|&(c0, _)| b.load(affine, Affine::constant(2 * cp + c0), 4))
+                .collect();
+            let inv_sigmas: Vec<Reg> = group
+                .iter()
+                .map(|&(c0, _)| b.load(affine, Affine::constant(3 * cp + c0), 4))
+                .collect();
+            let dys: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+            let dyx: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+            b.repeat(pixels, |b, p| {
+                for (v, &(c0, lanes)) in group.iter().enumerate() {
+                    let at = p.clone() * c + c0;
+                    let dy = b.load(grad, at.clone(), lanes);
+                    let xv = b.load(x.buffer, at, lanes);
+                    let centered = b.binary(BinaryOp::Sub, xv, means[v]);
+                    let x_hat = b.binary(BinaryOp::Mul, centered, inv_sigmas[v]);
+                    b.set(dys[v], LoopExpr::Binary(BinaryOp::Add, dys[v], dy));
+                    b.set(dyx[v], LoopExpr::Fma(dy, x_hat, dyx[v]));
+                }
+            });
+            for (v, &(c0, _)) in group.iter().enumerate() {
+                b.store(sums, Affine::constant(c0), 4, dys[v]);
+                b.store(sums, Affine::constant(cp + c0), 4, dyx[v]);
+            }
+        }
+        self.lowering.emit(b);
+        let graph = self.graph();
+        self.syncs.push(BatchSync {
+            before_kernel: self.lowering.kernels.len(),
+            op: SyncOp::BatchNormBackward {
+                names: ["weight", "bias"].map(|suffix| graph.tensor_name(id, suffix)),
+                channels: c,
+                channels_padded: cp,
+                pixels,
+                affine,
+                sums,
+                coefficients,
+            },
+        });
+        let Some(coefficients) = coefficients else {
+            return Ok(());
+        };
+        let input = graph.nodes[id].inputs[0];
+        let (target, accumulate) = self.grad_target(input);
+        let mut b = self.builder(id, "bn_grad", format!("∂input of batchnorm {s}"));
+        b.parallel(pixels, |b, p| {
+            for (c0, lanes) in channel_vectors(c) {
+                let at = p.clone() * c + c0;
+                let dy = b.load(grad, at.clone(), lanes);
+                let xv = b.load(x.buffer, at.clone(), lanes);
+                let a = b.load(coefficients, Affine::constant(c0), 4);
+                let k1 = b.load(coefficients, Affine::constant(cp + c0), 4);
+                let k0 = b.load(coefficients, Affine::constant(2 * cp + c0), 4);
+                let linear = b.assign(LoopExpr::Fma(xv, k1, k0));
+                let mut dx = b.assign(LoopExpr::Fma(dy, a, linear));
+                if accumulate {
+                    let sum = b.load(target, at.clone(), lanes);
+                    dx = b.binary(BinaryOp::Add, sum, dx);
+                }
+                b.store(target, at, lanes, dx);
+            }
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+
+    /// `∂x (+)= ∂y · γ/√(running var + eps)` for a frozen batch norm.
+    pub(super) fn frozen_batch_norm_backward(
+        &mut self,
+        id: NodeId,
+        grad: BufferId,
+    ) -> Result<(), LowerError> {
+        let input = self.graph().nodes[id].inputs[0];
+        let s = self.graph().shape(input);
+        let c = s.c;
+        let cp = c.next_multiple_of(4);
+        let name = format!("{} scale (backward)", self.lowering.describe(id));
+        let scale = self.lowering.add_const(
+            name,
+            cp,
+            ConstSpec::BatchNormScale {
+                node: id,
+                channels_padded: cp,
+            },
+        );
+        let (target, accumulate) = self.grad_target(input);
+        let mut b = self.builder(id, "bn_grad", format!("∂input of frozen batchnorm {s}"));
+        b.parallel(s.h * s.w, |b, p| {
+            for (c0, lanes) in channel_vectors(c) {
+                let at = p.clone() * c + c0;
+                let dy = b.load(grad, at.clone(), lanes);
+                let a = b.load(scale, Affine::constant(c0), 4);
+                let mut dx = b.binary(BinaryOp::Mul, dy, a);
+                if accumulate {
+                    let sum = b.load(target, at.clone(), lanes);
+                    dx = b.binary(BinaryOp::Add, sum, dx);
+                }
+                b.store(target, at, lanes, dx);
+            }
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+}

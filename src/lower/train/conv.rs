@@ -1,0 +1,470 @@
+//! The backward of conv and dense layers, after the gradient through their fused activation
+//! (`∂z`):
+//!
+//! - **bias**: `∂b += Σ_pixels ∂z`;
+//! - **weights**: `∂W[ky][kx][in][out] += Σ_pixels x[pixel·stride + tap] · ∂z[pixel]`, a
+//!   reduction over the output pixels in a register tile of 4 taps × 2 vectors of output
+//!   channels (4 broadcasts and 2 loads per 8 FMAs, the forward's 4×8 shape). Taps are
+//!   `(kx, in)` runs of a window row, unrolled, or looped over blocks of 4 input channels
+//!   when there are many;
+//! - **input**: a transposed convolution done as a scatter: every output pixel adds
+//!   `Σ_out ∂z · W` to the input pixels its window read, in the padded frame the forward read,
+//!   whose interior is then the input's gradient. A tile is 4 pixels of a row × 2 vectors of
+//!   input channels for one tap: one tap maps distinct output pixels to distinct input
+//!   pixels, so a tile's read-add-writes never collide.
+//!
+//! Dense layers are the 1×1 case on a flat vector: `∂W[feature][unit] += x · ∂z` (a rank-one
+//! update per image) and `∂x = Wᵀ ∂z` with the weights packed by rows.
+
+use super::super::conv::reduce;
+use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
+use super::super::pad::layout_for;
+use super::super::program::ConstSpec;
+use super::super::{KernelBuilder, LowerError};
+use super::window::crop_into;
+use super::{Backward, GradLayout};
+use crate::graph::{ConvAttrs, DenseAttrs, NodeId};
+
+/// Taps per weight-gradient tile.
+const TILE_TAPS: usize = 4;
+/// Channel vectors per tile (weight gradient: output channels; input gradient: inputs).
+const TILE_VECTORS: usize = 2;
+/// Output pixels per input-gradient tile.
+const TILE_PIXELS: usize = 4;
+
+/// `(first channel, vectors, lanes of the last)` of the channel groups of `channels`.
+fn vector_groups(channels: usize) -> Vec<(usize, usize, u8)> {
+    let block = 4 * TILE_VECTORS;
+    let mut groups = Vec::new();
+    let mut c0 = 0;
+    while c0 < channels {
+        let n = (channels - c0).min(block);
+        let vectors = n.div_ceil(4);
+        groups.push((c0, vectors, (n - 4 * (vectors - 1)) as u8));
+        c0 += n;
+    }
+    groups
+}
+
+fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
+    if v + 1 == vectors {
+        last
+    } else {
+        4
+    }
+}
+
+impl Backward<'_> {
+    /// The suffixes of node `id`'s learned tensors.
+    fn learned(&self, id: NodeId) -> Vec<&'static str> {
+        let graph = self.graph();
+        graph
+            .params(id)
+            .iter()
+            .filter(|spec| !spec.is_buffer)
+            .map(|spec| spec.name)
+            .collect()
+    }
+
+    /// `∂b += Σ_pixels ∂z` over `pixels` pixels of `channels`.
+    fn bias_grad(&mut self, id: NodeId, dz: BufferId, pixels: usize, channels: usize) {
+        let padded = channels.next_multiple_of(4);
+        let db = self.param_grad(id, "bias", channels, padded, GradLayout::Plain);
+        let mut b = self.builder(id, "bias_grad", format!("∂bias: {channels} channels"));
+        for (c0, vectors, last) in vector_groups(channels) {
+            let acc: Vec<Reg> = (0..vectors).map(|_| b.constant(0.0)).collect();
+            b.repeat(pixels, |b, p| {
+                for (v, &a) in acc.iter().enumerate() {
+                    let d = b.load(
+                        dz,
+                        p.clone() * channels + c0 + 4 * v,
+                        lanes(v, vectors, last),
+                    );
+                    b.set(a, LoopExpr::Binary(BinaryOp::Add, a, d));
+                }
+            });
+            for (v, &a) in acc.iter().enumerate() {
+                let at = Affine::constant(c0 + 4 * v);
+                let sum = b.load(db, at.clone(), 4);
+                let sum = b.binary(BinaryOp::Add, sum, a);
+                b.store(db, at, 4, sum);
+            }
+        }
+        self.lowering.emit(b);
+    }
+
+    pub(super) fn conv(
+        &mut self,
+        id: NodeId,
+        attrs: &ConvAttrs,
+        grad: BufferId,
+        trainable: bool,
+        wants_input: bool,
+    ) -> Result<(), LowerError> {
+        let graph = self.graph();
+        let input = graph.nodes[id].inputs[0];
+        let s = graph.shape(input);
+        let out = graph.shape(id);
+        let dz = self.through_activation(id, attrs.activation, grad)?;
+        let (frame, frame_w) = self.lowering.window_inputs[id]
+            .ok_or_else(|| self.lowering.malformed(id, "its padded input is unknown"))?;
+        if attrs.groups.max(1) > 1 {
+            let read = self
+                .lowering
+                .window_read(id)
+                .ok_or_else(|| self.lowering.malformed(id, "not a window op"))?;
+            let (top, left, frame_h) = match layout_for(s, &read) {
+                Some(l) => (l.top, l.left, l.height),
+                None => (0, 0, s.h),
+            };
+            let learned = if trainable {
+                self.learned(id)
+            } else {
+                Vec::new()
+            };
+            if learned.contains(&"bias") {
+                self.bias_grad(id, dz, out.h * out.w, out.c);
+            }
+            let geometry = (top, left, frame_h, frame_w);
+            let weight = learned.contains(&"weight");
+            return self.depthwise_grads(id, attrs, dz, frame, geometry, weight, wants_input);
+        }
+        if trainable {
+            let learned = self.learned(id);
+            if learned.contains(&"bias") {
+                self.bias_grad(id, dz, out.h * out.w, out.c);
+            }
+            if learned.contains(&"weight") {
+                self.conv_weight_grad(id, attrs, dz, frame, frame_w);
+            }
+        }
+        if wants_input {
+            let read = self
+                .lowering
+                .window_read(id)
+                .ok_or_else(|| self.lowering.malformed(id, "not a window op"))?;
+            let (top, left, frame_h) = match layout_for(s, &read) {
+                Some(l) => (l.top, l.left, l.height),
+                None => (0, 0, s.h),
+            };
+            self.conv_input_grad(id, attrs, dz, (top, left, frame_h, frame_w));
+        }
+        Ok(())
+    }
+
+    fn conv_weight_grad(
+        &mut self,
+        id: NodeId,
+        attrs: &ConvAttrs,
+        dz: BufferId,
+        frame: BufferId,
+        frame_w: usize,
+    ) {
+        let graph = self.graph();
+        let (s, out) = (graph.input_shape(id), graph.shape(id));
+        let (ci, co) = (s.c, out.c);
+        let [kh, kw] = attrs.kernel;
+        let [sh, sw] = attrs.stride;
+        let [dh, dw] = attrs.dilation;
+        let co_pad = co.next_multiple_of(4);
+        let layout = GradLayout::ConvWeight {
+            filters: co,
+            in_c: ci,
+            kernel: attrs.kernel,
+            out_padded: co_pad,
+        };
+        let dw_buf = self.param_grad(
+            id,
+            "weight",
+            co * ci * kh * kw,
+            kh * kw * ci * co_pad,
+            layout,
+        );
+        let mut b = self.builder(
+            id,
+            "weight_grad",
+            format!(
+                "∂weight {co}×{ci}×{kh}×{kw}: Σ over {}×{} pixels",
+                out.h, out.w
+            ),
+        );
+        // One tile: `taps` (frame offset within the window, row of ∂W) × a channel group.
+        let tile = |b: &mut KernelBuilder,
+                    taps: &[(Affine, Affine)],
+                    c0: usize,
+                    vectors: usize,
+                    last: u8| {
+            let acc: Vec<Vec<Reg>> = taps
+                .iter()
+                .map(|_| (0..vectors).map(|_| b.constant(0.0)).collect())
+                .collect();
+            b.repeat(out.h, |b, oy| {
+                b.repeat(out.w, |b, ox| {
+                    let pixel_in = (oy.clone() * (sh * frame_w) + ox.clone() * sw) * ci;
+                    let pixel_out = (oy.clone() * out.w + ox) * co + c0;
+                    let d: Vec<Reg> = (0..vectors)
+                        .map(|v| b.load(dz, pixel_out.clone() + 4 * v, lanes(v, vectors, last)))
+                        .collect();
+                    for (t, (offset, _)) in taps.iter().enumerate() {
+                        let x = b.splat(frame, pixel_in.clone() + offset.clone());
+                        for (v, &dv) in d.iter().enumerate() {
+                            b.set(acc[t][v], LoopExpr::Fma(x, dv, acc[t][v]));
+                        }
+                    }
+                });
+            });
+            for (t, (_, row)) in taps.iter().enumerate() {
+                for (v, &a) in acc[t].iter().enumerate() {
+                    let at = row.clone() * co_pad + c0 + 4 * v;
+                    let sum = b.load(dw_buf, at.clone(), 4);
+                    let sum = b.binary(BinaryOp::Add, sum, a);
+                    b.store(dw_buf, at, 4, sum);
+                }
+            }
+        };
+        let groups = vector_groups(co);
+        let row_taps = kw * ci;
+        b.parallel(kh, |b, ky| {
+            let row_offset = ky.clone() * (dh * frame_w * ci);
+            let row_of = ky.clone() * row_taps;
+            if ci.is_multiple_of(TILE_TAPS) && row_taps > 8 * TILE_TAPS {
+                b.repeat(kw, |b, kx| {
+                    b.repeat(ci / TILE_TAPS, |b, blk| {
+                        let taps: Vec<(Affine, Affine)> = (0..TILE_TAPS)
+                            .map(|i| {
+                                let channel = blk.clone() * TILE_TAPS + i;
+                                (
+                                    row_offset.clone() + kx.clone() * (dw * ci) + channel.clone(),
+                                    row_of.clone() + kx.clone() * ci + channel,
+                                )
+                            })
+                            .collect();
+                        for &(c0, vectors, last) in &groups {
+                            tile(b, &taps, c0, vectors, last);
+                        }
+                    });
+                });
+            } else {
+                let mut r = 0;
+                while r < row_taps {
+                    let n = (row_taps - r).min(TILE_TAPS);
+                    let taps: Vec<(Affine, Affine)> = (r..r + n)
+                        .map(|t| {
+                            let within = (t / ci) * dw * ci + t % ci;
+                            (row_offset.clone() + within, row_of.clone() + t)
+                        })
+                        .collect();
+                    for &(c0, vectors, last) in &groups {
+                        tile(b, &taps, c0, vectors, last);
+                    }
+                    r += n;
+                }
+            }
+        });
+        self.lowering.emit(b);
+    }
+
+    fn conv_input_grad(
+        &mut self,
+        id: NodeId,
+        attrs: &ConvAttrs,
+        dz: BufferId,
+        (top, left, frame_h, frame_w): (usize, usize, usize, usize),
+    ) {
+        let graph = self.graph();
+        let input = graph.nodes[id].inputs[0];
+        let (s, out) = (graph.shape(input), graph.shape(id));
+        let (ci, co) = (s.c, out.c);
+        let [kh, kw] = attrs.kernel;
+        let [sh, sw] = attrs.stride;
+        let [dh, dw] = attrs.dilation;
+        let ci_pad = ci.next_multiple_of(4);
+        let name = format!(
+            "{} weights [ky][kx][out][in] (backward)",
+            self.lowering.describe(id)
+        );
+        let weights = self.lowering.add_const(
+            name,
+            kh * kw * co * ci_pad,
+            ConstSpec::ConvWeightTransposed {
+                node: id,
+                in_padded: ci_pad,
+            },
+        );
+        let framed = top != 0 || left != 0 || frame_h != s.h || frame_w != s.w;
+        let (target, accumulate) = self.grad_target(input);
+        let frame = if framed {
+            let name = format!("∂{} padded", self.lowering.describe(input));
+            self.lowering.add_temp(name, frame_h * frame_w * ci)
+        } else {
+            target
+        };
+        let mut b = self.builder(
+            id,
+            "input_grad",
+            format!("∂input {s}: transposed conv of ∂{out} by a scatter"),
+        );
+        if framed || !accumulate {
+            b.fill_range(frame, Affine::constant(0), frame_h * frame_w * ci, 0.0);
+        }
+        let groups = vector_groups(ci);
+        let tile = |b: &mut KernelBuilder, oy: &Affine, ox0: Affine, pixels: usize| {
+            b.repeat(kh, |b, ky| {
+                b.repeat(kw, |b, kx| {
+                    for &(c0, vectors, last) in &groups {
+                        let acc: Vec<Vec<Reg>> = (0..pixels)
+                            .map(|_| (0..vectors).map(|_| b.constant(0.0)).collect())
+                            .collect();
+                        let tap = (ky.clone() * kw + kx.clone()) * co;
+                        reduce(b, co, &mut |b, k| {
+                            let w: Vec<Reg> = (0..vectors)
+                                .map(|v| {
+                                    let at = (tap.clone() + k.clone()) * ci_pad + c0 + 4 * v;
+                                    b.load(weights, at, 4)
+                                })
+                                .collect();
+                            for (p, row) in acc.iter().enumerate() {
+                                let at = (oy.clone() * out.w + ox0.clone() + p) * co + k.clone();
+                                let d = b.splat(dz, at);
+                                for (v, &a) in row.iter().enumerate() {
+                                    b.set(a, LoopExpr::Fma(d, w[v], a));
+                                }
+                            }
+                        });
+                        for (p, row) in acc.iter().enumerate() {
+                            let pixel = (oy.clone() * sh + ky.clone() * dh) * frame_w
+                                + (ox0.clone() + p) * sw
+                                + kx.clone() * dw;
+                            for (v, &a) in row.iter().enumerate() {
+                                let n = lanes(v, vectors, last);
+                                let at = pixel.clone() * ci + c0 + 4 * v;
+                                let sum = b.load(frame, at.clone(), n);
+                                let sum = b.binary(BinaryOp::Add, sum, a);
+                                b.store(frame, at, n, sum);
+                            }
+                        }
+                    }
+                });
+            });
+        };
+        b.repeat(out.h, |b, oy| {
+            b.repeat(out.w / TILE_PIXELS, |b, i| {
+                tile(b, &oy, i * TILE_PIXELS, TILE_PIXELS)
+            });
+            let rest = out.w % TILE_PIXELS;
+            if rest > 0 {
+                tile(b, &oy, Affine::constant(out.w - rest), rest);
+            }
+        });
+        if framed {
+            crop_into(&mut b, frame, (top, left, frame_w), target, s, accumulate);
+        }
+        self.lowering.emit(b);
+    }
+
+    pub(super) fn dense(
+        &mut self,
+        id: NodeId,
+        attrs: &DenseAttrs,
+        grad: BufferId,
+        trainable: bool,
+        wants_input: bool,
+    ) -> Result<(), LowerError> {
+        let x = self.lowering.arg(id, 0)?;
+        let features = x.shape.numel();
+        let units = attrs.units;
+        let dz = self.through_activation(id, attrs.activation, grad)?;
+        if trainable {
+            let learned = self.learned(id);
+            if learned.contains(&"bias") {
+                self.bias_grad(id, dz, 1, units);
+            }
+            if learned.contains(&"weight") {
+                let units_padded = units.next_multiple_of(4);
+                let layout = GradLayout::DenseWeight {
+                    units,
+                    features,
+                    units_padded,
+                    hwc: x.hwc,
+                };
+                let dw = self.param_grad(
+                    id,
+                    "weight",
+                    units * features,
+                    features * units_padded,
+                    layout,
+                );
+                let mut b = self.builder(
+                    id,
+                    "weight_grad",
+                    format!("∂weight {units}×{features}: x ∂zᵀ"),
+                );
+                b.parallel(features, |b, f| {
+                    let xs = b.splat(x.buffer, f.clone());
+                    for v in 0..units.div_ceil(4) {
+                        let n = (units - 4 * v).min(4) as u8;
+                        let d = b.load(dz, Affine::constant(4 * v), n);
+                        let at = f.clone() * units_padded + 4 * v;
+                        let sum = b.load(dw, at.clone(), 4);
+                        let sum = b.assign(LoopExpr::Fma(xs, d, sum));
+                        b.store(dw, at, 4, sum);
+                    }
+                });
+                self.lowering.emit(b);
+            }
+        }
+        if wants_input {
+            let input = self.graph().nodes[id].inputs[0];
+            let features_padded = features.next_multiple_of(4);
+            let name = format!(
+                "{} weights [unit][in] (backward)",
+                self.lowering.describe(id)
+            );
+            let weights = self.lowering.add_const(
+                name,
+                units * features_padded,
+                ConstSpec::DenseWeightTransposed {
+                    node: id,
+                    features_padded,
+                    hwc_input: x.hwc,
+                },
+            );
+            let (target, accumulate) = self.grad_target(input);
+            let mut b = self.builder(id, "input_grad", format!("∂input {features}: Wᵀ ∂z"));
+            const BLOCK_VECTORS: usize = 8;
+            let tile = |b: &mut KernelBuilder, f0: Affine, vectors: usize, last: u8| {
+                let acc: Vec<Reg> = (0..vectors).map(|_| b.constant(0.0)).collect();
+                reduce(b, units, &mut |b, u| {
+                    let d = b.splat(dz, u.clone());
+                    for (v, &a) in acc.iter().enumerate() {
+                        let w =
+                            b.load(weights, u.clone() * features_padded + f0.clone() + 4 * v, 4);
+                        b.set(a, LoopExpr::Fma(d, w, a));
+                    }
+                });
+                for (v, &a) in acc.iter().enumerate() {
+                    let n = lanes(v, vectors, last);
+                    let at = f0.clone() + 4 * v;
+                    let mut value = a;
+                    if accumulate {
+                        let sum = b.load(target, at.clone(), n);
+                        value = b.binary(BinaryOp::Add, sum, a);
+                    }
+                    b.store(target, at, n, value);
+                }
+            };
+            let block = 4 * BLOCK_VECTORS;
+            b.parallel(features / block, |b, i| {
+                tile(b, i * block, BLOCK_VECTORS, 4)
+            });
+            let rest = features % block;
+            if rest > 0 {
+                let vectors = rest.div_ceil(4);
+                let last = (rest - 4 * (vectors - 1)) as u8;
+                tile(&mut b, Affine::constant(features - rest), vectors, last);
+            }
+            self.lowering.emit(b);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,232 @@
+//! Backward kernels that work element by element: the loss's gradient, activations (on
+//! their own or fused into a layer), global average pooling.
+
+use super::super::elementwise::channel_vectors;
+use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, UnaryOp};
+use super::super::{KernelBuilder, LowerError, NodeBuffer};
+use super::Backward;
+use crate::graph::{Activation, NodeId};
+
+impl Backward<'_> {
+    /// `∂L/∂logits = softmax(logits) − target` for one image (the batch mean's `1/N` is the
+    /// caller's); returns the new gradient tensor.
+    pub(super) fn loss(&mut self, id: NodeId, logits: NodeBuffer) -> Result<BufferId, LowerError> {
+        let c = logits.shape.numel();
+        let out = self.new_grad(id, "(softmax − target)");
+        let target = self.target;
+        let (full, rest) = (c / 4, (c % 4) as u8);
+        let mut b = self.builder(
+            id,
+            "loss_grad",
+            format!("softmax cross-entropy: ∂logits = softmax(logits) − target, {c} classes"),
+        );
+        let x = logits.buffer;
+        let max = b.constant(f32::NEG_INFINITY);
+        b.repeat(full, |b, v| {
+            let value = b.load(x, v * 4, 4);
+            b.set(max, LoopExpr::Binary(BinaryOp::Max, value, max));
+        });
+        b.set(max, LoopExpr::Reduce(ReduceOp::Max, max, 4));
+        let tail = Affine::constant(full * 4);
+        if rest > 0 {
+            let value = b.load(x, tail.clone(), rest);
+            let tail_max = b.assign(LoopExpr::Reduce(ReduceOp::Max, value, rest));
+            b.set(max, LoopExpr::Binary(BinaryOp::Max, tail_max, max));
+        }
+        let sum = b.constant(0.0);
+        let exp_at = |b: &mut KernelBuilder, index: Affine, lanes: u8| {
+            let value = b.load(x, index.clone(), lanes);
+            let shifted = b.binary(BinaryOp::Sub, value, max);
+            let e = b.unary(UnaryOp::Exp, shifted);
+            b.store(out, index, lanes, e);
+            e
+        };
+        b.repeat(full, |b, v| {
+            let e = exp_at(b, v * 4, 4);
+            b.set(sum, LoopExpr::Binary(BinaryOp::Add, e, sum));
+        });
+        b.set(sum, LoopExpr::Reduce(ReduceOp::Add, sum, 4));
+        if rest > 0 {
+            let e = exp_at(&mut b, tail.clone(), rest);
+            let tail_sum = b.assign(LoopExpr::Reduce(ReduceOp::Add, e, rest));
+            b.set(sum, LoopExpr::Binary(BinaryOp::Add, tail_sum, sum));
+        }
+        let one = b.constant(1.0);
+        let inverse = b.binary(BinaryOp::Div, one, sum);
+        let grad_at = |b: &mut KernelBuilder, index: Affine, lanes: u8| {
+            let e = b.load(out, index.clone(), lanes);
+            let p = b.binary(BinaryOp::Mul, e, inverse);
+            let t = b.load(target, index.clone(), lanes);
+            let g = b.binary(BinaryOp::Sub, p, t);
+            b.store(out, index, lanes, g);
+        };
+        b.repeat(full, |b, v| grad_at(b, v * 4, 4));
+        if rest > 0 {
+            grad_at(&mut b, tail, rest);
+        }
+        self.lowering.emit(b);
+        Ok(out)
+    }
+
+    /// The backward of a standalone activation node.
+    pub(super) fn activation(
+        &mut self,
+        id: NodeId,
+        activation: Activation,
+        grad: BufferId,
+    ) -> Result<(), LowerError> {
+        let input = self.graph().nodes[id].inputs[0];
+        let (target, accumulate) = self.grad_target(input);
+        self.activation_kernel(id, activation, grad, target, accumulate)
+    }
+
+    /// `out (+)= grad · activation′`, with the derivative taken from node `id`'s output
+    /// (ReLU: where it is positive; ReLU6: where it is strictly between 0 and 6).
+    pub(super) fn activation_kernel(
+        &mut self,
+        id: NodeId,
+        activation: Activation,
+        grad: BufferId,
+        out: BufferId,
+        accumulate: bool,
+    ) -> Result<(), LowerError> {
+        let y = self.value(id)?;
+        let s = y.shape;
+        if !matches!(activation, Activation::Relu | Activation::Relu6) {
+            return Err(self
+                .lowering
+                .malformed(id, "no compiled backward for this activation"));
+        }
+        let mut b = self.builder(
+            id,
+            "act_grad",
+            format!("∂ through {} of {s}", activation.name()),
+        );
+        let element = |b: &mut KernelBuilder, y_at: Affine, at: Affine, lanes: u8| {
+            let value = b.load(y.buffer, y_at, lanes);
+            let dy = b.load(grad, at.clone(), lanes);
+            let mut kept = b.binary(BinaryOp::KeepWherePositive, value, dy);
+            if activation == Activation::Relu6 {
+                let six = b.constant(6.0);
+                let below = b.binary(BinaryOp::Sub, six, value);
+                kept = b.binary(BinaryOp::KeepWherePositive, below, kept);
+            }
+            if accumulate {
+                let sum = b.load(out, at.clone(), lanes);
+                kept = b.binary(BinaryOp::Add, sum, kept);
+            }
+            b.store(out, at, lanes, kept);
+        };
+        match y.padded {
+            None => b.vectors(s.numel(), true, &mut |b, at, lanes| {
+                element(b, at.clone(), at, lanes)
+            }),
+            Some(layout) => {
+                let origin = layout.origin(s.c);
+                b.parallel(s.h, |b, iy| {
+                    b.repeat(s.w, |b, ix| {
+                        let y_pixel = (iy.clone() * layout.width + ix.clone()) * s.c + origin;
+                        let pixel = (iy.clone() * s.w + ix) * s.c;
+                        for (c0, lanes) in channel_vectors(s.c) {
+                            element(b, y_pixel.clone() + c0, pixel.clone() + c0, lanes);
+                        }
+                    });
+                });
+            }
+        }
+        self.lowering.emit(b);
+        Ok(())
+    }
+
+    /// Inverted dropout in training: `y = x · mask`, the mask (0 or `1/(1 − p)`) being dropout
+    /// `k`'s part of the mask input, made by the caller for each image and step.
+    pub(super) fn dropout_forward(&mut self, id: NodeId, k: usize) -> Result<(), LowerError> {
+        let x = self.lowering.arg(id, 0)?;
+        if x.padded.is_some() {
+            return Err(self.lowering.malformed(id, "its input is padded"));
+        }
+        let len = x.shape.numel();
+        let offset = self.dropouts[k].offset;
+        self.dropouts[k].hwc = x.hwc;
+        let out = self.lowering.result_buffer(id);
+        let masks = self.masks;
+        let mut b = self.builder(id, "dropout", format!("inverted dropout of {len} values"));
+        b.vectors(len, true, &mut |b, at, lanes| {
+            let value = b.load(x.buffer, at.clone(), lanes);
+            let mask = b.load(masks, at.clone() + offset, lanes);
+            let y = b.binary(BinaryOp::Mul, value, mask);
+            b.store(out, at, lanes, y);
+        });
+        self.lowering.emit(b);
+        self.lowering.values[id] = Some(NodeBuffer {
+            buffer: out,
+            shape: self.graph().shape(id),
+            hwc: x.hwc,
+            padded: None,
+        });
+        Ok(())
+    }
+
+    /// `∂x (+)= ∂y · mask`, the forward's mask.
+    pub(super) fn dropout_backward(
+        &mut self,
+        id: NodeId,
+        grad: BufferId,
+    ) -> Result<(), LowerError> {
+        let k = self
+            .dropouts
+            .iter()
+            .position(|d| d.node == id)
+            .ok_or_else(|| self.lowering.malformed(id, "a dropout without a mask"))?;
+        let offset = self.dropouts[k].offset;
+        let input = self.graph().nodes[id].inputs[0];
+        let len = self.graph().shape(id).numel();
+        let masks = self.masks;
+        let (target, accumulate) = self.grad_target(input);
+        let mut b = self.builder(
+            id,
+            "dropout_grad",
+            format!("∂ through dropout of {len} values"),
+        );
+        b.vectors(len, true, &mut |b, at, lanes| {
+            let dy = b.load(grad, at.clone(), lanes);
+            let mask = b.load(masks, at.clone() + offset, lanes);
+            let mut dx = b.binary(BinaryOp::Mul, dy, mask);
+            if accumulate {
+                let sum = b.load(target, at.clone(), lanes);
+                dx = b.binary(BinaryOp::Add, sum, dx);
+            }
+            b.store(target, at, lanes, dx);
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+
+    /// Global average pooling: every pixel of the input gets `∂out / (h·w)`.
+    pub(super) fn global_avg_pool(&mut self, id: NodeId, grad: BufferId) -> Result<(), LowerError> {
+        let input = self.graph().nodes[id].inputs[0];
+        let s = self.graph().shape(input);
+        let (target, accumulate) = self.grad_target(input);
+        let scale = 1.0 / (s.h * s.w) as f32;
+        let mut b = self.builder(
+            id,
+            "gpool_grad",
+            format!("∂ of global average pooling over {s}"),
+        );
+        let scale = b.constant(scale);
+        b.parallel(s.h * s.w, |b, p| {
+            for (c0, lanes) in channel_vectors(s.c) {
+                let dy = b.load(grad, Affine::constant(c0), lanes);
+                let mut value = b.binary(BinaryOp::Mul, dy, scale);
+                let at = p.clone() * s.c + c0;
+                if accumulate {
+                    let sum = b.load(target, at.clone(), lanes);
+                    value = b.binary(BinaryOp::Add, sum, value);
+                }
+                b.store(target, at, lanes, value);
+            }
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+}

@@ -1,0 +1,639 @@
+//! Lowering a training step: the forward of a classifier's logits graph, the gradient of
+//! softmax cross-entropy, and the reverse pass, as one loop program that runs image by image.
+//!
+//! The program has two inputs, the image and its one-hot target, and writes the logits as
+//! its output. After the forward kernels (the inference lowering's, unchanged) come:
+//!
+//! 1. the loss kernel, `∂L/∂logits = softmax(logits) − target`;
+//! 2. for each node the loss differentiates, last first, its backward kernels: the gradient
+//!    through its fused activation, then its parameters' gradients and its inputs'.
+//!
+//! Parameter gradients are **accumulated** into buffers of the accumulator region
+//! (`Storage::Accumulator`), which outlive every image: each image adds its share, so the
+//! caller zeroes them before a batch, runs the batch's images, and reads the sums (one
+//! region per thread, summed in a fixed order). The mean over the batch, `1/N`, is applied
+//! by the caller: every gradient is linear in `∂L/∂logits`. Input gradients are ordinary
+//! arena tensors, alive from the kernel that makes them to the last that reads them, and
+//! forward tensors stay alive until their backward kernels have read them: the plan sees
+//! every kernel.
+//!
+//! **Batch norm in training** needs the whole batch's statistics, forward and backward, so
+//! the program is cut into phases at [`BatchSync`] points: the caller runs a phase's kernels
+//! for every image (each image in its own arena), then the sync's batch-wide arithmetic
+//! (`train::jit`), then the next phase (`batchnorm.rs` says what each side computes).
+//!
+//! Some ops have no backward kernel yet: [`training_unsupported`] says which, and the trainer
+//! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
+//! dense), `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs`
+//! (activations, adds, the loss).
+
+mod batchnorm;
+mod conv;
+mod depthwise;
+mod elementwise;
+mod window;
+
+use super::ir::{BinaryOp, BufferId};
+use super::program::{ConstSpec, LoopProgram, Storage};
+use super::{
+    pack_constants, plan, verify, KernelBuilder, LowerError, LowerOptions, Lowered, Lowering,
+    NodeBuffer, Winograd,
+};
+use crate::graph::{Activation, Graph, NodeId, Op, PoolKind, Shape};
+use crate::reference::backward::{is_trainable, live_nodes};
+use cranelift_entity::SecondaryMap;
+
+/// How a parameter's gradient is laid out in its pinned buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GradLayout {
+    /// PyTorch's own layout (biases).
+    Plain,
+    /// Conv weights as `[ky][kx][in][out_padded]`.
+    ConvWeight {
+        filters: usize,
+        in_c: usize,
+        kernel: [usize; 2],
+        out_padded: usize,
+    },
+    /// Depthwise weights as `[ky][kx][channels_padded]`.
+    Depthwise {
+        channels: usize,
+        kernel: [usize; 2],
+        channels_padded: usize,
+    },
+    /// Dense weights as `[feature][units_padded]`, features in memory order (H×W×C when
+    /// the input is a free flatten of `hwc`).
+    DenseWeight {
+        units: usize,
+        features: usize,
+        units_padded: usize,
+        hwc: Option<(usize, usize, usize)>,
+    },
+}
+
+/// Where one learned tensor's gradient accumulates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamGrad {
+    /// The tensor's full name (`conv1.weight`).
+    pub name: String,
+    /// Elements in PyTorch's layout.
+    pub numel: usize,
+    /// The accumulator's offset in the accumulator region, and its length.
+    pub offset: usize,
+    pub len: usize,
+    pub layout: GradLayout,
+}
+
+impl ParamGrad {
+    /// Adds the gradient held in `arena` to `out`, in PyTorch's layout.
+    pub fn add_to(&self, arena: &[f32], out: &mut [f32]) {
+        let Some(buffer) = arena.get(self.offset..self.offset + self.len) else {
+            return;
+        };
+        match self.layout {
+            GradLayout::Plain => {
+                for (o, &g) in out.iter_mut().zip(buffer) {
+                    *o += g;
+                }
+            }
+            GradLayout::ConvWeight {
+                filters,
+                in_c,
+                kernel: [kh, kw],
+                out_padded,
+            } => {
+                for f in 0..filters {
+                    for ic in 0..in_c {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let to = ((f * in_c + ic) * kh + ky) * kw + kx;
+                                let from = ((ky * kw + kx) * in_c + ic) * out_padded + f;
+                                if let (Some(o), Some(&g)) = (out.get_mut(to), buffer.get(from)) {
+                                    *o += g;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            GradLayout::Depthwise {
+                channels,
+                kernel: [kh, kw],
+                channels_padded,
+            } => {
+                for ch in 0..channels {
+                    for tap in 0..kh * kw {
+                        let from = tap * channels_padded + ch;
+                        if let (Some(o), Some(&g)) =
+                            (out.get_mut(ch * kh * kw + tap), buffer.get(from))
+                        {
+                            *o += g;
+                        }
+                    }
+                }
+            }
+            GradLayout::DenseWeight {
+                units,
+                features,
+                units_padded,
+                hwc,
+            } => {
+                for row in 0..features {
+                    // PyTorch's column for our memory row, as `pack.rs` permutes it.
+                    let column = match hwc {
+                        Some((h, w, c)) => (row % c) * h * w + row / c,
+                        None => row,
+                    };
+                    for unit in 0..units {
+                        let from = row * units_padded + unit;
+                        if let (Some(o), Some(&g)) =
+                            (out.get_mut(unit * features + column), buffer.get(from))
+                        {
+                            *o += g;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A lowered training step: the program with its packed constants (the current weights, to
+/// be repacked before each step), the gradients it accumulates, the batch-wide work between
+/// its phases, and the number of classes.
+#[derive(Debug)]
+pub struct TrainingLowered {
+    pub lowered: Lowered,
+    pub grads: Vec<ParamGrad>,
+    pub syncs: Vec<BatchSync>,
+    /// The dropout masks the step's third input holds, in order, when there are any.
+    pub dropouts: Vec<DropoutMask>,
+    pub classes: usize,
+}
+
+/// Where one dropout's mask sits in the step's mask input (per image: each dropout's
+/// multipliers, 0 or `1/(1 − p)`, one after another).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DropoutMask {
+    pub node: NodeId,
+    pub p: f64,
+    pub offset: usize,
+    /// Elements per image.
+    pub len: usize,
+    /// Set when the dropout's input is a flatten kept in H×W×C order: memory element `r`
+    /// is then PyTorch's element `(r mod c)·h·w + r div c`.
+    pub hwc: Option<(usize, usize, usize)>,
+}
+
+/// Work over the whole batch, done by the caller once every image has run the kernels
+/// before `before_kernel`; buffers are per-image arena tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchSync {
+    pub before_kernel: usize,
+    pub op: SyncOp,
+}
+
+/// The batch-wide halves of training batch norm (`batchnorm.rs`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SyncOp {
+    /// Each image's `stats` holds, per channel (padded to `channels_padded`), its mean and
+    /// then its sum of squared deviations over `pixels` values; the sync combines them into
+    /// the batch's mean and biased variance and writes every image's `affine`:
+    /// `scale = γ/√(var + eps)`, `shift = β − mean·scale`, then `mean`, then `1/√(var + eps)`.
+    BatchNormForward {
+        /// The full names of γ, β, the running mean and variance.
+        names: [String; 4],
+        eps: f64,
+        channels: usize,
+        channels_padded: usize,
+        pixels: usize,
+        stats: BufferId,
+        affine: BufferId,
+    },
+    /// Each image's `sums` holds `Σ ∂y` then `Σ ∂y·x̂` per channel; the sync totals them
+    /// (the gradients of β and γ) and writes every image's `coefficients` `a, k1, k0` with
+    /// `∂x = a·∂y + k1·x + k0`, when the input's gradient is wanted. `affine` is the
+    /// forward's.
+    BatchNormBackward {
+        names: [String; 2],
+        channels: usize,
+        channels_padded: usize,
+        pixels: usize,
+        affine: BufferId,
+        sums: BufferId,
+        coefficients: Option<BufferId>,
+    },
+}
+
+/// Why `graph` (a logits graph, bound and optimized for training) cannot be trained by
+/// [`lower_training`], or `None` when it can.
+pub fn training_unsupported(graph: &Graph) -> Option<String> {
+    let out = graph.shape(graph.output());
+    if !out.flat {
+        return Some(format!("the logits are {out}, not a flat vector"));
+    }
+    if graph.inputs.len() != 1 {
+        return Some("the network has several inputs".into());
+    }
+    let live = live_nodes(graph, false);
+    for (id, node) in graph.nodes.iter() {
+        if !live[id] {
+            continue;
+        }
+        let supported_activation = |a: Option<Activation>| {
+            matches!(a, None | Some(Activation::Relu) | Some(Activation::Relu6))
+        };
+        let ok = match &node.op {
+            Op::Input { .. } | Op::Identity | Op::Dropout { .. } => true,
+            Op::Conv(a) => {
+                let in_c = graph.input_shape(id).c;
+                let groups = a.groups.max(1);
+                let depthwise = groups == in_c && a.filters == in_c;
+                (groups == 1 || depthwise) && !a.residual && supported_activation(a.activation)
+            }
+            Op::Dense(a) => supported_activation(a.activation),
+            Op::Pool(_) => true,
+            Op::GlobalPool(kind) => *kind == PoolKind::Avg,
+            Op::Activation(a) => supported_activation(Some(*a)),
+            Op::BatchNorm { .. } => true,
+            Op::Add => graph.nodes[id]
+                .inputs
+                .iter()
+                .all(|&i| graph.shape(i).numel() == graph.shape(id).numel()),
+            // Only a flatten that moves no data: its gradient is its reader's, in H×W×C.
+            Op::Flatten => {
+                let s = graph.input_shape(id);
+                s.h * s.w == 1 || readers_all_dense(graph, id)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Some(format!(
+                "{id} ({} {}) has no compiled backward yet",
+                node.op.name(),
+                node.path
+            ));
+        }
+    }
+    None
+}
+
+/// Whether every reader of `id` is a dense layer, looking through identities and dropouts:
+/// `Lowering::only_dense_readers`, for which a flatten moves no data.
+fn readers_all_dense(graph: &Graph, id: NodeId) -> bool {
+    id != graph.output()
+        && graph.nodes.iter().all(|(reader, node)| {
+            !node.inputs.contains(&id)
+                || match node.op {
+                    Op::Dense(_) => node.inputs.first() == Some(&id),
+                    Op::Identity | Op::Dropout { .. } => readers_all_dense(graph, reader),
+                    _ => false,
+                }
+        })
+}
+
+/// Lowers one training step of `graph`: a logits graph whose constants hold the current
+/// weights, accepted by [`training_unsupported`]; packs its constants on `threads` threads.
+pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, LowerError> {
+    if let Some(why) = training_unsupported(graph) {
+        return Err(LowerError::Malformed(format!(
+            "cannot train on the JIT: {why}"
+        )));
+    }
+    // Winograd reads tiles past the output and keeps no plain padded input for the weight
+    // gradient, so training uses the direct kernels.
+    let options = LowerOptions {
+        winograd: Winograd::Off,
+    };
+    let lowering = Lowering::new(graph, options)?;
+    let classes = graph.shape(graph.output()).c;
+    let mut backward = Backward {
+        lowering,
+        grads: SecondaryMap::new(),
+        params: Vec::new(),
+        target: BufferId::from_u32(0),
+        syncs: Vec::new(),
+        affines: SecondaryMap::new(),
+        dropouts: Vec::new(),
+        masks: BufferId::from_u32(0),
+    };
+    let mask_len = plan_dropouts(graph, &backward.lowering, &mut backward.dropouts);
+    if mask_len > 0 {
+        backward.masks = backward.lowering.add_buffer(
+            "input `dropout masks`".into(),
+            mask_len,
+            Storage::Input(2),
+        );
+    }
+    for &id in &backward.lowering.order.clone() {
+        let node = &graph.nodes[id];
+        if matches!(node.op, Op::BatchNorm { .. }) && !node.frozen {
+            backward.batch_norm_forward(id)?;
+        } else if let Some(k) = backward.dropouts.iter().position(|d| d.node == id) {
+            backward.dropout_forward(id, k)?;
+        } else {
+            backward.lowering.lower_node(id)?;
+        }
+    }
+    backward.lowering.finish_output()?;
+    backward.target = backward.lowering.add_buffer(
+        "input `target` (one-hot)".into(),
+        classes,
+        Storage::Input(1),
+    );
+    backward.run()?;
+    let Backward {
+        lowering,
+        params,
+        syncs,
+        dropouts,
+        ..
+    } = backward;
+    let mut inputs: Vec<(String, Shape)> = graph
+        .inputs
+        .iter()
+        .map(|&id| {
+            let name = graph.nodes[id]
+                .op
+                .input_name()
+                .map_or_else(|| id.to_string(), str::to_string);
+            (name, graph.shape(id))
+        })
+        .collect();
+    inputs.push(("target".into(), Shape::flat(classes)));
+    if mask_len > 0 {
+        inputs.push(("dropout masks".into(), Shape::flat(mask_len)));
+    }
+    let mut input_lens: Vec<usize> = graph
+        .inputs
+        .iter()
+        .map(|&i| graph.shape(i).numel())
+        .collect();
+    input_lens.push(classes);
+    if mask_len > 0 {
+        input_lens.push(mask_len);
+    }
+    let mut program = LoopProgram {
+        name: format!("{} (training step)", graph.name),
+        inputs,
+        output_shape: graph.shape(graph.output()),
+        output_node: graph.output(),
+        // Forward, and about twice that backward: what `images_per_s` is measured against.
+        flops: 6 * graph.total_macs(),
+        buffers: lowering.buffers,
+        kernels: lowering.kernels,
+        arena_len: 0,
+        accumulator_len: 0,
+        input_lens,
+        output_len: classes,
+    };
+    plan::plan_memory(&mut program);
+    verify::verify(&program)?;
+    let grads = params
+        .into_iter()
+        .map(|(name, numel, buffer, layout)| {
+            let b = program.buffer(buffer);
+            let offset = match b.storage {
+                Storage::Accumulator { offset } => offset,
+                _ => 0,
+            };
+            ParamGrad {
+                name,
+                numel,
+                offset,
+                len: b.len,
+                layout,
+            }
+        })
+        .collect();
+    let constants = pack_constants(graph, &program, threads)?;
+    Ok(TrainingLowered {
+        lowered: Lowered { program, constants },
+        grads,
+        syncs,
+        dropouts,
+        classes,
+    })
+}
+
+/// The reverse pass's state over the forward's lowering.
+struct Backward<'g> {
+    lowering: Lowering<'g>,
+    /// `∂L/∂value` of each node, once some reader has contributed to it: a plain tensor
+    /// (H×W×C, unpadded) in the arena.
+    grads: SecondaryMap<NodeId, Option<BufferId>>,
+    /// Each parameter gradient: full name, PyTorch element count, pinned buffer, layout.
+    params: Vec<(String, usize, BufferId, GradLayout)>,
+    /// The one-hot target input.
+    target: BufferId,
+    syncs: Vec<BatchSync>,
+    /// Each training batch norm's per-image `affine` buffer (see [`SyncOp`]).
+    affines: SecondaryMap<NodeId, Option<BufferId>>,
+    /// The dropouts that mask in training, and the input holding their masks.
+    dropouts: Vec<DropoutMask>,
+    masks: BufferId,
+}
+
+/// The dropouts that mask in training (not frozen, `p > 0`), in graph order, each given its
+/// place in the mask input; returns the mask input's length per image.
+fn plan_dropouts(graph: &Graph, lowering: &Lowering, out: &mut Vec<DropoutMask>) -> usize {
+    let mut offset = 0;
+    for &id in &lowering.order {
+        let node = &graph.nodes[id];
+        let Op::Dropout { p } = node.op else {
+            continue;
+        };
+        if node.frozen || p <= 0.0 {
+            continue;
+        }
+        let len = graph.shape(id).numel();
+        // Set by the forward, which knows the order its input is stored in.
+        let hwc = None;
+        out.push(DropoutMask {
+            node: id,
+            p,
+            offset,
+            len,
+            hwc,
+        });
+        offset += len.next_multiple_of(4);
+    }
+    offset
+}
+
+impl<'g> Backward<'g> {
+    fn graph(&self) -> &'g Graph {
+        self.lowering.graph
+    }
+
+    fn run(&mut self) -> Result<(), LowerError> {
+        let graph = self.graph();
+        let output = graph.output();
+        let logits = self.value(output)?;
+        let seed = self.loss(output, logits)?;
+        self.grads[output] = Some(seed);
+        let live = live_nodes(graph, false);
+        let order = self.lowering.order.clone();
+        for &id in order.iter().rev() {
+            if !live[id] {
+                continue;
+            }
+            let Some(grad) = self.grads[id] else {
+                continue;
+            };
+            let wants_input: Vec<bool> = graph.nodes[id].inputs.iter().map(|&i| live[i]).collect();
+            let trainable = is_trainable(graph, id);
+            match &graph.nodes[id].op {
+                Op::Input { .. } => {}
+                Op::Dropout { .. } if self.dropouts.iter().any(|d| d.node == id) => {
+                    if wants_input[0] {
+                        self.dropout_backward(id, grad)?;
+                    }
+                }
+                Op::Identity | Op::Flatten | Op::Dropout { .. } => {
+                    if wants_input[0] {
+                        let input = graph.nodes[id].inputs[0];
+                        self.pass_through(id, input, grad);
+                    }
+                }
+                Op::Conv(attrs) => self.conv(id, attrs, grad, trainable, wants_input[0])?,
+                Op::Dense(attrs) => self.dense(id, attrs, grad, trainable, wants_input[0])?,
+                Op::Pool(attrs) => {
+                    if wants_input[0] {
+                        self.pool(id, attrs, grad)?;
+                    }
+                }
+                Op::GlobalPool(_) => {
+                    if wants_input[0] {
+                        self.global_avg_pool(id, grad)?;
+                    }
+                }
+                Op::Activation(activation) => {
+                    if wants_input[0] {
+                        self.activation(id, *activation, grad)?;
+                    }
+                }
+                Op::BatchNorm { .. } => {
+                    if graph.nodes[id].frozen {
+                        if wants_input[0] {
+                            self.frozen_batch_norm_backward(id, grad)?;
+                        }
+                    } else {
+                        self.batch_norm_backward(id, grad, wants_input[0])?;
+                    }
+                }
+                Op::Add => {
+                    let inputs = graph.nodes[id].inputs.clone();
+                    for (&input, &wanted) in inputs.iter().zip(&wants_input) {
+                        if wanted {
+                            self.contribute(id, input, grad)?;
+                        }
+                    }
+                }
+                _ => {
+                    return Err(self
+                        .lowering
+                        .malformed(id, "no compiled backward (training_unsupported missed it)"))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The forward value of `id`.
+    fn value(&self, id: NodeId) -> Result<NodeBuffer, LowerError> {
+        self.lowering.values[id]
+            .ok_or_else(|| self.lowering.malformed(id, "its value was not computed"))
+    }
+
+    /// A kernel builder for the backward of node `id`.
+    fn builder(&self, id: NodeId, what: &str, comment: String) -> KernelBuilder {
+        self.lowering.builder(id, what, comment)
+    }
+
+    /// A fresh gradient tensor of node `id`'s shape.
+    fn new_grad(&mut self, id: NodeId, what: &str) -> BufferId {
+        let len = self.graph().shape(id).numel();
+        let name = format!("∂{} {what}", self.lowering.describe(id));
+        self.lowering.add_temp(name, len)
+    }
+
+    /// A pinned accumulator for parameter `suffix` of `id`.
+    fn param_grad(
+        &mut self,
+        id: NodeId,
+        suffix: &str,
+        numel: usize,
+        len: usize,
+        layout: GradLayout,
+    ) -> BufferId {
+        let name = self.graph().tensor_name(id, suffix);
+        let storage = Storage::Accumulator { offset: 0 };
+        let buffer = self.lowering.add_buffer(format!("∂{name}"), len, storage);
+        self.params.push((name, numel, buffer, layout));
+        buffer
+    }
+
+    /// Where node `input`'s gradient goes: `(buffer, accumulate)`, a new tensor (to be
+    /// stored into) when no reader has contributed yet, else the sum so far (to be added to).
+    fn grad_target(&mut self, input: NodeId) -> (BufferId, bool) {
+        match self.grads[input] {
+            Some(buffer) => (buffer, true),
+            None => {
+                let buffer = self.new_grad(input, "");
+                self.grads[input] = Some(buffer);
+                (buffer, false)
+            }
+        }
+    }
+
+    /// `∂input += ∂id` for an op that passes its gradient through unchanged (identity, a
+    /// free flatten): shared when nothing else contributes, else added.
+    fn pass_through(&mut self, _id: NodeId, input: NodeId, grad: BufferId) {
+        if self.grads[input].is_none() && self.lowering.readers[input].len() == 1 {
+            self.grads[input] = Some(grad);
+            return;
+        }
+        let _ = self.contribute(_id, input, grad);
+    }
+
+    /// `∂input += grad` elementwise (or `=` for the first contribution).
+    fn contribute(&mut self, id: NodeId, input: NodeId, grad: BufferId) -> Result<(), LowerError> {
+        let len = self.graph().shape(input).numel();
+        let (target, accumulate) = self.grad_target(input);
+        let mut b = self.builder(id, "grad_sum", format!("∂{input} += ∂{id}"));
+        b.vectors(len, true, &mut |b, at, lanes| {
+            let mut value = b.load(grad, at.clone(), lanes);
+            if accumulate {
+                let sum = b.load(target, at.clone(), lanes);
+                value = b.binary(BinaryOp::Add, sum, value);
+            }
+            b.store(target, at, lanes, value);
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+
+    /// The gradient before node `id`'s fused activation: `grad` itself without one, else a
+    /// new tensor `grad · activation′`, computed from the node's output.
+    fn through_activation(
+        &mut self,
+        id: NodeId,
+        activation: Option<Activation>,
+        grad: BufferId,
+    ) -> Result<BufferId, LowerError> {
+        let Some(activation) = activation else {
+            return Ok(grad);
+        };
+        let out = self.new_grad(id, "before its activation");
+        self.activation_kernel(id, activation, grad, out, false)?;
+        Ok(out)
+    }
+
+    /// A constant buffer of numbers computed here.
+    fn values_const(&mut self, name: String, values: Vec<f32>) -> BufferId {
+        let len = values.len();
+        self.lowering
+            .add_const(name, len, ConstSpec::Values(values))
+    }
+}

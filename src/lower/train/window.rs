@@ -1,0 +1,181 @@
+//! The backward of pooling, scattered into a frame the shape of the padded input the forward
+//! read, whose interior is then the input's gradient:
+//!
+//! - average: each output's gradient, times its window's reciprocal count, is added to every
+//!   pixel of its window;
+//! - max: each output's gradient goes to the first element of its window (row by row, as
+//!   PyTorch scans it) equal to the window's maximum, recomputed from the forward's input:
+//!   a lane mask `x == max` selects the gradient, which is then taken out of what is left
+//!   to route, so a tie sends it once.
+
+use super::super::elementwise::channel_vectors;
+use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr};
+use super::super::pad::{layout_for, WindowRead};
+use super::super::pool::window;
+use super::super::{KernelBuilder, LowerError};
+use super::Backward;
+use crate::graph::{NodeId, PoolAttrs, PoolKind};
+
+impl Backward<'_> {
+    pub(super) fn pool(
+        &mut self,
+        id: NodeId,
+        attrs: &PoolAttrs,
+        grad: BufferId,
+    ) -> Result<(), LowerError> {
+        let graph = self.graph();
+        let input = graph.nodes[id].inputs[0];
+        let s = graph.shape(input);
+        let out = graph.shape(id);
+        let ([kh, kw], [sh, sw], pad) = (attrs.kernel, attrs.stride, attrs.pad);
+        let read = WindowRead {
+            kernel: attrs.kernel,
+            stride: attrs.stride,
+            dilation: [1, 1],
+            pad,
+            out: (out.h, out.w),
+            fill: 0.0,
+        };
+        let (top, left, frame_h, frame_w) = match layout_for(s, &read) {
+            Some(l) => (l.top, l.left, l.height, l.width),
+            None => (0, 0, s.h, s.w),
+        };
+        let (x_frame, x_width) = self.lowering.window_inputs[id]
+            .ok_or_else(|| self.lowering.malformed(id, "its padded input is unknown"))?;
+        if x_width != frame_w {
+            return Err(self
+                .lowering
+                .malformed(id, "its padded input has another width"));
+        }
+        let mut reciprocals = Vec::with_capacity(out.h * out.w);
+        for oy in 0..out.h {
+            let (rows, real_rows) = window(oy, sh, kh, (pad.top, pad.bottom), s.h);
+            for ox in 0..out.w {
+                let (cols, real_cols) = window(ox, sw, kw, (pad.left, pad.right), s.w);
+                let divisor = if attrs.count_include_pad {
+                    rows * cols
+                } else {
+                    real_rows * real_cols
+                };
+                reciprocals.push(if divisor == 0 {
+                    0.0
+                } else {
+                    1.0 / divisor as f32
+                });
+            }
+        }
+        let uniform = reciprocals.iter().all(|&r| r == reciprocals[0]);
+        let max = attrs.kind == PoolKind::Max;
+        let table = (!uniform && !max).then(|| {
+            let name = format!("{} divisors (backward)", self.lowering.describe(id));
+            self.values_const(name, reciprocals.clone())
+        });
+        let c = s.c;
+        let framed = top != 0 || left != 0 || frame_h != s.h || frame_w != s.w;
+        let kind = if max { "maxpool" } else { "avgpool" };
+        let (target, accumulate) = self.grad_target(input);
+        // The frame the windows scatter into: the input's gradient itself when the forward
+        // read the input unpadded, else a scratch frame whose interior is added after.
+        let frame = if framed {
+            let name = format!("∂{} padded", self.lowering.describe(input));
+            self.lowering.add_temp(name, frame_h * frame_w * c)
+        } else {
+            target
+        };
+        let mut b = self.builder(
+            id,
+            "pool_grad",
+            format!("∂ of {kind} {kh}×{kw} stride {sh}×{sw}: {out} → {s}"),
+        );
+        if framed || !accumulate {
+            b.fill_range(frame, Affine::constant(0), frame_h * frame_w * c, 0.0);
+        }
+        let window_at = |oy: &Affine, ox: &Affine, ky: Affine, kx: Affine, c0: usize| {
+            ((oy.clone() * sh + ky) * frame_w + ox.clone() * sw + kx) * c + c0
+        };
+        if max {
+            b.repeat(out.h, |b, oy| {
+                b.repeat(out.w, |b, ox| {
+                    let pixel = oy.clone() * out.w + ox.clone();
+                    for (c0, lanes) in channel_vectors(c) {
+                        let m = b.constant(f32::NEG_INFINITY);
+                        b.repeat(kh, |b, ky| {
+                            b.repeat(kw, |b, kx| {
+                                let at = window_at(&oy, &ox, ky, kx, c0);
+                                let x = b.load(x_frame, at, lanes);
+                                b.set(m, LoopExpr::Binary(BinaryOp::MaxPropagatingNan, x, m));
+                            });
+                        });
+                        let left = b.load(grad, pixel.clone() * c + c0, lanes);
+                        b.repeat(kh, |b, ky| {
+                            b.repeat(kw, |b, kx| {
+                                let at = window_at(&oy, &ox, ky, kx, c0);
+                                let x = b.load(x_frame, at.clone(), lanes);
+                                let is_max = b.binary(BinaryOp::EqualMask, x, m);
+                                let hit = b.binary(BinaryOp::And, is_max, left);
+                                let sum = b.load(frame, at.clone(), lanes);
+                                let sum = b.binary(BinaryOp::Add, sum, hit);
+                                b.store(frame, at, lanes, sum);
+                                b.set(left, LoopExpr::Binary(BinaryOp::Sub, left, hit));
+                            });
+                        });
+                    }
+                });
+            });
+        }
+        b.repeat(if max { 0 } else { out.h }, |b, oy| {
+            b.repeat(out.w, |b, ox| {
+                let scale = match table {
+                    Some(table) => b.splat(table, oy.clone() * out.w + ox.clone()),
+                    None => b.constant(reciprocals[0]),
+                };
+                let pixel = oy.clone() * out.w + ox.clone();
+                for (c0, lanes) in channel_vectors(c) {
+                    let dy = b.load(grad, pixel.clone() * c + c0, lanes);
+                    let share = b.binary(BinaryOp::Mul, dy, scale);
+                    b.repeat(kh, |b, ky| {
+                        b.repeat(kw, |b, kx| {
+                            let at =
+                                ((oy.clone() * sh + ky) * frame_w + ox.clone() * sw + kx) * c + c0;
+                            let sum = b.load(frame, at.clone(), lanes);
+                            let sum = b.binary(BinaryOp::Add, sum, share);
+                            b.store(frame, at, lanes, sum);
+                        });
+                    });
+                }
+            });
+        });
+        if framed {
+            crop_into(&mut b, frame, (top, left, frame_w), target, s, accumulate);
+        }
+        self.lowering.emit(b);
+        Ok(())
+    }
+}
+
+/// `target (+)= frame`'s interior: the `s.h × s.w` pixels from row `top`, column `left` of a
+/// frame `width` pixels wide.
+pub(super) fn crop_into(
+    b: &mut KernelBuilder,
+    frame: BufferId,
+    (top, left, width): (usize, usize, usize),
+    target: BufferId,
+    s: crate::graph::Shape,
+    accumulate: bool,
+) {
+    let c = s.c;
+    b.repeat(s.h, |b, y| {
+        b.repeat(s.w, |b, x| {
+            let from = ((y.clone() + top) * width + x.clone() + left) * c;
+            let to = (y.clone() * s.w + x) * c;
+            for (c0, lanes) in channel_vectors(c) {
+                let mut value = b.load(frame, from.clone() + c0, lanes);
+                if accumulate {
+                    let sum = b.load(target, to.clone() + c0, lanes);
+                    value = b.assign(LoopExpr::Binary(BinaryOp::Add, sum, value));
+                }
+                b.store(target, to.clone() + c0, lanes, value);
+            }
+        });
+    });
+}

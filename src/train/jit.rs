@@ -1,0 +1,454 @@
+//! Training steps on the JIT: the loss's gradients from compiled backward kernels
+//! (`lower::lower_training`), with the same contract as the reference engine's
+//! `trainer::step_gradients`, which stays the oracle the tests compare against.
+//!
+//! The step program is compiled once. Before each step the current weights are bound to the
+//! graph's constants and packed into the program's constant blobs in place (O(parameters),
+//! no compilation); then each thread runs a contiguous shard of the batch image by image in
+//! its own arena, whose pinned buffers accumulate the parameter gradients; the shards' sums
+//! are added in thread order and scaled by `1/N`. The result is deterministic for a thread
+//! count, and equals the reference's up to the order of the sums.
+//!
+//! What the JIT cannot train yet (batch norm in training mode, dropout, some ops' backward:
+//! `lower::training_unsupported`) is refused by [`JitStep::new`] with the reason, and the
+//! trainer uses the reference engine.
+
+use super::loss;
+use super::trainer::{StepGradients, TrainError};
+use crate::codegen::{self, CodegenOptions, CompiledNetwork};
+use crate::graph::ops::dropout_scale;
+use crate::graph::{Graph, Op};
+use crate::lower::{self, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp};
+use crate::reference::backward::{logits_graph, BatchNormStats};
+use crate::runtime::Weights;
+use cranelift_entity::EntityRef;
+use ndarray::ArrayD;
+
+/// A compiled training step for one network.
+pub struct JitStep {
+    /// The logits graph, optimized for training; its constants are rebound every step.
+    graph: Graph,
+    program: LoopProgram,
+    network: CompiledNetwork,
+    grads: Vec<ParamGrad>,
+    syncs: Vec<BatchSync>,
+    /// Each masking dropout's place in the mask input, with its node index in the reference's
+    /// graph (which seeds its mask).
+    dropouts: Vec<(DropoutMask, usize)>,
+    /// The order of the parameters in the state dict, for the gradients' order.
+    names: Vec<String>,
+    classes: usize,
+    /// Arenas: one per thread, or one per image when the step has batch-wide syncs (each
+    /// image's activations must then outlive the phases).
+    arenas: Vec<Vec<f32>>,
+    /// One accumulator region per thread.
+    accumulators: Vec<Vec<f32>>,
+    threads: usize,
+}
+
+impl JitStep {
+    /// Compiles the training step of `graph` (initial constants from `weights`) for
+    /// `threads` threads; `Ok(Err(reason))` when the JIT cannot train this network.
+    pub fn new(
+        graph: &Graph,
+        weights: &Weights,
+        threads: usize,
+    ) -> Result<Result<JitStep, String>, TrainError> {
+        let mut prepared = logits_graph(graph).unwrap_or_else(|| graph.clone());
+        bind(&mut prepared, weights)?;
+        // The masks are made from each dropout's node index in this graph, as the
+        // reference's are; passes renumber nodes but keep their order.
+        let dropout_nodes: Vec<usize> = prepared
+            .nodes
+            .iter()
+            .filter(|(_, n)| matches!(n.op, Op::Dropout { p } if p > 0.0) && !n.frozen)
+            .map(|(id, _)| id.index())
+            .collect();
+        // Only a pass that keeps every trainable tensor and every dropout as they are: no
+        // batch-norm folding (it would change the weights the gradients are for), no
+        // removal of dropout, no residual fusion (its backward is not compiled yet).
+        let options = crate::opt::Options {
+            fuse: true,
+            only: Some(vec!["fuse_conv_activation".to_string()]),
+        };
+        crate::opt::optimize(&mut prepared, &options)
+            .map_err(|e| TrainError::Evaluation(e.to_string()))?;
+        if let Some(reason) = lower::training_unsupported(&prepared) {
+            return Ok(Err(reason));
+        }
+        let threads = threads.max(1);
+        let lowered = lower::lower_training(&prepared, threads).map_err(internal)?;
+        let program = lowered.lowered.program.clone();
+        let options = CodegenOptions {
+            threads: 1,
+            ..CodegenOptions::default()
+        };
+        if lowered.dropouts.len() != dropout_nodes.len() {
+            return Err(internal("the dropouts were not kept"));
+        }
+        let dropouts = lowered.dropouts.into_iter().zip(dropout_nodes).collect();
+        let network = codegen::generate(lowered.lowered, &options).map_err(internal)?;
+        let names = graph
+            .named_params()
+            .into_iter()
+            .map(|(name, _, _)| name)
+            .collect();
+        let accumulators = (0..threads)
+            .map(|_| vec![0.0; network.accumulator_len()])
+            .collect();
+        Ok(Ok(JitStep {
+            graph: prepared,
+            program,
+            network,
+            grads: lowered.grads,
+            syncs: lowered.syncs,
+            dropouts,
+            names,
+            classes: lowered.classes,
+            arenas: Vec::new(),
+            accumulators,
+            threads,
+        }))
+    }
+
+    /// Bytes of one arena: the activations, gradients and scratch of one image.
+    pub fn arena_bytes(&self) -> usize {
+        self.network.arena_len() * std::mem::size_of::<f32>()
+    }
+
+    /// Whether each image of a batch keeps its own arena (the step has batch norms in
+    /// training, whose statistics need every image's activations at once).
+    pub fn arena_per_image(&self) -> bool {
+        !self.syncs.is_empty()
+    }
+
+    /// The loss and gradients of one batch with the current `weights`; `seed` seeds the
+    /// dropout masks as `TrainingMode::seed` does the reference's.
+    pub fn step(
+        &mut self,
+        weights: &Weights,
+        images: &ArrayD<f32>,
+        labels: &[u32],
+        seed: u64,
+    ) -> Result<StepGradients, TrainError> {
+        bind(&mut self.graph, weights)?;
+        let constants =
+            lower::pack_constants(&self.graph, &self.program, self.threads).map_err(internal)?;
+        self.network.update_constants(constants).map_err(internal)?;
+        let n = labels.len();
+        let classes = self.classes;
+        let images = images.as_standard_layout();
+        let pixels = images.as_slice().unwrap_or(&[]);
+        let mut targets = vec![0.0f32; n * classes];
+        for (i, &label) in labels.iter().enumerate() {
+            if let Some(t) = targets.get_mut(i * classes + label as usize) {
+                *t = 1.0;
+            }
+        }
+        let masks = self.masks(n, seed);
+        let per_image = self.arena_per_image();
+        let shards = self.threads.clamp(1, n.max(1));
+        let bounds: Vec<(usize, usize)> = (0..shards)
+            .map(|s| (s * n / shards, (s + 1) * n / shards))
+            .collect();
+        let arena_len = self.network.arena_len();
+        let wanted = if per_image { n } else { shards };
+        if self.arenas.len() < wanted {
+            self.arenas.resize_with(wanted, || vec![0.0; arena_len]);
+        }
+        for accumulator in &mut self.accumulators {
+            accumulator.fill(0.0);
+        }
+        let mut logits = vec![0.0f32; n * classes];
+        let mut cuts: Vec<usize> = self.syncs.iter().map(|s| s.before_kernel).collect();
+        cuts.dedup();
+        let mut start = 0;
+        let mut batch_norm_stats = Vec::new();
+        let mut sync_grads: Vec<(String, Vec<f32>)> = Vec::new();
+        for end in cuts.into_iter().chain([self.network.kernel_count()]) {
+            let inputs: &[&[f32]] = if self.dropouts.is_empty() {
+                &[pixels, &targets]
+            } else {
+                &[pixels, &targets, &masks]
+            };
+            self.run_phase(inputs, &mut logits, &bounds, per_image, start..end)?;
+            for sync in self.syncs.iter().filter(|s| s.before_kernel == end) {
+                apply_sync(
+                    &sync.op,
+                    &self.program,
+                    weights,
+                    &mut self.arenas[..n],
+                    &mut batch_norm_stats,
+                    &mut sync_grads,
+                )?;
+            }
+            start = end;
+        }
+        let scale = 1.0 / n.max(1) as f32;
+        let mut by_name: Vec<(String, Vec<f32>)> = Vec::with_capacity(self.grads.len());
+        for grad in &self.grads {
+            let mut sum = vec![0.0f32; grad.numel];
+            for accumulator in self.accumulators.iter().take(shards) {
+                grad.add_to(accumulator, &mut sum);
+            }
+            sum.iter_mut().for_each(|g| *g *= scale);
+            by_name.push((grad.name.clone(), sum));
+        }
+        for (name, mut sum) in sync_grads {
+            sum.iter_mut().for_each(|g| *g *= scale);
+            by_name.push((name, sum));
+        }
+        let position = |name: &str| self.names.iter().position(|n| n == name);
+        by_name.sort_by_key(|(name, _)| position(name));
+        let result = loss::cross_entropy_logits(&logits, labels, classes)?;
+        Ok(StepGradients {
+            loss: f64::from(result.loss),
+            grads: by_name,
+            logits,
+            batch_norm_stats,
+        })
+    }
+
+    /// The mask input for a batch of `n`: each image's dropout multipliers, from the element's
+    /// index in the whole batch tensor in PyTorch's order, as the reference draws them.
+    fn masks(&self, n: usize, seed: u64) -> Vec<f32> {
+        let Some((last, _)) = self.dropouts.last() else {
+            return Vec::new();
+        };
+        let per_image = last.offset + last.len.next_multiple_of(4);
+        let mut masks = vec![0.0f32; n * per_image];
+        for (mask, node) in &self.dropouts {
+            for image in 0..n {
+                let at = image * per_image + mask.offset;
+                for (r, m) in masks[at..at + mask.len].iter_mut().enumerate() {
+                    let element = match mask.hwc {
+                        Some((h, w, c)) => (r % c) * h * w + r / c,
+                        None => r,
+                    };
+                    *m = dropout_scale(mask.p, seed, *node, image * mask.len + element);
+                }
+            }
+        }
+        masks
+    }
+
+    /// Runs `kernels` for every image, a contiguous shard of images per thread.
+    fn run_phase(
+        &mut self,
+        inputs: &[&[f32]],
+        logits: &mut [f32],
+        bounds: &[(usize, usize)],
+        per_image: bool,
+        kernels: std::ops::Range<usize>,
+    ) -> Result<(), TrainError> {
+        let classes = self.classes;
+        let network = &self.network;
+        // Each shard's outputs, arenas and accumulators, split off disjointly.
+        let mut outputs = logits;
+        let mut arenas = self.arenas.as_mut_slice();
+        let mut work = Vec::new();
+        for (&(start, end), accumulator) in bounds.iter().zip(self.accumulators.iter_mut()) {
+            let (output, rest) = outputs.split_at_mut((end - start) * classes);
+            outputs = rest;
+            let take = if per_image { end - start } else { 1 };
+            let (own, rest) = arenas.split_at_mut(take);
+            arenas = rest;
+            work.push(Shard {
+                images: start..end,
+                output,
+                arenas: own,
+                accumulator,
+            });
+        }
+        let run = |shard: Shard<'_>| {
+            let Shard {
+                images,
+                output,
+                arenas,
+                accumulator,
+            } = shard;
+            let start = images.start;
+            for image in images {
+                let arena = if per_image {
+                    &mut arenas[image - start]
+                } else {
+                    &mut arenas[0]
+                };
+                let output = &mut output[(image - start) * classes..][..classes];
+                network
+                    .run_kernels(
+                        inputs,
+                        output,
+                        arena,
+                        accumulator,
+                        image..image + 1,
+                        kernels.clone(),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+            let mut work = work.into_iter();
+            let first = work.next();
+            let handles: Vec<_> = work.map(|w| scope.spawn(move || run(w))).collect();
+            let mut results = vec![first.map_or(Ok(()), run)];
+            results.extend(handles.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a training thread panicked".into()))
+            }));
+            results
+        });
+        for result in results {
+            result.map_err(TrainError::Evaluation)?;
+        }
+        Ok(())
+    }
+}
+
+/// One thread's part of a phase: its images, their outputs, their arenas (one per image, or
+/// one for all), its accumulators.
+struct Shard<'a> {
+    images: std::ops::Range<usize>,
+    output: &'a mut [f32],
+    arenas: &'a mut [Vec<f32>],
+    accumulator: &'a mut Vec<f32>,
+}
+
+/// The arena offset of `buffer`.
+fn arena_offset(program: &LoopProgram, buffer: lower::ir::BufferId) -> Result<usize, TrainError> {
+    match program.buffer(buffer).storage {
+        Storage::Arena { offset } => Ok(offset),
+        _ => Err(internal("a sync buffer is not in the arena")),
+    }
+}
+
+/// One batch-wide step between phases (`lower::SyncOp`), over every image's arena.
+fn apply_sync(
+    op: &SyncOp,
+    program: &LoopProgram,
+    weights: &Weights,
+    arenas: &mut [Vec<f32>],
+    stats_out: &mut Vec<BatchNormStats>,
+    grads: &mut Vec<(String, Vec<f32>)>,
+) -> Result<(), TrainError> {
+    let tensor = |name: &str| -> Result<Vec<f64>, TrainError> {
+        let t = weights
+            .get(name)
+            .ok_or_else(|| TrainError::MissingTensor(name.to_string()))?;
+        Ok(t.iter().map(|&v| f64::from(v)).collect())
+    };
+    match op {
+        SyncOp::BatchNormForward {
+            names,
+            eps,
+            channels,
+            channels_padded,
+            pixels,
+            stats,
+            affine,
+        } => {
+            let (c, cp) = (*channels, *channels_padded);
+            let stats = arena_offset(program, *stats)?;
+            let affine = arena_offset(program, *affine)?;
+            let n = arenas.len() as f64;
+            let p = *pixels as f64;
+            // Chan et al.: the images' means average to the batch's (equal counts), and the
+            // squared deviations add, with each image's mean's deviation counted p times.
+            let mut mean = vec![0.0f64; c];
+            for arena in arenas.iter() {
+                for (ch, m) in mean.iter_mut().enumerate() {
+                    *m += f64::from(arena[stats + ch]) / n;
+                }
+            }
+            let mut m2 = vec![0.0f64; c];
+            for arena in arenas.iter() {
+                for (ch, total) in m2.iter_mut().enumerate() {
+                    let d = f64::from(arena[stats + ch]) - mean[ch];
+                    *total += f64::from(arena[stats + cp + ch]) + p * d * d;
+                }
+            }
+            let count = n * p;
+            let var: Vec<f64> = m2.iter().map(|&v| (v / count).max(0.0)).collect();
+            let gamma = tensor(&names[0])?;
+            let beta = tensor(&names[1])?;
+            let mut values = vec![0.0f32; 4 * cp];
+            for ch in 0..c {
+                let inv_sigma = 1.0 / (var[ch] + eps).sqrt();
+                let scale = gamma[ch] * inv_sigma;
+                values[ch] = scale as f32;
+                values[cp + ch] = (beta[ch] - mean[ch] * scale) as f32;
+                values[2 * cp + ch] = mean[ch] as f32;
+                values[3 * cp + ch] = inv_sigma as f32;
+            }
+            for arena in arenas.iter_mut() {
+                arena[affine..affine + 4 * cp].copy_from_slice(&values);
+            }
+            stats_out.push(BatchNormStats {
+                running_mean: names[2].clone(),
+                running_var: names[3].clone(),
+                mean,
+                var,
+                count: count as usize,
+            });
+        }
+        SyncOp::BatchNormBackward {
+            names,
+            channels,
+            channels_padded,
+            pixels,
+            affine,
+            sums,
+            coefficients,
+        } => {
+            let (c, cp) = (*channels, *channels_padded);
+            let sums = arena_offset(program, *sums)?;
+            let affine = arena_offset(program, *affine)?;
+            let mut d_beta = vec![0.0f64; c];
+            let mut d_gamma = vec![0.0f64; c];
+            for arena in arenas.iter() {
+                for ch in 0..c {
+                    d_beta[ch] += f64::from(arena[sums + ch]);
+                    d_gamma[ch] += f64::from(arena[sums + cp + ch]);
+                }
+            }
+            let count = (arenas.len() * pixels) as f64;
+            if let Some(coefficients) = coefficients {
+                let coefficients = arena_offset(program, *coefficients)?;
+                let gamma = tensor(&names[0])?;
+                let first = arenas.first().ok_or_else(|| internal("an empty batch"))?;
+                let mut values = vec![0.0f32; 3 * cp];
+                for ch in 0..c {
+                    let mean = f64::from(first[affine + 2 * cp + ch]);
+                    let inv_sigma = f64::from(first[affine + 3 * cp + ch]);
+                    let a = gamma[ch] * inv_sigma;
+                    let (b, g) = (d_beta[ch] / count, d_gamma[ch] / count);
+                    let k1 = -a * g * inv_sigma;
+                    values[ch] = a as f32;
+                    values[cp + ch] = k1 as f32;
+                    values[2 * cp + ch] = (-a * b - k1 * mean) as f32;
+                }
+                for arena in arenas.iter_mut() {
+                    arena[coefficients..coefficients + 3 * cp].copy_from_slice(&values);
+                }
+            }
+            // Sums over the batch, like the accumulators: the caller scales both by 1/N.
+            let to_f32 = |v: Vec<f64>| v.into_iter().map(|g| g as f32).collect();
+            grads.push((names[0].clone(), to_f32(d_gamma)));
+            grads.push((names[1].clone(), to_f32(d_beta)));
+        }
+    }
+    Ok(())
+}
+
+/// Binds `weights` to `graph`'s learned constants.
+fn bind(graph: &mut Graph, weights: &Weights) -> Result<(), TrainError> {
+    crate::runtime::bind(graph, weights).map_err(|e| TrainError::Evaluation(e.to_string()))
+}
+
+/// An error that only a bug in cnnc can cause: the network passed `training_unsupported`.
+fn internal(error: impl std::fmt::Display) -> TrainError {
+    TrainError::Evaluation(format!(
+        "compiling the training step failed (a bug in cnnc; `--backend reference` trains without the JIT): {error}"
+    ))
+}
