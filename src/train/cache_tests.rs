@@ -148,6 +148,7 @@ fn run(graph: &Graph, weights: &mut Weights, data: &Dataset, threads: usize) -> 
         &mut |_| Ok(None),
         &mut |_| {},
         &mut |_| {},
+        None,
     )
     .unwrap();
     reports.iter().map(|r| r.loss).collect()
