@@ -14,6 +14,7 @@ use crate::driver::Program;
 use crate::graph::summary::Summary;
 use crate::graph::Graph;
 use crate::runtime::{LoadOptions, Weights};
+use crate::train::augment::Augmenter;
 use crate::train::checkpoint::{load_checkpoint, Progress};
 use crate::train::data::Dataset;
 use crate::train::optim::{Optimizer, OptimizerConfig};
@@ -22,6 +23,7 @@ use crate::train::trainer::{self, BatchProgress, EpochReport, RunOptions, TrainE
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -101,6 +103,13 @@ pub struct TrainArgs {
     /// validates uses them (default: every core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
+    /// Threads that build the next batches (scale, pad, augment, normalize) while a step
+    /// trains.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub loader_threads: u64,
+    /// Train without the network's declared `augment(...)`.
+    #[arg(long)]
+    pub no_augment: bool,
     /// Print one JSON object with every epoch's figures at the end.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +180,10 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             .map_err(|e| vec![Diagnostic::global(Code::Checkpoint, e.to_string())])?;
     }
     let (train_data, val_data) = open_datasets(args, graph, settings.seed).map_err(one)?;
+    // Augmentation applies to the training images only: validation runs on `val_data` as is.
+    let augmentation = graph.meta.augment.clone().filter(|_| !args.no_augment);
+    let augmenter = augmentation.map(|config| Arc::new(Augmenter::new(config, &train_data)));
+    let train_data = train_data.with_augmentation(augmenter);
     let (mut weights, mut optimizer, progress, from) =
         initial_state(args, program, graph, &settings)?;
 
@@ -183,6 +196,7 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
         shuffle: !args.no_shuffle,
         max_steps: args.steps,
         threads,
+        loader_threads: args.loader_threads as usize,
         checkpoint: args.out.clone(),
     };
     if !args.json {
@@ -255,6 +269,8 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             "batch": settings.batch,
             "seed": settings.seed,
             "threads": threads,
+            "loader_threads": args.loader_threads,
+            "augment": train_data.augmenter().map(|a| a.config.describe()),
             "epochs": epochs,
             "out": args.out.as_ref().map(|p| p.display().to_string()),
         });
@@ -419,6 +435,9 @@ fn print_header(
         describe_schedule(&settings.schedule),
         settings.seed
     );
+    if let Some(augmenter) = train.augmenter() {
+        println!("augment: {}", augmenter.config.describe());
+    }
 }
 
 fn describe_schedule(schedule: &crate::train::schedule::Schedule) -> String {

@@ -159,6 +159,7 @@ codes! {
     Export = "export", "a network cannot be exported (file unwritable, model too large)", case(EXPORT_ONNX, "unwritable_path_is_a_diagnostic");
     Checkpoint = "checkpoint", "a checkpoint that cannot be read, written or resumed", case(TRAIN_DATA, "checkpoint_that_is_not_safetensors");
     Recipe = "recipe", "a training recipe setting that is unknown, out of range or for another optimizer", program("examples/bad/recipe_unknown_optimizer.cnn");
+    Augment = "augment", "an `augment(...)` that does not fit the network's input (crop size, padding without a crop, no image input), or a second one", program("examples/bad/augment.cnn");
     Diverged = "diverged", "training stopped: the loss or the gradients became NaN or infinite", case(CLI_TRAIN, "divergence_names_the_step");
 }
 

@@ -26,10 +26,13 @@
 //! checkpoint::save_checkpoint(path, weights, Some(&optimizer), &progress)
 //! ```
 
+pub mod augment;
+pub mod augment_pca;
 pub mod checkpoint;
 pub mod data;
 pub mod data_error;
 pub mod data_files;
+pub mod loader;
 pub mod loss;
 pub mod optim;
 pub mod recipe;
