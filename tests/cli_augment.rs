@@ -216,3 +216,14 @@ fn validation_and_eval_see_the_images_unaugmented() {
     assert_eq!(eval["loss"], validation["loss"]);
     assert_eq!(eval["accuracy"], validation["accuracy"]);
 }
+
+#[test]
+fn check_json_names_the_augmentation_only_where_declared() {
+    let report = ok_json(&cnnc(&["check", AUGMENTED, "--json"]));
+    assert_eq!(
+        report[0]["augment"],
+        "crop 32×32 (pad 2), rotate ±10°, shear ±5°, scale 0.9–1.1"
+    );
+    let plain = ok_json(&cnnc(&["check", PLAIN, "--json"]));
+    assert!(plain[0].get("augment").is_none());
+}
