@@ -310,28 +310,46 @@ pub fn affine(
 ) -> Vec<f32> {
     let (sin, cos) = angle.to_radians().sin_cos();
     let tan = shear.to_radians().tan();
-    // Forward: p ↦ zoom · R · S · p with S = [[1, tan], [0, 1]]. Each output pixel reads
-    // from the inverse: S⁻¹ · R⁻¹ · q / zoom.
-    let inverse = |qx: f64, qy: f64| {
-        let (rx, ry) = (cos * qx + sin * qy, -sin * qx + cos * qy);
-        ((rx - tan * ry) / zoom, ry / zoom)
-    };
+    // Forward: p ↦ zoom · R · S · p with S = [[1, tan], [0, 1]]. Each output pixel q reads
+    // from the inverse, S⁻¹ · R⁻¹ · q / zoom = [[a, b], [c, d]] · q.
+    let (a, b) = ((cos + tan * sin) / zoom, (sin - tan * cos) / zoom);
+    let (c_x, d) = (-sin / zoom, cos / zoom);
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
     let mut out = vec![0.0f32; h * w * c];
     for y in 0..h {
+        let qy = y as f64 - cy;
+        let (row_x, row_y) = (b * qy + cx, d * qy + cy);
         for x in 0..w {
-            let (sx, sy) = inverse(x as f64 - cx, y as f64 - cy);
-            let (sx, sy) = (snap(sx + cx), snap(sy + cy));
-            let (x0, y0) = (sx.floor(), sy.floor());
+            let qx = x as f64 - cx;
+            let (sx, sy) = (snap(a * qx + row_x), snap(c_x * qx + row_y));
+            let (x0, y0) = (floor(sx), floor(sy));
             let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
-            let taps = [
-                (y0, x0, (1.0 - fy) * (1.0 - fx)),
-                (y0, x0 + 1.0, (1.0 - fy) * fx),
-                (y0 + 1.0, x0, fy * (1.0 - fx)),
-                (y0 + 1.0, x0 + 1.0, fy * fx),
-            ];
             let dst = (y * w + x) * c;
-            for (ty, tx, weight) in taps {
+            let weights = [
+                (1.0 - fy) * (1.0 - fx),
+                (1.0 - fy) * fx,
+                fy * (1.0 - fx),
+                fy * fx,
+            ];
+            if x0 >= 0.0 && y0 >= 0.0 && x0 + 1.0 < w as f64 && y0 + 1.0 < h as f64 {
+                // All four neighbours inside (most pixels): no per-tap checks.
+                let top = (y0 as usize * w + x0 as usize) * c;
+                let bottom = top + w * c;
+                for ch in 0..c {
+                    out[dst + ch] = weights[0] * image[top + ch]
+                        + weights[1] * image[top + c + ch]
+                        + weights[2] * image[bottom + ch]
+                        + weights[3] * image[bottom + c + ch];
+                }
+                continue;
+            }
+            let taps = [
+                (y0, x0),
+                (y0, x0 + 1.0),
+                (y0 + 1.0, x0),
+                (y0 + 1.0, x0 + 1.0),
+            ];
+            for ((ty, tx), weight) in taps.into_iter().zip(weights) {
                 if weight == 0.0 || ty < 0.0 || tx < 0.0 || ty >= h as f64 || tx >= w as f64 {
                     continue;
                 }
@@ -348,11 +366,23 @@ pub fn affine(
 /// A coordinate within 1e-9 of a whole number is that number, so that a rotation by a right
 /// angle (whose cosine is 6e-17, not 0) moves pixels exactly.
 fn snap(v: f64) -> f64 {
-    let r = v.round();
+    let r = floor(v + 0.5);
     if (v - r).abs() < 1e-9 {
         r
     } else {
         v
+    }
+}
+
+/// `v.floor()` by truncation, which compiles to two instructions where `f64::floor` is a libm
+/// call on baseline x86-64 (no SSE4.1); exact for |v| < 2^52, and coordinates far outside the
+/// image (a tiny zoom) saturate and stay outside.
+fn floor(v: f64) -> f64 {
+    let t = v as i64 as f64;
+    if t > v {
+        t - 1.0
+    } else {
+        t
     }
 }
 
