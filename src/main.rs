@@ -33,6 +33,8 @@ enum Command {
     Train(Box<cli::train::TrainArgs>),
     /// Accuracy, loss and confusion matrix of trained weights on labelled images.
     Eval(cli::eval::EvalArgs),
+    /// Write augmented training samples as PNG images, to see what `augment(...)` does.
+    Augment(cli::augment::AugmentArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cli::export::run(&args),
         Command::Train(args) => cli::train::run(&args),
         Command::Eval(args) => cli::eval::run(&args),
+        Command::Augment(args) => cli::augment::run(&args),
     };
     ExitCode::from(code)
 }

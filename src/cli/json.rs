@@ -47,14 +47,18 @@ pub fn check_report(compilation: &Compilation) -> String {
         let entry = match &network.graph {
             Some(graph) => {
                 let summary = Summary::of(graph);
-                json!({
+                let mut entry = json!({
                     "network": network.name,
                     "input": summary.input,
                     "output": summary.output,
                     "parameters": summary.parameters,
                     "macs": summary.macs,
                     "diagnostics": diagnostics,
-                })
+                });
+                if let (Some(augment), Some(fields)) = (summary.augment, entry.as_object_mut()) {
+                    fields.insert("augment".into(), Value::String(augment));
+                }
+                entry
             }
             None => json!({
                 "network": network.name,

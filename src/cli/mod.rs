@@ -1,6 +1,7 @@
 //! The subcommands of `cnnc`, one file each; `main.rs` only dispatches. Each returns the
 //! process exit code: 0 success, 1 the program or its inputs are wrong, 2 usage.
 
+pub mod augment;
 pub mod bench;
 mod bench_train;
 pub mod check;

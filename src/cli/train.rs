@@ -17,6 +17,7 @@ use crate::driver::Program;
 use crate::graph::summary::Summary;
 use crate::graph::Graph;
 use crate::runtime::{LoadOptions, Weights};
+use crate::train::augment::Augmenter;
 use crate::train::checkpoint::{load_checkpoint, Progress};
 use crate::train::data::Dataset;
 use crate::train::optim::{Optimizer, OptimizerConfig};
@@ -24,6 +25,7 @@ use crate::train::recipe::{Hyperparameters, OptimizerKind, Recipe, ScheduleSpec,
 use crate::train::trainer::{EpochReport, RunOptions, TrainError};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
@@ -103,6 +105,13 @@ pub struct TrainArgs {
     /// validates uses them (default: every core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub threads: Option<u64>,
+    /// Threads that build the next batches (scale, pad, augment, normalize) while a step
+    /// trains.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub loader_threads: u64,
+    /// Train without the network's declared `augment(...)`.
+    #[arg(long)]
+    pub no_augment: bool,
     /// Print one JSON object with every epoch's figures at the end.
     #[arg(long)]
     pub json: bool,
@@ -223,6 +232,10 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
         return Err(vec![error.diagnostic()]);
     }
     let (train_data, val_data) = open_datasets(args, graph, settings.seed).map_err(one)?;
+    // Augmentation applies to the training images only: validation runs on `val_data` as is.
+    let augmentation = graph.meta.augment.clone().filter(|_| !args.no_augment);
+    let augmenter = augmentation.map(|config| Arc::new(Augmenter::new(config, &train_data)));
+    let train_data = train_data.with_augmentation(augmenter);
     let (mut weights, mut optimizer, mut progress, from) =
         initial_state(args, program, graph, &settings)?;
 
@@ -232,6 +245,9 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
         .unwrap_or_else(super::engine::default_threads);
     // The layers each stage trains: the network's, less what the stages up to it unfreeze.
     let mut stage_graph = graph.clone();
+    if args.no_augment {
+        stage_graph.meta.augment = None;
+    }
     for recipe in &recipes[..first] {
         train_stage::unfreeze(&mut stage_graph, &recipe.unfreeze);
     }
@@ -263,6 +279,7 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             settings: settings.clone(),
             shuffle: !args.no_shuffle,
             max_steps: args.steps,
+            loader_threads: args.loader_threads as usize,
             threads,
             checkpoint: args.out.clone(),
         };
@@ -307,6 +324,8 @@ fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec
             "batch": settings.batch,
             "seed": settings.seed,
             "threads": threads,
+            "loader_threads": args.loader_threads,
+            "augment": train_data.augmenter().map(|a| a.config.describe()),
             "epochs": epochs,
             "stages": stages_json,
             "features_cached": stages_json.first().map(|s| s["features_cached"].clone()),
@@ -476,6 +495,9 @@ fn print_header(
         );
     }
     println!("recipe: {}", recipe_line(settings, threads));
+    if let Some(augmenter) = train.augmenter() {
+        println!("augment: {}", augmenter.config.describe());
+    }
 }
 
 fn recipe_line(settings: &Settings, threads: usize) -> String {

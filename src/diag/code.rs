@@ -162,6 +162,7 @@ codes! {
     Recipe = "recipe", "a training recipe setting that is unknown, out of range or for another optimizer", program("examples/bad/recipe_unknown_optimizer.cnn");
     FeatureCache = "feature-cache", "the folder of `--cache` cannot hold the cached frozen features", case(CLI_TRANSFER, "a_cache_folder_that_does_not_exist_is_a_diagnostic");
     Unfreeze = "unfreeze", "a training stage unfreezes a layer the network does not have frozen", program("examples/bad/recipe_unfreeze_unknown.cnn");
+    Augment = "augment", "an `augment(...)` that does not fit the network's input (crop size, padding without a crop, no image input), or a second one", program("examples/bad/augment.cnn");
     Diverged = "diverged", "training stopped: the loss or the gradients became NaN or infinite", case(CLI_TRAIN, "divergence_names_the_step");
 }
 

@@ -28,6 +28,7 @@ pub(super) static BUILTINS: &[&str] = &[
     "preprocess",
     "labels",
     "train",
+    "augment",
 ];
 
 pub fn is_builtin(name: &str) -> bool {
@@ -43,6 +44,7 @@ impl Expander<'_> {
         match name {
             "preprocess" => return self.preprocess(callee, args),
             "labels" => return self.labels(callee, args),
+            "augment" => return self.augment(callee, args),
             // Reached only as a pipeline stage: a statement `train(...)` is read from its syntax.
             "train" => {
                 self.error(

@@ -7,6 +7,7 @@
 //! which silently propagates, so every independent mistake of a network is reported at once.
 
 mod args;
+mod augment;
 mod builtins;
 mod catalogue;
 mod converters;

@@ -112,6 +112,10 @@ pub struct NetworkMeta {
     pub labels: Vec<String>,
     /// The training recipe declared by `train(...)`.
     pub train: Option<crate::train::recipe::Recipe>,
+    /// The data augmentation declared by `augment(...)`, applied by `cnnc train` only.
+    pub augment: Option<crate::train::augment::Augmentation>,
+    /// Where `augment(...)` was declared, to point at both when it is declared twice.
+    pub augment_span: Option<Span>,
 }
 
 /// A network: its nodes in insertion (= topological) order, its inputs and its output.

@@ -28,6 +28,9 @@ pub struct Summary {
     /// The activation arena the JIT plans for one image, where the caller computed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arena_bytes: Option<u64>,
+    /// The declared `augment(...)`, described (`cnnc train` applies it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub augment: Option<String>,
     pub layers: Vec<LayerRow>,
 }
 
@@ -69,20 +72,25 @@ impl Summary {
             frozen_parameters: frozen,
             macs: layers.iter().map(|l| l.macs).sum(),
             arena_bytes: None,
+            augment: graph.meta.augment.as_ref().map(|a| a.describe()),
             layers,
         }
     }
 
     /// `resnet18: 224×224×3 → 1000, 11,689,512 parameters, 1.81 GMACs`
     pub fn check_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "{}: {} → {}, {} parameters, {}",
             self.network,
             self.input,
             self.output,
             thousands(self.parameters),
             human_macs(self.macs)
-        )
+        );
+        if let Some(augment) = &self.augment {
+            let _ = write!(line, "; augment: {augment}");
+        }
+        line
     }
 
     pub fn table(&self) -> String {
@@ -164,6 +172,9 @@ impl Summary {
             "Parameter memory: {} (f32)",
             human_bytes(self.parameters.saturating_mul(4))
         );
+        if let Some(augment) = &self.augment {
+            let _ = writeln!(out, "Augmentation (cnnc train only): {augment}");
+        }
         if let Some(arena) = self.arena_bytes {
             let _ = writeln!(
                 out,

@@ -38,13 +38,11 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
-/// Whether the network declares augmentation of its training images.
-///
-/// MERGE: the augmentation helper's `augment(...)` declaration lands in the graph's metadata;
-/// this must then return whether it is there, since augmented images give different features
-/// at every epoch and so cannot be cached. Until then no network declares augmentation.
-pub fn augmentation_declared(_graph: &Graph) -> bool {
-    false
+/// Whether the network declares augmentation of its training images (`augment(...)`):
+/// augmented images give different features at every epoch, so they cannot be cached.
+/// (`cnnc train --no-augment` clears the declaration from the graph it trains.)
+pub fn augmentation_declared(graph: &Graph) -> bool {
+    graph.meta.augment.is_some()
 }
 
 /// Why a network's training is not cached.

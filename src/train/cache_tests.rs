@@ -135,6 +135,7 @@ fn run(graph: &Graph, weights: &mut Weights, data: &Dataset, threads: usize) -> 
         shuffle: true,
         max_steps: None,
         threads,
+        loader_threads: 1,
         checkpoint: None,
     };
     let mut optimizer = Optimizer::new(options.settings.optimizer.clone()).unwrap();

@@ -11,7 +11,9 @@
 //! 2. padded by `pad` on each side with black (pixel value 0), as torchvision's `Pad(pad)`
 //!    placed before `ToTensor()` does, so 28×28 digits feed a 32×32 LeNet-5 on a background
 //!    like their own;
-//! 3. normalized per channel, `(x − mean) / std`, with the network's declared mean and std.
+//! 3. in a training run only, augmented as the network's `augment(...)` declares
+//!    (`augment.rs`);
+//! 4. normalized per channel, `(x − mean) / std`, with the network's declared mean and std.
 //!
 //! Float `.npy` arrays are taken as already preprocessed, as `cnnc run` takes them: they are
 //! only padded, with 0.
@@ -20,6 +22,7 @@
 //! and the epoch number, so an epoch's order depends on nothing else; the validation split
 //! is a permutation from its own stream. Both are the same on every platform.
 
+use super::augment::{sample_rng, Augmenter};
 use super::data_error::DataError;
 use crate::graph::{Graph, Preprocess, Shape};
 use crate::runtime::rng::SplitMix64;
@@ -149,6 +152,8 @@ pub struct Dataset {
     n_classes: usize,
     mean: Vec<f32>,
     std: Vec<f32>,
+    /// The declared augmentation, on the training set of `cnnc train` only.
+    augmenter: Option<Arc<Augmenter>>,
 }
 
 impl Dataset {
@@ -167,7 +172,17 @@ impl Dataset {
             n_classes,
             mean,
             std,
+            augmenter: None,
         })
+    }
+
+    /// This data set with `augmenter` applied to the batches of [`Dataset::training_batch`].
+    pub fn with_augmentation(self, augmenter: Option<Arc<Augmenter>>) -> Dataset {
+        Dataset { augmenter, ..self }
+    }
+
+    pub fn augmenter(&self) -> Option<&Augmenter> {
+        self.augmenter.as_deref()
     }
 
     pub fn len(&self) -> usize {
@@ -236,20 +251,32 @@ impl Dataset {
             .map(move |positions| self.batch(positions)))
     }
 
-    /// The images at `positions` (indices into this data set) as one batch.
+    /// The images at `positions` (indices into this data set) as one batch, never augmented.
     ///
     /// # Panics
     /// If a position is out of range: positions come from [`Dataset::epoch_order`], never
     /// from a user.
     pub fn batch(&self, positions: &[usize]) -> Batch {
+        self.build_batch(positions, None)
+    }
+
+    /// The images at `positions` as one batch of epoch `epoch` of a training run: augmented
+    /// when the data set has an augmenter, each image from its own stream of `seed`.
+    pub fn training_batch(&self, positions: &[usize], seed: u64, epoch: usize) -> Batch {
+        self.build_batch(positions, Some((seed, epoch)))
+    }
+
+    fn build_batch(&self, positions: &[usize], augment: Option<(u64, usize)>) -> Batch {
         let shape = self.spec.shape;
         let per_image = shape.numel();
         let mut values = vec![0.0f32; positions.len() * per_image];
         let mut labels = Vec::with_capacity(positions.len());
+        let mut image = Vec::with_capacity(per_image);
         for (out, &position) in values.chunks_exact_mut(per_image).zip(positions) {
-            let member = self.members[position];
-            labels.push(self.samples.labels[member]);
-            self.fill_image(member, out);
+            labels.push(self.label(position));
+            self.pixel_image(position, augment, &mut image);
+            out.copy_from_slice(&image);
+            self.normalize(out);
         }
         let dims = if shape.flat {
             vec![positions.len(), shape.c]
@@ -262,24 +289,58 @@ impl Dataset {
         Batch { images, labels }
     }
 
-    /// Writes the stored image `member`, scaled, padded and normalized, into `out` (H×W×C).
-    fn fill_image(&self, member: usize, out: &mut [f32]) {
+    /// The data set's `position`-th image at the input's size before normalization: scaled,
+    /// padded and, with `augment = Some((seed, epoch))` and an augmenter, augmented.
+    pub fn pixel_image(
+        &self,
+        position: usize,
+        augment: Option<(u64, usize)>,
+        image: &mut Vec<f32>,
+    ) {
+        let shape = self.spec.shape;
+        image.clear();
+        image.resize(shape.numel(), 0.0);
+        self.fill_padded(self.members[position], image);
+        if let (Some(augmenter), Some((seed, epoch))) = (&self.augmenter, augment) {
+            augmenter.apply(image, shape, &mut sample_rng(seed, epoch, position));
+        }
+    }
+
+    /// The data set's `position`-th image as stored (before padding), scaled to pixel space.
+    pub(crate) fn stored_image(&self, position: usize, image: &mut Vec<f32>) {
+        let per_stored = self.samples.stored.numel();
+        let start = self.members[position] * per_stored;
+        image.clear();
+        match &self.samples.values {
+            SampleValues::Pixels(bytes) => image.extend(
+                bytes[start..start + per_stored]
+                    .iter()
+                    .map(|&b| f32::from(b) / 255.0),
+            ),
+            SampleValues::Unit(floats) | SampleValues::Raw(floats) => {
+                image.extend_from_slice(&floats[start..start + per_stored])
+            }
+        }
+    }
+
+    /// `(x − mean) / std` per channel, except for float arrays (already preprocessed).
+    fn normalize(&self, image: &mut [f32]) {
+        if matches!(self.samples.values, SampleValues::Raw(_)) {
+            return;
+        }
+        let channels = self.spec.shape.c;
+        for pixel in image.chunks_exact_mut(channels) {
+            for (ch, value) in pixel.iter_mut().enumerate() {
+                *value = (*value - self.mean[ch]) / self.std[ch];
+            }
+        }
+    }
+
+    /// Writes the stored image `member`, scaled and padded with 0, into `out` (H×W×C, zeroed).
+    fn fill_padded(&self, member: usize, out: &mut [f32]) {
         let stored = self.samples.stored;
         let (width, channels, pad) = (self.spec.shape.w, self.spec.shape.c, self.spec.pad);
         let per_stored = stored.numel();
-        let normalize = !matches!(self.samples.values, SampleValues::Raw(_));
-        // The border is black before normalization (0 for raw floats).
-        if pad > 0 {
-            for pixel in out.chunks_exact_mut(channels) {
-                for (ch, value) in pixel.iter_mut().enumerate() {
-                    *value = if normalize {
-                        -self.mean[ch] / self.std[ch]
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
         let row_len = stored.w * channels;
         for y in 0..stored.h {
             let out_start = ((y + pad) * width + pad) * channels;
@@ -288,19 +349,11 @@ impl Dataset {
             match &self.samples.values {
                 SampleValues::Pixels(bytes) => {
                     let src = &bytes[src_start..src_start + row_len];
-                    for (idx, (o, &b)) in out_row.iter_mut().zip(src).enumerate() {
-                        let ch = idx % channels;
-                        *o = (f32::from(b) / 255.0 - self.mean[ch]) / self.std[ch];
+                    for (o, &b) in out_row.iter_mut().zip(src) {
+                        *o = f32::from(b) / 255.0;
                     }
                 }
-                SampleValues::Unit(floats) => {
-                    let src = &floats[src_start..src_start + row_len];
-                    for (idx, (o, &v)) in out_row.iter_mut().zip(src).enumerate() {
-                        let ch = idx % channels;
-                        *o = (v - self.mean[ch]) / self.std[ch];
-                    }
-                }
-                SampleValues::Raw(floats) => {
+                SampleValues::Unit(floats) | SampleValues::Raw(floats) => {
                     out_row.copy_from_slice(&floats[src_start..src_start + row_len]);
                 }
             }

@@ -98,6 +98,8 @@ pub enum DataError {
     },
     #[error("the batch size must be at least 1")]
     ZeroBatch,
+    #[error("the training batches cannot be built: {reason}")]
+    Loader { reason: String },
 }
 
 fn padded_note(pad: usize, found: &Dims) -> String {

@@ -47,6 +47,8 @@ pub struct RunOptions {
     /// Stop after this many optimizer steps in all (`--steps`).
     pub max_steps: Option<u64>,
     pub threads: usize,
+    /// Threads that build the next batches while a step trains (`--loader-threads`).
+    pub loader_threads: usize,
     /// Where each epoch's checkpoint goes (`--out`).
     pub checkpoint: Option<PathBuf>,
 }
@@ -333,7 +335,16 @@ pub fn train(
         let n_batches = order.len().div_ceil(settings.batch);
         let started = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (batch_idx, batch) in data.batches(&order, settings.batch)?.enumerate() {
+        let batches = super::loader::BatchLoader::start(
+            data,
+            &order,
+            settings.batch,
+            settings.seed,
+            epoch,
+            options.loader_threads,
+        )?;
+        for (batch_idx, batch) in batches.enumerate() {
+            let batch = batch?;
             if options
                 .max_steps
                 .is_some_and(|max| progress.global_step >= max)
