@@ -111,7 +111,7 @@ codes! {
     NetworkOutput = "network-output", "a network's body does not end in a tensor", program("examples/bad/network_output.cnn");
     IndexOutOfRange = "index-out-of-range", "a list index past the list's end", program("examples/bad/index_out_of_range.cnn");
     DivisionByZero = "division-by-zero", "integer division or remainder by zero", program("examples/bad/division_by_zero.cnn");
-    Overflow = "overflow", "integer arithmetic overflows 64 bits", program("examples/bad/integer_overflow.cnn");
+    Overflow = "overflow", "arithmetic overflows 64 bits (an int beyond ±9.2e18, a float beyond ±1.8e308)", program("examples/bad/integer_overflow.cnn");
     ListTooLarge = "list-too-large", "a list holds too many values or is nested too deep", program("examples/bad/list_too_large.cnn");
     RepeatCount = "repeat-count", "a `repeat` count below 1 or above the limit", program("examples/bad/repeat_zero.cnn");
     RecursiveBlock = "recursive-block", "a block calls itself", program("examples/bad/recursive_block.cnn");

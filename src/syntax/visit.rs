@@ -49,7 +49,8 @@ fn expr_mentions(expr: &Expr, name: &str) -> bool {
 fn stage_mentions(stage: &Stage, name: &str) -> bool {
     match &stage.kind {
         StageKind::Call { args, .. } => args_mention(args, name),
-        StageKind::Name(_) => false,
+        // A value used as a stage is an error of its own; it is still not an unused binding.
+        StageKind::Name(stage_name) => stage_name.name == name,
         StageKind::Repeat { count, body, .. } => {
             expr_mentions(count, name) || stage_mentions(body, name)
         }
