@@ -12,6 +12,7 @@ mod catalogue;
 mod converters;
 mod declarations;
 mod eval;
+mod iteration;
 mod recipe;
 mod stage;
 mod suggest;
@@ -58,6 +59,7 @@ pub fn expand_network(
     let mut expander = Expander::new(defs, &network.name.name);
     expander.graph.span = network.name.span;
     let graph = expander.network(network);
+    expander.note_recurrences();
     // Errors first: they are what stops the program; warnings follow in source order.
     expander.diags.sort_by_key(|d| !d.is_error());
     let has_errors = expander.diags.iter().any(Diagnostic::is_error);
@@ -103,8 +105,13 @@ struct Expander<'a> {
     /// Set once expansion gives up (budget spent, or too many errors): every later step fails
     /// at once, and the reason is reported once.
     stopped: bool,
-    /// The errors already reported, so that a mistake in a repeated block is reported once.
-    reported: std::collections::HashSet<(Code, Span, String)>,
+    /// The errors already reported, so that a mistake in a repeated block is reported once,
+    /// with the position of the diagnostic in `diags` (none when it was over `MAX_ERRORS`).
+    reported: HashMap<(Code, Span, String), Option<usize>>,
+    /// The loop iterations being expanded, innermost last.
+    iterations: Vec<iteration::Iteration>,
+    /// For an error first reported inside a loop: how many later iterations repeated it.
+    recurrences: HashMap<usize, usize>,
     /// The `let` bindings already warned about.
     warned: std::collections::HashSet<Span>,
 }
@@ -123,30 +130,38 @@ impl<'a> Expander<'a> {
             }],
             steps: 0,
             stopped: false,
-            reported: std::collections::HashSet::new(),
+            reported: HashMap::new(),
+            iterations: Vec::new(),
+            recurrences: HashMap::new(),
             warned: std::collections::HashSet::new(),
         }
     }
 
-    /// Whether this exact error was reported already (it would be dropped as a repeat).
-    fn is_reported(&self, code: Code, span: Span, message: &str) -> bool {
-        self.reported.contains(&(code, span, message.to_string()))
+    /// Whether this exact error was reported already (it is dropped as a repeat, and counted
+    /// when a later loop iteration repeats it).
+    fn is_reported(&mut self, code: Code, span: Span, message: &str) -> bool {
+        let key = (code, span, message.to_string());
+        let Some(&first) = self.reported.get(&key) else {
+            return false;
+        };
+        if let Some(idx) = first.filter(|_| !self.iterations.is_empty()) {
+            *self.recurrences.entry(idx).or_insert(0) += 1;
+        }
+        true
     }
 
     fn error(&mut self, diagnostic: Diagnostic) {
-        let key = (
-            diagnostic.code,
-            diagnostic
-                .primary
-                .as_ref()
-                .map_or(Span::default(), |p| p.span),
-            diagnostic.message.clone(),
-        );
-        if !self.reported.insert(key) {
+        let span = diagnostic
+            .primary
+            .as_ref()
+            .map_or(Span::default(), |p| p.span);
+        if self.is_reported(diagnostic.code, span, &diagnostic.message) {
             return;
         }
+        let key = (diagnostic.code, span, diagnostic.message.clone());
         let n_errors = self.diags.iter().filter(|d| d.is_error()).count();
         if n_errors >= MAX_ERRORS {
+            self.reported.insert(key, None);
             if !self.stopped {
                 self.stopped = true;
                 self.diags.push(Diagnostic::global(
@@ -159,7 +174,14 @@ impl<'a> Expander<'a> {
             }
             return;
         }
-        let diagnostic = self.with_call_chain(diagnostic);
+        let mut diagnostic = self.with_call_chain(diagnostic);
+        // Where expansion stopped for its size is not about one iteration.
+        if diagnostic.code != Code::ExpansionTooLarge {
+            let mut notes = self.iteration_notes();
+            notes.append(&mut diagnostic.notes);
+            diagnostic.notes = notes;
+        }
+        self.reported.insert(key, Some(self.diags.len()));
         self.diags.push(diagnostic);
     }
 
