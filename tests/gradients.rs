@@ -12,6 +12,8 @@
 //! with rtol = 1e-2 and atol = 1e-3 (single ops), 2e-3 (networks): f32 rounding of `L` (~1e-6)
 //! divided by `2h` bounds the difference's own error well below that.
 
+#[path = "gradients/arithmetic.rs"]
+mod arithmetic;
 #[path = "gradients/networks.rs"]
 mod networks;
 

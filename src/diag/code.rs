@@ -124,7 +124,7 @@ codes! {
     UnusedValue = "unused-value", "warning: a tensor is computed and dropped", program("examples/bad/unused_value.cnn");
 
     // Shapes (src/graph/infer.rs, ShapeError).
-    ShapeMismatch = "shape-mismatch", "`+` or `*` of tensors whose shapes differ", program("examples/bad/add_channel_mismatch.cnn");
+    ShapeMismatch = "shape-mismatch", "`+`, `-`, `*` or `/` of tensors whose shapes differ", program("examples/bad/add_channel_mismatch.cnn");
     ConcatMismatch = "concat-mismatch", "`concat` of tensors whose heights or widths differ", program("examples/bad/concat_mismatch.cnn");
     KernelTooLarge = "kernel-too-large", "a window larger than its padded input", program("examples/bad/kernel_too_large.cnn");
     PoolPadding = "pool-padding", "a pool padded by more than half its window", program("examples/bad/pool_padding_too_large.cnn");

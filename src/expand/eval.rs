@@ -6,7 +6,7 @@ use super::suggest::closest;
 use super::value::Value;
 use super::{Expander, Naming};
 use crate::diag::{Code, Diagnostic};
-use crate::graph::{Op, ScalarAttrs, ScalarOp};
+use crate::graph::{ArithmeticOp, Op, ScalarAttrs, ScalarOp};
 use crate::source::Span;
 use crate::syntax::ast::{Arg, BinaryOp, Expr, ExprKind, Ident, UnaryOp};
 
@@ -290,11 +290,17 @@ impl Expander<'_> {
         let span = left.1.to(right.1);
         match (&left.0, &right.0) {
             (Value::Poison, _) | (_, Value::Poison) => return Value::Poison,
-            (Value::Tensor(a), Value::Tensor(b)) if matches!(op, BinaryOp::Add | BinaryOp::Mul) => {
-                let op = if op == BinaryOp::Add {
-                    Op::Add
-                } else {
-                    Op::Mul
+            (Value::Tensor(a), Value::Tensor(b))
+                if matches!(
+                    op,
+                    BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+                ) =>
+            {
+                let op = match op {
+                    BinaryOp::Add => Op::Add,
+                    BinaryOp::Sub => Op::Arithmetic(ArithmeticOp::Sub),
+                    BinaryOp::Mul => Op::Mul,
+                    _ => Op::Arithmetic(ArithmeticOp::Div),
                 };
                 return self.add_node(
                     op,

@@ -4,7 +4,7 @@
 //! All arithmetic is checked. A tensor may hold at most [`MAX_ELEMENTS`] elements; anything
 //! larger is an error rather than an overflow or an allocation that cannot succeed.
 
-use super::{Op, Padding, ParamSpec, Shape};
+use super::{ArithmeticOp, Op, Padding, ParamSpec, Shape};
 use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 use thiserror::Error;
@@ -78,6 +78,12 @@ pub enum ShapeError {
     AddMismatch { left: Shape, right: Shape },
     #[error("cannot multiply {left} and {right}: the shapes differ and neither is 1×1×C with the other's channels")]
     MulMismatch { left: Shape, right: Shape },
+    #[error("cannot {}: the shapes differ and neither is 1×1×C with the other's channels", operands_phrase(*.op, *.left, *.right))]
+    BroadcastMismatch {
+        op: ArithmeticOp,
+        left: Shape,
+        right: Shape,
+    },
     #[error("cannot concatenate {first} and {other}: height and width must agree")]
     ConcatMismatch {
         other_idx: usize,
@@ -200,6 +206,13 @@ impl ShapeError {
                 span,
                 "cannot multiply these".to_string(),
             ),
+            ShapeError::BroadcastMismatch { op, .. } => {
+                let verb = match op {
+                    ArithmeticOp::Sub => "subtract",
+                    ArithmeticOp::Div => "divide",
+                };
+                (Code::ShapeMismatch, span, format!("cannot {verb} these"))
+            }
             ShapeError::ConcatMismatch { .. } => (
                 Code::ConcatMismatch,
                 span,
@@ -249,7 +262,9 @@ impl ShapeError {
         let describe =
             |idx: usize| format!("this is {}", shapes.get(idx).copied().unwrap_or_default());
         match self {
-            ShapeError::AddMismatch { .. } | ShapeError::MulMismatch { .. } => {
+            ShapeError::AddMismatch { .. }
+            | ShapeError::MulMismatch { .. }
+            | ShapeError::BroadcastMismatch { .. } => {
                 for (idx, operand) in operands.iter().enumerate().take(2) {
                     diagnostic = diagnostic.with_secondary(*operand, describe(idx));
                 }
@@ -282,6 +297,14 @@ impl ShapeError {
             diagnostic = diagnostic.with_help(help);
         }
         diagnostic
+    }
+}
+
+/// "subtract 4×4×4 from 8×8×4", "divide 8×8×4 by 8×8×8".
+fn operands_phrase(op: ArithmeticOp, left: Shape, right: Shape) -> String {
+    match op {
+        ArithmeticOp::Sub => format!("subtract {right} from {left}"),
+        ArithmeticOp::Div => format!("divide {left} by {right}"),
     }
 }
 
