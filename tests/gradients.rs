@@ -562,7 +562,11 @@ fn upsample_nearest_and_bilinear() {
     use cnnc::graph::{UpsampleAttrs, UpsampleMode};
     for mode in [UpsampleMode::Nearest, UpsampleMode::Bilinear] {
         for scale in [[2, 2], [3, 2], [1, 3]] {
-            let op = Op::Upsample(UpsampleAttrs { scale, mode });
+            let op = Op::Upsample(UpsampleAttrs {
+                scale,
+                mode,
+                size: None,
+            });
             check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
         }
     }
