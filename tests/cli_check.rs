@@ -397,3 +397,23 @@ fn number_limits_accepted_at_the_boundaries() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Unused blocks and parameters are warnings: `cnnc check` shows them and exits 0; they are
+/// held back while the program has errors (an unused block is then most often the one a
+/// misspelled call meant).
+#[test]
+fn unused_blocks_and_parameters_warn_and_check_succeeds() {
+    for fixture in ["unused_block.cnn", "unused_parameter.cnn"] {
+        let path = format!("examples/bad/{fixture}");
+        let out = cnnc(&["check", &path]);
+        assert_eq!(out.code, 0, "{fixture}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("warning[unused-"),
+            "{fixture}: {}",
+            out.stderr
+        );
+    }
+    let out = cnnc(&["check", "examples/bad/unknown_block.cnn"]);
+    assert_eq!(out.code, 1);
+    assert!(!out.stderr.contains("unused-block"), "{}", out.stderr);
+}

@@ -122,6 +122,8 @@ codes! {
     TooManyErrors = "too-many-errors", "expansion stopped after too many errors", program("examples/bad/too_many_errors.cnn");
     UnusedLet = "unused-let", "warning: a `let` binding is never used", program("examples/bad/unused_let.cnn");
     UnusedValue = "unused-value", "warning: a tensor is computed and dropped", program("examples/bad/unused_value.cnn");
+    UnusedBlock = "unused-block", "warning: a block that no network or block calls (so its body is not checked)", program("examples/bad/unused_block.cnn");
+    UnusedParameter = "unused-parameter", "warning: a block parameter its body never reads", program("examples/bad/unused_parameter.cnn");
 
     // Shapes (src/graph/infer.rs, ShapeError).
     ShapeMismatch = "shape-mismatch", "`+`, `-`, `*` or `/` of tensors whose shapes differ", program("examples/bad/add_channel_mismatch.cnn");

@@ -16,6 +16,7 @@ mod iteration;
 mod recipe;
 mod stage;
 mod suggest;
+mod unused;
 mod value;
 
 use crate::diag::{Code, Diagnostic};
@@ -24,6 +25,7 @@ use crate::source::Span;
 use crate::syntax::ast::{BlockDef, NetworkDef, Stmt};
 use std::collections::HashMap;
 pub use suggest::closest as closest_name;
+pub use unused::unused_warnings;
 
 /// Whether `name` is a built-in layer or function, which a block or network may not take.
 pub fn is_builtin_name(name: &str) -> bool {
