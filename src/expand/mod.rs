@@ -351,10 +351,29 @@ impl<'a> Expander<'a> {
     /// source, so it does not depend on which branch one expansion took, and each binding is
     /// reported once however often its block is expanded.
     fn check_unused_let(&mut self, name: &crate::syntax::ast::Ident, rest: &[Stmt]) {
+        // Up to (and with the value of) a `let` that binds the name again: a value read only
+        // after that is the new one's.
+        let rebinding = rest.iter().position(
+            |stmt| matches!(stmt, Stmt::Let { name: other, .. } if other.name == name.name),
+        );
+        let until = rebinding.map_or(rest, |idx| &rest[..=idx]);
         if name.name.starts_with('_')
-            || crate::syntax::visit::mentions(rest, &name.name)
+            || crate::syntax::visit::mentions(until, &name.name)
             || !self.warned.insert(name.span)
         {
+            return;
+        }
+        if let Some(Stmt::Let { name: again, .. }) = rebinding.map(|idx| &rest[idx]) {
+            self.diags.push(
+                Diagnostic::warning(
+                    Code::UnusedLet,
+                    name.span,
+                    format!("`{}` is bound again before it is used", name.name),
+                )
+                .with_label("this value is never read")
+                .with_secondary(again.span, "bound again here")
+                .with_help("remove the first binding, or use it before binding the name again"),
+            );
             return;
         }
         self.diags.push(
