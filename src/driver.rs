@@ -416,6 +416,16 @@ pub fn compile(program: Program, select: &Select) -> Compilation {
             }
         }
     }
+    // Unused blocks and parameters are reported once the program is otherwise correct: beside
+    // an error, an unused block is most often the one a misspelled call meant.
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error)
+        || results
+            .iter()
+            .any(|r| r.diagnostics.iter().any(Diagnostic::is_error));
+    if let (false, Some(root)) = (has_errors, program.files.first()) {
+        let files: Vec<&ast::File> = program.files.iter().map(|f| &f.ast).collect();
+        diagnostics.extend(expand::unused_warnings(&root.ast, &files));
+    }
     let mut program = program;
     program.diagnostics.clear();
     Compilation {

@@ -332,3 +332,88 @@ fn preprocess_accepted_at_the_boundaries() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Each limit of the numeric arguments and built-ins is accepted exactly up to its edge, and
+/// the first value past it gets the range or overflow diagnostic (not a type error).
+#[test]
+fn number_limits_accepted_at_the_boundaries() {
+    let dir = std::env::temp_dir().join(format!("cnnc-number-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cases = [
+        ("x -> dropout(0.0)", "x -> dropout(-0.5)", "argument-range"),
+        ("x -> dropout(0.999)", "x -> dropout(1.0)", "argument-range"),
+        (
+            "x -> batchnorm(eps: 0.0)",
+            "x -> batchnorm(eps: -1e-9)",
+            "argument-range",
+        ),
+        (
+            "x -> conv(abs(-9223372036854775807) - 9223372036854775803, 1)",
+            "x -> conv(abs(-9223372036854775807 - 1), 1)",
+            "overflow",
+        ),
+        (
+            "x -> conv(int(-9.2e18) + 9200000000000000004, 1)",
+            "x -> conv(int(-9.3e18), 1)",
+            "overflow",
+        ),
+        (
+            "x -> conv(floor(4.9), 1)",
+            "x -> conv(floor(1e19), 1)",
+            "overflow",
+        ),
+        (
+            "x -> conv(make_divisible(4.0, 4), 1)",
+            "x -> conv(make_divisible(9.3e18, 8), 1)",
+            "overflow",
+        ),
+        (
+            "x -> conv(4, 1) -> batchnorm(eps: 1e307 * 10.0 / 1e308 / 1e6)",
+            "x -> conv(4, 1) -> batchnorm(eps: 1e308 * 10.0 / 1e308 / 1e6)",
+            "overflow",
+        ),
+        (
+            "x -> conv(4, 1) -> leaky_relu(slope: 3.4e38)",
+            "x -> conv(4, 1) -> leaky_relu(slope: 3.5e38)",
+            "argument-range",
+        ),
+    ];
+    for (i, (good, bad, code)) in cases.iter().enumerate() {
+        for (body, accepted) in [(good, true), (bad, false)] {
+            let path = dir.join(format!("case{i}_{accepted}.cnn"));
+            std::fs::write(&path, format!("network n(x: 8x8x3) {{\n    {body}\n}}\n")).unwrap();
+            let out = cnnc(&["check", path.to_str().unwrap()]);
+            if accepted {
+                assert_eq!(out.code, 0, "{body}: {}", out.stderr);
+            } else {
+                assert_eq!(out.code, 1, "{body} was accepted");
+                assert!(
+                    out.stderr.contains(&format!("error[{code}]")),
+                    "{body}: {}",
+                    out.stderr
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Unused blocks and parameters are warnings: `cnnc check` shows them and exits 0; they are
+/// held back while the program has errors (an unused block is then most often the one a
+/// misspelled call meant).
+#[test]
+fn unused_blocks_and_parameters_warn_and_check_succeeds() {
+    for fixture in ["unused_block.cnn", "unused_parameter.cnn"] {
+        let path = format!("examples/bad/{fixture}");
+        let out = cnnc(&["check", &path]);
+        assert_eq!(out.code, 0, "{fixture}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("warning[unused-"),
+            "{fixture}: {}",
+            out.stderr
+        );
+    }
+    let out = cnnc(&["check", "examples/bad/unknown_block.cnn"]);
+    assert_eq!(out.code, 1);
+    assert!(!out.stderr.contains("unused-block"), "{}", out.stderr);
+}

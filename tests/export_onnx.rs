@@ -107,6 +107,8 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::ChannelShuffle(_) => "Reshape",
         Op::Split(_) => "Slice",
         Op::Upsample(_) => "Resize",
+        Op::Arithmetic(cnnc::graph::ArithmeticOp::Sub) => "Sub",
+        Op::Arithmetic(cnnc::graph::ArithmeticOp::Div) => "Div",
         Op::Scalar(attrs) => {
             use cnnc::graph::ScalarOp;
             match attrs.op {
@@ -544,6 +546,34 @@ fn tensor_number_arithmetic_exports() {
             ("Add", None, Some(vec![0.5])),
         ]
     );
+}
+
+/// Tensor `-` and `/` are ONNX's `Sub` and `Div` with the operands in the order written; a
+/// 1×1×C operand is N×C×1×1 in NCHW and broadcasts there as it does here.
+#[test]
+fn tensor_sub_and_div_export() {
+    let graph = &compile_all(
+        "arithmetic.cnn",
+        "network t(x: 2x3x4) { let g = x -> global_avgpool\n return (g - x) / (x * x + 1) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let nodes = &model.graph.as_ref().expect("a graph").node;
+    let find = |op_type: &str| {
+        nodes
+            .iter()
+            .find(|n| n.op_type.as_deref() == Some(op_type))
+            .unwrap_or_else(|| panic!("no {op_type} node"))
+    };
+    let (pool, sub, add, div) = (
+        find("GlobalAveragePool"),
+        find("Sub"),
+        find("Add"),
+        find("Div"),
+    );
+    assert_eq!(sub.input, [pool.output[0].clone(), "x".to_string()]);
+    assert_eq!(div.input, [sub.output[0].clone(), add.output[0].clone()]);
 }
 
 /// LeNet-5 takes one gray channel, so it is exported at its own size.

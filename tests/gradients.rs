@@ -12,6 +12,8 @@
 //! with rtol = 1e-2 and atol = 1e-3 (single ops), 2e-3 (networks): f32 rounding of `L` (~1e-6)
 //! divided by `2h` bounds the difference's own error well below that.
 
+#[path = "gradients/arithmetic.rs"]
+mod arithmetic;
 #[path = "gradients/networks.rs"]
 mod networks;
 
@@ -560,7 +562,11 @@ fn upsample_nearest_and_bilinear() {
     use cnnc::graph::{UpsampleAttrs, UpsampleMode};
     for mode in [UpsampleMode::Nearest, UpsampleMode::Bilinear] {
         for scale in [[2, 2], [3, 2], [1, 3]] {
-            let op = Op::Upsample(UpsampleAttrs { scale, mode });
+            let op = Op::Upsample(UpsampleAttrs {
+                scale,
+                mode,
+                size: None,
+            });
             check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
         }
     }

@@ -29,6 +29,8 @@ mod measure;
 mod pointwise;
 #[path = "jit_differential/special_values.rs"]
 mod special_values;
+#[path = "jit_differential/tensor_arithmetic.rs"]
+mod tensor_arithmetic;
 #[path = "jit_differential/threads.rs"]
 mod threads;
 #[path = "jit_differential/winograd.rs"]

@@ -670,7 +670,13 @@ fn channel_shuffle_and_split_move_channels_as_pytorch() {
 #[test]
 fn upsample_nearest_and_bilinear_match_pytorch() {
     use cnnc::graph::{UpsampleAttrs, UpsampleMode};
-    let up = |scale, mode| Op::Upsample(UpsampleAttrs { scale, mode });
+    let up = |scale, mode| {
+        Op::Upsample(UpsampleAttrs {
+            scale,
+            mode,
+            size: None,
+        })
+    };
     let cases = [
         (
             up([2, 2], UpsampleMode::Nearest),

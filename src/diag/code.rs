@@ -112,7 +112,7 @@ codes! {
     NetworkOutput = "network-output", "a network's body does not end in a tensor", program("examples/bad/network_output.cnn");
     IndexOutOfRange = "index-out-of-range", "a list index past the list's end", program("examples/bad/index_out_of_range.cnn");
     DivisionByZero = "division-by-zero", "integer division or remainder by zero", program("examples/bad/division_by_zero.cnn");
-    Overflow = "overflow", "integer arithmetic overflows 64 bits", program("examples/bad/integer_overflow.cnn");
+    Overflow = "overflow", "arithmetic overflows 64 bits (an int beyond ±9.2e18, a float beyond ±1.8e308)", program("examples/bad/integer_overflow.cnn");
     ListTooLarge = "list-too-large", "a list holds too many values or is nested too deep", program("examples/bad/list_too_large.cnn");
     RepeatCount = "repeat-count", "a `repeat` count below 1 or above the limit", program("examples/bad/repeat_zero.cnn");
     RecursiveBlock = "recursive-block", "a block calls itself", program("examples/bad/recursive_block.cnn");
@@ -123,9 +123,11 @@ codes! {
     TooManyErrors = "too-many-errors", "expansion stopped after too many errors", program("examples/bad/too_many_errors.cnn");
     UnusedLet = "unused-let", "warning: a `let` binding is never used", program("examples/bad/unused_let.cnn");
     UnusedValue = "unused-value", "warning: a tensor is computed and dropped", program("examples/bad/unused_value.cnn");
+    UnusedBlock = "unused-block", "warning: a block that no network or block calls (so its body is not checked)", program("examples/bad/unused_block.cnn");
+    UnusedParameter = "unused-parameter", "warning: a block parameter its body never reads", program("examples/bad/unused_parameter.cnn");
 
     // Shapes (src/graph/infer.rs, ShapeError).
-    ShapeMismatch = "shape-mismatch", "`+` or `*` of tensors whose shapes differ", program("examples/bad/add_channel_mismatch.cnn");
+    ShapeMismatch = "shape-mismatch", "`+`, `-`, `*` or `/` of tensors whose shapes differ", program("examples/bad/add_channel_mismatch.cnn");
     ConcatMismatch = "concat-mismatch", "`concat` of tensors whose heights or widths differ", program("examples/bad/concat_mismatch.cnn");
     KernelTooLarge = "kernel-too-large", "a window larger than its padded input", program("examples/bad/kernel_too_large.cnn");
     PoolPadding = "pool-padding", "a pool padded by more than half its window", program("examples/bad/pool_padding_too_large.cnn");

@@ -77,63 +77,93 @@ impl Expander<'_> {
         }
         let values: Vec<&Value> = args.iter().map(|a| &a.value).collect();
         let result = match (name, values.as_slice()) {
-            ("floor" | "ceil" | "round", [v]) => v.as_f64().map(|x| {
-                let r = match name {
-                    "floor" => x.floor(),
-                    "ceil" => x.ceil(),
-                    _ => x.round(),
-                };
-                if r.abs() < 9.0e18 {
-                    Value::Int(r as i64)
-                } else {
-                    Value::Poison
+            ("floor" | "ceil" | "round" | "int", [v]) => match v.as_f64() {
+                Some(x) => {
+                    let r = match name {
+                        "floor" => x.floor(),
+                        "ceil" => x.ceil(),
+                        "round" => x.round(),
+                        _ => x.trunc(),
+                    };
+                    to_int(r).ok_or_else(|| BuiltinFailure::NotAnInt {
+                        function: name.to_string(),
+                        value: x,
+                    })
                 }
-            }),
-            ("int", [v]) => v
+                None => Err(BuiltinFailure::WrongArguments),
+            },
+            ("float", [v]) => v
                 .as_f64()
-                .filter(|x| x.abs() < 9.0e18)
-                .map(|x| Value::Int(x.trunc() as i64)),
-            ("float", [v]) => v.as_f64().map(Value::Float),
-            ("abs", [Value::Int(v)]) => v.checked_abs().map(Value::Int),
-            ("abs", [Value::Float(v)]) => Some(Value::Float(v.abs())),
-            ("len", [Value::List(items)]) => Some(Value::Int(items.len() as i64)),
+                .map(Value::Float)
+                .ok_or(BuiltinFailure::WrongArguments),
+            ("abs", [Value::Int(v)]) => v.checked_abs().map(Value::Int).ok_or_else(|| {
+                BuiltinFailure::Overflow(format!(
+                    "`abs({v})` is {}, one more than the largest int",
+                    i64::MAX as i128 + 1
+                ))
+            }),
+            ("abs", [Value::Float(v)]) => Ok(Value::Float(v.abs())),
+            ("len", [Value::List(items)]) => Ok(Value::Int(items.len() as i64)),
             ("range", [Value::Int(n)]) if (0..=super::MAX_REPEAT).contains(n) => {
-                Value::list((0..*n).map(Value::Int).collect())
+                Value::list((0..*n).map(Value::Int).collect()).ok_or(BuiltinFailure::WrongArguments)
             }
             ("range", [Value::Int(start), Value::Int(end)])
-                if *start <= *end && end - start <= super::MAX_REPEAT =>
+                if *start <= *end
+                    && end
+                        .checked_sub(*start)
+                        .is_some_and(|n| n <= super::MAX_REPEAT) =>
             {
                 Value::list((*start..*end).map(Value::Int).collect())
+                    .ok_or(BuiltinFailure::WrongArguments)
             }
             ("min" | "max", [Value::List(items)]) => {
                 min_max(name, &items.iter().collect::<Vec<_>>())
+                    .ok_or(BuiltinFailure::WrongArguments)
             }
-            ("min" | "max", items) if !items.is_empty() => min_max(name, items),
-            ("make_divisible", _) => self.make_divisible(&args),
+            ("min" | "max", items) if !items.is_empty() => {
+                min_max(name, items).ok_or(BuiltinFailure::WrongArguments)
+            }
+            ("make_divisible", _) => make_divisible(&args),
             ("channels" | "height" | "width", [Value::Tensor(id)]) => {
                 let shape = self.graph.shape(*id);
-                Some(Value::Int(match name {
+                Ok(Value::Int(match name {
                     "channels" => shape.c,
                     "height" => shape.h,
                     _ => shape.w,
                 } as i64))
             }
-            _ => None,
+            _ => Err(BuiltinFailure::WrongArguments),
         };
         match result {
-            Some(Value::Poison) => {
+            Ok(v) => v,
+            Err(BuiltinFailure::Overflow(message)) => {
+                self.error(
+                    Diagnostic::error(Code::Overflow, span, message)
+                        .with_label("does not fit in a 64-bit int")
+                        .with_note(INT_RANGE_NOTE),
+                );
+                Value::Poison
+            }
+            Err(BuiltinFailure::NotAnInt { function, value }) => {
                 self.error(
                     Diagnostic::error(
                         Code::Overflow,
                         span,
-                        format!("the result of `{name}` does not fit in a 64-bit integer"),
+                        format!(
+                            "`{function}({})` is out of the range of an int",
+                            show_float(value)
+                        ),
                     )
-                    .with_label("overflow"),
+                    .with_label("out of range")
+                    .with_note(INT_RANGE_NOTE),
                 );
                 Value::Poison
             }
-            Some(v) => v,
-            None => {
+            Err(BuiltinFailure::Range { message, label }) => {
+                self.error(Diagnostic::error(Code::ArgumentRange, span, message).with_label(label));
+                Value::Poison
+            }
+            Err(BuiltinFailure::WrongArguments) => {
                 let found: Vec<&str> = values.iter().map(|v| v.type_name()).collect();
                 let wants = match name {
                     "floor" | "ceil" | "round" | "int" | "float" | "abs" => "one number",
@@ -162,55 +192,101 @@ impl Expander<'_> {
             }
         }
     }
+}
 
-    /// torchvision's `_make_divisible`: round `v` to the nearest multiple of `divisor`, not
-    /// below `min_value`, and not more than 10 % below `v`.
-    fn make_divisible(&mut self, args: &[EvalArg]) -> Option<Value> {
-        let descs = [
-            ParamDesc {
-                name: "v",
-                required: true,
-            },
-            ParamDesc {
-                name: "divisor",
-                required: false,
-            },
-            ParamDesc {
-                name: "min_value",
-                required: false,
-            },
-        ];
-        let mut v = None;
-        let mut divisor = 8.0;
-        let mut min_value = None;
-        let mut positional = 0;
-        for arg in args {
-            let slot = match &arg.keyword {
-                Some(k) => descs.iter().position(|d| d.name == k.name)?,
-                None => {
-                    positional += 1;
-                    positional - 1
-                }
-            };
-            let x = arg.value.as_f64()?;
-            match slot {
-                0 => v = Some(x),
-                1 => divisor = x,
-                2 => min_value = Some(x),
-                _ => return None,
-            }
-        }
-        let v = v?;
-        if divisor <= 0.0 {
-            return None;
-        }
-        let min_value = min_value.unwrap_or(divisor);
-        let mut new_v = min_value.max(((v + divisor / 2.0) / divisor).floor() * divisor);
-        if new_v < 0.9 * v {
-            new_v += divisor;
-        }
-        (new_v.abs() < 9.0e18).then_some(Value::Int(new_v as i64))
+/// What the notes of the overflow diagnostics say an int is.
+const INT_RANGE_NOTE: &str =
+    "ints are 64-bit: from -9223372036854775808 to 9223372036854775807 (about ±9.2e18)";
+
+/// Why a built-in function gave no value.
+enum BuiltinFailure {
+    /// The arguments are not of the types the function takes.
+    WrongArguments,
+    /// An int result beyond 64 bits; the message says which.
+    Overflow(String),
+    /// A float that `floor`, `int`, ... cannot turn into an int.
+    NotAnInt { function: String, value: f64 },
+    /// An argument of the right type outside the function's domain.
+    Range { message: String, label: String },
+}
+
+/// `x` as an int when it is a whole number an int holds.
+fn to_int(x: f64) -> Option<Value> {
+    // 2^63 is exactly representable; every float below it in magnitude converts without loss.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    (-LIMIT..LIMIT).contains(&x).then_some(Value::Int(x as i64))
+}
+
+/// A float as a user reads it in a message: `1e300` rather than 301 digits.
+fn show_float(x: f64) -> String {
+    if x != 0.0 && (x.abs() >= 1e16 || x.abs() < 1e-4) {
+        format!("{x:e}")
+    } else {
+        format!("{x:?}")
     }
+}
+
+/// torchvision's `_make_divisible`: round `v` to the nearest multiple of `divisor`, not below
+/// `min_value`, and not more than 10 % below `v`.
+fn make_divisible(args: &[EvalArg]) -> Result<Value, BuiltinFailure> {
+    let descs = [
+        ParamDesc {
+            name: "v",
+            required: true,
+        },
+        ParamDesc {
+            name: "divisor",
+            required: false,
+        },
+        ParamDesc {
+            name: "min_value",
+            required: false,
+        },
+    ];
+    let mut v = None;
+    let mut divisor = 8.0;
+    let mut min_value = None;
+    let mut positional = 0;
+    for arg in args {
+        let slot = match &arg.keyword {
+            Some(k) => descs
+                .iter()
+                .position(|d| d.name == k.name)
+                .ok_or(BuiltinFailure::WrongArguments)?,
+            None => {
+                positional += 1;
+                positional - 1
+            }
+        };
+        let x = arg.value.as_f64().ok_or(BuiltinFailure::WrongArguments)?;
+        match slot {
+            0 => v = Some(x),
+            1 => divisor = x,
+            2 => min_value = Some(x),
+            _ => return Err(BuiltinFailure::WrongArguments),
+        }
+    }
+    let v = v.ok_or(BuiltinFailure::WrongArguments)?;
+    if divisor <= 0.0 {
+        return Err(BuiltinFailure::Range {
+            message: format!(
+                "`make_divisible` rounds to a multiple of its divisor, which must be positive, but it is {}",
+                show_float(divisor)
+            ),
+            label: "the divisor is not positive".to_string(),
+        });
+    }
+    let min_value = min_value.unwrap_or(divisor);
+    let mut new_v = min_value.max(((v + divisor / 2.0) / divisor).floor() * divisor);
+    if new_v < 0.9 * v {
+        new_v += divisor;
+    }
+    to_int(new_v).ok_or_else(|| {
+        BuiltinFailure::Overflow(format!(
+            "the result of `make_divisible`, {}, is too large for an int",
+            show_float(new_v)
+        ))
+    })
 }
 
 fn min_max(name: &str, items: &[&Value]) -> Option<Value> {

@@ -47,9 +47,51 @@ impl Expander<'_> {
                 }
             },
             ParamKind::Real => match arg.value.as_f64() {
-                Some(v) if v >= 0.0 => Some(ArgValue::Real(v)),
-                _ => {
+                // The layers compute in f32: a coefficient it cannot hold would make every
+                // output infinite or NaN.
+                Some(v) if v >= 0.0 && (v as f32).is_finite() => Some(ArgValue::Real(v)),
+                Some(v) if v >= 0.0 => {
+                    self.range_error(
+                        &arg,
+                        format!(
+                            "`{name}` is {}, too large for a 32-bit float, the type the layers compute in",
+                            number_as_written(&arg.value, v)
+                        ),
+                        "above 3.4e38",
+                    );
+                    None
+                }
+                Some(v) => {
+                    self.range_error(
+                        &arg,
+                        format!(
+                            "`{name}` must be zero or more, but this is {}",
+                            number_as_written(&arg.value, v)
+                        ),
+                        "negative",
+                    );
+                    None
+                }
+                None => {
                     self.type_error(&arg, name, "a non-negative number");
+                    None
+                }
+            },
+            ParamKind::Probability => match arg.value.as_f64() {
+                Some(v) if (0.0..1.0).contains(&v) => Some(ArgValue::Real(v)),
+                Some(v) => {
+                    self.range_error(
+                        &arg,
+                        format!(
+                            "`{name}` is a probability of dropping a value and must be at least 0 and below 1, but this is {}",
+                            number_as_written(&arg.value, v)
+                        ),
+                        "outside [0, 1)",
+                    );
+                    None
+                }
+                None => {
+                    self.type_error(&arg, name, "a number in [0, 1)");
                     None
                 }
             },
@@ -118,6 +160,10 @@ impl Expander<'_> {
             )
             .with_label(format!("expected {wants}")),
         );
+    }
+
+    fn range_error(&mut self, arg: &EvalArg, message: String, label: &str) {
+        self.error(Diagnostic::error(Code::ArgumentRange, arg.span, message).with_label(label));
     }
 
     pub(super) fn int_to_usize(
@@ -253,5 +299,13 @@ impl Expander<'_> {
             return None;
         }
         Some(Literal { shape, values })
+    }
+}
+
+/// A number as the user wrote it: `1` for an int, `1.0` for a float.
+fn number_as_written(value: &Value, as_f64: f64) -> String {
+    match value {
+        Value::Int(i) => i.to_string(),
+        _ => format!("{as_f64:?}"),
     }
 }

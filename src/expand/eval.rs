@@ -6,7 +6,7 @@ use super::suggest::closest;
 use super::value::Value;
 use super::{Expander, Naming};
 use crate::diag::{Code, Diagnostic};
-use crate::graph::{Op, ScalarAttrs, ScalarOp};
+use crate::graph::{ArithmeticOp, Op, ScalarAttrs, ScalarOp};
 use crate::source::Span;
 use crate::syntax::ast::{Arg, BinaryOp, Expr, ExprKind, Ident, UnaryOp};
 
@@ -271,6 +271,15 @@ impl Expander<'_> {
         Value::Poison
     }
 
+    fn float_overflow(&mut self, span: Span) -> Value {
+        self.error(
+            Diagnostic::error(Code::Overflow, span, "float overflow in this arithmetic")
+                .with_label("the result is beyond the largest 64-bit float")
+                .with_note("floats are 64-bit: their magnitude is at most about 1.8e308"),
+        );
+        Value::Poison
+    }
+
     fn binary(
         &mut self,
         op: BinaryOp,
@@ -281,11 +290,17 @@ impl Expander<'_> {
         let span = left.1.to(right.1);
         match (&left.0, &right.0) {
             (Value::Poison, _) | (_, Value::Poison) => return Value::Poison,
-            (Value::Tensor(a), Value::Tensor(b)) if matches!(op, BinaryOp::Add | BinaryOp::Mul) => {
-                let op = if op == BinaryOp::Add {
-                    Op::Add
-                } else {
-                    Op::Mul
+            (Value::Tensor(a), Value::Tensor(b))
+                if matches!(
+                    op,
+                    BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+                ) =>
+            {
+                let op = match op {
+                    BinaryOp::Add => Op::Add,
+                    BinaryOp::Sub => Op::Arithmetic(ArithmeticOp::Sub),
+                    BinaryOp::Mul => Op::Mul,
+                    _ => Op::Arithmetic(ArithmeticOp::Div),
                 };
                 return self.add_node(
                     op,
@@ -397,7 +412,7 @@ impl Expander<'_> {
                     if v.is_finite() {
                         Some(Value::Float(v))
                     } else {
-                        return self.overflow(span);
+                        return self.float_overflow(span);
                     }
                 }
                 _ => None,
@@ -429,6 +444,30 @@ impl Expander<'_> {
                 Value::Poison
             }
         }
+    }
+
+    /// A name bound to a value (`let t = x -> conv(8, 3)`) used as a pipeline stage or called.
+    fn value_as_stage(&mut self, callee: &Ident, value: &Value) -> Value {
+        if value.is_poison() {
+            return Value::Poison;
+        }
+        let name = callee.name.as_str();
+        let help = match value {
+            Value::Tensor(_) => format!(
+                "a pipeline stage must be a layer or a block; to combine `{name}` with another tensor, use `+`, `*` or `concat`"
+            ),
+            _ => "a pipeline stage must be a layer or a block".to_string(),
+        };
+        self.error(
+            Diagnostic::error(
+                Code::UnknownLayer,
+                callee.span,
+                format!("`{name}` is {}, not a layer or block", value.type_name()),
+            )
+            .with_label("used as a layer here")
+            .with_help(help),
+        );
+        Value::Poison
     }
 
     fn division_by_zero(&mut self, op_span: Span, divisor: Span) -> Value {
@@ -472,6 +511,9 @@ impl Expander<'_> {
         }
         if super::builtins::is_builtin(name) {
             return self.builtin(callee, args, span);
+        }
+        if let Some(value) = self.lookup(name) {
+            return self.value_as_stage(callee, &value);
         }
         let message = format!("unknown layer or block `{name}`");
         // Inside a repeat the same call fails once per iteration: a million of them must not

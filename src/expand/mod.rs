@@ -13,9 +13,11 @@ mod catalogue;
 mod converters;
 mod declarations;
 mod eval;
+mod iteration;
 mod recipe;
 mod stage;
 mod suggest;
+mod unused;
 mod value;
 
 use crate::diag::{Code, Diagnostic};
@@ -24,6 +26,7 @@ use crate::source::Span;
 use crate::syntax::ast::{BlockDef, NetworkDef, Stmt};
 use std::collections::HashMap;
 pub use suggest::closest as closest_name;
+pub use unused::unused_warnings;
 
 /// Whether `name` is a built-in layer or function, which a block or network may not take.
 pub fn is_builtin_name(name: &str) -> bool {
@@ -59,6 +62,7 @@ pub fn expand_network(
     let mut expander = Expander::new(defs, &network.name.name);
     expander.graph.span = network.name.span;
     let graph = expander.network(network);
+    expander.note_recurrences();
     // Errors first: they are what stops the program; warnings follow in source order.
     expander.diags.sort_by_key(|d| !d.is_error());
     let has_errors = expander.diags.iter().any(Diagnostic::is_error);
@@ -104,8 +108,13 @@ struct Expander<'a> {
     /// Set once expansion gives up (budget spent, or too many errors): every later step fails
     /// at once, and the reason is reported once.
     stopped: bool,
-    /// The errors already reported, so that a mistake in a repeated block is reported once.
-    reported: std::collections::HashSet<(Code, Span, String)>,
+    /// The errors already reported, so that a mistake in a repeated block is reported once,
+    /// with the position of the diagnostic in `diags` (none when it was over `MAX_ERRORS`).
+    reported: HashMap<(Code, Span, String), Option<usize>>,
+    /// The loop iterations being expanded, innermost last.
+    iterations: Vec<iteration::Iteration>,
+    /// For an error first reported inside a loop: how many later iterations repeated it.
+    recurrences: HashMap<usize, usize>,
     /// The `let` bindings already warned about.
     warned: std::collections::HashSet<Span>,
 }
@@ -124,30 +133,38 @@ impl<'a> Expander<'a> {
             }],
             steps: 0,
             stopped: false,
-            reported: std::collections::HashSet::new(),
+            reported: HashMap::new(),
+            iterations: Vec::new(),
+            recurrences: HashMap::new(),
             warned: std::collections::HashSet::new(),
         }
     }
 
-    /// Whether this exact error was reported already (it would be dropped as a repeat).
-    fn is_reported(&self, code: Code, span: Span, message: &str) -> bool {
-        self.reported.contains(&(code, span, message.to_string()))
+    /// Whether this exact error was reported already (it is dropped as a repeat, and counted
+    /// when a later loop iteration repeats it).
+    fn is_reported(&mut self, code: Code, span: Span, message: &str) -> bool {
+        let key = (code, span, message.to_string());
+        let Some(&first) = self.reported.get(&key) else {
+            return false;
+        };
+        if let Some(idx) = first.filter(|_| !self.iterations.is_empty()) {
+            *self.recurrences.entry(idx).or_insert(0) += 1;
+        }
+        true
     }
 
     fn error(&mut self, diagnostic: Diagnostic) {
-        let key = (
-            diagnostic.code,
-            diagnostic
-                .primary
-                .as_ref()
-                .map_or(Span::default(), |p| p.span),
-            diagnostic.message.clone(),
-        );
-        if !self.reported.insert(key) {
+        let span = diagnostic
+            .primary
+            .as_ref()
+            .map_or(Span::default(), |p| p.span);
+        if self.is_reported(diagnostic.code, span, &diagnostic.message) {
             return;
         }
+        let key = (diagnostic.code, span, diagnostic.message.clone());
         let n_errors = self.diags.iter().filter(|d| d.is_error()).count();
         if n_errors >= MAX_ERRORS {
+            self.reported.insert(key, None);
             if !self.stopped {
                 self.stopped = true;
                 self.diags.push(Diagnostic::global(
@@ -160,7 +177,14 @@ impl<'a> Expander<'a> {
             }
             return;
         }
-        let diagnostic = self.with_call_chain(diagnostic);
+        let mut diagnostic = self.with_call_chain(diagnostic);
+        // Where expansion stopped for its size is not about one iteration.
+        if diagnostic.code != Code::ExpansionTooLarge {
+            let mut notes = self.iteration_notes();
+            notes.append(&mut diagnostic.notes);
+            diagnostic.notes = notes;
+        }
+        self.reported.insert(key, Some(self.diags.len()));
         self.diags.push(diagnostic);
     }
 
@@ -329,10 +353,29 @@ impl<'a> Expander<'a> {
     /// source, so it does not depend on which branch one expansion took, and each binding is
     /// reported once however often its block is expanded.
     fn check_unused_let(&mut self, name: &crate::syntax::ast::Ident, rest: &[Stmt]) {
+        // Up to (and with the value of) a `let` that binds the name again: a value read only
+        // after that is the new one's.
+        let rebinding = rest.iter().position(
+            |stmt| matches!(stmt, Stmt::Let { name: other, .. } if other.name == name.name),
+        );
+        let until = rebinding.map_or(rest, |idx| &rest[..=idx]);
         if name.name.starts_with('_')
-            || crate::syntax::visit::mentions(rest, &name.name)
+            || crate::syntax::visit::mentions(until, &name.name)
             || !self.warned.insert(name.span)
         {
+            return;
+        }
+        if let Some(Stmt::Let { name: again, .. }) = rebinding.map(|idx| &rest[idx]) {
+            self.diags.push(
+                Diagnostic::warning(
+                    Code::UnusedLet,
+                    name.span,
+                    format!("`{}` is bound again before it is used", name.name),
+                )
+                .with_label("this value is never read")
+                .with_secondary(again.span, "bound again here")
+                .with_help("remove the first binding, or use it before binding the name again"),
+            );
             return;
         }
         self.diags.push(

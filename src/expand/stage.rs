@@ -3,6 +3,7 @@
 
 use super::args::ParamDesc;
 use super::eval::EvalArg;
+use super::iteration::{Iteration, LoopKind};
 use super::value::Value;
 use super::{CallSite, Expander, Naming, MAX_CALL_DEPTH, MAX_REPEAT};
 use crate::diag::{Code, Diagnostic};
@@ -58,9 +59,16 @@ impl Expander<'_> {
                         break;
                     }
                     self.frames.push(Vec::new());
+                    let mut bindings = Vec::new();
                     if let Some(var) = var {
                         self.bind(&var.name, Value::Int(idx as i64));
+                        bindings.push((var.name.clone(), Value::Int(idx as i64)));
                     }
+                    self.enter_iteration(Iteration {
+                        kind: LoopKind::Repeat { count: n },
+                        idx,
+                        bindings,
+                    });
                     let input = StageInput { value, span };
                     value = if body.label.is_some() {
                         // A label on the repeated stage names the layer inside the iteration,
@@ -72,6 +80,7 @@ impl Expander<'_> {
                     } else {
                         self.apply_stage(body, input, Naming::Index(idx))
                     };
+                    self.leave_iteration();
                     self.pop_frame();
                     span = body.span;
                 }
@@ -181,7 +190,8 @@ impl Expander<'_> {
                             return Value::Poison;
                         }
                     };
-                    for element in elements {
+                    let n_elements = elements.len();
+                    for (idx, element) in elements.into_iter().enumerate() {
                         if !self.step(*span) {
                             return Value::Poison;
                         }
@@ -190,7 +200,17 @@ impl Expander<'_> {
                             self.pop_frame();
                             return Value::Poison;
                         }
+                        let bindings = vars
+                            .iter()
+                            .filter_map(|var| Some((var.name.clone(), self.lookup(&var.name)?)))
+                            .collect();
+                        self.enter_iteration(Iteration {
+                            kind: LoopKind::For { n_elements },
+                            idx,
+                            bindings,
+                        });
                         let value = self.seq_items(items, input, next_idx);
+                        self.leave_iteration();
                         self.pop_frame();
                         input = StageInput { value, span: *span };
                     }

@@ -4,8 +4,8 @@
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
 use crate::graph::{
-    Activation, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, ScalarOp, Shape,
-    UpsampleAttrs, UpsampleMode,
+    Activation, ArithmeticOp, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, ScalarOp,
+    Shape, UpsampleAttrs, UpsampleMode,
 };
 
 impl Builder<'_> {
@@ -108,6 +108,14 @@ impl Builder<'_> {
             Op::Add | Op::Mul => {
                 arity(2)?;
                 let op_type = if node.op == Op::Add { "Add" } else { "Mul" };
+                self.emit(op_type, &base, args[..2].to_vec(), Vec::new())
+            }
+            Op::Arithmetic(op) => {
+                arity(2)?;
+                let op_type = match op {
+                    ArithmeticOp::Sub => "Sub",
+                    ArithmeticOp::Div => "Div",
+                };
                 self.emit(op_type, &base, args[..2].to_vec(), Vec::new())
             }
             Op::Concat => {

@@ -4,7 +4,7 @@
 //! All arithmetic is checked. A tensor may hold at most [`MAX_ELEMENTS`] elements; anything
 //! larger is an error rather than an overflow or an allocation that cannot succeed.
 
-use super::{Op, Padding, ParamSpec, Shape};
+use super::{ArithmeticOp, Op, Padding, ParamSpec, Shape};
 use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
 use thiserror::Error;
@@ -64,6 +64,12 @@ pub enum ShapeError {
         groups: usize,
         channels: usize,
     },
+    #[error("{}", upsample_size_phrase(*.input, *.size, *.scale))]
+    UpsampleSize {
+        input: [usize; 2],
+        size: [usize; 2],
+        scale: [usize; 2],
+    },
     #[error("an upsampling scale of {scale} is more than {limit}")]
     ScaleTooLarge { scale: usize, limit: usize },
     #[error("a split into {parts} parts has no part {index}: they are numbered 0 to {}", .parts - 1)]
@@ -78,6 +84,12 @@ pub enum ShapeError {
     AddMismatch { left: Shape, right: Shape },
     #[error("cannot multiply {left} and {right}: the shapes differ and neither is 1×1×C with the other's channels")]
     MulMismatch { left: Shape, right: Shape },
+    #[error("cannot {}: the shapes differ and neither is 1×1×C with the other's channels", operands_phrase(*.op, *.left, *.right))]
+    BroadcastMismatch {
+        op: ArithmeticOp,
+        left: Shape,
+        right: Shape,
+    },
     #[error("cannot concatenate {first} and {other}: height and width must agree")]
     ConcatMismatch {
         other_idx: usize,
@@ -200,6 +212,13 @@ impl ShapeError {
                 span,
                 "cannot multiply these".to_string(),
             ),
+            ShapeError::BroadcastMismatch { op, .. } => {
+                let verb = match op {
+                    ArithmeticOp::Sub => "subtract",
+                    ArithmeticOp::Div => "divide",
+                };
+                (Code::ShapeMismatch, span, format!("cannot {verb} these"))
+            }
             ShapeError::ConcatMismatch { .. } => (
                 Code::ConcatMismatch,
                 span,
@@ -233,6 +252,15 @@ impl ShapeError {
             ShapeError::ScaleTooLarge { .. } => {
                 (Code::ArgumentRange, span, "scale too large".to_string())
             }
+            ShapeError::UpsampleSize { input, size, .. } => (
+                Code::ArgumentRange,
+                span,
+                if is_whole_multiple(*input, *size) {
+                    "`scale` and `size` disagree".to_string()
+                } else {
+                    "not a whole multiple of the input".to_string()
+                },
+            ),
             ShapeError::TooLarge { .. } => (Code::TooLarge, span, "too large".to_string()),
             ShapeError::NotPositive { .. } => {
                 (Code::ArgumentRange, span, "out of range".to_string())
@@ -249,7 +277,9 @@ impl ShapeError {
         let describe =
             |idx: usize| format!("this is {}", shapes.get(idx).copied().unwrap_or_default());
         match self {
-            ShapeError::AddMismatch { .. } | ShapeError::MulMismatch { .. } => {
+            ShapeError::AddMismatch { .. }
+            | ShapeError::MulMismatch { .. }
+            | ShapeError::BroadcastMismatch { .. } => {
                 for (idx, operand) in operands.iter().enumerate().take(2) {
                     diagnostic = diagnostic.with_secondary(*operand, describe(idx));
                 }
@@ -282,6 +312,39 @@ impl ShapeError {
             diagnostic = diagnostic.with_help(help);
         }
         diagnostic
+    }
+}
+
+/// Whether `size` is `input` times whole factors of at least 1.
+fn is_whole_multiple(input: [usize; 2], size: [usize; 2]) -> bool {
+    (0..2).all(|axis| {
+        input[axis] > 0 && size[axis] >= input[axis] && size[axis].is_multiple_of(input[axis])
+    })
+}
+
+fn upsample_size_phrase(input: [usize; 2], size: [usize; 2], scale: [usize; 2]) -> String {
+    let [h, w] = input;
+    let [sh, sw] = size;
+    if is_whole_multiple(input, size) {
+        format!(
+            "`scale: [{}, {}]` upsamples {h}×{w} to {}×{}, not to the `size` {sh}×{sw}",
+            scale[0],
+            scale[1],
+            h.saturating_mul(scale[0]),
+            w.saturating_mul(scale[1])
+        )
+    } else {
+        format!(
+            "cannot upsample {h}×{w} to {sh}×{sw}: cnnc upsamples by whole factors, so the size must be a multiple of the input's height and width"
+        )
+    }
+}
+
+/// "subtract 4×4×4 from 8×8×4", "divide 8×8×4 by 8×8×8".
+fn operands_phrase(op: ArithmeticOp, left: Shape, right: Shape) -> String {
+    match op {
+        ArithmeticOp::Sub => format!("subtract {right} from {left}"),
+        ArithmeticOp::Div => format!("divide {left} by {right}"),
     }
 }
 

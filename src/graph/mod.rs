@@ -18,10 +18,10 @@ pub mod verify;
 pub use constants::{ConstId, ConstSource, Constant};
 pub use infer::ShapeError;
 pub use ops::{
-    Activation, AdaptiveAvgPoolAttrs, AddAttrs, BatchNormAttrs, ChannelShuffleAttrs, Coefficient,
-    ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs, IdentityAttrs,
-    InputAttrs, Literal, MulAttrs, Op, OpRule, Padding, PoolAttrs, PoolKind, ScalarAttrs, ScalarOp,
-    SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode,
+    Activation, AdaptiveAvgPoolAttrs, AddAttrs, ArithmeticOp, BatchNormAttrs, ChannelShuffleAttrs,
+    Coefficient, ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs,
+    IdentityAttrs, InputAttrs, Literal, MulAttrs, Op, OpRule, Padding, PoolAttrs, PoolKind,
+    ScalarAttrs, ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode,
 };
 pub use shape::Shape;
 

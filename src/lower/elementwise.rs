@@ -10,7 +10,7 @@
 use super::concat::Target;
 use super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, UnaryOp};
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering, NodeBuffer};
-use crate::graph::{Activation, NodeId, OpRule, ScalarAttrs, ScalarOp};
+use crate::graph::{Activation, ArithmeticOp, NodeId, OpRule, ScalarAttrs, ScalarOp};
 
 fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
     if v + 1 == vectors {
@@ -135,37 +135,52 @@ impl Lowering<'_> {
     }
 
     pub(super) fn mul(&mut self, id: NodeId) -> Result<(), LowerError> {
+        self.broadcast_binary(id, BinaryOp::Mul, "mul")
+    }
+
+    /// Tensor `x − y` and `x / y`, broadcast as `mul`.
+    pub(super) fn arithmetic(&mut self, id: NodeId, op: ArithmeticOp) -> Result<(), LowerError> {
+        match op {
+            ArithmeticOp::Sub => self.broadcast_binary(id, BinaryOp::Sub, op.name()),
+            ArithmeticOp::Div => self.broadcast_binary(id, BinaryOp::Div, op.name()),
+        }
+    }
+
+    /// `x ∘ y` elementwise, where either operand may be a 1×1×C gate broadcast over the
+    /// other's pixels; the operands keep their order for `-` and `/`.
+    fn broadcast_binary(&mut self, id: NodeId, op: BinaryOp, what: &str) -> Result<(), LowerError> {
         let (x, y) = (self.arg(id, 0)?, self.arg(id, 1)?);
         let shape = self.graph.shape(id);
         if x.shape.numel() == y.shape.numel() {
-            let comment = format!("mul {shape}");
+            let comment = format!("{what} {shape}");
             let len = shape.numel();
-            let out = self.map_flat(id, "mul", comment, &[x.buffer, y.buffer], len, |b, a| {
-                b.binary(BinaryOp::Mul, a[0], a[1])
+            let out = self.map_flat(id, what, comment, &[x.buffer, y.buffer], len, |b, a| {
+                b.binary(op, a[0], a[1])
             });
             self.set_target_value(id, out);
             return Ok(());
         }
         // One operand is a 1×1×C gate, broadcast over the other's pixels.
-        let (big, gate) = if y.shape.numel() == shape.c {
-            (x, y)
-        } else {
-            (y, x)
-        };
+        let gate_is_left = y.shape.numel() != shape.c;
+        let (big, gate) = if gate_is_left { (y, x) } else { (x, y) };
         if gate.shape.numel() != shape.c || big.shape.numel() != shape.numel() {
             return Err(self.malformed(id, "the shapes do not broadcast"));
         }
         let out = self.target(id);
         let c = shape.c;
-        let mut b = self.builder(id, "mul", format!("mul {shape} by a 1×1×{c} gate"));
+        let mut b = self.builder(id, what, format!("{what} {shape} by a 1×1×{c} gate"));
         b.parallel(shape.h * shape.w, |b, p| {
             for (c0, lanes) in channel_vectors(c) {
                 let index = p.clone() * c + c0;
                 let value = b.load(big.buffer, index, lanes);
                 let scale = b.load(gate.buffer, Affine::constant(c0), lanes);
-                let product = b.binary(BinaryOp::Mul, value, scale);
+                let result = if gate_is_left && op != BinaryOp::Mul {
+                    b.binary(op, scale, value)
+                } else {
+                    b.binary(op, value, scale)
+                };
                 let to = out.index(p.clone(), Affine::constant(c0));
-                b.store(out.buffer, to, lanes, product);
+                b.store(out.buffer, to, lanes, result);
             }
         });
         self.emit(b);

@@ -420,6 +420,7 @@ impl<'g> Lowering<'g> {
             Op::Split(attrs) => self.split(id, *attrs)?,
             Op::Upsample(attrs) => self.upsample(id, *attrs)?,
             Op::Scalar(attrs) => self.scalar(id, *attrs)?,
+            Op::Arithmetic(op) => self.arithmetic(id, *op)?,
         }
         Ok(())
     }

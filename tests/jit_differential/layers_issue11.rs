@@ -151,3 +151,37 @@ fn tensor_number_arithmetic() {
     );
     check_source("network t(x: 7x5x6) { return x * (x + 3 -> relu6) / 6 }", 2);
 }
+
+/// `upsample(size: [h, w])` takes the whole factors `size / input` (PyTorch's
+/// `nn.Upsample(size=…)`, which for whole multiples samples as `scale_factor` does), in both
+/// modes, alone and beside an agreeing `scale`.
+#[test]
+fn upsample_to_a_size() {
+    use cnnc::graph::{UpsampleAttrs, UpsampleMode};
+    for (mode, expected_mode) in [
+        ("nearest", UpsampleMode::Nearest),
+        ("bilinear", UpsampleMode::Bilinear),
+    ] {
+        for (args, scale) in [
+            ("size: [10, 9]", [2, 3]),
+            ("size: [5, 12]", [1, 4]),
+            ("size: [15, 9], scale: [3, 3]", [3, 3]),
+        ] {
+            let source =
+                format!("network t(x: 5x3x6) {{ x -> upsample({args}, mode: \"{mode}\") }}");
+            let graph = graph_of(&source);
+            let node = &graph.nodes[graph.output()];
+            let size = [5 * scale[0], 3 * scale[1]];
+            assert_eq!(
+                node.op,
+                Op::Upsample(UpsampleAttrs {
+                    scale,
+                    mode: expected_mode,
+                    size: Some(size),
+                }),
+                "{source}"
+            );
+            check_source(&source, 3);
+        }
+    }
+}

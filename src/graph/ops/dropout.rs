@@ -12,7 +12,10 @@ pub struct DropoutAttrs {
 
 pub(super) const DROPOUT: Layer<2> = Layer {
     name: "dropout",
-    params: [X, Param::new("p", ParamKind::Real, ParamDefault::Real(0.5))],
+    params: [
+        X,
+        Param::new("p", ParamKind::Probability, ParamDefault::Real(0.5)),
+    ],
     build: |[_, p], _| Some(Op::Dropout { p: p.real()? }),
 };
 

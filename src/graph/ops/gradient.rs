@@ -93,6 +93,7 @@ impl Op {
             Op::Split(attrs) => f(attrs),
             Op::Upsample(attrs) => f(attrs),
             Op::Scalar(attrs) => f(attrs),
+            Op::Arithmetic(op) => f(op),
         }
     }
 }

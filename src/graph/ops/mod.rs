@@ -18,6 +18,7 @@
 mod activation;
 mod adaptive_avgpool;
 mod add;
+mod arithmetic;
 mod batchnorm;
 mod channels;
 mod concat;
@@ -43,6 +44,7 @@ pub use activation::{
 };
 pub use adaptive_avgpool::AdaptiveAvgPoolAttrs;
 pub use add::AddAttrs;
+pub use arithmetic::ArithmeticOp;
 pub(crate) use batchnorm::batch_statistics;
 pub use batchnorm::BatchNormAttrs;
 pub use channels::{ChannelShuffleAttrs, SplitAttrs};
@@ -171,6 +173,8 @@ pub enum Op {
     Upsample(UpsampleAttrs),
     /// Elementwise arithmetic with a number (`x + 3`, `x / 6`).
     Scalar(ScalarAttrs),
+    /// Elementwise `x − y` or `x / y` of two tensors, broadcast as `Mul`.
+    Arithmetic(ArithmeticOp),
 }
 
 impl Op {
@@ -199,6 +203,7 @@ impl Op {
             Op::Split(attrs) => f(attrs),
             Op::Upsample(attrs) => f(attrs),
             Op::Scalar(attrs) => f(attrs),
+            Op::Arithmetic(op) => f(op),
         }
     }
 
@@ -301,7 +306,8 @@ impl Op {
             | Op::ChannelShuffle(_)
             | Op::Split(_)
             | Op::Upsample(_)
-            | Op::Scalar(_) => None,
+            | Op::Scalar(_)
+            | Op::Arithmetic(_) => None,
         }
     }
 
@@ -337,7 +343,8 @@ impl Op {
             | Op::ChannelShuffle(_)
             | Op::Split(_)
             | Op::Upsample(_)
-            | Op::Scalar(_) => None,
+            | Op::Scalar(_)
+            | Op::Arithmetic(_) => None,
         }
     }
 
@@ -369,7 +376,8 @@ impl Op {
             | Op::ChannelShuffle(_)
             | Op::Split(_)
             | Op::Upsample(_)
-            | Op::Scalar(_) => return Vec::new(),
+            | Op::Scalar(_)
+            | Op::Arithmetic(_) => return Vec::new(),
         };
         let mut out = Vec::new();
         if let Some(literal) = weights {

@@ -26,16 +26,7 @@ impl OpRule for MulAttrs {
 
     fn output_shape(&self, inputs: &[Shape]) -> Result<Shape, ShapeError> {
         let (left, right) = (inputs[0], inputs[1]);
-        let broadcasts = |small: Shape, big: Shape| {
-            !small.flat && small.h == 1 && small.w == 1 && small.c == big.c
-        };
-        if left == right || broadcasts(right, left) {
-            Ok(left)
-        } else if broadcasts(left, right) {
-            Ok(right)
-        } else {
-            Err(ShapeError::MulMismatch { left, right })
-        }
+        broadcast_shape(left, right).ok_or(ShapeError::MulMismatch { left, right })
     }
 
     fn params(&self, _input: Shape) -> Vec<ParamSpec> {
@@ -56,12 +47,7 @@ impl OpRule for MulAttrs {
 
     fn reference_forward(&self, cx: &Forward, args: &[&Tensor]) -> Result<Tensor, RunError> {
         let (a, b) = (cx.arg(args, 0)?, cx.arg(args, 1)?);
-        let gate = |small: &Tensor, big: &Tensor| {
-            let (sn, sh, sw, sc) = small.dim();
-            let (bn, _, _, bc) = big.dim();
-            sn == bn && sh == 1 && sw == 1 && sc == bc
-        };
-        if !(a.dim() == b.dim() || gate(b, a) || gate(a, b)) {
+        if !tensors_broadcast(a, b) {
             return Err(cx.malformed("shapes do not broadcast"));
         }
         // ndarray's arithmetic on references broadcasts both ways, so one product covers both
@@ -82,23 +68,49 @@ impl super::gradient::GradRule for MulAttrs {
         wanted: super::gradient::Wanted,
     ) -> Result<super::gradient::Gradients, RunError> {
         let (a, b) = (cx.arg(args, 0)?, cx.arg(args, 1)?);
-        let reduce_to = |full: Tensor, like: &Tensor| -> Tensor {
-            if full.dim() == like.dim() {
-                return full;
-            }
-            // `like` is the 1×1×C gate: sum over the pixels it was broadcast over.
-            let mut sum = Tensor::zeros(like.raw_dim());
-            for ((n, _, _, c), &value) in full.indexed_iter() {
-                sum[[n, 0, 0, c]] += value;
-            }
-            sum
-        };
         Ok(super::gradient::Gradients {
             inputs: vec![
-                wanted.inputs.then(|| reduce_to(grad * b, a)),
-                wanted.inputs.then(|| reduce_to(grad * a, b)),
+                wanted.inputs.then(|| sum_to_shape_of(grad * b, a)),
+                wanted.inputs.then(|| sum_to_shape_of(grad * a, b)),
             ],
             params: Vec::new(),
         })
     }
+}
+
+/// The shape of `*`, `-` or `/` on tensors of these shapes: equal shapes, or a 1×1×C operand
+/// broadcast over the other's pixels; `None` when they do not broadcast.
+pub(super) fn broadcast_shape(left: Shape, right: Shape) -> Option<Shape> {
+    let broadcasts =
+        |small: Shape, big: Shape| !small.flat && small.h == 1 && small.w == 1 && small.c == big.c;
+    if left == right || broadcasts(right, left) {
+        Some(left)
+    } else if broadcasts(left, right) {
+        Some(right)
+    } else {
+        None
+    }
+}
+
+/// Whether two N×H×W×C tensors are equal in shape, or one is an N×1×1×C gate of the other.
+pub(super) fn tensors_broadcast(a: &Tensor, b: &Tensor) -> bool {
+    let gate = |small: &Tensor, big: &Tensor| {
+        let (sn, sh, sw, sc) = small.dim();
+        let (bn, _, _, bc) = big.dim();
+        sn == bn && sh == 1 && sw == 1 && sc == bc
+    };
+    a.dim() == b.dim() || gate(b, a) || gate(a, b)
+}
+
+/// A gradient of the output's shape, summed over the pixels `like` was broadcast across
+/// (unchanged when `like` has the output's shape).
+pub(super) fn sum_to_shape_of(full: Tensor, like: &Tensor) -> Tensor {
+    if full.dim() == like.dim() {
+        return full;
+    }
+    let mut sum = Tensor::zeros(like.raw_dim());
+    for ((n, _, _, c), &value) in full.indexed_iter() {
+        sum[[n, 0, 0, c]] += value;
+    }
+    sum
 }

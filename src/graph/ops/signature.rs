@@ -26,6 +26,8 @@ pub enum ParamKind {
     Flag,
     /// A non-negative number.
     Real,
+    /// A probability of dropping a value: a number in [0, 1).
+    Probability,
     /// `1`, `[ph, pw]`, `[top, bottom, left, right]`, `same` or `valid`.
     Pad,
     /// `true`, `false`, or literal bias values.
@@ -214,7 +216,7 @@ impl ArgValue {
             ParamKind::Count { min } => ArgValue::Count(min.max(1)),
             ParamKind::Pair { min } => ArgValue::Pair([min.max(1); 2]),
             ParamKind::Flag => ArgValue::Flag(false),
-            ParamKind::Real => ArgValue::Real(0.5),
+            ParamKind::Real | ParamKind::Probability => ArgValue::Real(0.5),
             ParamKind::Pad => ArgValue::Pad(PadSpec::Same),
             ParamKind::Bias => ArgValue::Bias(true, None),
             ParamKind::Literal => ArgValue::Absent,

@@ -1,9 +1,10 @@
 //! Upsampling by an integer factor, as PyTorch's `nn.Upsample(scale_factor=s, mode=…)` with
-//! `align_corners=False`: `nearest` repeats each pixel `s × s` times; `bilinear` interpolates
+//! `align_corners=False`, or to a `size` that is the input's times whole factors (which
+//! PyTorch's `nn.Upsample(size=…)` computes the same way): `nearest` repeats each pixel `s × s` times; `bilinear` interpolates
 //! between the two nearest input pixels along each axis, sampling the input at
 //! `(o + 0.5) / s − 0.5` (clamped below at 0, and to the last pixel above).
 
-use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
+use super::signature::{ArgValue, Layer, Param, ParamDefault, ParamKind, X};
 use super::{Arity, Category, Op, OpRule};
 use crate::graph::infer::checked_numel;
 use crate::graph::{ParamSpec, Shape, ShapeError};
@@ -27,28 +28,38 @@ pub const MAX_SCALE: usize = 64;
 pub struct UpsampleAttrs {
     pub scale: [usize; 2],
     pub mode: UpsampleMode,
+    /// The output's height and width when the source asked for a `size`; the shape rule checks
+    /// that `scale` gives it.
+    pub size: Option<[usize; 2]>,
 }
 
-pub(super) const UPSAMPLE: Layer<3> = Layer {
+/// The default factor when neither `scale` nor `size` is given.
+const DEFAULT_SCALE: [usize; 2] = [2, 2];
+
+pub(super) const UPSAMPLE: Layer<4> = Layer {
     name: "upsample",
     params: [
         X,
-        Param::new(
-            "scale",
-            ParamKind::Pair { min: 1 },
-            ParamDefault::Pair([2, 2]),
-        ),
+        Param::new("scale", ParamKind::Pair { min: 1 }, ParamDefault::Absent),
         Param::new("mode", ParamKind::Choice(MODES), ParamDefault::Choice(0)),
+        Param::new("size", ParamKind::Pair { min: 1 }, ParamDefault::Absent),
     ],
-    build: |[_, scale, mode], _| {
+    build: |[_, scale, mode, size], input| {
         let mode = match mode.choice()? {
             0 => UpsampleMode::Nearest,
             _ => UpsampleMode::Bilinear,
         };
-        Some(Op::Upsample(UpsampleAttrs {
-            scale: scale.pair()?,
-            mode,
-        }))
+        let size = match size {
+            ArgValue::Absent => None,
+            given => Some(given.pair()?),
+        };
+        // A size alone gives its factors; one that is not a whole multiple of the input (or
+        // that a `scale` written beside it does not give) fails the shape rule.
+        let scale = match (scale, size) {
+            (ArgValue::Absent, Some([h, w])) => [h / input.h.max(1), w / input.w.max(1)],
+            (scale, _) => scale.pair_or(DEFAULT_SCALE)?,
+        };
+        Some(Op::Upsample(UpsampleAttrs { scale, mode, size }))
     },
 };
 
@@ -79,6 +90,19 @@ impl OpRule for UpsampleAttrs {
                 op: UPSAMPLE.name,
                 shape: input,
             });
+        }
+        if let Some(size) = self.size {
+            let scaled = [
+                input.h.checked_mul(self.scale[0]),
+                input.w.checked_mul(self.scale[1]),
+            ];
+            if scaled != [Some(size[0]), Some(size[1])] {
+                return Err(ShapeError::UpsampleSize {
+                    input: [input.h, input.w],
+                    size,
+                    scale: self.scale,
+                });
+            }
         }
         if self.scale.contains(&0) {
             return Err(ShapeError::NotPositive {
