@@ -13,6 +13,7 @@
 use cnnc::driver::{self, Select};
 use cnnc::graph::ops::gradient::TrainingMode;
 use cnnc::graph::Graph;
+use cnnc::lower::Winograd;
 use cnnc::runtime::Weights;
 use cnnc::train::jit::JitStep;
 use cnnc::train::trainer::step_gradients;
@@ -80,6 +81,10 @@ fn compare(source: &str, n: usize, threads: usize) -> usize {
 }
 
 fn compare_on(graph: &Graph, images: ArrayD<f32>, threads: usize) -> usize {
+    compare_with(graph, images, threads, Winograd::Auto)
+}
+
+fn compare_with(graph: &Graph, images: ArrayD<f32>, threads: usize, winograd: Winograd) -> usize {
     let n = images.shape()[0];
     let graph = graph.clone();
     let weights = weights(&graph);
@@ -87,7 +92,7 @@ fn compare_on(graph: &Graph, images: ArrayD<f32>, threads: usize) -> usize {
     let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
     let reference =
         step_gradients(&graph, &weights, &images, &labels, TRAIN, 1).expect("the reference");
-    let mut jit = JitStep::new(&graph, &weights, threads)
+    let mut jit = JitStep::with_winograd(&graph, &weights, threads, winograd)
         .expect("compiles")
         .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
     let got = jit
@@ -299,6 +304,25 @@ network dr(x: 6x5x3) {
 ";
     assert_eq!(compare(source, 4, 1), 6);
     assert_eq!(compare(source, 3, 2), 6);
+}
+
+#[test]
+fn winograd_forward_convolutions_keep_the_backward_right() {
+    // 7×7 and 5×6 outputs: Winograd's 4×4 tiles reach past them, into the padded frame the
+    // backward reads.
+    let source = "
+network wino(x: 7x7x5) {
+    let y = x -> stem: conv(8, 3, pad: 1) -> bn0: batchnorm -> relu
+    let branch = y -> c1: conv(8, 3, pad: 1) -> relu -> c2: conv(8, 3, pad: 1, bias: false)
+    return relu(branch + y) -> c3: conv(6, 3, pad: [0, 1, 1, 0]) -> relu
+        -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    let graph = graph_of(source);
+    for threads in [1, 2] {
+        let images = batch(&graph, 3);
+        assert_eq!(compare_with(&graph, images, threads, Winograd::Always), 11);
+    }
 }
 
 #[test]

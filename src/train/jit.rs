@@ -18,7 +18,9 @@ use super::trainer::{StepGradients, TrainError};
 use crate::codegen::{self, CodegenOptions, CompiledNetwork};
 use crate::graph::ops::dropout_scale;
 use crate::graph::{Graph, Op};
-use crate::lower::{self, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp};
+use crate::lower::{
+    self, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp, Winograd,
+};
 use crate::reference::backward::{logits_graph, BatchNormStats};
 use crate::runtime::Weights;
 use cranelift_entity::EntityRef;
@@ -54,6 +56,16 @@ impl JitStep {
         weights: &Weights,
         threads: usize,
     ) -> Result<Result<JitStep, String>, TrainError> {
+        JitStep::with_winograd(graph, weights, threads, Winograd::Auto)
+    }
+
+    /// [`new`](Self::new) with the forward's Winograd choice made explicit (for tests).
+    pub fn with_winograd(
+        graph: &Graph,
+        weights: &Weights,
+        threads: usize,
+        winograd: Winograd,
+    ) -> Result<Result<JitStep, String>, TrainError> {
         let mut prepared = logits_graph(graph).unwrap_or_else(|| graph.clone());
         bind(&mut prepared, weights)?;
         // The masks are made from each dropout's node index in this graph, as the
@@ -77,7 +89,7 @@ impl JitStep {
             return Ok(Err(reason));
         }
         let threads = threads.max(1);
-        let lowered = lower::lower_training(&prepared, threads).map_err(internal)?;
+        let lowered = lower::lower_training(&prepared, threads, winograd).map_err(internal)?;
         let program = lowered.lowered.program.clone();
         let options = CodegenOptions {
             threads: 1,

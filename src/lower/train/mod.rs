@@ -294,17 +294,19 @@ fn readers_all_dense(graph: &Graph, id: NodeId) -> bool {
 
 /// Lowers one training step of `graph`: a logits graph whose constants hold the current
 /// weights, accepted by [`training_unsupported`]; packs its constants on `threads` threads.
-pub fn lower_training(graph: &Graph, threads: usize) -> Result<TrainingLowered, LowerError> {
+/// `winograd` chooses the forward's 3×3 convolutions as at inference: the backward reads the
+/// padded input they read (Winograd's reaches past the output, which the backward ignores).
+pub fn lower_training(
+    graph: &Graph,
+    threads: usize,
+    winograd: Winograd,
+) -> Result<TrainingLowered, LowerError> {
     if let Some(why) = training_unsupported(graph) {
         return Err(LowerError::Malformed(format!(
             "cannot train on the JIT: {why}"
         )));
     }
-    // Winograd reads tiles past the output and keeps no plain padded input for the weight
-    // gradient, so training uses the direct kernels.
-    let options = LowerOptions {
-        winograd: Winograd::Off,
-    };
+    let options = LowerOptions { winograd };
     let lowering = Lowering::new(graph, options)?;
     let classes = graph.shape(graph.output()).c;
     let mut backward = Backward {
