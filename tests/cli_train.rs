@@ -340,3 +340,22 @@ fn the_recipe_is_printed_with_flags_over_it() {
          schedule cosine (over 10 epochs to 0), seed 1; 1 thread(s)"
     );
 }
+
+#[test]
+fn a_batch_whose_activations_do_not_fit_is_refused() {
+    let run = cnnc(&[
+        "bench",
+        "tests/data/train/huge_activations.cnn",
+        "--train",
+        "--batch",
+        "64",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!(transcript(&run));
+}

@@ -165,6 +165,14 @@ impl JitStep {
             .collect();
         let arena_len = self.network.arena_len();
         let wanted = if per_image { n } else { shards };
+        if (wanted as u64).saturating_mul(arena_len as u64) > crate::runtime::MAX_ELEMENTS {
+            let bytes = (arena_len * std::mem::size_of::<f32>()) as f64;
+            return Err(TrainError::BatchTooLarge {
+                batch: n,
+                gib: bytes * wanted as f64 / f64::from(1u32 << 30),
+                mib: bytes / f64::from(1u32 << 20),
+            });
+        }
         if self.arenas.len() < wanted {
             self.arenas.resize_with(wanted, || vec![0.0; arena_len]);
         }

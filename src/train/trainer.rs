@@ -79,6 +79,11 @@ pub enum TrainError {
     Loss(#[from] LossError),
     #[error("the weights have no tensor `{0}` to update")]
     MissingTensor(String),
+    #[error(
+        "a batch of {batch} needs {gib:.1} GiB of activations: its batch norms need every image's \
+         at once, {mib:.1} MiB each; use a smaller --batch"
+    )]
+    BatchTooLarge { batch: usize, gib: f64, mib: f64 },
     #[error("{0}")]
     Evaluation(String),
 }
