@@ -359,3 +359,30 @@ fn a_batch_whose_activations_do_not_fit_is_refused() {
     assert_eq!(run.code, 1);
     insta::assert_snapshot!(transcript(&run));
 }
+
+#[test]
+fn summary_reports_the_training_step_memory() {
+    // LeNet-5: one arena per thread; ResNet-18 (batch norms): one per image; a network the
+    // JIT cannot differentiate yet (MobileNet v3's hardswish) names why.
+    let lenet = cnnc(&["summary", LENET, "--train"]);
+    assert_eq!(lenet.code, 0);
+    let last = |out: &str| out.lines().last().unwrap_or_default().to_string();
+    insta::assert_snapshot!(last(&lenet.stdout), @"Training step (compiled): arena 55.12 KiB per thread, gradient accumulators 242.06 KiB per thread");
+    let resnet = cnnc(&["summary", "std/resnet.cnn", "--net", "resnet18", "--train"]);
+    insta::assert_snapshot!(last(&resnet.stdout), @"Training step (compiled): arena 30.18 MiB per image (batch norms in training need the whole batch's activations), gradient accumulators 44.56 MiB per thread");
+    let v3 = cnnc(&[
+        "summary",
+        "std/mobilenet.cnn",
+        "--net",
+        "mobilenet_v3_small",
+        "--train",
+    ]);
+    insta::assert_snapshot!(last(&v3.stdout), @"Training step: on the reference interpreter (the JIT cannot train it yet: n3 (hardswish features.0.2) has no compiled backward yet)");
+    let json = cnnc(&["summary", LENET, "--train", "--json"]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("JSON");
+    assert_eq!(value["train"]["arena_per_image"], false);
+    assert_eq!(
+        value["train"]["accumulator_bytes"].as_u64().map(|b| b % 4),
+        Some(0)
+    );
+}

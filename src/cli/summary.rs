@@ -15,6 +15,10 @@ pub struct SummaryArgs {
     /// The table as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Also the memory of a compiled training step (`cnnc train`'s): the arena per image or
+    /// per thread, and the gradient accumulators.
+    #[arg(long)]
+    pub train: bool,
 }
 
 pub fn run(args: &SummaryArgs) -> u8 {
@@ -25,13 +29,38 @@ pub fn run(args: &SummaryArgs) -> u8 {
     for graph in compilation.graphs() {
         let mut summary = Summary::of(graph);
         summary.arena_bytes = jit_arena_bytes(graph);
+        let train = args.train.then(|| crate::train::jit::step_memory(graph));
         if args.json {
+            let mut value = serde_json::to_value(&summary).unwrap_or_default();
+            if let (Some(train), Some(object)) = (&train, value.as_object_mut()) {
+                let entry = match train {
+                    Ok(memory) => serde_json::to_value(memory).unwrap_or_default(),
+                    Err(reason) => serde_json::json!({ "reference_interpreter": reason }),
+                };
+                object.insert("train".into(), entry);
+            }
             println!(
                 "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
+                serde_json::to_string_pretty(&value).unwrap_or_default()
             );
         } else {
             print!("{}", summary.table());
+            match &train {
+                None => {}
+                Some(Ok(memory)) => println!(
+                    "Training step (compiled): arena {} per {}, gradient accumulators {} per thread",
+                    crate::graph::summary::human_bytes(memory.arena_bytes as u64),
+                    if memory.arena_per_image {
+                        "image (batch norms in training need the whole batch's activations)"
+                    } else {
+                        "thread"
+                    },
+                    crate::graph::summary::human_bytes(memory.accumulator_bytes as u64),
+                ),
+                Some(Err(reason)) => println!(
+                    "Training step: on the reference interpreter (the JIT cannot train it yet: {reason})"
+                ),
+            }
         }
     }
     if compilation.has_errors() {

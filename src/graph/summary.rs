@@ -200,7 +200,7 @@ pub fn human_macs(macs: u64) -> String {
     }
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     let b = bytes as f64;
     if bytes >= 1 << 30 {
         format!("{:.2} GiB", b / (1u64 << 30) as f64)

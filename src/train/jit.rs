@@ -66,30 +66,17 @@ impl JitStep {
         threads: usize,
         winograd: Winograd,
     ) -> Result<Result<JitStep, String>, TrainError> {
-        let mut prepared = logits_graph(graph).unwrap_or_else(|| graph.clone());
+        let mut prepared = prepare(graph)?;
         bind(&mut prepared, weights)?;
-        // The masks are made from each dropout's node index in this graph, as the
-        // reference's are; passes renumber nodes but keep their order.
-        let dropout_nodes: Vec<usize> = prepared
-            .nodes
-            .iter()
-            .filter(|(_, n)| matches!(n.op, Op::Dropout { p } if p > 0.0) && !n.frozen)
-            .map(|(id, _)| id.index())
-            .collect();
-        // Only a pass that keeps every trainable tensor and every dropout as they are: no
-        // batch-norm folding (it would change the weights the gradients are for), no
-        // removal of dropout, no residual fusion (its backward is not compiled yet).
-        let options = crate::opt::Options {
-            fuse: true,
-            only: Some(vec!["fuse_conv_activation".to_string()]),
-        };
-        crate::opt::optimize(&mut prepared, &options)
-            .map_err(|e| TrainError::Evaluation(e.to_string()))?;
+        // The masks are made from each dropout's node index in the reference's graph (the
+        // logits graph before any pass); passes renumber nodes but keep their order.
+        let dropout_nodes = masking_dropouts(&logits_graph(graph).unwrap_or_else(|| graph.clone()));
         if let Some(reason) = lower::training_unsupported(&prepared) {
             return Ok(Err(reason));
         }
         let threads = threads.max(1);
-        let lowered = lower::lower_training(&prepared, threads, winograd).map_err(internal)?;
+        let lowered =
+            lower::lower_training(&prepared, Some(threads), winograd).map_err(internal)?;
         let program = lowered.lowered.program.clone();
         let options = CodegenOptions {
             threads: 1,
@@ -459,6 +446,61 @@ fn apply_sync(
         }
     }
     Ok(())
+}
+
+/// The graph a training step is lowered from: the logits graph (a final softmax becomes the
+/// loss's) with only a pass that keeps every trainable tensor and every dropout as they are —
+/// no batch-norm folding (it would change the weights the gradients are for), no removal of
+/// dropout, no residual fusion (its backward is not compiled yet).
+fn prepare(graph: &Graph) -> Result<Graph, TrainError> {
+    let mut prepared = logits_graph(graph).unwrap_or_else(|| graph.clone());
+    let options = crate::opt::Options {
+        fuse: true,
+        only: Some(vec!["fuse_conv_activation".to_string()]),
+    };
+    crate::opt::optimize(&mut prepared, &options)
+        .map_err(|e| TrainError::Evaluation(e.to_string()))?;
+    Ok(prepared)
+}
+
+/// The node indices of the dropouts that mask in training, in graph order.
+fn masking_dropouts(graph: &Graph) -> Vec<usize> {
+    graph
+        .nodes
+        .iter()
+        .filter(|(_, n)| matches!(n.op, Op::Dropout { p } if p > 0.0) && !n.frozen)
+        .map(|(id, _)| id.index())
+        .collect()
+}
+
+/// The memory of a training step, as `cnnc summary --train` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StepMemory {
+    /// Bytes of one arena: the forward's activations, the gradients and scratch of one image.
+    pub arena_bytes: usize,
+    /// Whether each image of a batch has its own arena (batch norms in training), rather
+    /// than each thread.
+    pub arena_per_image: bool,
+    /// Bytes of the parameter-gradient accumulators (one set per thread).
+    pub accumulator_bytes: usize,
+}
+
+/// The memory a compiled training step of `graph` would take, or why the JIT cannot train
+/// it (it then trains on the reference interpreter). No weights are needed.
+pub fn step_memory(graph: &Graph) -> Result<StepMemory, String> {
+    let prepared = prepare(graph).map_err(|e| e.to_string())?;
+    if let Some(reason) = lower::training_unsupported(&prepared) {
+        return Err(reason);
+    }
+    let lowered =
+        lower::lower_training(&prepared, None, Winograd::Auto).map_err(|e| e.to_string())?;
+    let program = &lowered.lowered.program;
+    let f32_bytes = std::mem::size_of::<f32>();
+    Ok(StepMemory {
+        arena_bytes: program.arena_len * f32_bytes,
+        arena_per_image: !lowered.syncs.is_empty(),
+        accumulator_bytes: program.accumulator_len * f32_bytes,
+    })
 }
 
 /// Binds `weights` to `graph`'s learned constants.

@@ -292,13 +292,14 @@ fn readers_all_dense(graph: &Graph, id: NodeId) -> bool {
         })
 }
 
-/// Lowers one training step of `graph`: a logits graph whose constants hold the current
-/// weights, accepted by [`training_unsupported`]; packs its constants on `threads` threads.
+/// Lowers one training step of `graph`: a logits graph accepted by [`training_unsupported`];
+/// packs its constants (which must hold the current weights) on `threads` threads, or not at
+/// all with `None` (for the memory plan alone: `cnnc summary --train`).
 /// `winograd` chooses the forward's 3×3 convolutions as at inference: the backward reads the
 /// padded input they read (Winograd's reaches past the output, which the backward ignores).
 pub fn lower_training(
     graph: &Graph,
-    threads: usize,
+    threads: Option<usize>,
     winograd: Winograd,
 ) -> Result<TrainingLowered, LowerError> {
     if let Some(why) = training_unsupported(graph) {
@@ -408,7 +409,10 @@ pub fn lower_training(
             }
         })
         .collect();
-    let constants = pack_constants(graph, &program, threads)?;
+    let constants = match threads {
+        Some(threads) => pack_constants(graph, &program, threads)?,
+        None => super::PackedConstants::default(),
+    };
     Ok(TrainingLowered {
         lowered: Lowered { program, constants },
         grads,
