@@ -91,6 +91,18 @@ impl KernelBuilder {
         });
     }
 
+    /// Stores `value`, or adds it to what is there when `add` (a gradient with several
+    /// contributions: the first stores, the others add).
+    pub fn store_or_add(&mut self, buffer: BufferId, at: Affine, lanes: u8, value: Reg, add: bool) {
+        let value = if add {
+            let sum = self.load(buffer, at.clone(), lanes);
+            self.binary(BinaryOp::Add, sum, value)
+        } else {
+            value
+        };
+        self.store(buffer, at, lanes, value);
+    }
+
     /// `for i in 0..count { body(i) }`. A loop of one iteration is written out as its body
     /// with the index 0, and a loop of none is omitted, so dumps show only real loops.
     pub fn repeat(&mut self, count: usize, body: impl FnOnce(&mut Self, Affine)) {

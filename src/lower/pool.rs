@@ -12,7 +12,7 @@
 use super::ir::{Affine, BinaryOp, LoopExpr, Reg};
 use super::pad::WindowRead;
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering};
-use crate::graph::{NodeId, Padding, PoolAttrs, PoolKind};
+use crate::graph::{NodeId, Padding, PoolAttrs, PoolKind, Shape};
 
 /// Channel vectors per tile: 4 independent accumulators.
 const TILE_VECTORS: usize = 4;
@@ -82,25 +82,36 @@ pub(super) fn initial(kind: PoolKind) -> f32 {
     }
 }
 
+/// Each output pixel's `1 / window count` for average pooling (0 for a window wholly in
+/// padding): the forward's divisors, and the backward's shares.
+pub(super) fn reciprocals(attrs: &PoolAttrs, s: Shape, out: Shape) -> Vec<f32> {
+    let ([kh, kw], [sh, sw], pad) = (attrs.kernel, attrs.stride, attrs.pad);
+    let mut reciprocals = Vec::with_capacity(out.h * out.w);
+    for oy in 0..out.h {
+        let (rows, real_rows) = window(oy, sh, kh, (pad.top, pad.bottom), s.h);
+        for ox in 0..out.w {
+            let (cols, real_cols) = window(ox, sw, kw, (pad.left, pad.right), s.w);
+            let divisor = if attrs.count_include_pad {
+                rows * cols
+            } else {
+                real_rows * real_cols
+            };
+            reciprocals.push(if divisor == 0 {
+                0.0
+            } else {
+                1.0 / divisor as f32
+            });
+        }
+    }
+    reciprocals
+}
+
 impl Lowering<'_> {
     pub(super) fn pool(&mut self, id: NodeId, attrs: &PoolAttrs) -> Result<(), LowerError> {
         let x = self.arg(id, 0)?;
         let out = self.graph.shape(id);
         let (s, [kh, kw], [sh, sw], pad) = (x.shape, attrs.kernel, attrs.stride, attrs.pad);
-        let recip = |d: usize| if d == 0 { 0.0 } else { 1.0 / d as f32 };
-        let mut reciprocals = Vec::with_capacity(out.h * out.w);
-        for oy in 0..out.h {
-            let (rows, real_rows) = window(oy, sh, kh, (pad.top, pad.bottom), s.h);
-            for ox in 0..out.w {
-                let (cols, real_cols) = window(ox, sw, kw, (pad.left, pad.right), s.w);
-                let divisor = if attrs.count_include_pad {
-                    rows * cols
-                } else {
-                    real_rows * real_cols
-                };
-                reciprocals.push(recip(divisor));
-            }
-        }
+        let reciprocals = reciprocals(attrs, s, out);
         let read = WindowRead {
             kernel: attrs.kernel,
             stride: attrs.stride,

@@ -202,12 +202,8 @@ impl Backward<'_> {
                 let k1 = b.load(coefficients, Affine::constant(cp + c0), 4);
                 let k0 = b.load(coefficients, Affine::constant(2 * cp + c0), 4);
                 let linear = b.assign(LoopExpr::Fma(xv, k1, k0));
-                let mut dx = b.assign(LoopExpr::Fma(dy, a, linear));
-                if accumulate {
-                    let sum = b.load(target, at.clone(), lanes);
-                    dx = b.binary(BinaryOp::Add, sum, dx);
-                }
-                b.store(target, at, lanes, dx);
+                let dx = b.assign(LoopExpr::Fma(dy, a, linear));
+                b.store_or_add(target, at, lanes, dx, accumulate);
             }
         });
         self.lowering.emit(b);
@@ -240,12 +236,8 @@ impl Backward<'_> {
                 let at = p.clone() * c + c0;
                 let dy = b.load(grad, at.clone(), lanes);
                 let a = b.load(scale, Affine::constant(c0), 4);
-                let mut dx = b.binary(BinaryOp::Mul, dy, a);
-                if accumulate {
-                    let sum = b.load(target, at.clone(), lanes);
-                    dx = b.binary(BinaryOp::Add, sum, dx);
-                }
-                b.store(target, at, lanes, dx);
+                let dx = b.binary(BinaryOp::Mul, dy, a);
+                b.store_or_add(target, at, lanes, dx, accumulate);
             }
         });
         self.lowering.emit(b);

@@ -21,7 +21,6 @@ use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::super::pad::layout_for;
 use super::super::program::ConstSpec;
 use super::super::{KernelBuilder, LowerError};
-use super::window::crop_into;
 use super::{Backward, GradLayout};
 use crate::graph::{ConvAttrs, DenseAttrs, NodeId};
 
@@ -291,22 +290,14 @@ impl Backward<'_> {
                 in_padded: ci_pad,
             },
         );
-        let framed = top != 0 || left != 0 || frame_h != s.h || frame_w != s.w;
-        let (target, accumulate) = self.grad_target(input);
-        let frame = if framed {
-            let name = format!("∂{} padded", self.lowering.describe(input));
-            self.lowering.add_temp(name, frame_h * frame_w * ci)
-        } else {
-            target
-        };
+        let scatter = self.scatter(input, (top, left, frame_h, frame_w));
+        let frame = scatter.frame;
         let mut b = self.builder(
             id,
             "input_grad",
             format!("∂input {s}: transposed conv of ∂{out} by a scatter"),
         );
-        if framed || !accumulate {
-            b.fill_range(frame, Affine::constant(0), frame_h * frame_w * ci, 0.0);
-        }
+        scatter.begin(&mut b);
         let groups = vector_groups(ci);
         let tile = |b: &mut KernelBuilder, oy: &Affine, ox0: Affine, pixels: usize| {
             b.repeat(kh, |b, ky| {
@@ -356,9 +347,7 @@ impl Backward<'_> {
                 tile(b, &oy, Affine::constant(out.w - rest), rest);
             }
         });
-        if framed {
-            crop_into(&mut b, frame, (top, left, frame_w), target, s, accumulate);
-        }
+        scatter.finish(&mut b);
         self.lowering.emit(b);
     }
 
@@ -445,12 +434,7 @@ impl Backward<'_> {
                 for (v, &a) in acc.iter().enumerate() {
                     let n = lanes(v, vectors, last);
                     let at = f0.clone() + 4 * v;
-                    let mut value = a;
-                    if accumulate {
-                        let sum = b.load(target, at.clone(), n);
-                        value = b.binary(BinaryOp::Add, sum, a);
-                    }
-                    b.store(target, at, n, value);
+                    b.store_or_add(target, at, n, a, accumulate);
                 }
             };
             let block = 4 * BLOCK_VECTORS;

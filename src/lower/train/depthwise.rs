@@ -10,7 +10,6 @@ use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::super::program::ConstSpec;
 use super::super::LowerError;
-use super::window::crop_into;
 use super::{Backward, GradLayout};
 use crate::graph::{ConvAttrs, NodeId};
 
@@ -106,22 +105,14 @@ impl Backward<'_> {
                     channels_padded: cp,
                 },
             );
-            let framed = top != 0 || left != 0 || frame_h != s.h || frame_w != s.w;
-            let (target, accumulate) = self.grad_target(input);
-            let scratch = if framed {
-                let name = format!("∂{} padded", self.lowering.describe(input));
-                self.lowering.add_temp(name, frame_h * frame_w * c)
-            } else {
-                target
-            };
+            let scatter = self.scatter(input, (top, left, frame_h, frame_w));
+            let scratch = scatter.frame;
             let mut b = self.builder(
                 id,
                 "input_grad",
                 format!("∂input {s}: depthwise transposed conv by a scatter"),
             );
-            if framed || !accumulate {
-                b.fill_range(scratch, Affine::constant(0), frame_h * frame_w * c, 0.0);
-            }
+            scatter.begin(&mut b);
             b.repeat(out.h, |b, oy| {
                 b.repeat(out.w, |b, ox| {
                     let pixel = (oy.clone() * out.w + ox.clone()) * c;
@@ -140,9 +131,7 @@ impl Backward<'_> {
                     }
                 });
             });
-            if framed {
-                crop_into(&mut b, scratch, (top, left, frame_w), target, s, accumulate);
-            }
+            scatter.finish(&mut b);
             self.lowering.emit(b);
         }
         Ok(())

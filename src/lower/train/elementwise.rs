@@ -111,11 +111,7 @@ impl Backward<'_> {
                 let below = b.binary(BinaryOp::Sub, six, value);
                 kept = b.binary(BinaryOp::KeepWherePositive, below, kept);
             }
-            if accumulate {
-                let sum = b.load(out, at.clone(), lanes);
-                kept = b.binary(BinaryOp::Add, sum, kept);
-            }
-            b.store(out, at, lanes, kept);
+            b.store_or_add(out, at, lanes, kept, accumulate);
         };
         match y.padded {
             None => b.vectors(s.numel(), true, &mut |b, at, lanes| {
@@ -191,12 +187,8 @@ impl Backward<'_> {
         b.vectors(len, true, &mut |b, at, lanes| {
             let dy = b.load(grad, at.clone(), lanes);
             let mask = b.load(masks, at.clone() + offset, lanes);
-            let mut dx = b.binary(BinaryOp::Mul, dy, mask);
-            if accumulate {
-                let sum = b.load(target, at.clone(), lanes);
-                dx = b.binary(BinaryOp::Add, sum, dx);
-            }
-            b.store(target, at, lanes, dx);
+            let dx = b.binary(BinaryOp::Mul, dy, mask);
+            b.store_or_add(target, at, lanes, dx, accumulate);
         });
         self.lowering.emit(b);
         Ok(())
@@ -217,13 +209,9 @@ impl Backward<'_> {
         b.parallel(s.h * s.w, |b, p| {
             for (c0, lanes) in channel_vectors(s.c) {
                 let dy = b.load(grad, Affine::constant(c0), lanes);
-                let mut value = b.binary(BinaryOp::Mul, dy, scale);
+                let value = b.binary(BinaryOp::Mul, dy, scale);
                 let at = p.clone() * s.c + c0;
-                if accumulate {
-                    let sum = b.load(target, at.clone(), lanes);
-                    value = b.binary(BinaryOp::Add, sum, value);
-                }
-                b.store(target, at, lanes, value);
+                b.store_or_add(target, at, lanes, value, accumulate);
             }
         });
         self.lowering.emit(b);

@@ -33,7 +33,7 @@ mod depthwise;
 mod elementwise;
 mod window;
 
-use super::ir::{BinaryOp, BufferId};
+use super::ir::BufferId;
 use super::program::{ConstSpec, LoopProgram, Storage};
 use super::{
     pack_constants, plan, verify, KernelBuilder, LowerError, LowerOptions, Lowered, Lowering,
@@ -609,12 +609,8 @@ impl<'g> Backward<'g> {
         let (target, accumulate) = self.grad_target(input);
         let mut b = self.builder(id, "grad_sum", format!("∂{input} += ∂{id}"));
         b.vectors(len, true, &mut |b, at, lanes| {
-            let mut value = b.load(grad, at.clone(), lanes);
-            if accumulate {
-                let sum = b.load(target, at.clone(), lanes);
-                value = b.binary(BinaryOp::Add, sum, value);
-            }
-            b.store(target, at, lanes, value);
+            let value = b.load(grad, at.clone(), lanes);
+            b.store_or_add(target, at, lanes, value, accumulate);
         });
         self.lowering.emit(b);
         Ok(())

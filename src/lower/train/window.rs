@@ -11,7 +11,7 @@
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr};
 use super::super::pad::{layout_for, WindowRead};
-use super::super::pool::window;
+use super::super::pool::reciprocals;
 use super::super::{KernelBuilder, LowerError};
 use super::Backward;
 use crate::graph::{NodeId, PoolAttrs, PoolKind};
@@ -47,23 +47,7 @@ impl Backward<'_> {
                 .lowering
                 .malformed(id, "its padded input has another width"));
         }
-        let mut reciprocals = Vec::with_capacity(out.h * out.w);
-        for oy in 0..out.h {
-            let (rows, real_rows) = window(oy, sh, kh, (pad.top, pad.bottom), s.h);
-            for ox in 0..out.w {
-                let (cols, real_cols) = window(ox, sw, kw, (pad.left, pad.right), s.w);
-                let divisor = if attrs.count_include_pad {
-                    rows * cols
-                } else {
-                    real_rows * real_cols
-                };
-                reciprocals.push(if divisor == 0 {
-                    0.0
-                } else {
-                    1.0 / divisor as f32
-                });
-            }
-        }
+        let reciprocals = reciprocals(attrs, s, out);
         let uniform = reciprocals.iter().all(|&r| r == reciprocals[0]);
         let max = attrs.kind == PoolKind::Max;
         let table = (!uniform && !max).then(|| {
@@ -71,25 +55,15 @@ impl Backward<'_> {
             self.values_const(name, reciprocals.clone())
         });
         let c = s.c;
-        let framed = top != 0 || left != 0 || frame_h != s.h || frame_w != s.w;
         let kind = if max { "maxpool" } else { "avgpool" };
-        let (target, accumulate) = self.grad_target(input);
-        // The frame the windows scatter into: the input's gradient itself when the forward
-        // read the input unpadded, else a scratch frame whose interior is added after.
-        let frame = if framed {
-            let name = format!("∂{} padded", self.lowering.describe(input));
-            self.lowering.add_temp(name, frame_h * frame_w * c)
-        } else {
-            target
-        };
+        let scatter = self.scatter(input, (top, left, frame_h, frame_w));
+        let frame = scatter.frame;
         let mut b = self.builder(
             id,
             "pool_grad",
             format!("∂ of {kind} {kh}×{kw} stride {sh}×{sw}: {out} → {s}"),
         );
-        if framed || !accumulate {
-            b.fill_range(frame, Affine::constant(0), frame_h * frame_w * c, 0.0);
-        }
+        scatter.begin(&mut b);
         let window_at = |oy: &Affine, ox: &Affine, ky: Affine, kx: Affine, c0: usize| {
             ((oy.clone() * sh + ky) * frame_w + ox.clone() * sw + kx) * c + c0
         };
@@ -145,17 +119,87 @@ impl Backward<'_> {
                 }
             });
         });
-        if framed {
-            crop_into(&mut b, frame, (top, left, frame_w), target, s, accumulate);
-        }
+        scatter.finish(&mut b);
         self.lowering.emit(b);
         Ok(())
     }
 }
 
+/// Where a scatter backward adds its windows: a frame the shape of the padded input the
+/// forward read. That is the input's gradient itself when the forward read the input
+/// unpadded, else a scratch frame whose interior is added to the gradient after.
+pub(super) struct Scatter {
+    pub frame: BufferId,
+    target: BufferId,
+    accumulate: bool,
+    framed: bool,
+    /// The interior's row and column in the frame, the frame's width and length.
+    top: usize,
+    left: usize,
+    width: usize,
+    len: usize,
+    input: crate::graph::Shape,
+}
+
+impl Backward<'_> {
+    /// The scatter destination for `input`'s gradient, the forward having read it in a frame
+    /// of `height × width` pixels with the input at row `top`, column `left`.
+    pub(super) fn scatter(
+        &mut self,
+        input: NodeId,
+        (top, left, height, width): (usize, usize, usize, usize),
+    ) -> Scatter {
+        let s = self.graph().shape(input);
+        let framed = top != 0 || left != 0 || height != s.h || width != s.w;
+        let (target, accumulate) = self.grad_target(input);
+        let len = height * width * s.c;
+        let frame = if framed {
+            let name = format!("∂{} padded", self.lowering.describe(input));
+            self.lowering.add_temp(name, len)
+        } else {
+            target
+        };
+        Scatter {
+            frame,
+            target,
+            accumulate,
+            framed,
+            top,
+            left,
+            width,
+            len,
+            input: s,
+        }
+    }
+}
+
+impl Scatter {
+    /// Zeroes the frame, unless it is a gradient that already holds other contributions.
+    pub fn begin(&self, b: &mut KernelBuilder) {
+        if self.framed || !self.accumulate {
+            b.fill_range(self.frame, Affine::constant(0), self.len, 0.0);
+        }
+    }
+
+    /// Adds a scratch frame's interior to the input's gradient.
+    pub fn finish(&self, b: &mut KernelBuilder) {
+        if self.framed {
+            let origin = (self.top, self.left, self.width);
+            crop_into(
+                b,
+                self.frame,
+                origin,
+                self.target,
+                self.input,
+                self.accumulate,
+            );
+        }
+    }
+}
+
 /// `target (+)= frame`'s interior: the `s.h × s.w` pixels from row `top`, column `left` of a
 /// frame `width` pixels wide.
-pub(super) fn crop_into(
+fn crop_into(
     b: &mut KernelBuilder,
     frame: BufferId,
     (top, left, width): (usize, usize, usize),
@@ -169,12 +213,8 @@ pub(super) fn crop_into(
             let from = ((y.clone() + top) * width + x.clone() + left) * c;
             let to = (y.clone() * s.w + x) * c;
             for (c0, lanes) in channel_vectors(c) {
-                let mut value = b.load(frame, from.clone() + c0, lanes);
-                if accumulate {
-                    let sum = b.load(target, to.clone() + c0, lanes);
-                    value = b.assign(LoopExpr::Binary(BinaryOp::Add, sum, value));
-                }
-                b.store(target, to.clone() + c0, lanes, value);
+                let value = b.load(frame, from.clone() + c0, lanes);
+                b.store_or_add(target, to.clone() + c0, lanes, value, accumulate);
             }
         });
     });
