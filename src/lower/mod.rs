@@ -49,7 +49,7 @@ pub mod winograd;
 mod winograd_pack;
 
 pub use pack::{pack_constants, PackedConstants};
-pub use program::{Buffer, ConstSpec, LoopProgram, Storage};
+pub use program::{chw_index, Buffer, ConstSpec, LoopProgram, Storage};
 pub use train::{
     lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp,
     TrainingLowered,
@@ -95,17 +95,7 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
         lowering.lower_node(id)?;
     }
     lowering.finish_output()?;
-    let inputs = graph
-        .inputs
-        .iter()
-        .map(|&id| {
-            let name = graph.nodes[id]
-                .op
-                .input_name()
-                .map_or_else(|| id.to_string(), str::to_string);
-            (name, graph.shape(id))
-        })
-        .collect();
+    let (inputs, input_lens) = program_inputs(graph);
     let mut program = LoopProgram {
         name: graph.name.clone(),
         inputs,
@@ -116,16 +106,28 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
         kernels: lowering.kernels,
         arena_len: 0,
         accumulator_len: 0,
-        input_lens: graph
-            .inputs
-            .iter()
-            .map(|&i| graph.shape(i).numel())
-            .collect(),
+        input_lens,
         output_len: graph.shape(graph.output()).numel(),
     };
     plan::plan_memory(&mut program);
     verify::verify(&program)?;
     Ok(program)
+}
+
+/// The network inputs of `graph` as a program lists them: each one's name and shape, and
+/// its elements per image.
+fn program_inputs(graph: &Graph) -> (Vec<(String, Shape)>, Vec<usize>) {
+    graph
+        .inputs
+        .iter()
+        .map(|&id| {
+            let name = graph.nodes[id]
+                .op
+                .input_name()
+                .map_or_else(|| id.to_string(), str::to_string);
+            ((name, graph.shape(id)), graph.shape(id).numel())
+        })
+        .unzip()
 }
 
 /// A lowered network and its packed constants: what the code generator consumes.

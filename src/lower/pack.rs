@@ -5,9 +5,9 @@
 //! numbers are computed here, on the packing thread that needs them, and not kept. Batch norm becomes
 //! its per-channel `scale, shift` pair (`BatchNormConstants::affine`), computed in f64.
 
-use super::program::{ConstSpec, LoopProgram, Storage};
+use super::program::{chw_index, ConstSpec, LoopProgram, Storage};
 use super::{winograd_pack, LowerError};
-use crate::graph::{Graph, NodeId, Op};
+use crate::graph::{ConvAttrs, DenseAttrs, Graph, NodeId, Op};
 use crate::parallel::parallel_map;
 use std::borrow::Cow;
 
@@ -32,6 +32,28 @@ fn tensor<'a>(
     Ok(values)
 }
 
+/// The attributes of conv `node`, whose weights a constant is packed from.
+fn conv_attrs(graph: &Graph, node: NodeId) -> Result<&ConvAttrs, LowerError> {
+    match &graph.nodes[node].op {
+        Op::Conv(attrs) => Ok(attrs),
+        _ => Err(malformed(
+            node,
+            "conv weights of a layer that is not a conv",
+        )),
+    }
+}
+
+/// The attributes of dense layer `node`.
+fn dense_attrs(graph: &Graph, node: NodeId) -> Result<&DenseAttrs, LowerError> {
+    match &graph.nodes[node].op {
+        Op::Dense(attrs) => Ok(attrs),
+        _ => Err(malformed(
+            node,
+            "dense weights of a layer that is not dense",
+        )),
+    }
+}
+
 fn malformed(node: NodeId, what: &str) -> LowerError {
     LowerError::Malformed(format!("{node}: {what}"))
 }
@@ -41,12 +63,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
     let mut out = vec![0.0f32; len];
     match spec {
         &ConstSpec::ConvWeight { node, panel } => {
-            let Op::Conv(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(
-                    node,
-                    "conv weights of a layer that is not a conv",
-                ));
-            };
+            let attrs = conv_attrs(graph, node)?;
             let groups = attrs.groups.max(1);
             let in_g = graph.input_shape(node).c / groups;
             let out_g = attrs.filters / groups;
@@ -70,12 +87,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             }
         }
         &ConstSpec::WinogradWeight { node, panel } => {
-            let Op::Conv(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(
-                    node,
-                    "conv weights of a layer that is not a conv",
-                ));
-            };
+            let attrs = conv_attrs(graph, node)?;
             let in_c = graph.input_shape(node).c;
             let shape = [attrs.filters, in_c, 3, 3];
             let w = tensor(graph, node, "weight", &shape)?;
@@ -86,12 +98,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             node,
             channels_padded,
         } => {
-            let Op::Conv(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(
-                    node,
-                    "conv weights of a layer that is not a conv",
-                ));
-            };
+            let attrs = conv_attrs(graph, node)?;
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, 1, kh, kw];
             let w = tensor(graph, node, "weight", &shape)?;
@@ -125,12 +132,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             panel,
             hwc_input,
         } => {
-            let Op::Dense(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(
-                    node,
-                    "dense weights of a layer that is not dense",
-                ));
-            };
+            let attrs = dense_attrs(graph, node)?;
             let features = graph.input_shape(node).c;
             let units = attrs.units;
             let shape = [units, features];
@@ -145,7 +147,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
                 for row in 0..features {
                     // PyTorch's column for our memory row: flatten orders features C, H, W.
                     let column = match hwc_input {
-                        Some((h, w, c)) => (row % c) * h * w + row / c,
+                        Some(hwc) => chw_index(row, hwc),
                         None => row,
                     };
                     *out.get_mut(start + row * width + lane)
@@ -176,12 +178,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             }
         }
         &ConstSpec::ConvWeightTransposed { node, in_padded } => {
-            let Op::Conv(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(
-                    node,
-                    "conv weights of a layer that is not a conv",
-                ));
-            };
+            let attrs = conv_attrs(graph, node)?;
             let in_c = graph.input_shape(node).c;
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, in_c, kh, kw];
@@ -203,19 +200,14 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             features_padded,
             hwc_input,
         } => {
-            let Op::Dense(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(
-                    node,
-                    "dense weights of a layer that is not dense",
-                ));
-            };
+            let attrs = dense_attrs(graph, node)?;
             let features = graph.input_shape(node).c;
             let shape = [attrs.units, features];
             let w = tensor(graph, node, "weight", &shape)?;
             for unit in 0..attrs.units {
                 for row in 0..features {
                     let column = match hwc_input {
-                        Some((h, w, c)) => (row % c) * h * w + row / c,
+                        Some(hwc) => chw_index(row, hwc),
                         None => row,
                     };
                     *out.get_mut(unit * features_padded + row)

@@ -99,6 +99,13 @@ pub enum ConstSpec {
     Values(Vec<f32>),
 }
 
+/// PyTorch's flatten index (C, H, W order) of memory element `row` of a tensor of `hwc`
+/// stored H×W×C: how a free flatten's dense weights, their gradients and dropout masks are
+/// permuted.
+pub fn chw_index(row: usize, (h, w, c): (usize, usize, usize)) -> usize {
+    (row % c) * h * w + row / c
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Buffer {
     pub id: BufferId,

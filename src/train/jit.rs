@@ -19,7 +19,7 @@ use crate::codegen::{self, CodegenOptions, CompiledNetwork};
 use crate::graph::ops::dropout_scale;
 use crate::graph::{Graph, Op};
 use crate::lower::{
-    self, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp, Winograd,
+    self, chw_index, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp, Winograd,
 };
 use crate::reference::backward::{logits_graph, BatchNormStats};
 use crate::runtime::Weights;
@@ -229,7 +229,7 @@ impl JitStep {
                 let at = image * per_image + mask.offset;
                 for (r, m) in masks[at..at + mask.len].iter_mut().enumerate() {
                     let element = match mask.hwc {
-                        Some((h, w, c)) => (r % c) * h * w + r / c,
+                        Some(hwc) => chw_index(r, hwc),
                         None => r,
                     };
                     *m = dropout_scale(mask.p, seed, *node, image * mask.len + element);

@@ -18,7 +18,6 @@
 
 use super::super::conv::reduce;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
-use super::super::pad::layout_for;
 use super::super::program::ConstSpec;
 use super::super::{KernelBuilder, LowerError};
 use super::{Backward, GradLayout};
@@ -108,22 +107,13 @@ impl Backward<'_> {
         trainable: bool,
         wants_input: bool,
     ) -> Result<(), LowerError> {
-        let graph = self.graph();
-        let input = graph.nodes[id].inputs[0];
-        let s = graph.shape(input);
-        let out = graph.shape(id);
+        let out = self.graph().shape(id);
         let dz = self.through_activation(id, attrs.activation, grad)?;
         let (frame, frame_w) = self.lowering.window_inputs[id]
             .ok_or_else(|| self.lowering.malformed(id, "its padded input is unknown"))?;
+        let (top, left, frame_h, _) = self.frame_geometry(id)?;
+        let geometry = (top, left, frame_h, frame_w);
         if attrs.groups.max(1) > 1 {
-            let read = self
-                .lowering
-                .window_read(id)
-                .ok_or_else(|| self.lowering.malformed(id, "not a window op"))?;
-            let (top, left, frame_h) = match layout_for(s, &read) {
-                Some(l) => (l.top, l.left, l.height),
-                None => (0, 0, s.h),
-            };
             let learned = if trainable {
                 self.learned(id)
             } else {
@@ -132,7 +122,6 @@ impl Backward<'_> {
             if learned.contains(&"bias") {
                 self.bias_grad(id, dz, out.h * out.w, out.c);
             }
-            let geometry = (top, left, frame_h, frame_w);
             let weight = learned.contains(&"weight");
             return self.depthwise_grads(id, attrs, dz, frame, geometry, weight, wants_input);
         }
@@ -146,15 +135,7 @@ impl Backward<'_> {
             }
         }
         if wants_input {
-            let read = self
-                .lowering
-                .window_read(id)
-                .ok_or_else(|| self.lowering.malformed(id, "not a window op"))?;
-            let (top, left, frame_h) = match layout_for(s, &read) {
-                Some(l) => (l.top, l.left, l.height),
-                None => (0, 0, s.h),
-            };
-            self.conv_input_grad(id, attrs, dz, (top, left, frame_h, frame_w));
+            self.conv_input_grad(id, attrs, dz, geometry);
         }
         Ok(())
     }

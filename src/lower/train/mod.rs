@@ -34,7 +34,7 @@ mod elementwise;
 mod window;
 
 use super::ir::BufferId;
-use super::program::{ConstSpec, LoopProgram, Storage};
+use super::program::{chw_index, ConstSpec, LoopProgram, Storage};
 use super::{
     pack_constants, plan, verify, KernelBuilder, LowerError, LowerOptions, Lowered, Lowering,
     NodeBuffer, Winograd,
@@ -141,7 +141,7 @@ impl ParamGrad {
                 for row in 0..features {
                     // PyTorch's column for our memory row, as `pack.rs` permutes it.
                     let column = match hwc {
-                        Some((h, w, c)) => (row % c) * h * w + row / c,
+                        Some(hwc) => chw_index(row, hwc),
                         None => row,
                     };
                     for unit in 0..units {
@@ -352,26 +352,11 @@ pub fn lower_training(
         dropouts,
         ..
     } = backward;
-    let mut inputs: Vec<(String, Shape)> = graph
-        .inputs
-        .iter()
-        .map(|&id| {
-            let name = graph.nodes[id]
-                .op
-                .input_name()
-                .map_or_else(|| id.to_string(), str::to_string);
-            (name, graph.shape(id))
-        })
-        .collect();
+    let (mut inputs, mut input_lens) = super::program_inputs(graph);
     inputs.push(("target".into(), Shape::flat(classes)));
     if mask_len > 0 {
         inputs.push(("dropout masks".into(), Shape::flat(mask_len)));
     }
-    let mut input_lens: Vec<usize> = graph
-        .inputs
-        .iter()
-        .map(|&i| graph.shape(i).numel())
-        .collect();
     input_lens.push(classes);
     if mask_len > 0 {
         input_lens.push(mask_len);

@@ -10,7 +10,7 @@
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr};
-use super::super::pad::{layout_for, WindowRead};
+use super::super::pad::layout_for;
 use super::super::pool::reciprocals;
 use super::super::{KernelBuilder, LowerError};
 use super::Backward;
@@ -27,19 +27,8 @@ impl Backward<'_> {
         let input = graph.nodes[id].inputs[0];
         let s = graph.shape(input);
         let out = graph.shape(id);
-        let ([kh, kw], [sh, sw], pad) = (attrs.kernel, attrs.stride, attrs.pad);
-        let read = WindowRead {
-            kernel: attrs.kernel,
-            stride: attrs.stride,
-            dilation: [1, 1],
-            pad,
-            out: (out.h, out.w),
-            fill: 0.0,
-        };
-        let (top, left, frame_h, frame_w) = match layout_for(s, &read) {
-            Some(l) => (l.top, l.left, l.height, l.width),
-            None => (0, 0, s.h, s.w),
-        };
+        let ([kh, kw], [sh, sw]) = (attrs.kernel, attrs.stride);
+        let (top, left, frame_h, frame_w) = self.frame_geometry(id)?;
         let (x_frame, x_width) = self.lowering.window_inputs[id]
             .ok_or_else(|| self.lowering.malformed(id, "its padded input is unknown"))?;
         if x_width != frame_w {
@@ -142,6 +131,23 @@ pub(super) struct Scatter {
 }
 
 impl Backward<'_> {
+    /// `(top, left, height, width)`: where window op `id`'s input sat in the padded frame the
+    /// forward read it from (the input itself, at (0, 0), when it needed no padding).
+    pub(super) fn frame_geometry(
+        &self,
+        id: NodeId,
+    ) -> Result<(usize, usize, usize, usize), LowerError> {
+        let s = self.graph().input_shape(id);
+        let read = self
+            .lowering
+            .window_read(id)
+            .ok_or_else(|| self.lowering.malformed(id, "not a window op"))?;
+        Ok(match layout_for(s, &read) {
+            Some(l) => (l.top, l.left, l.height, l.width),
+            None => (0, 0, s.h, s.w),
+        })
+    }
+
     /// The scatter destination for `input`'s gradient, the forward having read it in a frame
     /// of `height × width` pixels with the input at row `top`, column `left`.
     pub(super) fn scatter(
