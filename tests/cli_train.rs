@@ -386,3 +386,47 @@ fn summary_reports_the_training_step_memory() {
         Some(0)
     );
 }
+
+#[test]
+fn bench_train_profiles_the_kernels_and_the_work_between_them() {
+    let run = cnnc(&[
+        "bench",
+        LENET,
+        "--train",
+        "--batch",
+        "4",
+        "--runs",
+        "2",
+        "--warmup",
+        "1",
+        "--threads",
+        "2",
+        "--profile",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", transcript(&run));
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("JSON");
+    let rows = report["profile"].as_array().expect("a profile");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["kernel"].as_str()).collect();
+    // Every learned layer's weight gradient has its kernel; the parts outside the kernels
+    // are listed too.
+    for layer in ["conv1", "conv2", "fc1", "fc2", "fc3"] {
+        assert!(
+            names
+                .iter()
+                .any(|n| n.ends_with(&format!("weight_grad_{layer}"))),
+            "{layer}: {names:?}"
+        );
+    }
+    for part in [
+        "(pack the weights)",
+        "(optimizer update)",
+        "(sum the threads' gradients)",
+    ] {
+        assert!(names.contains(&part), "{part}: {names:?}");
+    }
+    let shares: f64 = rows.iter().filter_map(|r| r["share"].as_f64()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "shares sum to {shares}");
+    let ms: Vec<f64> = rows.iter().filter_map(|r| r["ms"].as_f64()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "largest first: {ms:?}");
+}

@@ -52,10 +52,10 @@ pub struct BenchArgs {
 }
 
 #[derive(Serialize)]
-struct KernelTime {
-    kernel: String,
-    ms: f64,
-    share: f64,
+pub(super) struct KernelTime {
+    pub(super) kernel: String,
+    pub(super) ms: f64,
+    pub(super) share: f64,
 }
 
 #[derive(Serialize)]
@@ -268,19 +268,19 @@ fn print_report(report: &Report, profile_unavailable: bool) {
     }
     if !report.profile.is_empty() {
         println!("profile (mean per run, largest first):");
-        let width = report
-            .profile
-            .iter()
-            .map(|k| k.kernel.len())
-            .max()
-            .unwrap_or(6);
-        for row in &report.profile {
-            println!(
-                "  {:<width$}  {:>9.3} ms  {:>5.1} %",
-                row.kernel,
-                row.ms,
-                row.share * 100.0
-            );
-        }
+        print_profile(&report.profile);
+    }
+}
+
+/// Profile rows as `kernel  ms  share` lines, in the order given.
+pub(super) fn print_profile(rows: &[KernelTime]) {
+    let width = rows.iter().map(|k| k.kernel.len()).max().unwrap_or(6);
+    for row in rows {
+        println!(
+            "  {:<width$}  {:>9.3} ms  {:>5.1} %",
+            row.kernel,
+            row.ms,
+            row.share * 100.0
+        );
     }
 }

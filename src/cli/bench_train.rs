@@ -5,7 +5,7 @@
 //! The JIT's compiled step (`train::jit`) is timed when it covers the network; otherwise,
 //! or with `--backend reference`, the reference engine's. The report says which.
 
-use super::bench::BenchArgs;
+use super::bench::{BenchArgs, KernelTime};
 use super::engine::{default_threads, Backend};
 use super::EXIT_OK;
 use crate::diag::{Code, Diagnostic};
@@ -35,6 +35,10 @@ struct TrainReport {
     /// per thread.
     arena_bytes: Option<usize>,
     peak_rss_bytes: Option<u64>,
+    /// With `--profile`: each kernel's and each other part's mean time per step (CPU time,
+    /// summed over the threads), largest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profile: Vec<KernelTime>,
 }
 
 fn diagnostic(error: &TrainError) -> Box<Diagnostic> {
@@ -79,35 +83,54 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
     });
     let mut optimizer = Optimizer::new(config).map_err(|e| global(Code::Recipe, e.to_string()))?;
     let mut weights = weights;
-    let mut step = |weights: &mut Weights, seed: u64| -> Result<(), TrainError> {
-        let result: StepGradients = match jit.as_mut() {
-            Some(jit) => jit.step(weights, &images, &labels, seed)?,
-            None => {
-                let mode = TrainingMode {
-                    training: true,
-                    seed,
-                };
-                step_gradients(graph, weights, &images, &labels, mode, threads)?
-            }
+    let update_seconds = std::cell::Cell::new(0.0);
+    let mut step =
+        |jit: &mut Option<JitStep>, weights: &mut Weights, seed: u64| -> Result<(), TrainError> {
+            let result: StepGradients = match jit.as_mut() {
+                Some(jit) => jit.step(weights, &images, &labels, seed)?,
+                None => {
+                    let mode = TrainingMode {
+                        training: true,
+                        seed,
+                    };
+                    step_gradients(graph, weights, &images, &labels, mode, threads)?
+                }
+            };
+            let started = Instant::now();
+            apply_step(
+                weights,
+                &mut optimizer,
+                &result.grads,
+                &result.batch_norm_stats,
+            )?;
+            update_seconds.set(update_seconds.get() + started.elapsed().as_secs_f64());
+            Ok(())
         };
-        apply_step(
-            weights,
-            &mut optimizer,
-            &result.grads,
-            &result.batch_norm_stats,
-        )
-    };
     for seed in 0..args.warmup {
-        step(&mut weights, seed).map_err(|e| diagnostic(&e))?;
+        step(&mut jit, &mut weights, seed).map_err(|e| diagnostic(&e))?;
     }
+    if args.profile {
+        if let Some(jit) = jit.as_mut() {
+            jit.start_profile();
+        }
+    }
+    update_seconds.set(0.0);
     let mut samples = Vec::with_capacity(args.runs as usize);
     for seed in 0..args.runs {
         let start = Instant::now();
-        step(&mut weights, args.warmup + seed).map_err(|e| diagnostic(&e))?;
+        step(&mut jit, &mut weights, args.warmup + seed).map_err(|e| diagnostic(&e))?;
         samples.push(start.elapsed().as_secs_f64() * 1e3);
     }
     samples.sort_by(f64::total_cmp);
     let median_ms = samples[samples.len() / 2];
+    let profile = match jit.as_ref().filter(|_| args.profile) {
+        Some(jit) => {
+            let mut parts = jit.profile();
+            parts.push(("(optimizer update)".into(), update_seconds.get()));
+            profile_rows(parts, args.runs)
+        }
+        None => Vec::new(),
+    };
     let arena_bytes = jit.as_ref().map(|j| {
         let arenas = if j.arena_per_image() {
             batch
@@ -130,6 +153,7 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
         images_per_s: args.batch as f64 / (median_ms * 1e-3),
         arena_bytes,
         peak_rss_bytes: super::bench::peak_rss_bytes(),
+        profile,
     };
     if args.json {
         println!(
@@ -154,6 +178,29 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
         if let Some(bytes) = arena_bytes {
             println!("memory: arenas {}", super::bench::human_bytes(bytes));
         }
+        if !report.profile.is_empty() {
+            println!(
+                "profile (mean per step; kernels' CPU time summed over the threads; largest first):"
+            );
+            super::bench::print_profile(&report.profile);
+        } else if args.profile {
+            println!("profile: only the JIT's compiled steps are profiled");
+        }
     }
     Ok(EXIT_OK)
+}
+
+/// Profile rows from total seconds over `runs` steps, largest first.
+fn profile_rows(parts: Vec<(String, f64)>, runs: u64) -> Vec<KernelTime> {
+    let sum: f64 = parts.iter().map(|(_, t)| t).sum();
+    let mut rows: Vec<KernelTime> = parts
+        .into_iter()
+        .map(|(kernel, total)| KernelTime {
+            kernel,
+            ms: total / runs.max(1) as f64 * 1e3,
+            share: if sum > 0.0 { total / sum } else { 0.0 },
+        })
+        .collect();
+    rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    rows
 }

@@ -11,7 +11,6 @@ use super::pool::{self, ScheduledKernel, Step, WorkerPool};
 use super::CodegenOptions;
 use crate::graph::{NodeId, Shape};
 use crate::lower::ir::BufferId;
-use crate::lower::PackedConstants;
 use crate::runtime::RunError;
 use crate::runtime::MAX_ELEMENTS;
 use cranelift_jit::JITModule;
@@ -346,29 +345,15 @@ impl CompiledNetwork {
         true
     }
 
-    /// Replaces the packed constants with `constants`, packed from the same program (new
-    /// weights in the same layouts): a training step's way to run on the updated weights
-    /// without compiling again. The blobs are overwritten in place, so the table's
-    /// addresses stay valid.
-    pub fn update_constants(&mut self, constants: PackedConstants) -> Result<(), RunError> {
-        if constants.blobs.len() != self._constants.len() {
-            return Err(RunError::Malformed(
-                "the new constants are not the program's".into(),
-            ));
-        }
-        for ((id, new), (own_id, own)) in constants
-            .blobs
+    /// The packed constants, each with the buffer it fills, to be overwritten in place
+    /// (`lower::repack_constants`): a training step's way to run on updated weights without
+    /// compiling again. The blobs are never moved, so the table's addresses stay valid.
+    pub fn constants_mut(&mut self) -> Vec<(BufferId, &mut [f32])> {
+        self.constant_ids
             .iter()
-            .zip(self.constant_ids.iter().zip(self._constants.iter_mut()))
-        {
-            if id != own_id || new.len() != own.len() {
-                return Err(RunError::Malformed(
-                    "the new constants are not the program's".into(),
-                ));
-            }
-            own.copy_from_slice(new);
-        }
-        Ok(())
+            .copied()
+            .zip(self._constants.iter_mut().map(|blob| &mut blob[..]))
+            .collect()
     }
 
     /// Elements of the arena [`run_kernels`](Self::run_kernels) needs.
@@ -392,7 +377,9 @@ impl CompiledNetwork {
     /// [`run`](Self::run), arena and accumulators are the caller's and keep what the kernels
     /// leave in them: a training step runs its kernels in phases, with work over the whole
     /// batch between them, and sums its parameter gradients over the images
-    /// (`lower::ParamGrad`).
+    /// (`lower::ParamGrad`). With `times` (one per kernel of the network), adds each kernel's
+    /// time in seconds to its entry.
+    #[allow(clippy::too_many_arguments)]
     pub fn run_kernels(
         &self,
         inputs: &[&[f32]],
@@ -401,6 +388,7 @@ impl CompiledNetwork {
         accumulators: &mut [f32],
         images: std::ops::Range<usize>,
         kernels: std::ops::Range<usize>,
+        mut times: Option<&mut [f64]>,
     ) -> Result<(), RunError> {
         let out_len = self.output.numel();
         let n = images.len();
@@ -412,7 +400,8 @@ impl CompiledNetwork {
             && output.len() >= n * out_len
             && arena.len() >= self.arena_len
             && accumulators.len() >= self.accumulator_len
-            && kernels.end <= self.kernels.len();
+            && kernels.end <= self.kernels.len()
+            && times.as_ref().is_none_or(|t| t.len() >= self.kernels.len());
         if !fits {
             return Err(RunError::Malformed(format!(
                 "the buffers given to `{}` do not fit it",
@@ -434,12 +423,22 @@ impl CompiledNetwork {
             table[slot] = accumulators.as_mut_ptr() as usize;
         }
         for image in images {
-            for kernel in &self.kernels[kernels.clone()] {
+            for (index, kernel) in self
+                .kernels
+                .iter()
+                .enumerate()
+                .take(kernels.end)
+                .skip(kernels.start)
+            {
+                let start = times.is_some().then(std::time::Instant::now);
                 // SAFETY: the table holds, for every buffer, an address with as many elements
                 // as the verifier proved each access needs: the inputs hold `images.end`
                 // images, the output slice those of the range, arena and accumulators their
                 // planned lengths, the constants their packed lengths; all outlive the call.
                 unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
+                if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                    times[index] += start.elapsed().as_secs_f64();
+                }
             }
         }
         Ok(())

@@ -48,7 +48,7 @@ mod verify;
 pub mod winograd;
 mod winograd_pack;
 
-pub use pack::{pack_constants, PackedConstants};
+pub use pack::{pack_constants, repack_constants, PackedConstants};
 pub use program::{chw_index, Buffer, ConstSpec, LoopProgram, Storage};
 pub use train::{
     lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp,

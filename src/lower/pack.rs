@@ -61,6 +61,15 @@ fn malformed(node: NodeId, what: &str) -> LowerError {
 /// The data of one constant buffer of `len` elements.
 fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
+    pack_into(graph, spec, &mut out)?;
+    Ok(out)
+}
+
+/// Writes the data of a constant buffer into `out`. Every layout writes the same elements
+/// whatever the values, and leaves its padding alone: a buffer packed before, from the same
+/// program, keeps its zero padding when packed again.
+fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), LowerError> {
+    let len = out.len();
     match spec {
         &ConstSpec::ConvWeight { node, panel } => {
             let attrs = conv_attrs(graph, node)?;
@@ -91,7 +100,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             let in_c = graph.input_shape(node).c;
             let shape = [attrs.filters, in_c, 3, 3];
             let w = tensor(graph, node, "weight", &shape)?;
-            winograd_pack::transform_filters(&w, attrs.filters, in_c, panel, &mut out)
+            winograd_pack::transform_filters(&w, attrs.filters, in_c, panel, out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }
         &ConstSpec::DepthwiseWeight {
@@ -183,14 +192,16 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, in_c, kh, kw];
             let w = tensor(graph, node, "weight", &shape)?;
-            for f in 0..attrs.filters {
-                for ic in 0..in_c {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let from = ((f * in_c + ic) * kh + ky) * kw + kx;
-                            let to = ((ky * kw + kx) * attrs.filters + f) * in_padded + ic;
-                            *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = w[from];
-                        }
+            // Filter by filter: its taps (in L1) gathered into one contiguous run per tap.
+            let taps = kh * kw;
+            for (f, filter) in w.chunks_exact(in_c * taps).enumerate() {
+                for tap in 0..taps {
+                    let to = (tap * attrs.filters + f) * in_padded;
+                    let run = out
+                        .get_mut(to..to + in_c)
+                        .ok_or_else(|| malformed(node, "packing"))?;
+                    for (o, &value) in run.iter_mut().zip(filter.iter().skip(tap).step_by(taps)) {
+                        *o = value;
                     }
                 }
             }
@@ -220,7 +231,7 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
             out[..n].copy_from_slice(&values[..n]);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The packed data of a program's constant buffers, in buffer order: what the code
@@ -266,4 +277,42 @@ pub fn pack_constants(
         blobs.push((buffer.id, data?.into_boxed_slice()));
     }
     Ok(PackedConstants { blobs })
+}
+
+/// Packs `program`'s constant buffers again, from `graph`'s current constants, into `blobs`:
+/// each a buffer's data as [`pack_constants`] made it (same program, so same lengths and
+/// padding), overwritten in place on up to `threads` threads. A training step's way to run
+/// on updated weights without allocating (and page-faulting) the blobs anew.
+pub fn repack_constants(
+    graph: &Graph,
+    program: &LoopProgram,
+    threads: usize,
+    blobs: Vec<(super::ir::BufferId, &mut [f32])>,
+) -> Result<(), LowerError> {
+    // Largest first, so that the threads finish together; a small network's packing on one
+    // thread (starting a thread costs more than packing LeNet-5).
+    let total: usize = blobs.iter().map(|(_, blob)| blob.len()).sum();
+    let threads = if total < 1 << 20 { 1 } else { threads };
+    let mut blobs = blobs;
+    blobs.sort_by_key(|(_, blob)| std::cmp::Reverse(blob.len()));
+    let blobs: Vec<_> = blobs.into_iter().map(std::sync::Mutex::new).collect();
+    let results = parallel_map(
+        &blobs,
+        threads,
+        || (),
+        |(), blob| {
+            let mut blob = blob
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (id, ref mut data) = *blob;
+            let buffer = program.buffer(id);
+            match &buffer.storage {
+                Storage::Const(spec) if buffer.len == data.len() => pack_into(graph, spec, data),
+                _ => Err(LowerError::Malformed(format!(
+                    "{id:?} is not a constant buffer of this program"
+                ))),
+            }
+        },
+    );
+    results.into_iter().collect()
 }

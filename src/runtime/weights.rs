@@ -333,7 +333,10 @@ pub fn bind_present(graph: &mut Graph, weights: &Weights) {
         }
         if let Some(tensor) = weights.get(&constant.name) {
             if tensor.shape() == constant.shape.as_slice() {
-                let values: Vec<f32> = tensor.iter().copied().collect();
+                let values: Vec<f32> = match tensor.as_slice() {
+                    Some(values) => values.to_vec(),
+                    None => tensor.iter().copied().collect(),
+                };
                 constant.set_source(ConstSource::Values(values.into()));
             }
         }

@@ -46,6 +46,19 @@ pub struct JitStep {
     /// One accumulator region per thread.
     accumulators: Vec<Vec<f32>>,
     threads: usize,
+    /// Where the steps' time went, when profiling.
+    profile: Option<StepProfile>,
+}
+
+/// Time spent in each part of the steps since profiling began, in seconds: per kernel and
+/// thread (so a kernel's total is its CPU time over the threads), and outside the kernels.
+#[derive(Default)]
+struct StepProfile {
+    kernels: Vec<Vec<f64>>,
+    bind: f64,
+    pack: f64,
+    syncs: f64,
+    sums: f64,
 }
 
 impl JitStep {
@@ -107,7 +120,38 @@ impl JitStep {
             arenas: Vec::new(),
             accumulators,
             threads,
+            profile: None,
         }))
+    }
+
+    /// Starts timing each kernel and the work between kernels, for [`profile`](Self::profile);
+    /// the steps then run a little slower.
+    pub fn start_profile(&mut self) {
+        self.profile = Some(StepProfile {
+            kernels: vec![vec![0.0; self.network.kernel_count()]; self.threads],
+            ..StepProfile::default()
+        });
+    }
+
+    /// The time of each kernel (summed over the threads) and of the work between them, in
+    /// seconds, since [`start_profile`](Self::start_profile), in program order.
+    pub fn profile(&self) -> Vec<(String, f64)> {
+        let Some(profile) = &self.profile else {
+            return Vec::new();
+        };
+        let mut rows: Vec<(String, f64)> = self
+            .network
+            .kernel_names()
+            .enumerate()
+            .map(|(k, name)| (name.to_string(), profile.kernels.iter().map(|t| t[k]).sum()))
+            .collect();
+        rows.push(("(bind the weights to the graph)".into(), profile.bind));
+        rows.push(("(pack the weights)".into(), profile.pack));
+        if !self.syncs.is_empty() {
+            rows.push(("(batch-wide batch-norm work)".into(), profile.syncs));
+        }
+        rows.push(("(sum the threads' gradients)".into(), profile.sums));
+        rows
     }
 
     /// Bytes of one arena: the activations, gradients and scratch of one image.
@@ -130,10 +174,18 @@ impl JitStep {
         labels: &[u32],
         seed: u64,
     ) -> Result<StepGradients, TrainError> {
+        let started = std::time::Instant::now();
         bind(&mut self.graph, weights)?;
-        let constants =
-            lower::pack_constants(&self.graph, &self.program, self.threads).map_err(internal)?;
-        self.network.update_constants(constants).map_err(internal)?;
+        if let Some(profile) = &mut self.profile {
+            profile.bind += started.elapsed().as_secs_f64();
+        }
+        let started = std::time::Instant::now();
+        let blobs = self.network.constants_mut();
+        lower::repack_constants(&self.graph, &self.program, self.threads, blobs)
+            .map_err(internal)?;
+        if let Some(profile) = &mut self.profile {
+            profile.pack += started.elapsed().as_secs_f64();
+        }
         let n = labels.len();
         let classes = self.classes;
         let images = images.as_standard_layout();
@@ -179,6 +231,7 @@ impl JitStep {
                 &[pixels, &targets, &masks]
             };
             self.run_phase(inputs, &mut logits, &bounds, per_image, start..end)?;
+            let started = std::time::Instant::now();
             for sync in self.syncs.iter().filter(|s| s.before_kernel == end) {
                 apply_sync(
                     &sync.op,
@@ -189,15 +242,26 @@ impl JitStep {
                     &mut sync_grads,
                 )?;
             }
+            if let Some(profile) = &mut self.profile {
+                profile.syncs += started.elapsed().as_secs_f64();
+            }
             start = end;
         }
+        let started = std::time::Instant::now();
         let scale = 1.0 / n.max(1) as f32;
         let mut by_name: Vec<(String, Vec<f32>)> = Vec::with_capacity(self.grads.len());
+        // The threads' sums added in their own layout (sequential, vectorized), so that each
+        // gradient is transposed to PyTorch's layout once.
+        if let Some((first, others)) = self.accumulators[..shards].split_first_mut() {
+            for other in others.iter() {
+                for (sum, &g) in first.iter_mut().zip(other) {
+                    *sum += g;
+                }
+            }
+        }
         for grad in &self.grads {
             let mut sum = vec![0.0f32; grad.numel];
-            for accumulator in self.accumulators.iter().take(shards) {
-                grad.add_to(accumulator, &mut sum);
-            }
+            grad.add_to(&self.accumulators[0], &mut sum);
             sum.iter_mut().for_each(|g| *g *= scale);
             by_name.push((grad.name.clone(), sum));
         }
@@ -207,6 +271,9 @@ impl JitStep {
         }
         let position = |name: &str| self.names.iter().position(|n| n == name);
         by_name.sort_by_key(|(name, _)| position(name));
+        if let Some(profile) = &mut self.profile {
+            profile.sums += started.elapsed().as_secs_f64();
+        }
         let result = loss::cross_entropy_logits(&logits, labels, classes)?;
         Ok(StepGradients {
             loss: f64::from(result.loss),
@@ -254,7 +321,18 @@ impl JitStep {
         let mut outputs = logits;
         let mut arenas = self.arenas.as_mut_slice();
         let mut work = Vec::new();
-        for (&(start, end), accumulator) in bounds.iter().zip(self.accumulators.iter_mut()) {
+        let mut times: Vec<Option<&mut [f64]>> = match &mut self.profile {
+            Some(profile) => profile
+                .kernels
+                .iter_mut()
+                .map(|t| Some(t.as_mut_slice()))
+                .collect(),
+            None => Vec::new(),
+        };
+        times.resize_with(bounds.len(), || None);
+        for ((&(start, end), accumulator), times) in
+            bounds.iter().zip(self.accumulators.iter_mut()).zip(times)
+        {
             let (output, rest) = outputs.split_at_mut((end - start) * classes);
             outputs = rest;
             let take = if per_image { end - start } else { 1 };
@@ -265,6 +343,7 @@ impl JitStep {
                 output,
                 arenas: own,
                 accumulator,
+                times,
             });
         }
         let run = |shard: Shard<'_>| {
@@ -273,6 +352,7 @@ impl JitStep {
                 output,
                 arenas,
                 accumulator,
+                mut times,
             } = shard;
             let start = images.start;
             for image in images {
@@ -290,6 +370,7 @@ impl JitStep {
                         accumulator,
                         image..image + 1,
                         kernels.clone(),
+                        times.as_deref_mut(),
                     )
                     .map_err(|e| e.to_string())?;
             }
@@ -320,6 +401,8 @@ struct Shard<'a> {
     output: &'a mut [f32],
     arenas: &'a mut [Vec<f32>],
     accumulator: &'a mut Vec<f32>,
+    /// Where to add each kernel's time, when profiling.
+    times: Option<&'a mut [f64]>,
 }
 
 /// The arena offset of `buffer`.

@@ -102,13 +102,22 @@ impl ParamGrad {
                 kernel: [kh, kw],
                 out_padded,
             } => {
-                for f in 0..filters {
-                    for ic in 0..in_c {
-                        for ky in 0..kh {
-                            for kx in 0..kw {
-                                let to = ((f * in_c + ic) * kh + ky) * kw + kx;
-                                let from = ((ky * kw + kx) * in_c + ic) * out_padded + f;
-                                if let (Some(o), Some(&g)) = (out.get_mut(to), buffer.get(from)) {
+                // A transpose, `BLOCK` filters at a time: each accumulator row is read as
+                // one contiguous run, and the block's filters' gradients (written in
+                // `taps`-strided order) stay in cache. Filter by filter, the strided reads
+                // made this a twentieth of a ResNet-18 training step.
+                const BLOCK: usize = 16;
+                let taps = kh * kw;
+                for first in (0..filters).step_by(BLOCK) {
+                    let block = BLOCK.min(filters - first);
+                    for tap in 0..taps {
+                        for ic in 0..in_c {
+                            let from = (tap * in_c + ic) * out_padded + first;
+                            let Some(row) = buffer.get(from..from + block) else {
+                                return;
+                            };
+                            for (f, &g) in (first..).zip(row) {
+                                if let Some(o) = out.get_mut((f * in_c + ic) * taps + tap) {
                                     *o += g;
                                 }
                             }
