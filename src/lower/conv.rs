@@ -303,9 +303,10 @@ impl Lowering<'_> {
         if groups > 1 && groups == input.c && attrs.filters == input.c {
             self.depthwise(id, attrs, padded, out, has_bias, &epilogue);
         } else if self.winograd_extent(id, attrs).is_some() {
-            self.winograd_conv(id, padded, input, out, has_bias, &epilogue);
+            self.winograd_conv(id, padded, (input, out), has_bias, &epilogue, false);
         } else {
-            self.direct_conv(id, attrs, padded, input, out, has_bias, &epilogue);
+            let shapes = (input, out);
+            self.direct_conv(id, attrs, padded, shapes, has_bias, &epilogue, false);
         }
         self.values[id] = Some(NodeBuffer {
             buffer: result,
@@ -316,16 +317,19 @@ impl Lowering<'_> {
         Ok(())
     }
 
+    /// A direct convolution of `x` (`input`, padded as the kernel reads it) to `out`.
+    /// `flipped`: the convolution computing node `id`'s input gradient in training, whose
+    /// `attrs` are then those of that transposed convolution (`ConstSpec::ConvWeight`).
     #[allow(clippy::too_many_arguments)]
-    fn direct_conv(
+    pub(super) fn direct_conv(
         &mut self,
         id: NodeId,
         attrs: &ConvAttrs,
         x: Padded,
-        input: Shape,
-        out: Shape,
+        (input, out): (Shape, Shape),
         has_bias: bool,
         e: &Epilogue,
+        flipped: bool,
     ) {
         let groups = attrs.groups.max(1);
         let [kh, kw] = attrs.kernel;
@@ -339,6 +343,7 @@ impl Lowering<'_> {
             ConstSpec::ConvWeight {
                 node: id,
                 panel: PANEL,
+                flipped,
             },
         );
         let bias = has_bias.then(|| {
@@ -368,10 +373,15 @@ impl Lowering<'_> {
         let [sh, sw] = attrs.stride;
         let mut b = self.builder(
             id,
-            "conv",
+            if flipped { "input_grad" } else { "conv" },
             format!(
-                "conv {kh}×{kw} stride {sh}×{sw} {}→{} groups {groups}: {}×{}×{} → {out}",
-                input.c, out.c, input.h, input.w, input.c
+                "{}conv {kh}×{kw} stride {sh}×{sw} {}→{} groups {groups}: {}×{}×{} → {out}",
+                if flipped { "∂input: transposed " } else { "" },
+                input.c,
+                out.c,
+                input.h,
+                input.w,
+                input.c
             ),
         );
         let full_panels = out_g / PANEL;

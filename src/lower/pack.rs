@@ -58,6 +58,26 @@ fn malformed(node: NodeId, what: &str) -> LowerError {
     LowerError::Malformed(format!("{node}: {what}"))
 }
 
+/// Conv weights `w` of `shape` (`[out, in, kh, kw]`), or with `flipped` those of the transposed
+/// convolution computing the input gradient (`ConstSpec::ConvWeight`), with their shape.
+fn oriented(w: Cow<'_, [f32]>, shape: [usize; 4], flipped: bool) -> (Cow<'_, [f32]>, [usize; 4]) {
+    if !flipped {
+        return (w, shape);
+    }
+    let [filters, in_c, kh, kw] = shape;
+    let taps = kh * kw;
+    let mut flipped = vec![0.0f32; w.len()];
+    for (i, row) in flipped.chunks_exact_mut(filters * taps).enumerate() {
+        for (o, to) in row.chunks_exact_mut(taps).enumerate() {
+            let from = &w[(o * in_c + i) * taps..][..taps];
+            for (value, &source) in to.iter_mut().zip(from.iter().rev()) {
+                *value = source;
+            }
+        }
+    }
+    (Cow::Owned(flipped), [in_c, filters, kh, kw])
+}
+
 /// The data of one constant buffer of `len` elements.
 fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
@@ -71,16 +91,20 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
 fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), LowerError> {
     let len = out.len();
     match spec {
-        &ConstSpec::ConvWeight { node, panel } => {
+        &ConstSpec::ConvWeight {
+            node,
+            panel,
+            flipped,
+        } => {
             let attrs = conv_attrs(graph, node)?;
             let groups = attrs.groups.max(1);
-            let in_g = graph.input_shape(node).c / groups;
-            let out_g = attrs.filters / groups;
-            let n_panels = out_g.div_ceil(panel.max(1));
             let [kh, kw] = attrs.kernel;
-            let shape = [attrs.filters, in_g, kh, kw];
+            let shape = [attrs.filters, graph.input_shape(node).c / groups, kh, kw];
             let w = tensor(graph, node, "weight", &shape)?;
-            for f in 0..attrs.filters {
+            let (w, [filters, in_g, _, _]) = oriented(w, shape, flipped);
+            let out_g = filters / groups;
+            let n_panels = out_g.div_ceil(panel.max(1));
+            for f in 0..filters {
                 let (g, oc) = (f / out_g, f % out_g);
                 let (p, lane) = (oc / panel, oc % panel);
                 for ic in 0..in_g {
@@ -95,12 +119,16 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                 }
             }
         }
-        &ConstSpec::WinogradWeight { node, panel } => {
+        &ConstSpec::WinogradWeight {
+            node,
+            panel,
+            flipped,
+        } => {
             let attrs = conv_attrs(graph, node)?;
-            let in_c = graph.input_shape(node).c;
-            let shape = [attrs.filters, in_c, 3, 3];
+            let shape = [attrs.filters, graph.input_shape(node).c, 3, 3];
             let w = tensor(graph, node, "weight", &shape)?;
-            winograd_pack::transform_filters(&w, attrs.filters, in_c, panel, out)
+            let (w, [filters, in_c, _, _]) = oriented(w, shape, flipped);
+            winograd_pack::transform_filters(&w, filters, in_c, panel, out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }
         &ConstSpec::DepthwiseWeight {

@@ -35,17 +35,21 @@ pub enum Storage {
 pub enum ConstSpec {
     /// Conv weights `[out, in/groups, kh, kw]` packed in panels of `panel` output channels,
     /// `[group][panel][ky][kx][in][panel]`: a tile's weights are one contiguous stream.
-    /// Each group's outputs are padded to a multiple of `panel`.
+    /// Each group's outputs are padded to a multiple of `panel`. `flipped`: instead, the
+    /// weights of the transposed convolution that computes a stride-1 ungrouped conv's input
+    /// gradient in training, `W'[in][out][ky][kx] = W[out][in][kh−1−ky][kw−1−kx]`.
     ConvWeight {
         node: NodeId,
         panel: usize,
+        flipped: bool,
     },
     /// Winograd-transformed conv weights `G g Gᵀ` (`lower/winograd.rs`), 6×6 per filter and
     /// input channel, packed `[point][panel][in][panel]` with the outputs padded to a
-    /// multiple of `panel`.
+    /// multiple of `panel`; `flipped` as for [`ConstSpec::ConvWeight`].
     WinogradWeight {
         node: NodeId,
         panel: usize,
+        flipped: bool,
     },
     /// Depthwise weights `[channels, 1, kh, kw]` packed as `[ky][kx][channels_padded]`.
     DepthwiseWeight {

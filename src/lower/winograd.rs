@@ -438,6 +438,18 @@ impl Lowering<'_> {
     /// For a convolution Winograd's algorithm lowers, the output extent its tiles cover:
     /// its size rounded up to whole tiles, which its input's padded buffer must reach.
     pub(super) fn winograd_extent(&self, id: NodeId, attrs: &ConvAttrs) -> Option<(usize, usize)> {
+        let (input, out) = (self.graph.input_shape(id), self.graph.shape(id));
+        self.winograd_tiles(attrs, input.c, out)
+    }
+
+    /// [`winograd_extent`](Self::winograd_extent) for a convolution of `attrs` from `in_c`
+    /// channels to `out`, which need not be a node's (a training step's input gradient).
+    pub(super) fn winograd_tiles(
+        &self,
+        attrs: &ConvAttrs,
+        in_c: usize,
+        out: Shape,
+    ) -> Option<(usize, usize)> {
         let fits = attrs.kernel == [3, 3]
             && attrs.stride == [1, 1]
             && attrs.dilation == [1, 1]
@@ -445,26 +457,26 @@ impl Lowering<'_> {
         if !fits {
             return None;
         }
-        let (input, out) = (self.graph.input_shape(id), self.graph.shape(id));
         let chosen = match self.options.winograd {
             Winograd::Off => false,
             Winograd::Always => true,
             Winograd::Auto => {
-                input.c.min(out.c) >= MIN_CHANNELS && estimated_ratio(input.c, out) <= MAX_RATIO
+                in_c.min(out.c) >= MIN_CHANNELS && estimated_ratio(in_c, out) <= MAX_RATIO
             }
         };
         chosen.then(|| (out.h.next_multiple_of(TILE), out.w.next_multiple_of(TILE)))
     }
 
-    /// Lowers a convolution chosen by `winograd_extent` to its three kernels.
+    /// Lowers a convolution chosen by `winograd_extent` to its three kernels; `flipped` as
+    /// for `direct_conv` (node `id`'s input gradient, from `input` = its output's gradient).
     pub(super) fn winograd_conv(
         &mut self,
         id: NodeId,
         x: Padded,
-        input: Shape,
-        out: Shape,
+        (input, out): (Shape, Shape),
         has_bias: bool,
         e: &Epilogue,
+        flipped: bool,
     ) {
         let (tiles_y, tiles_x) = (out.h.div_ceil(TILE), out.w.div_ceil(TILE));
         let tiles = tiles_y * tiles_x;
@@ -477,6 +489,7 @@ impl Lowering<'_> {
             ConstSpec::WinogradWeight {
                 node: id,
                 panel: PANEL,
+                flipped,
             },
         );
         let bias = has_bias.then(|| {
@@ -514,10 +527,17 @@ impl Lowering<'_> {
             tiles,
         };
         let what = format!("{}×{}×{cin} → {out}", input.h, input.w);
+        let kind = |k: &str| {
+            if flipped {
+                format!("input_grad_{k}")
+            } else {
+                k.to_string()
+            }
+        };
 
         let mut b = self.builder(
             id,
-            "winoin",
+            &kind("winoin"),
             format!("winograd F(4×4, 3×3) input transform, {tiles_y}×{tiles_x} tiles: {what}"),
         );
         b.parallel(tiles_y, |b, ty| {
@@ -534,7 +554,7 @@ impl Lowering<'_> {
         let chunk = (CHUNK_BYTES / (4 * in_stride)).max(TILE_ROWS) / TILE_ROWS * TILE_ROWS;
         let mut b = self.builder(
             id,
-            "winomul",
+            &kind("winomul"),
             format!(
                 "winograd F(4×4, 3×3) products, 36 × ({tiles} × {cin}) · ({cin} × {cout}): {what}"
             ),
@@ -552,7 +572,7 @@ impl Lowering<'_> {
 
         let mut b = self.builder(
             id,
-            "winoout",
+            &kind("winoout"),
             format!("winograd F(4×4, 3×3) output transform and epilogue: {what}"),
         );
         let (height, width) = (out.h, out.w);
