@@ -313,6 +313,27 @@ network ap(x: 6x8x3) {
 }
 
 #[test]
+fn upsampling_nearest_and_bilinear_and_global_max_pooling() {
+    // Bilinear by 2×3 reads clamped borders; a ReLU before the global max pool makes ties
+    // (zeros), which must send the gradient once, to the first; uniform images make every
+    // pixel of a channel a tie away from the border.
+    let source = "
+network up(x: 5x7x3) {
+    let y = x -> c1: conv(6, 3, pad: 1) -> relu
+    let a = y -> upsample(scale: [2, 3], mode: \"bilinear\") -> c2: conv(4, 3, stride: 2)
+    let b = y -> upsample(scale: 2) -> c3: conv(4, 3, stride: 2, pad: [0, 1, 1, 0])
+    return concat(a -> relu -> global_maxpool, b -> global_avgpool) -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(source, 3, threads, 1.0), 8);
+    }
+    let graph = graph_of(source);
+    let uniform = ArrayD::from_elem(IxDyn(&[2, 5, 7, 3]), 0.5f32);
+    assert_eq!(compare_with(&graph, uniform, 1, Winograd::Auto), 8);
+}
+
+#[test]
 fn the_standard_networks_that_need_these_ops_lower_for_training() {
     for (file, network) in [
         ("std/googlenet.cnn", "googlenet"),

@@ -27,7 +27,7 @@
 //! dense), `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds,
 //! dropout, the loss), `activation.rs` (every activation, standalone or fused),
 //! `arithmetic.rs` (`*`, tensor `-` and `/`, scalar ops), `channels.rs` (concat, split,
-//! channel shuffle, adaptive average pooling).
+//! channel shuffle, adaptive average pooling), `upsample.rs` (upsample, global max pooling).
 
 mod activation;
 mod arithmetic;
@@ -36,6 +36,7 @@ mod channels;
 mod conv;
 mod depthwise;
 mod elementwise;
+mod upsample;
 mod window;
 
 use super::ir::BufferId;
@@ -256,8 +257,7 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             }
             Op::Dense(_) | Op::Activation(_) => true,
             Op::Pool(_) => true,
-            Op::GlobalPool(kind) => *kind == PoolKind::Avg,
-            Op::AdaptiveAvgPool { .. } => true,
+            Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } | Op::Upsample(_) => true,
             Op::BatchNorm { .. } => true,
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
@@ -505,10 +505,16 @@ impl<'g> Backward<'g> {
                         self.pool(id, attrs, grad)?;
                     }
                 }
-                Op::GlobalPool(_) => {
+                Op::GlobalPool(kind) => {
                     if wants_input[0] {
-                        self.global_avg_pool(id, grad)?;
+                        match kind {
+                            PoolKind::Avg => self.global_avg_pool(id, grad)?,
+                            PoolKind::Max => self.global_max_pool(id, grad)?,
+                        }
                     }
+                }
+                Op::Upsample(attrs) if wants_input[0] => {
+                    self.upsample_backward(id, *attrs, grad)?
                 }
                 Op::Activation(activation) => {
                     if wants_input[0] {
@@ -548,7 +554,8 @@ impl<'g> Backward<'g> {
                 Op::Scalar(_)
                 | Op::Split(_)
                 | Op::ChannelShuffle(_)
-                | Op::AdaptiveAvgPool { .. } => {}
+                | Op::AdaptiveAvgPool { .. }
+                | Op::Upsample(_) => {}
                 _ => {
                     return Err(self
                         .lowering
