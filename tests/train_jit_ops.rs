@@ -206,6 +206,23 @@ fn every_activation_fused_into_a_conv_and_a_dense_layer() {
 }
 
 #[test]
+fn fused_activations_after_winograd_convolutions() {
+    // Winograd's output tiles reach past the output into the next conv's padded frame; the
+    // kept pre-activation and the in-place activation cover only the output.
+    let source = "
+network w(x: 7x6x5) {
+    x -> c1: conv(8, 3, pad: 1) -> swish -> c2: conv(6, 3, pad: 1) -> gelu
+      -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    let graph = graph_of(source);
+    for threads in [1, 2] {
+        let images = batch(&graph, 3, 4.0);
+        assert_eq!(compare_with(&graph, images, threads, Winograd::Always), 6);
+    }
+}
+
+#[test]
 fn squeeze_and_excitation_as_in_efficientnet_and_mobilenet_v3() {
     // EfficientNet: swish after batch norm (standalone) and fused into the squeeze conv, a
     // sigmoid gate, the gate on the right of `*`; MobileNet v3: hardswish, a hardsigmoid
