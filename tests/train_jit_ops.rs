@@ -351,6 +351,20 @@ network up(x: 5x7x3) {
 }
 
 #[test]
+fn softmax_inside_the_network() {
+    // Over each pixel's channels (6, not a multiple of 4), and over a flat vector.
+    let source = "
+network sm(x: 5x7x3) {
+    x -> c1: conv(6, 3, pad: 1) -> softmax -> c2: conv(4, 3, stride: 2) -> flatten
+      -> fc1: dense(7) -> softmax -> fc2: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(source, 3, threads, 2.0), 8);
+    }
+}
+
+#[test]
 fn the_standard_networks_that_need_these_ops_lower_for_training() {
     for (file, network) in [
         ("std/googlenet.cnn", "googlenet"),

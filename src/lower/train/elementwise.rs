@@ -1,5 +1,5 @@
-//! Backward kernels that work element by element: the loss's gradient, dropout, global
-//! average pooling (activations: `activation.rs`).
+//! Backward kernels that work element by element: the loss's gradient, softmax inside the
+//! network, dropout, global average pooling (activations: `activation.rs`).
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, UnaryOp};
@@ -66,6 +66,51 @@ impl Backward<'_> {
         }
         self.lowering.emit(b);
         Ok(out)
+    }
+
+    /// Softmax over each pixel's channels inside the network (the last one is the loss's):
+    /// `∂x = y · (∂y − Σ_c ∂y·y)` per pixel, from the output.
+    pub(super) fn softmax_backward(
+        &mut self,
+        id: NodeId,
+        grad: BufferId,
+    ) -> Result<(), LowerError> {
+        let y = self.value(id)?;
+        if y.padded.is_some() || self.lowering.slices[id].is_some() {
+            return Err(self
+                .lowering
+                .malformed(id, "its output is not a plain tensor"));
+        }
+        let s = y.shape;
+        let c = s.c;
+        let input = self.graph().nodes[id].inputs[0];
+        let (target, accumulate) = self.grad_target(input);
+        let mut b = self.builder(
+            id,
+            "softmax_grad",
+            format!("∂ of softmax over the channels of {s}"),
+        );
+        b.parallel(s.h * s.w, |b, p| {
+            let base = p * c;
+            let dot = b.constant(0.0);
+            for (c0, lanes) in channel_vectors(c) {
+                // Partial loads are zero past the channels, so the products there are too.
+                let dy = b.load(grad, base.clone() + c0, lanes);
+                let value = b.load(y.buffer, base.clone() + c0, lanes);
+                b.set(dot, LoopExpr::Fma(dy, value, dot));
+            }
+            b.set(dot, LoopExpr::Reduce(ReduceOp::Add, dot, 4));
+            for (c0, lanes) in channel_vectors(c) {
+                let at = base.clone() + c0;
+                let dy = b.load(grad, at.clone(), lanes);
+                let value = b.load(y.buffer, at.clone(), lanes);
+                let centered = b.binary(BinaryOp::Sub, dy, dot);
+                let dx = b.binary(BinaryOp::Mul, value, centered);
+                b.store_or_add(target, at, lanes, dx, accumulate);
+            }
+        });
+        self.lowering.emit(b);
+        Ok(())
     }
 
     /// Inverted dropout in training: `y = x · mask`, the mask (0 or `1/(1 − p)`) being dropout

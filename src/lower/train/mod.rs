@@ -261,6 +261,7 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::BatchNorm { .. } => true,
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
+            Op::Softmax => true,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -270,7 +271,6 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
                 let s = graph.input_shape(id);
                 s.h * s.w == 1 || readers_all_dense(graph, id)
             }
-            _ => false,
         };
         if !ok {
             return Some(format!(
@@ -544,6 +544,7 @@ impl<'g> Backward<'g> {
                 }
                 Op::Scalar(attrs) if wants_input[0] => self.scalar_backward(id, *attrs, grad)?,
                 Op::Concat => self.concat_backward(id, grad, &wants_input)?,
+                Op::Softmax if wants_input[0] => self.softmax_backward(id, grad)?,
                 Op::Split(attrs) if wants_input[0] => self.split_backward(id, *attrs, grad)?,
                 Op::ChannelShuffle(attrs) if wants_input[0] => {
                     self.shuffle_backward(id, *attrs, grad)?
@@ -555,12 +556,8 @@ impl<'g> Backward<'g> {
                 | Op::Split(_)
                 | Op::ChannelShuffle(_)
                 | Op::AdaptiveAvgPool { .. }
-                | Op::Upsample(_) => {}
-                _ => {
-                    return Err(self
-                        .lowering
-                        .malformed(id, "no compiled backward (training_unsupported missed it)"))
-                }
+                | Op::Upsample(_)
+                | Op::Softmax => {}
             }
         }
         Ok(())
