@@ -241,6 +241,16 @@ impl KernelBuilder {
         let a = self.binary(BinaryOp::Min, clamp, magnitude);
         let inv_sqrt2 = self.constant(std::f32::consts::FRAC_1_SQRT_2);
         let z = self.binary(BinaryOp::Mul, a, inv_sqrt2);
+        let erfc = self.erfc_nonnegative(z);
+        let half = self.constant(0.5);
+        let half_a = self.binary(BinaryOp::Mul, a, half);
+        let correction = self.binary(BinaryOp::Mul, half_a, erfc);
+        self.binary(BinaryOp::Sub, positive, correction)
+    }
+
+    /// `erfc(z)` for `z ≥ 0` by the reference's Chebyshev fit, `t · exp(p(t) − z²)` with
+    /// `t = 1/(1 + z/2)` (GELU's forward, and its derivative in a training step).
+    pub(super) fn erfc_nonnegative(&mut self, z: Reg) -> Reg {
         let half = self.constant(0.5);
         let one = self.constant(1.0);
         let half_z = self.binary(BinaryOp::Mul, z, half);
@@ -254,10 +264,7 @@ impl KernelBuilder {
         let z_squared = self.binary(BinaryOp::Mul, z, z);
         let exponent = self.binary(BinaryOp::Sub, poly, z_squared);
         let exp = self.unary(UnaryOp::Exp, exponent);
-        let erfc = self.binary(BinaryOp::Mul, t, exp);
-        let half_a = self.binary(BinaryOp::Mul, a, half);
-        let correction = self.binary(BinaryOp::Mul, half_a, erfc);
-        self.binary(BinaryOp::Sub, positive, correction)
+        self.binary(BinaryOp::Mul, t, exp)
     }
 
     /// Applies `f` to `len` consecutive elements starting at `start`, in vectors: `f` gets the

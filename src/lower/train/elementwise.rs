@@ -1,11 +1,11 @@
-//! Backward kernels that work element by element: the loss's gradient, activations (on
-//! their own or fused into a layer), global average pooling.
+//! Backward kernels that work element by element: the loss's gradient, softmax inside the
+//! network, dropout, global average pooling (activations: `activation.rs`).
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, UnaryOp};
 use super::super::{KernelBuilder, LowerError, NodeBuffer};
 use super::Backward;
-use crate::graph::{Activation, NodeId};
+use crate::graph::NodeId;
 
 impl Backward<'_> {
     /// `∂L/∂logits = softmax(logits) − target` for one image (the batch mean's `1/N` is the
@@ -68,68 +68,47 @@ impl Backward<'_> {
         Ok(out)
     }
 
-    /// The backward of a standalone activation node.
-    pub(super) fn activation(
+    /// Softmax over each pixel's channels inside the network (the last one is the loss's):
+    /// `∂x = y · (∂y − Σ_c ∂y·y)` per pixel, from the output.
+    pub(super) fn softmax_backward(
         &mut self,
         id: NodeId,
-        activation: Activation,
         grad: BufferId,
-    ) -> Result<(), LowerError> {
-        let input = self.graph().nodes[id].inputs[0];
-        let (target, accumulate) = self.grad_target(input);
-        self.activation_kernel(id, activation, grad, target, accumulate)
-    }
-
-    /// `out (+)= grad · activation′`, with the derivative taken from node `id`'s output
-    /// (ReLU: where it is positive; ReLU6: where it is strictly between 0 and 6).
-    pub(super) fn activation_kernel(
-        &mut self,
-        id: NodeId,
-        activation: Activation,
-        grad: BufferId,
-        out: BufferId,
-        accumulate: bool,
     ) -> Result<(), LowerError> {
         let y = self.value(id)?;
-        let s = y.shape;
-        if !matches!(activation, Activation::Relu | Activation::Relu6) {
+        if y.padded.is_some() || self.lowering.slices[id].is_some() {
             return Err(self
                 .lowering
-                .malformed(id, "no compiled backward for this activation"));
+                .malformed(id, "its output is not a plain tensor"));
         }
+        let s = y.shape;
+        let c = s.c;
+        let input = self.graph().nodes[id].inputs[0];
+        let (target, accumulate) = self.grad_target(input);
         let mut b = self.builder(
             id,
-            "act_grad",
-            format!("∂ through {} of {s}", activation.name()),
+            "softmax_grad",
+            format!("∂ of softmax over the channels of {s}"),
         );
-        let element = |b: &mut KernelBuilder, y_at: Affine, at: Affine, lanes: u8| {
-            let value = b.load(y.buffer, y_at, lanes);
-            let dy = b.load(grad, at.clone(), lanes);
-            let mut kept = b.binary(BinaryOp::KeepWherePositive, value, dy);
-            if activation == Activation::Relu6 {
-                let six = b.constant(6.0);
-                let below = b.binary(BinaryOp::Sub, six, value);
-                kept = b.binary(BinaryOp::KeepWherePositive, below, kept);
+        b.parallel(s.h * s.w, |b, p| {
+            let base = p * c;
+            let dot = b.constant(0.0);
+            for (c0, lanes) in channel_vectors(c) {
+                // Partial loads are zero past the channels, so the products there are too.
+                let dy = b.load(grad, base.clone() + c0, lanes);
+                let value = b.load(y.buffer, base.clone() + c0, lanes);
+                b.set(dot, LoopExpr::Fma(dy, value, dot));
             }
-            b.store_or_add(out, at, lanes, kept, accumulate);
-        };
-        match y.padded {
-            None => b.vectors(s.numel(), true, &mut |b, at, lanes| {
-                element(b, at.clone(), at, lanes)
-            }),
-            Some(layout) => {
-                let origin = layout.origin(s.c);
-                b.parallel(s.h, |b, iy| {
-                    b.repeat(s.w, |b, ix| {
-                        let y_pixel = (iy.clone() * layout.width + ix.clone()) * s.c + origin;
-                        let pixel = (iy.clone() * s.w + ix) * s.c;
-                        for (c0, lanes) in channel_vectors(s.c) {
-                            element(b, y_pixel.clone() + c0, pixel.clone() + c0, lanes);
-                        }
-                    });
-                });
+            b.set(dot, LoopExpr::Reduce(ReduceOp::Add, dot, 4));
+            for (c0, lanes) in channel_vectors(c) {
+                let at = base.clone() + c0;
+                let dy = b.load(grad, at.clone(), lanes);
+                let value = b.load(y.buffer, at.clone(), lanes);
+                let centered = b.binary(BinaryOp::Sub, dy, dot);
+                let dx = b.binary(BinaryOp::Mul, value, centered);
+                b.store_or_add(target, at, lanes, dx, accumulate);
             }
-        }
+        });
         self.lowering.emit(b);
         Ok(())
     }

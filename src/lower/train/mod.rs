@@ -24,13 +24,19 @@
 //!
 //! Some ops have no backward kernel yet: [`training_unsupported`] says which, and the trainer
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
-//! dense), `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs`
-//! (activations, adds, the loss).
+//! dense), `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds,
+//! dropout, the loss), `activation.rs` (every activation, standalone or fused),
+//! `arithmetic.rs` (`*`, tensor `-` and `/`, scalar ops), `channels.rs` (concat, split,
+//! channel shuffle, adaptive average pooling), `upsample.rs` (upsample, global max pooling).
 
+mod activation;
+mod arithmetic;
 mod batchnorm;
+mod channels;
 mod conv;
 mod depthwise;
 mod elementwise;
+mod upsample;
 mod window;
 
 use super::ir::BufferId;
@@ -41,6 +47,7 @@ use super::{
 };
 use crate::graph::{Activation, Graph, NodeId, Op, PoolKind, Shape};
 use crate::reference::backward::{is_trainable, live_nodes};
+use arithmetic::TensorOp;
 use cranelift_entity::SecondaryMap;
 
 /// How a parameter's gradient is laid out in its pinned buffer.
@@ -249,22 +256,21 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
         if !live[id] {
             continue;
         }
-        let supported_activation = |a: Option<Activation>| {
-            matches!(a, None | Some(Activation::Relu) | Some(Activation::Relu6))
-        };
         let ok = match &node.op {
             Op::Input { .. } | Op::Identity | Op::Dropout { .. } => true,
             Op::Conv(a) => {
                 let in_c = graph.input_shape(id).c;
                 let groups = a.groups.max(1);
                 let depthwise = groups == in_c && a.filters == in_c;
-                (groups == 1 || depthwise) && !a.residual && supported_activation(a.activation)
+                (groups == 1 || depthwise) && !a.residual
             }
-            Op::Dense(a) => supported_activation(a.activation),
+            Op::Dense(_) | Op::Activation(_) => true,
             Op::Pool(_) => true,
-            Op::GlobalPool(kind) => *kind == PoolKind::Avg,
-            Op::Activation(a) => supported_activation(Some(*a)),
+            Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } | Op::Upsample(_) => true,
             Op::BatchNorm { .. } => true,
+            Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
+            Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
+            Op::Softmax => true,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -274,7 +280,6 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
                 let s = graph.input_shape(id);
                 s.h * s.w == 1 || readers_all_dense(graph, id)
             }
-            _ => false,
         };
         if !ok {
             return Some(format!(
@@ -328,6 +333,7 @@ pub fn lower_training(
         affines: SecondaryMap::new(),
         dropouts: Vec::new(),
         masks: BufferId::from_u32(0),
+        pre_activations: SecondaryMap::new(),
     };
     let mask_len = plan_dropouts(graph, &backward.lowering, &mut backward.dropouts);
     if mask_len > 0 {
@@ -343,6 +349,8 @@ pub fn lower_training(
             backward.batch_norm_forward(id)?;
         } else if let Some(k) = backward.dropouts.iter().position(|d| d.node == id) {
             backward.dropout_forward(id, k)?;
+        } else if let Some(activation) = activation::fused_activation_needing_input(&node.op) {
+            backward.forward_keeping_pre_activation(id, activation)?;
         } else {
             backward.lowering.lower_node(id)?;
         }
@@ -432,6 +440,9 @@ struct Backward<'g> {
     /// The dropouts that mask in training, and the input holding their masks.
     dropouts: Vec<DropoutMask>,
     masks: BufferId,
+    /// The input of each conv or dense layer's fused activation, for the layers whose
+    /// activation's derivative needs it (`activation.rs`).
+    pre_activations: SecondaryMap<NodeId, Option<BufferId>>,
 }
 
 /// The dropouts that mask in training (not frozen, `p > 0`), in graph order, each given its
@@ -503,10 +514,16 @@ impl<'g> Backward<'g> {
                         self.pool(id, attrs, grad)?;
                     }
                 }
-                Op::GlobalPool(_) => {
+                Op::GlobalPool(kind) => {
                     if wants_input[0] {
-                        self.global_avg_pool(id, grad)?;
+                        match kind {
+                            PoolKind::Avg => self.global_avg_pool(id, grad)?,
+                            PoolKind::Max => self.global_max_pool(id, grad)?,
+                        }
                     }
+                }
+                Op::Upsample(attrs) if wants_input[0] => {
+                    self.upsample_backward(id, *attrs, grad)?
                 }
                 Op::Activation(activation) => {
                     if wants_input[0] {
@@ -530,11 +547,26 @@ impl<'g> Backward<'g> {
                         }
                     }
                 }
-                _ => {
-                    return Err(self
-                        .lowering
-                        .malformed(id, "no compiled backward (training_unsupported missed it)"))
+                Op::Mul => self.tensor_op_backward(id, TensorOp::Mul, grad, &wants_input)?,
+                Op::Arithmetic(op) => {
+                    self.tensor_op_backward(id, TensorOp::from(*op), grad, &wants_input)?
                 }
+                Op::Scalar(attrs) if wants_input[0] => self.scalar_backward(id, *attrs, grad)?,
+                Op::Concat => self.concat_backward(id, grad, &wants_input)?,
+                Op::Softmax if wants_input[0] => self.softmax_backward(id, grad)?,
+                Op::Split(attrs) if wants_input[0] => self.split_backward(id, *attrs, grad)?,
+                Op::ChannelShuffle(attrs) if wants_input[0] => {
+                    self.shuffle_backward(id, *attrs, grad)?
+                }
+                Op::AdaptiveAvgPool { out } if wants_input[0] => {
+                    self.adaptive_avg_pool_backward(id, *out, grad)?
+                }
+                Op::Scalar(_)
+                | Op::Split(_)
+                | Op::ChannelShuffle(_)
+                | Op::AdaptiveAvgPool { .. }
+                | Op::Upsample(_)
+                | Op::Softmax => {}
             }
         }
         Ok(())

@@ -1,0 +1,387 @@
+//! The compiled training step's backward for the ops beyond conv, dense, pooling, ReLU and
+//! batch norm (`src/lower/train/{activation,arithmetic,channels}.rs`) against the reference
+//! engine's (`trainer::step_gradients`), the oracle: every activation standalone and fused
+//! into a conv or dense epilogue, squeeze-and-excitation's broadcast `*`, tensor `-` and `/`,
+//! scalar ops, concat of branches of different widths (written in place or copied), split
+//! and channel shuffle, adaptive average pooling; on odd sizes, batch 3, 1 and 2 threads.
+//! And the standard networks these ops made trainable are accepted by the JIT (compiled
+//! only: a 224² step is too slow for the test suite).
+//!
+//! Tolerance, as in `tests/train_jit.rs`: `|jit − reference| ≤ 2e-4 · max|reference| + 1e-6`
+//! per tensor. Images are spread over [−4, 4) where an activation has kinks at ±3, so every
+//! piece of its derivative is exercised.
+
+use cnnc::driver::{self, Select};
+use cnnc::graph::ops::gradient::TrainingMode;
+use cnnc::graph::Graph;
+use cnnc::lower::Winograd;
+use cnnc::runtime::Weights;
+use cnnc::train::jit::{step_memory, JitStep};
+use cnnc::train::trainer::step_gradients;
+use ndarray::{ArrayD, IxDyn};
+use std::path::Path;
+
+fn graph_of(source: &str) -> Graph {
+    let program = driver::load_source("test.cnn", source);
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graph = compilation.graphs().next().cloned();
+    graph.expect("a network")
+}
+
+/// Uniform numbers in [−1, 1) from a SplitMix64 stream.
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Seeded weights with every bias made non-zero, so bias gradients flow into real sums.
+fn weights(graph: &Graph) -> Weights {
+    let mut weights = Weights::seeded(graph, 7).expect("weights");
+    for (i, (name, _, _)) in graph.named_params().into_iter().enumerate() {
+        if name.ends_with("bias") {
+            let tensor = weights.get_mut(&name).expect("the bias");
+            let values = random(tensor.len(), 100 + i as u64);
+            tensor
+                .iter_mut()
+                .zip(values)
+                .for_each(|(t, v)| *t = 0.1 * v);
+        }
+    }
+    weights
+}
+
+/// `n` images of uniform numbers in [−scale, scale).
+fn batch(graph: &Graph, n: usize, scale: f32) -> ArrayD<f32> {
+    let s = graph.shape(graph.inputs[0]);
+    let values = random(n * s.numel(), 42)
+        .into_iter()
+        .map(|v| v * scale)
+        .collect();
+    ArrayD::from_shape_vec(IxDyn(&[n, s.h, s.w, s.c]), values).expect("a batch")
+}
+
+const TRAIN: TrainingMode = TrainingMode {
+    training: true,
+    seed: 3,
+};
+
+/// Compares one step's loss, logits and gradients on `n` images scaled by `scale`, on
+/// `threads` threads; returns how many tensors were compared.
+fn compare(source: &str, n: usize, threads: usize, scale: f32) -> usize {
+    let graph = graph_of(source);
+    let images = batch(&graph, n, scale);
+    compare_with(&graph, images, threads, Winograd::Auto)
+}
+
+fn compare_with(graph: &Graph, images: ArrayD<f32>, threads: usize, winograd: Winograd) -> usize {
+    let n = images.shape()[0];
+    let graph = graph.clone();
+    let weights = weights(&graph);
+    let classes = graph.shape(graph.output()).c as u32;
+    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
+    let reference =
+        step_gradients(&graph, &weights, &images, &labels, TRAIN, 1).expect("the reference");
+    let mut jit = JitStep::with_winograd(&graph, &weights, threads, winograd)
+        .expect("compiles")
+        .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
+    let got = jit
+        .step(&weights, &images, &labels, TRAIN.seed)
+        .expect("a step");
+    assert!(
+        (got.loss - reference.loss).abs() <= 1e-5 * reference.loss.abs().max(1.0),
+        "loss {} vs {}",
+        got.loss,
+        reference.loss
+    );
+    close("logits", &got.logits, &reference.logits);
+    let names: Vec<&str> = got.grads.iter().map(|(n, _)| n.as_str()).collect();
+    let expected: Vec<&str> = reference.grads.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, expected);
+    for ((name, g), (_, r)) in got.grads.iter().zip(&reference.grads) {
+        close(name, g, r);
+    }
+    assert_eq!(got.batch_norm_stats.len(), reference.batch_norm_stats.len());
+    for (g, r) in got.batch_norm_stats.iter().zip(&reference.batch_norm_stats) {
+        assert_eq!(
+            (&g.running_mean, &g.running_var, g.count),
+            (&r.running_mean, &r.running_var, r.count)
+        );
+        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        close(&g.running_mean, &f(&g.mean), &f(&r.mean));
+        close(&g.running_var, &f(&g.var), &f(&r.var));
+    }
+    got.grads.len()
+}
+
+fn close(what: &str, got: &[f32], expected: &[f32]) {
+    assert_eq!(got.len(), expected.len(), "{what}: length");
+    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "{what}: the reference gradient is all zero");
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert!(
+            (g - e).abs() <= 2e-4 * scale + 1e-6,
+            "{what}[{i}]: jit {g} vs reference {e} (largest {scale})"
+        );
+    }
+}
+
+/// Every activation this file covers, as the language writes it.
+const ACTIVATIONS: [&str; 9] = [
+    "sigmoid",
+    "swish",
+    "tanh",
+    "hardswish",
+    "hardsigmoid",
+    "leaky_relu(slope: 0.1)",
+    "elu(alpha: 0.7)",
+    "gelu",
+    "gelu(approximate: \"tanh\")",
+];
+
+/// Compares each of `sources` (one per activation of [`ACTIVATIONS`]) at 1 and 2 threads,
+/// expecting `tensors` gradients; fails naming every activation whose gradients differ.
+fn check_each_activation(sources: &[String], tensors: usize) {
+    let failed: Vec<&str> = ACTIVATIONS
+        .iter()
+        .zip(sources)
+        .filter(|(_, source)| {
+            std::panic::catch_unwind(|| {
+                for threads in [1, 2] {
+                    assert_eq!(compare(source, 3, threads, 4.0), tensors);
+                }
+            })
+            .is_err()
+        })
+        .map(|(activation, _)| *activation)
+        .collect();
+    assert!(failed.is_empty(), "wrong gradients through {failed:?}");
+}
+
+#[test]
+fn every_activation_on_its_own() {
+    // After a pool, nothing fuses the activation: its backward reads its input tensor.
+    let mut sources = Vec::new();
+    for activation in ACTIVATIONS {
+        let source = format!(
+            "network t(x: 5x7x3) {{
+                x -> c1: conv(6, 3, pad: 1) -> avgpool(2, stride: 1) -> {activation}
+                  -> c2: conv(5, 3, stride: 2, pad: 1) -> flatten -> fc: dense(4)
+            }}"
+        );
+        sources.push(source);
+    }
+    check_each_activation(&sources, 6);
+}
+
+#[test]
+fn every_activation_fused_into_a_conv_and_a_dense_layer() {
+    // c1 writes into c2's padded frame, c2 into a plain tensor, fc1 is dense; tanh and the
+    // tanh GELU do not fuse and stay standalone.
+    let mut sources = Vec::new();
+    for activation in ACTIVATIONS {
+        let source = format!(
+            "network t(x: 5x7x3) {{
+                x -> c1: conv(6, 3, pad: 1) -> {activation}
+                  -> c2: conv(5, 3, stride: 2, pad: 1) -> {activation} -> flatten
+                  -> fc1: dense(7) -> {activation} -> fc2: dense(4)
+            }}"
+        );
+        sources.push(source);
+    }
+    check_each_activation(&sources, 8);
+}
+
+#[test]
+fn fused_activations_after_winograd_convolutions() {
+    // Winograd's output tiles reach past the output into the next conv's padded frame; the
+    // kept pre-activation and the in-place activation cover only the output.
+    let source = "
+network w(x: 7x6x5) {
+    x -> c1: conv(8, 3, pad: 1) -> swish -> c2: conv(6, 3, pad: 1) -> gelu
+      -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    let graph = graph_of(source);
+    for threads in [1, 2] {
+        let images = batch(&graph, 3, 4.0);
+        assert_eq!(compare_with(&graph, images, threads, Winograd::Always), 6);
+    }
+}
+
+#[test]
+fn squeeze_and_excitation_as_in_efficientnet_and_mobilenet_v3() {
+    // EfficientNet: swish after batch norm (standalone) and fused into the squeeze conv, a
+    // sigmoid gate, the gate on the right of `*`; MobileNet v3: hardswish, a hardsigmoid
+    // gate on the left, a residual add.
+    let efficientnet = "
+network se(x: 5x7x4) {
+    let y = x -> e: conv(8, 1, bias: false) -> bn: batchnorm -> swish
+        -> dw: dwconv(3, pad: 1) -> swish
+    let g = y -> adaptive_avgpool(1) -> fc1: conv(3, 1) -> swish -> fc2: conv(8, 1) -> sigmoid
+    return (y * g) -> p: conv(4, 1) -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    let mobilenet = "
+network se(x: 5x7x4) {
+    let y = x -> e: conv(8, 3, pad: 1) -> hardswish -> dw: dwconv(3, pad: 1) -> relu
+    let g = y -> adaptive_avgpool(1) -> fc1: conv(4, 1) -> relu -> fc2: conv(8, 1) -> hardsigmoid
+    let z = (g * y) -> p: conv(8, 1)
+    return (z + y) -> hardswish -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        // γ, β; e, dw, fc1, fc2 (weight, bias but e), p, fc.
+        assert_eq!(compare(efficientnet, 3, threads, 1.0), 13);
+        assert_eq!(compare(mobilenet, 3, threads, 4.0), 12);
+    }
+}
+
+#[test]
+fn tensor_and_scalar_arithmetic() {
+    // Tensor `-` and `/` of equal shapes and with a 1×1×C gate on either side; every scalar
+    // op: `+ 0.5`, `* 2`, `- 3`, `2 - s`, `/ 4`, `1 / (…)`. Divisors are kept away from 0.
+    let source = "
+network ar(x: 5x7x3) {
+    let a = x -> c1: conv(6, 3, pad: 1)
+    let b = x -> c2: conv(6, 3, pad: 1) -> sigmoid
+    let g = a -> global_avgpool -> f: conv(6, 1) -> sigmoid
+    let q = (a - b) / (b + 0.5)
+    let r = q / (g + 1) - g * 2
+    let s = (g - 3) / (1 / (b + 0.5))
+    return (r + (2 - s) / 4 - 1 + (g - q)) -> c3: conv(4, 3, stride: 2) -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(source, 3, threads, 1.0), 10);
+    }
+}
+
+#[test]
+fn concat_of_branches_of_different_widths() {
+    // Written in place into the concat's slices: a conv with a fused ReLU (derivative from
+    // the slice), a conv with a fused swish (pre-activation kept, activation applied in the
+    // slice), a standalone sigmoid after batch norm, a pool; copied: `y`, which has other
+    // readers. And a concat nested in another.
+    let source = "
+network inc(x: 5x7x4) {
+    let y = x -> stem: conv(8, 3, pad: 1) -> relu
+    let b1 = y -> b1: conv(3, 1) -> relu
+    let b2 = y -> b2a: conv(4, 1) -> relu -> b2b: conv(5, 3, pad: 1) -> swish
+    let b3 = y -> maxpool(3, stride: 1, pad: 1) -> b3: conv(6, 1) -> bn: batchnorm -> sigmoid
+    let b4 = y -> avgpool(3, stride: 1, pad: 1)
+    return concat(concat(b1, b2), b3, b4, y) -> c: conv(5, 3, stride: 2) -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        // stem, b1, b2a, b2b, b3, c, fc (weight, bias) and γ, β.
+        assert_eq!(compare(source, 3, threads, 1.0), 16);
+    }
+}
+
+#[test]
+fn split_and_channel_shuffle_as_in_shufflenet() {
+    let source = "
+network sh(x: 5x7x4) {
+    let y = x -> stem: conv(8, 3, pad: 1) -> relu
+    let left = y -> split(2, 0)
+    let right = y -> split(2, 1) -> r1: conv(4, 1) -> relu -> dw: dwconv(3, pad: 1)
+        -> r2: conv(4, 1) -> relu
+    return concat(left, right) -> channel_shuffle(2) -> channel_shuffle(4) -> split(4, 3)
+        -> c: conv(5, 3, stride: 2) -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(source, 3, threads, 1.0), 12);
+    }
+}
+
+#[test]
+fn adaptive_average_pooling_with_overlapping_tiling_and_repeating_regions() {
+    // 5×7 → 2×3 (regions overlap), 2×3 → 4×3 (each row read twice), 6×8 → 3×4 (tiling).
+    let uneven = "
+network ap(x: 5x7x3) {
+    x -> c1: conv(6, 3, pad: 1) -> relu -> adaptive_avgpool([2, 3]) -> c2: conv(4, 1) -> relu
+      -> adaptive_avgpool([4, 3]) -> flatten -> fc: dense(3)
+}
+";
+    let tiling = "
+network ap(x: 6x8x3) {
+    x -> c1: conv(6, 3, pad: 1) -> relu -> adaptive_avgpool([3, 4]) -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(uneven, 3, threads, 1.0), 6);
+        assert_eq!(compare(tiling, 3, threads, 1.0), 4);
+    }
+}
+
+#[test]
+fn upsampling_nearest_and_bilinear_and_global_max_pooling() {
+    // Bilinear by 2×3 reads clamped borders; a ReLU before the global max pool makes ties
+    // (zeros), which must send the gradient once, to the first; uniform images make every
+    // pixel of a channel a tie away from the border.
+    let source = "
+network up(x: 5x7x3) {
+    let y = x -> c1: conv(6, 3, pad: 1) -> relu
+    let a = y -> upsample(scale: [2, 3], mode: \"bilinear\") -> c2: conv(4, 3, stride: 2)
+    let b = y -> upsample(scale: 2) -> c3: conv(4, 3, stride: 2, pad: [0, 1, 1, 0])
+    return concat(a -> relu -> global_maxpool, b -> global_avgpool) -> flatten -> fc: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(source, 3, threads, 1.0), 8);
+    }
+    let graph = graph_of(source);
+    let uniform = ArrayD::from_elem(IxDyn(&[2, 5, 7, 3]), 0.5f32);
+    assert_eq!(compare_with(&graph, uniform, 1, Winograd::Auto), 8);
+}
+
+#[test]
+fn softmax_inside_the_network() {
+    // Over each pixel's channels (6, not a multiple of 4), and over a flat vector.
+    let source = "
+network sm(x: 5x7x3) {
+    x -> c1: conv(6, 3, pad: 1) -> softmax -> c2: conv(4, 3, stride: 2) -> flatten
+      -> fc1: dense(7) -> softmax -> fc2: dense(3)
+}
+";
+    for threads in [1, 2] {
+        assert_eq!(compare(source, 3, threads, 2.0), 8);
+    }
+}
+
+#[test]
+fn the_standard_networks_that_need_these_ops_lower_for_training() {
+    for (file, network) in [
+        ("std/googlenet.cnn", "googlenet"),
+        ("std/efficientnet.cnn", "efficientnet_b0"),
+        ("std/mobilenet.cnn", "mobilenet_v3_small"),
+        ("std/mobilenet.cnn", "mobilenet_v3_large"),
+        ("std/shufflenet.cnn", "shufflenet_v2_x1_0"),
+        ("std/alexnet.cnn", "alexnet"),
+        ("std/vgg.cnn", "vgg11"),
+    ] {
+        let program = driver::load(Path::new(file)).expect("the std file is readable");
+        let compilation = driver::compile(program, &Select::Named(network.to_string()));
+        assert!(!compilation.has_errors(), "{network}");
+        let graph = compilation.graphs().next().cloned().expect("the network");
+        // The whole step is lowered and verified (every access in bounds), not run.
+        if let Err(reason) = step_memory(&graph) {
+            panic!("{network}: {reason}");
+        }
+    }
+}
