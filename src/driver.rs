@@ -103,6 +103,31 @@ pub fn load(path: &Path) -> std::io::Result<Program> {
     Ok(load_source_with_origin(&display, &text, disk_origin(path)))
 }
 
+/// The name standard input goes by in diagnostics (`cnnc check -`).
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Reads a program from `reader` (standard input), named `<stdin>`; imports are relative to
+/// the current directory. Too long or not UTF-8 is an I/O error, as for a file.
+pub fn load_reader(reader: impl std::io::Read) -> std::io::Result<Program> {
+    use std::io::{Error, ErrorKind, Read};
+    let limit = crate::source::MAX_SOURCE_BYTES;
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("the program is longer than the limit of {limit} bytes"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|error| {
+        Error::new(
+            ErrorKind::InvalidData,
+            describe_invalid_utf8(error.as_bytes(), error.utf8_error().valid_up_to()),
+        )
+    })?;
+    Ok(load_source(STDIN_NAME, &text))
+}
+
 /// Where a file stops being UTF-8, as a user can find it in an editor: the line and column of
 /// the first bad byte (columns count characters), its value and its byte offset.
 fn describe_invalid_utf8(bytes: &[u8], valid_up_to: usize) -> String {

@@ -524,7 +524,17 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn push_scope(&mut self, segment: String) {
+    /// Opens a weight-path scope; `kind` (a block's name, `sequence`, …) is what
+    /// `summary --depth` shows for the scope's collapsed row.
+    fn push_scope(&mut self, segment: String, kind: &str) {
+        if !segment.is_empty() {
+            let path = self.full_path(&segment);
+            self.graph
+                .meta
+                .scopes
+                .entry(path)
+                .or_insert_with(|| kind.to_string());
+        }
         self.scopes.push(Scope {
             segment,
             counters: HashMap::new(),

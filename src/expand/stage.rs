@@ -50,7 +50,7 @@ impl Expander<'_> {
                     return Value::Poison;
                 };
                 let segment = self.resolve_name(&naming, "repeat");
-                self.push_scope(segment);
+                self.push_scope(segment, "repeat");
                 let mut value = input.value;
                 let mut span = input.span;
                 for idx in 0..n {
@@ -73,7 +73,7 @@ impl Expander<'_> {
                     value = if body.label.is_some() {
                         // A label on the repeated stage names the layer inside the iteration,
                         // as `repeat 2 [c: conv(…)]` does: `tower.0.c`, not `tower.c` twice.
-                        self.push_scope(idx.to_string());
+                        self.push_scope(idx.to_string(), "iteration");
                         let value = self.apply_stage(body, input, Naming::Auto);
                         self.pop_scope();
                         value
@@ -89,7 +89,7 @@ impl Expander<'_> {
             }
             StageKind::Sequence(items) => {
                 let segment = self.resolve_name(&naming, "sequence");
-                self.push_scope(segment);
+                self.push_scope(segment, "sequence");
                 let mut next_idx = 0;
                 let value = self.seq_items(items, input, &mut next_idx);
                 self.pop_scope();
@@ -99,7 +99,7 @@ impl Expander<'_> {
                 let scoped = stage.label.is_some() || matches!(naming, Naming::Index(_));
                 if scoped {
                     let segment = self.resolve_name(&naming, "group");
-                    self.push_scope(segment);
+                    self.push_scope(segment, "group");
                 }
                 let mut input = input;
                 for inner in stages {
@@ -267,7 +267,7 @@ impl Expander<'_> {
         // The block body sees only its parameters: lexical scope, not the caller's variables.
         let saved_frames = std::mem::take(&mut self.frames);
         let segment = self.resolve_name(&naming, &block.name.name);
-        self.push_scope(segment);
+        self.push_scope(segment, &block.name.name);
         self.calls.push(CallSite {
             block: block.name.name.clone(),
             span: callee.span,
@@ -400,7 +400,7 @@ impl Expander<'_> {
         let scoped = !matches!(naming, Naming::Auto);
         if scoped {
             let segment = self.resolve_name(&naming, &network.name.name);
-            self.push_scope(segment);
+            self.push_scope(segment, &network.name.name);
         }
         let prefix = self.path_prefix();
         self.calls.push(CallSite {
