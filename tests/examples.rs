@@ -236,27 +236,29 @@ fn conv_kind_follows_what_was_written() {
     assert_eq!(kinds, ["input", "conv", "dwconv"]);
 }
 
+/// The names of a one-network program's learned tensors and buffers, in order.
+fn weight_names(source: &str) -> Vec<String> {
+    let program = driver::load_source("t.cnn", source);
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graph = compilation.graphs().next().expect("one graph");
+    graph
+        .named_params()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 /// A label on a repeated stage keeps the iteration index in the weight path, as a labelled
 /// layer inside a repeated sequence does (issue 11, bug 2): `tower.0.c`, `tower.1.c`, not a
 /// duplicate `tower.c`.
 #[test]
 fn label_on_a_repeated_layer_keeps_the_iteration_index() {
-    let names_of = |source: &str| -> Vec<String> {
-        let program = driver::load_source("t.cnn", source);
-        let compilation = driver::compile(program, &Select::All);
-        assert!(
-            !compilation.has_errors(),
-            "{}",
-            compilation.render_diagnostics()
-        );
-        let graph = compilation.graphs().next().expect("one graph");
-        graph
-            .named_params()
-            .into_iter()
-            .map(|(name, _, _)| name)
-            .collect()
-    };
-    let bare = names_of("network t(x: 8x8x4) { x -> tower: repeat 3 c: conv(4, 3, pad: 1) }");
+    let bare = weight_names("network t(x: 8x8x4) { x -> tower: repeat 3 c: conv(4, 3, pad: 1) }");
     assert_eq!(
         bare,
         [
@@ -269,10 +271,11 @@ fn label_on_a_repeated_layer_keeps_the_iteration_index() {
         ]
     );
     let bracketed =
-        names_of("network t(x: 8x8x4) { x -> tower: repeat 3 [c: conv(4, 3, pad: 1)] }");
+        weight_names("network t(x: 8x8x4) { x -> tower: repeat 3 [c: conv(4, 3, pad: 1)] }");
     assert_eq!(bare, bracketed);
     // Without a label on the repeat, the index is the first segment.
-    let unlabelled = names_of("network t(x: 8x8x4) { x -> repeat 2 c: frozen conv(4, 3, pad: 1) }");
+    let unlabelled =
+        weight_names("network t(x: 8x8x4) { x -> repeat 2 c: frozen conv(4, 3, pad: 1) }");
     assert_eq!(
         unlabelled,
         [
@@ -281,5 +284,50 @@ fn label_on_a_repeated_layer_keeps_the_iteration_index() {
             "repeat.1.c.weight",
             "repeat.1.c.bias"
         ]
+    );
+}
+
+/// Quoted labels take torchvision's names with a hyphen; a computed label names each
+/// iteration of a repeat in place of its index, and each item of a `for` (issue 11).
+#[test]
+fn quoted_and_computed_labels_name_the_weights() {
+    let names = weight_names(
+        r#"network t(x: 8x8x4) {
+            x -> "block2-0": conv(4, 1)
+              -> features: repeat 3 as i "denselayer{i + 1}": conv(4, 1, bias: false)
+              -> head: [for k in ["a", "b"] { "fc_{k}": conv(2, 1, bias: false) }]
+        }"#,
+    );
+    assert_eq!(
+        names,
+        [
+            "block2-0.weight",
+            "block2-0.bias",
+            "features.denselayer1.weight",
+            "features.denselayer2.weight",
+            "features.denselayer3.weight",
+            "head.fc_a.weight",
+            "head.fc_b.weight"
+        ]
+    );
+    // A label variable used only inside a computed label is used: no warning.
+    let program = driver::load_source(
+        "t.cnn",
+        "block b(x, n: int) { x -> \"c{n}\": conv(4, 1) }\nnetwork t(x: 8x8x4) { x -> b(7) }",
+    );
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        compilation.all_diagnostics().is_empty(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    assert_eq!(
+        compilation
+            .graphs()
+            .next()
+            .expect("one graph")
+            .named_params()[0]
+            .0,
+        "b.c7.weight"
     );
 }

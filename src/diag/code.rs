@@ -119,6 +119,8 @@ codes! {
     ExpansionTooLarge = "expansion-too-large", "the network expands to too many layers or steps", program("examples/bad/expansion_too_large.cnn");
     MisplacedDeclaration = "misplaced-declaration", "`preprocess` or `labels` inside a block", program("examples/bad/misplaced_declaration.cnn");
     Preprocess = "preprocess", "a `preprocess(...)` that cannot give the input's size or channels, or a second one", program("examples/bad/preprocess.cnn");
+    InvalidLabel = "invalid-label", "a quoted or computed label is not a valid weight-path segment", program("examples/bad/invalid_label.cnn");
+    LabelCollision = "label-collision", "a computed label gives the same name twice in one scope", program("examples/bad/label_collision.cnn");
     DuplicateWeightPath = "duplicate-weight-path", "two layers would name their weights alike", program("examples/bad/duplicate_weight_path.cnn");
     TooManyErrors = "too-many-errors", "expansion stopped after too many errors", program("examples/bad/too_many_errors.cnn");
     UnusedLet = "unused-let", "warning: a `let` binding is never used", program("examples/bad/unused_let.cnn");

@@ -14,6 +14,7 @@ mod converters;
 mod declarations;
 mod eval;
 mod iteration;
+mod labels;
 mod recipe;
 mod stage;
 mod suggest;
@@ -79,6 +80,8 @@ struct Scope {
     segment: String,
     /// How many unlabelled items of each kind this scope has named, for `conv`, `conv_1`, ...
     counters: HashMap<String, usize>,
+    /// The computed labels given in this scope, with where (which iteration) each was first.
+    computed_labels: HashMap<String, String>,
 }
 
 /// How a stage's item is named when it has no label of its own.
@@ -130,6 +133,7 @@ impl<'a> Expander<'a> {
             scopes: vec![Scope {
                 segment: String::new(),
                 counters: HashMap::new(),
+                computed_labels: HashMap::new(),
             }],
             steps: 0,
             stopped: false,
@@ -538,6 +542,7 @@ impl<'a> Expander<'a> {
         self.scopes.push(Scope {
             segment,
             counters: HashMap::new(),
+            computed_labels: HashMap::new(),
         });
     }
 

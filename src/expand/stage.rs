@@ -36,7 +36,10 @@ impl Expander<'_> {
 
     fn apply_stage_kind(&mut self, stage: &Stage, input: StageInput, naming: Naming) -> Value {
         let naming = match &stage.label {
-            Some(label) => Naming::Label(label.name.clone()),
+            Some(label) => match self.label_of(stage, label) {
+                Some(name) => Naming::Label(name),
+                None => return Value::Poison,
+            },
             None => naming,
         };
         match &stage.kind {
@@ -70,7 +73,9 @@ impl Expander<'_> {
                         bindings,
                     });
                     let input = StageInput { value, span };
-                    value = if body.label.is_some() {
+                    // A computed label differs in each iteration: it names the iteration
+                    // itself (`denseblock1.denselayer1`), in place of its index.
+                    value = if body.label.is_some() && body.label_parts.is_empty() {
                         // A label on the repeated stage names the layer inside the iteration,
                         // as `repeat 2 [c: conv(…)]` does: `tower.0.c`, not `tower.c` twice.
                         self.push_scope(idx.to_string(), "iteration");

@@ -49,7 +49,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::stage | Rule::stage_group | Rule::sequence | Rule::repeat_stage => {
             "a layer or block call"
         }
-        Rule::label => "a label",
+        Rule::label | Rule::label_string | Rule::label_text | Rule::label_hole => "a label",
         Rule::frozen => "`frozen`",
         Rule::kw_repeat => "`repeat`",
         Rule::repeat_count => "a repeat count (a number, a name, or an expression in parentheses)",

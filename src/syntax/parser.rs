@@ -534,21 +534,52 @@ impl Walker {
     fn stage_node(&self, pair: Pair<'_, Rule>) -> Result<Stage> {
         let span = self.span(&pair);
         let mut label = None;
+        let mut label_parts = Vec::new();
         let mut frozen = false;
         let mut kind = None;
         for p in pair.into_inner() {
             match p.as_rule() {
-                Rule::label => label = Some(self.ident(next(&mut p.into_inner()))),
+                Rule::label => {
+                    let inner = next(&mut p.into_inner());
+                    if inner.as_rule() == Rule::label_string {
+                        let (ident, parts) = self.label_string(inner)?;
+                        label = Some(ident);
+                        label_parts = parts;
+                    } else {
+                        label = Some(self.ident(inner));
+                    }
+                }
                 Rule::frozen => frozen = true,
                 _ => kind = Some(self.stage_kind(p)?),
             }
         }
         Ok(Stage {
             label,
+            label_parts,
             frozen,
             kind: kind.ok_or_else(|| internal(span))?,
             span,
         })
+    }
+
+    /// `"block2-0"` → the label `block2-0`; `"layer{i + 1}"` → its source text and its pieces.
+    fn label_string(&self, pair: Pair<'_, Rule>) -> Result<(Ident, Vec<LabelPart>)> {
+        let span = self.span(&pair);
+        let quoted = pair.as_str();
+        let name = quoted[1..quoted.len() - 1].to_string();
+        let mut parts = Vec::new();
+        for piece in pair.into_inner() {
+            match piece.as_rule() {
+                Rule::label_hole => {
+                    parts.push(LabelPart::Hole(self.expr(next(&mut piece.into_inner()))?))
+                }
+                _ => parts.push(LabelPart::Text(piece.as_str().to_string())),
+            }
+        }
+        if parts.iter().all(|p| matches!(p, LabelPart::Text(_))) {
+            parts.clear();
+        }
+        Ok((Ident { name, span }, parts))
     }
 
     fn stage_kind(&self, pair: Pair<'_, Rule>) -> Result<StageKind> {
@@ -637,6 +668,7 @@ impl Walker {
             Rule::seq_items => Err(internal(span)),
             _ => Ok(SeqItem::Stage(Stage {
                 label: None,
+                label_parts: Vec::new(),
                 frozen: false,
                 kind: self.stage_kind(pair)?,
                 span,
