@@ -331,3 +331,45 @@ fn quoted_and_computed_labels_name_the_weights() {
         "b.c7.weight"
     );
 }
+
+/// `import … as name` puts the file's blocks and networks under `name.`: the importing file
+/// keeps its own `basic`, `resnet.basic` is std's, and std's networks still find their own
+/// `basic` (issue 11).
+#[test]
+fn an_import_as_a_name_has_its_own_namespace() {
+    let program = driver::load_source(
+        "t.cnn",
+        "use std::resnet as resnet
+         block basic(x) { x -> resnet.basic(4) }
+         network own(x: 8x8x4) { x -> basic -> tail: resnet.basic(4) }
+         network whole(image: 224x224x3) { image -> resnet.resnet18 }",
+    );
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graphs: Vec<&Graph> = compilation.graphs().collect();
+    let names: Vec<String> = graphs[0]
+        .named_params()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .filter(|name| name.ends_with(".weight"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "basic.basic.conv1.weight",
+            "basic.basic.bn1.weight",
+            "basic.basic.conv2.weight",
+            "basic.basic.bn2.weight",
+            "tail.conv1.weight",
+            "tail.bn1.weight",
+            "tail.conv2.weight",
+            "tail.bn2.weight"
+        ]
+    );
+    // torchvision's ResNet-18 count: std's `resnet18` used std's `basic`, not this file's.
+    assert_eq!(Summary::of(graphs[1]).parameters, 11_689_512);
+}

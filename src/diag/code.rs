@@ -88,6 +88,7 @@ codes! {
     CircularImport = "circular-import", "files import each other in a cycle", program("examples/bad/circular_import.cnn");
     MissingImport = "missing-import", "an imported file cannot be found or read", program("examples/bad/missing_import.cnn");
     DuplicateDefinition = "duplicate-definition", "two blocks or networks share a name", program("examples/bad/duplicate_definition.cnn");
+    ImportCollision = "import-collision", "an import brings a block or network whose name the program already has", program("examples/bad/import_collision.cnn");
     BuiltinName = "builtin-name", "a block or network named like a built-in layer or function", program("examples/bad/builtin_name.cnn");
     NoNetwork = "no-network", "a file defines no network to check or run", program("examples/bad/empty.cnn");
     UnknownNetwork = "unknown-network", "`--net` names a network the program does not define", case(CLI_CHECK, "unknown_network");

@@ -47,11 +47,39 @@ pub const MAX_ERRORS: usize = 50;
 /// The deepest chain of block (and network) calls.
 pub const MAX_CALL_DEPTH: usize = 64;
 
-/// Everything the expander may refer to by name: the blocks and networks of the program.
+/// Everything the expander may refer to by name: the blocks and networks of the program,
+/// keyed by their name in the root's namespace (`basic`, or `resnet.basic` for a file
+/// imported `as resnet`).
 #[derive(Default)]
 pub struct Definitions<'a> {
-    pub blocks: HashMap<&'a str, &'a BlockDef>,
-    pub networks: HashMap<&'a str, &'a NetworkDef>,
+    pub blocks: HashMap<String, &'a BlockDef>,
+    pub networks: HashMap<String, &'a NetworkDef>,
+    /// The prefix of each file's names (`resnet.`; empty for the root and files imported
+    /// without `as`): a name written in that file is looked up with it.
+    pub namespaces: HashMap<crate::source::FileId, String>,
+}
+
+impl<'a> Definitions<'a> {
+    /// `name` as written in `file`, in the root's namespace.
+    fn key(&self, file: crate::source::FileId, name: &str) -> String {
+        let prefix = self.namespaces.get(&file).map_or("", String::as_str);
+        format!("{prefix}{name}")
+    }
+
+    /// The block that `name`, written in `file`, refers to.
+    pub fn block(&self, file: crate::source::FileId, name: &str) -> Option<&'a BlockDef> {
+        self.blocks.get(&self.key(file, name)).copied()
+    }
+
+    /// The network that `name`, written in `file`, refers to.
+    pub fn network(&self, file: crate::source::FileId, name: &str) -> Option<&'a NetworkDef> {
+        self.networks.get(&self.key(file, name)).copied()
+    }
+
+    /// A definition's own name in the root's namespace (`resnet.basic`).
+    pub fn qualified(&self, name: &crate::syntax::ast::Ident) -> String {
+        self.key(name.span.file, &name.name)
+    }
 }
 
 /// Expands one network into its graph, or returns every diagnostic found. Warnings are

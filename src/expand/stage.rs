@@ -274,7 +274,7 @@ impl Expander<'_> {
         let segment = self.resolve_name(&naming, &block.name.name);
         self.push_scope(segment, &block.name.name);
         self.calls.push(CallSite {
-            block: block.name.name.clone(),
+            block: self.defs.qualified(&block.name),
             span: callee.span,
             is_network: false,
         });
@@ -409,7 +409,7 @@ impl Expander<'_> {
         }
         let prefix = self.path_prefix();
         self.calls.push(CallSite {
-            block: network.name.name.clone(),
+            block: self.defs.qualified(&network.name),
             span: callee.span,
             is_network: true,
         });
@@ -625,7 +625,8 @@ impl Expander<'_> {
             );
             return false;
         }
-        let recursive = self.calls.iter().any(|c| c.block == name.name)
+        let qualified = self.defs.qualified(name);
+        let recursive = self.calls.iter().any(|c| c.block == qualified)
             || (kind == "network" && self.graph.name == name.name);
         if recursive {
             self.error(

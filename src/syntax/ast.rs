@@ -20,11 +20,13 @@ pub enum Item {
     Network(NetworkDef),
 }
 
-/// `import "std/resnet.cnn"` or `use std::resnet` (the same file).
+/// `import "std/resnet.cnn"` or `use std::resnet` (the same file), optionally `as name`.
 #[derive(Clone, Debug)]
 pub struct Import {
     pub path: String,
     pub span: Span,
+    /// `import "x.cnn" as name`: the file's blocks and networks are `name.block`.
+    pub alias: Option<Ident>,
 }
 
 #[derive(Clone, Debug)]

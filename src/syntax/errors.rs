@@ -16,7 +16,9 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         }
         Rule::import | Rule::string | Rule::string_inner => "a string",
         Rule::module_path => "a module path such as `std::resnet`",
-        Rule::ident | Rule::ident_raw | Rule::callee | Rule::keyword => "a name",
+        Rule::ident | Rule::ident_raw | Rule::callee | Rule::keyword | Rule::qualified_name => {
+            "a name"
+        }
         Rule::params | Rule::param => "a parameter",
         Rule::type_name => "a type (`int`, `float`, `bool`, `tensor`, `string` or `list`)",
         Rule::net_inputs | Rule::net_input => "an input such as `image: 224x224x3`",

@@ -95,15 +95,20 @@ impl Walker {
     fn import(&self, pair: Pair<'_, Rule>) -> Result<Import> {
         // The span ends at the path: the rule itself also covers the whitespace after it.
         let start = pair.as_span().start();
-        let inner = children(pair).next();
-        let end = inner.as_ref().map_or(start, |p| p.as_span().end());
+        let mut pieces = children(pair);
+        let inner = pieces.next();
+        let alias = pieces.next().map(|p| self.ident(p));
+        let end = match &alias {
+            Some(alias) => alias.span.end as usize,
+            None => inner.as_ref().map_or(start, |p| p.as_span().end()),
+        };
         let span = Span::new(self.file, start..end);
         let path = match inner {
             Some(p) if p.as_rule() == Rule::string => string_value(self.file, p)?,
             Some(p) => format!("{}.cnn", p.as_str().replace("::", "/")),
             None => String::new(),
         };
-        Ok(Import { path, span })
+        Ok(Import { path, span, alias })
     }
 
     fn block_def(&self, pair: Pair<'_, Rule>) -> Result<BlockDef> {
@@ -589,7 +594,7 @@ impl Walker {
                 let (callee, args) = self.call(pair)?;
                 Ok(StageKind::Call { callee, args })
             }
-            Rule::ident => Ok(StageKind::Name(self.ident(pair))),
+            Rule::ident | Rule::qualified_name => Ok(StageKind::Name(self.ident(pair))),
             Rule::repeat_stage => {
                 let mut inner = children(pair);
                 let count = self.expr(next(&mut inner))?;
