@@ -373,3 +373,31 @@ fn an_import_as_a_name_has_its_own_namespace() {
     // torchvision's ResNet-18 count: std's `resnet18` used std's `basic`, not this file's.
     assert_eq!(Summary::of(graphs[1]).parameters, 11_689_512);
 }
+
+/// A block that is one unlabelled layer stands for that layer, as torchvision's `conv3x3`
+/// helper returns the `Conv2d` itself: `a: wrap` names `a.weight`. A labelled inner layer, or
+/// a block of several layers, keeps its own segment (issue 11).
+#[test]
+fn a_thin_wrapper_block_adds_no_segment() {
+    let names = weight_names(
+        "block wrap(x) { x -> conv(4, 1) }
+         block conv3x3(x, c: int) { return x -> conv(c, 3, pad: 1, bias: false) }
+         block labelled(x) { x -> conv: conv(4, 1, bias: false) }
+         block two(x) { x -> conv(4, 1, bias: false) -> relu }
+         network n(x: 8x8x3) {
+             x -> a: wrap -> b: conv3x3(8) -> c: labelled -> d: two -> layer1: repeat 2 conv3x3(4)
+         }",
+    );
+    assert_eq!(
+        names,
+        [
+            "a.weight",
+            "a.bias",
+            "b.weight",
+            "c.conv.weight",
+            "d.conv.weight",
+            "layer1.0.weight",
+            "layer1.1.weight"
+        ]
+    );
+}

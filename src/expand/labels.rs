@@ -1,11 +1,12 @@
 //! Labels as weight-path segments: a quoted label (`"block2-0":`) is checked, a computed one
-//! (`"denselayer{i + 1}":`) is evaluated in each iteration and may not repeat in its scope.
+//! (`"denselayer{i + 1}":`) is evaluated in each iteration and may not repeat in its scope;
+//! a thin wrapper block's one layer takes the block call's name.
 
 use super::value::Value;
 use super::Expander;
 use crate::diag::{Code, Diagnostic};
 use crate::source::Span;
-use crate::syntax::ast::{Ident, LabelPart, Stage};
+use crate::syntax::ast::{BlockDef, ExprKind, Ident, LabelPart, Stage, Stmt};
 
 impl Expander<'_> {
     /// The path segment a stage's label gives, or `None` once the reason it gives none is
@@ -112,5 +113,53 @@ impl Expander<'_> {
         };
         self.error(diagnostic);
         None
+    }
+}
+
+impl Expander<'_> {
+    /// A block whose body is one unlabelled layer applied to its input (`wrap(x) { x ->
+    /// conv(4, 1) }`) stands for that layer, as torchvision's `conv3x3(…)` helpers return the
+    /// `Conv2d` itself: `a: wrap` names its weights `a.weight`, not `a.conv.weight`. Called
+    /// with the block's scope still open, after its body made the nodes from `first_new` on.
+    pub(super) fn unwrap_thin_block(&mut self, block: &BlockDef, first_new: usize) {
+        if !is_thin(block) || self.graph.nodes.len() != first_new + 1 {
+            return;
+        }
+        let path = self.path_prefix();
+        let Some((id, node)) = self.graph.nodes.iter_mut().next_back() else {
+            return;
+        };
+        let auto_named = node
+            .path
+            .strip_prefix(path.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|name| name == node.op.name());
+        if !auto_named {
+            return;
+        }
+        node.path.clone_from(&path);
+        let consts = node.consts.clone();
+        for (suffix, constant) in consts {
+            self.graph.consts[constant].name = self.graph.tensor_name(id, suffix);
+        }
+        // The block made no scope of its own in the end.
+        self.graph.meta.scopes.remove(&path);
+    }
+}
+
+/// One statement, `x -> layer(…)` or `return x -> layer(…)`, with one stage and no label.
+fn is_thin(block: &BlockDef) -> bool {
+    let [stmt] = block.body.stmts.as_slice() else {
+        return false;
+    };
+    let (Stmt::Expr(expr) | Stmt::Return { value: expr, .. }) = stmt else {
+        return false;
+    };
+    match &expr.kind {
+        ExprKind::Pipeline { head, stages } => {
+            matches!(head.kind, ExprKind::Name(_))
+                && matches!(stages.as_slice(), [stage] if stage.label.is_none())
+        }
+        _ => false,
     }
 }

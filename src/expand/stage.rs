@@ -280,9 +280,11 @@ impl Expander<'_> {
         });
         self.frames.push(Vec::new());
         self.bind_params(&block.params, bound, span);
+        let first_new = self.graph.nodes.len();
         let result = self.body_statements(&block.body.stmts, block.body.span);
         self.pop_frame();
         self.calls.pop();
+        self.unwrap_thin_block(block, first_new);
         self.pop_scope();
         self.frames = saved_frames;
         result
