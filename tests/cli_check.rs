@@ -90,7 +90,7 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn summary_of_first_network() {
+fn summary_starts_with_the_first_network_of_the_file() {
     let out = cnnc(&["summary", "examples/residual.cnn"]);
     assert_eq!(out.code, 0);
     assert!(out

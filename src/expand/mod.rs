@@ -15,6 +15,7 @@ mod declarations;
 mod eval;
 mod iteration;
 mod labels;
+mod lookup;
 mod recipe;
 mod stage;
 mod suggest;
@@ -57,29 +58,6 @@ pub struct Definitions<'a> {
     /// The prefix of each file's names (`resnet.`; empty for the root and files imported
     /// without `as`): a name written in that file is looked up with it.
     pub namespaces: HashMap<crate::source::FileId, String>,
-}
-
-impl<'a> Definitions<'a> {
-    /// `name` as written in `file`, in the root's namespace.
-    fn key(&self, file: crate::source::FileId, name: &str) -> String {
-        let prefix = self.namespaces.get(&file).map_or("", String::as_str);
-        format!("{prefix}{name}")
-    }
-
-    /// The block that `name`, written in `file`, refers to.
-    pub fn block(&self, file: crate::source::FileId, name: &str) -> Option<&'a BlockDef> {
-        self.blocks.get(&self.key(file, name)).copied()
-    }
-
-    /// The network that `name`, written in `file`, refers to.
-    pub fn network(&self, file: crate::source::FileId, name: &str) -> Option<&'a NetworkDef> {
-        self.networks.get(&self.key(file, name)).copied()
-    }
-
-    /// A definition's own name in the root's namespace (`resnet.basic`).
-    pub fn qualified(&self, name: &crate::syntax::ast::Ident) -> String {
-        self.key(name.span.file, &name.name)
-    }
 }
 
 /// Expands one network into its graph, or returns every diagnostic found. Warnings are
