@@ -21,6 +21,12 @@ pub struct ParsedFile {
     pub id: FileId,
     pub origin: FileOrigin,
     pub ast: ast::File,
+    /// The prefixes its names take in the root's namespace: `""` for the root and files
+    /// imported without `as`, `resnet.` for `import "resnet.cnn" as resnet`; the first is
+    /// the one its own text is read in.
+    pub namespaces: Vec<String>,
+    /// The import that first loaded it (none for the root).
+    pub imported_by: Option<ast::Import>,
 }
 
 /// A root file and every file it imports, parsed.
@@ -103,6 +109,31 @@ pub fn load(path: &Path) -> std::io::Result<Program> {
     Ok(load_source_with_origin(&display, &text, disk_origin(path)))
 }
 
+/// The name standard input goes by in diagnostics (`cnnc check -`).
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Reads a program from `reader` (standard input), named `<stdin>`; imports are relative to
+/// the current directory. Too long or not UTF-8 is an I/O error, as for a file.
+pub fn load_reader(reader: impl std::io::Read) -> std::io::Result<Program> {
+    use std::io::{Error, ErrorKind, Read};
+    let limit = crate::source::MAX_SOURCE_BYTES;
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("the program is longer than the limit of {limit} bytes"),
+        ));
+    }
+    let text = String::from_utf8(bytes).map_err(|error| {
+        Error::new(
+            ErrorKind::InvalidData,
+            describe_invalid_utf8(error.as_bytes(), error.utf8_error().valid_up_to()),
+        )
+    })?;
+    Ok(load_source(STDIN_NAME, &text))
+}
+
 /// Where a file stops being UTF-8, as a user can find it in an editor: the line and column of
 /// the first bad byte (columns count characters), its value and its byte offset.
 fn describe_invalid_utf8(bytes: &[u8], valid_up_to: usize) -> String {
@@ -155,7 +186,7 @@ fn load_source_with_origin(name: &str, text: &str, origin: FileOrigin) -> Progra
         loaded: HashMap::new(),
         stack: Vec::new(),
     };
-    loader.add_file(name, text, origin);
+    loader.add_file(name, text, origin, String::new(), None);
     loader.program
 }
 
@@ -167,7 +198,14 @@ struct Loader {
 }
 
 impl Loader {
-    fn add_file(&mut self, name: &str, text: &str, origin: FileOrigin) {
+    fn add_file(
+        &mut self,
+        name: &str,
+        text: &str,
+        origin: FileOrigin,
+        namespace: String,
+        imported_by: Option<ast::Import>,
+    ) {
         let id = self.program.sources.add(name, text);
         self.loaded.insert(origin.clone(), id);
         let ast = match syntax::parse(id, text) {
@@ -189,15 +227,27 @@ impl Loader {
             id,
             origin: origin.clone(),
             ast,
+            namespaces: vec![namespace.clone()],
+            imported_by,
         });
         self.stack.push((origin.clone(), name.to_string()));
         for import in imports {
-            self.import(&origin, name, &import);
+            let namespace = match &import.alias {
+                Some(alias) => format!("{namespace}{}.", alias.name),
+                None => namespace.clone(),
+            };
+            self.import(&origin, name, &import, namespace);
         }
         self.stack.pop();
     }
 
-    fn import(&mut self, from: &FileOrigin, from_name: &str, import: &ast::Import) {
+    fn import(
+        &mut self,
+        from: &FileOrigin,
+        from_name: &str,
+        import: &ast::Import,
+        namespace: String,
+    ) {
         let Some((target, name, text)) = self.resolve(from, from_name, import) else {
             return;
         };
@@ -215,10 +265,16 @@ impl Loader {
             );
             return;
         }
-        if self.loaded.contains_key(&target) {
+        if let Some(&id) = self.loaded.get(&target) {
+            // Imported again, perhaps under another name: its names are known by both.
+            if let Some(file) = self.program.files.iter_mut().find(|f| f.id == id) {
+                if !file.namespaces.contains(&namespace) {
+                    file.namespaces.push(namespace);
+                }
+            }
             return;
         }
-        self.add_file(&name, &text, target);
+        self.add_file(&name, &text, target, namespace, Some(import.clone()));
     }
 
     fn resolve(
@@ -298,12 +354,16 @@ impl Loader {
     }
 }
 
-/// Every block and network of the program by name; a name defined twice is an error.
+/// Every block and network of the program by name; a name defined twice is an error, and a
+/// name an import brings that the program already has is an `import-collision`.
 pub fn definitions(program: &Program) -> (Definitions<'_>, Vec<Diagnostic>) {
     let mut defs = Definitions::default();
     let mut diagnostics = Vec::new();
-    let mut spans: HashMap<&str, Span> = HashMap::new();
+    let mut spans: HashMap<String, Span> = HashMap::new();
     for file in &program.files {
+        if let Some(namespace) = file.namespaces.first() {
+            defs.namespaces.insert(file.id, namespace.clone());
+        }
         for item in &file.ast.items {
             let name = match item {
                 ast::Item::Block(block) => &block.name,
@@ -331,32 +391,75 @@ pub fn definitions(program: &Program) -> (Definitions<'_>, Vec<Diagnostic>) {
                 );
                 continue;
             }
-            if let Some(&first) = spans.get(name.name.as_str()) {
-                diagnostics.push(
-                    Diagnostic::error(
-                        Code::DuplicateDefinition,
-                        name.span,
-                        format!("`{}` is defined twice", name.name),
-                    )
-                    .with_label("second definition")
-                    .with_secondary(first, "first definition")
-                    .with_help("rename one of them"),
-                );
-                continue;
-            }
-            spans.insert(&name.name, name.span);
-            match item {
-                ast::Item::Block(block) => {
-                    defs.blocks.insert(&block.name.name, block);
+            for namespace in &file.namespaces {
+                let key = format!("{namespace}{}", name.name);
+                if let Some(&first) = spans.get(&key) {
+                    diagnostics.push(collision(program, file, &key, first, name.span));
+                    continue;
                 }
-                ast::Item::Network(network) => {
-                    defs.networks.insert(&network.name.name, network);
+                spans.insert(key.clone(), name.span);
+                match item {
+                    ast::Item::Block(block) => {
+                        defs.blocks.insert(key, block);
+                    }
+                    ast::Item::Network(network) => {
+                        defs.networks.insert(key, network);
+                    }
+                    ast::Item::Import(_) => {}
                 }
-                ast::Item::Import(_) => {}
             }
         }
     }
     (defs, diagnostics)
+}
+
+/// A second definition of `key`: in the same file, `duplicate-definition`; brought by an
+/// import, `import-collision`, pointing at the import and suggesting `as`.
+fn collision(
+    program: &Program,
+    file: &ParsedFile,
+    key: &str,
+    first: Span,
+    second: Span,
+) -> Diagnostic {
+    let import = file
+        .imported_by
+        .as_ref()
+        .filter(|_| first.file != second.file);
+    let Some(import) = import else {
+        return Diagnostic::error(
+            Code::DuplicateDefinition,
+            second,
+            format!("`{key}` is defined twice"),
+        )
+        .with_label("second definition")
+        .with_secondary(first, "first definition")
+        .with_help("rename one of them");
+    };
+    let imported = program.sources.name(file.id);
+    let stem = Path::new(&import.path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("imported");
+    let mut alias: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    if !alias.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        alias.insert(0, '_');
+    }
+    Diagnostic::error(
+        Code::ImportCollision,
+        import.span,
+        format!("this import brings a second `{key}`"),
+    )
+    .with_label(format!("`{imported}` defines `{key}`"))
+    .with_secondary(first, format!("`{key}` is already defined here"))
+    .with_secondary(second, "the imported definition")
+    .with_help(format!(
+        "give the import a namespace of its own: `import \"{}\" as {alias}`, then call `{alias}.{key}(…)`; or rename the first definition",
+        import.path
+    ))
 }
 
 /// The root file's networks, in source order.
@@ -436,7 +539,7 @@ pub fn compile(program: Program, select: &Select) -> Compilation {
 }
 
 fn unknown_network(program: &Program, defs: &Definitions<'_>, name: &str) -> Diagnostic {
-    let mut names: Vec<&str> = defs.networks.keys().copied().collect();
+    let mut names: Vec<&str> = defs.networks.keys().map(String::as_str).collect();
     names.sort();
     let file = program.sources.name(FileId(0));
     let mut diagnostic = Diagnostic::global(

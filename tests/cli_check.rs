@@ -31,7 +31,11 @@ fn check_json() {
     let value: serde_json::Value = serde_json::from_str(&out.stdout).expect("valid JSON");
     assert_eq!(value[0]["network"], "ten_filters");
     assert_eq!(value[0]["parameters"], 280);
-    assert_eq!(value[1]["output"], "28×28×6");
+    assert_eq!(value[1]["output"], serde_json::json!([28, 28, 6]));
+    assert_eq!(
+        value[1]["inputs"],
+        serde_json::json!([{ "name": "img", "shape": [32, 32, 3] }])
+    );
     insta::assert_snapshot!(out.stdout);
 }
 
@@ -86,7 +90,7 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
-fn summary_of_first_network() {
+fn summary_starts_with_the_first_network_of_the_file() {
     let out = cnnc(&["summary", "examples/residual.cnn"]);
     assert_eq!(out.code, 0);
     assert!(out

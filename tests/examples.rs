@@ -236,27 +236,29 @@ fn conv_kind_follows_what_was_written() {
     assert_eq!(kinds, ["input", "conv", "dwconv"]);
 }
 
+/// The names of a one-network program's learned tensors and buffers, in order.
+fn weight_names(source: &str) -> Vec<String> {
+    let program = driver::load_source("t.cnn", source);
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graph = compilation.graphs().next().expect("one graph");
+    graph
+        .named_params()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 /// A label on a repeated stage keeps the iteration index in the weight path, as a labelled
 /// layer inside a repeated sequence does (issue 11, bug 2): `tower.0.c`, `tower.1.c`, not a
 /// duplicate `tower.c`.
 #[test]
 fn label_on_a_repeated_layer_keeps_the_iteration_index() {
-    let names_of = |source: &str| -> Vec<String> {
-        let program = driver::load_source("t.cnn", source);
-        let compilation = driver::compile(program, &Select::All);
-        assert!(
-            !compilation.has_errors(),
-            "{}",
-            compilation.render_diagnostics()
-        );
-        let graph = compilation.graphs().next().expect("one graph");
-        graph
-            .named_params()
-            .into_iter()
-            .map(|(name, _, _)| name)
-            .collect()
-    };
-    let bare = names_of("network t(x: 8x8x4) { x -> tower: repeat 3 c: conv(4, 3, pad: 1) }");
+    let bare = weight_names("network t(x: 8x8x4) { x -> tower: repeat 3 c: conv(4, 3, pad: 1) }");
     assert_eq!(
         bare,
         [
@@ -269,10 +271,11 @@ fn label_on_a_repeated_layer_keeps_the_iteration_index() {
         ]
     );
     let bracketed =
-        names_of("network t(x: 8x8x4) { x -> tower: repeat 3 [c: conv(4, 3, pad: 1)] }");
+        weight_names("network t(x: 8x8x4) { x -> tower: repeat 3 [c: conv(4, 3, pad: 1)] }");
     assert_eq!(bare, bracketed);
     // Without a label on the repeat, the index is the first segment.
-    let unlabelled = names_of("network t(x: 8x8x4) { x -> repeat 2 c: frozen conv(4, 3, pad: 1) }");
+    let unlabelled =
+        weight_names("network t(x: 8x8x4) { x -> repeat 2 c: frozen conv(4, 3, pad: 1) }");
     assert_eq!(
         unlabelled,
         [
@@ -280,6 +283,121 @@ fn label_on_a_repeated_layer_keeps_the_iteration_index() {
             "repeat.0.c.bias",
             "repeat.1.c.weight",
             "repeat.1.c.bias"
+        ]
+    );
+}
+
+/// Quoted labels take torchvision's names with a hyphen; a computed label names each
+/// iteration of a repeat in place of its index, and each item of a `for` (issue 11).
+#[test]
+fn quoted_and_computed_labels_name_the_weights() {
+    let names = weight_names(
+        r#"network t(x: 8x8x4) {
+            x -> "block2-0": conv(4, 1)
+              -> features: repeat 3 as i "denselayer{i + 1}": conv(4, 1, bias: false)
+              -> head: [for k in ["a", "b"] { "fc_{k}": conv(2, 1, bias: false) }]
+        }"#,
+    );
+    assert_eq!(
+        names,
+        [
+            "block2-0.weight",
+            "block2-0.bias",
+            "features.denselayer1.weight",
+            "features.denselayer2.weight",
+            "features.denselayer3.weight",
+            "head.fc_a.weight",
+            "head.fc_b.weight"
+        ]
+    );
+    // A label variable used only inside a computed label is used: no warning.
+    let program = driver::load_source(
+        "t.cnn",
+        "block b(x, n: int) { x -> \"c{n}\": conv(4, 1) }\nnetwork t(x: 8x8x4) { x -> b(7) }",
+    );
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        compilation.all_diagnostics().is_empty(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    assert_eq!(
+        compilation
+            .graphs()
+            .next()
+            .expect("one graph")
+            .named_params()[0]
+            .0,
+        "b.c7.weight"
+    );
+}
+
+/// `import … as name` puts the file's blocks and networks under `name.`: the importing file
+/// keeps its own `basic`, `resnet.basic` is std's, and std's networks still find their own
+/// `basic` (issue 11).
+#[test]
+fn an_import_as_a_name_has_its_own_namespace() {
+    let program = driver::load_source(
+        "t.cnn",
+        "use std::resnet as resnet
+         block basic(x) { x -> resnet.basic(4) }
+         network own(x: 8x8x4) { x -> basic -> tail: resnet.basic(4) }
+         network whole(image: 224x224x3) { image -> resnet.resnet18 }",
+    );
+    let compilation = driver::compile(program, &Select::All);
+    assert!(
+        !compilation.has_errors(),
+        "{}",
+        compilation.render_diagnostics()
+    );
+    let graphs: Vec<&Graph> = compilation.graphs().collect();
+    let names: Vec<String> = graphs[0]
+        .named_params()
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .filter(|name| name.ends_with(".weight"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "basic.basic.conv1.weight",
+            "basic.basic.bn1.weight",
+            "basic.basic.conv2.weight",
+            "basic.basic.bn2.weight",
+            "tail.conv1.weight",
+            "tail.bn1.weight",
+            "tail.conv2.weight",
+            "tail.bn2.weight"
+        ]
+    );
+    // torchvision's ResNet-18 count: std's `resnet18` used std's `basic`, not this file's.
+    assert_eq!(Summary::of(graphs[1]).parameters, 11_689_512);
+}
+
+/// A block that is one unlabelled layer stands for that layer, as torchvision's `conv3x3`
+/// helper returns the `Conv2d` itself: `a: wrap` names `a.weight`. A labelled inner layer, or
+/// a block of several layers, keeps its own segment (issue 11).
+#[test]
+fn a_thin_wrapper_block_adds_no_segment() {
+    let names = weight_names(
+        "block wrap(x) { x -> conv(4, 1) }
+         block conv3x3(x, c: int) { return x -> conv(c, 3, pad: 1, bias: false) }
+         block labelled(x) { x -> conv: conv(4, 1, bias: false) }
+         block two(x) { x -> conv(4, 1, bias: false) -> relu }
+         network n(x: 8x8x3) {
+             x -> a: wrap -> b: conv3x3(8) -> c: labelled -> d: two -> layer1: repeat 2 conv3x3(4)
+         }",
+    );
+    assert_eq!(
+        names,
+        [
+            "a.weight",
+            "a.bias",
+            "b.weight",
+            "c.conv.weight",
+            "d.conv.weight",
+            "layer1.0.weight",
+            "layer1.1.weight"
         ]
     );
 }

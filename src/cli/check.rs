@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
-    /// The .cnn file.
+    /// The .cnn file; `-` reads the program from standard input (named `<stdin>`).
     pub file: PathBuf,
     /// Check only this network (default: every network of the file).
     #[arg(long)]

@@ -26,8 +26,8 @@ pub fn diagnostic(sources: &SourceMap, d: &Diagnostic) -> Value {
     })
 }
 
-/// An array with one object per network: `network`, `input`, `output`, `parameters`, `macs`,
-/// `diagnostics`. File-level diagnostics (syntax, imports) come as an object whose `network`
+/// An array with one object per network: `network`, `inputs` (`[{name, shape}]`, shapes as
+/// `[h, w, c]` arrays, `[c]` when flat), `output`, `parameters`, `macs`, `diagnostics`. File-level diagnostics (syntax, imports) come as an object whose `network`
 /// is null.
 pub fn check_report(compilation: &Compilation) -> String {
     let sources = &compilation.program.sources;
@@ -49,7 +49,7 @@ pub fn check_report(compilation: &Compilation) -> String {
                 let summary = Summary::of(graph);
                 let mut entry = json!({
                     "network": network.name,
-                    "input": summary.input,
+                    "inputs": summary.inputs,
                     "output": summary.output,
                     "parameters": summary.parameters,
                     "macs": summary.macs,
@@ -62,7 +62,7 @@ pub fn check_report(compilation: &Compilation) -> String {
             }
             None => json!({
                 "network": network.name,
-                "input": Value::Null,
+                "inputs": Value::Null,
                 "output": Value::Null,
                 "parameters": Value::Null,
                 "macs": Value::Null,

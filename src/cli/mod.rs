@@ -24,13 +24,22 @@ use std::path::Path;
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ERRORS: u8 = 1;
 
-/// Loads and compiles a file, printing the diagnostics to standard error. `None` when the
-/// file cannot be read (already reported).
+/// Loads and compiles a file (`-`: standard input), printing the diagnostics to standard
+/// error. `None` when the file cannot be read (already reported).
 pub fn compile_file(path: &Path, select: &Select) -> Option<Compilation> {
-    match driver::load(path) {
+    let loaded = if path == Path::new("-") {
+        driver::load_reader(std::io::stdin().lock())
+    } else {
+        driver::load(path)
+    };
+    match loaded {
         Ok(program) => Some(driver::compile(program, select)),
         Err(error) => {
-            eprintln!("error: cannot read `{}`: {error}", path.display());
+            let name = match path == Path::new("-") {
+                true => driver::STDIN_NAME.to_string(),
+                false => path.display().to_string(),
+            };
+            eprintln!("error: cannot read `{name}`: {error}");
             None
         }
     }

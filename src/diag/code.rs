@@ -88,6 +88,7 @@ codes! {
     CircularImport = "circular-import", "files import each other in a cycle", program("examples/bad/circular_import.cnn");
     MissingImport = "missing-import", "an imported file cannot be found or read", program("examples/bad/missing_import.cnn");
     DuplicateDefinition = "duplicate-definition", "two blocks or networks share a name", program("examples/bad/duplicate_definition.cnn");
+    ImportCollision = "import-collision", "an import brings a block or network whose name the program already has", program("examples/bad/import_collision.cnn");
     BuiltinName = "builtin-name", "a block or network named like a built-in layer or function", program("examples/bad/builtin_name.cnn");
     NoNetwork = "no-network", "a file defines no network to check or run", program("examples/bad/empty.cnn");
     UnknownNetwork = "unknown-network", "`--net` names a network the program does not define", case(CLI_CHECK, "unknown_network");
@@ -119,6 +120,8 @@ codes! {
     ExpansionTooLarge = "expansion-too-large", "the network expands to too many layers or steps", program("examples/bad/expansion_too_large.cnn");
     MisplacedDeclaration = "misplaced-declaration", "`preprocess` or `labels` inside a block", program("examples/bad/misplaced_declaration.cnn");
     Preprocess = "preprocess", "a `preprocess(...)` that cannot give the input's size or channels, or a second one", program("examples/bad/preprocess.cnn");
+    InvalidLabel = "invalid-label", "a quoted or computed label is not a valid weight-path segment", program("examples/bad/invalid_label.cnn");
+    LabelCollision = "label-collision", "a computed label gives the same name twice in one scope", program("examples/bad/label_collision.cnn");
     DuplicateWeightPath = "duplicate-weight-path", "two layers would name their weights alike", program("examples/bad/duplicate_weight_path.cnn");
     TooManyErrors = "too-many-errors", "expansion stopped after too many errors", program("examples/bad/too_many_errors.cnn");
     UnusedLet = "unused-let", "warning: a `let` binding is never used", program("examples/bad/unused_let.cnn");

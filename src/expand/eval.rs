@@ -149,7 +149,7 @@ impl Expander<'_> {
         }
         let mut candidates = self.names_in_scope();
         let is_callable =
-            self.defs.blocks.contains_key(name) || super::catalogue::is_callable(name);
+            self.defs.block(span.file, name).is_some() || super::catalogue::is_callable(name);
         if is_callable {
             self.error(
                 Diagnostic::error(
@@ -500,10 +500,10 @@ impl Expander<'_> {
             );
         }
         let name = callee.name.as_str();
-        if let Some(block) = self.defs.blocks.get(name).copied() {
+        if let Some(block) = self.defs.block(callee.span.file, name) {
             return self.call_block(block, callee, args, naming, span);
         }
-        if let Some(network) = self.defs.networks.get(name).copied() {
+        if let Some(network) = self.defs.network(callee.span.file, name) {
             return self.call_network(network, callee, args, naming, span);
         }
         if let Some(sig) = super::catalogue::signature(name) {

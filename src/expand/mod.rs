@@ -14,6 +14,8 @@ mod converters;
 mod declarations;
 mod eval;
 mod iteration;
+mod labels;
+mod lookup;
 mod recipe;
 mod stage;
 mod suggest;
@@ -46,11 +48,16 @@ pub const MAX_ERRORS: usize = 50;
 /// The deepest chain of block (and network) calls.
 pub const MAX_CALL_DEPTH: usize = 64;
 
-/// Everything the expander may refer to by name: the blocks and networks of the program.
+/// Everything the expander may refer to by name: the blocks and networks of the program,
+/// keyed by their name in the root's namespace (`basic`, or `resnet.basic` for a file
+/// imported `as resnet`).
 #[derive(Default)]
 pub struct Definitions<'a> {
-    pub blocks: HashMap<&'a str, &'a BlockDef>,
-    pub networks: HashMap<&'a str, &'a NetworkDef>,
+    pub blocks: HashMap<String, &'a BlockDef>,
+    pub networks: HashMap<String, &'a NetworkDef>,
+    /// The prefix of each file's names (`resnet.`; empty for the root and files imported
+    /// without `as`): a name written in that file is looked up with it.
+    pub namespaces: HashMap<crate::source::FileId, String>,
 }
 
 /// Expands one network into its graph, or returns every diagnostic found. Warnings are
@@ -79,6 +86,8 @@ struct Scope {
     segment: String,
     /// How many unlabelled items of each kind this scope has named, for `conv`, `conv_1`, ...
     counters: HashMap<String, usize>,
+    /// The computed labels given in this scope, with where (which iteration) each was first.
+    computed_labels: HashMap<String, String>,
 }
 
 /// How a stage's item is named when it has no label of its own.
@@ -130,6 +139,7 @@ impl<'a> Expander<'a> {
             scopes: vec![Scope {
                 segment: String::new(),
                 counters: HashMap::new(),
+                computed_labels: HashMap::new(),
             }],
             steps: 0,
             stopped: false,
@@ -524,10 +534,21 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn push_scope(&mut self, segment: String) {
+    /// Opens a weight-path scope; `kind` (a block's name, `sequence`, …) is what
+    /// `summary --depth` shows for the scope's collapsed row.
+    fn push_scope(&mut self, segment: String, kind: &str) {
+        if !segment.is_empty() {
+            let path = self.full_path(&segment);
+            self.graph
+                .meta
+                .scopes
+                .entry(path)
+                .or_insert_with(|| kind.to_string());
+        }
         self.scopes.push(Scope {
             segment,
             counters: HashMap::new(),
+            computed_labels: HashMap::new(),
         });
     }
 

@@ -36,7 +36,10 @@ impl Expander<'_> {
 
     fn apply_stage_kind(&mut self, stage: &Stage, input: StageInput, naming: Naming) -> Value {
         let naming = match &stage.label {
-            Some(label) => Naming::Label(label.name.clone()),
+            Some(label) => match self.label_of(stage, label) {
+                Some(name) => Naming::Label(name),
+                None => return Value::Poison,
+            },
             None => naming,
         };
         match &stage.kind {
@@ -50,7 +53,7 @@ impl Expander<'_> {
                     return Value::Poison;
                 };
                 let segment = self.resolve_name(&naming, "repeat");
-                self.push_scope(segment);
+                self.push_scope(segment, "repeat");
                 let mut value = input.value;
                 let mut span = input.span;
                 for idx in 0..n {
@@ -70,10 +73,12 @@ impl Expander<'_> {
                         bindings,
                     });
                     let input = StageInput { value, span };
-                    value = if body.label.is_some() {
+                    // A computed label differs in each iteration: it names the iteration
+                    // itself (`denseblock1.denselayer1`), in place of its index.
+                    value = if body.label.is_some() && body.label_parts.is_empty() {
                         // A label on the repeated stage names the layer inside the iteration,
                         // as `repeat 2 [c: conv(…)]` does: `tower.0.c`, not `tower.c` twice.
-                        self.push_scope(idx.to_string());
+                        self.push_scope(idx.to_string(), "iteration");
                         let value = self.apply_stage(body, input, Naming::Auto);
                         self.pop_scope();
                         value
@@ -89,7 +94,7 @@ impl Expander<'_> {
             }
             StageKind::Sequence(items) => {
                 let segment = self.resolve_name(&naming, "sequence");
-                self.push_scope(segment);
+                self.push_scope(segment, "sequence");
                 let mut next_idx = 0;
                 let value = self.seq_items(items, input, &mut next_idx);
                 self.pop_scope();
@@ -99,7 +104,7 @@ impl Expander<'_> {
                 let scoped = stage.label.is_some() || matches!(naming, Naming::Index(_));
                 if scoped {
                     let segment = self.resolve_name(&naming, "group");
-                    self.push_scope(segment);
+                    self.push_scope(segment, "group");
                 }
                 let mut input = input;
                 for inner in stages {
@@ -267,17 +272,19 @@ impl Expander<'_> {
         // The block body sees only its parameters: lexical scope, not the caller's variables.
         let saved_frames = std::mem::take(&mut self.frames);
         let segment = self.resolve_name(&naming, &block.name.name);
-        self.push_scope(segment);
+        self.push_scope(segment, &block.name.name);
         self.calls.push(CallSite {
-            block: block.name.name.clone(),
+            block: self.defs.qualified(&block.name),
             span: callee.span,
             is_network: false,
         });
         self.frames.push(Vec::new());
         self.bind_params(&block.params, bound, span);
+        let first_new = self.graph.nodes.len();
         let result = self.body_statements(&block.body.stmts, block.body.span);
         self.pop_frame();
         self.calls.pop();
+        self.unwrap_thin_block(block, first_new);
         self.pop_scope();
         self.frames = saved_frames;
         result
@@ -400,11 +407,11 @@ impl Expander<'_> {
         let scoped = !matches!(naming, Naming::Auto);
         if scoped {
             let segment = self.resolve_name(&naming, &network.name.name);
-            self.push_scope(segment);
+            self.push_scope(segment, &network.name.name);
         }
         let prefix = self.path_prefix();
         self.calls.push(CallSite {
-            block: network.name.name.clone(),
+            block: self.defs.qualified(&network.name),
             span: callee.span,
             is_network: true,
         });
@@ -620,7 +627,8 @@ impl Expander<'_> {
             );
             return false;
         }
-        let recursive = self.calls.iter().any(|c| c.block == name.name)
+        let qualified = self.defs.qualified(name);
+        let recursive = self.calls.iter().any(|c| c.block == qualified)
             || (kind == "network" && self.graph.name == name.name);
         if recursive {
             self.error(

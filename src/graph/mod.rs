@@ -116,6 +116,9 @@ pub struct NetworkMeta {
     pub augment: Option<crate::train::augment::Augmentation>,
     /// Where `augment(...)` was declared, to point at both when it is declared twice.
     pub augment_span: Option<Span>,
+    /// What made each weight-path prefix a scope: a block's or network's name, `sequence`,
+    /// `repeat` or `group` (`layer1` → `sequence`, `layer1.0` → `basic`), for `summary --depth`.
+    pub scopes: std::collections::BTreeMap<String, String>,
 }
 
 /// A network: its nodes in insertion (= topological) order, its inputs and its output.

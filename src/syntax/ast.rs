@@ -20,11 +20,13 @@ pub enum Item {
     Network(NetworkDef),
 }
 
-/// `import "std/resnet.cnn"` or `use std::resnet` (the same file).
+/// `import "std/resnet.cnn"` or `use std::resnet` (the same file), optionally `as name`.
 #[derive(Clone, Debug)]
 pub struct Import {
     pub path: String,
     pub span: Span,
+    /// `import "x.cnn" as name`: the file's blocks and networks are `name.block`.
+    pub alias: Option<Ident>,
 }
 
 #[derive(Clone, Debug)]
@@ -214,10 +216,21 @@ impl Arg {
     }
 }
 
+/// A piece of a computed label (`"denselayer{i + 1}"`): text, or an expression's value.
+#[derive(Clone, Debug)]
+pub enum LabelPart {
+    Text(String),
+    Hole(Expr),
+}
+
 /// One step of a pipeline, optionally labelled (`conv1: conv(64, 7)`).
 #[derive(Clone, Debug)]
 pub struct Stage {
+    /// The label's text (`conv1`, or a quoted label's contents); for a computed label, its
+    /// source text (`denselayer{i + 1}`), with the pieces in `label_parts`.
     pub label: Option<Ident>,
+    /// The pieces of a computed label; empty unless the label has a `{…}`.
+    pub label_parts: Vec<LabelPart>,
     /// `frozen`: the layers this stage creates are not trainable.
     pub frozen: bool,
     pub kind: StageKind,

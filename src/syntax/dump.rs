@@ -34,7 +34,13 @@ impl Dumper<'_> {
 
     fn item(&mut self, item: &Item) {
         match item {
-            Item::Import(import) => self.line(0, import.span, format!("import {:?}", import.path)),
+            Item::Import(import) => {
+                let alias = import
+                    .alias
+                    .as_ref()
+                    .map_or(String::new(), |a| format!(" as {}", a.name));
+                self.line(0, import.span, format!("import {:?}{alias}", import.path))
+            }
             Item::Block(block) => {
                 self.line(0, block.span, format!("block {}", block.name.name));
                 self.params(&block.params);

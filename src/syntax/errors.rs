@@ -16,7 +16,9 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         }
         Rule::import | Rule::string | Rule::string_inner => "a string",
         Rule::module_path => "a module path such as `std::resnet`",
-        Rule::ident | Rule::ident_raw | Rule::callee | Rule::keyword => "a name",
+        Rule::ident | Rule::ident_raw | Rule::callee | Rule::keyword | Rule::qualified_name => {
+            "a name"
+        }
         Rule::params | Rule::param => "a parameter",
         Rule::type_name => "a type (`int`, `float`, `bool`, `tensor`, `string` or `list`)",
         Rule::net_inputs | Rule::net_input => "an input such as `image: 224x224x3`",
@@ -49,7 +51,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::stage | Rule::stage_group | Rule::sequence | Rule::repeat_stage => {
             "a layer or block call"
         }
-        Rule::label => "a label",
+        Rule::label | Rule::label_string | Rule::label_text | Rule::label_hole => "a label",
         Rule::frozen => "`frozen`",
         Rule::kw_repeat => "`repeat`",
         Rule::repeat_count => "a repeat count (a number, a name, or an expression in parentheses)",

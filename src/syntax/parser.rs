@@ -95,15 +95,20 @@ impl Walker {
     fn import(&self, pair: Pair<'_, Rule>) -> Result<Import> {
         // The span ends at the path: the rule itself also covers the whitespace after it.
         let start = pair.as_span().start();
-        let inner = children(pair).next();
-        let end = inner.as_ref().map_or(start, |p| p.as_span().end());
+        let mut pieces = children(pair);
+        let inner = pieces.next();
+        let alias = pieces.next().map(|p| self.ident(p));
+        let end = match &alias {
+            Some(alias) => alias.span.end as usize,
+            None => inner.as_ref().map_or(start, |p| p.as_span().end()),
+        };
         let span = Span::new(self.file, start..end);
         let path = match inner {
             Some(p) if p.as_rule() == Rule::string => string_value(self.file, p)?,
             Some(p) => format!("{}.cnn", p.as_str().replace("::", "/")),
             None => String::new(),
         };
-        Ok(Import { path, span })
+        Ok(Import { path, span, alias })
     }
 
     fn block_def(&self, pair: Pair<'_, Rule>) -> Result<BlockDef> {
@@ -534,21 +539,52 @@ impl Walker {
     fn stage_node(&self, pair: Pair<'_, Rule>) -> Result<Stage> {
         let span = self.span(&pair);
         let mut label = None;
+        let mut label_parts = Vec::new();
         let mut frozen = false;
         let mut kind = None;
         for p in pair.into_inner() {
             match p.as_rule() {
-                Rule::label => label = Some(self.ident(next(&mut p.into_inner()))),
+                Rule::label => {
+                    let inner = next(&mut p.into_inner());
+                    if inner.as_rule() == Rule::label_string {
+                        let (ident, parts) = self.label_string(inner)?;
+                        label = Some(ident);
+                        label_parts = parts;
+                    } else {
+                        label = Some(self.ident(inner));
+                    }
+                }
                 Rule::frozen => frozen = true,
                 _ => kind = Some(self.stage_kind(p)?),
             }
         }
         Ok(Stage {
             label,
+            label_parts,
             frozen,
             kind: kind.ok_or_else(|| internal(span))?,
             span,
         })
+    }
+
+    /// `"block2-0"` → the label `block2-0`; `"layer{i + 1}"` → its source text and its pieces.
+    fn label_string(&self, pair: Pair<'_, Rule>) -> Result<(Ident, Vec<LabelPart>)> {
+        let span = self.span(&pair);
+        let quoted = pair.as_str();
+        let name = quoted[1..quoted.len() - 1].to_string();
+        let mut parts = Vec::new();
+        for piece in pair.into_inner() {
+            match piece.as_rule() {
+                Rule::label_hole => {
+                    parts.push(LabelPart::Hole(self.expr(next(&mut piece.into_inner()))?))
+                }
+                _ => parts.push(LabelPart::Text(piece.as_str().to_string())),
+            }
+        }
+        if parts.iter().all(|p| matches!(p, LabelPart::Text(_))) {
+            parts.clear();
+        }
+        Ok((Ident { name, span }, parts))
     }
 
     fn stage_kind(&self, pair: Pair<'_, Rule>) -> Result<StageKind> {
@@ -558,7 +594,7 @@ impl Walker {
                 let (callee, args) = self.call(pair)?;
                 Ok(StageKind::Call { callee, args })
             }
-            Rule::ident => Ok(StageKind::Name(self.ident(pair))),
+            Rule::ident | Rule::qualified_name => Ok(StageKind::Name(self.ident(pair))),
             Rule::repeat_stage => {
                 let mut inner = children(pair);
                 let count = self.expr(next(&mut inner))?;
@@ -637,6 +673,7 @@ impl Walker {
             Rule::seq_items => Err(internal(span)),
             _ => Ok(SeqItem::Stage(Stage {
                 label: None,
+                label_parts: Vec::new(),
                 frozen: false,
                 kind: self.stage_kind(pair)?,
                 span,

@@ -75,19 +75,26 @@ fn expr_wants(expr: &Expr, wanted: Wanted) -> bool {
 }
 
 fn stage_wants(stage: &Stage, wanted: Wanted) -> bool {
-    match &stage.kind {
-        StageKind::Call { callee, args } => is_callee(callee, wanted) || args_want(args, wanted),
-        // A stage that names a value is an error of its own, but still a use of the name; a
-        // stage that names a block is a call.
-        StageKind::Name(stage_name) => match wanted {
-            Wanted::Value(name) | Wanted::Callee(name) => stage_name.name == name,
-        },
-        StageKind::Repeat { count, body, .. } => {
-            expr_wants(count, wanted) || stage_wants(body, wanted)
+    let in_label = stage.label_parts.iter().any(|part| match part {
+        crate::syntax::ast::LabelPart::Hole(expr) => expr_wants(expr, wanted),
+        crate::syntax::ast::LabelPart::Text(_) => false,
+    });
+    in_label
+        || match &stage.kind {
+            StageKind::Call { callee, args } => {
+                is_callee(callee, wanted) || args_want(args, wanted)
+            }
+            // A stage that names a value is an error of its own, but still a use of the name; a
+            // stage that names a block is a call.
+            StageKind::Name(stage_name) => match wanted {
+                Wanted::Value(name) | Wanted::Callee(name) => stage_name.name == name,
+            },
+            StageKind::Repeat { count, body, .. } => {
+                expr_wants(count, wanted) || stage_wants(body, wanted)
+            }
+            StageKind::Sequence(items) => items_want(items, wanted),
+            StageKind::Group(stages) => stages.iter().any(|s| stage_wants(s, wanted)),
         }
-        StageKind::Sequence(items) => items_want(items, wanted),
-        StageKind::Group(stages) => stages.iter().any(|s| stage_wants(s, wanted)),
-    }
 }
 
 fn items_want(items: &[SeqItem], wanted: Wanted) -> bool {
