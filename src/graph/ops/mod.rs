@@ -30,9 +30,12 @@ mod global_pool;
 pub mod gradient;
 mod identity;
 mod input;
+mod layernorm;
 mod literal;
 mod mul;
 mod padding;
+mod parameter;
+mod pointwise_dense;
 mod pool;
 mod scalar;
 pub mod signature;
@@ -56,9 +59,12 @@ pub use flatten::FlattenAttrs;
 pub use global_pool::GlobalPoolAttrs;
 pub use identity::IdentityAttrs;
 pub use input::InputAttrs;
+pub use layernorm::LayerNormAttrs;
 pub use literal::Literal;
 pub use mul::MulAttrs;
 pub use padding::Padding;
+pub use parameter::{ParameterAttrs, PARAMETER_SUFFIX};
+pub use pointwise_dense::PointwiseDenseAttrs;
 pub use pool::{PoolAttrs, PoolKind};
 pub use scalar::{ScalarAttrs, ScalarOp};
 pub use softmax::SoftmaxAttrs;
@@ -175,6 +181,12 @@ pub enum Op {
     Scalar(ScalarAttrs),
     /// Elementwise `x − y` or `x / y` of two tensors, broadcast as `Mul`.
     Arithmetic(ArithmeticOp),
+    /// Over the channels of each pixel.
+    LayerNorm(LayerNormAttrs),
+    /// A dense layer applied at every pixel, with PyTorch's `Linear` weight.
+    PointwiseDense(PointwiseDenseAttrs),
+    /// A learned 1×1×C tensor named by the layer's path (`layer_scale`).
+    Parameter(ParameterAttrs),
 }
 
 impl Op {
@@ -204,6 +216,9 @@ impl Op {
             Op::Upsample(attrs) => f(attrs),
             Op::Scalar(attrs) => f(attrs),
             Op::Arithmetic(op) => f(op),
+            Op::LayerNorm(attrs) => f(attrs),
+            Op::PointwiseDense(attrs) => f(attrs),
+            Op::Parameter(attrs) => f(attrs),
         }
     }
 
@@ -307,7 +322,10 @@ impl Op {
             | Op::Split(_)
             | Op::Upsample(_)
             | Op::Scalar(_)
-            | Op::Arithmetic(_) => None,
+            | Op::Arithmetic(_)
+            | Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_) => None,
         }
     }
 
@@ -344,7 +362,10 @@ impl Op {
             | Op::Split(_)
             | Op::Upsample(_)
             | Op::Scalar(_)
-            | Op::Arithmetic(_) => None,
+            | Op::Arithmetic(_)
+            | Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_) => None,
         }
     }
 
@@ -377,7 +398,10 @@ impl Op {
             | Op::Split(_)
             | Op::Upsample(_)
             | Op::Scalar(_)
-            | Op::Arithmetic(_) => return Vec::new(),
+            | Op::Arithmetic(_)
+            | Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_) => return Vec::new(),
         };
         let mut out = Vec::new();
         if let Some(literal) = weights {
@@ -405,6 +429,7 @@ static LAYERS: &[&dyn Surface] = &[
     &conv::CONV,
     &conv::DWCONV,
     &dense::DENSE,
+    &pointwise_dense::POINTWISE_DENSE,
     &pool::MAXPOOL,
     &pool::AVGPOOL,
     &global_pool::GLOBAL_AVGPOOL,
@@ -412,6 +437,7 @@ static LAYERS: &[&dyn Surface] = &[
     &adaptive_avgpool::ADAPTIVE_AVGPOOL,
     &flatten::FLATTEN,
     &batchnorm::BATCHNORM,
+    &layernorm::LAYERNORM,
     &dropout::DROPOUT,
     &identity::IDENTITY,
     &activation::layer(Activation::Relu),
@@ -432,6 +458,7 @@ static LAYERS: &[&dyn Surface] = &[
     &channels::CHANNEL_SHUFFLE,
     &channels::SPLIT,
     &upsample::UPSAMPLE,
+    &parameter::PARAMETER,
 ];
 
 /// Every layer of the language, in catalogue order.
