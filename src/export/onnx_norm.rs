@@ -1,8 +1,10 @@
 //! The ONNX form of the ops ConvNeXt brought (layer norm over channels, pointwise dense,
-//! `parameter`), written with opset-13 operators on the exporter's N×C×H×W tensors.
+//! `parameter`) and of PReLU, written with opset-13 operators on the exporter's N×C×H×W tensors.
 
 use super::onnx::{Builder, ExportError};
-use crate::graph::{LayerNormAttrs, NodeId, PointwiseDenseAttrs, Shape, PARAMETER_SUFFIX};
+use crate::graph::{
+    LayerNormAttrs, NodeId, PReluAttrs, PointwiseDenseAttrs, Shape, PARAMETER_SUFFIX,
+};
 
 impl Builder<'_> {
     /// `LayerNormalization` is an opset-17 operator and normalizes trailing axes; over the
@@ -99,6 +101,29 @@ impl Builder<'_> {
     ) -> Result<String, ExportError> {
         let tensor = self.weight(id, PARAMETER_SUFFIX, &[shape.c, 1, 1], None)?;
         Ok(self.emit("Identity", base, vec![tensor], Vec::new()))
+    }
+}
+
+impl Builder<'_> {
+    /// `PRelu` with the slopes unsqueezed to `[n, 1, 1]` on an image, so that per-channel
+    /// slopes broadcast along axis 1 (ONNX broadcasts the slope from the right).
+    pub(super) fn prelu(
+        &mut self,
+        id: NodeId,
+        attrs: PReluAttrs,
+        shape: Shape,
+        x: &str,
+        base: &str,
+    ) -> Result<String, ExportError> {
+        let slopes = self.weight(id, "weight", &[attrs.slopes(shape.c)], None)?;
+        let slopes = if shape.flat {
+            slopes
+        } else {
+            let axes = self.int64_initializer(&format!("{base}.weight_axes"), &[1, 2]);
+            let name = format!("{base}/weight_unsqueeze");
+            self.emit("Unsqueeze", &name, vec![slopes, axes], Vec::new())
+        };
+        Ok(self.emit("PRelu", base, vec![x.to_string(), slopes], Vec::new()))
     }
 }
 

@@ -135,6 +135,10 @@ impl Builder<'_> {
                 arity(1)?;
                 self.parameter(id, input_shape, &base)?
             }
+            Op::PRelu(attrs) => {
+                arity(1)?;
+                self.prelu(id, *attrs, input_shape, &args[0], &base)?
+            }
             Op::ChannelShuffle(attrs) => {
                 arity(1)?;
                 self.channel_shuffle(&args[0], input_shape, attrs.groups, &base)

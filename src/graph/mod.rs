@@ -20,7 +20,7 @@ pub use infer::ShapeError;
 pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, ArithmeticOp, BatchNormAttrs, ChannelShuffleAttrs,
     Coefficient, ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs,
-    IdentityAttrs, InputAttrs, LayerNormAttrs, Literal, MulAttrs, Op, OpRule, Padding,
+    IdentityAttrs, InputAttrs, LayerNormAttrs, Literal, MulAttrs, Op, OpRule, PReluAttrs, Padding,
     ParameterAttrs, PointwiseDenseAttrs, PoolAttrs, PoolKind, ScalarAttrs, ScalarOp, SoftmaxAttrs,
     SplitAttrs, UpsampleAttrs, UpsampleMode, PARAMETER_SUFFIX,
 };

@@ -27,7 +27,7 @@
 //! `pack.rs` fills the constant buffers from the graph's constants, in parallel.
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
 //! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, `norm.rs` (layer norm,
-//! `parameter`), and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
+//! `parameter`), `prelu.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
 //! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
 
 mod builder;
@@ -43,6 +43,7 @@ mod pack;
 mod pad;
 mod plan;
 mod pool;
+mod prelu;
 pub mod program;
 mod train;
 mod upsample;
@@ -428,6 +429,7 @@ impl<'g> Lowering<'g> {
             Op::LayerNorm(attrs) => self.layer_norm(id, *attrs)?,
             Op::PointwiseDense(attrs) => self.pointwise_dense(id, *attrs)?,
             Op::Parameter(_) => self.parameter(id)?,
+            Op::PRelu(attrs) => self.prelu(id, *attrs)?,
         }
         Ok(())
     }

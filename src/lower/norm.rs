@@ -13,10 +13,14 @@ use super::{ConstSpec, KernelBuilder, LowerError, Lowering};
 use crate::graph::{LayerNormAttrs, NodeId, PARAMETER_SUFFIX};
 
 impl Lowering<'_> {
-    /// A `[C]` tensor of node `id` (or its `[C, 1, 1]` parameter) padded with zeros to a
-    /// multiple of 4, so that every vector load of it is in bounds.
-    fn channel_constant(&mut self, id: NodeId, suffix: &'static str) -> super::ir::BufferId {
-        let channels = self.graph.shape(id).c;
+    /// A `[channels]` tensor of node `id` (or a `parameter`'s `[C, 1, 1]`) padded with zeros
+    /// to a multiple of 4, so that every vector load of it is in bounds.
+    pub(super) fn channel_constant(
+        &mut self,
+        id: NodeId,
+        suffix: &'static str,
+        channels: usize,
+    ) -> super::ir::BufferId {
         let channels_padded = channels.next_multiple_of(4);
         let name = self.graph.tensor_name(id, suffix);
         self.add_const(
@@ -41,8 +45,8 @@ impl Lowering<'_> {
         if c == 0 || self.graph.shape(id).numel() != s.numel() {
             return Err(self.malformed(id, "the output's shape differs from the input's"));
         }
-        let weight = self.channel_constant(id, "weight");
-        let bias = self.channel_constant(id, "bias");
+        let weight = self.channel_constant(id, "weight", c);
+        let bias = self.channel_constant(id, "bias", c);
         let out = self.target(id);
         let full = c / 4;
         let rest = (c % 4) as u8;
@@ -102,7 +106,7 @@ impl Lowering<'_> {
     /// The learned tensor, copied into the node's 1×1×C value for each image.
     pub(super) fn parameter(&mut self, id: NodeId) -> Result<(), LowerError> {
         let c = self.graph.shape(id).c;
-        let values = self.channel_constant(id, PARAMETER_SUFFIX);
+        let values = self.channel_constant(id, PARAMETER_SUFFIX, c);
         let out = self.target(id);
         let mut b = self.builder(id, "parameter", format!("parameter 1×1×{c}"));
         for (c0, lanes) in channel_vectors(c) {

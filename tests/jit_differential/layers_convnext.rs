@@ -1,8 +1,8 @@
 //! The layers ConvNeXt brought against the reference: `layernorm` over each pixel's channels,
 //! `pointwise_dense` (PyTorch's `Linear` at every pixel), and `parameter` (a learned 1×1×C
 //! tensor), alone and in a small ConvNeXt block, at odd sizes, channel counts that are not
-//! multiples of 4, batch 3, checked and on 2 threads; and `gelu` at points whose exact
-//! values (`x·Φ(x)`, torch's default erf form) are known.
+//! multiples of 4, batch 3, checked and on 2 threads; `gelu` at points whose exact
+//! values (`x·Φ(x)`, torch's default erf form) are known; and `prelu`.
 
 use super::{graphs_of, inputs_for, max_error, weights_for, Rng, TOLERANCE};
 use cnnc::codegen::{self, CodegenOptions};
@@ -11,8 +11,8 @@ use cnnc::reference;
 use cnnc::runtime::Weights;
 use ndarray::{ArrayD, IxDyn};
 
-/// Seeded weights with the layer norms' affine maps and the `parameter` tensors made random
-/// (a fresh layer norm is the identity map, a fresh `parameter` a constant), so that a mixed-up
+/// Seeded weights with the layer norms' affine maps, the `parameter` tensors and the PReLU
+/// slopes made random (fresh, they are the identity map and constants), so that a mixed-up
 /// channel would show.
 fn random_weights(graph: &Graph) -> Weights {
     let mut weights = weights_for(graph);
@@ -21,7 +21,7 @@ fn random_weights(graph: &Graph) -> Weights {
         let range = match graph.nodes[node].op {
             Op::LayerNorm(_) if name.ends_with("weight") => (0.5, 2.0),
             Op::LayerNorm(_) => (-0.5, 0.5),
-            Op::Parameter(_) => (-2.0, 2.0),
+            Op::Parameter(_) | Op::PRelu(_) => (-2.0, 2.0),
             _ => continue,
         };
         if let Some(tensor) = weights.get_mut(&name) {
@@ -188,5 +188,21 @@ fn gelu_is_the_exact_erf_form() {
                 );
             }
         }
+    }
+}
+
+/// PReLU with a slope per channel and one shared slope, at odd sizes, on a flat vector, after
+/// a conv (values of both signs), into a concat's slice, with slopes above 1 and below 0
+/// (random in ±2).
+#[test]
+fn prelu_per_channel_and_shared() {
+    for source in [
+        "network t(x: 5x7x13) { x - 0.5 -> prelu }",
+        "network t(x: 5x7x13) { x - 0.5 -> prelu(shared: true) }",
+        "network t(x: 4x3x6) { x -> conv(7, 3, pad: 1) -> prelu(init: 0.1) }",
+        "network t(x: 2x3x5) { x - 0.5 -> flatten -> prelu -> dense(4) }",
+        "network t(x: 5x3x5) { concat(x - 0.5 -> prelu, x -> conv(3, 1) -> prelu(shared: true)) }",
+    ] {
+        check_source(source, 3);
     }
 }

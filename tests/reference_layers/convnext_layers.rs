@@ -1,9 +1,9 @@
 //! The layers ConvNeXt brought, in the reference interpreter, against hand-computed values:
 //! layer norm over each pixel's channels, a dense layer at every pixel, and a `parameter`
-//! tensor named by its layer's path alone.
+//! tensor named by its layer's path alone; and PReLU.
 
 use super::{assert_close, run1, single, tensor};
-use cnnc::graph::{LayerNormAttrs, Op, ParameterAttrs, PointwiseDenseAttrs, Shape};
+use cnnc::graph::{LayerNormAttrs, Op, PReluAttrs, ParameterAttrs, PointwiseDenseAttrs, Shape};
 use cnnc::runtime::Weights;
 
 /// Pixel `[1, 2, 3, 4]`: mean 2.5, biased variance 1.25, so `x̂ = (x − 2.5)/√1.25`; then
@@ -88,4 +88,40 @@ fn parameter_is_the_learned_tensor_named_by_its_path() {
     let output = run1(&graph, &weights, input);
     assert_eq!(output.shape(), &[2, 1, 1, 3]);
     assert_close(&output, &[1., -2., 3., 1., -2., 3.]);
+}
+
+/// `max(0, x) + a · min(0, x)`: per channel with slopes `[0.5, −1]`, and one shared slope 2
+/// (PyTorch's `nn.PReLU()` has one slope, `nn.PReLU(C)` one per channel); fresh slopes are
+/// 0.25.
+#[test]
+fn prelu_scales_the_negative_values_by_learned_slopes() {
+    let input = tensor(&[1, 1, 2, 2], vec![-2., -3., 4., 0.5]);
+    let graph = single(
+        Shape::spatial(1, 2, 2),
+        Op::PRelu(PReluAttrs {
+            shared: false,
+            init: 0.25,
+        }),
+    );
+    assert_eq!(graph.named_params()[0].2.shape, [2]);
+    let fresh = Weights::seeded(&graph, 0).expect("seeded weights");
+    assert_close(
+        &run1(&graph, &fresh, input.clone()),
+        &[-0.5, -0.75, 4., 0.5],
+    );
+    let mut weights = Weights::new();
+    weights.insert("layer.weight", tensor(&[2], vec![0.5, -1.]));
+    assert_close(&run1(&graph, &weights, input.clone()), &[-1., 3., 4., 0.5]);
+
+    let shared = single(
+        Shape::spatial(1, 2, 2),
+        Op::PRelu(PReluAttrs {
+            shared: true,
+            init: 0.25,
+        }),
+    );
+    assert_eq!(shared.named_params()[0].2.shape, [1]);
+    let mut weights = Weights::new();
+    weights.insert("layer.weight", tensor(&[1], vec![2.]));
+    assert_close(&run1(&shared, &weights, input), &[-4., -6., 4., 0.5]);
 }

@@ -97,6 +97,7 @@ impl Op {
             Op::LayerNorm(attrs) => f(attrs),
             Op::PointwiseDense(attrs) => f(attrs),
             Op::Parameter(attrs) => f(attrs),
+            Op::PRelu(attrs) => f(attrs),
         }
     }
 }

@@ -37,6 +37,7 @@ mod padding;
 mod parameter;
 mod pointwise_dense;
 mod pool;
+mod prelu;
 mod scalar;
 pub mod signature;
 mod softmax;
@@ -66,6 +67,7 @@ pub use padding::Padding;
 pub use parameter::{ParameterAttrs, PARAMETER_SUFFIX};
 pub use pointwise_dense::PointwiseDenseAttrs;
 pub use pool::{PoolAttrs, PoolKind};
+pub use prelu::PReluAttrs;
 pub use scalar::{ScalarAttrs, ScalarOp};
 pub use softmax::SoftmaxAttrs;
 pub use upsample::{bilinear_source, UpsampleAttrs, UpsampleMode};
@@ -187,6 +189,8 @@ pub enum Op {
     PointwiseDense(PointwiseDenseAttrs),
     /// A learned 1×1×C tensor named by the layer's path (`layer_scale`).
     Parameter(ParameterAttrs),
+    /// A leaky ReLU with learned slopes.
+    PRelu(PReluAttrs),
 }
 
 impl Op {
@@ -219,6 +223,7 @@ impl Op {
             Op::LayerNorm(attrs) => f(attrs),
             Op::PointwiseDense(attrs) => f(attrs),
             Op::Parameter(attrs) => f(attrs),
+            Op::PRelu(attrs) => f(attrs),
         }
     }
 
@@ -325,7 +330,8 @@ impl Op {
             | Op::Arithmetic(_)
             | Op::LayerNorm(_)
             | Op::PointwiseDense(_)
-            | Op::Parameter(_) => None,
+            | Op::Parameter(_)
+            | Op::PRelu(_) => None,
         }
     }
 
@@ -365,7 +371,8 @@ impl Op {
             | Op::Arithmetic(_)
             | Op::LayerNorm(_)
             | Op::PointwiseDense(_)
-            | Op::Parameter(_) => None,
+            | Op::Parameter(_)
+            | Op::PRelu(_) => None,
         }
     }
 
@@ -401,7 +408,8 @@ impl Op {
             | Op::Arithmetic(_)
             | Op::LayerNorm(_)
             | Op::PointwiseDense(_)
-            | Op::Parameter(_) => return Vec::new(),
+            | Op::Parameter(_)
+            | Op::PRelu(_) => return Vec::new(),
         };
         let mut out = Vec::new();
         if let Some(literal) = weights {
@@ -451,6 +459,7 @@ static LAYERS: &[&dyn Surface] = &[
     &activation::LEAKY_RELU,
     &activation::ELU,
     &activation::GELU,
+    &prelu::PRELU,
     &softmax::SOFTMAX,
     &add::ADD,
     &mul::MUL,
