@@ -111,6 +111,7 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::PointwiseDense(_) => "Transpose",
         Op::Parameter(_) => "Identity",
         Op::PRelu(_) => "PRelu",
+        Op::GroupNorm(_) => "Reshape",
         Op::Arithmetic(cnnc::graph::ArithmeticOp::Sub) => "Sub",
         Op::Arithmetic(cnnc::graph::ArithmeticOp::Div) => "Div",
         Op::Scalar(attrs) => {
@@ -254,6 +255,18 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
             Op::PointwiseDense(attrs) if attrs.bias => &["Transpose", "Add", "Transpose"],
             Op::PointwiseDense(_) => &["Transpose", "Transpose"],
             Op::PRelu(_) if !graph.input_shape(id).flat => &["Unsqueeze"],
+            Op::GroupNorm(a) if !a.affine => &["InstanceNormalization", "Reshape"],
+            Op::GroupNorm(_) if graph.input_shape(id).flat => {
+                &["InstanceNormalization", "Reshape", "Mul", "Add"]
+            }
+            Op::GroupNorm(_) => &[
+                "InstanceNormalization",
+                "Reshape",
+                "Unsqueeze",
+                "Unsqueeze",
+                "Mul",
+                "Add",
+            ],
             _ => &[],
         };
         for op_type in rest {

@@ -1,9 +1,10 @@
 //! The ONNX form of the ops ConvNeXt brought (layer norm over channels, pointwise dense,
-//! `parameter`) and of PReLU, written with opset-13 operators on the exporter's N×C×H×W tensors.
+//! `parameter`) and of PReLU and group norm, written with opset-13 operators on the exporter's N×C×H×W tensors.
 
 use super::onnx::{Builder, ExportError};
 use crate::graph::{
-    LayerNormAttrs, NodeId, PReluAttrs, PointwiseDenseAttrs, Shape, PARAMETER_SUFFIX,
+    GroupNormAttrs, LayerNormAttrs, NodeId, PReluAttrs, PointwiseDenseAttrs, Shape,
+    PARAMETER_SUFFIX,
 };
 
 impl Builder<'_> {
@@ -124,6 +125,81 @@ impl Builder<'_> {
             self.emit("Unsqueeze", &name, vec![slopes, axes], Vec::new())
         };
         Ok(self.emit("PRelu", base, vec![x.to_string(), slopes], Vec::new()))
+    }
+}
+
+impl Builder<'_> {
+    /// ONNX's `InstanceNormalization` normalizes each channel; a group of channels becomes one
+    /// channel by reshaping N×C×H×W to N×G×(C/G·H·W), normalized with a unit scale and zero
+    /// shift, reshaped back, then scaled and shifted per channel by `weight` and `bias`
+    /// unsqueezed to `[C, 1, 1]`.
+    pub(super) fn group_norm(
+        &mut self,
+        id: NodeId,
+        attrs: GroupNormAttrs,
+        shape: Shape,
+        x: &str,
+        base: &str,
+    ) -> Result<String, ExportError> {
+        let groups = attrs.groups.max(1);
+        let ones = self.fresh(&format!("{base}.unit_scale"));
+        self.initializer(ones.clone(), &[groups], std::iter::repeat_n(1.0, groups));
+        let zeros = self.fresh(&format!("{base}.zero_shift"));
+        self.initializer(zeros.clone(), &[groups], std::iter::repeat_n(0.0, groups));
+        let grouped =
+            self.int64_initializer(&format!("{base}.grouped_shape"), &[0, groups as i64, -1]);
+        let spatial: &[i64] = if shape.flat {
+            &[]
+        } else {
+            &[shape.h as i64, shape.w as i64]
+        };
+        let whole: Vec<i64> = [0, shape.c as i64].iter().chain(spatial).copied().collect();
+        let whole = self.int64_initializer(&format!("{base}.shape"), &whole);
+        let name = |what: &str| format!("{base}/{what}");
+        let reshaped = self.emit(
+            "Reshape",
+            &name("group"),
+            vec![x.to_string(), grouped],
+            Vec::new(),
+        );
+        let eps = vec![super::onnx_ops::float("epsilon", attrs.eps as f32)];
+        let normalized = self.emit(
+            "InstanceNormalization",
+            &name("normalize"),
+            vec![reshaped, ones, zeros],
+            eps,
+        );
+        let back = if attrs.affine {
+            name("ungroup")
+        } else {
+            base.to_string()
+        };
+        let mut y = self.emit("Reshape", &back, vec![normalized, whole], Vec::new());
+        if attrs.affine {
+            let mut affine = Vec::new();
+            for suffix in ["weight", "bias"] {
+                let tensor = self.weight(id, suffix, &[shape.c], None)?;
+                affine.push(if shape.flat {
+                    tensor
+                } else {
+                    let axes = self.int64_initializer(&format!("{base}.{suffix}_axes"), &[1, 2]);
+                    self.emit(
+                        "Unsqueeze",
+                        &name(&format!("{suffix}_unsqueeze")),
+                        vec![tensor, axes],
+                        Vec::new(),
+                    )
+                });
+            }
+            y = self.emit(
+                "Mul",
+                &name("scaled"),
+                vec![y, affine[0].clone()],
+                Vec::new(),
+            );
+            y = self.emit("Add", base, vec![y, affine[1].clone()], Vec::new());
+        }
+        Ok(y)
     }
 }
 

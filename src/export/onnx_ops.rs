@@ -135,6 +135,10 @@ impl Builder<'_> {
                 arity(1)?;
                 self.parameter(id, input_shape, &base)?
             }
+            Op::GroupNorm(attrs) => {
+                arity(1)?;
+                self.group_norm(id, *attrs, input_shape, &args[0], &base)?
+            }
             Op::PRelu(attrs) => {
                 arity(1)?;
                 self.prelu(id, *attrs, input_shape, &args[0], &base)?
@@ -518,7 +522,7 @@ fn string(name: &str, value: &str) -> pb::AttributeProto {
     }
 }
 
-fn float(name: &str, value: f32) -> pb::AttributeProto {
+pub(super) fn float(name: &str, value: f32) -> pb::AttributeProto {
     pb::AttributeProto {
         name: Some(name.into()),
         r#type: Some(pb::attribute_proto::AttributeType::Float as i32),

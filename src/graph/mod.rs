@@ -20,9 +20,9 @@ pub use infer::ShapeError;
 pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, ArithmeticOp, BatchNormAttrs, ChannelShuffleAttrs,
     Coefficient, ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs,
-    IdentityAttrs, InputAttrs, LayerNormAttrs, Literal, MulAttrs, Op, OpRule, PReluAttrs, Padding,
-    ParameterAttrs, PointwiseDenseAttrs, PoolAttrs, PoolKind, ScalarAttrs, ScalarOp, SoftmaxAttrs,
-    SplitAttrs, UpsampleAttrs, UpsampleMode, PARAMETER_SUFFIX,
+    GroupNormAttrs, IdentityAttrs, InputAttrs, LayerNormAttrs, Literal, MulAttrs, Op, OpRule,
+    PReluAttrs, Padding, ParameterAttrs, PointwiseDenseAttrs, PoolAttrs, PoolKind, ScalarAttrs,
+    ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode, PARAMETER_SUFFIX,
 };
 pub use shape::Shape;
 

@@ -27,7 +27,7 @@
 //! `pack.rs` fills the constant buffers from the graph's constants, in parallel.
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
 //! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, `norm.rs` (layer norm,
-//! `parameter`), `prelu.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
+//! `parameter`), `groupnorm.rs`, `prelu.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
 //! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
 
 mod builder;
@@ -37,6 +37,7 @@ mod conv;
 mod dense;
 mod dump;
 mod elementwise;
+mod groupnorm;
 pub mod ir;
 mod norm;
 mod pack;
@@ -430,6 +431,7 @@ impl<'g> Lowering<'g> {
             Op::PointwiseDense(attrs) => self.pointwise_dense(id, *attrs)?,
             Op::Parameter(_) => self.parameter(id)?,
             Op::PRelu(attrs) => self.prelu(id, *attrs)?,
+            Op::GroupNorm(attrs) => self.group_norm(id, *attrs)?,
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! `pointwise_dense` (PyTorch's `Linear` at every pixel), and `parameter` (a learned 1×1×C
 //! tensor), alone and in a small ConvNeXt block, at odd sizes, channel counts that are not
 //! multiples of 4, batch 3, checked and on 2 threads; `gelu` at points whose exact
-//! values (`x·Φ(x)`, torch's default erf form) are known; and `prelu`.
+//! values (`x·Φ(x)`, torch's default erf form) are known; `prelu`; `groupnorm` and
+//! `instancenorm`.
 
 use super::{graphs_of, inputs_for, max_error, weights_for, Rng, TOLERANCE};
 use cnnc::codegen::{self, CodegenOptions};
@@ -11,7 +12,7 @@ use cnnc::reference;
 use cnnc::runtime::Weights;
 use ndarray::{ArrayD, IxDyn};
 
-/// Seeded weights with the layer norms' affine maps, the `parameter` tensors and the PReLU
+/// Seeded weights with the layer and group norms' affine maps, the `parameter` tensors and the PReLU
 /// slopes made random (fresh, they are the identity map and constants), so that a mixed-up
 /// channel would show.
 fn random_weights(graph: &Graph) -> Weights {
@@ -21,6 +22,8 @@ fn random_weights(graph: &Graph) -> Weights {
         let range = match graph.nodes[node].op {
             Op::LayerNorm(_) if name.ends_with("weight") => (0.5, 2.0),
             Op::LayerNorm(_) => (-0.5, 0.5),
+            Op::GroupNorm(_) if name.ends_with("weight") => (0.5, 2.0),
+            Op::GroupNorm(_) => (-0.5, 0.5),
             Op::Parameter(_) | Op::PRelu(_) => (-2.0, 2.0),
             _ => continue,
         };
@@ -202,6 +205,26 @@ fn prelu_per_channel_and_shared() {
         "network t(x: 4x3x6) { x -> conv(7, 3, pad: 1) -> prelu(init: 0.1) }",
         "network t(x: 2x3x5) { x - 0.5 -> flatten -> prelu -> dense(4) }",
         "network t(x: 5x3x5) { concat(x - 0.5 -> prelu, x -> conv(3, 1) -> prelu(shared: true)) }",
+    ] {
+        check_source(source, 3);
+    }
+}
+
+/// Group norm with groups of 4 channels (whole vectors), 3 and 5 (partial ones), one group of
+/// 13, not affine, on a flat vector, into a concat's slice; instance norm (groups of one
+/// channel), plain and affine; at odd sizes and batch 3.
+#[test]
+fn groupnorm_and_instancenorm() {
+    for source in [
+        "network t(x: 5x7x12) { x -> conv(12, 3, pad: 1) -> groupnorm(3) }",
+        "network t(x: 5x7x12) { x -> conv(12, 1) -> groupnorm(4) }",
+        "network t(x: 3x5x15) { x + 20 -> groupnorm(3, eps: 1e-6) }",
+        "network t(x: 5x7x13) { x -> groupnorm(1) }",
+        "network t(x: 4x3x6) { x -> groupnorm(2, affine: false) }",
+        "network t(x: 2x3x4) { x -> flatten -> groupnorm(2) -> dense(3) }",
+        "network t(x: 5x7x6) { x -> conv(6, 3) -> instancenorm }",
+        "network t(x: 5x3x7) { x -> instancenorm(affine: true) }",
+        "network t(x: 5x7x5) { concat(x -> groupnorm(5), x -> conv(4, 1) -> groupnorm(2)) }",
     ] {
         check_source(source, 3);
     }

@@ -1,9 +1,11 @@
 //! The layers ConvNeXt brought, in the reference interpreter, against hand-computed values:
 //! layer norm over each pixel's channels, a dense layer at every pixel, and a `parameter`
-//! tensor named by its layer's path alone; and PReLU.
+//! tensor named by its layer's path alone; PReLU; group and instance norm.
 
 use super::{assert_close, run1, single, tensor};
-use cnnc::graph::{LayerNormAttrs, Op, PReluAttrs, ParameterAttrs, PointwiseDenseAttrs, Shape};
+use cnnc::graph::{
+    GroupNormAttrs, LayerNormAttrs, Op, PReluAttrs, ParameterAttrs, PointwiseDenseAttrs, Shape,
+};
 use cnnc::runtime::Weights;
 
 /// Pixel `[1, 2, 3, 4]`: mean 2.5, biased variance 1.25, so `x̂ = (x − 2.5)/√1.25`; then
@@ -124,4 +126,40 @@ fn prelu_scales_the_negative_values_by_learned_slopes() {
     let mut weights = Weights::new();
     weights.insert("layer.weight", tensor(&[1], vec![2.]));
     assert_close(&run1(&shared, &weights, input), &[-4., -6., 4., 0.5]);
+}
+
+/// Two pixels of 4 channels in 2 groups: group 0 holds 1, 3 (pixel 0) and 5, 7 (pixel 1),
+/// mean 4 and biased variance 5; group 1 holds 0, 0 and 2, 2, mean 1 and variance 1. Instance
+/// norm over pixels `[1, 4]` and `[3, 4]`: channel 0 has mean 2 and variance 1, channel 1 is
+/// constant and normalizes to 0 (eps keeps 0/0 away).
+#[test]
+fn group_norm_normalizes_each_group_over_the_image() {
+    let attrs = GroupNormAttrs {
+        groups: 2,
+        eps: 0.0,
+        affine: true,
+        instance: false,
+    };
+    let graph = single(Shape::spatial(1, 2, 4), Op::GroupNorm(attrs));
+    let input = tensor(&[1, 1, 2, 4], vec![1., 3., 0., 0., 5., 7., 2., 2.]);
+    let fresh = Weights::seeded(&graph, 0).expect("seeded weights");
+    let s = 5f32.sqrt();
+    let normalized = [-3. / s, -1. / s, -1., -1., 1. / s, 3. / s, 1., 1.];
+    assert_close(&run1(&graph, &fresh, input.clone()), &normalized);
+    let mut weights = Weights::new();
+    weights.insert("layer.weight", tensor(&[4], vec![2., 1., 1., 1.]));
+    weights.insert("layer.bias", tensor(&[4], vec![0., 0., 0., 1.]));
+    let affine = [-6. / s, -1. / s, -1., 0., 2. / s, 3. / s, 1., 2.];
+    assert_close(&run1(&graph, &weights, input), &affine);
+
+    let instance = GroupNormAttrs {
+        groups: 2,
+        eps: 1e-5,
+        affine: false,
+        instance: true,
+    };
+    let graph = single(Shape::spatial(1, 2, 2), Op::GroupNorm(instance));
+    assert!(graph.named_params().is_empty());
+    let input = tensor(&[1, 1, 2, 2], vec![1., 4., 3., 4.]);
+    assert_close(&run1(&graph, &Weights::new(), input), &[-1., 0., 1., 0.]);
 }

@@ -98,6 +98,7 @@ impl Op {
             Op::PointwiseDense(attrs) => f(attrs),
             Op::Parameter(attrs) => f(attrs),
             Op::PRelu(attrs) => f(attrs),
+            Op::GroupNorm(attrs) => f(attrs),
         }
     }
 }

@@ -28,6 +28,7 @@ mod dropout;
 mod flatten;
 mod global_pool;
 pub mod gradient;
+mod groupnorm;
 mod identity;
 mod input;
 mod layernorm;
@@ -58,6 +59,7 @@ pub use dense::DenseAttrs;
 pub use dropout::{dropout_scale, DropoutAttrs};
 pub use flatten::FlattenAttrs;
 pub use global_pool::GlobalPoolAttrs;
+pub use groupnorm::GroupNormAttrs;
 pub use identity::IdentityAttrs;
 pub use input::InputAttrs;
 pub use layernorm::LayerNormAttrs;
@@ -191,6 +193,8 @@ pub enum Op {
     Parameter(ParameterAttrs),
     /// A leaky ReLU with learned slopes.
     PRelu(PReluAttrs),
+    /// Group norm (instance norm: one channel per group).
+    GroupNorm(GroupNormAttrs),
 }
 
 impl Op {
@@ -224,6 +228,7 @@ impl Op {
             Op::PointwiseDense(attrs) => f(attrs),
             Op::Parameter(attrs) => f(attrs),
             Op::PRelu(attrs) => f(attrs),
+            Op::GroupNorm(attrs) => f(attrs),
         }
     }
 
@@ -331,7 +336,8 @@ impl Op {
             | Op::LayerNorm(_)
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
-            | Op::PRelu(_) => None,
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => None,
         }
     }
 
@@ -372,7 +378,8 @@ impl Op {
             | Op::LayerNorm(_)
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
-            | Op::PRelu(_) => None,
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => None,
         }
     }
 
@@ -409,7 +416,8 @@ impl Op {
             | Op::LayerNorm(_)
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
-            | Op::PRelu(_) => return Vec::new(),
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => return Vec::new(),
         };
         let mut out = Vec::new();
         if let Some(literal) = weights {
@@ -446,6 +454,8 @@ static LAYERS: &[&dyn Surface] = &[
     &flatten::FLATTEN,
     &batchnorm::BATCHNORM,
     &layernorm::LAYERNORM,
+    &groupnorm::GROUPNORM,
+    &groupnorm::INSTANCENORM,
     &dropout::DROPOUT,
     &identity::IDENTITY,
     &activation::layer(Activation::Relu),
