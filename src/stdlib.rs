@@ -4,6 +4,7 @@
 /// Every file of `std/`, by the path an import names it with.
 pub static FILES: &[(&str, &str)] = &[
     ("std/alexnet.cnn", include_str!("../std/alexnet.cnn")),
+    ("std/convnext.cnn", include_str!("../std/convnext.cnn")),
     (
         "std/efficientnet.cnn",
         include_str!("../std/efficientnet.cnn"),

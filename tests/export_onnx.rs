@@ -107,6 +107,11 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::ChannelShuffle(_) => "Reshape",
         Op::Split(_) => "Slice",
         Op::Upsample(_) => "Resize",
+        Op::LayerNorm(_) => "ReduceMean",
+        Op::PointwiseDense(_) => "Transpose",
+        Op::Parameter(_) => "Identity",
+        Op::PRelu(_) => "PRelu",
+        Op::GroupNorm(_) => "Reshape",
         Op::Arithmetic(cnnc::graph::ArithmeticOp::Sub) => "Sub",
         Op::Arithmetic(cnnc::graph::ArithmeticOp::Div) => "Div",
         Op::Scalar(attrs) => {
@@ -209,7 +214,7 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
     // Each layer became its operator: the counts per operator type agree (the second node of
     // a swish is a `Mul`, counted with the graph's own products).
     let mut expected_counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for node in graph.nodes.values() {
+    for (id, node) in graph.nodes.iter() {
         if let Some(op_type) = onnx_op_type(&node.op) {
             *expected_counts.entry(op_type).or_default() += 1;
         }
@@ -223,6 +228,45 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
                 &["Mul", "Mul", "Add", "Mul", "Tanh", "Mul", "Add", "Mul"]
             }
             Op::ChannelShuffle(_) => &["Transpose", "Reshape"],
+            // Over axis 1 at opset 13; γ and β unsqueezed to [C, 1, 1] on an image.
+            Op::LayerNorm(_) if graph.input_shape(id).flat => &[
+                "Sub",
+                "Mul",
+                "ReduceMean",
+                "Add",
+                "Sqrt",
+                "Div",
+                "Mul",
+                "Add",
+            ],
+            Op::LayerNorm(_) => &[
+                "Unsqueeze",
+                "Unsqueeze",
+                "Sub",
+                "Mul",
+                "ReduceMean",
+                "Add",
+                "Sqrt",
+                "Div",
+                "Mul",
+                "Add",
+            ],
+            // Channels last, the weight transposed, (`MatMul`), the bias, channels first.
+            Op::PointwiseDense(attrs) if attrs.bias => &["Transpose", "Add", "Transpose"],
+            Op::PointwiseDense(_) => &["Transpose", "Transpose"],
+            Op::PRelu(_) if !graph.input_shape(id).flat => &["Unsqueeze"],
+            Op::GroupNorm(a) if !a.affine => &["InstanceNormalization", "Reshape"],
+            Op::GroupNorm(_) if graph.input_shape(id).flat => {
+                &["InstanceNormalization", "Reshape", "Mul", "Add"]
+            }
+            Op::GroupNorm(_) => &[
+                "InstanceNormalization",
+                "Reshape",
+                "Unsqueeze",
+                "Unsqueeze",
+                "Mul",
+                "Add",
+            ],
             _ => &[],
         };
         for op_type in rest {
@@ -300,6 +344,7 @@ mod reduced_std_network_exports {
         "std/googlenet.cnn": googlenet;
         "std/mobilenet.cnn": mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small;
         "std/shufflenet.cnn": shufflenet_v2_x1_0;
+        "std/convnext.cnn": convnext_tiny;
         "std/efficientnet.cnn": efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
             efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7;
     }

@@ -43,6 +43,7 @@ const NETWORKS: &[(&str, &str, f64, i32)] = &[
     ("std/mobilenet.cnn", "mobilenet_v3_large", 0.22, 2),
     ("std/mobilenet.cnn", "mobilenet_v3_small", 0.06, 2),
     ("std/shufflenet.cnn", "shufflenet_v2_x1_0", 0.14, 2),
+    ("std/convnext.cnn", "convnext_tiny", 4.46, 2),
     ("std/efficientnet.cnn", "efficientnet_b0", 0.39, 2),
     ("std/efficientnet.cnn", "efficientnet_b1", 0.69, 2),
     ("std/efficientnet.cnn", "efficientnet_b2", 1.09, 2),
@@ -175,6 +176,7 @@ std_network_tests! {
     googlenet
     mobilenet_v1 mobilenet_v2 mobilenet_v3_large mobilenet_v3_small
     shufflenet_v2_x1_0
+    convnext_tiny
     efficientnet_b0 efficientnet_b1 efficientnet_b2 efficientnet_b3
     efficientnet_b4 efficientnet_b5 efficientnet_b6 efficientnet_b7
 }

@@ -409,6 +409,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                     UnaryOp::Exp => math.exp(a),
                     UnaryOp::Sigmoid => math.sigmoid(a),
                     UnaryOp::Tanh => math.tanh(a),
+                    UnaryOp::Sqrt => math.builder.ins().sqrt(a),
                 }
             }
             LoopExpr::Binary(op, a, c) => {

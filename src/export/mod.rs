@@ -5,6 +5,7 @@
 //! exported model is an independent oracle for what cnnc computes.
 
 pub mod onnx;
+mod onnx_norm;
 mod onnx_ops;
 #[allow(clippy::all, clippy::pedantic)]
 pub mod onnx_proto;

@@ -123,6 +123,26 @@ impl Builder<'_> {
                 let attributes = vec![int("axis", 1)];
                 self.emit("Concat", &base, args, attributes)
             }
+            Op::LayerNorm(attrs) => {
+                arity(1)?;
+                self.layer_norm(id, *attrs, input_shape, &args[0], &base)?
+            }
+            Op::PointwiseDense(attrs) => {
+                arity(1)?;
+                self.pointwise_dense(id, *attrs, input_shape, &args[0], &base)?
+            }
+            Op::Parameter(_) => {
+                arity(1)?;
+                self.parameter(id, input_shape, &base)?
+            }
+            Op::GroupNorm(attrs) => {
+                arity(1)?;
+                self.group_norm(id, *attrs, input_shape, &args[0], &base)?
+            }
+            Op::PRelu(attrs) => {
+                arity(1)?;
+                self.prelu(id, *attrs, input_shape, &args[0], &base)?
+            }
             Op::ChannelShuffle(attrs) => {
                 arity(1)?;
                 self.channel_shuffle(&args[0], input_shape, attrs.groups, &base)
@@ -475,7 +495,7 @@ fn pool_attributes(attrs: &PoolAttrs) -> Vec<pb::AttributeProto> {
     attributes
 }
 
-fn int(name: &str, value: i64) -> pb::AttributeProto {
+pub(super) fn int(name: &str, value: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: Some(name.into()),
         r#type: Some(pb::attribute_proto::AttributeType::Int as i32),
@@ -484,7 +504,7 @@ fn int(name: &str, value: i64) -> pb::AttributeProto {
     }
 }
 
-fn ints(name: &str, values: &[usize]) -> pb::AttributeProto {
+pub(super) fn ints(name: &str, values: &[usize]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: Some(name.into()),
         r#type: Some(pb::attribute_proto::AttributeType::Ints as i32),
@@ -502,7 +522,7 @@ fn string(name: &str, value: &str) -> pb::AttributeProto {
     }
 }
 
-fn float(name: &str, value: f32) -> pb::AttributeProto {
+pub(super) fn float(name: &str, value: f32) -> pb::AttributeProto {
     pb::AttributeProto {
         name: Some(name.into()),
         r#type: Some(pb::attribute_proto::AttributeType::Float as i32),

@@ -20,8 +20,9 @@ pub use infer::ShapeError;
 pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, ArithmeticOp, BatchNormAttrs, ChannelShuffleAttrs,
     Coefficient, ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs,
-    IdentityAttrs, InputAttrs, Literal, MulAttrs, Op, OpRule, Padding, PoolAttrs, PoolKind,
-    ScalarAttrs, ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode,
+    GroupNormAttrs, IdentityAttrs, InputAttrs, LayerNormAttrs, Literal, MulAttrs, Op, OpRule,
+    PReluAttrs, Padding, ParameterAttrs, PointwiseDenseAttrs, PoolAttrs, PoolKind, ScalarAttrs,
+    ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode, PARAMETER_SUFFIX,
 };
 pub use shape::Shape;
 
@@ -370,6 +371,9 @@ impl Graph {
 fn tensor_name(path: &str, suffix: &str) -> String {
     if path.is_empty() {
         suffix.to_string()
+    } else if suffix.is_empty() {
+        // A `parameter` layer's one tensor is named by the layer's path alone.
+        path.to_string()
     } else {
         format!("{path}.{suffix}")
     }

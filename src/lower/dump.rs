@@ -28,6 +28,7 @@ fn unary(op: UnaryOp) -> &'static str {
         UnaryOp::Exp => "exp",
         UnaryOp::Sigmoid => "sigmoid",
         UnaryOp::Tanh => "tanh",
+        UnaryOp::Sqrt => "sqrt",
     }
 }
 

@@ -182,6 +182,8 @@ pub enum UnaryOp {
     Exp,
     Sigmoid,
     Tanh,
+    /// The correctly rounded square root (one machine instruction).
+    Sqrt,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -26,7 +26,8 @@
 //! Every access of the result is proven in bounds by `verify.rs` before it is returned.
 //! `pack.rs` fills the constant buffers from the graph's constants, in parallel.
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
-//! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
+//! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, `norm.rs` (layer norm,
+//! `parameter`), `groupnorm.rs`, `prelu.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
 //! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
 
 mod builder;
@@ -36,11 +37,14 @@ mod conv;
 mod dense;
 mod dump;
 mod elementwise;
+mod groupnorm;
 pub mod ir;
+mod norm;
 mod pack;
 mod pad;
 mod plan;
 mod pool;
+mod prelu;
 pub mod program;
 mod train;
 mod upsample;
@@ -423,6 +427,11 @@ impl<'g> Lowering<'g> {
             Op::Upsample(attrs) => self.upsample(id, *attrs)?,
             Op::Scalar(attrs) => self.scalar(id, *attrs)?,
             Op::Arithmetic(op) => self.arithmetic(id, *op)?,
+            Op::LayerNorm(attrs) => self.layer_norm(id, *attrs)?,
+            Op::PointwiseDense(attrs) => self.pointwise_dense(id, *attrs)?,
+            Op::Parameter(_) => self.parameter(id)?,
+            Op::PRelu(attrs) => self.prelu(id, *attrs)?,
+            Op::GroupNorm(attrs) => self.group_norm(id, *attrs)?,
         }
         Ok(())
     }

@@ -54,6 +54,19 @@ fn dense_attrs(graph: &Graph, node: NodeId) -> Result<&DenseAttrs, LowerError> {
     }
 }
 
+/// The units of dense layer `node`, applied to a vector or at every pixel: both pack their
+/// `[units, features]` weight the same way.
+fn dense_units(graph: &Graph, node: NodeId) -> Result<usize, LowerError> {
+    match &graph.nodes[node].op {
+        Op::Dense(attrs) => Ok(attrs.units),
+        Op::PointwiseDense(attrs) => Ok(attrs.units),
+        _ => Err(malformed(
+            node,
+            "dense weights of a layer that is not dense",
+        )),
+    }
+}
+
 fn malformed(node: NodeId, what: &str) -> LowerError {
     LowerError::Malformed(format!("{node}: {what}"))
 }
@@ -169,9 +182,8 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             panel,
             hwc_input,
         } => {
-            let attrs = dense_attrs(graph, node)?;
             let features = graph.input_shape(node).c;
-            let units = attrs.units;
+            let units = dense_units(graph, node)?;
             let shape = [units, features];
             let w = tensor(graph, node, "weight", &shape)?;
             let panel = panel.max(1);
@@ -193,10 +205,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             }
         }
         &ConstSpec::DenseBias { node, .. } => {
-            let Op::Dense(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(node, "a dense bias of a layer that is not dense"));
-            };
-            let shape = [attrs.units];
+            let shape = [dense_units(graph, node)?];
             let bias = tensor(graph, node, "bias", &shape)?;
             out.get_mut(..bias.len())
                 .ok_or_else(|| malformed(node, "packing"))?
@@ -253,6 +262,16 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                         .ok_or_else(|| malformed(node, "packing"))? = w[unit * features + column];
                 }
             }
+        }
+        &ConstSpec::Channels {
+            node,
+            suffix,
+            channels,
+        } => {
+            let values = tensor(graph, node, suffix, &[channels])?;
+            out.get_mut(..values.len())
+                .ok_or_else(|| malformed(node, "packing"))?
+                .copy_from_slice(&values);
         }
         ConstSpec::Values(values) => {
             let n = values.len().min(len);

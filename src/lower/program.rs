@@ -99,6 +99,13 @@ pub enum ConstSpec {
         features_padded: usize,
         hwc_input: Option<(usize, usize, usize)>,
     },
+    /// A node's per-channel tensor (`suffix`: a layer norm's `weight` or `bias`, a
+    /// `parameter`'s tensor) of `channels` values, padded with zeros to the buffer's length.
+    Channels {
+        node: NodeId,
+        suffix: &'static str,
+        channels: usize,
+    },
     /// Numbers computed by the lowering (pooling divisors).
     Values(Vec<f32>),
 }

@@ -108,7 +108,7 @@ impl OpRule for DenseAttrs {
 }
 
 /// `x` is N×1×1×C; `weight` is `[units, C]`, PyTorch's `Linear` layout.
-fn dense(
+pub(super) fn dense(
     x: &Tensor,
     weight: &CowArray<f32, IxDyn>,
     bias: Option<&CowArray<f32, IxDyn>>,

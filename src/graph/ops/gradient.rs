@@ -94,6 +94,11 @@ impl Op {
             Op::Upsample(attrs) => f(attrs),
             Op::Scalar(attrs) => f(attrs),
             Op::Arithmetic(op) => f(op),
+            Op::LayerNorm(attrs) => f(attrs),
+            Op::PointwiseDense(attrs) => f(attrs),
+            Op::Parameter(attrs) => f(attrs),
+            Op::PRelu(attrs) => f(attrs),
+            Op::GroupNorm(attrs) => f(attrs),
         }
     }
 }

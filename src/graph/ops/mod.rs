@@ -28,12 +28,17 @@ mod dropout;
 mod flatten;
 mod global_pool;
 pub mod gradient;
+mod groupnorm;
 mod identity;
 mod input;
+mod layernorm;
 mod literal;
 mod mul;
 mod padding;
+mod parameter;
+mod pointwise_dense;
 mod pool;
+mod prelu;
 mod scalar;
 pub mod signature;
 mod softmax;
@@ -54,12 +59,17 @@ pub use dense::DenseAttrs;
 pub use dropout::{dropout_scale, DropoutAttrs};
 pub use flatten::FlattenAttrs;
 pub use global_pool::GlobalPoolAttrs;
+pub use groupnorm::GroupNormAttrs;
 pub use identity::IdentityAttrs;
 pub use input::InputAttrs;
+pub use layernorm::LayerNormAttrs;
 pub use literal::Literal;
 pub use mul::MulAttrs;
 pub use padding::Padding;
+pub use parameter::{ParameterAttrs, PARAMETER_SUFFIX};
+pub use pointwise_dense::PointwiseDenseAttrs;
 pub use pool::{PoolAttrs, PoolKind};
+pub use prelu::PReluAttrs;
 pub use scalar::{ScalarAttrs, ScalarOp};
 pub use softmax::SoftmaxAttrs;
 pub use upsample::{bilinear_source, UpsampleAttrs, UpsampleMode};
@@ -175,6 +185,16 @@ pub enum Op {
     Scalar(ScalarAttrs),
     /// Elementwise `x − y` or `x / y` of two tensors, broadcast as `Mul`.
     Arithmetic(ArithmeticOp),
+    /// Over the channels of each pixel.
+    LayerNorm(LayerNormAttrs),
+    /// A dense layer applied at every pixel, with PyTorch's `Linear` weight.
+    PointwiseDense(PointwiseDenseAttrs),
+    /// A learned 1×1×C tensor named by the layer's path (`layer_scale`).
+    Parameter(ParameterAttrs),
+    /// A leaky ReLU with learned slopes.
+    PRelu(PReluAttrs),
+    /// Group norm (instance norm: one channel per group).
+    GroupNorm(GroupNormAttrs),
 }
 
 impl Op {
@@ -204,6 +224,11 @@ impl Op {
             Op::Upsample(attrs) => f(attrs),
             Op::Scalar(attrs) => f(attrs),
             Op::Arithmetic(op) => f(op),
+            Op::LayerNorm(attrs) => f(attrs),
+            Op::PointwiseDense(attrs) => f(attrs),
+            Op::Parameter(attrs) => f(attrs),
+            Op::PRelu(attrs) => f(attrs),
+            Op::GroupNorm(attrs) => f(attrs),
         }
     }
 
@@ -307,7 +332,12 @@ impl Op {
             | Op::Split(_)
             | Op::Upsample(_)
             | Op::Scalar(_)
-            | Op::Arithmetic(_) => None,
+            | Op::Arithmetic(_)
+            | Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_)
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => None,
         }
     }
 
@@ -344,7 +374,12 @@ impl Op {
             | Op::Split(_)
             | Op::Upsample(_)
             | Op::Scalar(_)
-            | Op::Arithmetic(_) => None,
+            | Op::Arithmetic(_)
+            | Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_)
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => None,
         }
     }
 
@@ -377,7 +412,12 @@ impl Op {
             | Op::Split(_)
             | Op::Upsample(_)
             | Op::Scalar(_)
-            | Op::Arithmetic(_) => return Vec::new(),
+            | Op::Arithmetic(_)
+            | Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_)
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => return Vec::new(),
         };
         let mut out = Vec::new();
         if let Some(literal) = weights {
@@ -405,6 +445,7 @@ static LAYERS: &[&dyn Surface] = &[
     &conv::CONV,
     &conv::DWCONV,
     &dense::DENSE,
+    &pointwise_dense::POINTWISE_DENSE,
     &pool::MAXPOOL,
     &pool::AVGPOOL,
     &global_pool::GLOBAL_AVGPOOL,
@@ -412,6 +453,9 @@ static LAYERS: &[&dyn Surface] = &[
     &adaptive_avgpool::ADAPTIVE_AVGPOOL,
     &flatten::FLATTEN,
     &batchnorm::BATCHNORM,
+    &layernorm::LAYERNORM,
+    &groupnorm::GROUPNORM,
+    &groupnorm::INSTANCENORM,
     &dropout::DROPOUT,
     &identity::IDENTITY,
     &activation::layer(Activation::Relu),
@@ -425,6 +469,7 @@ static LAYERS: &[&dyn Surface] = &[
     &activation::LEAKY_RELU,
     &activation::ELU,
     &activation::GELU,
+    &prelu::PRELU,
     &softmax::SOFTMAX,
     &add::ADD,
     &mul::MUL,
@@ -432,6 +477,7 @@ static LAYERS: &[&dyn Surface] = &[
     &channels::CHANNEL_SHUFFLE,
     &channels::SPLIT,
     &upsample::UPSAMPLE,
+    &parameter::PARAMETER,
 ];
 
 /// Every layer of the language, in catalogue order.
