@@ -271,6 +271,11 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
             Op::Softmax => true,
+            Op::LayerNorm(_)
+            | Op::PointwiseDense(_)
+            | Op::Parameter(_)
+            | Op::PRelu(_)
+            | Op::GroupNorm(_) => false,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -567,6 +572,13 @@ impl<'g> Backward<'g> {
                 | Op::AdaptiveAvgPool { .. }
                 | Op::Upsample(_)
                 | Op::Softmax => {}
+                Op::LayerNorm(_)
+                | Op::PointwiseDense(_)
+                | Op::Parameter(_)
+                | Op::PRelu(_)
+                | Op::GroupNorm(_) => {
+                    return Err(self.lowering.malformed(id, "no compiled backward"));
+                }
             }
         }
         Ok(())
