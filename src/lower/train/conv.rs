@@ -3,10 +3,13 @@
 //!
 //! - **bias**: `∂b += Σ_pixels ∂z`;
 //! - **weights**: `∂W[ky][kx][in][out] += Σ_pixels x[pixel·stride + tap] · ∂z[pixel]`, a
-//!   reduction over the output pixels in a register tile of 4 taps × 3 vectors of output
-//!   channels (4 broadcasts and 3 loads per 12 FMAs; 4 × 2 was 9–21 % slower on ResNet-18).
-//!   Taps are all unrolled for a small filter, else `(kx, in)` runs of a window row, unrolled,
-//!   or looped over blocks of 4 input channels when there are many;
+//!   reduction over the output pixels, unrolled by 4, in a register tile of 4 taps × 2 vectors
+//!   of output channels (4 broadcasts and 2 loads per 8 FMAs: the forward's 4×8 shape, which
+//!   docs/CRANELIFT.md §6.1 found fastest; 4 × 3 spills and was 1.06× slower once the
+//!   reduction was unrolled). At stride 1 a block of output rows is one run of pixels
+//!   (`∂z` copied to the input frame's row pitch), and large images are reduced in blocks of
+//!   rows that stay in cache. Taps are all unrolled for a small filter, else `(kx, in)` runs
+//!   of a window row, unrolled, or looped over blocks of 4 input channels when there are many;
 //! - **input**: a transposed convolution. For a stride-1 ungrouped conv it is an ordinary
 //!   convolution of the padded `∂z` with the flipped, transposed filters, lowered by the
 //!   forward's own kernels (direct or Winograd). Otherwise it is a scatter: every output pixel
@@ -31,15 +34,29 @@ use crate::graph::{ConvAttrs, DenseAttrs, NodeId, Padding, Shape};
 const TILE_TAPS: usize = 4;
 /// Channel vectors per input-gradient tile (input channels) and bias group.
 const TILE_VECTORS: usize = 2;
-/// Output-channel vectors per weight-gradient tile: 4 taps × 3 vectors is 12 accumulators,
-/// 4 broadcasts and 3 loads per 12 FMAs.
-const WEIGHT_TILE_VECTORS: usize = 3;
+/// Output-channel vectors per weight-gradient tile: 4 taps × 2 vectors is 8 accumulators.
+const WEIGHT_TILE_VECTORS: usize = 2;
 /// Filters with at most this many taps (`kh·kw·in`) have them all unrolled as constants,
 /// packed 4 to a tile across window rows, rather than looped row by row: a 5×5 filter on one
 /// channel takes 7 sweeps over the pixels instead of 10.
 const UNROLLED_TAPS: usize = 64;
 /// Output pixels per input-gradient tile.
 const TILE_PIXELS: usize = 4;
+/// Floats of `∂z` and input rows a block of the weight gradient's reduction may cover: they
+/// stay in L2 while every tile of a window row sweeps them.
+const WEIGHT_GRAD_BLOCK_FLOATS: usize = 32 * 1024;
+
+/// Output rows per block of a weight gradient's reduction (of `height` rows, each reading
+/// `row_floats` floats, into a gradient of `weight_floats`): as many as fit
+/// [`WEIGHT_GRAD_BLOCK_FLOATS`], at least one; all of them when the gradient is larger than the
+/// rows, since each block reads and writes the whole gradient once more (ResNet-18's layer4,
+/// 9 MiB of gradient for 240 KiB of rows, ran 1.2× slower in blocks).
+fn weight_grad_block_rows(weight_floats: usize, row_floats: usize, height: usize) -> usize {
+    if weight_floats > height * row_floats {
+        return height.max(1);
+    }
+    (WEIGHT_GRAD_BLOCK_FLOATS / row_floats.max(1)).clamp(1, height.max(1))
+}
 
 /// `(first channel, vectors, lanes of the last)` of the groups of `vectors` channel vectors
 /// that cover `channels`.
@@ -196,6 +213,38 @@ impl Backward<'_> {
             kh * kw * ci * co_pad,
             layout,
         );
+        // At stride 1 the input of output pixel `(oy, ox)` is at frame pixel `oy·frame_w + ox`
+        // plus the tap's offset: with `∂z` copied to the frame's row pitch (zeros in the
+        // extra columns), a block of rows is one run of pixels for both, reduced in one
+        // unrolled loop instead of a short loop per row (ResNet-18's layer4, 7 pixels a row,
+        // spent more time in loop overhead than in FMAs).
+        // (Not where the frame is much wider than the output: ResNet-18's layer4, 7 pixels a
+        // row in a Winograd frame of 10, ran 1.2× slower.)
+        let pitched = attrs.stride == [1, 1] && frame_w > out.w && 4 * frame_w <= 5 * out.w;
+        let pitched = pitched.then(|| {
+            let read = WindowRead {
+                kernel: [1, 1],
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: Padding {
+                    right: frame_w - out.w,
+                    ..Padding::default()
+                },
+                out: (out.h, frame_w),
+                fill: 0.0,
+            };
+            let dz = NodeBuffer {
+                buffer: dz,
+                shape: out,
+                hwc: None,
+                padded: None,
+            };
+            self.lowering.pad_input(id, dz, &read).buffer
+        });
+        let (dz, dz_pitch) = match pitched {
+            Some(buffer) => (buffer, frame_w),
+            None => (dz, out.w),
+        };
         let mut b = self.builder(
             id,
             "weight_grad",
@@ -205,30 +254,47 @@ impl Backward<'_> {
             ),
         );
         // One tile: `taps` (frame offset within the window, row of ∂W) × a channel group.
+        // One tile's reduction covers the output rows `rows.0 + 0..rows.1`.
         let tile = |b: &mut KernelBuilder,
                     taps: &[(Affine, Affine)],
-                    c0: usize,
-                    vectors: usize,
-                    last: u8| {
+                    (c0, vectors, last): (usize, usize, u8),
+                    rows: (&Affine, usize)| {
             let acc: Vec<Vec<Reg>> = taps
                 .iter()
                 .map(|_| (0..vectors).map(|_| b.constant(0.0)).collect())
                 .collect();
-            b.repeat(out.h, |b, oy| {
-                b.repeat(out.w, |b, ox| {
-                    let pixel_in = (oy.clone() * (sh * frame_w) + ox.clone() * sw) * ci;
-                    let pixel_out = (oy.clone() * out.w + ox) * co + c0;
-                    let d: Vec<Reg> = (0..vectors)
-                        .map(|v| b.load(dz, pixel_out.clone() + 4 * v, lanes(v, vectors, last)))
-                        .collect();
-                    for (t, (offset, _)) in taps.iter().enumerate() {
-                        let x = b.splat(frame, pixel_in.clone() + offset.clone());
-                        for (v, &dv) in d.iter().enumerate() {
-                            b.set(acc[t][v], LoopExpr::Fma(x, dv, acc[t][v]));
-                        }
+            // One reduction step: output pixel `pixel_out` (in `∂z`, row pitch `dz_pitch`) and
+            // the frame pixel its window starts at.
+            let step = |b: &mut KernelBuilder, pixel_in: Affine, pixel_out: Affine| {
+                let d: Vec<Reg> = (0..vectors)
+                    .map(|v| {
+                        let at = pixel_out.clone() * co + c0 + 4 * v;
+                        b.load(dz, at, lanes(v, vectors, last))
+                    })
+                    .collect();
+                for (t, (offset, _)) in taps.iter().enumerate() {
+                    let x = b.splat(frame, pixel_in.clone() * ci + offset.clone());
+                    for (v, &dv) in d.iter().enumerate() {
+                        b.set(acc[t][v], LoopExpr::Fma(x, dv, acc[t][v]));
                     }
+                }
+            };
+            if dz_pitch == frame_w && sh == 1 && sw == 1 {
+                let first = rows.0.clone() * frame_w;
+                let len = (rows.1 - 1) * frame_w + out.w;
+                reduce(b, len, &mut |b, q| {
+                    let pixel = first.clone() + q;
+                    step(b, pixel.clone(), pixel)
                 });
-            });
+            } else {
+                b.repeat(rows.1, |b, r| {
+                    let oy = rows.0.clone() + r;
+                    reduce(b, out.w, &mut |b, ox| {
+                        let pixel_in = oy.clone() * (sh * frame_w) + ox.clone() * sw;
+                        step(b, pixel_in, oy.clone() * dz_pitch + ox)
+                    });
+                });
+            }
             for (t, (_, row)) in taps.iter().enumerate() {
                 for (v, &a) in acc[t].iter().enumerate() {
                     let at = row.clone() * co_pad + c0 + 4 * v;
@@ -246,19 +312,25 @@ impl Backward<'_> {
             (ky.clone() * (dh * frame_w * ci) + within, ky * row_taps + t)
         };
         let blocked = ci.is_multiple_of(TILE_TAPS) && row_taps > 8 * TILE_TAPS;
+        let all_rows = (&Affine::default(), out.h);
         if !blocked && kh * row_taps <= UNROLLED_TAPS {
             let all: Vec<(Affine, Affine)> = (0..kh * row_taps)
                 .map(|t| tap(Affine::constant(t / row_taps), t % row_taps))
                 .collect();
             for taps in all.chunks(TILE_TAPS) {
-                for &(c0, vectors, last) in &groups {
-                    tile(&mut b, taps, c0, vectors, last);
+                for &group in &groups {
+                    tile(&mut b, taps, group, all_rows);
                 }
             }
             self.lowering.emit(b);
             return;
         }
-        b.parallel(kh, |b, ky| {
+        // Every tile of a window row over one block of output rows, then the next block: the
+        // block's `∂z` and input rows stay in cache while all the tiles sweep them (each tile
+        // sweeping the whole image read them from L3).
+        let block_rows =
+            weight_grad_block_rows(kh * kw * ci * co, out.w * co + frame_w * ci, out.h);
+        let window_row = |b: &mut KernelBuilder, ky: &Affine, rows: (&Affine, usize)| {
             if blocked {
                 let row_offset = ky.clone() * (dh * frame_w * ci);
                 let row_of = ky.clone() * row_taps;
@@ -273,8 +345,8 @@ impl Backward<'_> {
                                 )
                             })
                             .collect();
-                        for &(c0, vectors, last) in &groups {
-                            tile(b, &taps, c0, vectors, last);
+                        for &group in &groups {
+                            tile(b, &taps, group, rows);
                         }
                     });
                 });
@@ -282,10 +354,19 @@ impl Backward<'_> {
                 let taps: Vec<(Affine, Affine)> =
                     (0..row_taps).map(|t| tap(ky.clone(), t)).collect();
                 for taps in taps.chunks(TILE_TAPS) {
-                    for &(c0, vectors, last) in &groups {
-                        tile(b, taps, c0, vectors, last);
+                    for &group in &groups {
+                        tile(b, taps, group, rows);
                     }
                 }
+            }
+        };
+        b.parallel(kh, |b, ky| {
+            b.repeat(out.h / block_rows, |b, block| {
+                window_row(b, &ky, (&(block * block_rows), block_rows));
+            });
+            let rest = out.h % block_rows;
+            if rest > 0 {
+                window_row(b, &ky, (&Affine::constant(out.h - rest), rest));
             }
         });
         self.lowering.emit(b);
