@@ -19,6 +19,9 @@ use cnnc::train::jit::JitStep;
 use cnnc::train::trainer::step_gradients;
 use ndarray::{ArrayD, IxDyn};
 
+#[path = "train_jit/ops.rs"]
+mod ops;
+
 fn graph_of(source: &str) -> Graph {
     let program = driver::load_source("test.cnn", source);
     let compilation = driver::compile(program, &Select::All);

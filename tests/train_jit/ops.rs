@@ -7,62 +7,17 @@
 //! And the standard networks these ops made trainable are accepted by the JIT (compiled
 //! only: a 224² step is too slow for the test suite).
 //!
-//! Tolerance, as in `tests/train_jit.rs`: `|jit − reference| ≤ 2e-4 · max|reference| + 1e-6`
+//! Compared as the parent module (`tests/train_jit.rs`) compares, with its tolerance: `|jit − reference| ≤ 2e-4 · max|reference| + 1e-6`
 //! per tensor. Images are spread over [−4, 4) where an activation has kinks at ±3, so every
 //! piece of its derivative is exercised.
 
+use super::{compare_with, graph_of, random};
 use cnnc::driver::{self, Select};
-use cnnc::graph::ops::gradient::TrainingMode;
 use cnnc::graph::Graph;
 use cnnc::lower::Winograd;
-use cnnc::runtime::Weights;
-use cnnc::train::jit::{step_memory, JitStep};
-use cnnc::train::trainer::step_gradients;
+use cnnc::train::jit::step_memory;
 use ndarray::{ArrayD, IxDyn};
 use std::path::Path;
-
-fn graph_of(source: &str) -> Graph {
-    let program = driver::load_source("test.cnn", source);
-    let compilation = driver::compile(program, &Select::All);
-    assert!(
-        !compilation.has_errors(),
-        "{}",
-        compilation.render_diagnostics()
-    );
-    let graph = compilation.graphs().next().cloned();
-    graph.expect("a network")
-}
-
-/// Uniform numbers in [−1, 1) from a SplitMix64 stream.
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-/// Seeded weights with every bias made non-zero, so bias gradients flow into real sums.
-fn weights(graph: &Graph) -> Weights {
-    let mut weights = Weights::seeded(graph, 7).expect("weights");
-    for (i, (name, _, _)) in graph.named_params().into_iter().enumerate() {
-        if name.ends_with("bias") {
-            let tensor = weights.get_mut(&name).expect("the bias");
-            let values = random(tensor.len(), 100 + i as u64);
-            tensor
-                .iter_mut()
-                .zip(values)
-                .for_each(|(t, v)| *t = 0.1 * v);
-        }
-    }
-    weights
-}
 
 /// `n` images of uniform numbers in [−scale, scale).
 fn batch(graph: &Graph, n: usize, scale: f32) -> ArrayD<f32> {
@@ -74,69 +29,12 @@ fn batch(graph: &Graph, n: usize, scale: f32) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&[n, s.h, s.w, s.c]), values).expect("a batch")
 }
 
-const TRAIN: TrainingMode = TrainingMode {
-    training: true,
-    seed: 3,
-};
-
 /// Compares one step's loss, logits and gradients on `n` images scaled by `scale`, on
 /// `threads` threads; returns how many tensors were compared.
 fn compare(source: &str, n: usize, threads: usize, scale: f32) -> usize {
     let graph = graph_of(source);
     let images = batch(&graph, n, scale);
     compare_with(&graph, images, threads, Winograd::Auto)
-}
-
-fn compare_with(graph: &Graph, images: ArrayD<f32>, threads: usize, winograd: Winograd) -> usize {
-    let n = images.shape()[0];
-    let graph = graph.clone();
-    let weights = weights(&graph);
-    let classes = graph.shape(graph.output()).c as u32;
-    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
-    let reference =
-        step_gradients(&graph, &weights, &images, &labels, TRAIN, 1).expect("the reference");
-    let mut jit = JitStep::with_winograd(&graph, &weights, threads, winograd)
-        .expect("compiles")
-        .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
-    let got = jit
-        .step(&weights, &images, &labels, TRAIN.seed)
-        .expect("a step");
-    assert!(
-        (got.loss - reference.loss).abs() <= 1e-5 * reference.loss.abs().max(1.0),
-        "loss {} vs {}",
-        got.loss,
-        reference.loss
-    );
-    close("logits", &got.logits, &reference.logits);
-    let names: Vec<&str> = got.grads.iter().map(|(n, _)| n.as_str()).collect();
-    let expected: Vec<&str> = reference.grads.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, expected);
-    for ((name, g), (_, r)) in got.grads.iter().zip(&reference.grads) {
-        close(name, g, r);
-    }
-    assert_eq!(got.batch_norm_stats.len(), reference.batch_norm_stats.len());
-    for (g, r) in got.batch_norm_stats.iter().zip(&reference.batch_norm_stats) {
-        assert_eq!(
-            (&g.running_mean, &g.running_var, g.count),
-            (&r.running_mean, &r.running_var, r.count)
-        );
-        let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
-        close(&g.running_mean, &f(&g.mean), &f(&r.mean));
-        close(&g.running_var, &f(&g.var), &f(&r.var));
-    }
-    got.grads.len()
-}
-
-fn close(what: &str, got: &[f32], expected: &[f32]) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: the reference gradient is all zero");
-    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            (g - e).abs() <= 2e-4 * scale + 1e-6,
-            "{what}[{i}]: jit {g} vs reference {e} (largest {scale})"
-        );
-    }
 }
 
 /// Every activation this file covers, as the language writes it.
