@@ -7,7 +7,8 @@
 //! instance norm) is reduced over its lanes only.
 
 use super::elementwise::channel_vectors;
-use super::ir::{BinaryOp, LoopExpr, ReduceOp, Reg, UnaryOp};
+use super::ir::{BinaryOp, LoopExpr, ReduceOp};
+use super::norm::{moments, ValueMap};
 use super::{KernelBuilder, LowerError, Lowering};
 use crate::graph::{GroupNormAttrs, NodeId};
 
@@ -39,7 +40,7 @@ impl Lowering<'_> {
             let first = g * size;
             // Σ f(x) over the group's values, in every lane: full vectors and partial ones
             // are reduced apart, so that a partial vector's empty lanes never count.
-            let group_sum = |b: &mut KernelBuilder, f: &dyn Fn(&mut KernelBuilder, Reg) -> Reg| {
+            let group_sum = |b: &mut KernelBuilder, f: &ValueMap| {
                 let full = b.constant(0.0);
                 let rest = (size % 4) as u8;
                 let tail = b.constant(0.0);
@@ -59,18 +60,7 @@ impl Lowering<'_> {
                 }
                 full
             };
-            let inverse_count = b.constant(1.0 / (pixels * size) as f32);
-            let total = group_sum(b, &|_, value| value);
-            let mean = b.binary(BinaryOp::Mul, total, inverse_count);
-            let squares = group_sum(b, &|b, value| {
-                let deviation = b.binary(BinaryOp::Sub, value, mean);
-                b.binary(BinaryOp::Mul, deviation, deviation)
-            });
-            let eps = b.constant(attrs.eps as f32);
-            let variance = b.assign(LoopExpr::Fma(squares, inverse_count, eps));
-            let root = b.unary(UnaryOp::Sqrt, variance);
-            let one = b.constant(1.0);
-            let inverse_std = b.binary(BinaryOp::Div, one, root);
+            let (mean, inverse_std) = moments(b, pixels * size, attrs.eps, &group_sum);
             b.repeat(pixels, |b, p| {
                 for (c0, lanes) in channel_vectors(size) {
                     let channel = first.clone() + c0;

@@ -8,7 +8,7 @@
 //! `r = 1/√(var + eps)`. Lanes past the channels never enter a reduction.
 
 use super::elementwise::channel_vectors;
-use super::ir::{Affine, BinaryOp, LoopExpr, ReduceOp, UnaryOp};
+use super::ir::{Affine, BinaryOp, LoopExpr, ReduceOp, Reg, UnaryOp};
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering};
 use crate::graph::{LayerNormAttrs, NodeId, PARAMETER_SUFFIX};
 
@@ -56,7 +56,7 @@ impl Lowering<'_> {
             let base = p.clone() * c;
             let tail_index = base.clone() + full * 4;
             // Σ f(x) over the pixel's channels, in every lane.
-            let channel_sum = |b: &mut KernelBuilder, f: &dyn Fn(&mut KernelBuilder, _) -> _| {
+            let channel_sum = |b: &mut KernelBuilder, f: &ValueMap| {
                 let sum = b.constant(0.0);
                 b.repeat(full, |b, v| {
                     let value = b.load(x.buffer, base.clone() + v * 4, 4);
@@ -72,18 +72,7 @@ impl Lowering<'_> {
                 }
                 sum
             };
-            let inverse_count = b.constant(1.0 / c as f32);
-            let total = channel_sum(b, &|_, value| value);
-            let mean = b.binary(BinaryOp::Mul, total, inverse_count);
-            let squares = channel_sum(b, &|b, value| {
-                let deviation = b.binary(BinaryOp::Sub, value, mean);
-                b.binary(BinaryOp::Mul, deviation, deviation)
-            });
-            let eps = b.constant(attrs.eps as f32);
-            let variance = b.assign(LoopExpr::Fma(squares, inverse_count, eps));
-            let root = b.unary(UnaryOp::Sqrt, variance);
-            let one = b.constant(1.0);
-            let inverse_std = b.binary(BinaryOp::Div, one, root);
+            let (mean, inverse_std) = moments(b, c, attrs.eps, &channel_sum);
             let normalize = |b: &mut KernelBuilder, c0: Affine, lanes: u8| {
                 let value = b.load(x.buffer, base.clone() + c0.clone(), lanes);
                 let deviation = b.binary(BinaryOp::Sub, value, mean);
@@ -122,4 +111,29 @@ impl Lowering<'_> {
         self.set_target_value(id, out);
         Ok(())
     }
+}
+
+/// A function of each value summed by [`moments`].
+pub(super) type ValueMap = dyn Fn(&mut KernelBuilder, Reg) -> Reg;
+
+/// `(mean, 1/√(variance + eps))` of `count` values, `sum(b, f)` being the sum of `f` of them:
+/// the variance from the deviations, in a second pass (not `E[x²] − mean²`, which cancels).
+pub(super) fn moments(
+    b: &mut KernelBuilder,
+    count: usize,
+    eps: f64,
+    sum: &dyn Fn(&mut KernelBuilder, &ValueMap) -> Reg,
+) -> (Reg, Reg) {
+    let inverse_count = b.constant(1.0 / count as f32);
+    let total = sum(b, &|_, value| value);
+    let mean = b.binary(BinaryOp::Mul, total, inverse_count);
+    let squares = sum(b, &move |b, value| {
+        let deviation = b.binary(BinaryOp::Sub, value, mean);
+        b.binary(BinaryOp::Mul, deviation, deviation)
+    });
+    let eps = b.constant(eps as f32);
+    let variance = b.assign(LoopExpr::Fma(squares, inverse_count, eps));
+    let root = b.unary(UnaryOp::Sqrt, variance);
+    let one = b.constant(1.0);
+    (mean, b.binary(BinaryOp::Div, one, root))
 }
