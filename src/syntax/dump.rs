@@ -167,7 +167,9 @@ impl Dumper<'_> {
 
     fn stage(&mut self, depth: usize, stage: &Stage) {
         let mut label = match &stage.label {
-            Some(label) => format!("{}: ", label.name),
+            // A label that is not a name (`"block2-0"`, `"layer{i + 1}"`) was written quoted.
+            Some(label) if is_name(&label.name) => format!("{}: ", label.name),
+            Some(label) => format!("\"{}\": ", label.name),
             None => String::new(),
         };
         if stage.frozen {
@@ -240,4 +242,11 @@ impl Dumper<'_> {
             }
         }
     }
+}
+
+/// Whether `text` is a plain name, which a label needs no quotes for.
+fn is_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && chars.all(|c| c.is_alphanumeric() || c == '_')
 }
