@@ -220,12 +220,18 @@ fn profile_kernels(engine: &Engine, inputs: &[ndarray::ArrayD<f32>], runs: u64) 
             *total += seconds;
         }
     }
-    let sum: f64 = totals.iter().map(|(_, t)| t).sum();
-    let mut rows: Vec<KernelTime> = totals
+    profile_rows(totals, runs)
+}
+
+/// Profile rows from each part's total seconds over `runs` runs: the mean per run and the
+/// share of the whole, largest first.
+pub(super) fn profile_rows(parts: Vec<(String, f64)>, runs: u64) -> Vec<KernelTime> {
+    let sum: f64 = parts.iter().map(|(_, t)| t).sum();
+    let mut rows: Vec<KernelTime> = parts
         .into_iter()
         .map(|(kernel, total)| KernelTime {
             kernel,
-            ms: total / runs as f64 * 1e3,
+            ms: total / runs.max(1) as f64 * 1e3,
             share: if sum > 0.0 { total / sum } else { 0.0 },
         })
         .collect();

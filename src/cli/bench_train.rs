@@ -127,7 +127,7 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
         Some(jit) => {
             let mut parts = jit.profile();
             parts.push(("(optimizer update)".into(), update_seconds.get()));
-            profile_rows(parts, args.runs)
+            super::bench::profile_rows(parts, args.runs)
         }
         None => Vec::new(),
     };
@@ -188,19 +188,4 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
         }
     }
     Ok(EXIT_OK)
-}
-
-/// Profile rows from total seconds over `runs` steps, largest first.
-fn profile_rows(parts: Vec<(String, f64)>, runs: u64) -> Vec<KernelTime> {
-    let sum: f64 = parts.iter().map(|(_, t)| t).sum();
-    let mut rows: Vec<KernelTime> = parts
-        .into_iter()
-        .map(|(kernel, total)| KernelTime {
-            kernel,
-            ms: total / runs.max(1) as f64 * 1e3,
-            share: if sum > 0.0 { total / sum } else { 0.0 },
-        })
-        .collect();
-    rows.sort_by(|a, b| b.ms.total_cmp(&a.ms));
-    rows
 }
