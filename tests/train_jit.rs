@@ -329,6 +329,23 @@ network wino(x: 7x7x5) {
 }
 
 #[test]
+fn winograd_weight_gradients_over_chunks_of_input_channels() {
+    // 128 output channels: the weight gradient's products take 12 input channels at a time,
+    // so c1's 19 are a chunk and a rest of 7; c2's 128 are one chunk of an odd 10 filters.
+    let source = "
+network wide(x: 6x5x19) {
+    x -> c1: conv(128, 3, pad: 1) -> relu -> c2: conv(10, 3, pad: 1) -> relu
+      -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    let graph = graph_of(source);
+    for threads in [1, 2] {
+        let images = batch(&graph, 3);
+        assert_eq!(compare_with(&graph, images, threads, Winograd::Always), 6);
+    }
+}
+
+#[test]
 fn a_frozen_base_with_batch_norm_trains_only_the_head() {
     let source = "
 block base(x) {

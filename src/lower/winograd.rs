@@ -42,7 +42,7 @@ pub const TILE: usize = 4;
 /// Input pixels per tile side, and the side of a transformed tile: `m + 3 − 1`.
 pub const ALPHA: usize = TILE + 2;
 /// Points of a transformed tile: one matrix product each.
-const POINTS: usize = ALPHA * ALPHA;
+pub(super) const POINTS: usize = ALPHA * ALPHA;
 /// Output channels per packed weight panel and per register tile.
 const PANEL: usize = 8;
 /// Tiles per register tile.
@@ -224,7 +224,7 @@ fn at_row(
 }
 
 /// Calls `f` for the vectors of `channels`: `(first channel, lanes)`, 4 lanes but the last.
-fn channel_vectors(
+pub(super) fn channel_vectors(
     b: &mut KernelBuilder,
     channels: usize,
     f: &mut impl FnMut(&mut KernelBuilder, Affine, u8),
@@ -251,7 +251,6 @@ fn estimated_ratio(in_channels: usize, out: Shape) -> f64 {
 
 /// The buffers and sizes the three kernels of one convolution share.
 struct Plan {
-    x: Padded,
     /// `U[ξ][panel][in][PANEL]`.
     weights: BufferId,
     bias: Option<BufferId>,
@@ -268,35 +267,46 @@ struct Plan {
 }
 
 impl Plan {
-    /// `V[ξ][tile][channel]`'s index.
-    fn v(&self, point: usize, tile: Affine, channel: Affine) -> Affine {
-        tile * self.in_stride + channel + point * self.tiles * self.in_stride
-    }
-
     /// `M[ξ][tile][channel]`'s index.
     fn m(&self, point: Affine, tile: Affine, channel: Affine) -> Affine {
         point * (self.tiles * self.out_stride) + tile * self.out_stride + channel
     }
 }
 
+/// Where an input transform reads and writes: `V[ξ][tile][in_stride]` of `tiles` tiles.
+struct Transform<'a> {
+    x: &'a Padded,
+    transformed: BufferId,
+    in_stride: usize,
+    tiles: usize,
+}
+
 /// `Bᵀ d B` for the vector of `lanes` channels at element `at` of the input (the tile's top
 /// left pixel), stored to `V` at `tile`, `channel`.
-fn input_tile(b: &mut KernelBuilder, p: &Plan, at: &Affine, lanes: u8, tile: &Affine, c0: &Affine) {
+fn input_tile(
+    b: &mut KernelBuilder,
+    t: &Transform,
+    at: &Affine,
+    lanes: u8,
+    tile: &Affine,
+    c0: &Affine,
+) {
     let k = Constants::new(b);
-    let (width, c) = (p.x.width, p.x.channels);
+    let (width, c) = (t.x.width, t.x.channels);
     for i in 0..ALPHA {
         // Row i of Bᵀ·d, one column at a time from the input rows it needs.
         let row: Vec<Reg> = (0..ALPHA)
             .map(|j| {
                 bt_row(b, &k, i, &mut |b, y| {
-                    b.load(p.x.buffer, at.clone() + (y * width + j) * c, lanes)
+                    b.load(t.x.buffer, at.clone() + (y * width + j) * c, lanes)
                 })
             })
             .collect();
         for l in 0..ALPHA {
             let value = bt_row(b, &k, l, &mut |_, j| row[j]);
-            let index = p.v(i * ALPHA + l, tile.clone(), c0.clone());
-            b.store(p.transformed, index, 4, value);
+            let index =
+                tile.clone() * t.in_stride + c0.clone() + (i * ALPHA + l) * t.tiles * t.in_stride;
+            b.store(t.transformed, index, 4, value);
         }
     }
 }
@@ -422,7 +432,7 @@ fn tiles_of_row(
 }
 
 /// Calls `f` for every tile of an output of `height × width`.
-fn all_tiles(
+pub(super) fn all_tiles(
     b: &mut KernelBuilder,
     (height, width): (usize, usize),
     f: &mut impl FnMut(&mut KernelBuilder, (&Affine, &Affine, usize, usize)),
@@ -465,6 +475,43 @@ impl Lowering<'_> {
             }
         };
         chosen.then(|| (out.h.next_multiple_of(TILE), out.w.next_multiple_of(TILE)))
+    }
+
+    /// Emits the kernel `kind` that writes `V = Bᵀ d B` of `x` (read from its padded buffer in
+    /// whole tiles, `tiles_y × tiles_x` of them) to `transformed`, `V[ξ][tile][in]` with the
+    /// channels padded to a multiple of 4 (the padding lanes zero). The forward's first kernel,
+    /// and the first of a training step's weight gradient (`train::winograd`).
+    pub(super) fn winograd_input_transform(
+        &mut self,
+        id: NodeId,
+        kind: &str,
+        x: &Padded,
+        transformed: BufferId,
+        (tiles_y, tiles_x): (usize, usize),
+        what: &str,
+    ) {
+        let cin = x.channels;
+        let t = Transform {
+            x,
+            transformed,
+            in_stride: cin.next_multiple_of(4),
+            tiles: tiles_y * tiles_x,
+        };
+        let mut b = self.builder(
+            id,
+            kind,
+            format!("winograd F(4×4, 3×3) input transform, {tiles_y}×{tiles_x} tiles: {what}"),
+        );
+        b.parallel(tiles_y, |b, ty| {
+            b.repeat(tiles_x, |b, tx| {
+                let tile = ty.clone() * tiles_x + tx.clone();
+                let corner = (ty.clone() * (TILE * x.width) + tx * TILE) * cin;
+                channel_vectors(b, cin, &mut |b, c0, lanes| {
+                    input_tile(b, &t, &(corner.clone() + c0.clone()), lanes, &tile, &c0);
+                });
+            });
+        });
+        self.emit(b);
     }
 
     /// Lowers a convolution chosen by `winograd_extent` to its three kernels; `flipped` as
@@ -514,7 +561,6 @@ impl Lowering<'_> {
             POINTS * tiles * out_stride,
         );
         let p = Plan {
-            x,
             weights,
             bias,
             transformed,
@@ -535,21 +581,8 @@ impl Lowering<'_> {
             }
         };
 
-        let mut b = self.builder(
-            id,
-            &kind("winoin"),
-            format!("winograd F(4×4, 3×3) input transform, {tiles_y}×{tiles_x} tiles: {what}"),
-        );
-        b.parallel(tiles_y, |b, ty| {
-            b.repeat(tiles_x, |b, tx| {
-                let tile = ty.clone() * tiles_x + tx.clone();
-                let corner = (ty.clone() * (TILE * p.x.width) + tx * TILE) * cin;
-                channel_vectors(b, cin, &mut |b, c0, lanes| {
-                    input_tile(b, &p, &(corner.clone() + c0.clone()), lanes, &tile, &c0);
-                });
-            });
-        });
-        self.emit(b);
+        let tiling = (tiles_y, tiles_x);
+        self.winograd_input_transform(id, &kind("winoin"), &x, transformed, tiling, &what);
 
         let chunk = (CHUNK_BYTES / (4 * in_stride)).max(TILE_ROWS) / TILE_ROWS * TILE_ROWS;
         let mut b = self.builder(

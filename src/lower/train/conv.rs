@@ -10,6 +10,8 @@
 //!   (`∂z` copied to the input frame's row pitch), and large images are reduced in blocks of
 //!   rows that stay in cache. Taps are all unrolled for a small filter, else `(kx, in)` runs
 //!   of a window row, unrolled, or looped over blocks of 4 input channels when there are many;
+//!   a convolution the forward lowered with Winograd's algorithm reduces in its transformed
+//!   domain instead (`winograd.rs`);
 //! - **input**: a transposed convolution. For a stride-1 ungrouped conv it is an ordinary
 //!   convolution of the padded `∂z` with the flipped, transposed filters, lowered by the
 //!   forward's own kernels (direct or Winograd). Otherwise it is a scatter: every output pixel
@@ -27,6 +29,7 @@ use super::super::pad::WindowRead;
 use super::super::program::ConstSpec;
 use super::super::NodeBuffer;
 use super::super::{KernelBuilder, LowerError};
+use super::winograd::WinogradGrad;
 use super::{Backward, GradLayout};
 use crate::graph::{ConvAttrs, DenseAttrs, NodeId, Padding, Shape};
 
@@ -213,6 +216,18 @@ impl Backward<'_> {
             kh * kw * ci * co_pad,
             layout,
         );
+        if self.lowering.winograd_extent(id, attrs).is_some() {
+            let g = WinogradGrad {
+                frame,
+                frame_w,
+                dz,
+                dw: dw_buf,
+                in_c: ci,
+                out: (out.h, out.w, co),
+            };
+            self.winograd_weight_grad(id, g);
+            return;
+        }
         // At stride 1 the input of output pixel `(oy, ox)` is at frame pixel `oy·frame_w + ox`
         // plus the tap's offset: with `∂z` copied to the frame's row pitch (zeros in the
         // extra columns), a block of rows is one run of pixels for both, reduced in one

@@ -24,10 +24,11 @@
 //!
 //! Some ops have no backward kernel yet: [`training_unsupported`] says which, and the trainer
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
-//! dense), `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds,
-//! dropout, the loss), `activation.rs` (every activation, standalone or fused),
-//! `arithmetic.rs` (`*`, tensor `-` and `/`, scalar ops), `channels.rs` (concat, split,
-//! channel shuffle, adaptive average pooling), `upsample.rs` (upsample, global max pooling).
+//! dense; `winograd.rs` the weight gradient of a Winograd convolution), `depthwise.rs`,
+//! `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout, the loss),
+//! `activation.rs` (every activation, standalone or fused), `arithmetic.rs` (`*`, tensor `-`
+//! and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive average
+//! pooling), `upsample.rs` (upsample, global max pooling).
 
 mod activation;
 mod arithmetic;
@@ -38,6 +39,7 @@ mod depthwise;
 mod elementwise;
 mod upsample;
 mod window;
+mod winograd;
 
 use super::ir::BufferId;
 use super::program::{chw_index, ConstSpec, LoopProgram, Storage};
