@@ -2,16 +2,8 @@
 //! (`∂z`):
 //!
 //! - **bias**: `∂b += Σ_pixels ∂z`;
-//! - **weights**: `∂W[ky][kx][in][out] += Σ_pixels x[pixel·stride + tap] · ∂z[pixel]`, a
-//!   reduction over the output pixels, unrolled by 4, in a register tile of 4 taps × 2 vectors
-//!   of output channels (4 broadcasts and 2 loads per 8 FMAs: the forward's 4×8 shape, which
-//!   docs/CRANELIFT.md §6.1 found fastest; 4 × 3 spills and was 1.06× slower once the
-//!   reduction was unrolled). At stride 1 a block of output rows is one run of pixels
-//!   (`∂z` copied to the input frame's row pitch), and large images are reduced in blocks of
-//!   rows that stay in cache. Taps are all unrolled for a small filter, else `(kx, in)` runs
-//!   of a window row, unrolled, or looped over blocks of 4 input channels when there are many;
-//!   a convolution the forward lowered with Winograd's algorithm reduces in its transformed
-//!   domain instead (`winograd.rs`);
+//! - **weights**: `∂W[ky][kx][in][out] += Σ_pixels x[pixel·stride + tap] · ∂z[pixel]`
+//!   (`weight_grad.rs`);
 //! - **input**: a transposed convolution. For a stride-1 ungrouped conv it is an ordinary
 //!   convolution of the padded `∂z` with the flipped, transposed filters, lowered by the
 //!   forward's own kernels (direct or Winograd). Otherwise it is a scatter: every output pixel
@@ -29,41 +21,17 @@ use super::super::pad::WindowRead;
 use super::super::program::ConstSpec;
 use super::super::NodeBuffer;
 use super::super::{KernelBuilder, LowerError};
-use super::winograd::WinogradGrad;
 use super::{Backward, GradLayout};
 use crate::graph::{ConvAttrs, DenseAttrs, NodeId, Padding, Shape};
 
-/// Taps per weight-gradient tile.
-const TILE_TAPS: usize = 4;
 /// Channel vectors per input-gradient tile (input channels) and bias group.
 const TILE_VECTORS: usize = 2;
-/// Output-channel vectors per weight-gradient tile: 4 taps × 2 vectors is 8 accumulators.
-const WEIGHT_TILE_VECTORS: usize = 2;
-/// Filters with at most this many taps (`kh·kw·in`) have them all unrolled as constants,
-/// packed 4 to a tile across window rows, rather than looped row by row: a 5×5 filter on one
-/// channel takes 7 sweeps over the pixels instead of 10.
-const UNROLLED_TAPS: usize = 64;
 /// Output pixels per input-gradient tile.
 const TILE_PIXELS: usize = 4;
-/// Floats of `∂z` and input rows a block of the weight gradient's reduction may cover: they
-/// stay in L2 while every tile of a window row sweeps them.
-const WEIGHT_GRAD_BLOCK_FLOATS: usize = 32 * 1024;
-
-/// Output rows per block of a weight gradient's reduction (of `height` rows, each reading
-/// `row_floats` floats, into a gradient of `weight_floats`): as many as fit
-/// [`WEIGHT_GRAD_BLOCK_FLOATS`], at least one; all of them when the gradient is larger than the
-/// rows, since each block reads and writes the whole gradient once more (ResNet-18's layer4,
-/// 9 MiB of gradient for 240 KiB of rows, ran 1.2× slower in blocks).
-fn weight_grad_block_rows(weight_floats: usize, row_floats: usize, height: usize) -> usize {
-    if weight_floats > height * row_floats {
-        return height.max(1);
-    }
-    (WEIGHT_GRAD_BLOCK_FLOATS / row_floats.max(1)).clamp(1, height.max(1))
-}
 
 /// `(first channel, vectors, lanes of the last)` of the groups of `vectors` channel vectors
 /// that cover `channels`.
-fn vector_groups(channels: usize, vectors: usize) -> Vec<(usize, usize, u8)> {
+pub(super) fn vector_groups(channels: usize, vectors: usize) -> Vec<(usize, usize, u8)> {
     let block = 4 * vectors;
     let mut groups = Vec::new();
     let mut c0 = 0;
@@ -76,7 +44,7 @@ fn vector_groups(channels: usize, vectors: usize) -> Vec<(usize, usize, u8)> {
     groups
 }
 
-fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
+pub(super) fn lanes(v: usize, vectors: usize, last: u8) -> u8 {
     if v + 1 == vectors {
         last
     } else {
@@ -186,205 +154,6 @@ impl Backward<'_> {
             self.conv_input_grad(id, attrs, dz, geometry);
         }
         Ok(())
-    }
-
-    fn conv_weight_grad(
-        &mut self,
-        id: NodeId,
-        attrs: &ConvAttrs,
-        dz: BufferId,
-        frame: BufferId,
-        frame_w: usize,
-    ) {
-        let graph = self.graph();
-        let (s, out) = (graph.input_shape(id), graph.shape(id));
-        let (ci, co) = (s.c, out.c);
-        let [kh, kw] = attrs.kernel;
-        let [sh, sw] = attrs.stride;
-        let [dh, dw] = attrs.dilation;
-        let co_pad = co.next_multiple_of(4);
-        let layout = GradLayout::ConvWeight {
-            filters: co,
-            in_c: ci,
-            kernel: attrs.kernel,
-            out_padded: co_pad,
-        };
-        let dw_buf = self.param_grad(
-            id,
-            "weight",
-            co * ci * kh * kw,
-            kh * kw * ci * co_pad,
-            layout,
-        );
-        if self.lowering.winograd_extent(id, attrs).is_some() {
-            let g = WinogradGrad {
-                frame,
-                frame_w,
-                dz,
-                dw: dw_buf,
-                in_c: ci,
-                out: (out.h, out.w, co),
-            };
-            self.winograd_weight_grad(id, g);
-            return;
-        }
-        // At stride 1 the input of output pixel `(oy, ox)` is at frame pixel `oy·frame_w + ox`
-        // plus the tap's offset: with `∂z` copied to the frame's row pitch (zeros in the
-        // extra columns), a block of rows is one run of pixels for both, reduced in one
-        // unrolled loop instead of a short loop per row (ResNet-18's layer4, 7 pixels a row,
-        // spent more time in loop overhead than in FMAs).
-        // (Not where the frame is much wider than the output: ResNet-18's layer4, 7 pixels a
-        // row in a Winograd frame of 10, ran 1.2× slower.)
-        let pitched = attrs.stride == [1, 1] && frame_w > out.w && 4 * frame_w <= 5 * out.w;
-        let pitched = pitched.then(|| {
-            let read = WindowRead {
-                kernel: [1, 1],
-                stride: [1, 1],
-                dilation: [1, 1],
-                pad: Padding {
-                    right: frame_w - out.w,
-                    ..Padding::default()
-                },
-                out: (out.h, frame_w),
-                fill: 0.0,
-            };
-            let dz = NodeBuffer {
-                buffer: dz,
-                shape: out,
-                hwc: None,
-                padded: None,
-            };
-            self.lowering.pad_input(id, dz, &read).buffer
-        });
-        let (dz, dz_pitch) = match pitched {
-            Some(buffer) => (buffer, frame_w),
-            None => (dz, out.w),
-        };
-        let mut b = self.builder(
-            id,
-            "weight_grad",
-            format!(
-                "∂weight {co}×{ci}×{kh}×{kw}: Σ over {}×{} pixels",
-                out.h, out.w
-            ),
-        );
-        // One tile: `taps` (frame offset within the window, row of ∂W) × a channel group.
-        // One tile's reduction covers the output rows `rows.0 + 0..rows.1`.
-        let tile = |b: &mut KernelBuilder,
-                    taps: &[(Affine, Affine)],
-                    (c0, vectors, last): (usize, usize, u8),
-                    rows: (&Affine, usize)| {
-            let acc: Vec<Vec<Reg>> = taps
-                .iter()
-                .map(|_| (0..vectors).map(|_| b.constant(0.0)).collect())
-                .collect();
-            // One reduction step: output pixel `pixel_out` (in `∂z`, row pitch `dz_pitch`) and
-            // the frame pixel its window starts at.
-            let step = |b: &mut KernelBuilder, pixel_in: Affine, pixel_out: Affine| {
-                let d: Vec<Reg> = (0..vectors)
-                    .map(|v| {
-                        let at = pixel_out.clone() * co + c0 + 4 * v;
-                        b.load(dz, at, lanes(v, vectors, last))
-                    })
-                    .collect();
-                for (t, (offset, _)) in taps.iter().enumerate() {
-                    let x = b.splat(frame, pixel_in.clone() * ci + offset.clone());
-                    for (v, &dv) in d.iter().enumerate() {
-                        b.set(acc[t][v], LoopExpr::Fma(x, dv, acc[t][v]));
-                    }
-                }
-            };
-            if dz_pitch == frame_w && sh == 1 && sw == 1 {
-                let first = rows.0.clone() * frame_w;
-                let len = (rows.1 - 1) * frame_w + out.w;
-                reduce(b, len, &mut |b, q| {
-                    let pixel = first.clone() + q;
-                    step(b, pixel.clone(), pixel)
-                });
-            } else {
-                b.repeat(rows.1, |b, r| {
-                    let oy = rows.0.clone() + r;
-                    reduce(b, out.w, &mut |b, ox| {
-                        let pixel_in = oy.clone() * (sh * frame_w) + ox.clone() * sw;
-                        step(b, pixel_in, oy.clone() * dz_pitch + ox)
-                    });
-                });
-            }
-            for (t, (_, row)) in taps.iter().enumerate() {
-                for (v, &a) in acc[t].iter().enumerate() {
-                    let at = row.clone() * co_pad + c0 + 4 * v;
-                    let sum = b.load(dw_buf, at.clone(), 4);
-                    let sum = b.binary(BinaryOp::Add, sum, a);
-                    b.store(dw_buf, at, 4, sum);
-                }
-            }
-        };
-        let groups = vector_groups(co, WEIGHT_TILE_VECTORS);
-        let row_taps = kw * ci;
-        // The frame offset and the ∂W row of tap `t` of window row `ky`'s `(kx, in)` run.
-        let tap = |ky: Affine, t: usize| {
-            let within = (t / ci) * dw * ci + t % ci;
-            (ky.clone() * (dh * frame_w * ci) + within, ky * row_taps + t)
-        };
-        let blocked = ci.is_multiple_of(TILE_TAPS) && row_taps > 8 * TILE_TAPS;
-        let all_rows = (&Affine::default(), out.h);
-        if !blocked && kh * row_taps <= UNROLLED_TAPS {
-            let all: Vec<(Affine, Affine)> = (0..kh * row_taps)
-                .map(|t| tap(Affine::constant(t / row_taps), t % row_taps))
-                .collect();
-            for taps in all.chunks(TILE_TAPS) {
-                for &group in &groups {
-                    tile(&mut b, taps, group, all_rows);
-                }
-            }
-            self.lowering.emit(b);
-            return;
-        }
-        // Every tile of a window row over one block of output rows, then the next block: the
-        // block's `∂z` and input rows stay in cache while all the tiles sweep them (each tile
-        // sweeping the whole image read them from L3).
-        let block_rows =
-            weight_grad_block_rows(kh * kw * ci * co, out.w * co + frame_w * ci, out.h);
-        let window_row = |b: &mut KernelBuilder, ky: &Affine, rows: (&Affine, usize)| {
-            if blocked {
-                let row_offset = ky.clone() * (dh * frame_w * ci);
-                let row_of = ky.clone() * row_taps;
-                b.repeat(kw, |b, kx| {
-                    b.repeat(ci / TILE_TAPS, |b, blk| {
-                        let taps: Vec<(Affine, Affine)> = (0..TILE_TAPS)
-                            .map(|i| {
-                                let channel = blk.clone() * TILE_TAPS + i;
-                                (
-                                    row_offset.clone() + kx.clone() * (dw * ci) + channel.clone(),
-                                    row_of.clone() + kx.clone() * ci + channel,
-                                )
-                            })
-                            .collect();
-                        for &group in &groups {
-                            tile(b, &taps, group, rows);
-                        }
-                    });
-                });
-            } else {
-                let taps: Vec<(Affine, Affine)> =
-                    (0..row_taps).map(|t| tap(ky.clone(), t)).collect();
-                for taps in taps.chunks(TILE_TAPS) {
-                    for &group in &groups {
-                        tile(b, taps, group, rows);
-                    }
-                }
-            }
-        };
-        b.parallel(kh, |b, ky| {
-            b.repeat(out.h / block_rows, |b, block| {
-                window_row(b, &ky, (&(block * block_rows), block_rows));
-            });
-            let rest = out.h % block_rows;
-            if rest > 0 {
-                window_row(b, &ky, (&Affine::constant(out.h - rest), rest));
-            }
-        });
-        self.lowering.emit(b);
     }
 
     fn conv_input_grad(

@@ -24,11 +24,11 @@
 //!
 //! Some ops have no backward kernel yet: [`training_unsupported`] says which, and the trainer
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
-//! dense; `winograd.rs` the weight gradient of a Winograd convolution), `depthwise.rs`,
-//! `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout, the loss),
-//! `activation.rs` (every activation, standalone or fused), `arithmetic.rs` (`*`, tensor `-`
-//! and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive average
-//! pooling), `upsample.rs` (upsample, global max pooling).
+//! dense; `weight_grad.rs` conv weights, `winograd.rs` those of a Winograd convolution),
+//! `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout,
+//! the loss), `activation.rs` (every activation, standalone or fused), `arithmetic.rs` (`*`,
+//! tensor `-` and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive
+//! average pooling), `upsample.rs` (upsample, global max pooling).
 
 mod activation;
 mod arithmetic;
@@ -38,6 +38,7 @@ mod conv;
 mod depthwise;
 mod elementwise;
 mod upsample;
+mod weight_grad;
 mod window;
 mod winograd;
 
