@@ -3,7 +3,7 @@
 //! channel counts that are not multiples of 4 or 8, odd sizes, batch 3, checked on one
 //! thread and unchecked on one and two.
 
-use super::{check_with, graphs_of};
+use super::{check_with, graph_of, graphs_of};
 use cnnc::codegen::CodegenOptions;
 
 fn check_source(source: &str, batch: usize) {
@@ -107,4 +107,15 @@ fn in_a_decoder_with_concat() {
         "network t(x: 5x5x6) { let y = x -> conv(8, 3, stride: 2, pad: 1); concat(y -> conv_transpose(5, 3, stride: 2, pad: 1), y -> upsample(2) -> conv(3, 2)) -> conv(4, 3) }",
         3,
     );
+}
+
+/// The compiled training step has no backward for it yet and says so by name, so the
+/// trainer falls back to the reference (whose gradient `tests/gradients.rs` checks).
+#[test]
+fn the_compiled_training_step_declines_it_by_name() {
+    let graph = graph_of(
+        "network g(x: 6x6x4) { x -> c: conv_transpose(4, 3, stride: 2) -> flatten -> fc: dense(3) }",
+    );
+    let reason = cnnc::lower::training_unsupported(&graph).expect("declined");
+    assert!(reason.contains("(conv_transpose c)"), "{reason}");
 }
