@@ -141,3 +141,24 @@ fn output_size_parameters_and_macs_follow_pytorch() {
     );
     assert_eq!(graph.total_macs(), 5_040);
 }
+
+/// A dilation of 2^20 spreads a 3×3 kernel over a 2,097,153² output before its padding is
+/// cropped; cropping it to 1×1 does not make that a small layer (the compiled kernel reads
+/// an input bordered to that extent), so it is refused as too large.
+#[test]
+fn an_uncropped_output_beyond_the_limit_is_too_large() {
+    let op = Op::ConvTranspose(ConvTransposeAttrs {
+        dilation: [1 << 20, 1 << 20],
+        pad: Padding::uniform(1 << 20),
+        ..attrs(1, 3, 1)
+    });
+    let mut graph = cnnc::graph::Graph::new("test");
+    let x = graph.add_input("x", Shape::spatial(1, 1, 1), cnnc::source::Span::default());
+    let error = graph
+        .add(op, vec![x], "layer".into(), cnnc::graph::Origin::default())
+        .expect_err("too large");
+    assert!(
+        matches!(error, cnnc::graph::ShapeError::TooLarge { .. }),
+        "{error}"
+    );
+}

@@ -177,6 +177,13 @@ impl ConvTransposeAttrs {
                 pad: [pad_h, pad_w],
             });
         }
+        // The compiled kernel reads a zero-bordered input of a few times the uncropped
+        // output's extent (`lower/conv_transpose.rs`), so that is bounded too, with the wider
+        // of the input's and the output's channels.
+        checked_numel(
+            &[full_h, full_w, input.c.max(self.filters)],
+            "the transposed convolution before its padding is cropped",
+        )?;
         let (h, w) = (full_h - pad_h, full_w - pad_w);
         checked_numel(&self.weight_shape(input.c), "the weight tensor")?;
         checked_numel(&[h, w, self.filters], "the output")?;
