@@ -81,6 +81,7 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
     Some(match op {
         Op::Input { .. } => return None,
         Op::Conv(_) => "Conv",
+        Op::ConvTranspose(_) => "ConvTranspose",
         Op::Dense(_) => "Gemm",
         Op::Pool(attrs) if attrs.kind == PoolKind::Max => "MaxPool",
         Op::Pool(_) => "AveragePool",
@@ -407,6 +408,55 @@ fn new_activations_export() {
         "network t(x: 4x4x3) { x -> gelu(approximate: \"tanh\") }",
     )[0];
     check_model(graph, &weights, &round_trip(graph, &weights));
+}
+
+/// `conv_transpose` is one `ConvTranspose` whose attributes mean what PyTorch's arguments do:
+/// `pads` in ONNX's order (top, left, bottom, right), `output_padding`, `group`, and the
+/// weight `[in, out/groups, kh, kw]` under the layer's name (checked by `check_model`).
+#[test]
+fn conv_transpose_exports_its_attributes() {
+    let graph = &compile_all(
+        "conv_transpose.cnn",
+        "network t(x: 5x4x6) { x -> conv_transpose(4, [3, 2], stride: [2, 3], pad: [1, 0, 2, 1], output_padding: [1, 0], dilation: [1, 2], groups: 2) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("seeded weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let [node] = onnx_graph.node.as_slice() else {
+        panic!("one node, not {}", onnx_graph.node.len());
+    };
+    assert_eq!(node.op_type.as_deref(), Some("ConvTranspose"));
+    assert_eq!(node.input[1], "conv_transpose.weight");
+    assert_eq!(node.input[2], "conv_transpose.bias");
+    let attributes: BTreeMap<&str, Vec<i64>> = node
+        .attribute
+        .iter()
+        .map(|a| {
+            let ints = if a.ints.is_empty() {
+                a.i.into_iter().collect()
+            } else {
+                a.ints.clone()
+            };
+            (a.name.as_deref().unwrap_or(""), ints)
+        })
+        .collect();
+    let expected: BTreeMap<&str, Vec<i64>> = [
+        ("kernel_shape", vec![3, 2]),
+        ("strides", vec![2, 3]),
+        ("dilations", vec![1, 2]),
+        ("pads", vec![1, 2, 0, 1]),
+        ("output_padding", vec![1, 0]),
+        ("group", vec![2]),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(attributes, expected);
+    // ONNX's output size, stride·(in − 1) + output_padding + (k − 1)·d + 1 − pads: 11 × 9.
+    assert_eq!(
+        value_dims(&onnx_graph.output[0]),
+        [None, Some(4), Some(11), Some(9)]
+    );
 }
 
 /// `channel_shuffle` is `Reshape → Transpose → Reshape` and `split` a `Slice` on the channel

@@ -14,6 +14,8 @@
 
 #[path = "gradients/arithmetic.rs"]
 mod arithmetic;
+#[path = "gradients/conv_transpose.rs"]
+mod conv_transpose;
 #[path = "gradients/convnext_ops.rs"]
 mod convnext_ops;
 #[path = "gradients/networks.rs"]

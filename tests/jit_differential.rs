@@ -21,6 +21,8 @@ use std::path::Path;
 
 #[path = "jit_differential/batches.rs"]
 mod batches;
+#[path = "jit_differential/conv_transpose.rs"]
+mod conv_transpose;
 #[path = "jit_differential/layers_convnext.rs"]
 mod layers_convnext;
 #[path = "jit_differential/layers_issue11.rs"]

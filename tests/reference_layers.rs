@@ -4,6 +4,8 @@
 //!
 //! Graphs are built with the graph API directly, so these tests do not depend on the parser.
 
+#[path = "reference_layers/conv_transpose.rs"]
+mod conv_transpose;
 #[path = "reference_layers/convnext_layers.rs"]
 mod convnext_layers;
 #[path = "reference_layers/runtime_files.rs"]

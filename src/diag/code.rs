@@ -136,6 +136,7 @@ codes! {
     PoolPadding = "pool-padding", "a pool padded by more than half its window", program("examples/bad/pool_padding_too_large.cnn");
     PaddingTooLarge = "padding-too-large", "padding larger than the input or the kernel allows", program("examples/bad/absurd_window_attributes.cnn");
     LiteralShape = "literal-shape", "literal weights of the wrong shape for their layer", program("examples/bad/literal_weights_shape.cnn");
+    OutputPadding = "output-padding", "a conv_transpose's output_padding not smaller than its stride or its dilation", program("examples/bad/conv_transpose_output_padding.cnn");
     Groups = "groups", "`groups` does not divide the channels", program("examples/bad/groups_dont_divide.cnn");
     TooLarge = "too-large", "a tensor over the 2^31-element limit", program("examples/bad/too_large.cnn");
     NeedsFlat = "needs-flat", "a layer that needs a flat vector gets an image", program("examples/bad/dense_needs_flat.cnn");

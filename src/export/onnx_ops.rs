@@ -4,8 +4,8 @@
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
 use crate::graph::{
-    Activation, ArithmeticOp, ConvAttrs, DenseAttrs, NodeId, Op, PoolAttrs, PoolKind, ScalarOp,
-    Shape, UpsampleAttrs, UpsampleMode,
+    Activation, ArithmeticOp, ConvAttrs, ConvTransposeAttrs, DenseAttrs, NodeId, Op, PoolAttrs,
+    PoolKind, ScalarOp, Shape, UpsampleAttrs, UpsampleMode,
 };
 
 impl Builder<'_> {
@@ -51,6 +51,10 @@ impl Builder<'_> {
             Op::Conv(attrs) => {
                 arity(if attrs.residual { 2 } else { 1 })?;
                 self.conv(id, attrs, input_shape, &args, &base)?
+            }
+            Op::ConvTranspose(attrs) => {
+                arity(1)?;
+                self.conv_transpose(id, attrs, input_shape, &args[0], &base)?
             }
             Op::Dense(attrs) => {
                 arity(1)?;
@@ -228,6 +232,35 @@ impl Builder<'_> {
             Some(activation) => self.activation(activation, &value, base),
             None => value,
         })
+    }
+
+    /// `ConvTranspose` with PyTorch's `[in, out/groups, kh, kw]` weight; ONNX's attributes
+    /// mean what PyTorch's arguments do (`pads` crop the full output, `output_padding` adds at
+    /// the end), so no output shape is given.
+    fn conv_transpose(
+        &mut self,
+        id: NodeId,
+        attrs: &ConvTransposeAttrs,
+        input_shape: Shape,
+        input: &str,
+        base: &str,
+    ) -> Result<String, ExportError> {
+        let weight_shape = attrs.weight_shape(input_shape.c);
+        let mut inputs = vec![input.to_string()];
+        inputs.push(self.weight(id, "weight", &weight_shape, None)?);
+        if attrs.bias {
+            inputs.push(self.weight(id, "bias", &[attrs.filters], None)?);
+        }
+        let pad = attrs.pad;
+        let attributes = vec![
+            ints("kernel_shape", &attrs.kernel),
+            ints("strides", &attrs.stride),
+            ints("dilations", &attrs.dilation),
+            ints("pads", &[pad.top, pad.left, pad.bottom, pad.right]),
+            ints("output_padding", &attrs.output_padding),
+            int("group", attrs.groups.max(1) as i64),
+        ];
+        Ok(self.emit("ConvTranspose", base, inputs, attributes))
     }
 
     /// `Gemm` with PyTorch's `[out, in]` weight (`transB = 1`), then a fused activation.

@@ -50,6 +50,23 @@ pub enum ShapeError {
         limit: usize,
         what: &'static str,
     },
+    #[error(
+        "an output_padding of {output_padding} is not smaller than the stride ({stride}) or the dilation ({dilation})"
+    )]
+    OutputPadding {
+        output_padding: usize,
+        stride: usize,
+        dilation: usize,
+    },
+    #[error(
+        "the padding removes the whole output: the transposed convolution gives {}×{} before padding, and the padding takes {}×{} away",
+        full[0], full[1], pad[0], pad[1]
+    )]
+    TransposePaddingTooLarge { full: [usize; 2], pad: [usize; 2] },
+    #[error("`pad: same` is not defined for a transposed convolution")]
+    TransposeSamePadding,
+    #[error("a stride of {stride} is more than {limit}")]
+    StrideTooLarge { stride: usize, limit: usize },
     #[error("{what} must be at least 1")]
     NotPositive { what: &'static str },
     #[error("groups = {groups} does not divide {which} = {channels}")]
@@ -164,6 +181,24 @@ impl ShapeError {
                 "choose a number of groups that divides {channels}{}",
                 divisors_phrase(*channels)
             )),
+            ShapeError::OutputPadding {
+                stride, dilation, ..
+            } => Some(format!(
+                "use an output_padding below {}: it only picks among the output sizes the stride makes possible (PyTorch's rule)",
+                stride.max(dilation)
+            )),
+            ShapeError::TransposePaddingTooLarge { full, .. } => Some(format!(
+                "keep each side's padding at most {} on the height and {} on the width, or use a larger kernel or stride",
+                (full[0] - 1) / 2,
+                (full[1] - 1) / 2
+            )),
+            ShapeError::TransposeSamePadding => Some(
+                "give the padding in pixels: `stride: s, kernel: k, pad: (k - s) / 2` upsamples by s for an even k - s (e.g. kernel 4, stride 2, pad 1)"
+                    .into(),
+            ),
+            ShapeError::StrideTooLarge { limit, .. } => Some(format!(
+                "upsample in several layers, each with a stride of at most {limit}"
+            )),
             ShapeError::ScaleTooLarge { limit, .. } => Some(format!(
                 "upsample in several layers, each by at most {limit}"
             )),
@@ -236,6 +271,22 @@ impl ShapeError {
             ),
             ShapeError::PaddingTooLarge { .. } => {
                 (Code::PaddingTooLarge, span, "too much padding".to_string())
+            }
+            ShapeError::TransposePaddingTooLarge { .. } => {
+                (Code::PaddingTooLarge, span, "no output left".to_string())
+            }
+            ShapeError::OutputPadding { .. } => (
+                Code::OutputPadding,
+                span,
+                "output_padding too large".to_string(),
+            ),
+            ShapeError::TransposeSamePadding => (
+                Code::ArgumentRange,
+                span,
+                "no `same` padding here".to_string(),
+            ),
+            ShapeError::StrideTooLarge { .. } => {
+                (Code::ArgumentRange, span, "stride too large".to_string())
             }
             ShapeError::LiteralShape { expected, .. } => (
                 Code::LiteralShape,

@@ -19,10 +19,11 @@ pub use constants::{ConstId, ConstSource, Constant};
 pub use infer::ShapeError;
 pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, ArithmeticOp, BatchNormAttrs, ChannelShuffleAttrs,
-    Coefficient, ConcatAttrs, ConvAttrs, DenseAttrs, DropoutAttrs, FlattenAttrs, GlobalPoolAttrs,
-    GroupNormAttrs, IdentityAttrs, InputAttrs, LayerNormAttrs, Literal, MulAttrs, Op, OpRule,
-    PReluAttrs, Padding, ParameterAttrs, PointwiseDenseAttrs, PoolAttrs, PoolKind, ScalarAttrs,
-    ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs, UpsampleMode, PARAMETER_SUFFIX,
+    Coefficient, ConcatAttrs, ConvAttrs, ConvTransposeAttrs, DenseAttrs, DropoutAttrs,
+    FlattenAttrs, GlobalPoolAttrs, GroupNormAttrs, IdentityAttrs, InputAttrs, LayerNormAttrs,
+    Literal, MulAttrs, Op, OpRule, PReluAttrs, Padding, ParameterAttrs, PointwiseDenseAttrs,
+    PoolAttrs, PoolKind, ScalarAttrs, ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs,
+    UpsampleMode, PARAMETER_SUFFIX,
 };
 pub use shape::Shape;
 

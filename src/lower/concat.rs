@@ -59,6 +59,7 @@ impl Lowering<'_> {
         matches!(
             self.graph.nodes[id].op,
             Op::Conv(_)
+                | Op::ConvTranspose(_)
                 | Op::Pool(_)
                 | Op::GlobalPool(_)
                 | Op::AdaptiveAvgPool { .. }

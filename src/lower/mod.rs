@@ -34,6 +34,7 @@ mod builder;
 mod channels;
 mod concat;
 mod conv;
+mod conv_transpose;
 mod dense;
 mod dump;
 mod elementwise;
@@ -406,6 +407,7 @@ impl<'g> Lowering<'g> {
                 self.set_value(id, buffer);
             }
             Op::Conv(attrs) => self.conv(id, attrs)?,
+            Op::ConvTranspose(attrs) => self.conv_transpose(id, attrs)?,
             Op::Dense(attrs) => self.dense(id, attrs)?,
             Op::Pool(attrs) => self.pool(id, attrs)?,
             Op::GlobalPool(kind) => self.global_pool(id, *kind)?,

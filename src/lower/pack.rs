@@ -162,15 +162,34 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                 }
             }
         }
+        &ConstSpec::ConvTransposeWeight { node, out_padded } => {
+            let Op::ConvTranspose(attrs) = &graph.nodes[node].op else {
+                return Err(malformed(node, "transposed conv weights of another layer"));
+            };
+            let shape = attrs.weight_shape(graph.input_shape(node).c);
+            let [in_c, out_g, kh, kw] = shape;
+            let w = tensor(graph, node, "weight", &shape)?;
+            for (i, taps) in w.chunks_exact(kh * kw).enumerate() {
+                let (c, o) = (i / out_g, i % out_g);
+                for (tap, &value) in taps.iter().enumerate() {
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    let flipped = (kh - 1 - ky) * kw + (kw - 1 - kx);
+                    let to = (flipped * in_c + c) * out_padded + o;
+                    *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = value;
+                }
+            }
+        }
         &ConstSpec::ConvBias {
             node,
             group_size,
             group_stride,
         } => {
-            let Op::Conv(attrs) = &graph.nodes[node].op else {
-                return Err(malformed(node, "a conv bias of a layer that is not a conv"));
+            let filters = match &graph.nodes[node].op {
+                Op::Conv(attrs) => attrs.filters,
+                Op::ConvTranspose(attrs) => attrs.filters,
+                _ => return Err(malformed(node, "a conv bias of a layer that is not a conv")),
             };
-            let shape = [attrs.filters];
+            let shape = [filters];
             let bias = tensor(graph, node, "bias", &shape)?;
             for (f, &value) in bias.iter().enumerate() {
                 let to = f / group_size * group_stride + f % group_size;

@@ -51,12 +51,20 @@ pub enum ConstSpec {
         panel: usize,
         flipped: bool,
     },
+    /// Transposed-conv weights `[in, out/groups, kh, kw]` packed flipped as
+    /// `[kh−1−ky][kw−1−kx][in][out_padded]` (`lower/conv_transpose.rs`): each group's outputs
+    /// padded to `out_padded`, a multiple of 4, or `out_padded = 1` for one output per group
+    /// (depthwise), where a tap's weights are a vector run over the channels.
+    ConvTransposeWeight {
+        node: NodeId,
+        out_padded: usize,
+    },
     /// Depthwise weights `[channels, 1, kh, kw]` packed as `[ky][kx][channels_padded]`.
     DepthwiseWeight {
         node: NodeId,
         channels_padded: usize,
     },
-    /// A conv's bias, each group's `group_size` values padded to `group_stride`.
+    /// A conv's (or a transposed conv's) bias, each group's `group_size` values padded to `group_stride`.
     ConvBias {
         node: NodeId,
         group_size: usize,

@@ -76,6 +76,7 @@ impl Op {
                 index: *index,
             }),
             Op::Conv(attrs) => f(attrs),
+            Op::ConvTranspose(attrs) => f(attrs),
             Op::Dense(attrs) => f(attrs),
             Op::Pool(attrs) => f(attrs),
             Op::GlobalPool(kind) => f(&GlobalPoolAttrs { kind: *kind }),

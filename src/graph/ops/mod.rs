@@ -23,6 +23,7 @@ mod batchnorm;
 mod channels;
 mod concat;
 mod conv;
+mod conv_transpose;
 mod dense;
 mod dropout;
 mod flatten;
@@ -55,6 +56,7 @@ pub use batchnorm::BatchNormAttrs;
 pub use channels::{ChannelShuffleAttrs, SplitAttrs};
 pub use concat::ConcatAttrs;
 pub use conv::ConvAttrs;
+pub use conv_transpose::{ConvTransposeAttrs, MAX_TRANSPOSE_STRIDE};
 pub use dense::DenseAttrs;
 pub use dropout::{dropout_scale, DropoutAttrs};
 pub use flatten::FlattenAttrs;
@@ -148,6 +150,8 @@ pub enum Op {
         index: usize,
     },
     Conv(ConvAttrs),
+    /// A transposed convolution (PyTorch's `ConvTranspose2d`).
+    ConvTranspose(ConvTransposeAttrs),
     Dense(DenseAttrs),
     Pool(PoolAttrs),
     /// Pools each channel to 1×1.
@@ -206,6 +210,7 @@ impl Op {
                 index: *index,
             }),
             Op::Conv(attrs) => f(attrs),
+            Op::ConvTranspose(attrs) => f(attrs),
             Op::Dense(attrs) => f(attrs),
             Op::Pool(attrs) => f(attrs),
             Op::GlobalPool(kind) => f(&GlobalPoolAttrs { kind: *kind }),
@@ -316,6 +321,7 @@ impl Op {
                 residual: false,
             }),
             Op::Input { .. }
+            | Op::ConvTranspose(_)
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::AdaptiveAvgPool { .. }
@@ -358,6 +364,7 @@ impl Op {
                 activation: &mut a.activation,
             }),
             Op::Input { .. }
+            | Op::ConvTranspose(_)
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::AdaptiveAvgPool { .. }
@@ -396,6 +403,7 @@ impl Op {
             ),
             Op::Dense(a) => (vec![a.units, input.c], a.units, &a.weights, &a.bias_values),
             Op::Input { .. }
+            | Op::ConvTranspose(_)
             | Op::Pool(_)
             | Op::GlobalPool(_)
             | Op::AdaptiveAvgPool { .. }
@@ -444,6 +452,7 @@ impl Op {
 static LAYERS: &[&dyn Surface] = &[
     &conv::CONV,
     &conv::DWCONV,
+    &conv_transpose::CONV_TRANSPOSE,
     &dense::DENSE,
     &pointwise_dense::POINTWISE_DENSE,
     &pool::MAXPOOL,

@@ -275,6 +275,7 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
             Op::Softmax => true,
             Op::LayerNorm(_)
+            | Op::ConvTranspose(_)
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
@@ -576,6 +577,7 @@ impl<'g> Backward<'g> {
                 | Op::Upsample(_)
                 | Op::Softmax => {}
                 Op::LayerNorm(_)
+                | Op::ConvTranspose(_)
                 | Op::PointwiseDense(_)
                 | Op::Parameter(_)
                 | Op::PRelu(_)
