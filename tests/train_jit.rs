@@ -88,18 +88,24 @@ fn compare_on(graph: &Graph, images: ArrayD<f32>, threads: usize) -> usize {
 }
 
 fn compare_with(graph: &Graph, images: ArrayD<f32>, threads: usize, winograd: Winograd) -> usize {
-    let n = images.shape()[0];
     let graph = graph.clone();
     let weights = weights(&graph);
-    let classes = graph.shape(graph.output()).c as u32;
-    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
-    let reference =
-        step_gradients(&graph, &weights, &images, &labels, TRAIN, 1).expect("the reference");
     let mut jit = JitStep::with_winograd(&graph, &weights, threads, winograd)
         .expect("compiles")
         .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
+    check_step(&mut jit, &graph, &weights, &images)
+}
+
+/// Runs one step of `jit` with `weights` and compares it with the reference's; returns how
+/// many gradients were compared.
+fn check_step(jit: &mut JitStep, graph: &Graph, weights: &Weights, images: &ArrayD<f32>) -> usize {
+    let n = images.shape()[0];
+    let classes = graph.shape(graph.output()).c as u32;
+    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
+    let reference =
+        step_gradients(graph, weights, images, &labels, TRAIN, 1).expect("the reference");
     let got = jit
-        .step(&weights, &images, &labels, TRAIN.seed)
+        .step(weights, images, &labels, TRAIN.seed)
         .expect("a step");
     assert!(
         (got.loss - reference.loss).abs() <= 1e-5 * reference.loss.abs().max(1.0),
@@ -356,6 +362,28 @@ network transfer(x: 8x8x3) {
 }
 ";
     assert_eq!(compare(source, 4, 2), 2);
+}
+
+#[test]
+fn a_frozen_layer_is_packed_again_only_when_its_numbers_change() {
+    // The step skips packing a frozen layer whose numbers are those it last packed: the same
+    // step twice, then with the frozen conv's weights changed, must each be the reference's.
+    let source = "
+network transfer(x: 8x8x3) {
+    x -> base: frozen conv(6, 3, pad: 1) -> relu -> avgpool(2) -> flatten -> head: dense(4)
+}
+";
+    let graph = graph_of(source);
+    let images = batch(&graph, 3);
+    let mut w = weights(&graph);
+    let mut jit = JitStep::new(&graph, &w, 1)
+        .expect("compiles")
+        .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
+    assert_eq!(check_step(&mut jit, &graph, &w, &images), 2);
+    assert_eq!(check_step(&mut jit, &graph, &w, &images), 2);
+    let base = w.get_mut("base.weight").expect("the frozen weight");
+    base.iter_mut().for_each(|v| *v = -1.5 * *v + 0.01);
+    assert_eq!(check_step(&mut jit, &graph, &w, &images), 2);
 }
 
 #[test]

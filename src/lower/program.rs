@@ -118,6 +118,28 @@ pub enum ConstSpec {
     Values(Vec<f32>),
 }
 
+impl ConstSpec {
+    /// The node whose constants the buffer is packed from (`None` for numbers the lowering
+    /// computed).
+    pub fn node(&self) -> Option<NodeId> {
+        match *self {
+            ConstSpec::ConvWeight { node, .. }
+            | ConstSpec::WinogradWeight { node, .. }
+            | ConstSpec::ConvTransposeWeight { node, .. }
+            | ConstSpec::DepthwiseWeight { node, .. }
+            | ConstSpec::ConvBias { node, .. }
+            | ConstSpec::DenseWeight { node, .. }
+            | ConstSpec::DenseBias { node, .. }
+            | ConstSpec::BatchNormScale { node, .. }
+            | ConstSpec::BatchNormShift { node, .. }
+            | ConstSpec::ConvWeightTransposed { node, .. }
+            | ConstSpec::DenseWeightTransposed { node, .. }
+            | ConstSpec::Channels { node, .. } => Some(node),
+            ConstSpec::Values(_) => None,
+        }
+    }
+}
+
 /// PyTorch's flatten index (C, H, W order) of memory element `row` of a tensor of `hwc`
 /// stored H×W×C: how a free flatten's dense weights, their gradients and dropout masks are
 /// permuted.

@@ -18,14 +18,15 @@ use super::loss;
 use super::trainer::{StepGradients, TrainError};
 use crate::codegen::{self, CodegenOptions, CompiledNetwork};
 use crate::graph::ops::dropout_scale;
-use crate::graph::{Graph, Op};
+use crate::graph::{Graph, NodeId, Op};
 use crate::lower::{
     self, chw_index, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp, Winograd,
 };
-use crate::reference::backward::{logits_graph, BatchNormStats};
+use crate::reference::backward::{is_trainable, logits_graph, BatchNormStats};
 use crate::runtime::Weights;
 use cranelift_entity::EntityRef;
 use ndarray::ArrayD;
+use std::collections::{HashMap, HashSet};
 
 /// A compiled training step for one network.
 pub struct JitStep {
@@ -47,6 +48,10 @@ pub struct JitStep {
     /// One accumulator region per thread.
     accumulators: Vec<Vec<f32>>,
     threads: usize,
+    /// The numbers each frozen layer's buffers were last packed from: a frozen layer whose
+    /// numbers are unchanged is not packed again (a frozen ResNet-18 base under a new head
+    /// is most of the packing, and packing is most of what a step does outside the kernels).
+    frozen_packed: HashMap<NodeId, Vec<f32>>,
     /// Where the steps' time went, when profiling.
     profile: Option<StepProfile>,
 }
@@ -121,6 +126,7 @@ impl JitStep {
             arenas: Vec::new(),
             accumulators,
             threads,
+            frozen_packed: HashMap::new(),
             profile: None,
         }))
     }
@@ -166,6 +172,31 @@ impl JitStep {
         !self.syncs.is_empty()
     }
 
+    /// The frozen layers whose numbers (weights and buffers, as bound now) are those their
+    /// packed buffers were made from; the others' numbers are remembered for the next step.
+    fn unchanged_frozen_layers(&mut self) -> HashSet<NodeId> {
+        let graph = &self.graph;
+        let mut unchanged = HashSet::new();
+        for (id, node) in graph.nodes.iter() {
+            if node.consts.is_empty() || is_trainable(graph, id) {
+                continue;
+            }
+            let mut numbers = Vec::new();
+            for &(_, constant) in &node.consts {
+                numbers.extend_from_slice(&graph.consts[constant].read());
+            }
+            match self.frozen_packed.get(&id) {
+                Some(packed) if packed.as_slice() == numbers.as_slice() => {
+                    unchanged.insert(id);
+                }
+                _ => {
+                    self.frozen_packed.insert(id, numbers);
+                }
+            }
+        }
+        unchanged
+    }
+
     /// The loss and gradients of one batch with the current `weights`; `seed` seeds the
     /// dropout masks as `TrainingMode::seed` does the reference's.
     pub fn step(
@@ -181,7 +212,17 @@ impl JitStep {
             profile.bind += started.elapsed().as_secs_f64();
         }
         let started = std::time::Instant::now();
-        let blobs = self.network.constants_mut();
+        let unchanged = self.unchanged_frozen_layers();
+        let program = &self.program;
+        let blobs = self
+            .network
+            .constants_mut()
+            .into_iter()
+            .filter(|(id, _)| match &program.buffer(*id).storage {
+                Storage::Const(spec) => spec.node().is_none_or(|node| !unchanged.contains(&node)),
+                _ => true,
+            })
+            .collect();
         lower::repack_constants(&self.graph, &self.program, self.threads, blobs)
             .map_err(internal)?;
         if let Some(profile) = &mut self.profile {
