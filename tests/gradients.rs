@@ -232,7 +232,7 @@ fn single(inputs: &[Shape], op: Op) -> Graph {
     let y = graph
         .add(op, ids, "layer".into(), Origin::default())
         .expect("the test's layer has a valid shape");
-    graph.output = Some(y);
+    graph.set_output(y);
     graph
 }
 

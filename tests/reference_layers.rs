@@ -67,7 +67,7 @@ fn single(input: Shape, op: Op) -> Graph {
     let y = graph
         .add(op, vec![x], "layer".into(), Origin::default())
         .expect("the test's layer has a valid shape");
-    graph.output = Some(y);
+    graph.set_output(y);
     graph
 }
 
@@ -737,7 +737,7 @@ fn two_branch(op: Op) -> (Graph, Weights) {
     let y = graph
         .add(op, inputs, "join".into(), Origin::default())
         .unwrap();
-    graph.output = Some(y);
+    graph.set_output(y);
     (graph, Weights::new())
 }
 

@@ -388,6 +388,7 @@ pub fn lower_training(
         inputs,
         output_shape: graph.shape(graph.output()),
         output_node: graph.output(),
+        extra_outputs: Vec::new(),
         // Forward, and about twice that backward: what `images_per_s` is measured against.
         flops: 6 * graph.total_macs(),
         buffers: lowering.buffers,
