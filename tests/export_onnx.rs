@@ -867,3 +867,29 @@ fn several_outputs_export_as_graph_outputs() {
     assert_eq!(writer(names[0]).as_deref(), Some("Gemm"));
     assert_eq!(writer(names[1]).as_deref(), Some("Relu"));
 }
+
+/// A dilated max pool is `MaxPool` with `dilations` (opset 10 and later); an undilated one
+/// has no `dilations` attribute, as before.
+#[test]
+fn dilated_max_pool_exports_its_dilations() {
+    let graph = &compile_all(
+        "dilated.cnn",
+        "network t(x: 11x9x2) { x -> maxpool(3, stride: 1, pad: 1, dilation: [2, 3]) -> maxpool(2) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let dilations: Vec<Option<Vec<i64>>> = onnx_graph
+        .node
+        .iter()
+        .map(|node| {
+            assert_eq!(node.op_type.as_deref(), Some("MaxPool"));
+            node.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("dilations"))
+                .map(|a| a.ints.clone())
+        })
+        .collect();
+    assert_eq!(dilations, [Some(vec![2, 3]), None]);
+}

@@ -29,6 +29,8 @@ mod layers_issue11;
 mod measure;
 #[path = "jit_differential/pointwise.rs"]
 mod pointwise;
+#[path = "jit_differential/pool_dilation.rs"]
+mod pool_dilation;
 #[path = "jit_differential/several_outputs.rs"]
 mod several_outputs;
 #[path = "jit_differential/special_values.rs"]

@@ -251,6 +251,9 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
     if graph.inputs.len() != 1 {
         return Some("the network has several inputs".into());
     }
+    if graph.outputs().len() != 1 {
+        return Some("the network has several outputs".into());
+    }
     let live = live_nodes(graph, false);
     for (id, node) in graph.nodes.iter() {
         if !live[id] {
@@ -265,7 +268,8 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
                 (groups == 1 || depthwise) && !a.residual
             }
             Op::Dense(_) | Op::Activation(_) => true,
-            Op::Pool(_) => true,
+            // The backward kernels read undilated windows.
+            Op::Pool(a) => a.dilation == [1, 1],
             Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } | Op::Upsample(_) => true,
             Op::BatchNorm { .. } => true,
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
