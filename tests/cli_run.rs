@@ -175,7 +175,11 @@ fn every_example_runs() {
         );
         assert_eq!(out.code, 0, "{name}: {}", out.stderr);
         assert!(out.stderr.is_empty(), "{name}: {}", out.stderr);
-        assert!(out.stdout.contains("\noutput: "), "{name}: {}", out.stdout);
+        assert!(
+            out.stdout.contains("\noutput: ") || out.stdout.contains("\noutput 0 ("),
+            "{name}: {}",
+            out.stdout
+        );
         let out = cnnc(
             &[
                 &common[..],
@@ -184,19 +188,110 @@ fn every_example_runs() {
             .concat(),
         );
         assert_eq!(out.code, 0, "{name}: {}", out.stderr);
-        let (jit, reference) = (read_npy(&jit_out), read_npy(&reference_out));
-        assert_eq!(jit.shape(), reference.shape(), "{name}");
-        // f32 sums in another order: relative to the magnitude, with 1 as the floor so that
-        // values near zero are compared absolutely.
-        let worst = jit
-            .iter()
-            .zip(reference.iter())
-            .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
-            .fold(0.0f32, f32::max);
+        // A network with several outputs writes `X.0.npy`, `X.1.npy`, … instead of `X.npy`.
+        for (jit_file, reference_file) in written_outputs(&jit_out)
+            .into_iter()
+            .zip(written_outputs(&reference_out))
+        {
+            let (jit, reference) = (read_npy(&jit_file), read_npy(&reference_file));
+            assert_eq!(jit.shape(), reference.shape(), "{name}");
+            // f32 sums in another order: relative to the magnitude, with 1 as the floor so that
+            // values near zero are compared absolutely.
+            let worst = jit
+                .iter()
+                .zip(reference.iter())
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst <= 1e-4,
+                "{name}: JIT and interpreter differ by {worst}"
+            );
+        }
+    }
+}
+
+/// The files `--output PATH` wrote: `PATH`, or `PATH` numbered (`out.0.npy`, `out.1.npy`, …).
+fn written_outputs(path: &str) -> Vec<String> {
+    if Path::new(path).exists() {
+        return vec![path.to_string()];
+    }
+    let stem = path.trim_end_matches(".npy");
+    let numbered: Vec<String> = (0..)
+        .map(|idx| format!("{stem}.{idx}.npy"))
+        .take_while(|file| Path::new(file).exists())
+        .collect();
+    assert!(numbered.len() >= 2, "{path}: no output written");
+    numbered
+}
+
+/// `return (scores, features)` writes `out.0.npy` (the scores) and `out.1.npy` (the
+/// features) and prints each output under its number and layer; each file holds what the
+/// same layers give as a network's one output.
+#[test]
+fn several_outputs_write_one_file_each() {
+    let source = temp_path("two_outputs.cnn");
+    std::fs::write(
+        &source,
+        "network both(x: 9x7x3) {
+            let features = x -> stem: conv(4, 3, pad: 1) -> relu
+            let scores = features -> global_avgpool -> flatten -> head: dense(3)
+            return (scores, features)
+        }
+        network scores_only(x: 9x7x3) {
+            x -> stem: conv(4, 3, pad: 1) -> relu -> global_avgpool -> flatten -> head: dense(3)
+        }
+        network features_only(x: 9x7x3) {
+            x -> stem: conv(4, 3, pad: 1) -> relu
+        }\n",
+    )
+    .expect("write the program");
+    let out = temp_path("both.npy");
+    let numbered = [temp_path("both.0.npy"), temp_path("both.1.npy")];
+    for file in numbered.iter().chain([&out]) {
+        let _ = std::fs::remove_file(file);
+    }
+    let both = cnnc(&[
+        "run",
+        &source,
+        "--net",
+        "both",
+        "--batch",
+        "3",
+        "--threads",
+        "2",
+        "--output",
+        &out,
+    ]);
+    assert_eq!(both.code, 0, "{}", both.stderr);
+    assert!(!Path::new(&out).exists(), "{out} is not written");
+    for line in [
+        "output 0 (head): 3 for each of 3 images",
+        "output 1 (relu): 9×7×4 for each of 3 images",
+        "wrote [TMP]/both.0.npy (3×3)",
+        "wrote [TMP]/both.1.npy (3×9×7×4)",
+    ] {
         assert!(
-            worst <= 1e-4,
-            "{name}: JIT and interpreter differ by {worst}"
+            transcript(&both).contains(line),
+            "{line}\n{}",
+            transcript(&both)
         );
+    }
+    for (file, alone) in numbered.iter().zip(["scores_only", "features_only"]) {
+        let single = temp_path(&format!("{alone}.npy"));
+        let run = cnnc(&[
+            "run",
+            &source,
+            "--net",
+            alone,
+            "--batch",
+            "3",
+            "--threads",
+            "2",
+            "--output",
+            &single,
+        ]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(read_npy(file), read_npy(&single), "{file} against {alone}");
     }
 }
 

@@ -427,3 +427,11 @@ fn bench_train_profiles_the_kernels_and_the_work_between_them() {
     let ms: Vec<f64> = rows.iter().filter_map(|r| r["ms"].as_f64()).collect();
     assert!(ms.windows(2).all(|w| w[0] >= w[1]), "largest first: {ms:?}");
 }
+
+#[test]
+fn a_network_with_several_outputs_is_not_trained() {
+    // The loss compares one output with the labels; `return (a, b)` gives two.
+    let run = cnnc(&["train", "examples/two_heads.cnn", "--data", TRAIN]);
+    assert_eq!(run.code, 1);
+    insta::assert_snapshot!(transcript(&run));
+}

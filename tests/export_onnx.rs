@@ -154,12 +154,16 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
         })
         .collect();
     assert_eq!(inputs, expected_inputs, "{what}: inputs");
-    assert_eq!(onnx_graph.output.len(), 1, "{what}: one output");
-    assert_eq!(
-        value_dims(&onnx_graph.output[0]),
-        expected_dims(graph.shape(graph.output())),
-        "{what}: output shape"
-    );
+    // One graph output per network output (`return (a, b)`), in order.
+    let outputs = graph.outputs();
+    assert_eq!(onnx_graph.output.len(), outputs.len(), "{what}: outputs");
+    for (info, &output) in onnx_graph.output.iter().zip(&outputs) {
+        assert_eq!(
+            value_dims(info),
+            expected_dims(graph.shape(output)),
+            "{what}: output shape"
+        );
+    }
 
     // Initializers: every weight, by its own name, with its shape and its numbers.
     let initializers: HashMap<&str, &pb::TensorProto> = onnx_graph
@@ -206,11 +210,13 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
             );
         }
     }
-    let output_name = onnx_graph.output[0].name.as_deref().unwrap_or("");
-    assert!(
-        available.contains(output_name),
-        "{what}: no node writes the output"
-    );
+    for output in &onnx_graph.output {
+        let output_name = output.name.as_deref().unwrap_or("");
+        assert!(
+            available.contains(output_name),
+            "{what}: no node writes output `{output_name}`"
+        );
+    }
 
     // Each layer became its operator: the counts per operator type agree (the second node of
     // a swish is a `Mul`, counted with the graph's own products).
@@ -873,4 +879,67 @@ fn cli_exports_the_weights_run_uses() {
         .collect();
     assert!(floats(fc1) == expected, "fc1.weight is the file's");
     let _ = std::fs::remove_dir_all(&folder);
+}
+
+/// `return (scores, features)` exports two graph outputs, in order, each written by the node
+/// of its layer.
+#[test]
+fn several_outputs_export_as_graph_outputs() {
+    let graph = compile_all(
+        "two.cnn",
+        "network t(x: 9x7x3) {
+            let features = x -> stem: conv(4, 3, pad: 1) -> relu
+            return (features -> global_avgpool -> flatten -> head: dense(3), features)
+        }",
+    )
+    .remove(0);
+    let weights = Weights::seeded(&graph, 0).expect("seeded");
+    let model = round_trip(&graph, &weights);
+    check_model(&graph, &weights, &model);
+    let onnx_graph = model.graph.expect("a graph");
+    let dims: Vec<_> = onnx_graph.output.iter().map(value_dims).collect();
+    assert_eq!(
+        dims,
+        [vec![None, Some(3)], vec![None, Some(4), Some(9), Some(7)],]
+    );
+    let writer = |name: &str| {
+        let node = onnx_graph
+            .node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == name));
+        node.map(|n| n.op_type.clone().unwrap_or_default())
+    };
+    let names: Vec<&str> = onnx_graph
+        .output
+        .iter()
+        .map(|o| o.name.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(writer(names[0]).as_deref(), Some("Gemm"));
+    assert_eq!(writer(names[1]).as_deref(), Some("Relu"));
+}
+
+/// A dilated max pool is `MaxPool` with `dilations` (opset 10 and later); an undilated one
+/// has no `dilations` attribute, as before.
+#[test]
+fn dilated_max_pool_exports_its_dilations() {
+    let graph = &compile_all(
+        "dilated.cnn",
+        "network t(x: 11x9x2) { x -> maxpool(3, stride: 1, pad: 1, dilation: [2, 3]) -> maxpool(2) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let dilations: Vec<Option<Vec<i64>>> = onnx_graph
+        .node
+        .iter()
+        .map(|node| {
+            assert_eq!(node.op_type.as_deref(), Some("MaxPool"));
+            node.attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("dilations"))
+                .map(|a| a.ints.clone())
+        })
+        .collect();
+    assert_eq!(dilations, [Some(vec![2, 3]), None]);
 }

@@ -234,7 +234,7 @@ fn single(inputs: &[Shape], op: Op) -> Graph {
     let y = graph
         .add(op, ids, "layer".into(), Origin::default())
         .expect("the test's layer has a valid shape");
-    graph.output = Some(y);
+    graph.set_output(y);
     graph
 }
 
@@ -375,6 +375,7 @@ fn pool(kind: PoolKind, kernel: usize, stride: usize, pad: Padding) -> PoolAttrs
         pad,
         ceil_mode: false,
         count_include_pad: true,
+        dilation: [1, 1],
     }
 }
 
@@ -403,6 +404,21 @@ fn max_pool_with_padding_stride_and_ceil_mode() {
         ..pool(PoolKind::Max, 2, 2, Padding::default())
     };
     check_distinct(Shape::spatial(5, 7, 3), Op::Pool(ceil));
+}
+
+#[test]
+fn dilated_max_pool() {
+    let dilated = PoolAttrs {
+        dilation: [2, 3],
+        ..pool(PoolKind::Max, 3, 2, Padding::uniform(1))
+    };
+    check_distinct(Shape::spatial(9, 11, 2), Op::Pool(dilated));
+    let ceil = PoolAttrs {
+        dilation: [2, 2],
+        ceil_mode: true,
+        ..pool(PoolKind::Max, 2, 2, Padding::default())
+    };
+    check_distinct(Shape::spatial(8, 7, 3), Op::Pool(ceil));
 }
 
 #[test]

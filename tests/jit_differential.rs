@@ -31,6 +31,10 @@ mod layers_issue11;
 mod measure;
 #[path = "jit_differential/pointwise.rs"]
 mod pointwise;
+#[path = "jit_differential/pool_dilation.rs"]
+mod pool_dilation;
+#[path = "jit_differential/several_outputs.rs"]
+mod several_outputs;
 #[path = "jit_differential/special_values.rs"]
 mod special_values;
 #[path = "jit_differential/tensor_arithmetic.rs"]
@@ -515,7 +519,7 @@ fn fused_residual_epilogue() {
         attrs.activation = Some(Activation::Relu);
         attrs.residual = true;
     }
-    fused.output = Some(conv);
+    fused.set_output(conv);
     let loops = cnnc::lower::emit_loops(&fused).expect("lowers");
     let add_kernel = |l: &str| l.starts_with("kernel") && l.contains("_add");
     assert!(!loops.lines().any(add_kernel), "the add is fused:\n{loops}");
@@ -601,7 +605,7 @@ fn googlenet_concats_are_free() {
         "import \"std/googlenet.cnn\"\nnetwork small(image: 32x32x3) { image -> googlenet }\n";
     let mut graph = graph_of(source);
     let output = graph.output();
-    graph.output = Some(graph.nodes[output].inputs[0]);
+    graph.set_output(graph.nodes[output].inputs[0]);
     graph.prune_unreachable();
     let [(graph, weights), (optimized, optimized_weights)] = as_written_and_optimized(graph);
     let inputs = inputs_for(&graph, 1);
@@ -755,7 +759,7 @@ fn standard_networks_at_reduced_size() {
         let mut graph = graph_of(&source);
         let output = graph.output();
         if matches!(graph.nodes[output].op, Op::Softmax) {
-            graph.output = Some(graph.nodes[output].inputs[0]);
+            graph.set_output(graph.nodes[output].inputs[0]);
             graph.prune_unreachable();
         }
         let weights = weights_for(&graph);

@@ -706,7 +706,7 @@ fn the_verifier_reports_each_broken_invariant() {
     assert!(problems.contains("path `a`"), "{problems}");
 
     let mut no_output = graph.clone();
-    no_output.output = None;
+    no_output.outputs.clear();
     assert!(verify(&no_output)
         .expect_err("no output")
         .contains("not set"));
@@ -726,7 +726,7 @@ fn the_verifier_reports_each_broken_invariant() {
 
     // Every problem is reported, not only the first.
     let mut two = wrong_shape.clone();
-    two.output = None;
+    two.outputs.clear();
     let problems = verify(&two).expect_err("two problems");
     assert_eq!(problems.lines().count(), 2, "{problems}");
 }

@@ -59,6 +59,7 @@ fn pool(kind: PoolKind, kernel: usize, stride: usize, pad: usize) -> PoolAttrs {
         pad: Padding::uniform(pad),
         ceil_mode: false,
         count_include_pad: true,
+        dilation: [1, 1],
     }
 }
 
@@ -69,7 +70,7 @@ fn single(input: Shape, op: Op) -> Graph {
     let y = graph
         .add(op, vec![x], "layer".into(), Origin::default())
         .expect("the test's layer has a valid shape");
-    graph.output = Some(y);
+    graph.set_output(y);
     graph
 }
 
@@ -376,6 +377,37 @@ fn max_pool_takes_window_maxima_and_ignores_padding() {
     );
     let output = run1(&graph, &Weights::new(), image(&[&[-1., -2.], &[-3., -4.]]));
     assert_eq!(rows(&output), vec![vec![-1., -1.], vec![-1., -1.]]);
+}
+
+#[test]
+fn dilated_max_pool_reads_cells_dilation_apart() {
+    // F.max_pool2d(x, 2, stride=1, dilation=2) of x = arange(25).view(5, 5): each window is
+    // {x[i][j], x[i][j+2], x[i+2][j], x[i+2][j+2]}, whose maximum is x[i+2][j+2] = 5i + j + 12.
+    let mut attrs = pool(PoolKind::Max, 2, 1, 0);
+    attrs.dilation = [2, 2];
+    let graph = single(Shape::spatial(5, 5, 1), Op::Pool(attrs));
+    let input = tensor(&[1, 5, 5, 1], (0..25).map(|v| v as f32).collect());
+    assert_eq!(
+        rows(&run1(&graph, &Weights::new(), input)),
+        vec![
+            vec![12., 13., 14.],
+            vec![17., 18., 19.],
+            vec![22., 23., 24.]
+        ]
+    );
+
+    // x[r][c] = 24 − 5r − c, descending, so a window's maximum is its real cell of smallest
+    // row and column. With padding 1 and stride 2, window (i, j) has rows {2i − 1, 2i + 1} and
+    // columns {2j − 1, 2j + 1}, of which those in [0, 5) are real: the smallest real row (or
+    // column) is 1, 1, 3 for i (or j) = 0, 1, 2. Output 3×3: floor((5 + 2 − 3) / 2) + 1.
+    let mut attrs = pool(PoolKind::Max, 2, 2, 1);
+    attrs.dilation = [2, 2];
+    let graph = single(Shape::spatial(5, 5, 1), Op::Pool(attrs));
+    let input = tensor(&[1, 5, 5, 1], (0..25).rev().map(|v| v as f32).collect());
+    assert_eq!(
+        rows(&run1(&graph, &Weights::new(), input)),
+        vec![vec![18., 18., 16.], vec![18., 18., 16.], vec![8., 8., 6.]]
+    );
 }
 
 #[test]
@@ -739,7 +771,7 @@ fn two_branch(op: Op) -> (Graph, Weights) {
     let y = graph
         .add(op, inputs, "join".into(), Origin::default())
         .unwrap();
-    graph.output = Some(y);
+    graph.set_output(y);
     (graph, Weights::new())
 }
 

@@ -173,7 +173,13 @@ fn pipeline(text: &str, dump_ast: bool) -> Outcome {
     let mut networks_without_output = Vec::new();
     for network in &compilation.networks {
         match &network.graph {
-            Some(graph) if graph.output.is_some_and(|id| graph.nodes.get(id).is_some()) => {
+            Some(graph)
+                if !graph.outputs.is_empty()
+                    && graph
+                        .outputs
+                        .iter()
+                        .all(|&id| graph.nodes.get(id).is_some()) =>
+            {
                 // The printers read every node, shape and parameter: run them for coverage.
                 let _ = Summary::of(graph).table();
                 let _ = graph.dump();

@@ -401,3 +401,21 @@ fn what_has_no_compiled_backward_is_declined_with_a_reason() {
         ),
     }
 }
+
+#[test]
+fn dilated_max_pooling_is_declined_by_name() {
+    // The backward kernels read undilated windows; the trainer falls back to the reference,
+    // whose gradient rule handles the dilation (`tests/gradients.rs`).
+    let source = "network dp(x: 9x9x2) {
+        x -> c: conv(4, 3) -> p: maxpool(2, dilation: 2) -> flatten -> fc: dense(3)
+    }";
+    let graph = graph_of(source);
+    let weights = Weights::seeded(&graph, 1).unwrap();
+    match JitStep::new(&graph, &weights, 1).expect("no error") {
+        Ok(_) => panic!("the JIT accepted {source}"),
+        Err(reason) => assert!(
+            reason.contains("maxpool p") && reason.contains("no compiled backward"),
+            "{reason}"
+        ),
+    }
+}

@@ -52,6 +52,7 @@ fn global(code: Code, message: String) -> Box<Diagnostic> {
 /// Times `args.runs` training steps of `graph` (after `args.warmup`); prints or returns the
 /// diagnostic of a failure.
 pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
+    super::train::one_output(graph, "bench --train")?;
     let weights =
         Weights::seeded(graph, 0).map_err(|e| Diagnostic::global(Code::Weights, e.to_string()))?;
     let Some(&input) = graph.inputs.first() else {

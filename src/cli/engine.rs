@@ -109,6 +109,15 @@ impl Engine {
         })
     }
 
+    /// Every output of the network, in order (one but for `return (a, b)`).
+    pub fn run_all(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, Box<Diagnostic>> {
+        let result = match self {
+            Engine::Reference { graph } => reference::evaluate_all(graph, inputs),
+            Engine::Jit { compiled, .. } => compiled.run_all(inputs),
+        };
+        result.map_err(|error| Box::new(error.to_diagnostic(self.graph())))
+    }
+
     pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, Box<Diagnostic>> {
         let result = match self {
             Engine::Reference { graph } => reference::evaluate(graph, inputs),

@@ -61,6 +61,7 @@ pub fn run(args: &EvalArgs) -> u8 {
 }
 
 fn execute(args: &EvalArgs, program: &Program, graph: &Graph) -> Result<(), Vec<Diagnostic>> {
+    super::train::one_output(graph, "eval").map_err(|d| vec![*d])?;
     let data = open_data(graph, &args.data, args.labels.as_deref()).map_err(|d| vec![*d]);
     let weights = load_weights(program, graph, &args.weights, &LoadOptions::default());
     let (data, weights) = match (data, weights) {

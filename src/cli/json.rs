@@ -58,6 +58,9 @@ pub fn check_report(compilation: &Compilation) -> String {
                 if let (Some(augment), Some(fields)) = (summary.augment, entry.as_object_mut()) {
                     fields.insert("augment".into(), Value::String(augment));
                 }
+                if let (true, Some(fields)) = (summary.outputs.len() > 1, entry.as_object_mut()) {
+                    fields.insert("outputs".into(), json!(summary.outputs));
+                }
                 entry
             }
             None => json!({

@@ -16,7 +16,7 @@ use super::engine::{default_threads, Backend, Engine, EngineOptions};
 use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Code, Diagnostic, Severity};
 use crate::driver::{FileOrigin, Program};
-use crate::graph::{Graph, Op, Shape};
+use crate::graph::{Graph, NodeId, Op, Shape};
 use crate::runtime::{self, input_name, Dims, LoadOptions, Weights};
 use crate::stdlib;
 use ndarray::{ArrayD, ArrayViewD, Axis};
@@ -49,7 +49,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 1, conflicts_with = "input",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
-    /// Write the output tensor to this .npy file (N×H×W×C, or N×C for a flat output).
+    /// Write the output tensor to this .npy file (N×H×W×C, or N×C for a flat output); a
+    /// network with several outputs writes one file each, `OUT.0.npy`, `OUT.1.npy`, ….
     #[arg(long, value_name = "OUT.npy")]
     pub output: Option<PathBuf>,
     /// How many of a classifier's classes to print.
@@ -103,7 +104,12 @@ pub fn run(args: &RunArgs) -> u8 {
 /// they are found.
 fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), Vec<Diagnostic>> {
     let mut errors = Vec::new();
-    if let Some(path) = &args.output {
+    let output_paths = args
+        .output
+        .as_deref()
+        .map(|path| output_paths(path, graph.outputs().len()))
+        .unwrap_or_default();
+    for path in &output_paths {
         if let Err(error) = runtime::check_output_path(path) {
             errors.push(Diagnostic::global(Code::OutputFile, error.to_string()));
         }
@@ -143,14 +149,42 @@ fn execute(args: &RunArgs, program: &Program, graph: &mut Graph) -> Result<(), V
     for line in &inputs.lines {
         println!("input {line}");
     }
-    let output = built.engine.run(&inputs.tensors).map_err(|d| vec![*d])?;
-    print_output(graph, &output, args.top);
-    if let Some(path) = &args.output {
-        runtime::write_npy(path, &output)
+    let outputs = built
+        .engine
+        .run_all(&inputs.tensors)
+        .map_err(|d| vec![*d])?;
+    let nodes = graph.outputs();
+    for (idx, (&node, output)) in nodes.iter().zip(&outputs).enumerate() {
+        let title = match nodes.len() {
+            1 => "output".to_string(),
+            _ => format!("output {idx} ({})", graph.nodes[node].path),
+        };
+        // A labels file names the classes of the first output.
+        print_output(graph, node, &title, output, args.top, idx == 0);
+    }
+    for (path, output) in output_paths.iter().zip(&outputs) {
+        runtime::write_npy(path, output)
             .map_err(|error| vec![Diagnostic::global(Code::OutputFile, error.to_string())])?;
         println!("wrote {} ({})", path.display(), Dims::of(output.shape()));
     }
     Ok(())
+}
+
+/// The files `--output PATH` writes: `PATH` itself for one output; for several, one file each,
+/// numbered in the order of the network's `return (a, b)` before the extension
+/// (`out.npy` → `out.0.npy`, `out.1.npy`).
+pub fn output_paths(path: &Path, n_outputs: usize) -> Vec<PathBuf> {
+    if n_outputs <= 1 {
+        return vec![path.to_path_buf()];
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let extension = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    (0..n_outputs)
+        .map(|idx| path.with_file_name(format!("{stem}.{idx}{extension}")))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,22 +440,32 @@ fn load_inputs(args: &RunArgs, graph: &Graph) -> Result<Inputs, Vec<Diagnostic>>
 /// Outputs of at most this many numbers per image are printed in full.
 const PRINT_LIMIT: usize = 64;
 
-fn print_output(graph: &Graph, output: &ArrayD<f32>, top: usize) {
-    let shape = graph.shape(graph.output());
+/// Prints output `node`'s values under `title`; `labelled` when the network's labels (if it
+/// has any) name its classes.
+fn print_output(
+    graph: &Graph,
+    node: NodeId,
+    title: &str,
+    output: &ArrayD<f32>,
+    top: usize,
+    labelled: bool,
+) {
+    let shape = graph.shape(node);
     let batch = output.shape().first().copied().unwrap_or(0);
-    let ends_in_softmax = matches!(graph.nodes[graph.output()].op, Op::Softmax);
-    let is_classifier = shape.flat && (!graph.meta.labels.is_empty() || ends_in_softmax);
+    let ends_in_softmax = matches!(graph.nodes[node].op, Op::Softmax);
+    let labels: &[String] = if labelled { &graph.meta.labels } else { &[] };
+    let is_classifier = shape.flat && (!labels.is_empty() || ends_in_softmax);
     if batch == 1 {
-        println!("output: {shape}");
+        println!("{title}: {shape}");
     } else {
-        println!("output: {shape} for each of {batch} images");
+        println!("{title}: {shape} for each of {batch} images");
     }
     for (image_idx, image) in output.axis_iter(Axis(0)).enumerate() {
         if batch > 1 {
             println!("image {image_idx}:");
         }
         if is_classifier {
-            print_top_classes(&image, &graph.meta.labels, top, ends_in_softmax);
+            print_top_classes(&image, labels, top, ends_in_softmax);
         } else if shape.numel() <= PRINT_LIMIT {
             print_values(&image, shape);
         } else {

@@ -147,6 +147,30 @@ pub fn run(args: &TrainArgs) -> u8 {
     }
 }
 
+/// Training, evaluation and the training benchmark compare one output with the labels: a
+/// network with several outputs (`return (a, b)`) is refused, pointing at the network.
+pub fn one_output(graph: &Graph, command: &str) -> Result<(), Box<Diagnostic>> {
+    let n_outputs = graph.outputs().len();
+    if n_outputs <= 1 {
+        return Ok(());
+    }
+    Err(Box::new(
+        Diagnostic::error(
+            Code::SeveralOutputs,
+            graph.span,
+            format!(
+                "`cnnc {command}` needs a network with one output, and `{}` has {n_outputs}",
+                graph.name
+            ),
+        )
+        .with_label("returns several tensors")
+        .with_note(
+            "the loss and the accuracy compare one output, the class scores, with the labels",
+        )
+        .with_help("write a network that returns only the class scores, and train that"),
+    ))
+}
+
 /// The flags as a recipe, to lay over the network's.
 fn flags_recipe(args: &TrainArgs) -> Result<Recipe, Box<Diagnostic>> {
     let betas = match &args.betas {
@@ -188,6 +212,7 @@ fn flags_recipe(args: &TrainArgs) -> Result<Recipe, Box<Diagnostic>> {
 
 fn execute(args: &TrainArgs, program: &Program, graph: &Graph) -> Result<(), Vec<Diagnostic>> {
     let one = |d: Box<Diagnostic>| vec![*d];
+    one_output(graph, "train").map_err(one)?;
     let declared = graph.meta.train.clone().unwrap_or_default();
     let flags = flags_recipe(args).map_err(one)?;
     let first = args.stage.map_or(0, |n| n as usize - 1);

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 
 pub(super) struct TableLayout {
     n_inputs: usize,
+    /// Elements of each image's output region (every output of the network).
+    output_len: usize,
     accumulators: bool,
     const_slots: HashMap<BufferId, usize>,
     first_kernel: usize,
@@ -36,6 +38,7 @@ impl TableLayout {
         }
         TableLayout {
             n_inputs,
+            output_len: program.output_len,
             accumulators,
             const_slots,
             first_kernel: next,
@@ -49,7 +52,7 @@ impl TableLayout {
         match buffer.storage {
             Storage::Arena { offset } => (0, 0, offset),
             Storage::Input(k) => (1 + k, buffer.len, 0),
-            Storage::Output => (1 + self.n_inputs, buffer.len, 0),
+            Storage::Output { offset } => (1 + self.n_inputs, self.output_len, offset),
             Storage::Accumulator { offset } => (self.accumulator_slot().unwrap_or(0), 0, offset),
             Storage::Const(_) => (self.const_slots.get(&buffer.id).copied().unwrap_or(0), 0, 0),
         }

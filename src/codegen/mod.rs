@@ -222,6 +222,8 @@ pub fn generate(
         thread_arenas: Mutex::new(Vec::new()),
         inputs: program.inputs.clone(),
         output: program.output_shape,
+        extra_outputs: program.extra_outputs.iter().map(|&(_, s)| s).collect(),
+        output_len: program.output_len,
         output_node: program.output_node,
         options: options.clone(),
         constant_bytes,

@@ -93,6 +93,11 @@ pub struct CompiledNetwork {
     /// Each input's name and shape.
     pub(super) inputs: Vec<(String, Shape)>,
     pub(super) output: Shape,
+    /// The shapes of the outputs after the first (`return (a, b)`), which follow it in each
+    /// image's output region.
+    pub(super) extra_outputs: Vec<Shape>,
+    /// Elements of each image's output region: every output's.
+    pub(super) output_len: usize,
     /// The graph's output node, which a too-large output is reported at.
     pub(super) output_node: NodeId,
     pub(super) options: CodegenOptions,
@@ -144,10 +149,23 @@ impl CompiledNetwork {
     /// input) and returns N×H×W×C, or N×C for a flat output: the layouts of
     /// [`reference::run`](crate::reference::run).
     pub fn run(&self, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, RunError> {
+        first(self.run_all(inputs)?)
+    }
+
+    /// [`run`](Self::run) for every output of a network that returns several
+    /// (`return (a, b)`): one tensor per output, in order.
+    pub fn run_all(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
         // SAFETY: `run_with` passes a table satisfying the contract of `execute`.
         self.run_with(inputs, &mut |table, batch| unsafe {
             self.execute(table, batch)
         })
+    }
+
+    /// Every output's shape, in order.
+    pub fn output_shapes(&self) -> Vec<Shape> {
+        std::iter::once(self.output)
+            .chain(self.extra_outputs.iter().copied())
+            .collect()
     }
 
     /// Checks the inputs, prepares the table and the output, and calls `execute` with them.
@@ -155,9 +173,9 @@ impl CompiledNetwork {
         &self,
         inputs: &[ArrayD<f32>],
         execute: &mut dyn FnMut(&[usize], usize),
-    ) -> Result<ArrayD<f32>, RunError> {
+    ) -> Result<Vec<ArrayD<f32>>, RunError> {
         let batch = self.check_inputs(inputs)?;
-        let out_len = self.output.numel();
+        let out_len = self.output_len;
         if (batch as u64).saturating_mul(out_len as u64) > MAX_ELEMENTS {
             return Err(RunError::TooLarge {
                 layer: format!("network `{}`", self.name),
@@ -198,13 +216,7 @@ impl CompiledNetwork {
         // contract every caller of native code relies on.
         execute(&table, batch);
         drop(kept);
-
-        let dims = if self.output.flat {
-            vec![batch, self.output.c]
-        } else {
-            vec![batch, self.output.h, self.output.w, self.output.c]
-        };
-        ArrayD::from_shape_vec(IxDyn(&dims), output).map_err(|e| RunError::Malformed(e.to_string()))
+        split_outputs(output, batch, &self.output_shapes())
     }
 
     /// Runs the network like [`run`](Self::run), timing each kernel: returns the output and
@@ -216,7 +228,7 @@ impl CompiledNetwork {
         inputs: &[ArrayD<f32>],
     ) -> Result<(ArrayD<f32>, KernelTimes), RunError> {
         let mut times = vec![0.0; self.kernels.len()];
-        let output = self.run_with(inputs, &mut |table, batch| {
+        let outputs = self.run_with(inputs, &mut |table, batch| {
             // SAFETY: `run_with` passes a table satisfying the contract of `execute`.
             if unsafe { self.execute_on_pool(table, batch, Some(&mut times)) } {
                 return;
@@ -233,7 +245,7 @@ impl CompiledNetwork {
             }
         })?;
         let names = self.kernels.iter().map(|k| k.name.clone());
-        Ok((output, names.zip(times).collect()))
+        Ok((first(outputs)?, names.zip(times).collect()))
     }
 
     /// Runs every kernel on every image: split over the worker threads if the network's
@@ -390,7 +402,7 @@ impl CompiledNetwork {
         kernels: std::ops::Range<usize>,
         mut times: Option<&mut [f64]>,
     ) -> Result<(), RunError> {
-        let out_len = self.output.numel();
+        let out_len = self.output_len;
         let n = images.len();
         let fits = inputs.len() == self.inputs.len()
             && inputs
@@ -448,4 +460,49 @@ impl CompiledNetwork {
     fn check_inputs(&self, inputs: &[ArrayD<f32>]) -> Result<usize, RunError> {
         crate::runtime::check_batch(&self.name, &self.inputs, inputs)
     }
+}
+
+fn first(outputs: Vec<ArrayD<f32>>) -> Result<ArrayD<f32>, RunError> {
+    outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| RunError::Malformed("it has no output".into()))
+}
+
+/// The outputs of `batch` images from their output regions (each image's outputs one after
+/// another), each N×H×W×C or N×C for a flat one.
+fn split_outputs(
+    region: Vec<f32>,
+    batch: usize,
+    shapes: &[Shape],
+) -> Result<Vec<ArrayD<f32>>, RunError> {
+    let dims = |shape: &Shape| {
+        if shape.flat {
+            vec![batch, shape.c]
+        } else {
+            vec![batch, shape.h, shape.w, shape.c]
+        }
+    };
+    let tensor = |shape: &Shape, values: Vec<f32>| {
+        ArrayD::from_shape_vec(IxDyn(&dims(shape)), values)
+            .map_err(|e| RunError::Malformed(e.to_string()))
+    };
+    if let [only] = shapes {
+        return Ok(vec![tensor(only, region)?]);
+    }
+    let region_len: usize = shapes.iter().map(|s| s.numel()).sum();
+    let mut offset = 0;
+    let mut outputs = Vec::with_capacity(shapes.len());
+    for shape in shapes {
+        let len = shape.numel();
+        let values = (0..batch)
+            .flat_map(|image| {
+                let start = image * region_len + offset;
+                region[start..start + len].iter().copied()
+            })
+            .collect();
+        outputs.push(tensor(shape, values)?);
+        offset += len;
+    }
+    Ok(outputs)
 }

@@ -111,6 +111,8 @@ codes! {
     IfWithoutElse = "if-without-else", "an `if` used as a value has no `else`", program("examples/bad/if_without_else.cnn");
     Unreachable = "unreachable", "a statement after `return`", program("examples/bad/unreachable.cnn");
     NetworkOutput = "network-output", "a network's body does not end in a tensor", program("examples/bad/network_output.cnn");
+    DuplicateOutput = "duplicate-output", "a network returns the same tensor twice", program("examples/bad/duplicate_output.cnn");
+    OutputsOutsideNetwork = "outputs-outside-network", "several values returned by a block, a branch or a network used as a stage", program("examples/bad/outputs_outside_network.cnn");
     IndexOutOfRange = "index-out-of-range", "a list index past the list's end", program("examples/bad/index_out_of_range.cnn");
     DivisionByZero = "division-by-zero", "integer division or remainder by zero", program("examples/bad/division_by_zero.cnn");
     Overflow = "overflow", "arithmetic overflows 64 bits (an int beyond ±9.2e18, a float beyond ±1.8e308)", program("examples/bad/integer_overflow.cnn");
@@ -169,6 +171,7 @@ codes! {
     FeatureCache = "feature-cache", "the folder of `--cache` cannot hold the cached frozen features", case(CLI_TRANSFER, "a_cache_folder_that_does_not_exist_is_a_diagnostic");
     Unfreeze = "unfreeze", "a training stage unfreezes a layer the network does not have frozen", program("examples/bad/recipe_unfreeze_unknown.cnn");
     Augment = "augment", "an `augment(...)` that does not fit the network's input (crop size, padding without a crop, no image input), or a second one", program("examples/bad/augment.cnn");
+    SeveralOutputs = "several-outputs", "`cnnc train`, `eval` or `bench --train` given a network with several outputs", case(CLI_TRAIN, "a_network_with_several_outputs_is_not_trained");
     Diverged = "diverged", "training stopped: the loss or the gradients became NaN or infinite", case(CLI_TRAIN, "divergence_names_the_step");
 }
 

@@ -152,8 +152,13 @@ fn is_thin(block: &BlockDef) -> bool {
     let [stmt] = block.body.stmts.as_slice() else {
         return false;
     };
-    let (Stmt::Expr(expr) | Stmt::Return { value: expr, .. }) = stmt else {
-        return false;
+    let expr = match stmt {
+        Stmt::Expr(expr) => expr,
+        Stmt::Return { values, .. } => match values.as_slice() {
+            [expr] => expr,
+            _ => return false,
+        },
+        Stmt::Let { .. } => return false,
     };
     match &expr.kind {
         ExprKind::Pipeline { head, stages } => {

@@ -16,6 +16,7 @@ mod eval;
 mod iteration;
 mod labels;
 mod lookup;
+mod outputs;
 mod recipe;
 mod stage;
 mod suggest;
@@ -126,6 +127,10 @@ struct Expander<'a> {
     recurrences: HashMap<usize, usize>,
     /// The `let` bindings already warned about.
     warned: std::collections::HashSet<Span>,
+    /// Set by `network` for its own body only: the one place `return (a, b)` may stand.
+    outputs_allowed: bool,
+    /// The tensors of the network's `return (a, b)`, in order, once evaluated.
+    returned_outputs: Vec<NodeId>,
 }
 
 impl<'a> Expander<'a> {
@@ -146,6 +151,8 @@ impl<'a> Expander<'a> {
             reported: HashMap::new(),
             iterations: Vec::new(),
             recurrences: HashMap::new(),
+            outputs_allowed: false,
+            returned_outputs: Vec::new(),
             warned: std::collections::HashSet::new(),
         }
     }
@@ -254,10 +261,14 @@ impl<'a> Expander<'a> {
             }
         }
         self.bind_params(&network.params, Vec::new(), network.name.span);
+        self.outputs_allowed = true;
         let value = self.body_statements(&network.body.stmts, network.body.span);
         self.pop_frame();
         match value {
-            Value::Tensor(id) => self.graph.output = Some(id),
+            Value::Tensor(_) if !self.returned_outputs.is_empty() => {
+                self.graph.outputs = std::mem::take(&mut self.returned_outputs);
+            }
+            Value::Tensor(id) => self.graph.set_output(id),
             Value::Poison => {}
             other => {
                 let span = network
@@ -405,6 +416,8 @@ impl<'a> Expander<'a> {
     /// Evaluates statements in a fresh frame; the value is the `return`ed expression or the
     /// last expression statement.
     fn body_statements(&mut self, stmts: &[Stmt], span: Span) -> Value {
+        // Only the network's own body may return several outputs, not the bodies inside it.
+        let outputs_allowed = std::mem::take(&mut self.outputs_allowed);
         self.frames.push(Vec::new());
         let mut result = None;
         for (idx, stmt) in stmts.iter().enumerate() {
@@ -415,8 +428,11 @@ impl<'a> Expander<'a> {
                     self.check_unused_let(name, &stmts[idx + 1..]);
                     self.bind(&name.name, v);
                 }
-                Stmt::Return { value, span } => {
-                    result = Some(self.eval(value));
+                Stmt::Return { values, span } => {
+                    result = Some(match values.as_slice() {
+                        [value] => self.eval(value),
+                        several => self.several_outputs(several, *span, outputs_allowed),
+                    });
                     if !is_last {
                         self.error(
                             Diagnostic::error(

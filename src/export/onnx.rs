@@ -117,22 +117,25 @@ pub fn export(
             bytes: builder.weight_bytes,
         });
     }
-    let output = graph.output();
-    let output_value = match graph.nodes.get(output) {
-        // A graph output must be produced by a node, so a network that returns its input
-        // gets an `Identity`.
-        Some(node) if matches!(node.op, Op::Input { .. }) => {
-            let input = builder.values[output].clone();
-            builder.emit("Identity", "output", vec![input], Vec::new())
-        }
-        Some(_) => builder.values[output].clone(),
-        None => {
-            return Err(ExportError::Malformed(format!(
-                "its output {output} is not a node"
-            )))
-        }
-    };
-    let output_info = builder.value_info(&output_value, graph.shape(output));
+    // A network with several outputs (`return (a, b)`) has one graph output each, in order.
+    let mut output_infos = Vec::new();
+    for output in graph.outputs() {
+        let output_value = match graph.nodes.get(output) {
+            // A graph output must be produced by a node, so a network that returns its input
+            // gets an `Identity`.
+            Some(node) if matches!(node.op, Op::Input { .. }) => {
+                let input = builder.values[output].clone();
+                builder.emit("Identity", "output", vec![input], Vec::new())
+            }
+            Some(_) => builder.values[output].clone(),
+            None => {
+                return Err(ExportError::Malformed(format!(
+                    "its output {output} is not a node"
+                )))
+            }
+        };
+        output_infos.push(builder.value_info(&output_value, graph.shape(output)));
+    }
     let Builder {
         nodes,
         initializers,
@@ -144,7 +147,7 @@ pub fn export(
         node: nodes,
         initializer: initializers,
         input: inputs,
-        output: vec![output_info],
+        output: output_infos,
         ..Default::default()
     };
     Ok(pb::ModelProto {

@@ -525,6 +525,9 @@ fn pool_attributes(attrs: &PoolAttrs) -> Vec<pb::AttributeProto> {
     if attrs.kind == PoolKind::Avg {
         attributes.push(int("count_include_pad", attrs.count_include_pad as i64));
     }
+    if attrs.dilation != [1, 1] {
+        attributes.push(ints("dilations", &attrs.dilation));
+    }
     attributes
 }
 

@@ -19,12 +19,21 @@ pub fn dump(graph: &Graph) -> String {
             }
         })
         .collect();
+    // Several outputs are listed in parentheses, as `return (a, b)` wrote them.
+    let outputs = graph.outputs();
+    let listed = |item: &dyn Fn(NodeId) -> String| {
+        let items: Vec<String> = outputs.iter().map(|&id| item(id)).collect();
+        match items.as_slice() {
+            [one] => one.clone(),
+            _ => format!("({})", items.join(", ")),
+        }
+    };
     let _ = writeln!(
         out,
         "network {}({}) -> {}",
         graph.name,
         inputs.join(", "),
-        graph.shape(graph.output())
+        listed(&|id| graph.shape(id).to_string())
     );
     for (id, node) in graph.nodes.iter() {
         let operands: Vec<String> = node.inputs.iter().map(NodeId::to_string).collect();
@@ -53,6 +62,6 @@ pub fn dump(graph: &Graph) -> String {
         }
         let _ = writeln!(out, "{line}");
     }
-    let _ = writeln!(out, "  return {}", graph.output());
+    let _ = writeln!(out, "  return {}", listed(&|id| id.to_string()));
     out
 }

@@ -123,7 +123,7 @@ pub struct NetworkMeta {
     pub scopes: std::collections::BTreeMap<String, String>,
 }
 
-/// A network: its nodes in insertion (= topological) order, its inputs and its output.
+/// A network: its nodes in insertion (= topological) order, its inputs and its outputs.
 #[derive(Clone, Debug, Default)]
 pub struct Graph {
     pub name: String,
@@ -133,7 +133,9 @@ pub struct Graph {
     pub consts: PrimaryMap<ConstId, Constant>,
     pub origins: SecondaryMap<NodeId, Origin>,
     pub inputs: Vec<NodeId>,
-    pub output: Option<NodeId>,
+    /// The nodes the network returns, in the order of its `return (a, b)`; the first is *the*
+    /// output of everything that needs one (training's logits, `--top`, the verdicts).
+    pub outputs: Vec<NodeId>,
     pub meta: NetworkMeta,
     /// The span of the network's name, for diagnostics about the whole network.
     pub span: Span,
@@ -256,10 +258,26 @@ impl Graph {
         }
     }
 
-    /// The output node. Every expanded network has one.
+    /// The (first) output node. Every expanded network has one.
     pub fn output(&self) -> NodeId {
-        self.output
+        self.outputs
+            .first()
+            .copied()
             .unwrap_or_else(|| NodeId::from_u32(self.nodes.len().saturating_sub(1) as u32))
+    }
+
+    /// Every output node, in order: one but for a network that returns several.
+    pub fn outputs(&self) -> Vec<NodeId> {
+        if self.outputs.is_empty() {
+            vec![self.output()]
+        } else {
+            self.outputs.clone()
+        }
+    }
+
+    /// Sets the network's one output.
+    pub fn set_output(&mut self, id: NodeId) {
+        self.outputs = vec![id];
     }
 
     /// The parameter and buffer tensors of a node.
@@ -308,14 +326,16 @@ impl Graph {
         self.nodes.keys().map(|id| self.macs(id)).sum()
     }
 
-    /// Removes the nodes the output does not depend on (inputs always stay), renumbering the
-    /// rest in the same order.
+    /// Removes the nodes no output depends on (inputs always stay), renumbering the rest in
+    /// the same order.
     pub fn prune_unreachable(&mut self) {
-        let Some(output) = self.output else {
+        if self.outputs.is_empty() {
             return;
-        };
+        }
         let mut live: SecondaryMap<NodeId, bool> = SecondaryMap::new();
-        live[output] = true;
+        for &output in &self.outputs {
+            live[output] = true;
+        }
         for &input in &self.inputs {
             live[input] = true;
         }
@@ -358,7 +378,7 @@ impl Graph {
             renumber[id] = Some(new_id);
         }
         graph.inputs = old.inputs.iter().filter_map(|&i| renumber[i]).collect();
-        graph.output = renumber[output];
+        graph.outputs = old.outputs.iter().filter_map(|&o| renumber[o]).collect();
         *self = graph;
     }
 

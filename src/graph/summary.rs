@@ -79,7 +79,11 @@ pub struct Summary {
     pub network: String,
     pub layout: Layout,
     pub inputs: Vec<NamedShape>,
+    /// The (first) output's shape.
     pub output: Dims,
+    /// Every output, named by the layer that computes it; listed only when there are several.
+    #[serde(skip_serializing_if = "is_single")]
+    pub outputs: Vec<NamedShape>,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub frozen_parameters: u64,
@@ -94,6 +98,10 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub augment: Option<String>,
     pub layers: Vec<LayerRow>,
+}
+
+fn is_single(outputs: &[NamedShape]) -> bool {
+    outputs.len() <= 1
 }
 
 /// A node's name in the "connected to" column: its path, or a network input's name.
@@ -224,6 +232,14 @@ impl Summary {
             layout,
             inputs,
             output: Dims::of(graph.shape(graph.output()), layout),
+            outputs: graph
+                .outputs()
+                .into_iter()
+                .map(|id| NamedShape {
+                    name: display_path(&node_name(graph, id)),
+                    shape: Dims::of(graph.shape(id), layout),
+                })
+                .collect(),
             parameters: trainable + frozen,
             trainable_parameters: trainable,
             frozen_parameters: frozen,
@@ -241,13 +257,20 @@ impl Summary {
         shapes.join(", ")
     }
 
-    /// `resnet18: 224×224×3 → 1000, 11,689,512 parameters, 1.81 GMACs`
+    /// The output shapes, `1000` (several: `5, 7×6×12`).
+    pub fn output_text(&self) -> String {
+        let shapes: Vec<String> = self.outputs.iter().map(|o| o.shape.to_string()).collect();
+        shapes.join(", ")
+    }
+
+    /// `resnet18: 224×224×3 → 1000, 11,689,512 parameters, 1.81 GMACs`; with several
+    /// outputs, `→ (5, 7×6×12)`.
     pub fn check_line(&self) -> String {
         let mut line = format!(
             "{}: {} → {}, {} parameters, {}",
             self.network,
             self.input_text(),
-            self.output,
+            self.output_list(),
             thousands(self.parameters),
             human_macs(self.macs)
         );
@@ -309,7 +332,7 @@ impl Summary {
             "{}: {} → {}",
             self.network,
             self.input_text(),
-            self.output
+            self.output_list()
         );
         let rule = "─".repeat(total_width);
         let _ = writeln!(out, "{rule}");
@@ -338,6 +361,14 @@ impl Summary {
         out
     }
 
+    /// The output shape, or the outputs' in parentheses as `return (a, b)` lists them.
+    fn output_list(&self) -> String {
+        match self.outputs.as_slice() {
+            [_, _, ..] => format!("({})", self.output_text()),
+            _ => self.output.to_string(),
+        }
+    }
+
     fn totals(&self, out: &mut String) {
         let _ = writeln!(out, "Total params: {}", thousands(self.parameters));
         let _ = writeln!(
@@ -361,6 +392,15 @@ impl Summary {
             "Parameter memory: {} (f32)",
             human_bytes(self.parameters.saturating_mul(4))
         );
+        if self.outputs.len() > 1 {
+            let listed: Vec<String> = self
+                .outputs
+                .iter()
+                .enumerate()
+                .map(|(idx, o)| format!("{idx}: {} ({})", o.name, o.shape))
+                .collect();
+            let _ = writeln!(out, "Outputs: {}", listed.join(", "));
+        }
         if let Some(augment) = &self.augment {
             let _ = writeln!(out, "Augmentation (cnnc train only): {augment}");
         }

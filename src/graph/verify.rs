@@ -48,12 +48,13 @@ pub fn verify(graph: &Graph) -> Result<(), String> {
             ));
         }
     }
-    match graph.output {
-        None => problems.push("the output is not set".into()),
-        Some(output) if output.index() >= graph.nodes.len() => {
+    if graph.outputs.is_empty() {
+        problems.push("the output is not set".into());
+    }
+    for output in &graph.outputs {
+        if output.index() >= graph.nodes.len() {
             problems.push(format!("the output {output} is not a node"));
         }
-        Some(_) => {}
     }
     check_paths(graph, &mut problems);
     check_constants(graph, &misshapen, &mut problems);

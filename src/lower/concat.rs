@@ -78,7 +78,6 @@ impl Lowering<'_> {
     /// Decides, for every concat, which operands its producers write in place (see the module
     /// documentation for when that is safe).
     pub(super) fn plan_slices(&mut self) {
-        let output = self.graph.output();
         for &id in &self.order {
             let node = &self.graph.nodes[id];
             if !matches!(node.op, Op::Concat) || self.alias_source(id).is_some() {
@@ -89,7 +88,7 @@ impl Lowering<'_> {
             for &input in &node.inputs {
                 let s = self.graph.shape(input);
                 let safe = self.readers[input].as_slice() == [id]
-                    && input != output
+                    && !self.is_output(input)
                     && self.output_writer != Some(input)
                     && s.h == shape.h
                     && s.w == shape.w

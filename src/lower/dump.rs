@@ -84,7 +84,8 @@ pub(super) fn dump(program: &LoopProgram) -> String {
     for buffer in program.buffers.values() {
         let storage = match &buffer.storage {
             Storage::Input(k) => format!("input {k}"),
-            Storage::Output => "output".to_string(),
+            Storage::Output { offset: 0 } => "output".to_string(),
+            Storage::Output { offset } => format!("output+{offset}"),
             Storage::Arena { offset } => format!("arena @{offset}"),
             Storage::Const(_) => "const".to_string(),
             Storage::Accumulator { offset } => format!("accumulator @{offset}"),

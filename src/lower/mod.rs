@@ -101,18 +101,20 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
     }
     lowering.finish_output()?;
     let (inputs, input_lens) = program_inputs(graph);
+    let outputs = graph.outputs();
     let mut program = LoopProgram {
         name: graph.name.clone(),
         inputs,
         output_shape: graph.shape(graph.output()),
         output_node: graph.output(),
+        extra_outputs: outputs[1..].iter().map(|&o| (o, graph.shape(o))).collect(),
         flops: 2 * graph.total_macs(),
         buffers: lowering.buffers,
         kernels: lowering.kernels,
         arena_len: 0,
         accumulator_len: 0,
         input_lens,
-        output_len: graph.shape(graph.output()).numel(),
+        output_len: outputs.iter().map(|&o| graph.shape(o).numel()).sum(),
     };
     plan::plan_memory(&mut program);
     verify::verify(&program)?;
@@ -185,7 +187,7 @@ struct NodeBuffer {
 struct Lowering<'g> {
     graph: &'g Graph,
     options: LowerOptions,
-    /// The nodes the output depends on, in graph (= topological) order.
+    /// The nodes the outputs depend on, in graph (= topological) order.
     order: Vec<NodeId>,
     /// How many reachable nodes read each node (the output counts as one more reader).
     readers: SecondaryMap<NodeId, Vec<NodeId>>,
@@ -206,11 +208,13 @@ struct Lowering<'g> {
 impl<'g> Lowering<'g> {
     fn new(graph: &'g Graph, options: LowerOptions) -> Result<Lowering<'g>, LowerError> {
         let output = graph.output();
-        if graph.nodes.get(output).is_none() {
-            return Err(LowerError::Malformed("the output is not a node".into()));
-        }
         let mut live: SecondaryMap<NodeId, bool> = SecondaryMap::new();
-        live[output] = true;
+        for output in graph.outputs() {
+            if graph.nodes.get(output).is_none() {
+                return Err(LowerError::Malformed("the output is not a node".into()));
+            }
+            live[output] = true;
+        }
         for id in graph.nodes.keys().rev() {
             if live[id] {
                 for &input in &graph.nodes[id].inputs {
@@ -274,7 +278,7 @@ impl<'g> Lowering<'g> {
     }
 
     fn only_dense_readers(&self, id: NodeId) -> bool {
-        if id == self.graph.output() {
+        if self.is_output(id) {
             return false;
         }
         self.readers[id].iter().all(|&reader| {
@@ -285,6 +289,12 @@ impl<'g> Lowering<'g> {
                 matches!(op, Op::Identity | Op::Dropout { .. }) && self.only_dense_readers(reader)
             }
         })
+    }
+
+    /// Whether `id` is one of the network's outputs, which must end up in plain H×W×C
+    /// tensors: not written into a concat's slice or a padded frame.
+    fn is_output(&self, id: NodeId) -> bool {
+        self.graph.outputs.contains(&id) || id == self.graph.output()
     }
 
     fn add_buffer(&mut self, name: String, len: usize, storage: program::Storage) -> BufferId {
@@ -311,7 +321,7 @@ impl<'g> Lowering<'g> {
         let name = self.describe(id);
         let len = self.graph.shape(id).numel();
         let storage = if self.output_writer == Some(id) {
-            Storage::Output
+            Storage::Output { offset: 0 }
         } else {
             Storage::Arena { offset: 0 }
         };
@@ -438,16 +448,25 @@ impl<'g> Lowering<'g> {
         Ok(())
     }
 
-    /// Copies the output from a network input when the output is one (`x -> dropout`).
+    /// Copies the output from a network input when the output is one (`x -> dropout`), and
+    /// every output after the first to its place after it in the image's output region.
     fn finish_output(&mut self) -> Result<(), LowerError> {
-        if self.output_writer.is_some() {
-            return Ok(());
+        let outputs = self.graph.outputs();
+        let mut offset = 0;
+        for (idx, &output) in outputs.iter().enumerate() {
+            let len = self.graph.shape(output).numel();
+            if idx > 0 || self.output_writer.is_none() {
+                let value = self.values[output]
+                    .ok_or_else(|| LowerError::Malformed("the output was not computed".into()))?;
+                let name = match idx {
+                    0 => "output".to_string(),
+                    _ => format!("output {idx}"),
+                };
+                let out = self.add_buffer(name, len, Storage::Output { offset });
+                self.copy(output, value, out)?;
+            }
+            offset += len;
         }
-        let output = self.graph.output();
-        let value = self.values[output]
-            .ok_or_else(|| LowerError::Malformed("the output was not computed".into()))?;
-        let len = self.graph.shape(output).numel();
-        let out = self.add_buffer("output".into(), len, Storage::Output);
-        self.copy(output, value, out)
+        Ok(())
     }
 }

@@ -110,7 +110,7 @@ impl Lowering<'_> {
         let shape = self.graph.shape(id);
         let readers = &self.readers[id];
         let layout = match readers.as_slice() {
-            [reader] if self.output_writer != Some(id) && id != self.graph.output() => {
+            [reader] if self.output_writer != Some(id) && !self.is_output(id) => {
                 let first_input = self.graph.nodes[*reader].inputs.first() == Some(&id);
                 let read = self.window_read(*reader).filter(|_| first_input);
                 read.and_then(|read| layout_for(shape, &read))

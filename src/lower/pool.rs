@@ -111,11 +111,13 @@ impl Lowering<'_> {
         let x = self.arg(id, 0)?;
         let out = self.graph.shape(id);
         let (s, [kh, kw], [sh, sw], pad) = (x.shape, attrs.kernel, attrs.stride, attrs.pad);
+        // Only max pooling is dilated, so the average's divisors never see a dilation.
+        let [dh, dw] = attrs.dilation;
         let reciprocals = reciprocals(attrs, s, out);
         let read = WindowRead {
             kernel: attrs.kernel,
             stride: attrs.stride,
-            dilation: [1, 1],
+            dilation: attrs.dilation,
             pad,
             out: (out.h, out.w),
             fill: initial(attrs.kind),
@@ -145,9 +147,9 @@ impl Lowering<'_> {
                     let acc: Vec<Reg> = (0..vectors).map(|_| b.constant(initial(kind))).collect();
                     b.repeat(kh, |b, ky| {
                         b.repeat(kw, |b, kx| {
-                            let pixel = (oy.clone() * sh + ky.clone()) * padded.width
+                            let pixel = (oy.clone() * sh + ky.clone() * dh) * padded.width
                                 + ox.clone() * sw
-                                + kx;
+                                + kx * dw;
                             for (v, &a) in acc.iter().enumerate() {
                                 let index = pixel.clone() * c + c0.clone() + 4 * v;
                                 let value = b.load(padded.buffer, index, lanes(v, vectors, last));
@@ -230,6 +232,7 @@ impl Lowering<'_> {
                 pad: Padding::default(),
                 ceil_mode: false,
                 count_include_pad: true,
+                dilation: [1, 1],
             };
             return self.pool(id, &attrs);
         }

@@ -17,8 +17,9 @@ use cranelift_entity::PrimaryMap;
 pub enum Storage {
     /// The network's `k`-th input tensor.
     Input(usize),
-    /// The network's output tensor.
-    Output,
+    /// One of the network's outputs, at `offset` elements into each image's output region
+    /// (0 for the first; the outputs of `return (a, b)` follow one another).
+    Output { offset: usize },
     /// An intermediate tensor at `offset` elements into the arena.
     Arena { offset: usize },
     /// A constant packed at compile time.
@@ -167,6 +168,9 @@ pub struct LoopProgram {
     pub output_shape: Shape,
     /// The graph's output node, which a run's errors about the output point at.
     pub output_node: NodeId,
+    /// The outputs after the first (`return (a, b)`), with their shapes: each image's output
+    /// region holds the first output, then these, in order, each H×W×C.
+    pub extra_outputs: Vec<(NodeId, Shape)>,
     /// Floating-point operations per image (2 per multiply-accumulate).
     pub flops: u64,
     pub buffers: PrimaryMap<BufferId, Buffer>,
@@ -175,7 +179,7 @@ pub struct LoopProgram {
     pub arena_len: usize,
     /// Elements of the accumulator region (0 but for a training step).
     pub accumulator_len: usize,
-    /// Elements per image of each input, and of the output.
+    /// Elements per image of each input, and of the output region (every output).
     pub input_lens: Vec<usize>,
     pub output_len: usize,
 }

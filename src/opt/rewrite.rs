@@ -43,14 +43,14 @@ impl Readers {
                 table.add_read(input, reader);
             }
         }
-        if let Some(output) = graph.output {
+        for &output in &graph.outputs {
             table.n_reads[output] += 1;
         }
         table
     }
 
     /// How many times the value of `id` is read: once per occurrence in a node's inputs (so
-    /// `add(x, x)` reads `x` twice), plus once if it is the network's output.
+    /// `add(x, x)` reads `x` twice), plus once per network output it is.
     pub(super) fn use_count(&self, id: NodeId) -> usize {
         self.n_reads[id]
     }
@@ -60,7 +60,7 @@ impl Readers {
         self.readers[id].keys().copied().collect()
     }
 
-    /// Makes every reader of `old` (and the output, if it is `old`) read `new` instead, then
+    /// Makes every reader of `old` (and the outputs that are `old`) read `new` instead, then
     /// detaches `old`. The caller guarantees that `new` comes before every reader of `old`,
     /// so the graph stays in topological order. Only `old`'s readers are visited.
     pub(super) fn replace_uses(&mut self, graph: &mut Graph, old: NodeId, new: NodeId) {
@@ -75,8 +75,10 @@ impl Readers {
         }
         // Every read of `old`, the output's included, is now a read of `new`.
         self.n_reads[new] += std::mem::take(&mut self.n_reads[old]);
-        if graph.output == Some(old) {
-            graph.output = Some(new);
+        for output in graph.outputs.iter_mut() {
+            if *output == old {
+                *output = new;
+            }
         }
         self.detach(graph, old);
     }

@@ -329,7 +329,7 @@ pub fn logits_graph(graph: &Graph) -> Option<Graph> {
     }
     let logits = *node.inputs.first()?;
     let mut trimmed = graph.clone();
-    trimmed.output = Some(logits);
+    trimmed.set_output(logits);
     trimmed.prune_unreachable();
     Some(trimmed)
 }

@@ -37,7 +37,29 @@ pub type Tensor = Array4<f32>;
 /// declaration order) and returns the output tensor: N×H×W×C, or N×C when the output is a
 /// flat vector.
 pub fn evaluate(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<ArrayD<f32>, RunError> {
+    first(run_with(graph, None, inputs)?)
+}
+
+/// [`evaluate`] for every output of a network that returns several (`return (a, b)`): one
+/// tensor per output, in order.
+pub fn evaluate_all(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>, RunError> {
     run_with(graph, None, inputs)
+}
+
+/// [`run`] for every output, in order.
+pub fn run_all(
+    graph: &Graph,
+    weights: &Weights,
+    inputs: &[ArrayD<f32>],
+) -> Result<Vec<ArrayD<f32>>, RunError> {
+    run_with(graph, Some(weights), inputs)
+}
+
+fn first(outputs: Vec<ArrayD<f32>>) -> Result<ArrayD<f32>, RunError> {
+    outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| RunError::Malformed("it has no output".into()))
 }
 
 /// [`evaluate`] with the learned tensors taken by name from `weights` instead of the graph's
@@ -48,14 +70,14 @@ pub fn run(
     weights: &Weights,
     inputs: &[ArrayD<f32>],
 ) -> Result<ArrayD<f32>, RunError> {
-    run_with(graph, Some(weights), inputs)
+    first(run_with(graph, Some(weights), inputs)?)
 }
 
 fn run_with(
     graph: &Graph,
     weights: Option<&Weights>,
     inputs: &[ArrayD<f32>],
-) -> Result<ArrayD<f32>, RunError> {
+) -> Result<Vec<ArrayD<f32>>, RunError> {
     if graph.nodes.is_empty() {
         return Err(RunError::Malformed("it has no nodes".into()));
     }
@@ -73,7 +95,7 @@ fn run_with(
 
     // How many later nodes still read each value, so a value is dropped after its last use
     // and a deep network's memory stays near its widest point rather than its total.
-    let output = graph.output();
+    let outputs = graph.outputs();
     let mut remaining_uses: SecondaryMap<NodeId, usize> = SecondaryMap::new();
     for node in graph.nodes.values() {
         for &input in &node.inputs {
@@ -97,17 +119,26 @@ fn run_with(
         let result = eval(graph, weights, id, &args, inputs, batch)?;
         for &input in &node.inputs {
             remaining_uses[input] -= 1;
-            if remaining_uses[input] == 0 && input != output {
+            if remaining_uses[input] == 0 && !outputs.contains(&input) {
                 values[input] = None;
             }
         }
         values[id] = Some(result);
     }
 
-    let result = values[output]
-        .take()
-        .ok_or_else(|| RunError::Malformed(format!("its output {output} is not a node")))?;
-    let shape = graph.shape(output);
+    let mut results = Vec::with_capacity(outputs.len());
+    for &output in &outputs {
+        // Cloned, not taken: an output may be listed twice once a pass merged two of them.
+        let result = values[output]
+            .clone()
+            .ok_or_else(|| RunError::Malformed(format!("its output {output} is not a node")))?;
+        results.push(as_output(result, graph.shape(output))?);
+    }
+    Ok(results)
+}
+
+/// An output as runs return it: N×H×W×C, or N×C for a flat vector.
+fn as_output(result: Tensor, shape: Shape) -> Result<ArrayD<f32>, RunError> {
     if shape.flat {
         let n = result.shape()[0];
         let flat = result.into_shape_with_order(IxDyn(&[n, shape.c]));

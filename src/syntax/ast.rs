@@ -99,8 +99,10 @@ pub enum Stmt {
         value: Expr,
         span: Span,
     },
+    /// `return x`, or `return (a, b)` for a network with several outputs: `values` holds one
+    /// expression per output, never none.
     Return {
-        value: Expr,
+        values: Vec<Expr>,
         span: Span,
     },
     Expr(Expr),

@@ -82,9 +82,11 @@ impl Dumper<'_> {
                     self.line(depth, *span, format!("let {}", name.name));
                     self.expr(depth + 1, value, "");
                 }
-                Stmt::Return { value, span } => {
+                Stmt::Return { values, span } => {
                     self.line(depth, *span, "return");
-                    self.expr(depth + 1, value, "");
+                    for value in values {
+                        self.expr(depth + 1, value, "");
+                    }
                 }
                 Stmt::Expr(expr) => self.expr(depth, expr, ""),
             }

@@ -27,6 +27,7 @@ fn rule_name(rule: Rule) -> Option<&'static str> {
         Rule::body => "`{`",
         Rule::let_stmt | Rule::kw_let => "`let`",
         Rule::return_stmt | Rule::kw_return => "`return`",
+        Rule::outputs => "the network's outputs in parentheses, `(a, b)`",
         Rule::expr_stmt
         | Rule::expr
         | Rule::or_expr

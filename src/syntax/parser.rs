@@ -248,9 +248,15 @@ impl Walker {
                     });
                 }
                 Rule::return_stmt => {
-                    let value = self.expr(next(&mut children(p)))?;
+                    let returned = next(&mut children(p));
+                    let values = if returned.as_rule() == Rule::outputs {
+                        let exprs = children(returned).map(|e| self.expr(e));
+                        exprs.collect::<Result<Vec<_>>>()?
+                    } else {
+                        vec![self.expr(returned)?]
+                    };
                     stmts.push(Stmt::Return {
-                        value,
+                        values,
                         span: stmt_span,
                     });
                 }

@@ -29,7 +29,8 @@ pub fn calls(stmts: &[Stmt], name: &str) -> bool {
 
 fn stmts_want(stmts: &[Stmt], wanted: Wanted) -> bool {
     stmts.iter().any(|stmt| match stmt {
-        Stmt::Let { value, .. } | Stmt::Return { value, .. } => expr_wants(value, wanted),
+        Stmt::Let { value, .. } => expr_wants(value, wanted),
+        Stmt::Return { values, .. } => values.iter().any(|value| expr_wants(value, wanted)),
         Stmt::Expr(expr) => expr_wants(expr, wanted),
     })
 }

@@ -111,7 +111,7 @@ pub fn split_frozen_prefix(graph: &Graph) -> Result<FrozenSplit, NoCache> {
         several => return Err(NoCache::SeveralTensors(several.len())),
     };
     let (mut prefix, renumbered) = copy_nodes(graph, |id| in_prefix[id], None);
-    prefix.output = renumbered[frontier];
+    prefix.outputs = renumbered[frontier].into_iter().collect();
     prefix.prune_unreachable();
     let has_frozen_layer = prefix
         .nodes
@@ -204,7 +204,7 @@ fn copy_nodes(
         }
         renumber[id] = Some(new_id);
     }
-    copy.output = renumber[graph.output()];
+    copy.outputs = renumber[graph.output()].into_iter().collect();
     (copy, renumber)
 }
 

@@ -36,7 +36,7 @@ fn small_net() -> Graph {
         activation: None,
     };
     let y = add(Op::Dense(fc), f, "fc");
-    graph.output = Some(y);
+    graph.set_output(y);
     graph
 }
 

@@ -10,6 +10,10 @@
 //!
 //! Padding is at most half the kernel on each side, as PyTorch requires, so that every window
 //! holds at least one input cell (one wholly in padding would give −∞ for max, 0 for average).
+//!
+//! Max pooling takes a `dilation`, as `nn.MaxPool2d`: the window's cells are `dilation` apart,
+//! `oy·stride − pad_top + ky·dilation` for `ky < kernel`. Average pooling has none, as
+//! `nn.AvgPool2d`.
 
 use super::conv::pair;
 use super::signature::{Layer, Param, ParamDefault, ParamKind, X};
@@ -35,6 +39,9 @@ pub struct PoolAttrs {
     pub ceil_mode: bool,
     /// Average pooling divides by the full window, padded cells included (PyTorch's default).
     pub count_include_pad: bool,
+    /// The spacing of a max-pooling window's cells (`[1, 1]`: adjacent; always so for
+    /// average pooling).
+    pub dilation: [usize; 2],
 }
 
 const KERNEL: Param = Param::new("kernel", ParamKind::Pair { min: 1 }, ParamDefault::Required);
@@ -42,16 +49,19 @@ const KERNEL: Param = Param::new("kernel", ParamKind::Pair { min: 1 }, ParamDefa
 const STRIDE: Param = Param::new("stride", ParamKind::Pair { min: 1 }, ParamDefault::Absent);
 const PAD: Param = Param::new("pad", ParamKind::Pad, ParamDefault::Absent);
 const CEIL_MODE: Param = Param::new("ceil_mode", ParamKind::Flag, ParamDefault::Flag(false));
+const DILATION: Param = Param::new("dilation", ParamKind::Pair { min: 1 }, ParamDefault::Absent);
 
-pub(super) const MAXPOOL: Layer<5> = Layer {
+pub(super) const MAXPOOL: Layer<6> = Layer {
     name: "maxpool",
-    params: [X, KERNEL, STRIDE, PAD, CEIL_MODE],
-    build: |[_, kernel, stride, pad, ceil_mode], input| {
+    params: [X, KERNEL, STRIDE, PAD, CEIL_MODE, DILATION],
+    build: |[_, kernel, stride, pad, ceil_mode, dilation], input| {
+        let dilation = dilation.pair_or([1, 1])?;
         build(
             PoolKind::Max,
             [kernel, stride, pad],
             ceil_mode.flag()?,
             true,
+            dilation,
             input,
         )
     },
@@ -77,6 +87,7 @@ pub(super) const AVGPOOL: Layer<6> = Layer {
             [kernel, stride, pad],
             ceil_mode.flag()?,
             count_include_pad.flag()?,
+            [1, 1],
             input,
         )
     },
@@ -87,11 +98,12 @@ fn build(
     [kernel, stride, pad]: [super::signature::ArgValue; 3],
     ceil_mode: bool,
     count_include_pad: bool,
+    dilation: [usize; 2],
     input: Shape,
 ) -> Option<Op> {
     let kernel = kernel.pair()?;
     let stride = stride.pair_or(kernel)?;
-    let pad = pad.pad()?.resolve(input, kernel, stride, [1, 1]);
+    let pad = pad.pad()?.resolve(input, kernel, stride, dilation);
     Some(Op::Pool(PoolAttrs {
         kind,
         kernel,
@@ -99,6 +111,7 @@ fn build(
         pad,
         ceil_mode,
         count_include_pad,
+        dilation,
     }))
 }
 
@@ -136,7 +149,7 @@ impl OpRule for PoolAttrs {
             input,
             self.kernel,
             self.stride,
-            [1, 1],
+            self.dilation,
             self.pad,
             self.ceil_mode,
         )?;
@@ -160,6 +173,9 @@ impl OpRule for PoolAttrs {
         );
         if self.ceil_mode {
             s.push_str(" ceil_mode");
+        }
+        if self.dilation != [1, 1] {
+            s.push_str(&format!(" dilation={}", pair(self.dilation)));
         }
         if !self.count_include_pad {
             s.push_str(" exclude_pad");
@@ -203,7 +219,88 @@ pub(super) fn max_keeping_nan(max: f32, value: f32) -> f32 {
     }
 }
 
+/// The real input cells of output index `o`'s dilated max-pooling window along one axis, in
+/// order: `o·stride − pad_before + k·dilation` for `k < kernel`, those inside `[0, n)`.
+fn dilated_cells(
+    o: usize,
+    stride: usize,
+    kernel: usize,
+    dilation: usize,
+    pad_before: usize,
+    n: usize,
+) -> Vec<usize> {
+    (0..kernel)
+        .filter_map(|k| (o * stride + k * dilation).checked_sub(pad_before))
+        .filter(|&i| i < n)
+        .collect()
+}
+
+/// Dilated max pooling, and its gradient to each window's first maximum in row-major order.
+fn dilated_max(
+    x: &Tensor,
+    attrs: &PoolAttrs,
+    out: (usize, usize),
+    grad: Option<&Tensor>,
+) -> Tensor {
+    let (batch, in_h, in_w, channels) = x.dim();
+    let pad = attrs.pad;
+    let mut result = match grad {
+        Some(_) => Array4::<f32>::zeros(x.raw_dim()),
+        None => Array4::<f32>::zeros((batch, out.0, out.1, channels)),
+    };
+    for oy in 0..out.0 {
+        let rows = dilated_cells(
+            oy,
+            attrs.stride[0],
+            attrs.kernel[0],
+            attrs.dilation[0],
+            pad.top,
+            in_h,
+        );
+        for ox in 0..out.1 {
+            let cols = dilated_cells(
+                ox,
+                attrs.stride[1],
+                attrs.kernel[1],
+                attrs.dilation[1],
+                pad.left,
+                in_w,
+            );
+            for n in 0..batch {
+                for c in 0..channels {
+                    let cells = rows
+                        .iter()
+                        .flat_map(|&iy| cols.iter().map(move |&ix| (iy, ix)));
+                    match grad {
+                        None => {
+                            result[[n, oy, ox, c]] = cells
+                                .map(|(iy, ix)| x[[n, iy, ix, c]])
+                                .fold(f32::NEG_INFINITY, max_keeping_nan);
+                        }
+                        Some(grad) => {
+                            let mut best: Option<(usize, usize, f32)> = None;
+                            for (iy, ix) in cells {
+                                let v = x[[n, iy, ix, c]];
+                                if best.is_none_or(|(_, _, b)| v > b) {
+                                    best = Some((iy, ix, v));
+                                }
+                            }
+                            if let Some((iy, ix, _)) = best {
+                                result[[n, iy, ix, c]] += grad[[n, oy, ox, c]];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    result
+}
+
 fn pool(x: &Tensor, attrs: &PoolAttrs, out: Shape) -> Tensor {
+    if attrs.dilation != [1, 1] {
+        return dilated_max(x, attrs, (out.h, out.w), None);
+    }
     let (batch, in_h, in_w, channels) = x.dim();
     let pad = attrs.pad;
     let mut y = Array4::<f32>::zeros((batch, out.h, out.w, channels));
@@ -274,6 +371,9 @@ impl super::gradient::GradRule for PoolAttrs {
 fn pool_backward(x: &Tensor, attrs: &PoolAttrs, grad: &Tensor) -> Tensor {
     let (batch, in_h, in_w, channels) = x.dim();
     let (_, out_h, out_w, _) = grad.dim();
+    if attrs.dilation != [1, 1] {
+        return dilated_max(x, attrs, (out_h, out_w), Some(grad));
+    }
     let pad = attrs.pad;
     let mut dx = Array4::<f32>::zeros(x.raw_dim());
     for oy in 0..out_h {

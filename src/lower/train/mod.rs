@@ -254,6 +254,9 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
     if graph.inputs.len() != 1 {
         return Some("the network has several inputs".into());
     }
+    if graph.outputs().len() != 1 {
+        return Some("the network has several outputs".into());
+    }
     let live = live_nodes(graph, false);
     for (id, node) in graph.nodes.iter() {
         if !live[id] {
@@ -268,7 +271,8 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
                 (groups == 1 || depthwise) && !a.residual
             }
             Op::Dense(_) | Op::Activation(_) => true,
-            Op::Pool(_) => true,
+            // The backward kernels read undilated windows.
+            Op::Pool(a) => a.dilation == [1, 1],
             Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } | Op::Upsample(_) => true,
             Op::BatchNorm { .. } => true,
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
@@ -392,6 +396,7 @@ pub fn lower_training(
         inputs,
         output_shape: graph.shape(graph.output()),
         output_node: graph.output(),
+        extra_outputs: Vec::new(),
         // Forward, and about twice that backward: what `images_per_s` is measured against.
         flops: 6 * graph.total_macs(),
         buffers: lowering.buffers,
