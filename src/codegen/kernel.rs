@@ -29,7 +29,7 @@ use crate::lower::ir::{
 };
 use crate::lower::LoopProgram;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::types::{F32, F32X4, F64, F64X2, I64};
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, TrapCode, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_entity::EntityRef;
@@ -75,6 +75,12 @@ fn accesses<'s>(stmts: &'s [LoopStmt], out: &mut Vec<&'s Access>) {
 
 fn data_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
+}
+
+/// The flags of a bitcast between vectors of different lane counts (f32x4 ↔ f64x2), which
+/// the verifier requires to name the lanes' byte order.
+fn lane_cast_flags() -> MemFlagsData {
+    MemFlagsData::new().with_endianness(cranelift_codegen::ir::Endianness::Little)
 }
 
 impl<'a, 'f> KernelTranslator<'a, 'f> {
@@ -219,7 +225,16 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 if *lanes == 4 {
                     b.ins().store(data_flags(), value, pointer, offset);
                 } else {
-                    for lane in 0..*lanes {
+                    // Two lanes as one 64-bit store (`movsd`), not two extracts and stores:
+                    // channel counts of 4k + 2 (LeNet's 6) store such a pair per pixel.
+                    let mut first = 0;
+                    if *lanes >= 2 {
+                        let pair = b.ins().bitcast(F64X2, lane_cast_flags(), value);
+                        let pair = b.ins().extractlane(pair, 0);
+                        b.ins().store(data_flags(), pair, pointer, offset);
+                        first = 2;
+                    }
+                    for lane in first..*lanes {
                         let scalar = b.ins().extractlane(value, lane);
                         let at = offset + i32::from(lane) * 4;
                         b.ins().store(data_flags(), scalar, pointer, at);
@@ -385,9 +400,16 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 if *lanes == 4 {
                     return b.ins().load(F32X4, data_flags(), pointer, offset);
                 }
-                let first = b.ins().load(F32, data_flags(), pointer, offset);
-                let mut vector = b.ins().scalar_to_vector(F32X4, first);
-                for lane in 1..*lanes {
+                // Two lanes as one 64-bit load (`movsd`, which zeroes the upper lanes).
+                let (mut vector, first) = if *lanes >= 2 {
+                    let pair = b.ins().load(F64, data_flags(), pointer, offset);
+                    let pair = b.ins().scalar_to_vector(F64X2, pair);
+                    (b.ins().bitcast(F32X4, lane_cast_flags(), pair), 2)
+                } else {
+                    let scalar = b.ins().load(F32, data_flags(), pointer, offset);
+                    (b.ins().scalar_to_vector(F32X4, scalar), 1)
+                };
+                for lane in first..*lanes {
                     let at = offset + i32::from(lane) * 4;
                     let scalar = b.ins().load(F32, data_flags(), pointer, at);
                     vector = b.ins().insertlane(vector, scalar, lane);

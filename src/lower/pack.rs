@@ -91,6 +91,18 @@ fn oriented(w: Cow<'_, [f32]>, shape: [usize; 4], flipped: bool) -> (Cow<'_, [f3
     (Cow::Owned(flipped), [in_c, filters, kh, kw])
 }
 
+/// PyTorch's weight column of each of a dense layer's `features` memory rows: flatten orders
+/// features C, H, W where the memory is H, W, C. Computed once per tensor, not per unit
+/// (the weights are repacked at every training step).
+fn pytorch_columns(features: usize, hwc_input: Option<(usize, usize, usize)>) -> Vec<usize> {
+    (0..features)
+        .map(|row| match hwc_input {
+            Some(hwc) => chw_index(row, hwc),
+            None => row,
+        })
+        .collect()
+}
+
 /// The data of one constant buffer of `len` elements.
 fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
@@ -207,17 +219,13 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let w = tensor(graph, node, "weight", &shape)?;
             let panel = panel.max(1);
             let last_width = (units % panel).next_multiple_of(4);
+            let columns = pytorch_columns(features, hwc_input);
             for unit in 0..units {
                 let (p, lane) = (unit / panel, unit % panel);
                 let width = if p < units / panel { panel } else { last_width };
                 let start = p * panel * features;
                 let row_of_unit = &w[unit * features..][..features];
-                for row in 0..features {
-                    // PyTorch's column for our memory row: flatten orders features C, H, W.
-                    let column = match hwc_input {
-                        Some(hwc) => chw_index(row, hwc),
-                        None => row,
-                    };
+                for (row, &column) in columns.iter().enumerate() {
                     *out.get_mut(start + row * width + lane)
                         .ok_or_else(|| malformed(node, "packing"))? = row_of_unit[column];
                 }
@@ -271,14 +279,14 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let features = graph.input_shape(node).c;
             let shape = [attrs.units, features];
             let w = tensor(graph, node, "weight", &shape)?;
+            let columns = pytorch_columns(features, hwc_input);
             for unit in 0..attrs.units {
-                for row in 0..features {
-                    let column = match hwc_input {
-                        Some(hwc) => chw_index(row, hwc),
-                        None => row,
-                    };
-                    *out.get_mut(unit * features_padded + row)
-                        .ok_or_else(|| malformed(node, "packing"))? = w[unit * features + column];
+                let run = out
+                    .get_mut(unit * features_padded..unit * features_padded + features)
+                    .ok_or_else(|| malformed(node, "packing"))?;
+                let row_of_unit = &w[unit * features..][..features];
+                for (value, &column) in run.iter_mut().zip(&columns) {
+                    *value = row_of_unit[column];
                 }
             }
         }

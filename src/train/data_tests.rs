@@ -67,6 +67,39 @@ fn channels_get_their_own_mean_and_std() {
 }
 
 #[test]
+fn byte_pixels_of_several_channels_are_normalized_bit_for_bit() {
+    // Batches of bytes go through a table of each byte's normalized value; every value must
+    // be exactly `(b / 255 − mean) / std` in f32, the border that of byte 0.
+    let (mean, std) = (vec![0.485f32, 0.456, 0.406], vec![0.229f32, 0.224, 0.225]);
+    let spec = spec(Shape::spatial(4, 5, 3), mean.clone(), std.clone(), 1);
+    let bytes: Vec<u8> = (0..2 * 2 * 3 * 3).map(|i| (i * 37 % 256) as u8).collect();
+    let data = dataset(SampleValues::Pixels(bytes.clone()), vec![0, 1], spec, 2);
+    let batch = data.batch(&[1, 0]);
+    assert_eq!(batch.images.shape(), [2, 4, 5, 3]);
+    let normalized = |b: u8, ch: usize| (f32::from(b) / 255.0 - mean[ch]) / std[ch];
+    for (n, image) in [1usize, 0].into_iter().enumerate() {
+        for y in 0..4 {
+            for x in 0..5 {
+                for ch in 0..3 {
+                    let inside = (1..3).contains(&y) && (1..4).contains(&x);
+                    let byte = if inside {
+                        bytes[((image * 2 + y - 1) * 3 + x - 1) * 3 + ch]
+                    } else {
+                        0
+                    };
+                    let found = batch.images[[n, y, x, ch]];
+                    assert_eq!(
+                        found.to_bits(),
+                        normalized(byte, ch).to_bits(),
+                        "{n} {y} {x} {ch}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn raw_floats_are_only_padded_with_zero() {
     let spec = spec(Shape::spatial(3, 3, 1), vec![0.5], vec![0.25], 1);
     let data = dataset(SampleValues::Raw(vec![7.0]), vec![0], spec, 1);

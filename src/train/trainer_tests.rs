@@ -117,3 +117,20 @@ fn sharded_gradients_equal_the_whole_batchs() {
     let again = step_gradients(&graph, &weights, &images, &labels, TRAIN, 2).unwrap();
     assert_eq!(again.grads, sharded.grads, "two threads are deterministic");
 }
+
+#[test]
+fn a_non_finite_gradient_is_found_wherever_it_is() {
+    let mut values = vec![1.5f32; 19];
+    values[0] = f32::MAX;
+    values[1] = -f32::MAX;
+    assert!(super::all_finite(&values));
+    assert!(super::all_finite(&[]));
+    // In the vectorized part (index 3) and in the remainder (index 17, past 16).
+    for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+        for at in [3, 17] {
+            let mut v = values.clone();
+            v[at] = bad;
+            assert!(!super::all_finite(&v), "{bad} at {at}");
+        }
+    }
+}

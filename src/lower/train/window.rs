@@ -52,10 +52,49 @@ impl Backward<'_> {
             "pool_grad",
             format!("∂ of {kind} {kh}×{kw} stride {sh}×{sw}: {out} → {s}"),
         );
-        scatter.begin(&mut b);
         let window_at = |oy: &Affine, ox: &Affine, ky: Affine, kx: Affine, c0: usize| {
             ((oy.clone() * sh + ky) * frame_w + ox.clone() * sw + kx) * c + c0
         };
+        // Windows that tile the unpadded input exactly (2×2 stride 2 on an even size): each
+        // input pixel has one window, so its gradient is stored (or added) once, with no
+        // zeroed frame and no read-modify-write per tap; the taps are written out.
+        let tiles_input = !max
+            && !scatter.framed
+            && kh == sh
+            && kw == sw
+            && out.h * sh == s.h
+            && out.w * sw == s.w
+            && kh * kw <= 9;
+        if tiles_input {
+            b.repeat(out.h, |b, oy| {
+                b.repeat(out.w, |b, ox| {
+                    let scale = match table {
+                        Some(table) => b.splat(table, oy.clone() * out.w + ox.clone()),
+                        None => b.constant(reciprocals[0]),
+                    };
+                    let pixel = oy.clone() * out.w + ox.clone();
+                    for (c0, lanes) in channel_vectors(c) {
+                        let dy = b.load(grad, pixel.clone() * c + c0, lanes);
+                        let share = b.binary(BinaryOp::Mul, dy, scale);
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let at = window_at(
+                                    &oy,
+                                    &ox,
+                                    Affine::constant(ky),
+                                    Affine::constant(kx),
+                                    c0,
+                                );
+                                b.store_or_add(frame, at, lanes, share, scatter.accumulate);
+                            }
+                        }
+                    }
+                });
+            });
+            self.lowering.emit(b);
+            return Ok(());
+        }
+        scatter.begin(&mut b);
         if max {
             b.repeat(out.h, |b, oy| {
                 b.repeat(out.w, |b, ox| {
