@@ -23,11 +23,18 @@ pub(super) fn transform_filters(
     let run = in_c * panel;
     for p in 0..n_panels {
         let lanes = panel.min(filters - p * panel);
+        // `(ic, lane)` of the run's element `start`, stepped along (no division per value).
+        let (mut ic, mut lane) = (0, 0);
         for start in (0..run).step_by(LANES) {
             let len = LANES.min(run - start);
             let mut taps = [[0.0f64; LANES]; 9];
             for l in 0..len {
-                let (ic, lane) = ((start + l) / panel, (start + l) % panel);
+                let (ic, lane) = if lane + l < panel {
+                    (ic, lane + l)
+                } else {
+                    let k = lane + l;
+                    (ic + k / panel, k % panel)
+                };
                 if lane < lanes {
                     let f = p * panel + lane;
                     let g = w.get((f * in_c + ic) * 9..)?.get(..9)?;
@@ -36,11 +43,20 @@ pub(super) fn transform_filters(
                     }
                 }
             }
-            // G·g, column by column (6×3), then (G·g)·Gᵀ row by row (6×6).
-            let columns = [0, 1, 2].map(|x| g_times([taps[x], taps[3 + x], taps[6 + x]]));
+            lane += len;
+            ic += lane / panel;
+            lane %= panel;
+            // G·g, column by column (6×3), then (G·g)·Gᵀ row by row (6×6), into arrays
+            // held in place (returned by value, each 6×4 array was copied with `memmove`: a
+            // third of the transform's time).
+            let mut columns = [[[0.0; LANES]; ALPHA]; 3];
+            for (x, column) in columns.iter_mut().enumerate() {
+                g_times(&taps[x], &taps[3 + x], &taps[6 + x], column);
+            }
+            let mut row = [[0.0; LANES]; ALPHA];
             let [first, second, third] = &columns;
-            for (a, ((&c0, &c1), &c2)) in first.iter().zip(second).zip(third).enumerate() {
-                let row = g_times([c0, c1, c2]);
+            for (a, ((c0, c1), c2)) in first.iter().zip(second).zip(third).enumerate() {
+                g_times(c0, c1, c2, &mut row);
                 for (b, values) in row.iter().enumerate() {
                     let to = ((a * ALPHA + b) * n_panels + p) * run + start;
                     let dst = out.get_mut(to..)?.get_mut(..len)?;
@@ -59,10 +75,9 @@ const LANES: usize = 4;
 
 type Lanes = [f64; LANES];
 
-/// `G · v`, lane by lane, in the factored form of `lower::winograd::G`: 10 operations
+/// `out = G · v`, lane by lane, in the factored form of `lower::winograd::G`: 10 operations
 /// instead of 18 multiplications and 12 additions, its divisions as multiplications.
-fn g_times([v0, v1, v2]: [Lanes; 3]) -> [Lanes; ALPHA] {
-    let mut out = [[0.0; LANES]; ALPHA];
+fn g_times(v0: &Lanes, v1: &Lanes, v2: &Lanes, out: &mut [Lanes; ALPHA]) {
     for l in 0..LANES {
         let outer = v0[l] + v2[l];
         let (sum, difference) = (outer + v1[l], outer - v1[l]);
@@ -74,7 +89,6 @@ fn g_times([v0, v1, v2]: [Lanes; 3]) -> [Lanes; ALPHA] {
         out[4][l] = quarter - v1[l] * (1.0 / 12.0);
         out[5][l] = v2[l];
     }
-    out
 }
 
 #[cfg(test)]
@@ -85,7 +99,8 @@ mod tests {
     #[test]
     fn the_factored_filter_transform_is_g() {
         let v = [0.7, -1.3, 2.9].map(|x| [x; LANES]);
-        let factored = g_times(v);
+        let mut factored = [[0.0; LANES]; super::ALPHA];
+        g_times(&v[0], &v[1], &v[2], &mut factored);
         for (row, values) in G.iter().zip(factored) {
             let plain: f64 = (0..3).map(|k| row[k] * v[k][0]).sum();
             for value in values {

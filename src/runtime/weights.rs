@@ -17,6 +17,7 @@ use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// A problem with a weights file, or with a set of weights for a graph.
@@ -333,11 +334,13 @@ pub fn bind_present(graph: &mut Graph, weights: &Weights) {
         }
         if let Some(tensor) = weights.get(&constant.name) {
             if tensor.shape() == constant.shape.as_slice() {
-                let values: Vec<f32> = match tensor.as_slice() {
-                    Some(values) => values.to_vec(),
+                // Straight into the shared slice: one copy (a `Vec` turned into an `Arc`
+                // is copied again, and a training step binds every weight).
+                let values: Arc<[f32]> = match tensor.as_slice() {
+                    Some(values) => Arc::from(values),
                     None => tensor.iter().copied().collect(),
                 };
-                constant.set_source(ConstSource::Values(values.into()));
+                constant.set_source(ConstSource::Values(values));
             }
         }
     }
