@@ -135,7 +135,7 @@ fn sub(b: &mut KernelBuilder, x: Reg, y: Reg) -> Reg {
     b.binary(BinaryOp::Sub, x, y)
 }
 
-fn fma(b: &mut KernelBuilder, x: Reg, y: Reg, z: Reg) -> Reg {
+pub(super) fn fma(b: &mut KernelBuilder, x: Reg, y: Reg, z: Reg) -> Reg {
     b.assign(LoopExpr::Fma(x, y, z))
 }
 

@@ -181,17 +181,24 @@ impl JitStep {
             if node.consts.is_empty() || is_trainable(graph, id) {
                 continue;
             }
-            let mut numbers = Vec::new();
-            for &(_, constant) in &node.consts {
-                numbers.extend_from_slice(&graph.consts[constant].read());
-            }
-            match self.frozen_packed.get(&id) {
-                Some(packed) if packed.as_slice() == numbers.as_slice() => {
-                    unchanged.insert(id);
-                }
-                _ => {
-                    self.frozen_packed.insert(id, numbers);
-                }
+            // Compared tensor by tensor against the remembered run, copied only when it
+            // differs: a frozen base's numbers are not copied every step.
+            let tensors = || node.consts.iter().map(|&(_, c)| graph.consts[c].read());
+            let same = self.frozen_packed.get(&id).is_some_and(|packed| {
+                let mut rest = packed.as_slice();
+                tensors().all(|tensor| match rest.split_at_checked(tensor.len()) {
+                    Some((head, tail)) if head == &tensor[..] => {
+                        rest = tail;
+                        true
+                    }
+                    _ => false,
+                }) && rest.is_empty()
+            });
+            if same {
+                unchanged.insert(id);
+            } else {
+                self.frozen_packed
+                    .insert(id, tensors().flat_map(|t| t.into_owned()).collect());
             }
         }
         unchanged

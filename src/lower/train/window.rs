@@ -55,6 +55,11 @@ impl Backward<'_> {
         let window_at = |oy: &Affine, ox: &Affine, ky: Affine, kx: Affine, c0: usize| {
             ((oy.clone() * sh + ky) * frame_w + ox.clone() * sw + kx) * c + c0
         };
+        // An average window's `1/n` (per window where the counts differ).
+        let scale_at = |b: &mut KernelBuilder, oy: &Affine, ox: &Affine| match table {
+            Some(table) => b.splat(table, oy.clone() * out.w + ox.clone()),
+            None => b.constant(reciprocals[0]),
+        };
         // Windows that tile the unpadded input exactly (2×2 stride 2 on an even size): each
         // input pixel has one window, so its gradient is stored (or added) once, with no
         // zeroed frame and no read-modify-write per tap; the taps are written out.
@@ -68,10 +73,7 @@ impl Backward<'_> {
         if tiles_input {
             b.repeat(out.h, |b, oy| {
                 b.repeat(out.w, |b, ox| {
-                    let scale = match table {
-                        Some(table) => b.splat(table, oy.clone() * out.w + ox.clone()),
-                        None => b.constant(reciprocals[0]),
-                    };
+                    let scale = scale_at(b, &oy, &ox);
                     let pixel = oy.clone() * out.w + ox.clone();
                     for (c0, lanes) in channel_vectors(c) {
                         let dy = b.load(grad, pixel.clone() * c + c0, lanes);
@@ -127,18 +129,14 @@ impl Backward<'_> {
         }
         b.repeat(if max { 0 } else { out.h }, |b, oy| {
             b.repeat(out.w, |b, ox| {
-                let scale = match table {
-                    Some(table) => b.splat(table, oy.clone() * out.w + ox.clone()),
-                    None => b.constant(reciprocals[0]),
-                };
+                let scale = scale_at(b, &oy, &ox);
                 let pixel = oy.clone() * out.w + ox.clone();
                 for (c0, lanes) in channel_vectors(c) {
                     let dy = b.load(grad, pixel.clone() * c + c0, lanes);
                     let share = b.binary(BinaryOp::Mul, dy, scale);
                     b.repeat(kh, |b, ky| {
                         b.repeat(kw, |b, kx| {
-                            let at =
-                                ((oy.clone() * sh + ky) * frame_w + ox.clone() * sw + kx) * c + c0;
+                            let at = window_at(&oy, &ox, ky, kx, c0);
                             let sum = b.load(frame, at.clone(), lanes);
                             let sum = b.binary(BinaryOp::Add, sum, share);
                             b.store(frame, at, lanes, sum);

@@ -26,7 +26,8 @@
 use super::super::conv::reduce;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::super::pad::Padded;
-use super::super::winograd::{all_tiles, channel_vectors, ALPHA, POINTS, TILE};
+use super::super::winograd::{all_tiles, channel_vectors, fma, ALPHA, POINTS, TILE};
+use super::super::KernelBuilder;
 use super::Backward;
 use crate::graph::NodeId;
 
@@ -53,25 +54,17 @@ pub(super) struct WinogradGrad {
     pub out: (usize, usize, usize),
 }
 
-fn fma(b: &mut super::super::KernelBuilder, x: Reg, y: Reg, z: Reg) -> Reg {
-    b.assign(LoopExpr::Fma(x, y, z))
-}
-
-fn binary(b: &mut super::super::KernelBuilder, op: BinaryOp, x: Reg, y: Reg) -> Reg {
-    b.binary(op, x, y)
-}
-
 /// Value `r` of `A y` (six values) for the four values `y` of a column or row of a 4×4 tile:
 /// `Aᵀ`'s column `r`, factored as the forward's rows are.
-fn a_row(b: &mut super::super::KernelBuilder, r: usize, y: &[Reg; 4]) -> Reg {
+fn a_row(b: &mut KernelBuilder, r: usize, y: &[Reg; 4]) -> Reg {
     match r {
         0 => y[0],
         5 => y[3],
         1 | 2 => {
-            let even = binary(b, BinaryOp::Add, y[0], y[2]);
-            let odd = binary(b, BinaryOp::Add, y[1], y[3]);
+            let even = b.binary(BinaryOp::Add, y[0], y[2]);
+            let odd = b.binary(BinaryOp::Add, y[1], y[3]);
             let op = if r == 1 { BinaryOp::Add } else { BinaryOp::Sub };
-            binary(b, op, even, odd)
+            b.binary(op, even, odd)
         }
         _ => {
             // y0 + 4·y2 ± (2·y1 + 8·y3).
@@ -80,7 +73,7 @@ fn a_row(b: &mut super::super::KernelBuilder, r: usize, y: &[Reg; 4]) -> Reg {
             let eight_y3 = b.binary(BinaryOp::Mul, eight, y[3]);
             let odd = fma(b, two, y[1], eight_y3);
             let op = if r == 3 { BinaryOp::Add } else { BinaryOp::Sub };
-            binary(b, op, even, odd)
+            b.binary(op, even, odd)
         }
     }
 }
@@ -88,16 +81,16 @@ fn a_row(b: &mut super::super::KernelBuilder, r: usize, y: &[Reg; 4]) -> Reg {
 /// `Σ_ξ G[ξ][k] · u(ξ)` over the six values `u(0..6)` (fetched only where column `k` of `G`,
 /// `lower/winograd.rs`, is not zero), factored.
 fn g_column(
-    b: &mut super::super::KernelBuilder,
+    b: &mut KernelBuilder,
     k: usize,
-    u: &mut impl FnMut(&mut super::super::KernelBuilder, usize) -> Reg,
+    u: &mut impl FnMut(&mut KernelBuilder, usize) -> Reg,
 ) -> Reg {
     let (u1, u2, u3, u4) = (u(b, 1), u(b, 2), u(b, 3), u(b, 4));
     match k {
         0 => {
             // u0/4 − (u1 + u2)/6 + (u3 + u4)/24.
-            let s12 = binary(b, BinaryOp::Add, u1, u2);
-            let s34 = binary(b, BinaryOp::Add, u3, u4);
+            let s12 = b.binary(BinaryOp::Add, u1, u2);
+            let s34 = b.binary(BinaryOp::Add, u3, u4);
             let u0 = u(b, 0);
             let quarter = b.constant(0.25);
             let scaled = b.binary(BinaryOp::Mul, quarter, u0);
@@ -108,8 +101,8 @@ fn g_column(
         }
         1 => {
             // (u2 − u1)/6 + (u3 − u4)/12.
-            let d21 = binary(b, BinaryOp::Sub, u2, u1);
-            let d34 = binary(b, BinaryOp::Sub, u3, u4);
+            let d21 = b.binary(BinaryOp::Sub, u2, u1);
+            let d34 = b.binary(BinaryOp::Sub, u3, u4);
             let twelfth = b.constant(1.0 / 12.0);
             let second = b.binary(BinaryOp::Mul, twelfth, d34);
             let sixth = b.constant(1.0 / 6.0);
@@ -118,9 +111,9 @@ fn g_column(
         _ => {
             // ((u3 + u4) − (u1 + u2))/6 + u5.
             let u5 = u(b, 5);
-            let s12 = binary(b, BinaryOp::Add, u1, u2);
-            let s34 = binary(b, BinaryOp::Add, u3, u4);
-            let diff = binary(b, BinaryOp::Sub, s34, s12);
+            let s12 = b.binary(BinaryOp::Add, u1, u2);
+            let s34 = b.binary(BinaryOp::Add, u3, u4);
+            let diff = b.binary(BinaryOp::Sub, s34, s12);
             let sixth = b.constant(1.0 / 6.0);
             fma(b, sixth, diff, u5)
         }
@@ -220,13 +213,13 @@ impl Backward<'_> {
             ),
         );
         // One chunk of `n` input channels from `first`.
-        let run_chunk = |b: &mut super::super::KernelBuilder, first: Affine, n: usize| {
+        let run_chunk = |b: &mut KernelBuilder, first: Affine, n: usize| {
             b.repeat(POINTS, |b, point| {
                 let v_at = point.clone() * (tiles * in_stride) + first.clone();
                 let p_at = point.clone() * (tiles * co_pad);
                 let du_at = point * 4;
                 let groups = co_pad / (4 * TILE_VECTORS);
-                let group = |b: &mut super::super::KernelBuilder, c0: Affine, vectors: usize| {
+                let group = |b: &mut KernelBuilder, c0: Affine, vectors: usize| {
                     b.repeat(n.div_ceil(TILE_IN), |b, block| {
                         let acc: Vec<Vec<Reg>> = (0..TILE_IN)
                             .map(|_| (0..vectors).map(|_| b.constant(0.0)).collect())
