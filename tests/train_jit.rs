@@ -193,6 +193,39 @@ network odd(x: 11x9x3) {
 }
 
 #[test]
+fn strided_input_gradients_phase_by_phase() {
+    // Every strided conv here has ≥ 8 input channels, so its input gradient is computed phase
+    // by phase: `b` has phases of 2×2, 2×1, 1×2 and 1×1 taps; `c` has strides 2×3 and
+    // asymmetric padding (a phase with a padded ∂z on each side); `d`, 1×1 at stride 2, leaves
+    // three phases without taps, whose pixels must be zeros.
+    let source = "
+network phases(x: 13x11x3) {
+    x -> a: conv(9, 3, pad: 1) -> relu
+      -> b: conv(10, 3, stride: 2, pad: 1) -> relu
+      -> c: conv(12, [2, 3], stride: [2, 3], pad: [1, 0, 2, 1]) -> relu
+      -> d: conv(8, 1, stride: 2) -> relu
+      -> flatten -> fc: dense(4)
+}
+";
+    assert_eq!(compare(source, 3, 1), 10);
+    assert_eq!(compare(source, 2, 2), 10);
+    // A value read by two strided convs, as at a ResNet downsampling block: the second
+    // contribution is added, phase by phase, to the first (once with a 1×1 first, whose
+    // empty phases must not clear what the other conv wrote; once the other way round); and
+    // `e`, whose stride 3 exceeds its kernel.
+    let source = "
+network downsample(x: 12x10x3) {
+    let y = x -> stem: conv(8, 3, pad: 1) -> relu
+    let z = (y -> main: conv(16, 3, stride: 2, pad: 1)) + (y -> skip: conv(16, 1, stride: 2))
+    let w = (y -> skip2: conv(16, 1, stride: 2)) + (y -> main2: conv(16, 5, stride: 2, pad: 2))
+    return (z + w) -> relu -> e: conv(8, 2, stride: 3) -> relu -> flatten -> fc: dense(3)
+}
+";
+    assert_eq!(compare(source, 3, 1), 14);
+    assert_eq!(compare(source, 3, 2), 14);
+}
+
+#[test]
 fn many_input_channels_use_the_blocked_weight_gradient() {
     // 40 input channels × 3 taps per row: the weight gradient loops over blocks of 4 inputs.
     let source = "

@@ -16,6 +16,7 @@
 
 use super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::pad::Padded;
+use super::program::Orientation;
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering, NodeBuffer};
 use crate::graph::{Activation, ConvAttrs, NodeId, Shape};
 
@@ -146,15 +147,21 @@ pub(super) fn store_tile(
             let channel = group_c0.clone() + tile.c0.clone() + 4 * v;
             let lanes = tile.lanes(v);
             let mut value = value;
+            let pixel = oy.clone() * e.out_pitch + ox.clone();
+            let index = pixel * e.out_stride + channel.clone() + e.out_origin;
             if let Some(residual) = e.residual {
-                let pixel = oy.clone() * e.out_width + ox.clone();
-                let index = pixel * e.out_channels + channel.clone();
-                let skip = b.load(residual, index, lanes);
+                // A result added to what its output already holds (an input gradient with
+                // other contributions, possibly one phase's strided pixels of it) reads the
+                // sum where it writes it; any other residual is a plain tensor.
+                let skip = if residual == e.out {
+                    b.load(residual, index.clone(), lanes)
+                } else {
+                    let pixel = oy.clone() * e.out_width + ox.clone();
+                    b.load(residual, pixel * e.out_channels + channel, lanes)
+                };
                 value = b.binary(BinaryOp::Add, value, skip);
             }
             let value = b.activate(value, e.activation);
-            let pixel = oy.clone() * e.out_pitch + ox.clone();
-            let index = pixel * e.out_stride + channel + e.out_origin;
             b.store(e.out, index, lanes, value);
         }
     }
@@ -229,7 +236,7 @@ fn conv_tile(
         let pixel = |p: usize, kx: Affine| {
             let (oy, ox) = &tile.pixels[p];
             let row = oy.clone() * sh + ky.clone() * dh;
-            (row * plan.x.width + ox.clone() * sw + kx) * c
+            (row * plan.x.width + ox.clone() * sw + kx) * c + plan.x.origin
         };
         if plan.merged {
             reduce(b, kw * in_g, &mut |b, k| {
@@ -306,7 +313,15 @@ impl Lowering<'_> {
             self.winograd_conv(id, padded, (input, out), has_bias, &epilogue, false);
         } else {
             let shapes = (input, out);
-            self.direct_conv(id, attrs, padded, shapes, has_bias, &epilogue, false);
+            self.direct_conv(
+                id,
+                attrs,
+                padded,
+                shapes,
+                has_bias,
+                &epilogue,
+                Orientation::Forward,
+            );
         }
         self.values[id] = Some(NodeBuffer {
             buffer: result,
@@ -318,8 +333,9 @@ impl Lowering<'_> {
     }
 
     /// A direct convolution of `x` (`input`, padded as the kernel reads it) to `out`.
-    /// `flipped`: the convolution computing node `id`'s input gradient in training, whose
-    /// `attrs` are then those of that transposed convolution (`ConstSpec::ConvWeight`).
+    /// `orientation` other than `Forward`: a convolution computing node `id`'s input gradient
+    /// in training, whose `attrs` are then those of that transposed convolution (or of one
+    /// phase of it: see [`Orientation`]).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn direct_conv(
         &mut self,
@@ -329,8 +345,9 @@ impl Lowering<'_> {
         (input, out): (Shape, Shape),
         has_bias: bool,
         e: &Epilogue,
-        flipped: bool,
+        orientation: Orientation,
     ) {
+        let flipped = orientation != Orientation::Forward;
         let groups = attrs.groups.max(1);
         let [kh, kw] = attrs.kernel;
         let in_g = input.c / groups;
@@ -343,7 +360,7 @@ impl Lowering<'_> {
             ConstSpec::ConvWeight {
                 node: id,
                 panel: PANEL,
-                flipped,
+                orientation,
             },
         );
         let bias = has_bias.then(|| {
@@ -402,6 +419,7 @@ impl Lowering<'_> {
             && sh == 1
             && sw == 1
             && plan.x.width == out.w
+            && plan.x.origin == 0
             && e.out_pitch == out.w
             && out.h > 1;
         let (rows, width) = if one_row {

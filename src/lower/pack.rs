@@ -5,7 +5,7 @@
 //! numbers are computed here, on the packing thread that needs them, and not kept. Batch norm becomes
 //! its per-channel `scale, shift` pair (`BatchNormConstants::affine`), computed in f64.
 
-use super::program::{chw_index, ConstSpec, LoopProgram, Storage};
+use super::program::{chw_index, ConstSpec, LoopProgram, Orientation, Storage};
 use super::{winograd_pack, LowerError};
 use crate::graph::{ConvAttrs, DenseAttrs, Graph, NodeId, Op};
 use crate::parallel::parallel_map;
@@ -71,24 +71,34 @@ fn malformed(node: NodeId, what: &str) -> LowerError {
     LowerError::Malformed(format!("{node}: {what}"))
 }
 
-/// Conv weights `w` of `shape` (`[out, in, kh, kw]`), or with `flipped` those of the transposed
-/// convolution computing the input gradient (`ConstSpec::ConvWeight`), with their shape.
-fn oriented(w: Cow<'_, [f32]>, shape: [usize; 4], flipped: bool) -> (Cow<'_, [f32]>, [usize; 4]) {
-    if !flipped {
-        return (w, shape);
-    }
+/// Conv weights `w` of `shape` (`[out, in, kh, kw]`) as `orientation` holds them, with their
+/// shape: as they are, or those of a transposed convolution computing the input gradient
+/// (`[in, out, nh, nw]`, see [`Orientation`]).
+fn oriented(
+    w: Cow<'_, [f32]>,
+    shape: [usize; 4],
+    orientation: Orientation,
+) -> (Cow<'_, [f32]>, [usize; 4]) {
     let [filters, in_c, kh, kw] = shape;
-    let taps = kh * kw;
-    let mut flipped = vec![0.0f32; w.len()];
-    for (i, row) in flipped.chunks_exact_mut(filters * taps).enumerate() {
-        for (o, to) in row.chunks_exact_mut(taps).enumerate() {
-            let from = &w[(o * in_c + i) * taps..][..taps];
-            for (value, &source) in to.iter_mut().zip(from.iter().rev()) {
-                *value = source;
+    let ([sh, sw], [py, px]) = match orientation {
+        Orientation::Forward => return (w, shape),
+        Orientation::Flipped => ([1, 1], [0, 0]),
+        Orientation::Phase { stride, phase } => (stride, phase),
+    };
+    let [nh, nw] = orientation.kernel([kh, kw]);
+    let mut out = vec![0.0f32; in_c * filters * nh * nw];
+    for (i, row) in out.chunks_exact_mut(filters * nh * nw).enumerate() {
+        for (o, to) in row.chunks_exact_mut(nh * nw).enumerate() {
+            let from = &w[(o * in_c + i) * kh * kw..][..kh * kw];
+            for (t, to) in to.chunks_exact_mut(nw).enumerate() {
+                let ky = py + sh * (nh - 1 - t);
+                for (u, value) in to.iter_mut().enumerate() {
+                    *value = from[ky * kw + px + sw * (nw - 1 - u)];
+                }
             }
         }
     }
-    (Cow::Owned(flipped), [in_c, filters, kh, kw])
+    (Cow::Owned(out), [in_c, filters, nh, nw])
 }
 
 /// PyTorch's weight column of each of a dense layer's `features` memory rows: flatten orders
@@ -119,14 +129,14 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
         &ConstSpec::ConvWeight {
             node,
             panel,
-            flipped,
+            orientation,
         } => {
             let attrs = conv_attrs(graph, node)?;
             let groups = attrs.groups.max(1);
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, graph.input_shape(node).c / groups, kh, kw];
             let w = tensor(graph, node, "weight", &shape)?;
-            let (w, [filters, in_g, _, _]) = oriented(w, shape, flipped);
+            let (w, [filters, in_g, kh, kw]) = oriented(w, shape, orientation);
             let out_g = filters / groups;
             let n_panels = out_g.div_ceil(panel.max(1));
             for f in 0..filters {
@@ -152,7 +162,12 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let attrs = conv_attrs(graph, node)?;
             let shape = [attrs.filters, graph.input_shape(node).c, 3, 3];
             let w = tensor(graph, node, "weight", &shape)?;
-            let (w, [filters, in_c, _, _]) = oriented(w, shape, flipped);
+            let orientation = if flipped {
+                Orientation::Flipped
+            } else {
+                Orientation::Forward
+            };
+            let (w, [filters, in_c, _, _]) = oriented(w, shape, orientation);
             winograd_pack::transform_filters(&w, filters, in_c, panel, out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }

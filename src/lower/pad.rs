@@ -50,6 +50,9 @@ pub(super) struct Padded {
     /// Pixels per row.
     pub width: usize,
     pub channels: usize,
+    /// The element where the first window starts: 0 but for a direct convolution that reads
+    /// a cropped tensor (one phase of a strided conv's input gradient).
+    pub origin: usize,
 }
 
 /// The layout an input of shape `s` needs for `read`, or `None` when no window leaves it.
@@ -159,6 +162,7 @@ impl Lowering<'_> {
                 buffer: x.buffer,
                 width: s.w,
                 channels: s.c,
+                origin: 0,
             };
         };
         if x.padded == Some(layout) {
@@ -166,6 +170,7 @@ impl Lowering<'_> {
                 buffer: x.buffer,
                 width: layout.width,
                 channels: s.c,
+                origin: 0,
             };
         }
         let c = s.c;
@@ -206,6 +211,7 @@ impl Lowering<'_> {
             buffer: dst,
             width: layout.width,
             channels: c,
+            origin: 0,
         }
     }
 }

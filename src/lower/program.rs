@@ -30,19 +30,52 @@ pub enum Storage {
     Accumulator { offset: usize },
 }
 
+/// Which taps of a conv's filters a packed copy holds, and how they are arranged.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Orientation {
+    /// As the forward convolution reads them.
+    Forward,
+    /// The filters of the transposed convolution that computes a stride-1 ungrouped conv's
+    /// input gradient in training, `W'[in][out][ky][kx] = W[out][in][kh−1−ky][kw−1−kx]`.
+    Flipped,
+    /// One phase of a strided ungrouped conv's input gradient (`lower/train/conv.rs`): the
+    /// taps `phase + stride·j` of each axis, transposed and flipped like `Flipped`,
+    /// `W'[in][out][t][u] = W[out][in][py + sh·(nh−1−t)][px + sw·(nw−1−u)]` with `nh × nw`
+    /// the phase's taps.
+    Phase {
+        stride: [usize; 2],
+        phase: [usize; 2],
+    },
+}
+
+impl Orientation {
+    /// The taps of a `[kh, kw]` kernel this orientation holds, per axis.
+    pub fn kernel(self, [kh, kw]: [usize; 2]) -> [usize; 2] {
+        match self {
+            Orientation::Forward | Orientation::Flipped => [kh, kw],
+            Orientation::Phase {
+                stride: [sh, sw],
+                phase: [py, px],
+            } => [
+                kh.saturating_sub(py).div_ceil(sh),
+                kw.saturating_sub(px).div_ceil(sw),
+            ],
+        }
+    }
+}
+
 /// How to build a constant buffer from the network's weights. Channel counts are padded
 /// with zeros to multiples of 4 so that every vector load of a constant is in bounds.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConstSpec {
     /// Conv weights `[out, in/groups, kh, kw]` packed in panels of `panel` output channels,
     /// `[group][panel][ky][kx][in][panel]`: a tile's weights are one contiguous stream.
-    /// Each group's outputs are padded to a multiple of `panel`. `flipped`: instead, the
-    /// weights of the transposed convolution that computes a stride-1 ungrouped conv's input
-    /// gradient in training, `W'[in][out][ky][kx] = W[out][in][kh−1−ky][kw−1−kx]`.
+    /// Each group's outputs are padded to a multiple of `panel`; `orientation` says which
+    /// taps, and whether transposed for an input gradient.
     ConvWeight {
         node: NodeId,
         panel: usize,
-        flipped: bool,
+        orientation: Orientation,
     },
     /// Winograd-transformed conv weights `G g Gᵀ` (`lower/winograd.rs`), 6×6 per filter and
     /// input channel, packed `[point][panel][in][panel]` with the outputs padded to a

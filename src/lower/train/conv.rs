@@ -17,8 +17,8 @@
 
 use super::super::conv::{reduce, Epilogue};
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
-use super::super::pad::WindowRead;
-use super::super::program::ConstSpec;
+use super::super::pad::{Padded, WindowRead};
+use super::super::program::{ConstSpec, Orientation};
 use super::super::NodeBuffer;
 use super::super::{KernelBuilder, LowerError};
 use super::{Backward, GradLayout};
@@ -74,6 +74,90 @@ fn gather_padding(attrs: &ConvAttrs, input: Shape, out: Shape) -> Option<Padding
         left: (kw - 1).checked_sub(p.left)?,
         right: (kw - 1).checked_sub(p.right)?,
     })
+}
+
+/// One phase `(py, px)` of a strided conv's input gradient: the input pixels
+/// `(a·sh + py − top, b·sw + px − left)` for `a` in `rows.0 ..= rows.1` and `b` in
+/// `cols.0 ..= cols.1`. Only the taps `ky ≡ py (mod sh)`, `kx ≡ px (mod sw)` reach them, from
+/// output pixel `(a − j, b − i)` through tap `(py + sh·j, px + sw·i)`: a stride-1 correlation
+/// with those taps flipped (`Orientation::Phase`) of `∂z` padded by `pad` and then cropped
+/// by `crop` rows and columns, which the first pixels' windows do not reach.
+struct Phase {
+    phase: [usize; 2],
+    /// The taps per axis.
+    kernel: [usize; 2],
+    rows: (usize, usize),
+    cols: (usize, usize),
+    pad: Padding,
+    crop: [usize; 2],
+}
+
+/// The phases of the input gradient of a strided, undilated, ungrouped conv that have taps
+/// and pixels, or `None` when it stays a scatter: stride 1 (`gather_padding`'s case),
+/// dilated, grouped, fewer input channels than a weight panel, or rows whose pitch is not a
+/// whole number of phase columns.
+///
+/// The scatter reread every weight for each 4 output pixels; a phase is an ordinary direct
+/// convolution whose weight panels serve a whole row, and the phases together do the
+/// forward's multiplications (ResNet-18's layer4.0.conv1 took 4× its forward by a scatter).
+fn phases(attrs: &ConvAttrs, input: Shape, out: Shape) -> Option<Vec<Phase>> {
+    let [sh, sw] = attrs.stride;
+    if attrs.stride == [1, 1] || attrs.dilation != [1, 1] || attrs.groups.max(1) != 1 {
+        return None;
+    }
+    if input.c < 8 || !(sh * input.w).is_multiple_of(sw) {
+        return None;
+    }
+    let p = attrs.pad;
+    // On an axis of `n` input pixels with `pad` before them: phase `r`'s outputs `a`, and how
+    // far before its first window `∂z` starts (padding) or how far into `∂z` (a crop), for
+    // `taps` taps; `None` when no input pixel is in the phase.
+    let axis = |r: usize, stride: usize, pad: usize, n: usize, taps: usize| {
+        let first = pad.saturating_sub(r).div_ceil(stride);
+        let last = (pad + n - 1).checked_sub(r)? / stride;
+        let reach = taps - 1;
+        (first <= last).then_some((
+            (first, last),
+            reach.saturating_sub(first),
+            first.saturating_sub(reach),
+        ))
+    };
+    let mut phases = Vec::new();
+    for py in 0..sh {
+        for px in 0..sw {
+            let kernel = Orientation::Phase {
+                stride: attrs.stride,
+                phase: [py, px],
+            }
+            .kernel(attrs.kernel);
+            if kernel.contains(&0) {
+                continue;
+            }
+            let Some((rows, top, crop_y)) = axis(py, sh, p.top, input.h, kernel[0]) else {
+                continue;
+            };
+            let Some((cols, left, crop_x)) = axis(px, sw, p.left, input.w, kernel[1]) else {
+                continue;
+            };
+            // What the correlation reads past `∂z`'s last row and column is zero padding.
+            let bottom = (rows.1 + 1).saturating_sub(out.h);
+            let right = (cols.1 + 1).saturating_sub(out.w);
+            phases.push(Phase {
+                phase: [py, px],
+                kernel,
+                rows,
+                cols,
+                pad: Padding {
+                    top,
+                    bottom,
+                    left,
+                    right,
+                },
+                crop: [crop_y, crop_x],
+            });
+        }
+    }
+    Some(phases)
 }
 
 impl Backward<'_> {
@@ -169,6 +253,10 @@ impl Backward<'_> {
             self.conv_input_grad_by_conv(id, attrs, dz, pad);
             return;
         }
+        if let Some(phases) = phases(attrs, shapes.0, shapes.1) {
+            self.conv_input_grad_by_phases(id, attrs, dz, &phases);
+            return;
+        }
         let graph = self.graph();
         let input = graph.nodes[id].inputs[0];
         let (s, out) = (graph.shape(input), graph.shape(id));
@@ -250,6 +338,101 @@ impl Backward<'_> {
         self.lowering.emit(b);
     }
 
+    /// The input gradient of a strided conv phase by phase (see [`phases`]), each written to
+    /// its pixels of the gradient, which is zeroed first when some of its pixels get
+    /// nothing (a phase without taps) and no other reader has contributed.
+    fn conv_input_grad_by_phases(
+        &mut self,
+        id: NodeId,
+        attrs: &ConvAttrs,
+        dz: BufferId,
+        phases: &[Phase],
+    ) {
+        let graph = self.graph();
+        let input = graph.nodes[id].inputs[0];
+        let (s, out) = (graph.shape(input), graph.shape(id));
+        let [sh, sw] = attrs.stride;
+        let (target, mut accumulate) = self.grad_target(input);
+        let covered: usize = phases
+            .iter()
+            .map(|p| (p.rows.1 + 1 - p.rows.0) * (p.cols.1 + 1 - p.cols.0))
+            .sum();
+        if !accumulate && covered < s.h * s.w {
+            let mut b = self.builder(id, "input_grad_zero", format!("∂input {s} = 0"));
+            b.fill_range(target, Affine::constant(0), s.numel(), 0.0);
+            self.lowering.emit(b);
+            accumulate = true;
+        }
+        for phase in phases {
+            let (rows, cols) = (
+                phase.rows.1 + 1 - phase.rows.0,
+                phase.cols.1 + 1 - phase.cols.0,
+            );
+            let transposed = ConvAttrs {
+                filters: s.c,
+                kernel: phase.kernel,
+                stride: [1, 1],
+                pad: phase.pad,
+                bias: false,
+                weights: None,
+                bias_values: None,
+                activation: None,
+                residual: false,
+                depthwise: false,
+                ..attrs.clone()
+            };
+            let [crop_y, crop_x] = phase.crop;
+            // The windows of the crop's rows and columns too, so that the padded copy
+            // reaches as far as the phase's last window.
+            let read = WindowRead {
+                kernel: phase.kernel,
+                stride: [1, 1],
+                dilation: [1, 1],
+                pad: phase.pad,
+                out: (crop_y + rows, crop_x + cols),
+                fill: 0.0,
+            };
+            let dz = NodeBuffer {
+                buffer: dz,
+                shape: out,
+                hwc: None,
+                padded: None,
+            };
+            let padded = self.lowering.pad_input(id, dz, &read);
+            let padded = Padded {
+                origin: (crop_y * padded.width + crop_x) * padded.channels,
+                ..padded
+            };
+            let [py, px] = phase.phase;
+            let y0 = phase.rows.0 * sh + py - attrs.pad.top;
+            let x0 = phase.cols.0 * sw + px - attrs.pad.left;
+            let e = Epilogue {
+                out: target,
+                out_origin: (y0 * s.w + x0) * s.c,
+                out_pitch: sh * s.w / sw,
+                out_stride: sw * s.c,
+                out_width: s.w,
+                out_channels: s.c,
+                residual: accumulate.then_some(target),
+                activation: None,
+            };
+            let orientation = Orientation::Phase {
+                stride: attrs.stride,
+                phase: phase.phase,
+            };
+            let shapes = (
+                out,
+                Shape {
+                    h: rows,
+                    w: cols,
+                    ..s
+                },
+            );
+            self.lowering
+                .direct_conv(id, &transposed, padded, shapes, false, &e, orientation);
+        }
+    }
+
     /// The input gradient of a stride-1 ungrouped conv as the convolution it is: `∂z`
     /// padded by `pad`, convolved with the flipped, transposed filters
     /// (`ConstSpec::ConvWeight { flipped }`) by the forward's own kernels, Winograd's where
@@ -310,8 +493,15 @@ impl Backward<'_> {
                 .winograd_conv(id, padded, (out, s), false, &e, true);
         } else {
             let shapes = (out, s);
-            self.lowering
-                .direct_conv(id, &transposed, padded, shapes, false, &e, true);
+            self.lowering.direct_conv(
+                id,
+                &transposed,
+                padded,
+                shapes,
+                false,
+                &e,
+                Orientation::Flipped,
+            );
         }
     }
 

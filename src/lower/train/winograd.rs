@@ -141,6 +141,7 @@ impl Backward<'_> {
             buffer: g.frame,
             width: g.frame_w,
             channels: ci,
+            origin: 0,
         };
         self.lowering.winograd_input_transform(
             id,
