@@ -312,34 +312,49 @@ pub fn affine(
     let tan = shear.to_radians().tan();
     // Forward: p ↦ zoom · R · S · p with S = [[1, tan], [0, 1]]. Each output pixel q reads
     // from the inverse, S⁻¹ · R⁻¹ · q / zoom = [[a, b], [c, d]] · q.
-    let (a, b) = ((cos + tan * sin) / zoom, (sin - tan * cos) / zoom);
-    let (c_x, d) = (-sin / zoom, cos / zoom);
+    // A coefficient within 1e-9 of a whole number is that number, so that a rotation by a
+    // right angle (whose cosine is 6e-17, not 0) moves pixels exactly: the coordinates are
+    // then whole or half numbers, exact in f64, and need no rounding of their own.
+    let (a, b) = (
+        snap((cos + tan * sin) / zoom),
+        snap((sin - tan * cos) / zoom),
+    );
+    let (c_x, d) = (snap(-sin / zoom), snap(cos / zoom));
     let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
     let mut out = vec![0.0f32; h * w * c];
-    for y in 0..h {
+    let row = w * c;
+    for (y, out_row) in out.chunks_exact_mut(row).enumerate() {
         let qy = y as f64 - cy;
         let (row_x, row_y) = (b * qy + cx, d * qy + cy);
-        for x in 0..w {
-            let qx = x as f64 - cx;
-            let (sx, sy) = (snap(a * qx + row_x), snap(c_x * qx + row_y));
+        // Whole numbers minus `cx` step by 1.0 exactly.
+        let mut qx = -cx;
+        for dst in out_row.chunks_exact_mut(c) {
+            let (sx, sy) = (a * qx + row_x, c_x * qx + row_y);
+            qx += 1.0;
             let (x0, y0) = (floor(sx), floor(sy));
             let (fx, fy) = ((sx - x0) as f32, (sy - y0) as f32);
-            let dst = (y * w + x) * c;
             let weights = [
                 (1.0 - fy) * (1.0 - fx),
                 (1.0 - fy) * fx,
                 fy * (1.0 - fx),
                 fy * fx,
             ];
-            if x0 >= 0.0 && y0 >= 0.0 && x0 + 1.0 < w as f64 && y0 + 1.0 < h as f64 {
-                // All four neighbours inside (most pixels): no per-tap checks.
-                let top = (y0 as usize * w + x0 as usize) * c;
-                let bottom = top + w * c;
+            // `x0`, `y0` are whole numbers; as integers (saturating), one unsigned compare
+            // each tells that all four neighbours are inside (most pixels), and slicing the
+            // two rows once leaves the channel loop without bounds checks.
+            let (ix, iy) = (x0 as i64, y0 as i64);
+            if (ix as u64) < (w as u64).saturating_sub(1)
+                && (iy as u64) < (h as u64).saturating_sub(1)
+            {
+                let top = (iy as usize * w + ix as usize) * c;
+                let upper = &image[top..top + 2 * c];
+                let lower = &image[top + row..top + row + 2 * c];
+                let (upper_right, lower_right) = (&upper[c..], &lower[c..]);
                 for ch in 0..c {
-                    out[dst + ch] = weights[0] * image[top + ch]
-                        + weights[1] * image[top + c + ch]
-                        + weights[2] * image[bottom + ch]
-                        + weights[3] * image[bottom + c + ch];
+                    dst[ch] = weights[0] * upper[ch]
+                        + weights[1] * upper_right[ch]
+                        + weights[2] * lower[ch]
+                        + weights[3] * lower_right[ch];
                 }
                 continue;
             }
@@ -354,8 +369,8 @@ pub fn affine(
                     continue;
                 }
                 let src = (ty as usize * w + tx as usize) * c;
-                for ch in 0..c {
-                    out[dst + ch] += weight * image[src + ch];
+                for (value, &pixel) in dst.iter_mut().zip(&image[src..src + c]) {
+                    *value += weight * pixel;
                 }
             }
         }
@@ -363,8 +378,7 @@ pub fn affine(
     out
 }
 
-/// A coordinate within 1e-9 of a whole number is that number, so that a rotation by a right
-/// angle (whose cosine is 6e-17, not 0) moves pixels exactly.
+/// `v`, or the whole number within 1e-9 of it.
 fn snap(v: f64) -> f64 {
     let r = floor(v + 0.5);
     if (v - r).abs() < 1e-9 {
