@@ -76,6 +76,23 @@ fn gather_padding(attrs: &ConvAttrs, input: Shape, out: Shape) -> Option<Padding
     })
 }
 
+/// The attributes of the convolution computing the input gradient of a conv of `attrs`,
+/// whose input has `in_channels` channels: plain (no bias, activation or residual), padded
+/// by `pad`.
+fn transposed_attrs(attrs: &ConvAttrs, in_channels: usize, pad: Padding) -> ConvAttrs {
+    ConvAttrs {
+        filters: in_channels,
+        pad,
+        bias: false,
+        weights: None,
+        bias_values: None,
+        activation: None,
+        residual: false,
+        depthwise: false,
+        ..attrs.clone()
+    }
+}
+
 /// One phase `(py, px)` of a strided conv's input gradient: the input pixels
 /// `(a·sh + py − top, b·sw + px − left)` for `a` in `rows.0 ..= rows.1` and `b` in
 /// `cols.0 ..= cols.1`. Only the taps `ky ≡ py (mod sh)`, `kx ≡ px (mod sw)` reach them, from
@@ -338,6 +355,33 @@ impl Backward<'_> {
         self.lowering.emit(b);
     }
 
+    /// `∂z` of shape `shape` as a stride-1 window of `kernel` reading it with `pad` for `out`
+    /// pixels needs it: itself, or a padded copy.
+    pub(super) fn padded_dz(
+        &mut self,
+        id: NodeId,
+        (dz, shape): (BufferId, Shape),
+        kernel: [usize; 2],
+        pad: Padding,
+        out: (usize, usize),
+    ) -> Padded {
+        let read = WindowRead {
+            kernel,
+            stride: [1, 1],
+            dilation: [1, 1],
+            pad,
+            out,
+            fill: 0.0,
+        };
+        let dz = NodeBuffer {
+            buffer: dz,
+            shape,
+            hwc: None,
+            padded: None,
+        };
+        self.lowering.pad_input(id, dz, &read)
+    }
+
     /// The input gradient of a strided conv phase by phase (see [`phases`]), each written to
     /// its pixels of the gradient, which is zeroed first when some of its pixels get
     /// nothing (a phase without taps) and no other reader has contributed.
@@ -369,36 +413,20 @@ impl Backward<'_> {
                 phase.cols.1 + 1 - phase.cols.0,
             );
             let transposed = ConvAttrs {
-                filters: s.c,
                 kernel: phase.kernel,
                 stride: [1, 1],
-                pad: phase.pad,
-                bias: false,
-                weights: None,
-                bias_values: None,
-                activation: None,
-                residual: false,
-                depthwise: false,
-                ..attrs.clone()
+                ..transposed_attrs(attrs, s.c, phase.pad)
             };
             let [crop_y, crop_x] = phase.crop;
             // The windows of the crop's rows and columns too, so that the padded copy
             // reaches as far as the phase's last window.
-            let read = WindowRead {
-                kernel: phase.kernel,
-                stride: [1, 1],
-                dilation: [1, 1],
-                pad: phase.pad,
-                out: (crop_y + rows, crop_x + cols),
-                fill: 0.0,
-            };
-            let dz = NodeBuffer {
-                buffer: dz,
-                shape: out,
-                hwc: None,
-                padded: None,
-            };
-            let padded = self.lowering.pad_input(id, dz, &read);
+            let padded = self.padded_dz(
+                id,
+                (dz, out),
+                phase.kernel,
+                phase.pad,
+                (crop_y + rows, crop_x + cols),
+            );
             let padded = Padded {
                 origin: (crop_y * padded.width + crop_x) * padded.channels,
                 ..padded
@@ -450,33 +478,10 @@ impl Backward<'_> {
         let graph = self.graph();
         let input = graph.nodes[id].inputs[0];
         let (s, out) = (graph.shape(input), graph.shape(id));
-        let transposed = ConvAttrs {
-            filters: s.c,
-            pad,
-            bias: false,
-            weights: None,
-            bias_values: None,
-            activation: None,
-            residual: false,
-            depthwise: false,
-            ..attrs.clone()
-        };
+        let transposed = transposed_attrs(attrs, s.c, pad);
         let tiles = self.lowering.winograd_tiles(&transposed, out.c, s);
-        let read = WindowRead {
-            kernel: attrs.kernel,
-            stride: [1, 1],
-            dilation: [1, 1],
-            pad,
-            out: tiles.unwrap_or((s.h, s.w)),
-            fill: 0.0,
-        };
-        let dz = NodeBuffer {
-            buffer: dz,
-            shape: out,
-            hwc: None,
-            padded: None,
-        };
-        let padded = self.lowering.pad_input(id, dz, &read);
+        let out_pixels = tiles.unwrap_or((s.h, s.w));
+        let padded = self.padded_dz(id, (dz, out), attrs.kernel, pad, out_pixels);
         let (target, accumulate) = self.grad_target(input);
         let e = Epilogue {
             out: target,

@@ -16,9 +16,7 @@
 
 use super::super::conv::reduce;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
-use super::super::pad::WindowRead;
 use super::super::KernelBuilder;
-use super::super::NodeBuffer;
 use super::conv::{lanes, vector_groups};
 use super::winograd::WinogradGrad;
 use super::{Backward, GradLayout};
@@ -170,24 +168,12 @@ fn row_blocks(
 impl Backward<'_> {
     /// `∂z` (`out`) copied to rows of `pitch` pixels, zeros in the extra columns.
     fn pitched_dz(&mut self, id: NodeId, dz: BufferId, out: Shape, pitch: usize) -> BufferId {
-        let read = WindowRead {
-            kernel: [1, 1],
-            stride: [1, 1],
-            dilation: [1, 1],
-            pad: Padding {
-                right: pitch - out.w,
-                ..Padding::default()
-            },
-            out: (out.h, pitch),
-            fill: 0.0,
+        let pad = Padding {
+            right: pitch - out.w,
+            ..Padding::default()
         };
-        let dz = NodeBuffer {
-            buffer: dz,
-            shape: out,
-            hwc: None,
-            padded: None,
-        };
-        self.lowering.pad_input(id, dz, &read).buffer
+        self.padded_dz(id, (dz, out), [1, 1], pad, (out.h, pitch))
+            .buffer
     }
 
     pub(super) fn conv_weight_grad(
