@@ -20,6 +20,7 @@
 //!   function outside the module.
 
 mod barrier;
+mod image_pool;
 mod jit;
 mod kernel;
 mod layout;
@@ -208,6 +209,7 @@ pub fn generate(
         steps,
         flops: program.flops,
         pool: Mutex::new(None),
+        image_pool: Mutex::new(None),
         _constants: blobs,
         constant_ids,
         table,
