@@ -22,6 +22,7 @@ pub mod graph;
 pub mod lower;
 pub mod opt;
 mod parallel;
+pub(crate) mod phases;
 pub mod reference;
 pub mod runtime;
 pub mod source;

@@ -80,23 +80,20 @@ impl Engine {
             Backend::Reference => Engine::Reference { graph },
             Backend::Jit => {
                 let mut graph = graph;
+                let mut phases = crate::phases::Phases::start();
                 opt::optimize(&mut graph, &options.opt)
                     .map_err(|error| Box::new(error.to_diagnostic()))?;
+                phases.mark("optimize");
                 let codegen_options = CodegenOptions {
                     checked: options.checked,
                     threads: options.threads.max(1),
                     winograd: winograd_choice(options.winograd),
                 };
-                // Lowering packs the constants (computing the seeded and folded ones); the
-                // code generator sees only the loop program and the packed blobs.
-                let lower_options = crate::lower::LowerOptions {
-                    winograd: codegen_options.winograd,
-                };
-                let compiled =
-                    crate::lower::lower_and_pack(&graph, &lower_options, codegen_options.threads)
-                        .map_err(codegen::CodegenError::from)
-                        .and_then(|lowered| codegen::generate(lowered, &codegen_options))
-                        .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
+                // Lowering, then code generation packing the constants (computing the seeded
+                // and folded ones) on the threads that compile the kernels; the code generator
+                // sees only the loop program and a function packing each constant buffer.
+                let compiled = codegen::compile_graph(&graph, &codegen_options)
+                    .map_err(|error| Box::new(error.to_diagnostic(&graph)))?;
                 Engine::Jit {
                     graph,
                     compiled: Box::new(compiled),

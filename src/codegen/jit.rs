@@ -17,7 +17,7 @@ use cranelift_codegen::ir::types::I64;
 use cranelift_codegen::ir::{
     AbiParam, Function, InstBuilder, MemFlagsData, Signature, UserFuncName,
 };
-use cranelift_codegen::isa::TargetFrontendConfig;
+use cranelift_codegen::isa::{TargetFrontendConfig, TargetIsa};
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -45,8 +45,47 @@ struct FunctionMaker {
     kernel_signature: Signature,
 }
 
+/// Builds a kernel's CLIF and compiles it to machine code, on any thread.
+pub(super) struct KernelCompiler<'a> {
+    isa: &'a dyn TargetIsa,
+    maker: &'a FunctionMaker,
+}
+
+impl KernelCompiler<'_> {
+    pub fn compile(
+        &self,
+        id: FuncId,
+        program: &LoopProgram,
+        layout: &TableLayout,
+        kernel: &Kernel,
+        function_context: &mut FunctionBuilderContext,
+    ) -> Result<MachineCode, CodegenError> {
+        let func = self
+            .maker
+            .kernel_function(id, program, layout, kernel, function_context);
+        let mut context = Context::for_function(func);
+        context
+            .compile(self.isa, &mut ControlPlane::default())
+            .map_err(|e| cranelift_error(&kernel.name, format!("{:?}", e.inner)))?;
+        let code = context
+            .compiled_code()
+            .ok_or_else(|| cranelift_error(&kernel.name, "no code after compiling"))?;
+        let relocs = code
+            .buffer
+            .relocs()
+            .iter()
+            .map(|reloc| ModuleReloc::from_mach_reloc(reloc, &context.func, id))
+            .collect();
+        Ok(MachineCode {
+            alignment: u64::from(code.buffer.alignment),
+            bytes: code.code_buffer().to_vec(),
+            relocs,
+        })
+    }
+}
+
 /// A kernel compiled to machine code, not yet placed in the module.
-struct MachineCode {
+pub(super) struct MachineCode {
     alignment: u64,
     bytes: Vec<u8>,
     relocs: Vec<ModuleReloc>,
@@ -131,54 +170,20 @@ impl Generator {
             .kernel_function(id, program, layout, kernel, &mut self.function_context)
     }
 
-    /// Builds and compiles every kernel (`ids[k]` declared for `program.kernels[k]`) on up
-    /// to `threads` threads, then places the code in the module in kernel order, so that
-    /// the module is the same whatever the thread count. Building the CLIF and compiling it
-    /// to machine code need only the ISA; the module, which is not `Sync`, is touched once
-    /// per kernel, on this thread.
-    pub fn define_kernels(
-        &mut self,
-        ids: &[FuncId],
-        program: &LoopProgram,
-        layout: &TableLayout,
-        threads: usize,
-    ) -> Result<(), CodegenError> {
-        let isa = self.module.isa();
-        let maker = &self.maker;
-        let jobs: Vec<_> = ids.iter().zip(&program.kernels).collect();
-        let compiled: Vec<Result<MachineCode, CodegenError>> = crate::parallel::parallel_map(
-            &jobs,
-            threads,
-            FunctionBuilderContext::new,
-            |function_context, &(&id, kernel)| {
-                let func = maker.kernel_function(id, program, layout, kernel, function_context);
-                let mut context = Context::for_function(func);
-                context
-                    .compile(isa, &mut ControlPlane::default())
-                    .map_err(|e| cranelift_error(&kernel.name, format!("{:?}", e.inner)))?;
-                let code = context
-                    .compiled_code()
-                    .ok_or_else(|| cranelift_error(&kernel.name, "no code after compiling"))?;
-                let relocs = code
-                    .buffer
-                    .relocs()
-                    .iter()
-                    .map(|reloc| ModuleReloc::from_mach_reloc(reloc, &context.func, id))
-                    .collect();
-                Ok(MachineCode {
-                    alignment: u64::from(code.buffer.alignment),
-                    bytes: code.code_buffer().to_vec(),
-                    relocs,
-                })
-            },
-        );
-        for (&id, code) in ids.iter().zip(compiled) {
-            let code = code?;
-            self.module
-                .define_function_bytes(id, code.alignment, &code.bytes, &code.relocs)
-                .map_err(|e| cranelift_error("placing the code", format!("{e:?}")))?;
+    /// What compiles kernels on other threads: the ISA and what building CLIF needs, not
+    /// the module (which is not `Sync`).
+    pub fn compiler(&self) -> KernelCompiler<'_> {
+        KernelCompiler {
+            isa: self.module.isa(),
+            maker: &self.maker,
         }
-        Ok(())
+    }
+
+    /// Places a compiled kernel in the module.
+    pub fn place(&mut self, id: FuncId, code: &MachineCode) -> Result<(), CodegenError> {
+        self.module
+            .define_function_bytes(id, code.alignment, &code.bytes, &code.relocs)
+            .map_err(|e| cranelift_error("placing the code", format!("{e:?}")))
     }
 
     /// The CLIF of `entry(table, n_images)`: for each image, each kernel over all its parts,

@@ -20,6 +20,7 @@
 //!   function outside the module.
 
 mod barrier;
+mod image_pool;
 mod jit;
 mod kernel;
 mod layout;
@@ -31,10 +32,14 @@ pub use network::{CompiledNetwork, KernelTimes};
 
 use crate::diag::{Code, Diagnostic};
 use crate::graph::{Graph, NodeId};
-use crate::lower::{self, LoopProgram, LowerError, LowerOptions, Lowered, Storage, Winograd};
+use crate::lower::{
+    self, LoopProgram, LowerError, LowerOptions, Lowered, PackedConstants, Storage, Winograd,
+};
 use crate::runtime::WeightsError;
-use jit::Generator;
+use cranelift_frontend::FunctionBuilderContext;
+use jit::{Generator, MachineCode};
 use layout::TableLayout;
+use lower::ir::BufferId;
 use network::{CompiledKernel, EntryFn, KernelFn};
 use std::fmt::Write;
 use std::sync::Mutex;
@@ -129,15 +134,16 @@ pub fn compile(
     compile_graph(&graph, options)
 }
 
-/// Compiles `graph` with its own constants to native code: lowers it and packs its
-/// constants (seeded and folded ones are computed then, on `options.threads` threads), then
-/// [`generate`]s the code.
+/// Compiles `graph` with its own constants to native code: lowers it, then [`generate`]s
+/// the code while packing its constants (seeded and folded ones are computed then) on the
+/// same `options.threads` threads.
 pub fn compile_graph(
     graph: &Graph,
     options: &CodegenOptions,
 ) -> Result<CompiledNetwork, CodegenError> {
-    let lowered = lower::lower_and_pack(graph, &lower_options(options), options.threads.max(1))?;
-    generate(lowered, options)
+    let program = lower::lower_with(graph, &lower_options(options))?;
+    let pack = |buffer: &lower::Buffer| lower::pack_buffer(graph, buffer);
+    generate_with(program, Constants::ToPack(&pack), options)
 }
 
 /// Generates native code for a lowered program and its packed constants; the graph is not
@@ -147,13 +153,114 @@ pub fn generate(
     options: &CodegenOptions,
 ) -> Result<CompiledNetwork, CodegenError> {
     let Lowered { program, constants } = lowered;
+    generate_with(program, Constants::Packed(constants), options)
+}
+
+/// A packer of one constant buffer (`lower::pack_buffer` with its graph).
+pub type PackFn<'a> = &'a (dyn Fn(&lower::Buffer) -> Result<Box<[f32]>, LowerError> + Sync);
+
+/// The constants of a program to generate code for: packed already, or to be packed by
+/// [`generate_with`] on the threads that compile the kernels.
+pub enum Constants<'a> {
+    Packed(PackedConstants),
+    ToPack(PackFn<'a>),
+}
+
+/// One job of the threads that generate a network: pack a constant buffer or compile a
+/// kernel.
+enum Job {
+    Pack(BufferId),
+    Compile(usize),
+}
+
+enum Done {
+    Packed(Box<[f32]>),
+    Compiled(MachineCode),
+}
+
+/// Generates native code for a lowered program, packing its constants on the same threads
+/// as its kernels are compiled if they are not packed yet: the largest constants first, then
+/// the kernels, so that the threads, taking jobs in turn, finish together. Packing and
+/// compiling do not depend on each other; the code is the same whatever the threads.
+pub fn generate_with(
+    program: LoopProgram,
+    constants: Constants<'_>,
+    options: &CodegenOptions,
+) -> Result<CompiledNetwork, CodegenError> {
+    let mut phases = crate::phases::Phases::start();
     let layout = TableLayout::new(&program);
     let mut table = vec![0usize; layout.len()];
     let threads = options.threads.max(1);
-    let constant_bytes = constants.bytes();
-    let mut blobs = Vec::with_capacity(constants.blobs.len());
-    let mut constant_ids = Vec::with_capacity(constants.blobs.len());
-    for (buffer, data) in constants.blobs {
+    let mut generator = Generator::new(options)?;
+    let ids = program
+        .kernels
+        .iter()
+        .map(|kernel| generator.declare_kernel(kernel))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut packed, pack) = match constants {
+        Constants::Packed(constants) => (constants.blobs, None),
+        Constants::ToPack(pack) => (Vec::new(), Some(pack)),
+    };
+    let mut jobs = Vec::new();
+    if pack.is_some() {
+        let mut buffers: Vec<_> = program
+            .buffers
+            .values()
+            .filter(|buffer| matches!(buffer.storage, Storage::Const(_)))
+            .collect();
+        buffers.sort_by_key(|buffer| std::cmp::Reverse(buffer.len));
+        jobs.extend(buffers.iter().map(|buffer| Job::Pack(buffer.id)));
+    }
+    jobs.extend((0..program.kernels.len()).map(Job::Compile));
+    let compiler = generator.compiler();
+    let done = crate::parallel::parallel_map(
+        &jobs,
+        threads,
+        FunctionBuilderContext::new,
+        |function_context, job| match *job {
+            Job::Pack(buffer) => match pack {
+                Some(pack) => pack(program.buffer(buffer))
+                    .map(Done::Packed)
+                    .map_err(CodegenError::from),
+                None => Err(CodegenError::Malformed("no packer".into())),
+            },
+            Job::Compile(k) => compiler
+                .compile(
+                    ids[k],
+                    &program,
+                    &layout,
+                    &program.kernels[k],
+                    function_context,
+                )
+                .map(Done::Compiled),
+        },
+    );
+    phases.mark("pack and compile");
+    let mut codes = Vec::with_capacity(ids.len());
+    for (job, done) in jobs.iter().zip(done) {
+        match (job, done?) {
+            (&Job::Pack(buffer), Done::Packed(data)) => packed.push((buffer, data)),
+            (Job::Compile(_), Done::Compiled(code)) => codes.push(code),
+            _ => {
+                return Err(CodegenError::Malformed(
+                    "a job's result of another kind".into(),
+                ))
+            }
+        }
+    }
+    for (&id, code) in ids.iter().zip(&codes) {
+        generator.place(id, code)?;
+    }
+    drop(codes);
+    // In buffer order, whatever order they were packed in.
+    packed.sort_by_key(|&(buffer, _)| buffer);
+    let constant_bytes = packed
+        .iter()
+        .map(|(_, blob)| blob.len() * std::mem::size_of::<f32>())
+        .sum();
+    let mut blobs = Vec::with_capacity(packed.len());
+    let mut constant_ids = Vec::with_capacity(packed.len());
+    for (buffer, data) in packed {
         constant_ids.push(buffer);
         let buffer = program.buffer(buffer);
         if !matches!(buffer.storage, Storage::Const(_)) || data.len() < buffer.len {
@@ -165,13 +272,6 @@ pub fn generate(
         table[layout.slot(buffer).0] = data.as_ptr() as usize;
         blobs.push(data);
     }
-    let mut generator = Generator::new(options)?;
-    let ids = program
-        .kernels
-        .iter()
-        .map(|kernel| generator.declare_kernel(kernel))
-        .collect::<Result<Vec<_>, _>>()?;
-    generator.define_kernels(&ids, &program, &layout, threads)?;
     let entry_id = generator.declare_entry()?;
     let func = generator.entry_function(entry_id, &program, &layout);
     generator.define(entry_id, func)?;
@@ -199,6 +299,7 @@ pub fn generate(
         std::mem::transmute::<*const u8, EntryFn>(module.get_finalized_function(entry_id))
     };
 
+    phases.mark("entry, finalize");
     let steps = network::plan_steps(&kernels, options, program.flops);
     Ok(CompiledNetwork {
         name: program.name.clone(),
@@ -208,6 +309,7 @@ pub fn generate(
         steps,
         flops: program.flops,
         pool: Mutex::new(None),
+        image_pool: Mutex::new(None),
         _constants: blobs,
         constant_ids,
         table,

@@ -7,6 +7,7 @@
 //! whole batch, and only then calls the entry function. Nothing on the native side can
 //! panic, so no unwinding ever crosses a JIT frame.
 
+use super::image_pool::ImagePool;
 use super::pool::{self, ScheduledKernel, Step, WorkerPool};
 use super::CodegenOptions;
 use crate::graph::{NodeId, Shape};
@@ -36,6 +37,10 @@ pub(super) struct CompiledKernel {
 /// The least work (floating-point operations per image) for which a run is split over
 /// threads.
 const PARALLEL_MIN_FLOPS: u64 = 20_000_000;
+
+/// The least work (floating-point operations per batch) for which a batch's images are
+/// shared out over threads.
+const BATCH_MIN_FLOPS: u64 = 1_000_000;
 
 /// The steps of a run split over `options.threads` threads, or none if it runs on one: a
 /// network under [`PARALLEL_MIN_FLOPS`], or with no kernel worth splitting, runs on the
@@ -73,6 +78,9 @@ pub struct CompiledNetwork {
     /// The worker threads, started by the first run split over threads; a run that finds
     /// them busy with another runs on its own thread.
     pub(super) pool: Mutex<Option<WorkerPool>>,
+    /// The worker threads of a network with no kernel worth splitting (no `steps`), which
+    /// share out a batch's images; started by the first such run.
+    pub(super) image_pool: Mutex<Option<ImagePool>>,
     /// The packed constants the table points into; never moved or resized.
     pub(super) _constants: Vec<Box<[f32]>>,
     /// The buffer each of `_constants` fills.
@@ -109,6 +117,12 @@ impl Drop for CompiledNetwork {
         // Stop the workers first, although they call no kernel between runs.
         drop(
             self.pool
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        drop(
+            self.image_pool
                 .get_mut()
                 .unwrap_or_else(PoisonError::into_inner)
                 .take(),
@@ -262,16 +276,25 @@ impl CompiledNetwork {
         }
     }
 
+    /// How many of a batch of `batch` images run whole, one thread each, rather than split
+    /// kernel by kernel or all on the calling thread (see `whole_images`).
+    pub fn images_shared_out(&self, batch: usize) -> usize {
+        self.whole_images(batch)
+    }
+
     /// How many of a batch's first images to run whole, one thread each: all but the last
-    /// `batch % threads` (which are split kernel by kernel, if the network can be), or all of
-    /// them if it cannot; none for a batch of one, on one thread, or when the whole batch is
-    /// under [`PARALLEL_MIN_FLOPS`] (except in checked mode, which shares out whatever it can).
-    /// (A lower bound for batches, 4 MFLOP, made LeNet-5 at batch 8 and 32 slower whenever the
-    /// machine was loaded: the worker thread waited for a core.)
+    /// `batch % threads` (which are split kernel by kernel), or all of them if the network
+    /// cannot be split; none for a batch of one, on one thread, or when the whole batch is
+    /// under [`PARALLEL_MIN_FLOPS`] (for a network that can be split) or [`BATCH_MIN_FLOPS`]
+    /// (for one that cannot). Checked mode shares out whatever it can.
     fn whole_images(&self, batch: usize) -> usize {
         let threads = self.options.threads.max(1);
-        let enough =
-            self.options.checked || self.flops.saturating_mul(batch as u64) >= PARALLEL_MIN_FLOPS;
+        let least = if self.steps.is_empty() {
+            BATCH_MIN_FLOPS
+        } else {
+            PARALLEL_MIN_FLOPS
+        };
+        let enough = self.options.checked || self.flops.saturating_mul(batch as u64) >= least;
         if threads < 2 || batch < 2 || !enough {
             0
         } else if self.steps.is_empty() {
@@ -299,8 +322,9 @@ impl CompiledNetwork {
         } else {
             self.whole_images(batch)
         };
-        if self.steps.is_empty() && whole_images == 0 {
-            return false;
+        if self.steps.is_empty() {
+            // SAFETY: as the caller guarantees.
+            return whole_images > 0 && unsafe { self.share_out_images(table, batch) };
         }
         let Ok(mut pool) = self.pool.try_lock() else {
             return false;
@@ -314,47 +338,82 @@ impl CompiledNetwork {
                     parts: k.parts,
                 })
                 .collect();
-            // A network too small to split runs its leftover images whole on one thread.
-            let steps = if self.steps.is_empty() {
-                vec![Step::Whole {
-                    first: 0,
-                    end: self.kernels.len(),
-                }]
-            } else {
-                self.steps.clone()
-            };
-            WorkerPool::start(kernels, steps, self.options.threads)
+            WorkerPool::start(kernels, self.steps.clone(), self.options.threads)
         });
         if pool.threads() < 2 {
             return false;
         }
-        // One table per thread, differing only in the arena; the calling thread's is `table`.
+        let threads = if whole_images > 0 { pool.threads() } else { 1 };
+        self.with_thread_tables(table, threads, |tables| {
+            // SAFETY: as the caller guarantees for `table`; the others differ from it only
+            // in their arena, each as long as the caller's and used by one thread, and they
+            // outlive the run.
+            unsafe { pool.run(tables, batch, whole_images, times) }
+        });
+        true
+    }
+
+    /// Runs a batch of a network with no kernel worth splitting on the image pool (started
+    /// if need be) and this thread, each image whole on one thread; returns false, having
+    /// run nothing, if the pool is busy with another run or no worker could be started.
+    ///
+    /// # Safety
+    /// `table` must satisfy the contract established in `run_with`.
+    unsafe fn share_out_images(&self, table: &[usize], batch: usize) -> bool {
+        let Ok(mut pool) = self.image_pool.try_lock() else {
+            return false;
+        };
+        let threads = self.options.threads;
+        let pool = pool.get_or_insert_with(|| {
+            let kernels = self
+                .kernels
+                .iter()
+                .map(|k| ScheduledKernel {
+                    function: k.function,
+                    parts: k.parts,
+                })
+                .collect();
+            ImagePool::start(kernels, threads, pool::spin_bound(threads))
+        });
+        if pool.threads() < 2 {
+            return false;
+        }
+        self.with_thread_tables(table, pool.threads(), |tables| {
+            // SAFETY: as for `execute_on_pool`.
+            unsafe { pool.run(tables, batch) }
+        });
+        true
+    }
+
+    /// Calls `run` with `threads` tables: `table` first, then copies of it that differ only
+    /// in their arena, one each (kept between runs unless another run holds them).
+    fn with_thread_tables(
+        &self,
+        table: &[usize],
+        threads: usize,
+        run: impl FnOnce(&[*const usize]),
+    ) {
         let mut kept = self.thread_arenas.try_lock().ok();
         let mut own = Vec::new();
         let arenas: &mut Vec<Vec<f32>> = match kept.as_deref_mut() {
             Some(arenas) => arenas,
             None => &mut own,
         };
-        let mut tables = vec![table.as_ptr()];
-        let mut copies = Vec::new();
-        if whole_images > 0 {
-            arenas.resize_with(pool.threads() - 1, || vec![0.0; self.arena_len]);
-            copies = arenas
-                .iter_mut()
-                .map(|arena| {
-                    let mut copy = table.to_vec();
-                    copy[0] = arena.as_mut_ptr() as usize;
-                    copy
-                })
-                .collect();
-            tables.extend(copies.iter().map(|copy| copy.as_ptr()));
+        if threads > arenas.len() + 1 {
+            arenas.resize_with(threads - 1, || vec![0.0; self.arena_len]);
         }
-        // SAFETY: as the caller guarantees for `table`; the copies differ from it only in
-        // their arena, each as long as the caller's and used by one thread, and they outlive
-        // the run.
-        unsafe { pool.run(&tables, batch, whole_images, times) };
-        drop(copies);
-        true
+        let copies: Vec<Vec<usize>> = arenas
+            .iter_mut()
+            .take(threads - 1)
+            .map(|arena| {
+                let mut copy = table.to_vec();
+                copy[0] = arena.as_mut_ptr() as usize;
+                copy
+            })
+            .collect();
+        let mut tables = vec![table.as_ptr()];
+        tables.extend(copies.iter().map(|copy| copy.as_ptr()));
+        run(&tables);
     }
 
     /// The packed constants, each with the buffer it fills, to be overwritten in place

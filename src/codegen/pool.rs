@@ -104,6 +104,16 @@ pub(super) fn schedule(kernels: &[(usize, u64)], threads: usize, split_all: bool
     steps
 }
 
+/// The longest a thread of a pool of `threads` spins waiting before it parks.
+pub(super) fn spin_bound(threads: usize) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads <= cores {
+        SPIN
+    } else {
+        SPIN_OVERSUBSCRIBED
+    }
+}
+
 /// What the threads share: the schedule, the run in progress, and how they meet.
 struct Shared {
     kernels: Vec<ScheduledKernel>,
@@ -231,12 +241,7 @@ pub(super) struct WorkerPool {
 impl WorkerPool {
     /// Starts up to `threads - 1` workers (fewer if the system refuses to start more).
     pub fn start(kernels: Vec<ScheduledKernel>, steps: Vec<Step>, threads: usize) -> WorkerPool {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let spin = if threads <= cores {
-            SPIN
-        } else {
-            SPIN_OVERSUBSCRIBED
-        };
+        let spin = spin_bound(threads);
         let shared = Arc::new(Shared {
             kernels,
             steps,

@@ -189,8 +189,9 @@ pub(crate) fn seeded_values(init: Init, seed: u64, name: &str, numel: usize) -> 
         Init::Constant(value) => vec![value; numel],
         Init::Uniform { fan_in } => {
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
-            let mut rng = SplitMix64::for_stream(seed, name);
-            (0..numel).map(|_| rng.uniform(-bound, bound)).collect()
+            let mut values = vec![0.0; numel];
+            SplitMix64::for_stream(seed, name).fill_uniform(&mut values, -bound, bound);
+            values
         }
     }
 }

@@ -53,7 +53,7 @@ mod verify;
 pub mod winograd;
 mod winograd_pack;
 
-pub use pack::{pack_constants, repack_constants, PackedConstants};
+pub use pack::{pack_buffer, pack_constants, repack_constants, PackedConstants};
 pub use program::{chw_index, Buffer, ConstSpec, LoopProgram, Storage};
 pub use train::{
     lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp,
@@ -95,11 +95,13 @@ pub fn lower(graph: &Graph) -> Result<LoopProgram, LowerError> {
 
 /// [`lower`] with options.
 pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, LowerError> {
+    let mut phases = crate::phases::Phases::start();
     let mut lowering = Lowering::new(graph, *options)?;
     for &id in &lowering.order.clone() {
         lowering.lower_node(id)?;
     }
     lowering.finish_output()?;
+    phases.mark("lower nodes");
     let (inputs, input_lens) = program_inputs(graph);
     let outputs = graph.outputs();
     let mut program = LoopProgram {
@@ -117,7 +119,9 @@ pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, 
         output_len: outputs.iter().map(|&o| graph.shape(o).numel()).sum(),
     };
     plan::plan_memory(&mut program);
+    phases.mark("memory plan");
     verify::verify(&program)?;
+    phases.mark("verify");
     Ok(program)
 }
 

@@ -138,17 +138,28 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let w = tensor(graph, node, "weight", &shape)?;
             let (w, [filters, in_g, kh, kw]) = oriented(w, shape, orientation);
             let out_g = filters / groups;
-            let n_panels = out_g.div_ceil(panel.max(1));
-            for f in 0..filters {
-                let (g, oc) = (f / out_g, f % out_g);
-                let (p, lane) = (oc / panel, oc % panel);
-                for ic in 0..in_g {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let from = ((f * in_g + ic) * kh + ky) * kw + kx;
-                            let tap = (ky * kw + kx) * in_g + ic;
-                            let to = (((g * n_panels + p) * kh * kw * in_g) + tap) * panel + lane;
-                            *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = w[from];
+            let panel = panel.max(1);
+            let n_panels = out_g.div_ceil(panel);
+            let taps = kh * kw;
+            // In the order of `out`, one panel-wide run per tap and input channel: the
+            // writes are sequential, the reads `panel` streams through the panel's filters.
+            // (Filter by filter, every write went to another cache line.)
+            let run_len = taps * in_g * panel;
+            for g in 0..groups {
+                for p in 0..n_panels {
+                    let first = g * out_g + p * panel;
+                    let lanes = panel.min(out_g - p * panel);
+                    let block = out
+                        .get_mut((g * n_panels + p) * run_len..)
+                        .and_then(|rest| rest.get_mut(..run_len))
+                        .ok_or_else(|| malformed(node, "packing"))?;
+                    let mut runs = block.chunks_exact_mut(panel);
+                    for tap in 0..taps {
+                        for ic in 0..in_g {
+                            let run = runs.next().ok_or_else(|| malformed(node, "packing"))?;
+                            for (lane, value) in run[..lanes].iter_mut().enumerate() {
+                                *value = w[((first + lane) * in_g + ic) * taps + tap];
+                            }
                         }
                     }
                 }
@@ -336,6 +347,17 @@ impl PackedConstants {
             .iter()
             .map(|(_, blob)| blob.len() * std::mem::size_of::<f32>())
             .sum()
+    }
+}
+
+/// The data of constant buffer `buffer` of a program lowered from `graph`.
+pub fn pack_buffer(graph: &Graph, buffer: &super::Buffer) -> Result<Box<[f32]>, LowerError> {
+    match &buffer.storage {
+        Storage::Const(spec) => Ok(pack(graph, spec, buffer.len)?.into_boxed_slice()),
+        _ => Err(LowerError::Malformed(format!(
+            "{} is not a constant buffer",
+            buffer.name
+        ))),
     }
 }
 
