@@ -592,6 +592,22 @@ fn upsample_nearest_and_bilinear() {
     }
 }
 
+/// Reflection and replication send several outputs' gradients to one border pixel.
+#[test]
+fn pad_every_mode() {
+    use cnnc::graph::{PadAttrs, PadMode, Padding};
+    let pad = Padding {
+        top: 2,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    for mode in [PadMode::Zeros, PadMode::Reflect, PadMode::Replicate] {
+        let op = Op::Pad(PadAttrs { pad, mode });
+        check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
+    }
+}
+
 #[test]
 fn tensor_number_arithmetic() {
     use cnnc::graph::{ScalarAttrs, ScalarOp};

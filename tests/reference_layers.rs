@@ -8,6 +8,8 @@
 mod conv_transpose;
 #[path = "reference_layers/convnext_layers.rs"]
 mod convnext_layers;
+#[path = "reference_layers/padding_modes.rs"]
+mod padding_modes;
 #[path = "reference_layers/runtime_files.rs"]
 mod runtime_files;
 

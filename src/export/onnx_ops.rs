@@ -4,8 +4,8 @@
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
 use crate::graph::{
-    Activation, ArithmeticOp, ConvAttrs, ConvTransposeAttrs, DenseAttrs, NodeId, Op, PoolAttrs,
-    PoolKind, ScalarOp, Shape, UpsampleAttrs, UpsampleMode,
+    Activation, ArithmeticOp, ConvAttrs, ConvTransposeAttrs, DenseAttrs, NodeId, Op, PadAttrs,
+    PadMode, PoolAttrs, PoolKind, ScalarOp, Shape, UpsampleAttrs, UpsampleMode,
 };
 
 impl Builder<'_> {
@@ -168,6 +168,10 @@ impl Builder<'_> {
             Op::Upsample(attrs) => {
                 arity(1)?;
                 self.upsample(&args[0], attrs, &base)
+            }
+            Op::Pad(attrs) => {
+                arity(1)?;
+                self.pad(&args[0], attrs, &base)
             }
             Op::Split(attrs) => {
                 arity(1)?;
@@ -404,6 +408,21 @@ impl Builder<'_> {
         // The second input, the region of interest, is unused and left empty.
         let inputs = vec![input.to_string(), String::new(), scales];
         self.emit("Resize", base, inputs, attributes)
+    }
+
+    /// `Pad` (opset 11 and later take the pads as an input): NCHW begins then ends, with
+    /// ONNX's names for the modes (`edge` is `replicate`).
+    fn pad(&mut self, input: &str, attrs: &PadAttrs, base: &str) -> String {
+        let p = attrs.pad;
+        let pads = [0, 0, p.top, p.left, 0, 0, p.bottom, p.right].map(|v| v as i64);
+        let pads = self.int64_initializer(&format!("{base}.pads"), &pads);
+        let mode = match attrs.mode {
+            PadMode::Zeros => "constant",
+            PadMode::Reflect => "reflect",
+            PadMode::Replicate => "edge",
+        };
+        let inputs = vec![input.to_string(), pads];
+        self.emit("Pad", base, inputs, vec![string("mode", mode)])
     }
 
     /// GELU's tanh approximation at opset 13: `0.5 · x · (1 + Tanh(β · (x + κ · x · x · x)))`.

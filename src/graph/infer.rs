@@ -44,6 +44,14 @@ pub enum ShapeError {
         kernel: [usize; 2],
         limit: usize,
     },
+    #[error(
+        "a reflect padding of {pad} needs an input larger than {pad} along its {axis}, but the {axis} is {size}"
+    )]
+    ReflectPadding {
+        pad: usize,
+        axis: &'static str,
+        size: usize,
+    },
     #[error("a padding of {pad} is more than {limit}, {what}")]
     PaddingTooLarge {
         pad: usize,
@@ -135,6 +143,10 @@ impl ShapeError {
                 "use a smaller kernel, pad the input, or remove an earlier downsampling layer"
                     .into(),
             ),
+            ShapeError::ReflectPadding { size, .. } => Some(format!(
+                "a reflection mirrors the input without repeating its edge, so it can add at most {} (as PyTorch requires); pad less, or pad with \"replicate\", which repeats the edge",
+                size.saturating_sub(1)
+            )),
             ShapeError::PoolPaddingTooLarge { limit, .. } => Some(format!(
                 "pad by at most {limit} (half the window, as PyTorch requires), or use `pad: same`"
             )),
@@ -272,6 +284,11 @@ impl ShapeError {
             ShapeError::PaddingTooLarge { .. } => {
                 (Code::PaddingTooLarge, span, "too much padding".to_string())
             }
+            ShapeError::ReflectPadding { .. } => (
+                Code::PaddingTooLarge,
+                span,
+                "too much padding to reflect".to_string(),
+            ),
             ShapeError::TransposePaddingTooLarge { .. } => {
                 (Code::PaddingTooLarge, span, "no output left".to_string())
             }

@@ -43,6 +43,7 @@ pub mod ir;
 mod norm;
 mod pack;
 mod pad;
+mod pad_layer;
 mod plan;
 mod pool;
 mod prelu;
@@ -444,6 +445,7 @@ impl<'g> Lowering<'g> {
             Op::Parameter(_) => self.parameter(id)?,
             Op::PRelu(attrs) => self.prelu(id, *attrs)?,
             Op::GroupNorm(attrs) => self.group_norm(id, *attrs)?,
+            Op::Pad(attrs) => self.pad_layer(id, *attrs)?,
         }
         Ok(())
     }

@@ -283,7 +283,8 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
-            | Op::GroupNorm(_) => false,
+            | Op::GroupNorm(_)
+            | Op::Pad(_) => false,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -586,7 +587,8 @@ impl<'g> Backward<'g> {
                 | Op::PointwiseDense(_)
                 | Op::Parameter(_)
                 | Op::PRelu(_)
-                | Op::GroupNorm(_) => {
+                | Op::GroupNorm(_)
+                | Op::Pad(_) => {
                     return Err(self.lowering.malformed(id, "no compiled backward"));
                 }
             }
