@@ -263,6 +263,10 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
             Op::PointwiseDense(attrs) if attrs.bias => &["Transpose", "Add", "Transpose"],
             Op::PointwiseDense(_) => &["Transpose", "Transpose"],
             Op::PRelu(_) if !graph.input_shape(id).flat => &["Unsqueeze"],
+            // A size that is not whole factors: its `sizes` input built from the input's shape.
+            Op::Upsample(a) if a.factors(graph.input_shape(id)).is_none() => {
+                &["Shape", "Slice", "Concat"]
+            }
             Op::GroupNorm(a) if !a.affine => &["InstanceNormalization", "Reshape"],
             Op::GroupNorm(_) if graph.input_shape(id).flat => {
                 &["InstanceNormalization", "Reshape", "Mul", "Add"]
@@ -601,6 +605,33 @@ fn padding_modes_export_as_pad() {
         conv_pads.is_none_or(|p| p.iter().all(|&v| v == 0)),
         "the conv reads the padded tensor"
     );
+}
+
+/// A size that is not a whole multiple of the input is a `Resize` with `sizes` (the batch and
+/// channels from the input's `Shape`, the height and width as written) and no scales.
+#[test]
+fn upsample_to_any_size_exports_sizes() {
+    let graph = &compile_all(
+        "upsample_size.cnn",
+        "network t(x: 5x3x2) { x -> upsample(size: [7, 8], mode: \"bilinear\") }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let ops: Vec<&str> = onnx_graph
+        .node
+        .iter()
+        .filter_map(|n| n.op_type.as_deref())
+        .collect();
+    assert_eq!(ops, ["Shape", "Slice", "Concat", "Resize"]);
+    let resize = &onnx_graph.node[3];
+    assert_eq!(
+        resize.input[1..3],
+        ["", ""],
+        "no region of interest, no scales"
+    );
+    assert_eq!(resize.input[3], onnx_graph.node[2].output[0], "the sizes");
 }
 
 /// `upsample` is a `Resize` with scales `[1, 1, sh, sw]` and the coordinate rule that gives

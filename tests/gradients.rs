@@ -589,6 +589,15 @@ fn upsample_nearest_and_bilinear() {
             });
             check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
         }
+        // Sizes that are not whole multiples, larger and smaller.
+        for size in [[5, 3], [2, 1]] {
+            let op = Op::Upsample(UpsampleAttrs {
+                scale: [0, 0],
+                mode,
+                size: Some(size),
+            });
+            check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
+        }
     }
 }
 

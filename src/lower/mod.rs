@@ -50,6 +50,7 @@ mod prelu;
 pub mod program;
 mod train;
 mod upsample;
+mod upsample_sized;
 mod verify;
 pub mod winograd;
 mod winograd_pack;

@@ -273,7 +273,9 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Dense(_) | Op::Activation(_) => true,
             // The backward kernels read undilated windows.
             Op::Pool(a) => a.dilation == [1, 1],
-            Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } | Op::Upsample(_) => true,
+            Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } => true,
+            // A size that is not a whole multiple trains on the reference.
+            Op::Upsample(a) => a.factors(graph.input_shape(id)).is_some(),
             Op::BatchNorm { .. } => true,
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
