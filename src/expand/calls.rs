@@ -92,8 +92,12 @@ impl Expander<'_> {
         )
         .with_label(format!("expected {} {}", article(ty.name()), ty.name()));
         // The call chain already holds the call site; point at the declared type as well.
-        let diagnostic =
+        let mut diagnostic =
             diagnostic.with_secondary(ty_span, "the parameter's type is declared here");
+        if matches!((&value, ty), (Value::Float(_), TypeName::Int)) {
+            diagnostic = diagnostic
+                .with_help("for a whole number write `floor(…)` (or `ceil`, `round`, `int`)");
+        }
         // The argument is written at the call site, which is already the primary span: the
         // innermost call of the chain would only repeat it.
         let innermost = self.calls.pop();
