@@ -48,6 +48,16 @@ For each network:
    ORT's is measured in a child Python process that imports onnxruntime, creates the session
    and runs it 3 times: its VmHWM, and in brackets what it grew by after the imports (the
    interpreter, numpy and onnxruntime's library take ~30-40 MiB by themselves).
+
+5. Example files (--file PATH, repeatable; implies --check-only): every network of the file,
+   with the seeded weights perturbed (each tensor scaled elementwise by a factor in [0.5, 1.5],
+   1-D tensors shifted by up to ±0.1, batch norms given random statistics) so that affine
+   parameters that start at 1 and 0 do real work, exported as ONNX; inputs uniform in [-1, 1)
+   at batch 1 and 3 through `cnnc run` (JIT on 2 threads, and the reference interpreter) and
+   onnxruntime. These outputs are not probabilities, so the error printed is the largest
+   difference over the largest magnitude of ORT's output (above 1e-4: FAIL). bench/ort_ops.cnn
+   holds the ops the tests check only structurally in ONNX (prelu, groupnorm, instancenorm,
+   conv_transpose, the padding modes, upsample, layernorm).
 """
 
 import argparse
@@ -245,6 +255,70 @@ def check_against_ort(cnnc, file, net, weights, onnx_path, x_nchw, workdir, root
     return relative, float(np.max(diff))
 
 
+def file_weights(seeded, rng):
+    """The seeded weights perturbed so that every tensor matters (see the header, step 5)."""
+    out = {}
+    batch_norms = {name[:-len(".running_mean")] for name in seeded if name.endswith(".running_mean")}
+    for name, array in seeded.items():
+        prefix, _, suffix = name.rpartition(".")
+        if prefix in batch_norms:
+            low, high = {"weight": (0.5, 1.5), "bias": (-0.1, 0.1), "running_mean": (-0.1, 0.1),
+                         "running_var": (0.5, 2.0)}[suffix]
+            out[name] = rng.uniform(low, high, size=array.shape).astype(np.float32)
+            continue
+        scaled = array * rng.uniform(0.5, 1.5, size=array.shape)
+        if array.ndim == 1:
+            scaled = scaled + rng.uniform(-0.1, 0.1, size=array.shape)
+        out[name] = scaled.astype(np.float32)
+    return out
+
+
+def check_file(cnnc, file, root, workdir):
+    """Every network of `file` against onnxruntime; returns one row per network."""
+    listing = subprocess.run([cnnc, "check", file, "--json"], check=True, capture_output=True,
+                             text=True, cwd=root)
+    rows = []
+    for entry in json.loads(listing.stdout):
+        net = entry["network"]
+        seeded_path = os.path.join(workdir, f"{net}.seeded.safetensors")
+        subprocess.run([cnnc, "weights", file, "--net", net, "--out", seeded_path],
+                       check=True, capture_output=True, cwd=root)
+        weights = os.path.join(workdir, f"{net}.perturbed.safetensors")
+        write_safetensors(weights, file_weights(read_safetensors(seeded_path),
+                                                np.random.default_rng(3)))
+        onnx_path = os.path.join(workdir, f"{net}.onnx")
+        subprocess.run([cnnc, "export", file, "--net", net, "--weights", weights, "--onnx",
+                        onnx_path], check=True, capture_output=True, cwd=root)
+        sess = session(onnx_path, 1)
+        worst = 0.0
+        for batch in (1, 3):
+            shape = [batch] + list(sess.get_inputs()[0].shape[1:])
+            x = np.random.default_rng(batch).uniform(-1, 1, size=shape).astype(np.float32)
+            expected = sess.run(None, {sess.get_inputs()[0].name: x})[0].astype(np.float64)
+            if expected.ndim == 4:
+                expected = expected.transpose(0, 2, 3, 1)
+            x_path = os.path.join(workdir, f"{net}.x.npy")
+            y_path = os.path.join(workdir, f"{net}.y.npy")
+            np.save(x_path, np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+            for backend in (["--backend", "jit", "--threads", "2"], ["--backend", "reference"]):
+                subprocess.run([cnnc, "run", file, "--net", net, "--weights", weights, "--input",
+                                x_path, "--output", y_path] + backend,
+                               check=True, capture_output=True, cwd=root)
+                found = np.load(y_path).astype(np.float64)
+                if found.shape != expected.shape:
+                    raise SystemExit(f"{net}: cnnc gives {found.shape}, onnxruntime "
+                                     f"{expected.shape}")
+                error = float(np.max(np.abs(found - expected)) / max(np.max(np.abs(expected)),
+                                                                     1e-30))
+                worst = max(worst, error)
+                print(f"{file} {net} batch {batch} {backend[1]}: max difference / max |ORT| "
+                      f"{error:.2e}", flush=True)
+        verdict = "ok" if worst <= TOLERANCE else "FAIL"
+        print(f"{file} {net}: worst {worst:.2e}: {verdict}", flush=True)
+        rows.append({"net": f"{file}:{net}", "rel": worst})
+    return rows
+
+
 def measure(args, net, root, workdir):
     file = NETWORKS[net]
     onnx_path = os.path.join(workdir, f"{net}.onnx")
@@ -432,12 +506,25 @@ def main():
                         help="batch of the throughput measurements (1: none)")
     parser.add_argument("--check-only", action="store_true", help="only the numerical check")
     parser.add_argument("--out", help="the markdown file (default: bench/results-<date>.md)")
+    parser.add_argument("--file", action="append", default=[],
+                        help="check every network of this .cnn file against ORT (step 5 of the "
+                             "header; repeatable; only the numerical check)")
     args = parser.parse_args()
     args.threads = [int(t) for t in args.threads.split(",")]
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in nets if n not in NETWORKS]
     if unknown:
         parser.error(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(NETWORKS)}")
+
+    if args.file:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="cnnc-compare-") as workdir:
+            for file in args.file:
+                rows.extend(check_file(args.cnnc, file, args.root, workdir))
+        failed = [r["net"] for r in rows if r["rel"] > TOLERANCE]
+        if failed:
+            print("FAILED: " + ", ".join(failed))
+        return 1 if failed else 0
 
     load_before = os.getloadavg()[0]
     rows = []

@@ -6,6 +6,7 @@
 #   bench/compare.sh                                  # every network (vgg16 takes minutes)
 #   bench/compare.sh --nets lenet5,resnet18,mobilenet_v2 --rounds 3
 #   bench/compare.sh --check-only                     # only the numerical check
+#   bench/compare.sh --file bench/ort_ops.cnn         # every network of a file, numerics only
 #   bench/compare.sh --nets resnet50 --batch 8        # throughput at batch 8 too (the default; 1: none)
 #
 # Needs python3 (with the venv module), cargo, and the PyPI registry. The venv is made once in

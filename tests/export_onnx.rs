@@ -108,6 +108,7 @@ fn onnx_op_type(op: &Op) -> Option<&'static str> {
         Op::ChannelShuffle(_) => "Reshape",
         Op::Split(_) => "Slice",
         Op::Upsample(_) => "Resize",
+        Op::Pad(_) => "Pad",
         Op::LayerNorm(_) => "ReduceMean",
         Op::PointwiseDense(_) => "Transpose",
         Op::Parameter(_) => "Identity",
@@ -262,6 +263,10 @@ fn check_model(graph: &Graph, weights: &Weights, model: &pb::ModelProto) {
             Op::PointwiseDense(attrs) if attrs.bias => &["Transpose", "Add", "Transpose"],
             Op::PointwiseDense(_) => &["Transpose", "Transpose"],
             Op::PRelu(_) if !graph.input_shape(id).flat => &["Unsqueeze"],
+            // A size that is not whole factors: its `sizes` input built from the input's shape.
+            Op::Upsample(a) if a.factors(graph.input_shape(id)).is_none() => {
+                &["Shape", "Slice", "Concat"]
+            }
             Op::GroupNorm(a) if !a.affine => &["InstanceNormalization", "Reshape"],
             Op::GroupNorm(_) if graph.input_shape(id).flat => {
                 &["InstanceNormalization", "Reshape", "Mul", "Add"]
@@ -540,6 +545,93 @@ fn channel_shuffle_and_split_match_the_interpreter() {
     let back = sliced.permuted_axes(IxDyn(&[0, 2, 3, 1]));
     assert_eq!(back.shape(), expected.shape());
     assert!(back.iter().zip(expected.iter()).all(|(a, b)| a == b));
+}
+
+/// `pad` and a conv's `pad_mode` are `Pad` nodes with ONNX's mode names (`edge` for
+/// replicate) and pads in NCHW order, begins then ends; the conv after one has no padding.
+#[test]
+fn padding_modes_export_as_pad() {
+    let graph = &compile_all(
+        "pad.cnn",
+        "network t(x: 5x4x2) { x -> conv(3, 3, pad: [1, 2], pad_mode: \"reflect\") -> pad([0, 1, 2, 3], mode: \"replicate\") -> pad(1) }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("seeded weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let pads: Vec<(String, Vec<i64>)> = onnx_graph
+        .node
+        .iter()
+        .filter(|node| node.op_type.as_deref() == Some("Pad"))
+        .map(|node| {
+            let mode = node
+                .attribute
+                .iter()
+                .find(|a| a.name.as_deref() == Some("mode"))
+                .and_then(|a| a.s.clone())
+                .expect("a mode");
+            let pads = onnx_graph
+                .initializer
+                .iter()
+                .find(|t| t.name.as_deref() == Some(node.input[1].as_str()))
+                .and_then(|t| t.raw_data.clone())
+                .expect("the pads");
+            let pads = pads
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+                .collect();
+            (String::from_utf8_lossy(&mode).into_owned(), pads)
+        })
+        .collect();
+    assert_eq!(
+        pads,
+        [
+            ("reflect".to_string(), vec![0, 0, 1, 2, 0, 0, 1, 2]),
+            ("edge".to_string(), vec![0, 0, 0, 2, 0, 0, 1, 3]),
+            ("constant".to_string(), vec![0, 0, 1, 1, 0, 0, 1, 1]),
+        ]
+    );
+    let conv = onnx_graph
+        .node
+        .iter()
+        .find(|node| node.op_type.as_deref() == Some("Conv"))
+        .expect("the conv");
+    let conv_pads = conv
+        .attribute
+        .iter()
+        .find(|a| a.name.as_deref() == Some("pads"))
+        .map(|a| a.ints.clone());
+    assert!(
+        conv_pads.is_none_or(|p| p.iter().all(|&v| v == 0)),
+        "the conv reads the padded tensor"
+    );
+}
+
+/// A size that is not a whole multiple of the input is a `Resize` with `sizes` (the batch and
+/// channels from the input's `Shape`, the height and width as written) and no scales.
+#[test]
+fn upsample_to_any_size_exports_sizes() {
+    let graph = &compile_all(
+        "upsample_size.cnn",
+        "network t(x: 5x3x2) { x -> upsample(size: [7, 8], mode: \"bilinear\") }",
+    )[0];
+    let weights = Weights::seeded(graph, 0).expect("no weights");
+    let model = round_trip(graph, &weights);
+    check_model(graph, &weights, &model);
+    let onnx_graph = model.graph.as_ref().expect("a graph");
+    let ops: Vec<&str> = onnx_graph
+        .node
+        .iter()
+        .filter_map(|n| n.op_type.as_deref())
+        .collect();
+    assert_eq!(ops, ["Shape", "Slice", "Concat", "Resize"]);
+    let resize = &onnx_graph.node[3];
+    assert_eq!(
+        resize.input[1..3],
+        ["", ""],
+        "no region of interest, no scales"
+    );
+    assert_eq!(resize.input[3], onnx_graph.node[2].output[0], "the sizes");
 }
 
 /// `upsample` is a `Resize` with scales `[1, 1, sh, sw]` and the coordinate rule that gives

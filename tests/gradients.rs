@@ -589,6 +589,31 @@ fn upsample_nearest_and_bilinear() {
             });
             check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
         }
+        // Sizes that are not whole multiples, larger and smaller.
+        for size in [[5, 3], [2, 1]] {
+            let op = Op::Upsample(UpsampleAttrs {
+                scale: [0, 0],
+                mode,
+                size: Some(size),
+            });
+            check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
+        }
+    }
+}
+
+/// Reflection and replication send several outputs' gradients to one border pixel.
+#[test]
+fn pad_every_mode() {
+    use cnnc::graph::{PadAttrs, PadMode, Padding};
+    let pad = Padding {
+        top: 2,
+        bottom: 1,
+        left: 0,
+        right: 1,
+    };
+    for mode in [PadMode::Zeros, PadMode::Reflect, PadMode::Replicate] {
+        let op = Op::Pad(PadAttrs { pad, mode });
+        check_single(&[Shape::spatial(3, 2, 2)], op, TRAIN, smooth);
     }
 }
 

@@ -29,6 +29,8 @@ mod layers_convnext;
 mod layers_issue11;
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/padding_modes.rs"]
+mod padding_modes;
 #[path = "jit_differential/pointwise.rs"]
 mod pointwise;
 #[path = "jit_differential/pool_dilation.rs"]
@@ -676,6 +678,8 @@ fn nested_concats_and_every_in_place_producer() {
         "network t(x: 3x6x24) { return concat(x -> conv(5, 1), x -> conv(64, 3, pad: 1) -> relu) }",
         // The same, large enough to run on two threads.
         "network t(x: 12x12x64) { return concat(x -> conv(5, 1), x -> conv(128, 3, pad: 1) -> relu) }",
+        // Tensor `-` and `/`, full size and by a broadcast gate on either side.
+        "network t(x: 5x3x6) {\n let a = x -> conv(6, 1)\n let g = x -> global_avgpool -> sigmoid\n return concat(a - x, x / (x -> sigmoid), g - (x -> relu), (x -> tanh) / g)\n }",
         // Residual convs fused by the passes, written in place.
         "block res(x) {\n let y = x -> conv(8, 3, pad: 1) -> relu -> conv(8, 3, pad: 1)\n return relu(y + x)\n }\nnetwork t(x: 5x5x8) { return concat(x -> res(), x -> conv(3, 1) -> relu) }",
     ];

@@ -8,6 +8,8 @@
 mod conv_transpose;
 #[path = "reference_layers/convnext_layers.rs"]
 mod convnext_layers;
+#[path = "reference_layers/padding_modes.rs"]
+mod padding_modes;
 #[path = "reference_layers/runtime_files.rs"]
 mod runtime_files;
 
@@ -743,6 +745,48 @@ fn upsample_nearest_and_bilinear_match_pytorch() {
         let graph = single(Shape::spatial(1, 2, 1), op);
         let found = run1(&graph, &Weights::new(), tensor(&[1, 1, 2, 1], input));
         assert_eq!(found.shape(), &[1, h, w, 1]);
+        assert_close(&found, &expected);
+    }
+    // A size that is not a whole multiple, PyTorch's rule with the scale in/out: 2 → 3
+    // nearest reads floor(o·2/3) = [0, 0, 1]; bilinear samples at (o + 0.5)·2/3 − 0.5 =
+    // [−1/6 → 0, 0.5, 7/6 → the last]; 4 → 3 samples at [1/6, 1.5, 17/6].
+    let sized = |size, mode| {
+        Op::Upsample(UpsampleAttrs {
+            scale: [0, 0],
+            mode,
+            size: Some(size),
+        })
+    };
+    for (mode, input, size, expected) in [
+        (
+            UpsampleMode::Nearest,
+            vec![1., 2.],
+            [1, 3],
+            vec![1., 1., 2.],
+        ),
+        (
+            UpsampleMode::Bilinear,
+            vec![1., 2.],
+            [1, 3],
+            vec![1., 1.5, 2.],
+        ),
+        (
+            UpsampleMode::Nearest,
+            vec![0., 3., 6., 9.],
+            [1, 3],
+            vec![0., 3., 6.],
+        ),
+        (
+            UpsampleMode::Bilinear,
+            vec![0., 3., 6., 9.],
+            [1, 3],
+            vec![0.5, 4.5, 8.5],
+        ),
+    ] {
+        let w = input.len();
+        let graph = single(Shape::spatial(1, w, 1), sized(size, mode));
+        let found = run1(&graph, &Weights::new(), tensor(&[1, 1, w, 1], input));
+        assert_eq!(found.shape(), &[1, 1, 3, 1]);
         assert_close(&found, &expected);
     }
     // Along the height as along the width: a column [0, 4] doubled is [0, 1, 3, 4] down.

@@ -9,9 +9,24 @@ use super::value::Value;
 use super::{Expander, Naming};
 use crate::diag::{Code, Diagnostic};
 use crate::graph::ops::signature::{ParamKind, Surface};
-use crate::graph::{ops, Op};
+use crate::graph::ops::PAD_MODE;
+use crate::graph::{ops, Op, PadAttrs, PadMode};
 use crate::source::Span;
 use crate::syntax::ast::Ident;
+
+/// A conv whose `pad_mode` is not zeros gives its padding to a `pad` layer before it: PyTorch's
+/// `Conv2d(padding_mode=…)` pads with `F.pad` and convolves without padding, and so does the
+/// graph. Returns the `pad` layer's attributes and leaves the conv unpadded.
+fn split_padding(op: &mut Op, mode: PadMode) -> Option<PadAttrs> {
+    let Op::Conv(attrs) = op else {
+        return None;
+    };
+    if mode == PadMode::Zeros || attrs.pad.is_zero() {
+        return None;
+    }
+    let pad = std::mem::take(&mut attrs.pad);
+    Some(PadAttrs { pad, mode })
+}
 
 /// The layer called `name`, if the language has one.
 pub fn signature(name: &str) -> Option<&'static dyn Surface> {
@@ -119,10 +134,33 @@ impl Expander<'_> {
                 None => return Value::Poison,
             }
         }
+        let pad_mode = params
+            .iter()
+            .zip(&values)
+            .find(|(param, _)| param.name == PAD_MODE.name)
+            .and_then(|(_, value)| value.clone().choice())
+            .map_or(PadMode::Zeros, PadMode::from_choice);
         match sig.build(values, input_shape) {
-            Some(op) if !poisoned => {
-                self.add_node(op, inputs, &operand_spans, &naming, span, literal_span)
-            }
+            Some(mut op) if !poisoned => match split_padding(&mut op, pad_mode) {
+                Some(pad) => {
+                    // Both nodes are the layer the user wrote: one path, one span.
+                    let naming = Naming::Label(self.resolve_name(&naming, op.name()));
+                    let padded =
+                        self.add_node(Op::Pad(pad), inputs, &operand_spans, &naming, span, None);
+                    let Value::Tensor(padded) = padded else {
+                        return Value::Poison;
+                    };
+                    self.add_node(
+                        op,
+                        vec![padded],
+                        &operand_spans,
+                        &naming,
+                        span,
+                        literal_span,
+                    )
+                }
+                None => self.add_node(op, inputs, &operand_spans, &naming, span, literal_span),
+            },
             _ => Value::Poison,
         }
     }

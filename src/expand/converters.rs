@@ -149,17 +149,22 @@ impl Expander<'_> {
         if arg.value.is_poison() {
             return;
         }
-        self.error(
-            Diagnostic::error(
-                Code::ArgumentType,
-                arg.span,
-                format!(
-                    "`{name}` must be {wants}, but this is {}",
-                    arg.value.type_name()
-                ),
-            )
-            .with_label(format!("expected {wants}")),
-        );
+        let mut diagnostic = Diagnostic::error(
+            Code::ArgumentType,
+            arg.span,
+            format!(
+                "`{name}` must be {wants}, but this is {}",
+                arg.value.type_name()
+            ),
+        )
+        .with_label(format!("expected {wants}"));
+        // The usual way to get a float where a count belongs is `/`, which always gives one.
+        if matches!(arg.value, Value::Float(_)) && wants.starts_with("an int") {
+            diagnostic = diagnostic.with_help(
+                "`/` always gives a float: for a whole number write `floor(a / b)` (or `ceil`, `round`, `int`)",
+            );
+        }
+        self.error(diagnostic);
     }
 
     fn range_error(&mut self, arg: &EvalArg, message: String, label: &str) {

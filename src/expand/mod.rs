@@ -9,6 +9,7 @@
 mod args;
 mod augment;
 mod builtins;
+mod calls;
 mod catalogue;
 mod converters;
 mod declarations;

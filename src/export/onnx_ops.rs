@@ -4,8 +4,8 @@
 use super::onnx::{Builder, ExportError};
 use super::onnx_proto as pb;
 use crate::graph::{
-    Activation, ArithmeticOp, ConvAttrs, ConvTransposeAttrs, DenseAttrs, NodeId, Op, PoolAttrs,
-    PoolKind, ScalarOp, Shape, UpsampleAttrs, UpsampleMode,
+    Activation, ArithmeticOp, ConvAttrs, ConvTransposeAttrs, DenseAttrs, NodeId, Op, PadAttrs,
+    PadMode, PoolAttrs, PoolKind, ScalarOp, Shape, UpsampleAttrs, UpsampleMode,
 };
 
 impl Builder<'_> {
@@ -167,7 +167,11 @@ impl Builder<'_> {
             }
             Op::Upsample(attrs) => {
                 arity(1)?;
-                self.upsample(&args[0], attrs, &base)
+                self.upsample(&args[0], attrs, input_shape, &base)
+            }
+            Op::Pad(attrs) => {
+                arity(1)?;
+                self.pad(&args[0], attrs, &base)
             }
             Op::Split(attrs) => {
                 arity(1)?;
@@ -385,11 +389,15 @@ impl Builder<'_> {
 
     /// `Resize` with PyTorch's sampling: `nearest` as `asymmetric` coordinates rounded down,
     /// `bilinear` (`align_corners=False`) as `linear` with `pytorch_half_pixel` coordinates.
-    fn upsample(&mut self, input: &str, attrs: &UpsampleAttrs, base: &str) -> String {
-        let [sh, sw] = attrs.scale;
-        let scales = self.fresh(&format!("{base}.scales"));
-        let values = [1.0, 1.0, sh as f32, sw as f32];
-        self.initializer(scales.clone(), &[4], values.into_iter());
+    /// Whole factors are given as `scales`; another size as `sizes`, whose batch entry comes
+    /// from the input's own shape, since the model's batch is symbolic.
+    fn upsample(
+        &mut self,
+        input: &str,
+        attrs: &UpsampleAttrs,
+        input_shape: Shape,
+        base: &str,
+    ) -> String {
         let attributes = match attrs.mode {
             UpsampleMode::Nearest => vec![
                 string("mode", "nearest"),
@@ -401,9 +409,54 @@ impl Builder<'_> {
                 string("coordinate_transformation_mode", "pytorch_half_pixel"),
             ],
         };
+        let Some([sh, sw]) = attrs.factors(input_shape) else {
+            let [oh, ow] = attrs.output_size(input_shape);
+            let shape = self.emit(
+                "Shape",
+                &format!("{base}/shape"),
+                vec![input.into()],
+                vec![],
+            );
+            let starts = self.int64_initializer(&format!("{base}.starts"), &[0]);
+            let ends = self.int64_initializer(&format!("{base}.ends"), &[2]);
+            let batch_channels = self.emit(
+                "Slice",
+                &format!("{base}/batch_channels"),
+                vec![shape, starts, ends],
+                vec![],
+            );
+            let spatial = self.int64_initializer(&format!("{base}.size"), &[oh as i64, ow as i64]);
+            let sizes = self.emit(
+                "Concat",
+                &format!("{base}/sizes"),
+                vec![batch_channels, spatial],
+                vec![int("axis", 0)],
+            );
+            // The region of interest and the scales are unused and left empty.
+            let inputs = vec![input.to_string(), String::new(), String::new(), sizes];
+            return self.emit("Resize", base, inputs, attributes);
+        };
+        let scales = self.fresh(&format!("{base}.scales"));
+        let values = [1.0, 1.0, sh as f32, sw as f32];
+        self.initializer(scales.clone(), &[4], values.into_iter());
         // The second input, the region of interest, is unused and left empty.
         let inputs = vec![input.to_string(), String::new(), scales];
         self.emit("Resize", base, inputs, attributes)
+    }
+
+    /// `Pad` (opset 11 and later take the pads as an input): NCHW begins then ends, with
+    /// ONNX's names for the modes (`edge` is `replicate`).
+    fn pad(&mut self, input: &str, attrs: &PadAttrs, base: &str) -> String {
+        let p = attrs.pad;
+        let pads = [0, 0, p.top, p.left, 0, 0, p.bottom, p.right].map(|v| v as i64);
+        let pads = self.int64_initializer(&format!("{base}.pads"), &pads);
+        let mode = match attrs.mode {
+            PadMode::Zeros => "constant",
+            PadMode::Reflect => "reflect",
+            PadMode::Replicate => "edge",
+        };
+        let inputs = vec![input.to_string(), pads];
+        self.emit("Pad", base, inputs, vec![string("mode", mode)])
     }
 
     /// GELU's tanh approximation at opset 13: `0.5 · x · (1 + Tanh(β · (x + κ · x · x · x)))`.

@@ -44,6 +44,14 @@ pub enum ShapeError {
         kernel: [usize; 2],
         limit: usize,
     },
+    #[error(
+        "a reflect padding of {pad} needs an input larger than {pad} along its {axis}, but the {axis} is {size}"
+    )]
+    ReflectPadding {
+        pad: usize,
+        axis: &'static str,
+        size: usize,
+    },
     #[error("a padding of {pad} is more than {limit}, {what}")]
     PaddingTooLarge {
         pad: usize,
@@ -135,6 +143,10 @@ impl ShapeError {
                 "use a smaller kernel, pad the input, or remove an earlier downsampling layer"
                     .into(),
             ),
+            ShapeError::ReflectPadding { size, .. } => Some(format!(
+                "a reflection mirrors the input without repeating its edge, so it can add at most {} (as PyTorch requires); pad less, or pad with \"replicate\", which repeats the edge",
+                size.saturating_sub(1)
+            )),
             ShapeError::PoolPaddingTooLarge { limit, .. } => Some(format!(
                 "pad by at most {limit} (half the window, as PyTorch requires), or use `pad: same`"
             )),
@@ -272,6 +284,11 @@ impl ShapeError {
             ShapeError::PaddingTooLarge { .. } => {
                 (Code::PaddingTooLarge, span, "too much padding".to_string())
             }
+            ShapeError::ReflectPadding { .. } => (
+                Code::PaddingTooLarge,
+                span,
+                "too much padding to reflect".to_string(),
+            ),
             ShapeError::TransposePaddingTooLarge { .. } => {
                 (Code::PaddingTooLarge, span, "no output left".to_string())
             }
@@ -303,14 +320,10 @@ impl ShapeError {
             ShapeError::ScaleTooLarge { .. } => {
                 (Code::ArgumentRange, span, "scale too large".to_string())
             }
-            ShapeError::UpsampleSize { input, size, .. } => (
+            ShapeError::UpsampleSize { .. } => (
                 Code::ArgumentRange,
                 span,
-                if is_whole_multiple(*input, *size) {
-                    "`scale` and `size` disagree".to_string()
-                } else {
-                    "not a whole multiple of the input".to_string()
-                },
+                "`scale` and `size` disagree".to_string(),
             ),
             ShapeError::TooLarge { .. } => (Code::TooLarge, span, "too large".to_string()),
             ShapeError::NotPositive { .. } => {
@@ -367,28 +380,16 @@ impl ShapeError {
 }
 
 /// Whether `size` is `input` times whole factors of at least 1.
-fn is_whole_multiple(input: [usize; 2], size: [usize; 2]) -> bool {
-    (0..2).all(|axis| {
-        input[axis] > 0 && size[axis] >= input[axis] && size[axis].is_multiple_of(input[axis])
-    })
-}
-
 fn upsample_size_phrase(input: [usize; 2], size: [usize; 2], scale: [usize; 2]) -> String {
     let [h, w] = input;
     let [sh, sw] = size;
-    if is_whole_multiple(input, size) {
-        format!(
-            "`scale: [{}, {}]` upsamples {h}×{w} to {}×{}, not to the `size` {sh}×{sw}",
-            scale[0],
-            scale[1],
-            h.saturating_mul(scale[0]),
-            w.saturating_mul(scale[1])
-        )
-    } else {
-        format!(
-            "cannot upsample {h}×{w} to {sh}×{sw}: cnnc upsamples by whole factors, so the size must be a multiple of the input's height and width"
-        )
-    }
+    format!(
+        "`scale: [{}, {}]` upsamples {h}×{w} to {}×{}, not to the `size` {sh}×{sw}",
+        scale[0],
+        scale[1],
+        h.saturating_mul(scale[0]),
+        w.saturating_mul(scale[1])
+    )
 }
 
 /// "subtract 4×4×4 from 8×8×4", "divide 8×8×4 by 8×8×8".

@@ -21,9 +21,9 @@ pub use ops::{
     Activation, AdaptiveAvgPoolAttrs, AddAttrs, ArithmeticOp, BatchNormAttrs, ChannelShuffleAttrs,
     Coefficient, ConcatAttrs, ConvAttrs, ConvTransposeAttrs, DenseAttrs, DropoutAttrs,
     FlattenAttrs, GlobalPoolAttrs, GroupNormAttrs, IdentityAttrs, InputAttrs, LayerNormAttrs,
-    Literal, MulAttrs, Op, OpRule, PReluAttrs, Padding, ParameterAttrs, PointwiseDenseAttrs,
-    PoolAttrs, PoolKind, ScalarAttrs, ScalarOp, SoftmaxAttrs, SplitAttrs, UpsampleAttrs,
-    UpsampleMode, PARAMETER_SUFFIX,
+    Literal, MulAttrs, Op, OpRule, PReluAttrs, PadAttrs, PadMode, Padding, ParameterAttrs,
+    PointwiseDenseAttrs, PoolAttrs, PoolKind, ScalarAttrs, ScalarOp, SoftmaxAttrs, SplitAttrs,
+    UpsampleAttrs, UpsampleMode, PARAMETER_SUFFIX,
 };
 pub use shape::Shape;
 

@@ -67,6 +67,7 @@ impl Lowering<'_> {
                 | Op::BatchNorm { .. }
                 | Op::Add
                 | Op::Mul
+                | Op::Arithmetic(_)
                 | Op::Concat
                 | Op::ChannelShuffle(_)
                 | Op::Split(_)

@@ -43,12 +43,14 @@ pub mod ir;
 mod norm;
 mod pack;
 mod pad;
+mod pad_layer;
 mod plan;
 mod pool;
 mod prelu;
 pub mod program;
 mod train;
 mod upsample;
+mod upsample_sized;
 mod verify;
 pub mod winograd;
 mod winograd_pack;
@@ -448,6 +450,7 @@ impl<'g> Lowering<'g> {
             Op::Parameter(_) => self.parameter(id)?,
             Op::PRelu(attrs) => self.prelu(id, *attrs)?,
             Op::GroupNorm(attrs) => self.group_norm(id, *attrs)?,
+            Op::Pad(attrs) => self.pad_layer(id, *attrs)?,
         }
         Ok(())
     }

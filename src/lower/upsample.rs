@@ -160,7 +160,9 @@ impl Lowering<'_> {
     pub(super) fn upsample(&mut self, id: NodeId, attrs: UpsampleAttrs) -> Result<(), LowerError> {
         let x = self.arg(id, 0)?;
         let s = x.shape;
-        let [sh, sw] = attrs.scale;
+        let Some([sh, sw]) = attrs.factors(s) else {
+            return self.upsample_sized(id, attrs, x);
+        };
         if sh == 0 || sw == 0 || s.flat {
             return Err(self.malformed(id, "needs an image and non-zero scales"));
         }

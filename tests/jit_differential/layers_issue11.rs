@@ -157,7 +157,7 @@ fn tensor_number_arithmetic() {
 /// modes, alone and beside an agreeing `scale`.
 #[test]
 fn upsample_to_a_size() {
-    use cnnc::graph::{UpsampleAttrs, UpsampleMode};
+    use cnnc::graph::UpsampleMode;
     for (mode, expected_mode) in [
         ("nearest", UpsampleMode::Nearest),
         ("bilinear", UpsampleMode::Bilinear),
@@ -172,16 +172,40 @@ fn upsample_to_a_size() {
             let graph = graph_of(&source);
             let node = &graph.nodes[graph.output()];
             let size = [5 * scale[0], 3 * scale[1]];
-            assert_eq!(
-                node.op,
-                Op::Upsample(UpsampleAttrs {
-                    scale,
-                    mode: expected_mode,
-                    size: Some(size),
-                }),
-                "{source}"
-            );
+            let Op::Upsample(attrs) = &node.op else {
+                panic!("{source}: not an upsample");
+            };
+            let input = cnnc::graph::Shape::spatial(5, 3, 6);
+            assert_eq!(attrs.mode, expected_mode, "{source}");
+            assert_eq!(attrs.size, Some(size), "{source}");
+            assert_eq!(attrs.factors(input), Some(scale), "{source}");
             check_source(&source, 3);
         }
+    }
+}
+
+/// `upsample(size: …)` that is not a whole multiple of the input, larger and smaller, both
+/// modes, alone, after a conv, and written into a concat's slice; batch 3.
+#[test]
+fn upsample_to_any_size() {
+    for mode in ["nearest", "bilinear"] {
+        for (shape, size) in [
+            ("5x3x6", "[7, 8]"),
+            ("5x3x6", "[3, 2]"),
+            ("4x7x5", "[9, 7]"),
+            ("1x1x3", "[3, 5]"),
+            ("6x6x2", "[6, 13]"),
+        ] {
+            check_source(
+                &format!(
+                    "network t(x: {shape}) {{ x -> upsample(size: {size}, mode: \"{mode}\") }}"
+                ),
+                3,
+            );
+        }
+        check_source(
+            &format!("network t(x: 7x5x3) {{ let u = x -> conv(5, 3) -> upsample(size: [7, 5], mode: \"{mode}\")\n return concat(x, u) -> conv(4, 1) }}"),
+            3,
+        );
     }
 }

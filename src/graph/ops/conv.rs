@@ -53,13 +53,20 @@ const STRIDE: Param = Param::new(
 const PAD: Param = Param::new("pad", ParamKind::Pad, ParamDefault::Absent);
 const BIAS: Param = Param::new("bias", ParamKind::Bias, ParamDefault::Absent);
 const WEIGHTS: Param = Param::new("weights", ParamKind::Literal, ParamDefault::Absent);
+/// What fills a conv's padding, PyTorch's `padding_mode`. Expansion turns a mode other than
+/// zeros into a `pad` layer before the conv (see `ops/pad.rs`), so the builders ignore it.
+pub const PAD_MODE: Param = Param::new(
+    "pad_mode",
+    ParamKind::Choice(super::PAD_MODES),
+    ParamDefault::Choice(0),
+);
 const DILATION: Param = Param::new(
     "dilation",
     ParamKind::Pair { min: 1 },
     ParamDefault::Pair([1, 1]),
 );
 
-pub(super) const CONV: Layer<9> = Layer {
+pub(super) const CONV: Layer<10> = Layer {
     name: "conv",
     params: [
         X,
@@ -79,8 +86,9 @@ pub(super) const CONV: Layer<9> = Layer {
         BIAS,
         WEIGHTS,
         DILATION,
+        PAD_MODE,
     ],
-    build: |[_, filters, kernel, stride, pad, groups, bias, weights, dilation], input| {
+    build: |[_, filters, kernel, stride, pad, groups, bias, weights, dilation, _], input| {
         build(Parts {
             filters: filters.count()?,
             groups: groups.count()?,
@@ -96,7 +104,7 @@ pub(super) const CONV: Layer<9> = Layer {
     },
 };
 
-pub(super) const DWCONV: Layer<8> = Layer {
+pub(super) const DWCONV: Layer<9> = Layer {
     name: "dwconv",
     params: [
         X,
@@ -111,8 +119,9 @@ pub(super) const DWCONV: Layer<8> = Layer {
         BIAS,
         WEIGHTS,
         DILATION,
+        PAD_MODE,
     ],
-    build: |[_, kernel, stride, pad, multiplier, bias, weights, dilation], input| {
+    build: |[_, kernel, stride, pad, multiplier, bias, weights, dilation, _], input| {
         build(Parts {
             filters: input.c.saturating_mul(multiplier.count()?),
             groups: input.c,

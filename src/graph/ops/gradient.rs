@@ -100,6 +100,7 @@ impl Op {
             Op::Parameter(attrs) => f(attrs),
             Op::PRelu(attrs) => f(attrs),
             Op::GroupNorm(attrs) => f(attrs),
+            Op::Pad(attrs) => f(attrs),
         }
     }
 }

@@ -35,6 +35,7 @@ mod input;
 mod layernorm;
 mod literal;
 mod mul;
+mod pad;
 mod padding;
 mod parameter;
 mod pointwise_dense;
@@ -55,7 +56,7 @@ pub(crate) use batchnorm::batch_statistics;
 pub use batchnorm::BatchNormAttrs;
 pub use channels::{ChannelShuffleAttrs, SplitAttrs};
 pub use concat::ConcatAttrs;
-pub use conv::ConvAttrs;
+pub use conv::{ConvAttrs, PAD_MODE};
 pub use conv_transpose::{ConvTransposeAttrs, MAX_TRANSPOSE_STRIDE};
 pub use dense::DenseAttrs;
 pub use dropout::{dropout_scale, DropoutAttrs};
@@ -67,6 +68,7 @@ pub use input::InputAttrs;
 pub use layernorm::LayerNormAttrs;
 pub use literal::Literal;
 pub use mul::MulAttrs;
+pub use pad::{PadAttrs, PadMode, PAD_MODES};
 pub use padding::Padding;
 pub use parameter::{ParameterAttrs, PARAMETER_SUFFIX};
 pub use pointwise_dense::PointwiseDenseAttrs;
@@ -199,6 +201,8 @@ pub enum Op {
     PRelu(PReluAttrs),
     /// Group norm (instance norm: one channel per group).
     GroupNorm(GroupNormAttrs),
+    /// Padding by zeros, reflection or replication, as PyTorch's `F.pad`.
+    Pad(PadAttrs),
 }
 
 impl Op {
@@ -234,6 +238,7 @@ impl Op {
             Op::Parameter(attrs) => f(attrs),
             Op::PRelu(attrs) => f(attrs),
             Op::GroupNorm(attrs) => f(attrs),
+            Op::Pad(attrs) => f(attrs),
         }
     }
 
@@ -343,7 +348,8 @@ impl Op {
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
-            | Op::GroupNorm(_) => None,
+            | Op::GroupNorm(_)
+            | Op::Pad(_) => None,
         }
     }
 
@@ -386,7 +392,8 @@ impl Op {
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
-            | Op::GroupNorm(_) => None,
+            | Op::GroupNorm(_)
+            | Op::Pad(_) => None,
         }
     }
 
@@ -425,7 +432,8 @@ impl Op {
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
-            | Op::GroupNorm(_) => return Vec::new(),
+            | Op::GroupNorm(_)
+            | Op::Pad(_) => return Vec::new(),
         };
         let mut out = Vec::new();
         if let Some(literal) = weights {
@@ -460,6 +468,7 @@ static LAYERS: &[&dyn Surface] = &[
     &global_pool::GLOBAL_AVGPOOL,
     &global_pool::GLOBAL_MAXPOOL,
     &adaptive_avgpool::ADAPTIVE_AVGPOOL,
+    &pad::PAD,
     &flatten::FLATTEN,
     &batchnorm::BATCHNORM,
     &layernorm::LAYERNORM,

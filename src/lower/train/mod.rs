@@ -273,7 +273,9 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Dense(_) | Op::Activation(_) => true,
             // The backward kernels read undilated windows.
             Op::Pool(a) => a.dilation == [1, 1],
-            Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } | Op::Upsample(_) => true,
+            Op::GlobalPool(_) | Op::AdaptiveAvgPool { .. } => true,
+            // A size that is not a whole multiple trains on the reference.
+            Op::Upsample(a) => a.factors(graph.input_shape(id)).is_some(),
             Op::BatchNorm { .. } => true,
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
@@ -283,7 +285,8 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
-            | Op::GroupNorm(_) => false,
+            | Op::GroupNorm(_)
+            | Op::Pad(_) => false,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -586,7 +589,8 @@ impl<'g> Backward<'g> {
                 | Op::PointwiseDense(_)
                 | Op::Parameter(_)
                 | Op::PRelu(_)
-                | Op::GroupNorm(_) => {
+                | Op::GroupNorm(_)
+                | Op::Pad(_) => {
                     return Err(self.lowering.malformed(id, "no compiled backward"));
                 }
             }

@@ -57,7 +57,7 @@ impl Backward<'_> {
         let graph = self.graph();
         let input = graph.nodes[id].inputs[0];
         let s = graph.shape(input);
-        let [sh, sw] = attrs.scale;
+        let [sh, sw] = attrs.factors(s).unwrap_or_default();
         if sh == 0 || sw == 0 || s.flat {
             return Err(self
                 .lowering
