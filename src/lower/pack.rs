@@ -121,10 +121,23 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             panel,
             flipped,
         } => {
-            let attrs = conv_attrs(graph, node)?;
-            let groups = attrs.groups.max(1);
-            let [kh, kw] = attrs.kernel;
-            let shape = [attrs.filters, graph.input_shape(node).c / groups, kh, kw];
+            let (groups, shape, flipped) = match &graph.nodes[node].op {
+                // The convolution computing a transposed convolution's input gradient reads
+                // its weights `[in, out/groups, kh, kw]` as they are: as conv weights, `in`
+                // filters over `out/groups` channels per group.
+                Op::ConvTranspose(attrs) if flipped => {
+                    let shape = attrs.weight_shape(graph.input_shape(node).c);
+                    (attrs.groups.max(1), shape, false)
+                }
+                _ => {
+                    let attrs = conv_attrs(graph, node)?;
+                    let groups = attrs.groups.max(1);
+                    let [kh, kw] = attrs.kernel;
+                    let c = graph.input_shape(node).c;
+                    (groups, [attrs.filters, c / groups, kh, kw], flipped)
+                }
+            };
+            let [_, _, kh, kw] = shape;
             let w = tensor(graph, node, "weight", &shape)?;
             let (w, [filters, in_g, _, _]) = oriented(w, shape, flipped);
             let out_g = filters / groups;

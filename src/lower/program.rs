@@ -38,7 +38,9 @@ pub enum ConstSpec {
     /// `[group][panel][ky][kx][in][panel]`: a tile's weights are one contiguous stream.
     /// Each group's outputs are padded to a multiple of `panel`. `flipped`: instead, the
     /// weights of the transposed convolution that computes a stride-1 ungrouped conv's input
-    /// gradient in training, `W'[in][out][ky][kx] = W[out][in][kh−1−ky][kw−1−kx]`.
+    /// gradient in training, `W'[in][out][ky][kx] = W[out][in][kh−1−ky][kw−1−kx]`; for a
+    /// transposed convolution, the convolution computing its input gradient, whose weights
+    /// are the layer's own as they are (`lower/train/conv_transpose.rs`).
     ConvWeight {
         node: NodeId,
         panel: usize,

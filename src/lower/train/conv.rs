@@ -78,7 +78,7 @@ fn gather_padding(attrs: &ConvAttrs, input: Shape, out: Shape) -> Option<Padding
 
 impl Backward<'_> {
     /// The suffixes of node `id`'s learned tensors.
-    fn learned(&self, id: NodeId) -> Vec<&'static str> {
+    pub(super) fn learned(&self, id: NodeId) -> Vec<&'static str> {
         let graph = self.graph();
         graph
             .params(id)
@@ -89,7 +89,7 @@ impl Backward<'_> {
     }
 
     /// `∂b += Σ_pixels ∂z` over `pixels` pixels of `channels`.
-    fn bias_grad(&mut self, id: NodeId, dz: BufferId, pixels: usize, channels: usize) {
+    pub(super) fn bias_grad(&mut self, id: NodeId, dz: BufferId, pixels: usize, channels: usize) {
         let padded = channels.next_multiple_of(4);
         let db = self.param_grad(id, "bias", channels, padded, GradLayout::Plain);
         let mut b = self.builder(id, "bias_grad", format!("∂bias: {channels} channels"));

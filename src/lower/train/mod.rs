@@ -26,7 +26,7 @@
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
 //! dense; `weight_grad.rs` conv weights, `winograd.rs` those of a Winograd convolution),
 //! `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout,
-//! the loss), `activation.rs` (every activation, standalone or fused), `arithmetic.rs` (`*`,
+//! the loss), `activation.rs` (every activation, standalone or fused), `conv_transpose.rs`, `arithmetic.rs` (`*`,
 //! tensor `-` and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive
 //! average pooling), `upsample.rs` (upsample, global max pooling).
 
@@ -35,6 +35,7 @@ mod arithmetic;
 mod batchnorm;
 mod channels;
 mod conv;
+mod conv_transpose;
 mod depthwise;
 mod elementwise;
 mod upsample;
@@ -278,8 +279,9 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
             Op::Softmax => true,
+            // The weight gradient's tiles run over all the input channels at once.
+            Op::ConvTranspose(a) => a.groups.max(1) == 1,
             Op::LayerNorm(_)
-            | Op::ConvTranspose(_)
             | Op::PointwiseDense(_)
             | Op::Parameter(_)
             | Op::PRelu(_)
@@ -522,6 +524,9 @@ impl<'g> Backward<'g> {
                     }
                 }
                 Op::Conv(attrs) => self.conv(id, attrs, grad, trainable, wants_input[0])?,
+                Op::ConvTranspose(attrs) => {
+                    self.conv_transpose(id, attrs, grad, trainable, wants_input[0])?
+                }
                 Op::Dense(attrs) => self.dense(id, attrs, grad, trainable, wants_input[0])?,
                 Op::Pool(attrs) => {
                     if wants_input[0] {
@@ -582,7 +587,6 @@ impl<'g> Backward<'g> {
                 | Op::Upsample(_)
                 | Op::Softmax => {}
                 Op::LayerNorm(_)
-                | Op::ConvTranspose(_)
                 | Op::PointwiseDense(_)
                 | Op::Parameter(_)
                 | Op::PRelu(_)
