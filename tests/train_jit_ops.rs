@@ -1,6 +1,6 @@
-//! The compiled training step's backward of transposed convolutions, the normalization
-//! layers, PReLU, position-wise dense and learned `parameter` tensors
-//! (`src/lower/train/{conv_transpose,...}.rs`) against the reference engine's
+//! The compiled training step's backward of transposed convolutions, layer norm,
+//! position-wise dense and learned `parameter` tensors
+//! (`src/lower/train/{conv_transpose,layernorm,pointwise_dense,parameter}.rs`) against the reference engine's
 //! (`trainer::step_gradients`), the oracle: the same loss, logits and gradient of every
 //! trainable tensor, on odd sizes, strides, dilation and asymmetric padding, batch 3, on 1
 //! and 2 threads.
@@ -176,4 +176,81 @@ fn a_grouped_conv_transpose_is_declined_by_name() {
         .err()
         .expect("declined");
     assert!(declined.contains("up"), "{declined}");
+}
+
+#[test]
+fn layer_norm_over_odd_channel_counts() {
+    // 7 channels (a vector and a tail of 3), 9 (two and 1), 3 (a tail alone); ln1's input
+    // is read by the add too, so its input gradient is added to the add's.
+    check(
+        "network t(x: 5x6x3) {
+            let y = x -> c1: conv(9, 3, pad: 1)
+            let z = y -> ln1: layernorm -> relu
+            return (y + z) -> c2: conv(7, 3, stride: 2) -> ln2: layernorm(eps: 0.001) -> relu
+              -> global_avgpool -> ln3: layernorm -> flatten -> fc: dense(4)
+        }",
+        12,
+    );
+}
+
+#[test]
+fn pointwise_dense_with_and_without_bias() {
+    // 13 units (three vectors and a tail of 1) on 6 features, back to 6 without a bias;
+    // the first reads the network's input, whose gradient is not wanted.
+    check(
+        "network t(x: 4x5x3) {
+            let y = x -> p0: pointwise_dense(6) -> c1: conv(6, 3, pad: 1)
+            let z = y -> p1: pointwise_dense(13) -> gelu -> p2: pointwise_dense(6, bias: false)
+            return (y + z) -> c2: conv(4, 3, stride: 2) -> flatten -> fc: dense(3)
+        }",
+        11,
+    );
+}
+
+/// ConvNeXt's block (`std/convnext.cnn`) at a small width: depthwise conv, layer norm,
+/// position-wise dense bottleneck with GELU, the learned `layer_scale`, the residual.
+const CONVNEXT_BLOCKS: &str = "
+block cnblock(x) {
+    let c = channels(x)
+    let gamma = x -> layer_scale: parameter(init: 0.5)
+    let y = x -> block: [
+        dwconv(7, pad: 3),
+        layernorm(eps: 1e-6),
+        pointwise_dense(4 * c),
+        gelu,
+        pointwise_dense(c),
+    ]
+    return x + y * gamma
+}
+
+network t(image: 9x11x3) {
+    image
+      -> features: [
+             [conv(6, 2, stride: 2), layernorm(eps: 1e-6)],
+             repeat 2 cnblock,
+             [layernorm(eps: 1e-6), conv(10, 2, stride: 2)],
+             cnblock,
+         ]
+      -> avgpool: global_avgpool
+      -> classifier: [layernorm(eps: 1e-6), flatten, dense(5)]
+}
+";
+
+#[test]
+fn convnext_blocks_with_their_layer_scale() {
+    // Stem conv 2 + ln 2; 3 blocks × (parameter 1, dwconv 2, ln 2, two dense 4) = 27;
+    // downsample ln 2 + conv 2; classifier ln 2 + dense 2.
+    check(CONVNEXT_BLOCKS, 39);
+}
+
+#[test]
+fn convnext_tiny_is_accepted_by_the_jit() {
+    let program = driver::load(std::path::Path::new("std/convnext.cnn")).expect("readable");
+    let compilation = driver::compile(program, &Select::Named("convnext_tiny".into()));
+    assert!(!compilation.has_errors());
+    let graph = compilation.graphs().next().cloned().expect("the network");
+    // The whole step is lowered and verified (every access in bounds), not run.
+    if let Err(reason) = cnnc::train::jit::step_memory(&graph) {
+        panic!("convnext_tiny: {reason}");
+    }
 }

@@ -129,6 +129,11 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                     let shape = attrs.weight_shape(graph.input_shape(node).c);
                     (attrs.groups.max(1), shape, false)
                 }
+                // Position-wise dense is a 1×1 convolution of `[units, features]` weights;
+                // its input gradient's, of their transpose (`lower/train/pointwise_dense.rs`).
+                Op::PointwiseDense(attrs) if flipped => {
+                    (1, [attrs.units, graph.input_shape(node).c, 1, 1], true)
+                }
                 _ => {
                     let attrs = conv_attrs(graph, node)?;
                     let groups = attrs.groups.max(1);
