@@ -1,6 +1,6 @@
-//! The compiled training step's backward of transposed convolutions, layer norm,
+//! The compiled training step's backward of transposed convolutions, layer norm, PReLU,
 //! position-wise dense and learned `parameter` tensors
-//! (`src/lower/train/{conv_transpose,layernorm,pointwise_dense,parameter}.rs`) against the reference engine's
+//! (`src/lower/train/{conv_transpose,layernorm,prelu,pointwise_dense,parameter}.rs`) against the reference engine's
 //! (`trainer::step_gradients`), the oracle: the same loss, logits and gradient of every
 //! trainable tensor, on odd sizes, strides, dilation and asymmetric padding, batch 3, on 1
 //! and 2 threads.
@@ -253,4 +253,18 @@ fn convnext_tiny_is_accepted_by_the_jit() {
     if let Err(reason) = cnnc::train::jit::step_memory(&graph) {
         panic!("convnext_tiny: {reason}");
     }
+}
+
+#[test]
+fn prelu_per_channel_and_shared() {
+    // 7 slopes (a vector and a tail of 3); one slope shared by 6 channels (a vector and a
+    // tail of 2).
+    check(
+        "network t(x: 5x4x3) {
+            x -> c1: conv(7, 3, pad: 1) -> prelu1: prelu
+              -> c2: conv(6, 3, stride: 2, pad: 1) -> prelu2: prelu(shared: true, init: 0.1)
+              -> flatten -> fc: dense(3)
+        }",
+        8,
+    );
 }

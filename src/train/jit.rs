@@ -10,7 +10,7 @@
 //! count, and equals the reference's up to the order of the sums.
 //!
 //! What the JIT cannot train yet (grouped convolutions other than depthwise, grouped
-//! transposed convolutions, group and instance norm, PReLU: `lower::training_unsupported`) is refused by [`JitStep::new`] with the
+//! transposed convolutions, group and instance norm: `lower::training_unsupported`) is refused by [`JitStep::new`] with the
 //! reason, and the trainer uses the reference engine.
 
 use super::loss;

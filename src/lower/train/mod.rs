@@ -26,7 +26,7 @@
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
 //! dense; `weight_grad.rs` conv weights, `winograd.rs` those of a Winograd convolution),
 //! `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout,
-//! the loss), `activation.rs` (every activation, standalone or fused), `conv_transpose.rs`, `pointwise_dense.rs`, `layernorm.rs`, `parameter.rs`, `arithmetic.rs` (`*`,
+//! the loss), `activation.rs` (every activation, standalone or fused), `conv_transpose.rs`, `pointwise_dense.rs`, `layernorm.rs`, `parameter.rs`, `prelu.rs`, `arithmetic.rs` (`*`,
 //! tensor `-` and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive
 //! average pooling), `upsample.rs` (upsample, global max pooling).
 
@@ -41,6 +41,7 @@ mod elementwise;
 mod layernorm;
 mod parameter;
 mod pointwise_dense;
+mod prelu;
 mod upsample;
 mod weight_grad;
 mod window;
@@ -284,8 +285,8 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Softmax => true,
             // The weight gradient's tiles run over all the input channels at once.
             Op::ConvTranspose(a) => a.groups.max(1) == 1,
-            Op::LayerNorm(_) | Op::PointwiseDense(_) | Op::Parameter(_) => true,
-            Op::PRelu(_) | Op::GroupNorm(_) => false,
+            Op::LayerNorm(_) | Op::PointwiseDense(_) | Op::Parameter(_) | Op::PRelu(_) => true,
+            Op::GroupNorm(_) => false,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -593,7 +594,10 @@ impl<'g> Backward<'g> {
                     self.pointwise_dense(id, *attrs, grad, trainable, wants_input[0])?
                 }
                 Op::Parameter(_) => self.parameter_backward(id, grad, trainable)?,
-                Op::PRelu(_) | Op::GroupNorm(_) => {
+                Op::PRelu(attrs) => {
+                    self.prelu_backward(id, *attrs, grad, trainable, wants_input[0])?
+                }
+                Op::GroupNorm(_) => {
                     return Err(self.lowering.malformed(id, "no compiled backward"));
                 }
             }
