@@ -1,6 +1,7 @@
-//! The compiled training step's backward of transposed convolutions, layer norm, PReLU,
-//! position-wise dense and learned `parameter` tensors
-//! (`src/lower/train/{conv_transpose,layernorm,prelu,pointwise_dense,parameter}.rs`) against the reference engine's
+//! The compiled training step's backward of transposed convolutions, layer, group and
+//! instance norm, PReLU, position-wise dense and learned `parameter` tensors
+//! (`src/lower/train/`: `conv_transpose.rs`, `layernorm.rs`, `groupnorm.rs`, `prelu.rs`,
+//! `pointwise_dense.rs`, `parameter.rs`) against the reference engine's
 //! (`trainer::step_gradients`), the oracle: the same loss, logits and gradient of every
 //! trainable tensor, on odd sizes, strides, dilation and asymmetric padding, batch 3, on 1
 //! and 2 threads.
@@ -43,14 +44,14 @@ fn random(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Seeded weights with every bias, norm scale and shift, PReLU slope and learned parameter
-/// moved off its initial value (zeros, ones or a constant), so each gradient is taken at a
-/// general point and a transposed index would show.
+/// Seeded weights with every tensor moved by up to ±0.3, so that biases, norm scales and
+/// shifts, PReLU slopes and learned parameters leave their initial constants (zeros, ones):
+/// each gradient is taken at a general point, and a scale left out or a transposed index
+/// shows.
 fn weights(graph: &Graph) -> Weights {
     let mut weights = Weights::seeded(graph, 7).expect("weights");
     for (i, (name, _, _)) in graph.named_params().into_iter().enumerate() {
-        let plain = name.ends_with("weight") && !name.contains("norm") && !name.contains("prelu");
-        if plain || name.starts_with("running") || name.contains(".running") {
+        if name.contains("running") {
             continue;
         }
         let tensor = weights.get_mut(&name).expect("the tensor");
@@ -266,5 +267,22 @@ fn prelu_per_channel_and_shared() {
               -> flatten -> fc: dense(3)
         }",
         8,
+    );
+}
+
+#[test]
+fn group_norm_and_instance_norm() {
+    // 3 groups of 3 channels (a partial vector each, read from any offset), 2 groups of 6
+    // (a vector and a tail), then instance norm with and without its affine part (one
+    // channel per group); gn1's input is read by the add too.
+    check(
+        "network t(x: 5x6x3) {
+            let y = x -> c1: conv(9, 3, pad: 1)
+            let z = y -> gn1: groupnorm(3) -> relu
+            return (y + z) -> c2: conv(12, 3, stride: 2) -> gn2: groupnorm(2, eps: 0.001)
+              -> in1: instancenorm(affine: true) -> c3: conv(5, 1) -> in2: instancenorm
+              -> flatten -> fc: dense(4)
+        }",
+        14,
     );
 }

@@ -10,8 +10,8 @@
 //! count, and equals the reference's up to the order of the sums.
 //!
 //! What the JIT cannot train yet (grouped convolutions other than depthwise, grouped
-//! transposed convolutions, group and instance norm: `lower::training_unsupported`) is refused by [`JitStep::new`] with the
-//! reason, and the trainer uses the reference engine.
+//! transposed convolutions: `lower::training_unsupported`) is refused by [`JitStep::new`]
+//! with the reason, and the trainer uses the reference engine.
 
 use super::loss;
 use super::trainer::{StepGradients, TrainError};

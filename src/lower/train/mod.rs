@@ -26,7 +26,7 @@
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
 //! dense; `weight_grad.rs` conv weights, `winograd.rs` those of a Winograd convolution),
 //! `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout,
-//! the loss), `activation.rs` (every activation, standalone or fused), `conv_transpose.rs`, `pointwise_dense.rs`, `layernorm.rs`, `parameter.rs`, `prelu.rs`, `arithmetic.rs` (`*`,
+//! the loss), `activation.rs` (every activation, standalone or fused), `conv_transpose.rs`, `pointwise_dense.rs`, `layernorm.rs`, `groupnorm.rs` (and instance norm), `parameter.rs`, `prelu.rs`, `arithmetic.rs` (`*`,
 //! tensor `-` and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive
 //! average pooling), `upsample.rs` (upsample, global max pooling).
 
@@ -38,6 +38,7 @@ mod conv;
 mod conv_transpose;
 mod depthwise;
 mod elementwise;
+mod groupnorm;
 mod layernorm;
 mod parameter;
 mod pointwise_dense;
@@ -285,8 +286,8 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Softmax => true,
             // The weight gradient's tiles run over all the input channels at once.
             Op::ConvTranspose(a) => a.groups.max(1) == 1,
-            Op::LayerNorm(_) | Op::PointwiseDense(_) | Op::Parameter(_) | Op::PRelu(_) => true,
-            Op::GroupNorm(_) => false,
+            Op::LayerNorm(_) | Op::GroupNorm(_) | Op::PRelu(_) => true,
+            Op::PointwiseDense(_) | Op::Parameter(_) => true,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -597,8 +598,8 @@ impl<'g> Backward<'g> {
                 Op::PRelu(attrs) => {
                     self.prelu_backward(id, *attrs, grad, trainable, wants_input[0])?
                 }
-                Op::GroupNorm(_) => {
-                    return Err(self.lowering.malformed(id, "no compiled backward"));
+                Op::GroupNorm(attrs) => {
+                    self.group_norm_backward(id, *attrs, grad, trainable, wants_input[0])?
                 }
             }
         }
