@@ -131,10 +131,30 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             panel,
             orientation,
         } => {
-            let attrs = conv_attrs(graph, node)?;
-            let groups = attrs.groups.max(1);
-            let [kh, kw] = attrs.kernel;
-            let shape = [attrs.filters, graph.input_shape(node).c / groups, kh, kw];
+            let flipped = orientation == Orientation::Flipped;
+            let (groups, shape, orientation) = match &graph.nodes[node].op {
+                // The convolution computing a transposed convolution's input gradient reads
+                // its weights `[in, out/groups, kh, kw]` as they are: as conv weights, `in`
+                // filters over `out/groups` channels per group.
+                Op::ConvTranspose(attrs) if flipped => {
+                    let shape = attrs.weight_shape(graph.input_shape(node).c);
+                    (attrs.groups.max(1), shape, Orientation::Forward)
+                }
+                // Position-wise dense is a 1×1 convolution of `[units, features]` weights;
+                // its input gradient's, of their transpose (`lower/train/pointwise_dense.rs`).
+                Op::PointwiseDense(attrs) if flipped => (
+                    1,
+                    [attrs.units, graph.input_shape(node).c, 1, 1],
+                    Orientation::Flipped,
+                ),
+                _ => {
+                    let attrs = conv_attrs(graph, node)?;
+                    let groups = attrs.groups.max(1);
+                    let [kh, kw] = attrs.kernel;
+                    let c = graph.input_shape(node).c;
+                    (groups, [attrs.filters, c / groups, kh, kw], orientation)
+                }
+            };
             let w = tensor(graph, node, "weight", &shape)?;
             let (w, [filters, in_g, kh, kw]) = oriented(w, shape, orientation);
             let out_g = filters / groups;

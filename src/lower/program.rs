@@ -71,7 +71,10 @@ pub enum ConstSpec {
     /// Conv weights `[out, in/groups, kh, kw]` packed in panels of `panel` output channels,
     /// `[group][panel][ky][kx][in][panel]`: a tile's weights are one contiguous stream.
     /// Each group's outputs are padded to a multiple of `panel`; `orientation` says which
-    /// taps, and whether transposed for an input gradient.
+    /// taps, and whether transposed for an input gradient. For a transposed convolution,
+    /// `Flipped` gives the convolution computing its input gradient, whose weights are the
+    /// layer's own as they are (`lower/train/conv_transpose.rs`); for a position-wise dense
+    /// layer, the transpose of its `[units, features]` weights as a 1×1 conv's.
     ConvWeight {
         node: NodeId,
         panel: usize,

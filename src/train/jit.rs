@@ -9,10 +9,9 @@
 //! are added in thread order and scaled by `1/N`. The result is deterministic for a thread
 //! count, and equals the reference's up to the order of the sums.
 //!
-//! What the JIT cannot train yet (grouped convolutions other than depthwise, the
-//! normalization layers other than batch norm, position-wise dense, learned parameter
-//! tensors, PReLU: `lower::training_unsupported`) is refused by [`JitStep::new`] with the
-//! reason, and the trainer uses the reference engine.
+//! What the JIT cannot train yet (grouped convolutions other than depthwise, grouped
+//! transposed convolutions: `lower::training_unsupported`) is refused by [`JitStep::new`]
+//! with the reason, and the trainer uses the reference engine.
 
 use super::loss;
 use super::trainer::{StepGradients, TrainError};

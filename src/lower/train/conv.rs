@@ -179,7 +179,7 @@ fn phases(attrs: &ConvAttrs, input: Shape, out: Shape) -> Option<Vec<Phase>> {
 
 impl Backward<'_> {
     /// The suffixes of node `id`'s learned tensors.
-    fn learned(&self, id: NodeId) -> Vec<&'static str> {
+    pub(super) fn learned(&self, id: NodeId) -> Vec<&'static str> {
         let graph = self.graph();
         graph
             .params(id)
@@ -190,7 +190,7 @@ impl Backward<'_> {
     }
 
     /// `∂b += Σ_pixels ∂z` over `pixels` pixels of `channels`.
-    fn bias_grad(&mut self, id: NodeId, dz: BufferId, pixels: usize, channels: usize) {
+    pub(super) fn bias_grad(&mut self, id: NodeId, dz: BufferId, pixels: usize, channels: usize) {
         let padded = channels.next_multiple_of(4);
         let db = self.param_grad(id, "bias", channels, padded, GradLayout::Plain);
         let mut b = self.builder(id, "bias_grad", format!("∂bias: {channels} channels"));

@@ -26,7 +26,7 @@
 //! then uses the reference engine. The op families' backward kernels: `conv.rs` (conv,
 //! dense; `weight_grad.rs` conv weights, `winograd.rs` those of a Winograd convolution),
 //! `depthwise.rs`, `batchnorm.rs`, `window.rs` (pooling), `elementwise.rs` (adds, dropout,
-//! the loss), `activation.rs` (every activation, standalone or fused), `arithmetic.rs` (`*`,
+//! the loss), `activation.rs` (every activation, standalone or fused), `conv_transpose.rs`, `pointwise_dense.rs`, `layernorm.rs`, `groupnorm.rs` (and instance norm), `parameter.rs`, `prelu.rs`, `arithmetic.rs` (`*`,
 //! tensor `-` and `/`, scalar ops), `channels.rs` (concat, split, channel shuffle, adaptive
 //! average pooling), `upsample.rs` (upsample, global max pooling).
 
@@ -35,8 +35,14 @@ mod arithmetic;
 mod batchnorm;
 mod channels;
 mod conv;
+mod conv_transpose;
 mod depthwise;
 mod elementwise;
+mod groupnorm;
+mod layernorm;
+mod parameter;
+mod pointwise_dense;
+mod prelu;
 mod upsample;
 mod weight_grad;
 mod window;
@@ -280,13 +286,11 @@ pub fn training_unsupported(graph: &Graph) -> Option<String> {
             Op::Mul | Op::Arithmetic(_) | Op::Scalar(_) => true,
             Op::Concat | Op::Split(_) | Op::ChannelShuffle(_) => true,
             Op::Softmax => true,
-            Op::LayerNorm(_)
-            | Op::ConvTranspose(_)
-            | Op::PointwiseDense(_)
-            | Op::Parameter(_)
-            | Op::PRelu(_)
-            | Op::GroupNorm(_)
-            | Op::Pad(_) => false,
+            // The weight gradient's tiles run over all the input channels at once.
+            Op::ConvTranspose(a) => a.groups.max(1) == 1,
+            Op::LayerNorm(_) | Op::GroupNorm(_) | Op::PRelu(_) => true,
+            Op::PointwiseDense(_) | Op::Parameter(_) => true,
+            Op::Pad(_) => false,
             Op::Add => graph.nodes[id]
                 .inputs
                 .iter()
@@ -525,6 +529,9 @@ impl<'g> Backward<'g> {
                     }
                 }
                 Op::Conv(attrs) => self.conv(id, attrs, grad, trainable, wants_input[0])?,
+                Op::ConvTranspose(attrs) => {
+                    self.conv_transpose(id, attrs, grad, trainable, wants_input[0])?
+                }
                 Op::Dense(attrs) => self.dense(id, attrs, grad, trainable, wants_input[0])?,
                 Op::Pool(attrs) => {
                     if wants_input[0] {
@@ -584,14 +591,21 @@ impl<'g> Backward<'g> {
                 | Op::AdaptiveAvgPool { .. }
                 | Op::Upsample(_)
                 | Op::Softmax => {}
-                Op::LayerNorm(_)
-                | Op::ConvTranspose(_)
-                | Op::PointwiseDense(_)
-                | Op::Parameter(_)
-                | Op::PRelu(_)
-                | Op::GroupNorm(_)
-                | Op::Pad(_) => {
+                Op::Pad(_) => {
                     return Err(self.lowering.malformed(id, "no compiled backward"));
+                }
+                Op::LayerNorm(attrs) => {
+                    self.layer_norm_backward(id, *attrs, grad, trainable, wants_input[0])?
+                }
+                Op::PointwiseDense(attrs) => {
+                    self.pointwise_dense(id, *attrs, grad, trainable, wants_input[0])?
+                }
+                Op::Parameter(_) => self.parameter_backward(id, grad, trainable)?,
+                Op::PRelu(attrs) => {
+                    self.prelu_backward(id, *attrs, grad, trainable, wants_input[0])?
+                }
+                Op::GroupNorm(attrs) => {
+                    self.group_norm_backward(id, *attrs, grad, trainable, wants_input[0])?
                 }
             }
         }

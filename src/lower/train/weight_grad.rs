@@ -23,7 +23,7 @@ use super::{Backward, GradLayout};
 use crate::graph::{ConvAttrs, NodeId, Padding, Shape};
 
 /// Taps per weight-gradient tile.
-const TILE_TAPS: usize = 4;
+pub(super) const TILE_TAPS: usize = 4;
 /// Output-channel vectors per weight-gradient tile: 4 taps × 2 vectors is 8 accumulators.
 const WEIGHT_TILE_VECTORS: usize = 2;
 /// Filters with at most this many taps (`kh·kw·in`) have them all unrolled as constants,
@@ -39,7 +39,11 @@ const WEIGHT_GRAD_BLOCK_FLOATS: usize = 32 * 1024;
 /// [`WEIGHT_GRAD_BLOCK_FLOATS`], at least one; all of them when the gradient is larger than the
 /// rows, since each block reads and writes the whole gradient once more (ResNet-18's layer4,
 /// 9 MiB of gradient for 240 KiB of rows, ran 1.2× slower in blocks).
-fn weight_grad_block_rows(weight_floats: usize, row_floats: usize, height: usize) -> usize {
+pub(super) fn weight_grad_block_rows(
+    weight_floats: usize,
+    row_floats: usize,
+    height: usize,
+) -> usize {
     if weight_floats > height * row_floats {
         return height.max(1);
     }
@@ -55,26 +59,26 @@ fn one_run(width: usize, pitch: usize) -> bool {
 
 /// What one weight-gradient tile reduces: output pixels of `∂z` against the pixels of `src`
 /// their window reads at `stride`, added into `dw` (`[tap][out_padded]`).
-struct Sweep {
-    src: BufferId,
+pub(super) struct Sweep {
+    pub(super) src: BufferId,
     /// Pixels per row of `src`, and channels per pixel.
-    src_pitch: usize,
-    channels: usize,
-    stride: [usize; 2],
-    dz: BufferId,
+    pub(super) src_pitch: usize,
+    pub(super) channels: usize,
+    pub(super) stride: [usize; 2],
+    pub(super) dz: BufferId,
     /// Pixels per row of `∂z` (the output's width, or `src_pitch` when one run).
-    dz_pitch: usize,
-    out_w: usize,
-    co: usize,
-    co_pad: usize,
-    dw: BufferId,
+    pub(super) dz_pitch: usize,
+    pub(super) out_w: usize,
+    pub(super) co: usize,
+    pub(super) co_pad: usize,
+    pub(super) dw: BufferId,
 }
 
 impl Sweep {
     /// One tile: `taps` (offset in `src` from the window's first pixel, row of `∂W`) × the
     /// channel group `(c0, vectors, lanes of the last)`, reduced over the output rows
     /// `rows.0 + 0..rows.1`.
-    fn tile(
+    pub(super) fn tile(
         &self,
         b: &mut KernelBuilder,
         taps: &[(Affine, Affine)],
@@ -150,7 +154,7 @@ impl Sweep {
 }
 
 /// Calls `f` for each block of `block_rows` rows of `height`: `(first row, rows)`.
-fn row_blocks(
+pub(super) fn row_blocks(
     b: &mut KernelBuilder,
     height: usize,
     block_rows: usize,
