@@ -19,6 +19,8 @@ use cnnc::train::jit::JitStep;
 use cnnc::train::trainer::step_gradients;
 use ndarray::{ArrayD, IxDyn};
 
+#[path = "train_jit/layers.rs"]
+mod layers;
 #[path = "train_jit/ops.rs"]
 mod ops;
 

@@ -355,6 +355,23 @@ impl Backward<'_> {
         self.lowering.emit(b);
     }
 
+    /// The epilogue of a conv-like kernel that computes node `input`'s gradient, a plain
+    /// tensor: it stores its result there, or adds it when another reader has contributed.
+    pub(super) fn grad_epilogue(&mut self, input: NodeId) -> Epilogue {
+        let s = self.graph().shape(input);
+        let (target, accumulate) = self.grad_target(input);
+        Epilogue {
+            out: target,
+            out_origin: 0,
+            out_pitch: s.w,
+            out_stride: s.c,
+            out_width: s.w,
+            out_channels: s.c,
+            residual: accumulate.then_some(target),
+            activation: None,
+        }
+    }
+
     /// `∂z` of shape `shape` as a stride-1 window of `kernel` reading it with `pad` for `out`
     /// pixels needs it: itself, or a padded copy.
     pub(super) fn padded_dz(
@@ -482,17 +499,7 @@ impl Backward<'_> {
         let tiles = self.lowering.winograd_tiles(&transposed, out.c, s);
         let out_pixels = tiles.unwrap_or((s.h, s.w));
         let padded = self.padded_dz(id, (dz, out), attrs.kernel, pad, out_pixels);
-        let (target, accumulate) = self.grad_target(input);
-        let e = Epilogue {
-            out: target,
-            out_origin: 0,
-            out_pitch: s.w,
-            out_stride: s.c,
-            out_width: s.w,
-            out_channels: s.c,
-            residual: accumulate.then_some(target),
-            activation: None,
-        };
+        let e = self.grad_epilogue(input);
         if tiles.is_some() {
             self.lowering
                 .winograd_conv(id, padded, (out, s), false, &e, true);

@@ -12,7 +12,6 @@
 //!   pixels are the reduction, `∂ŷ` the frame the taps read, `x` the vectors. Ungrouped
 //!   layers only (`training_unsupported` declines the others).
 
-use super::super::conv::Epilogue;
 use super::super::ir::{Affine, BufferId};
 use super::super::pad::WindowRead;
 use super::super::program::Orientation;
@@ -82,17 +81,7 @@ impl Backward<'_> {
                 activation: None,
                 residual: false,
             };
-            let (target, accumulate) = self.grad_target(input);
-            let e = Epilogue {
-                out: target,
-                out_origin: 0,
-                out_pitch: s.w,
-                out_stride: s.c,
-                out_width: s.w,
-                out_channels: s.c,
-                residual: accumulate.then_some(target),
-                activation: None,
-            };
+            let e = self.grad_epilogue(input);
             self.lowering.direct_conv(
                 id,
                 &gather,

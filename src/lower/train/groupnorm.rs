@@ -14,7 +14,7 @@ use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, Reg};
 use super::super::norm::{moments, ValueMap};
 use super::super::{KernelBuilder, LowerError};
-use super::{Backward, GradLayout};
+use super::Backward;
 use crate::graph::{GroupNormAttrs, NodeId};
 
 impl Backward<'_> {
@@ -36,27 +36,10 @@ impl Backward<'_> {
                 .malformed(id, "the groups do not divide the channels"));
         }
         let (size, pixels) = (c / groups, s.h * s.w);
-        let learned = if trainable && attrs.affine {
-            self.learned(id)
-        } else {
-            Vec::new()
-        };
-        let padded = c.next_multiple_of(4);
-        let dgamma = learned
-            .contains(&"weight")
-            .then(|| self.param_grad(id, "weight", c, padded, GradLayout::Plain));
-        let dbeta = learned
-            .contains(&"bias")
-            .then(|| self.param_grad(id, "bias", c, padded, GradLayout::Plain));
-        let target = if wants_input {
-            let input = self.graph().nodes[id].inputs[0];
-            Some(self.grad_target(input))
-        } else {
-            None
-        };
-        if dgamma.is_none() && dbeta.is_none() && target.is_none() {
+        let trainable = trainable && attrs.affine;
+        let Some((dgamma, dbeta, target)) = self.norm_grads(id, c, trainable, wants_input) else {
             return Ok(());
-        }
+        };
         let gamma = attrs
             .affine
             .then(|| self.lowering.channel_constant(id, "weight", c));

@@ -16,23 +16,20 @@ use super::super::{KernelBuilder, LowerError};
 use super::{Backward, GradLayout};
 use crate::graph::{LayerNormAttrs, NodeId};
 
+/// What a norm's backward writes: the accumulators of `∂γ` and `∂β` (those learned) and
+/// the input's gradient target with whether it adds to it (if wanted).
+type NormGrads = (Option<BufferId>, Option<BufferId>, Option<(BufferId, bool)>);
+
 impl Backward<'_> {
-    pub(super) fn layer_norm_backward(
+    /// The gradients the backward of norm `id` over `c` channels writes, or `None` when it
+    /// has nothing to write (frozen, and its input needs no gradient).
+    pub(super) fn norm_grads(
         &mut self,
         id: NodeId,
-        attrs: LayerNormAttrs,
-        grad: BufferId,
+        c: usize,
         trainable: bool,
         wants_input: bool,
-    ) -> Result<(), LowerError> {
-        let x = self.lowering.arg(id, 0)?;
-        let s = x.shape;
-        let c = s.c;
-        if x.padded.is_some() || x.hwc.is_some() || c == 0 {
-            return Err(self
-                .lowering
-                .malformed(id, "reads a padded or flattened tensor"));
-        }
+    ) -> Option<NormGrads> {
         let learned = if trainable {
             self.learned(id)
         } else {
@@ -51,9 +48,28 @@ impl Backward<'_> {
         } else {
             None
         };
-        if dgamma.is_none() && dbeta.is_none() && target.is_none() {
-            return Ok(());
+        (dgamma.is_some() || dbeta.is_some() || target.is_some()).then_some((dgamma, dbeta, target))
+    }
+
+    pub(super) fn layer_norm_backward(
+        &mut self,
+        id: NodeId,
+        attrs: LayerNormAttrs,
+        grad: BufferId,
+        trainable: bool,
+        wants_input: bool,
+    ) -> Result<(), LowerError> {
+        let x = self.lowering.arg(id, 0)?;
+        let s = x.shape;
+        let c = s.c;
+        if x.padded.is_some() || x.hwc.is_some() || c == 0 {
+            return Err(self
+                .lowering
+                .malformed(id, "reads a padded or flattened tensor"));
         }
+        let Some((dgamma, dbeta, target)) = self.norm_grads(id, c, trainable, wants_input) else {
+            return Ok(());
+        };
         let gamma = self.lowering.channel_constant(id, "weight", c);
         let full = c / 4;
         let rest = (c % 4) as u8;

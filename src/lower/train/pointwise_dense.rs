@@ -9,7 +9,6 @@
 //! - **input**: `∂x = ∂y Wᵀ` at every pixel, a 1×1 convolution of `∂y` with the transposed
 //!   weights (`ConstSpec::ConvWeight { flipped }`), lowered by the forward's direct kernels.
 
-use super::super::conv::Epilogue;
 use super::super::ir::{Affine, BufferId};
 use super::super::pad::Padded;
 use super::super::program::Orientation;
@@ -64,17 +63,7 @@ impl Backward<'_> {
                 activation: None,
                 residual: false,
             };
-            let (target, accumulate) = self.grad_target(input);
-            let e = Epilogue {
-                out: target,
-                out_origin: 0,
-                out_pitch: s.w,
-                out_stride: features,
-                out_width: s.w,
-                out_channels: features,
-                residual: accumulate.then_some(target),
-                activation: None,
-            };
+            let e = self.grad_epilogue(input);
             let dy = Padded {
                 buffer: grad,
                 width: out.w,

@@ -6,43 +6,15 @@
 //! trainable tensor, on odd sizes, strides, dilation and asymmetric padding, batch 3, on 1
 //! and 2 threads.
 //!
-//! Tolerance as `tests/train_jit.rs`: `|jit − reference| ≤ 2e-4 · max|reference| + 1e-6`
-//! per tensor (the engines sum in different orders).
+//! Compared by the parent module's `check_step` (`tests/train_jit.rs`), with its tolerance:
+//! `|jit − reference| ≤ 2e-4 · max|reference| + 1e-6` per tensor (the engines sum in
+//! different orders).
 
+use super::{batch, check_step, graph_of, random};
 use cnnc::driver::{self, Select};
-use cnnc::graph::ops::gradient::TrainingMode;
 use cnnc::graph::Graph;
 use cnnc::runtime::Weights;
 use cnnc::train::jit::JitStep;
-use cnnc::train::trainer::step_gradients;
-use ndarray::{ArrayD, IxDyn};
-
-fn graph_of(source: &str) -> Graph {
-    let program = driver::load_source("test.cnn", source);
-    let compilation = driver::compile(program, &Select::All);
-    assert!(
-        !compilation.has_errors(),
-        "{}",
-        compilation.render_diagnostics()
-    );
-    let graph = compilation.graphs().next().cloned();
-    graph.expect("a network")
-}
-
-/// Uniform numbers in [−1, 1) from a SplitMix64 stream.
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
 
 /// Seeded weights with every tensor moved by up to ±0.3, so that biases, norm scales and
 /// shifts, PReLU slopes and learned parameters leave their initial constants (zeros, ones):
@@ -64,19 +36,8 @@ fn weights(graph: &Graph) -> Weights {
     weights
 }
 
-fn batch(graph: &Graph, n: usize) -> ArrayD<f32> {
-    let s = graph.shape(graph.inputs[0]);
-    let values = random(n * s.numel(), 42);
-    ArrayD::from_shape_vec(IxDyn(&[n, s.h, s.w, s.c]), values).expect("a batch")
-}
-
-const TRAIN: TrainingMode = TrainingMode {
-    training: true,
-    seed: 3,
-};
-
-/// Compares one step of `source` on `n` images and `threads` threads with the reference's;
-/// returns how many gradients were compared.
+/// Compares one step of `source` on `n` images and `threads` threads with the reference's,
+/// with the weights above; returns how many gradients were compared.
 fn compare(source: &str, n: usize, threads: usize) -> usize {
     let graph = graph_of(source);
     let weights = weights(&graph);
@@ -84,39 +45,7 @@ fn compare(source: &str, n: usize, threads: usize) -> usize {
     let mut jit = JitStep::new(&graph, &weights, threads)
         .expect("compiles")
         .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
-    let classes = graph.shape(graph.output()).c as u32;
-    let labels: Vec<u32> = (0..n as u32).map(|i| (i * 7 + 3) % classes).collect();
-    let reference =
-        step_gradients(&graph, &weights, &images, &labels, TRAIN, 1).expect("the reference");
-    let got = jit
-        .step(&weights, &images, &labels, TRAIN.seed)
-        .expect("a step");
-    assert!(
-        (got.loss - reference.loss).abs() <= 1e-5 * reference.loss.abs().max(1.0),
-        "loss {} vs {}",
-        got.loss,
-        reference.loss
-    );
-    close("logits", &got.logits, &reference.logits);
-    let names: Vec<&str> = got.grads.iter().map(|(n, _)| n.as_str()).collect();
-    let expected: Vec<&str> = reference.grads.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, expected);
-    for ((name, g), (_, r)) in got.grads.iter().zip(&reference.grads) {
-        close(name, g, r);
-    }
-    got.grads.len()
-}
-
-fn close(what: &str, got: &[f32], expected: &[f32]) {
-    assert_eq!(got.len(), expected.len(), "{what}: length");
-    let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(scale > 0.0, "{what}: the reference gradient is all zero");
-    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
-        assert!(
-            (g - e).abs() <= 2e-4 * scale + 1e-6,
-            "{what}[{i}]: jit {g} vs reference {e} (largest {scale})"
-        );
-    }
+    check_step(&mut jit, &graph, &weights, &images)
 }
 
 /// Compares `source` at batch 3 on 1 and 2 threads, expecting `tensors` gradients.
