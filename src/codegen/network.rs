@@ -276,18 +276,12 @@ impl CompiledNetwork {
         }
     }
 
-    /// How many of a batch of `batch` images run whole, one thread each, rather than split
-    /// kernel by kernel or all on the calling thread (see `whole_images`).
-    pub fn images_shared_out(&self, batch: usize) -> usize {
-        self.whole_images(batch)
-    }
-
     /// How many of a batch's first images to run whole, one thread each: all but the last
     /// `batch % threads` (which are split kernel by kernel), or all of them if the network
     /// cannot be split; none for a batch of one, on one thread, or when the whole batch is
     /// under [`PARALLEL_MIN_FLOPS`] (for a network that can be split) or [`BATCH_MIN_FLOPS`]
     /// (for one that cannot). Checked mode shares out whatever it can.
-    fn whole_images(&self, batch: usize) -> usize {
+    pub fn images_shared_out(&self, batch: usize) -> usize {
         let threads = self.options.threads.max(1);
         let least = if self.steps.is_empty() {
             BATCH_MIN_FLOPS
@@ -320,7 +314,7 @@ impl CompiledNetwork {
         let whole_images = if times.is_some() {
             0
         } else {
-            self.whole_images(batch)
+            self.images_shared_out(batch)
         };
         if self.steps.is_empty() {
             // SAFETY: as the caller guarantees.
@@ -330,14 +324,7 @@ impl CompiledNetwork {
             return false;
         };
         let pool = pool.get_or_insert_with(|| {
-            let kernels = self
-                .kernels
-                .iter()
-                .map(|k| ScheduledKernel {
-                    function: k.function,
-                    parts: k.parts,
-                })
-                .collect();
+            let kernels = self.scheduled_kernels();
             WorkerPool::start(kernels, self.steps.clone(), self.options.threads)
         });
         if pool.threads() < 2 {
@@ -365,14 +352,7 @@ impl CompiledNetwork {
         };
         let threads = self.options.threads;
         let pool = pool.get_or_insert_with(|| {
-            let kernels = self
-                .kernels
-                .iter()
-                .map(|k| ScheduledKernel {
-                    function: k.function,
-                    parts: k.parts,
-                })
-                .collect();
+            let kernels = self.scheduled_kernels();
             ImagePool::start(kernels, threads, pool::spin_bound(threads))
         });
         if pool.threads() < 2 {
@@ -383,6 +363,17 @@ impl CompiledNetwork {
             unsafe { pool.run(tables, batch) }
         });
         true
+    }
+
+    /// The kernels as the worker pools call them.
+    fn scheduled_kernels(&self) -> Vec<ScheduledKernel> {
+        self.kernels
+            .iter()
+            .map(|k| ScheduledKernel {
+                function: k.function,
+                parts: k.parts,
+            })
+            .collect()
     }
 
     /// Calls `run` with `threads` tables: `table` first, then copies of it that differ only

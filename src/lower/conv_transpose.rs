@@ -276,7 +276,7 @@ impl Lowering<'_> {
         id: NodeId,
         attrs: &ConvTransposeAttrs,
     ) -> Result<(), LowerError> {
-        let x = self.arg(id, 0)?;
+        let x = self.plain_arg(id, 0)?;
         let (input, out) = (x.shape, self.graph.shape(id));
         let groups = attrs.groups.max(1);
         if !input.c.is_multiple_of(groups)
@@ -284,9 +284,6 @@ impl Lowering<'_> {
             || out.c != attrs.filters
         {
             return Err(self.malformed(id, "the groups do not divide the channels"));
-        }
-        if x.padded.is_some() || x.hwc.is_some() {
-            return Err(self.malformed(id, "reads a padded or flattened tensor"));
         }
         let [kh, kw] = attrs.kernel;
         let [sh, sw] = attrs.stride;

@@ -1,5 +1,5 @@
 //! Lowering: a typed graph to loop nests and packed constants (`graph → LoopProgram +
-//! PackedConstants`, [`lower_and_pack`]): everything code generation consumes, so that
+//! PackedConstants`, [`lower_with`] and [`pack_buffer`]): everything code generation consumes, so that
 //! `codegen` never reads the graph.
 //!
 //! This stage chooses layouts and loop structure; code generation (`codegen`) only translates.
@@ -148,18 +148,6 @@ fn program_inputs(graph: &Graph) -> (Vec<(String, Shape)>, Vec<usize>) {
 pub struct Lowered {
     pub program: LoopProgram,
     pub constants: PackedConstants,
-}
-
-/// Lowers `graph` and packs its constants (on up to `threads` threads): the whole of the
-/// graph's part in code generation.
-pub fn lower_and_pack(
-    graph: &Graph,
-    options: &LowerOptions,
-    threads: usize,
-) -> Result<Lowered, LowerError> {
-    let program = lower_with(graph, options)?;
-    let constants = pack_constants(graph, &program, threads)?;
-    Ok(Lowered { program, constants })
 }
 
 /// The text of `cnnc emit loops`.
@@ -384,6 +372,16 @@ impl<'g> Lowering<'g> {
         let value = self.values[input]
             .ok_or_else(|| self.malformed(id, &format!("reads {input} before it is computed")))?;
         Ok(value)
+    }
+
+    /// `arg`, for a kernel that reads its input as a plain H×W×C tensor: neither inside a
+    /// padded buffer nor a flatten in H×W×C order.
+    fn plain_arg(&self, id: NodeId, idx: usize) -> Result<NodeBuffer, LowerError> {
+        let x = self.arg(id, idx)?;
+        if x.padded.is_some() || x.hwc.is_some() {
+            return Err(self.malformed(id, "reads a padded or flattened tensor"));
+        }
+        Ok(x)
     }
 
     fn malformed(&self, id: NodeId, what: &str) -> LowerError {

@@ -36,7 +36,7 @@ impl SplitMix64 {
 
     /// Uniform in [0, 1), with 24 random bits: every value is exactly representable in f32.
     pub(crate) fn next_unit(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+        unit(self.next_u64())
     }
 
     /// Uniform in [low, high).
@@ -81,13 +81,19 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The top 24 bits of `z` as a number in [0, 1), exact in f32.
+#[inline(always)]
+fn unit(z: u64) -> f32 {
+    (z >> 40) as f32 / (1u64 << 24) as f32
+}
+
 /// [`SplitMix64::fill_uniform`] from state `start`.
 #[inline(always)]
 fn fill_uniform_from(out: &mut [f32], start: u64, low: f32, high: f32) {
     let span = high - low;
     for (i, value) in out.iter_mut().enumerate() {
         let z = mix(start.wrapping_add((i as u64).wrapping_add(1).wrapping_mul(GAMMA)));
-        *value = low + span * ((z >> 40) as f32 / (1u64 << 24) as f32);
+        *value = low + span * unit(z);
     }
 }
 

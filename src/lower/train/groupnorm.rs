@@ -14,6 +14,7 @@ use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, Reg};
 use super::super::norm::{moments, ValueMap};
 use super::super::{KernelBuilder, LowerError};
+use super::layernorm::add_affine_grads;
 use super::Backward;
 use crate::graph::{GroupNormAttrs, NodeId};
 
@@ -26,11 +27,11 @@ impl Backward<'_> {
         trainable: bool,
         wants_input: bool,
     ) -> Result<(), LowerError> {
-        let x = self.lowering.arg(id, 0)?;
+        let x = self.lowering.plain_arg(id, 0)?;
         let s = x.shape;
         let c = s.c;
         let groups = attrs.groups;
-        if groups == 0 || !c.is_multiple_of(groups) || x.padded.is_some() || x.hwc.is_some() {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return Err(self
                 .lowering
                 .malformed(id, "the groups do not divide the channels"));
@@ -89,16 +90,7 @@ impl Backward<'_> {
                 for (c0, lanes) in channel_vectors(size) {
                     let channel = first.clone() + c0;
                     let (normalized, dy, scaled) = load(b, &p, &channel, lanes);
-                    if let Some(dbeta) = dbeta {
-                        let acc = b.load(dbeta, channel.clone(), lanes);
-                        let acc = b.binary(BinaryOp::Add, acc, dy);
-                        b.store(dbeta, channel.clone(), lanes, acc);
-                    }
-                    if let Some(dgamma) = dgamma {
-                        let acc = b.load(dgamma, channel.clone(), lanes);
-                        let acc = b.assign(LoopExpr::Fma(dy, normalized, acc));
-                        b.store(dgamma, channel, lanes, acc);
-                    }
+                    add_affine_grads(b, (dgamma, dbeta), channel, lanes, (dy, normalized));
                     if target.is_some() {
                         let (sa, sb) = if lanes == 4 {
                             (full_a, full_b)

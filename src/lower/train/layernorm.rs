@@ -10,7 +10,7 @@
 //! Vectorized over the channels; the last, partial vector's lanes past the channels enter no
 //! sum and are not written.
 
-use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp};
+use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, Reg};
 use super::super::norm::{moments, ValueMap};
 use super::super::{KernelBuilder, LowerError};
 use super::{Backward, GradLayout};
@@ -59,13 +59,11 @@ impl Backward<'_> {
         trainable: bool,
         wants_input: bool,
     ) -> Result<(), LowerError> {
-        let x = self.lowering.arg(id, 0)?;
+        let x = self.lowering.plain_arg(id, 0)?;
         let s = x.shape;
         let c = s.c;
-        if x.padded.is_some() || x.hwc.is_some() || c == 0 {
-            return Err(self
-                .lowering
-                .malformed(id, "reads a padded or flattened tensor"));
+        if c == 0 {
+            return Err(self.lowering.malformed(id, "has no channels"));
         }
         let Some((dgamma, dbeta, target)) = self.norm_grads(id, c, trainable, wants_input) else {
             return Ok(());
@@ -114,16 +112,7 @@ impl Backward<'_> {
             // `(∂y·γ, ∂y·γ·x̂)`.
             let first = |b: &mut KernelBuilder, c0: Affine, lanes: u8| {
                 let (normalized, dy, scaled) = load(b, &c0, lanes);
-                if let Some(dbeta) = dbeta {
-                    let acc = b.load(dbeta, c0.clone(), lanes);
-                    let acc = b.binary(BinaryOp::Add, acc, dy);
-                    b.store(dbeta, c0.clone(), lanes, acc);
-                }
-                if let Some(dgamma) = dgamma {
-                    let acc = b.load(dgamma, c0.clone(), lanes);
-                    let acc = b.assign(LoopExpr::Fma(dy, normalized, acc));
-                    b.store(dgamma, c0, lanes, acc);
-                }
+                add_affine_grads(b, (dgamma, dbeta), c0, lanes, (dy, normalized));
                 (scaled, b.binary(BinaryOp::Mul, scaled, normalized))
             };
             b.repeat(full, |b, v| {
@@ -162,5 +151,25 @@ impl Backward<'_> {
         });
         self.lowering.emit(b);
         Ok(())
+    }
+}
+
+/// `∂β += ∂y` and `∂γ += ∂y·x̂` for channels `channel + [0, lanes)`, those learned.
+pub(super) fn add_affine_grads(
+    b: &mut KernelBuilder,
+    (dgamma, dbeta): (Option<BufferId>, Option<BufferId>),
+    channel: Affine,
+    lanes: u8,
+    (dy, normalized): (Reg, Reg),
+) {
+    if let Some(dbeta) = dbeta {
+        let acc = b.load(dbeta, channel.clone(), lanes);
+        let acc = b.binary(BinaryOp::Add, acc, dy);
+        b.store(dbeta, channel.clone(), lanes, acc);
+    }
+    if let Some(dgamma) = dgamma {
+        let acc = b.load(dgamma, channel.clone(), lanes);
+        let acc = b.assign(LoopExpr::Fma(dy, normalized, acc));
+        b.store(dgamma, channel, lanes, acc);
     }
 }

@@ -30,13 +30,8 @@ impl Backward<'_> {
         trainable: bool,
         wants_input: bool,
     ) -> Result<(), LowerError> {
-        let x = self.lowering.arg(id, 0)?;
+        let x = self.lowering.plain_arg(id, 0)?;
         let (s, out) = (x.shape, self.graph().shape(id));
-        if x.padded.is_some() || x.hwc.is_some() {
-            return Err(self
-                .lowering
-                .malformed(id, "reads a padded or flattened tensor"));
-        }
         let (features, units, pixels) = (s.c, attrs.units, s.h * s.w);
         if trainable {
             let learned = self.learned(id);

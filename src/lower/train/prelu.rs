@@ -19,14 +19,9 @@ impl Backward<'_> {
         trainable: bool,
         wants_input: bool,
     ) -> Result<(), LowerError> {
-        let x = self.lowering.arg(id, 0)?;
+        let x = self.lowering.plain_arg(id, 0)?;
         let s = x.shape;
         let c = s.c;
-        if x.padded.is_some() || x.hwc.is_some() {
-            return Err(self
-                .lowering
-                .malformed(id, "reads a padded or flattened tensor"));
-        }
         let n = attrs.slopes(c);
         let learned = trainable && self.learned(id).contains(&"weight");
         let dslopes = learned
