@@ -197,6 +197,11 @@ struct Lowering<'g> {
     /// The buffer each window op (conv, pool) read its input from, with that buffer's
     /// pixels per row: a training step's backward reads the same padded frame.
     window_inputs: SecondaryMap<NodeId, Option<(BufferId, usize)>>,
+    /// Whether kernels may loop over the images of a call (`LoopStmt::Images`): a training
+    /// step, which runs a thread's images through `CompiledNetwork::run_kernels` with an
+    /// arena per image, so that a layer whose weights outweigh one image's work reuses
+    /// them over the images.
+    batched: bool,
 }
 
 impl<'g> Lowering<'g> {
@@ -229,6 +234,7 @@ impl<'g> Lowering<'g> {
             }
         }
         let mut lowering = Lowering {
+            batched: false,
             graph,
             options,
             order,

@@ -57,6 +57,10 @@ const MIN_CHANNELS: usize = 8;
 /// `Auto` picks Winograd when its estimated time relative to direct convolution is at most
 /// this (see `estimated_ratio`).
 const MAX_RATIO: f64 = 0.75;
+/// In a training step, products of convolutions with at most this many tiles per image loop
+/// over the images inside each weight panel: with few tiles, one image's products use each
+/// weight a handful of times, and streaming the 36 transformed panels per image bounds them.
+pub(super) const BATCHED_TILES: usize = 64;
 /// The fewest rows of whole tiles the output transform splits over threads; with fewer, it
 /// splits the channels instead.
 const PARALLEL_TILE_ROWS: usize = 4;
@@ -264,6 +268,8 @@ struct Plan {
     n_panels: usize,
     tiles_x: usize,
     tiles: usize,
+    /// Whether the products loop over the images inside each weight panel.
+    images: bool,
 }
 
 impl Plan {
@@ -352,24 +358,35 @@ fn product_tile(
     }
 }
 
-/// The products of `n` tiles from `t0`, panel by panel.
+/// The products of `n` tiles from `t0`, panel by panel (and image by image inside a panel,
+/// when the plan loops over images).
 fn product_tiles(b: &mut KernelBuilder, p: &Plan, point: &Affine, t0: Affine, n: usize) {
     b.repeat(p.n_panels, |b, panel| {
-        b.repeat(n / TILE_ROWS, |b, block| {
-            product_tile(
-                b,
-                p,
-                point,
-                t0.clone() + block * TILE_ROWS,
-                TILE_ROWS,
-                &panel,
-            );
-        });
-        let rest = n % TILE_ROWS;
-        if rest > 0 {
-            product_tile(b, p, point, t0.clone() + (n - rest), rest, &panel);
+        if p.images {
+            b.images(|b| panel_tiles(b, p, point, t0.clone(), n, &panel));
+        } else {
+            panel_tiles(b, p, point, t0.clone(), n, &panel);
         }
     });
+}
+
+/// The products of `n` tiles from `t0` with one panel of weights.
+fn panel_tiles(
+    b: &mut KernelBuilder,
+    p: &Plan,
+    point: &Affine,
+    t0: Affine,
+    n: usize,
+    panel: &Affine,
+) {
+    b.repeat(n / TILE_ROWS, |b, block| {
+        let t = t0.clone() + block * TILE_ROWS;
+        product_tile(b, p, point, t, TILE_ROWS, panel);
+    });
+    let rest = n % TILE_ROWS;
+    if rest > 0 {
+        product_tile(b, p, point, t0.clone() + (n - rest), rest, panel);
+    }
 }
 
 /// `Aᵀ M A` plus the epilogue for the vector of `lanes` channels from `c0` of tile
@@ -571,6 +588,7 @@ impl Lowering<'_> {
             n_panels,
             tiles_x,
             tiles,
+            images: self.batched && tiles <= BATCHED_TILES,
         };
         let what = format!("{}×{}×{cin} → {out}", input.h, input.w);
         let kind = |k: &str| {
