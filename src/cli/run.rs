@@ -322,6 +322,7 @@ pub(super) fn bind_weights(
     path: Option<&Path>,
     options: &LoadOptions,
 ) -> Result<(Graph, String), Vec<Diagnostic>> {
+    let mut phases = crate::phases::Phases::start();
     let mut bound = graph.clone();
     let Some(path) = path else {
         runtime::seed(&mut bound, options.seed)
@@ -336,7 +337,9 @@ pub(super) fn bind_weights(
         };
         return Ok((bound, line));
     };
-    match runtime::bind_safetensors(&mut bound, path, options) {
+    let bound_file = runtime::bind_safetensors(&mut bound, path, options);
+    phases.mark("map and check the weights file");
+    match bound_file {
         Ok(loaded) => {
             let warnings: Vec<Diagnostic> = loaded
                 .warnings
