@@ -167,8 +167,9 @@ impl JitStep {
         self.network.arena_len() * std::mem::size_of::<f32>()
     }
 
-    /// Whether each image of a batch keeps its own arena (the step has batch norms in
-    /// training, whose statistics need every image's activations at once).
+    /// Whether each image of a batch keeps its own arena: the step has batch norms in
+    /// training, whose statistics need every image's activations at once, or kernels that
+    /// loop over the images.
     pub fn arena_per_image(&self) -> bool {
         !self.syncs.is_empty() || self.network.loops_over_images()
     }
@@ -630,8 +631,8 @@ fn masking_dropouts(graph: &Graph) -> Vec<usize> {
 pub struct StepMemory {
     /// Bytes of one arena: the forward's activations, the gradients and scratch of one image.
     pub arena_bytes: usize,
-    /// Whether each image of a batch has its own arena (batch norms in training), rather
-    /// than each thread.
+    /// Whether each image of a batch has its own arena (batch norms in training, or kernels
+    /// that loop over the images), rather than each thread.
     pub arena_per_image: bool,
     /// Bytes of the parameter-gradient accumulators (one set per thread).
     pub accumulator_bytes: usize,
@@ -650,7 +651,8 @@ pub fn step_memory(graph: &Graph) -> Result<StepMemory, String> {
     let f32_bytes = std::mem::size_of::<f32>();
     Ok(StepMemory {
         arena_bytes: program.arena_len * f32_bytes,
-        arena_per_image: !lowered.syncs.is_empty(),
+        arena_per_image: !lowered.syncs.is_empty()
+            || program.kernels.iter().any(|kernel| kernel.has_images()),
         accumulator_bytes: program.accumulator_len * f32_bytes,
     })
 }
