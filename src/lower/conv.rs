@@ -321,6 +321,8 @@ impl Lowering<'_> {
             self.depthwise(id, attrs, padded, out, has_bias, &epilogue);
         } else if self.winograd_extent(id, attrs).is_some() {
             self.winograd_conv(id, padded, (input, out), has_bias, &epilogue, false);
+        } else if super::conv_pairs::applies(attrs, (input, out), &padded, &epilogue) {
+            self.paired_conv(id, attrs, padded, (input, out), has_bias, &epilogue);
         } else {
             let shapes = (input, out);
             self.direct_conv(

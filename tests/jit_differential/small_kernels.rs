@@ -1,9 +1,11 @@
 //! The kernel shapes chosen for small networks such as LeNet-5 (issue 9): pooling windows of
 //! up to 3×3 written out tap by tap rather than as two loops, and small convolutions whose
-//! weights outweigh their input tiled as one run of pixels across rows (up to 100 pixels).
-//! Each shape against the reference, at the sizes on both sides of its threshold.
+//! weights outweigh their input tiled as one run of pixels across rows (up to 100 pixels),
+//! and convolutions of one input channel to 2, 6 or 10 computed in pairs of pixels. Each
+//! against the reference, with the cases on both sides of its conditions.
 
-use super::{check_source, graph_of};
+use super::{check_source, check_with, graph_of, graphs_of};
+use cnnc::codegen::CodegenOptions;
 
 /// The loop headers (`loop iN in ...`) of `graph`'s kernel `prefix`, as `emit loops` shows them.
 fn loop_lines(source: &str, kernel: &str) -> Vec<String> {
@@ -63,4 +65,74 @@ fn small_convolutions_tiled_across_rows() {
     ] {
         check_source(source, 3);
     }
+}
+
+#[test]
+fn lenets_first_conv_runs_in_pixel_pairs() {
+    let loops = cnnc::lower::emit_loops(&graph_of(
+        "network t(x: 32x32x1) { x -> conv(6, 5) -> relu -> avgpool(2) }",
+    ))
+    .expect("lowers");
+    assert!(loops.contains("doubled"), "{loops}");
+    assert!(loops.contains("1→6 in pixel pairs"), "{loops}");
+    // An odd output width, two input channels or 8 outputs: the direct kernel.
+    for source in [
+        "network t(x: 9x9x1) { x -> conv(6, 3) }",
+        "network t(x: 9x10x2) { x -> conv(6, 3) }",
+        "network t(x: 9x10x1) { x -> conv(8, 3) }",
+        "network t(x: 9x10x1) { x -> conv(6, 3, stride: [1, 2]) }",
+    ] {
+        let loops = cnnc::lower::emit_loops(&graph_of(source)).expect("lowers");
+        assert!(!loops.contains("pixel pairs"), "{source}\n{loops}");
+    }
+}
+
+#[test]
+fn convolutions_in_pixel_pairs_match_the_reference() {
+    let options = [
+        CodegenOptions {
+            checked: true,
+            threads: 1,
+            ..Default::default()
+        },
+        CodegenOptions {
+            checked: true,
+            threads: 2,
+            ..Default::default()
+        },
+        CodegenOptions {
+            checked: false,
+            threads: 2,
+            ..Default::default()
+        },
+    ];
+    let mut paired = 0;
+    for filters in [2, 6, 10] {
+        for (input, layer) in [
+            ("32x32x1", format!("conv({filters}, 5) -> relu")),
+            ("9x12x1", format!("conv({filters}, 3, pad: 1)")),
+            (
+                "11x10x1",
+                format!("conv({filters}, [3, 5], pad: [2, 1], bias: false) -> relu6"),
+            ),
+            (
+                "13x14x1",
+                format!("conv({filters}, 3, stride: [2, 1], dilation: 2)"),
+            ),
+            (
+                "7x17x1",
+                format!("conv({filters}, [1, 4], pad: [0, 1, 0, 2]) -> sigmoid"),
+            ),
+            ("9x9x1", format!("conv({filters}, 3)")),
+        ] {
+            let source = format!("network t(x: {input}) {{ x -> {layer} -> conv(3, 1) }}");
+            let loops = cnnc::lower::emit_loops(&graph_of(&source)).expect("lowers");
+            paired += usize::from(loops.contains("pixel pairs"));
+            for graph in graphs_of(&source) {
+                check_with(&graph, 3, &options, &source);
+            }
+        }
+    }
+    // All but the odd widths (9×9 → 7×7).
+    assert_eq!(paired, 15);
 }
