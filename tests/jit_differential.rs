@@ -37,6 +37,8 @@ mod pointwise;
 mod pool_dilation;
 #[path = "jit_differential/several_outputs.rs"]
 mod several_outputs;
+#[path = "jit_differential/small_kernels.rs"]
+mod small_kernels;
 #[path = "jit_differential/special_values.rs"]
 mod special_values;
 #[path = "jit_differential/tensor_arithmetic.rs"]

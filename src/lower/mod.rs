@@ -34,6 +34,7 @@ mod builder;
 mod channels;
 mod concat;
 mod conv;
+mod conv_pairs;
 mod conv_transpose;
 mod dense;
 mod dump;
@@ -354,7 +355,7 @@ impl<'g> Lowering<'g> {
         // (A pad kernel copies the node's input, not its output; Winograd's first two
         // kernels write scratch buffers.)
         let note = match what {
-            "pad" | "winoin" | "winomul" => String::new(),
+            "pad" | "winoin" | "winomul" | "double" => String::new(),
             _ => self.slice_note(id).unwrap_or_default(),
         };
         KernelBuilder::new(name, format!("{id} {comment}{note}"))

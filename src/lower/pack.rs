@@ -386,6 +386,24 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                 .ok_or_else(|| malformed(node, "packing"))?
                 .copy_from_slice(&values);
         }
+        &ConstSpec::PairedConvWeight { node } => {
+            let attrs = conv_attrs(graph, node)?;
+            let [kh, kw] = attrs.kernel;
+            let (filters, taps) = (attrs.filters, kh * kw);
+            let w = tensor(graph, node, "weight", &[filters, 1, kh, kw])?;
+            for (tap, run) in out.chunks_exact_mut(2 * filters).take(taps).enumerate() {
+                for (lane, value) in run.iter_mut().enumerate() {
+                    *value = w[(lane % filters) * taps + tap];
+                }
+            }
+        }
+        &ConstSpec::PairedConvBias { node } => {
+            let filters = conv_attrs(graph, node)?.filters;
+            let bias = tensor(graph, node, "bias", &[filters])?;
+            for (lane, value) in out.iter_mut().take(2 * filters).enumerate() {
+                *value = bias[lane % filters];
+            }
+        }
         ConstSpec::Values(values) => {
             let n = values.len().min(len);
             out[..n].copy_from_slice(&values[..n]);

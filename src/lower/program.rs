@@ -151,6 +151,16 @@ pub enum ConstSpec {
         suffix: &'static str,
         channels: usize,
     },
+    /// The weights `[out, 1, kh, kw]` of a convolution of one input channel computed in
+    /// pairs of pixels (`lower/conv_pairs.rs`), `[ky][kx][2·out]`: each tap's `out` weights
+    /// twice over.
+    PairedConvWeight {
+        node: NodeId,
+    },
+    /// Its bias, twice over.
+    PairedConvBias {
+        node: NodeId,
+    },
     /// Numbers computed by the lowering (pooling divisors).
     Values(Vec<f32>),
 }
@@ -171,7 +181,9 @@ impl ConstSpec {
             | ConstSpec::BatchNormShift { node, .. }
             | ConstSpec::ConvWeightTransposed { node, .. }
             | ConstSpec::DenseWeightTransposed { node, .. }
-            | ConstSpec::Channels { node, .. } => Some(node),
+            | ConstSpec::Channels { node, .. }
+            | ConstSpec::PairedConvWeight { node }
+            | ConstSpec::PairedConvBias { node } => Some(node),
             ConstSpec::Values(_) => None,
         }
     }
