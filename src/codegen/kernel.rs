@@ -294,33 +294,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         let count = b
             .ins()
             .load(I64, table_flags, self.table, (slot * 8) as i32);
-        let counter = b.declare_var(I64);
-        b.def_var(counter, count);
-        let header = b.create_block();
-        let body_block = b.create_block();
-        let exit = b.create_block();
-        b.ins().jump(header, &[]);
-        b.switch_to_block(header);
-        let remaining = b.use_var(counter);
-        b.ins().brif(remaining, body_block, &[], exit, &[]);
-        b.switch_to_block(body_block);
-        b.seal_block(body_block);
-        for stmt in body {
-            self.stmt(stmt);
-        }
-        let b = &mut self.builder;
-        let remaining = b.use_var(counter);
-        let next = b.ins().iadd_imm_s(remaining, -1);
-        b.def_var(counter, next);
-        for &(variable, bytes) in &moving {
-            let pointer = b.use_var(variable);
-            let moved = b.ins().iadd_imm_s(pointer, bytes);
-            b.def_var(variable, moved);
-        }
-        b.ins().jump(header, &[]);
-        b.seal_block(header);
-        b.switch_to_block(exit);
-        b.seal_block(exit);
+        self.down_counting_loop(count, &moving, body);
         for (&(variable, _), value) in moving.iter().zip(saved) {
             self.builder.def_var(variable, value);
         }
@@ -371,21 +345,26 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
             pointers.insert(key, variable);
             bumps.push((variable, stride));
         }
-        let counter = self.builder.declare_var(I64);
-        self.builder.def_var(counter, trips);
         self.scopes.push(Scope { pointers });
+        self.down_counting_loop(trips, &bumps, body);
+        self.scopes.pop();
+    }
 
-        let header = self.builder.create_block();
-        let body_block = self.builder.create_block();
-        let exit = self.builder.create_block();
-        self.builder.ins().jump(header, &[]);
-        self.builder.switch_to_block(header);
-        let remaining = self.builder.use_var(counter);
-        self.builder
-            .ins()
-            .brif(remaining, body_block, &[], exit, &[]);
-        self.builder.switch_to_block(body_block);
-        self.builder.seal_block(body_block);
+    /// `body` `trips` times, as a top-tested loop counting down to zero, each variable of
+    /// `bumps` moved by its byte stride at the end of each iteration.
+    fn down_counting_loop(&mut self, trips: Value, bumps: &[(Variable, i64)], body: &[LoopStmt]) {
+        let b = &mut self.builder;
+        let counter = b.declare_var(I64);
+        b.def_var(counter, trips);
+        let header = b.create_block();
+        let body_block = b.create_block();
+        let exit = b.create_block();
+        b.ins().jump(header, &[]);
+        b.switch_to_block(header);
+        let remaining = b.use_var(counter);
+        b.ins().brif(remaining, body_block, &[], exit, &[]);
+        b.switch_to_block(body_block);
+        b.seal_block(body_block);
         for stmt in body {
             self.stmt(stmt);
         }
@@ -393,7 +372,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         let remaining = b.use_var(counter);
         let next = b.ins().iadd_imm_s(remaining, -1);
         b.def_var(counter, next);
-        for (variable, stride) in bumps {
+        for &(variable, stride) in bumps {
             let pointer = b.use_var(variable);
             let moved = b.ins().iadd_imm_s(pointer, stride);
             b.def_var(variable, moved);
@@ -402,7 +381,6 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
         b.seal_block(header);
         b.switch_to_block(exit);
         b.seal_block(exit);
-        self.scopes.pop();
     }
 
     /// The pointer for `buffer` plus the index terms `terms` (all of enclosing loops).
