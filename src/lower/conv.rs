@@ -128,6 +128,22 @@ fn pixel_run(
     }
 }
 
+/// `pixels` rows of accumulators, each starting as a copy of `biases` (one per vector).
+pub(super) fn accumulators_from(
+    b: &mut KernelBuilder,
+    biases: &[Reg],
+    pixels: usize,
+) -> Vec<Vec<Reg>> {
+    (0..pixels)
+        .map(|_| {
+            biases
+                .iter()
+                .map(|&r| b.assign(LoopExpr::Copy(r)))
+                .collect()
+        })
+        .collect()
+}
+
 /// A reduction of `len` steps, unrolled by [`UNROLL`].
 pub(super) fn reduce(
     b: &mut KernelBuilder,
@@ -608,14 +624,7 @@ impl Lowering<'_> {
                             None => b.constant(0.0),
                         })
                         .collect();
-                    let acc: Vec<Vec<Reg>> = (0..pixels)
-                        .map(|_| {
-                            biases
-                                .iter()
-                                .map(|&r| b.assign(LoopExpr::Copy(r)))
-                                .collect()
-                        })
-                        .collect();
+                    let acc = accumulators_from(b, &biases, pixels);
                     b.repeat(kh, |b, ky| {
                         b.repeat(kw, |b, kx| {
                             let tap = (ky.clone() * kw + kx.clone()) * cp;

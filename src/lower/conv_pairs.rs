@@ -16,7 +16,7 @@
 //! less than a quarter because every FMA now has its own input load (a broadcast or the
 //! doubled pair) where the direct kernel shares one broadcast between two.
 
-use super::conv::{reduce, Epilogue};
+use super::conv::{accumulators_from, reduce, Epilogue};
 use super::ir::{Affine, LoopExpr, Reg};
 use super::pad::Padded;
 use super::{ConstSpec, KernelBuilder, Lowering};
@@ -108,14 +108,7 @@ impl Lowering<'_> {
                         None => b.constant(0.0),
                     })
                     .collect();
-                let acc: Vec<Vec<Reg>> = (0..n)
-                    .map(|_| {
-                        biases
-                            .iter()
-                            .map(|&r| b.assign(LoopExpr::Copy(r)))
-                            .collect()
-                    })
-                    .collect();
+                let acc = accumulators_from(b, &biases, n);
                 b.repeat(kh, |b, ky| {
                     reduce(b, kw, &mut |b, kx| {
                         let tap = ky.clone() * kw + kx.clone();

@@ -15,7 +15,7 @@
 //! channels (2 vectors), as in the direct conv (`conv.rs`); with one input and one output
 //! channel per group (depthwise), the vectors run over the channels instead.
 
-use super::conv::reduce;
+use super::conv::{accumulators_from, reduce};
 use super::ir::{Affine, BufferId, LoopExpr, Reg};
 use super::pad::{Padded, WindowRead};
 use super::{ConstSpec, KernelBuilder, LowerError, Lowering};
@@ -162,14 +162,7 @@ impl Plan {
                 None => b.constant(0.0),
             })
             .collect();
-        let acc: Vec<Vec<Reg>> = (0..t.pixels)
-            .map(|_| {
-                biases
-                    .iter()
-                    .map(|&r| b.assign(LoopExpr::Copy(r)))
-                    .collect()
-            })
-            .collect();
+        let acc = accumulators_from(b, &biases, t.pixels);
         let (c, in_g) = (self.in_c, self.in_g);
         b.repeat(t.py.n_taps, |b, jy| {
             b.repeat(t.px.n_taps, |b, jx| {
