@@ -54,6 +54,10 @@ pub(super) struct KernelTranslator<'a, 'f> {
     regs: Vec<Variable>,
     /// Each used buffer's base address for this image, and its end in checked mode.
     bases: HashMap<BufferId, (Value, Value)>,
+    /// In a kernel that loops over images, the same for the buffers that move from one image
+    /// to the next, as variables (which the loop moves), with the bytes per image.
+    moving_bases: HashMap<BufferId, (Variable, Variable, i64)>,
+    table: Value,
     scopes: Vec<Scope>,
     begin: Value,
     end: Value,
@@ -69,6 +73,7 @@ fn accesses<'s>(stmts: &'s [LoopStmt], out: &mut Vec<&'s Access>) {
             LoopStmt::Assign(..) => {}
             LoopStmt::Store { at, .. } => out.push(at),
             LoopStmt::Loop(l) => accesses(&l.body, out),
+            LoopStmt::Images(body) => accesses(body, out),
         }
     }
 }
@@ -105,6 +110,8 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
             checked,
             regs: Vec::new(),
             bases: HashMap::new(),
+            moving_bases: HashMap::new(),
+            table: params[0],
             scopes: Vec::new(),
             begin: params[2],
             end: params[3],
@@ -116,6 +123,7 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
     /// the top of the function.
     fn with_bases(mut self, kernel: &Kernel, table: Value, image: Value) -> Self {
         let table_flags = MemFlagsData::new().with_notrap().with_readonly();
+        let images = kernel.has_images();
         let mut used = Vec::new();
         accesses(&kernel.body, &mut used);
         let mut used: Vec<BufferId> = used.iter().map(|at| at.buffer).collect();
@@ -140,6 +148,15 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 base
             };
             self.bases.insert(buffer.id, (base, end));
+            if image_stride > 0 && images {
+                let base_var = b.declare_var(I64);
+                b.def_var(base_var, base);
+                let end_var = b.declare_var(I64);
+                b.def_var(end_var, end);
+                let bytes = image_stride as i64 * F32_BYTES;
+                self.moving_bases
+                    .insert(buffer.id, (base_var, end_var, bytes));
+            }
         }
         self
     }
@@ -245,6 +262,67 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
                 let trips = self.builder.ins().iconst(I64, l.count as i64);
                 self.counted_loop(l.var, &l.body, trips, None);
             }
+            LoopStmt::Images(body) => self.image_loop(body),
+        }
+    }
+
+    /// `body` for each image of the call: the table's image count times, moving every
+    /// address variable of a per-image buffer (bases, ends and the enclosing loops'
+    /// pointers) one image on per iteration, and putting them back after.
+    fn image_loop(&mut self, body: &[LoopStmt]) {
+        let mut moving: Vec<(Variable, i64)> = Vec::new();
+        for &(base, end, bytes) in self.moving_bases.values() {
+            moving.push((base, bytes));
+            moving.push((end, bytes));
+        }
+        for scope in &self.scopes {
+            for ((buffer, _), &variable) in &scope.pointers {
+                if let Some(&(_, _, bytes)) = self.moving_bases.get(buffer) {
+                    moving.push((variable, bytes));
+                }
+            }
+        }
+        // Sorted, so that the generated code does not depend on hash order.
+        moving.sort_by_key(|&(variable, _)| variable.index());
+        let saved: Vec<Value> = moving
+            .iter()
+            .map(|&(variable, _)| self.builder.use_var(variable))
+            .collect();
+        let table_flags = MemFlagsData::new().with_notrap().with_readonly();
+        let slot = self.layout.images_slot().unwrap_or(0);
+        let b = &mut self.builder;
+        let count = b
+            .ins()
+            .load(I64, table_flags, self.table, (slot * 8) as i32);
+        let counter = b.declare_var(I64);
+        b.def_var(counter, count);
+        let header = b.create_block();
+        let body_block = b.create_block();
+        let exit = b.create_block();
+        b.ins().jump(header, &[]);
+        b.switch_to_block(header);
+        let remaining = b.use_var(counter);
+        b.ins().brif(remaining, body_block, &[], exit, &[]);
+        b.switch_to_block(body_block);
+        b.seal_block(body_block);
+        for stmt in body {
+            self.stmt(stmt);
+        }
+        let b = &mut self.builder;
+        let remaining = b.use_var(counter);
+        let next = b.ins().iadd_imm_s(remaining, -1);
+        b.def_var(counter, next);
+        for &(variable, bytes) in &moving {
+            let pointer = b.use_var(variable);
+            let moved = b.ins().iadd_imm_s(pointer, bytes);
+            b.def_var(variable, moved);
+        }
+        b.ins().jump(header, &[]);
+        b.seal_block(header);
+        b.switch_to_block(exit);
+        b.seal_block(exit);
+        for (&(variable, _), value) in moving.iter().zip(saved) {
+            self.builder.def_var(variable, value);
         }
     }
 
@@ -330,7 +408,10 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
     /// The pointer for `buffer` plus the index terms `terms` (all of enclosing loops).
     fn pointer(&mut self, buffer: BufferId, terms: &[(LoopVar, usize)]) -> Value {
         if terms.is_empty() {
-            return self.bases[&buffer].0;
+            return match self.moving_bases.get(&buffer) {
+                Some(&(base, _, _)) => self.builder.use_var(base),
+                None => self.bases[&buffer].0,
+            };
         }
         let key = (buffer, terms.to_vec());
         let variable = self
@@ -371,7 +452,10 @@ impl<'a, 'f> KernelTranslator<'a, 'f> {
             _ => (self.builder.ins().iadd_imm_s(pointer, bytes), 0),
         };
         if self.checked {
-            let (base, end) = self.bases[&at.buffer];
+            let (base, end) = match self.moving_bases.get(&at.buffer) {
+                Some(&(base, end, _)) => (self.builder.use_var(base), self.builder.use_var(end)),
+                None => self.bases[&at.buffer],
+            };
             let b = &mut self.builder;
             let first = b.ins().iadd_imm_s(pointer, i64::from(offset));
             let last = b.ins().iadd_imm_s(first, i64::from(lanes) * F32_BYTES);

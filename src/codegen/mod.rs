@@ -292,6 +292,7 @@ pub fn generate_with(
             function,
             parts: kernel.parts(),
             work: pool::kernel_work(kernel),
+            images: kernel.has_images(),
         });
     }
     // SAFETY: as above, with the entry signature `extern "C" fn(*const usize, i64)`.
@@ -320,6 +321,7 @@ pub fn generate_with(
         arena_len: program.arena_len,
         accumulator_slot: layout.accumulator_slot(),
         accumulator_len: program.accumulator_len,
+        images_slot: layout.images_slot(),
         arena: Mutex::new(vec![0.0; program.arena_len]),
         thread_arenas: Mutex::new(Vec::new()),
         inputs: program.inputs.clone(),

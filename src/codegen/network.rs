@@ -32,6 +32,8 @@ pub(super) struct CompiledKernel {
     pub parts: usize,
     /// Its dynamic count of vector operations ([`pool::kernel_work`]).
     pub work: u64,
+    /// Whether it loops over the images of its call itself (`Kernel::has_images`).
+    pub images: bool,
 }
 
 /// The least work (floating-point operations per image) for which a run is split over
@@ -93,6 +95,9 @@ pub struct CompiledNetwork {
     pub(super) arena_len: usize,
     pub(super) accumulator_slot: Option<usize>,
     pub(super) accumulator_len: usize,
+    /// The table slot of a call's image count, when some kernel loops over images; the
+    /// images' arenas then lie one after another.
+    pub(super) images_slot: Option<usize>,
     /// One arena kept between runs; a concurrent run allocates its own.
     pub(super) arena: Mutex<Vec<f32>>,
     /// The other threads' arenas when a batch's images run whole on several threads at once;
@@ -189,6 +194,12 @@ impl CompiledNetwork {
         execute: &mut dyn FnMut(&[usize], usize),
     ) -> Result<Vec<ArrayD<f32>>, RunError> {
         let batch = self.check_inputs(inputs)?;
+        if self.images_slot.is_some() {
+            return Err(RunError::Malformed(format!(
+                "`{}` has kernels that loop over images; it runs through `run_kernels`",
+                self.name
+            )));
+        }
         let out_len = self.output_len;
         if (batch as u64).saturating_mul(out_len as u64) > MAX_ELEMENTS {
             return Err(RunError::TooLarge {
@@ -441,6 +452,11 @@ impl CompiledNetwork {
     /// batch between them, and sums its parameter gradients over the images
     /// (`lower::ParamGrad`). With `times` (one per kernel of the network), adds each kernel's
     /// time in seconds to its entry.
+    ///
+    /// A network with kernels that loop over images ([`loops_over_images`](Self::loops_over_images))
+    /// needs one arena per image, one after another in `arena`. Its kernels run in runs: a
+    /// run of per-image kernels image by image (an image's tensors stay in cache from one
+    /// kernel to the next), then a kernel that loops over the images once for all of them.
     #[allow(clippy::too_many_arguments)]
     pub fn run_kernels(
         &self,
@@ -454,13 +470,14 @@ impl CompiledNetwork {
     ) -> Result<(), RunError> {
         let out_len = self.output_len;
         let n = images.len();
+        let arenas = if self.images_slot.is_some() { n } else { 1 };
         let fits = inputs.len() == self.inputs.len()
             && inputs
                 .iter()
                 .zip(&self.inputs)
                 .all(|(given, (_, shape))| given.len() >= images.end * shape.numel())
             && output.len() >= n * out_len
-            && arena.len() >= self.arena_len
+            && arena.len() >= arenas.saturating_mul(self.arena_len)
             && accumulators.len() >= self.accumulator_len
             && kernels.end <= self.kernels.len()
             && times.as_ref().is_none_or(|t| t.len() >= self.kernels.len());
@@ -476,34 +493,60 @@ impl CompiledNetwork {
         }
         // The kernels address image `i`'s output at `base + i·out_len`; `output` starts at
         // image `images.start`, so the base is that many images before it (an address never
-        // dereferenced below `output`'s start).
+        // dereferenced below `output`'s start). The same holds for the arenas when each image
+        // has its own.
+        let f32_bytes = std::mem::size_of::<f32>();
         let base = output.as_mut_ptr() as usize;
-        table[self.output_slot] =
-            base.wrapping_sub(images.start * out_len * std::mem::size_of::<f32>());
-        table[0] = arena.as_mut_ptr() as usize;
+        table[self.output_slot] = base.wrapping_sub(images.start * out_len * f32_bytes);
+        table[0] = match self.images_slot {
+            Some(slot) => {
+                table[slot] = n;
+                (arena.as_mut_ptr() as usize)
+                    .wrapping_sub(images.start * self.arena_len * f32_bytes)
+            }
+            None => arena.as_mut_ptr() as usize,
+        };
         if let Some(slot) = self.accumulator_slot {
             table[slot] = accumulators.as_mut_ptr() as usize;
         }
-        for image in images {
-            for (index, kernel) in self
-                .kernels
-                .iter()
-                .enumerate()
-                .take(kernels.end)
-                .skip(kernels.start)
-            {
-                let start = times.is_some().then(std::time::Instant::now);
-                // SAFETY: the table holds, for every buffer, an address with as many elements
-                // as the verifier proved each access needs: the inputs hold `images.end`
-                // images, the output slice those of the range, arena and accumulators their
-                // planned lengths, the constants their packed lengths; all outlive the call.
-                unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
-                if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
-                    times[index] += start.elapsed().as_secs_f64();
+        let mut run = |index: usize, image: usize| {
+            let kernel = &self.kernels[index];
+            let start = times.is_some().then(std::time::Instant::now);
+            // SAFETY: the table holds, for every buffer, an address with as many elements
+            // as the verifier proved each access needs: the inputs hold `images.end`
+            // images, the output slice those of the range, arena and accumulators their
+            // planned lengths (an arena per image of the range where kernels loop over
+            // images, whose count the table holds), the constants their packed lengths;
+            // all outlive the call.
+            unsafe { (kernel.function)(table.as_ptr(), image as i64, 0, kernel.parts as i64) };
+            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                times[index] += start.elapsed().as_secs_f64();
+            }
+        };
+        let mut first = kernels.start;
+        while first < kernels.end {
+            if self.kernels[first].images {
+                run(first, images.start);
+                first += 1;
+                continue;
+            }
+            let end = (first..kernels.end)
+                .find(|&k| self.kernels[k].images)
+                .unwrap_or(kernels.end);
+            for image in images.clone() {
+                for index in first..end {
+                    run(index, image);
                 }
             }
+            first = end;
         }
         Ok(())
+    }
+
+    /// Whether some kernel loops over the images of its call: then each image of a call
+    /// to [`run_kernels`](Self::run_kernels) needs its own arena.
+    pub fn loops_over_images(&self) -> bool {
+        self.images_slot.is_some()
     }
 
     /// Checks the inputs against the network's; returns the batch size.

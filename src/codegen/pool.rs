@@ -71,6 +71,7 @@ pub(super) fn kernel_work(kernel: &Kernel) -> u64 {
             .map(|stmt| match stmt {
                 LoopStmt::Assign(..) | LoopStmt::Store { .. } => 1,
                 LoopStmt::Loop(l) => (l.count as u64).saturating_mul(work(&l.body)),
+                LoopStmt::Images(body) => work(body),
             })
             .fold(0, u64::saturating_add)
     }

@@ -120,6 +120,14 @@ impl KernelBuilder {
         self.counted(count, top_level, body);
     }
 
+    /// `body` once for each image of the call (`LoopStmt::Images`): written for one image.
+    pub fn images(&mut self, body: impl FnOnce(&mut Self)) {
+        self.blocks.push(Vec::new());
+        body(self);
+        let body = self.blocks.pop().unwrap_or_default();
+        self.push(LoopStmt::Images(body));
+    }
+
     fn counted(&mut self, count: usize, parallel: bool, body: impl FnOnce(&mut Self, Affine)) {
         match count {
             0 => {}

@@ -67,6 +67,11 @@ fn stmts(out: &mut String, list: &[LoopStmt], depth: usize) {
                 stmts(out, &l.body, depth + 1);
                 let _ = writeln!(out, "{indent}}}");
             }
+            LoopStmt::Images(body) => {
+                let _ = writeln!(out, "{indent}each image {{");
+                stmts(out, body, depth + 1);
+                let _ = writeln!(out, "{indent}}}");
+            }
         }
     }
 }

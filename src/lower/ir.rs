@@ -224,6 +224,12 @@ pub enum LoopStmt {
         value: Reg,
     },
     Loop(Loop),
+    /// The body once for each image of the call, first to last. Accesses to per-image
+    /// buffers (inputs, output, arena) inside address the current image's; registers carry
+    /// from one image to the next, so a register tile can sum over the images while its
+    /// weights stay loaded. The body is written, and verified, as for one image; the call
+    /// says how many images there are (`Kernel::has_images`).
+    Images(Vec<LoopStmt>),
 }
 
 /// `for var in 0..count { body }`. A `parallel` loop is a kernel's outermost loop, whose
@@ -275,5 +281,19 @@ impl Kernel {
     /// any order or at once, computes the same result.
     pub fn parts(&self) -> usize {
         (self.parallel_count() + usize::from(self.has_serial_part())).max(1)
+    }
+
+    /// Whether the kernel loops over the images of its call itself (`LoopStmt::Images`);
+    /// such a kernel is called once for a run of images in contiguous per-image arenas,
+    /// the others once per image.
+    pub fn has_images(&self) -> bool {
+        fn any(stmts: &[LoopStmt]) -> bool {
+            stmts.iter().any(|s| match s {
+                LoopStmt::Images(_) => true,
+                LoopStmt::Loop(l) => any(&l.body),
+                _ => false,
+            })
+        }
+        any(&self.body)
     }
 }

@@ -204,6 +204,11 @@ struct Lowering<'g> {
     /// Whether Winograd's F(2×2, 3×3) may be chosen (`winograd.rs`): at inference only
     /// (`lower_with`), as a training step's backward differentiates F(4×4) alone.
     winograd_f2: bool,
+    /// Whether kernels may loop over the images of a call (`LoopStmt::Images`): a training
+    /// step, which runs a thread's images through `CompiledNetwork::run_kernels` with an
+    /// arena per image, so that a layer whose weights outweigh one image's work reuses
+    /// them over the images.
+    batched: bool,
 }
 
 impl<'g> Lowering<'g> {
@@ -236,6 +241,7 @@ impl<'g> Lowering<'g> {
             }
         }
         let mut lowering = Lowering {
+            batched: false,
             graph,
             options,
             order,

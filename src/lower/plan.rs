@@ -23,6 +23,7 @@ pub(super) fn for_each_access(stmts: &[LoopStmt], f: &mut impl FnMut(BufferId)) 
             LoopStmt::Assign(..) => {}
             LoopStmt::Store { at, .. } => f(at.buffer),
             LoopStmt::Loop(l) => for_each_access(&l.body, f),
+            LoopStmt::Images(body) => for_each_access(body, f),
         }
     }
 }

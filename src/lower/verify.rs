@@ -59,6 +59,8 @@ struct Checker<'a> {
     /// Per buffer stored to in the parallel loop, its stores.
     stores: HashMap<BufferId, Vec<StoreShape>>,
     defined: Vec<bool>,
+    /// Inside a `LoopStmt::Images`: its body is checked as one image's, and may not nest.
+    in_images: bool,
 }
 
 impl Checker<'_> {
@@ -294,6 +296,16 @@ impl Checker<'_> {
                         self.stores.clear();
                     }
                 }
+                LoopStmt::Images(body) => {
+                    if self.in_images {
+                        return Err(self.invalid("a loop over the images inside another".into()));
+                    }
+                    // Every access inside addresses one image's buffers (the code generator
+                    // moves them image by image), so the body is proved for one image.
+                    self.in_images = true;
+                    self.stmts(body, false)?;
+                    self.in_images = false;
+                }
             }
         }
         Ok(())
@@ -309,6 +321,7 @@ pub(super) fn verify(program: &LoopProgram) -> Result<(), LowerError> {
             parallel: None,
             stores: HashMap::new(),
             defined: vec![false; kernel.n_regs as usize],
+            in_images: false,
         };
         checker.stmts(&kernel.body, true)?;
         let n_parallel = kernel

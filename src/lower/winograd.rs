@@ -63,6 +63,10 @@ const TILE_ROWS: usize = 4;
 /// Bytes of `V` rows one chunk of tiles may take, so that they stay in L2 while every weight
 /// panel streams over them.
 const CHUNK_BYTES: usize = 128 * 1024;
+/// In a training step, products of convolutions with at most this many tiles per image loop
+/// over the images inside each weight panel: with few tiles, one image's products use each
+/// weight a handful of times, and streaming the 36 transformed panels per image bounds them.
+pub(super) const BATCHED_TILES: usize = 64;
 /// The fewest rows of whole tiles the output transform splits over threads; with fewer, it
 /// splits the channels instead.
 const PARALLEL_TILE_ROWS: usize = 4;
@@ -111,6 +115,8 @@ struct Plan {
     n_panels: usize,
     tiles_x: usize,
     tiles: usize,
+    /// Whether the products loop over the images inside each weight panel.
+    images: bool,
 }
 
 impl Plan {
@@ -200,24 +206,35 @@ fn product_tile(
     }
 }
 
-/// The products of `n` tiles from `t0`, panel by panel.
+/// The products of `n` tiles from `t0`, panel by panel (and image by image inside a panel,
+/// when the plan loops over images).
 fn product_tiles(b: &mut KernelBuilder, p: &Plan, point: &Affine, t0: Affine, n: usize) {
     b.repeat(p.n_panels, |b, panel| {
-        b.repeat(n / TILE_ROWS, |b, block| {
-            product_tile(
-                b,
-                p,
-                point,
-                t0.clone() + block * TILE_ROWS,
-                TILE_ROWS,
-                &panel,
-            );
-        });
-        let rest = n % TILE_ROWS;
-        if rest > 0 {
-            product_tile(b, p, point, t0.clone() + (n - rest), rest, &panel);
+        if p.images {
+            b.images(|b| panel_tiles(b, p, point, t0.clone(), n, &panel));
+        } else {
+            panel_tiles(b, p, point, t0.clone(), n, &panel);
         }
     });
+}
+
+/// The products of `n` tiles from `t0` with one panel of weights.
+fn panel_tiles(
+    b: &mut KernelBuilder,
+    p: &Plan,
+    point: &Affine,
+    t0: Affine,
+    n: usize,
+    panel: &Affine,
+) {
+    b.repeat(n / TILE_ROWS, |b, block| {
+        let t = t0.clone() + block * TILE_ROWS;
+        product_tile(b, p, point, t, TILE_ROWS, panel);
+    });
+    let rest = n % TILE_ROWS;
+    if rest > 0 {
+        product_tile(b, p, point, t0.clone() + (n - rest), rest, panel);
+    }
 }
 
 /// `Aᵀ M A` plus the epilogue for the vector of `lanes` channels from `c0` of tile
@@ -452,6 +469,7 @@ impl Lowering<'_> {
             n_panels,
             tiles_x,
             tiles,
+            images: self.batched && tiles <= BATCHED_TILES,
         };
         let what = format!("{}×{}×{cin} → {out}", input.h, input.w);
         let kind = |k: &str| {

@@ -2,7 +2,7 @@
 //! `U = G g Gᵀ` for every filter and input channel, computed in f64 when the weights are
 //! packed, so that the kernels' only rounding of it is the final one to f32.
 
-use super::winograd::TileSize;
+use super::winograd::{TileSize, POINTS};
 
 /// Packs `w` (`[filters][in_c][3][3]`, row-major) transformed for tiles of `size` into `out`
 /// as `[point][panel][in][panel]` (`point = α·a + b` for `U[a][b]`), panels of `panel`
@@ -69,51 +69,63 @@ fn transform<const A: usize>(
     // For one panel and point, the output `[in][panel]` is one contiguous run: it is
     // computed `LANES` values at a time, each value's whole transform in registers. (Filter
     // by filter, with f64 divisions, this was a fifth of a ResNet-18 training step, which
-    // packs its weights anew each step.)
+    // packs its weights anew each step.) The panel's taps are first copied tap-major in the
+    // run's order, so that each tap of `LANES` values is one contiguous load: assembled from
+    // scalars in place, every such load waited for four stores it could not be forwarded
+    // from, and that was half of the transform's time.
     let run = in_c * panel;
+    let mut taps_of_run = vec![0.0f32; 9 * run];
+    // A block of each point's run, written out whole: the 36 points' runs lie a panel apart,
+    // often a multiple of 4 KiB, and storing to all 36 a few values at a time kept evicting
+    // each other's lines from L1. (F(4×4)'s 36 points, of which F(2×2) uses 16.)
+    let mut points = [[0.0f32; BLOCK]; POINTS];
     for p in 0..n_panels {
         let lanes = panel.min(filters - p * panel);
-        // `(ic, lane)` of the run's element `start`, stepped along (no division per value).
-        let (mut ic, mut lane) = (0, 0);
-        for start in (0..run).step_by(LANES) {
-            let len = LANES.min(run - start);
-            let mut taps = [[0.0f64; LANES]; 9];
-            for l in 0..len {
-                let (ic, lane) = if lane + l < panel {
-                    (ic, lane + l)
-                } else {
-                    let k = lane + l;
-                    (ic + k / panel, k % panel)
-                };
-                if lane < lanes {
-                    let f = p * panel + lane;
-                    let g = w.get((f * in_c + ic) * 9..)?.get(..9)?;
-                    for (tap, &value) in taps.iter_mut().zip(g) {
-                        tap[l] = f64::from(value);
+        taps_of_run.fill(0.0);
+        for lane in 0..lanes {
+            let f = p * panel + lane;
+            let filter = w.get(f * in_c * 9..)?.get(..in_c * 9)?;
+            for (ic, g) in filter.chunks_exact(9).enumerate() {
+                for (t, &value) in g.iter().enumerate() {
+                    taps_of_run[t * run + ic * panel + lane] = value;
+                }
+            }
+        }
+        for block in (0..run).step_by(BLOCK) {
+            let block_len = BLOCK.min(run - block);
+            for start in (block..block + block_len).step_by(LANES) {
+                let len = LANES.min(run - start);
+                let mut taps = [[0.0f64; LANES]; 9];
+                for (t, tap) in taps.iter_mut().enumerate() {
+                    let from = &taps_of_run[t * run + start..][..len];
+                    for (lane, &value) in tap.iter_mut().zip(from) {
+                        *lane = f64::from(value);
+                    }
+                }
+                // G·g, column by column (α×3), then (G·g)·Gᵀ row by row (α×α), into arrays
+                // held in place (returned by value, each 6×4 array was copied with
+                // `memmove`: a third of the transform's time).
+                let mut columns = [[[0.0; LANES]; A]; 3];
+                for (x, column) in columns.iter_mut().enumerate() {
+                    g_times(&taps[x], &taps[3 + x], &taps[6 + x], column);
+                }
+                let mut row = [[0.0; LANES]; A];
+                let [first, second, third] = &columns;
+                for (a, ((c0, c1), c2)) in first.iter().zip(second).zip(third).enumerate() {
+                    g_times(c0, c1, c2, &mut row);
+                    for (b, values) in row.iter().enumerate() {
+                        let to = &mut points[a * A + b][start - block..][..len];
+                        for (o, &v) in to.iter_mut().zip(values) {
+                            *o = v as f32;
+                        }
                     }
                 }
             }
-            lane += len;
-            ic += lane / panel;
-            lane %= panel;
-            // G·g, column by column (α×3), then (G·g)·Gᵀ row by row (α×α), into arrays
-            // held in place (returned by value, each 6×4 array was copied with `memmove`: a
-            // third of the transform's time).
-            let mut columns = [[[0.0; LANES]; A]; 3];
-            for (x, column) in columns.iter_mut().enumerate() {
-                g_times(&taps[x], &taps[3 + x], &taps[6 + x], column);
-            }
-            let mut row = [[0.0; LANES]; A];
-            let [first, second, third] = &columns;
-            for (a, ((c0, c1), c2)) in first.iter().zip(second).zip(third).enumerate() {
-                g_times(c0, c1, c2, &mut row);
-                for (b, values) in row.iter().enumerate() {
-                    let to = ((a * A + b) * n_panels + p) * run + start;
-                    let dst = out.get_mut(to..)?.get_mut(..len)?;
-                    for (o, &v) in dst.iter_mut().zip(values) {
-                        *o = v as f32;
-                    }
-                }
+            for (point, values) in points.iter().take(A * A).enumerate() {
+                let to = (point * n_panels + p) * run + block;
+                out.get_mut(to..)?
+                    .get_mut(..block_len)?
+                    .copy_from_slice(&values[..block_len]);
             }
         }
     }
@@ -122,6 +134,8 @@ fn transform<const A: usize>(
 
 /// Values transformed at once by [`transform_filters`], one per lane of its arithmetic.
 const LANES: usize = 4;
+/// Values of each point's run computed before they are stored: 4 cache lines.
+const BLOCK: usize = 64;
 
 type Lanes = [f64; LANES];
 

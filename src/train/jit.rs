@@ -43,7 +43,9 @@ pub struct JitStep {
     classes: usize,
     /// Arenas: one per thread, or one per image when the step has batch-wide syncs (each
     /// image's activations must then outlive the phases).
-    arenas: Vec<Vec<f32>>,
+    /// The images' arenas one after another (or one per thread, when the images of a
+    /// thread can share one), `network.arena_len()` floats each.
+    arenas: Vec<f32>,
     /// One accumulator region per thread.
     accumulators: Vec<Vec<f32>>,
     threads: usize,
@@ -168,7 +170,7 @@ impl JitStep {
     /// Whether each image of a batch keeps its own arena (the step has batch norms in
     /// training, whose statistics need every image's activations at once).
     pub fn arena_per_image(&self) -> bool {
-        !self.syncs.is_empty()
+        !self.syncs.is_empty() || self.network.loops_over_images()
     }
 
     /// The frozen layers whose numbers (weights and buffers, as bound now) are those their
@@ -260,8 +262,8 @@ impl JitStep {
                 mib: bytes / f64::from(1u32 << 20),
             });
         }
-        if self.arenas.len() < wanted {
-            self.arenas.resize_with(wanted, || vec![0.0; arena_len]);
+        if self.arenas.len() < wanted * arena_len {
+            self.arenas.resize(wanted * arena_len, 0.0);
         }
         for accumulator in &mut self.accumulators {
             accumulator.fill(0.0);
@@ -285,7 +287,8 @@ impl JitStep {
                     &sync.op,
                     &self.program,
                     weights,
-                    &mut self.arenas[..n],
+                    &mut self.arenas[..n * arena_len],
+                    arena_len,
                     &mut batch_norm_stats,
                     &mut sync_grads,
                 )?;
@@ -367,6 +370,7 @@ impl JitStep {
         let network = &self.network;
         // Each shard's outputs, arenas and accumulators, split off disjointly.
         let mut outputs = logits;
+        let arena_len = network.arena_len();
         let mut arenas = self.arenas.as_mut_slice();
         let mut work = Vec::new();
         let mut times: Vec<Option<&mut [f64]>> = match &mut self.profile {
@@ -384,7 +388,7 @@ impl JitStep {
             let (output, rest) = outputs.split_at_mut((end - start) * classes);
             outputs = rest;
             let take = if per_image { end - start } else { 1 };
-            let (own, rest) = arenas.split_at_mut(take);
+            let (own, rest) = arenas.split_at_mut(take * arena_len);
             arenas = rest;
             work.push(Shard {
                 images: start..end,
@@ -402,12 +406,25 @@ impl JitStep {
                 accumulator,
                 mut times,
             } = shard;
+            if network.loops_over_images() {
+                return network
+                    .run_kernels(
+                        inputs,
+                        output,
+                        arenas,
+                        accumulator,
+                        images,
+                        kernels.clone(),
+                        times,
+                    )
+                    .map_err(|e| e.to_string());
+            }
             let start = images.start;
             for image in images {
                 let arena = if per_image {
-                    &mut arenas[image - start]
+                    &mut arenas[(image - start) * arena_len..][..arena_len]
                 } else {
-                    &mut arenas[0]
+                    &mut arenas[..arena_len]
                 };
                 let output = &mut output[(image - start) * classes..][..classes];
                 network
@@ -447,7 +464,7 @@ impl JitStep {
 struct Shard<'a> {
     images: std::ops::Range<usize>,
     output: &'a mut [f32],
-    arenas: &'a mut [Vec<f32>],
+    arenas: &'a mut [f32],
     accumulator: &'a mut Vec<f32>,
     /// Where to add each kernel's time, when profiling.
     times: Option<&'a mut [f64]>,
@@ -466,7 +483,8 @@ fn apply_sync(
     op: &SyncOp,
     program: &LoopProgram,
     weights: &Weights,
-    arenas: &mut [Vec<f32>],
+    arenas: &mut [f32],
+    arena_len: usize,
     stats_out: &mut Vec<BatchNormStats>,
     grads: &mut Vec<(String, Vec<f32>)>,
 ) -> Result<(), TrainError> {
@@ -489,18 +507,18 @@ fn apply_sync(
             let (c, cp) = (*channels, *channels_padded);
             let stats = arena_offset(program, *stats)?;
             let affine = arena_offset(program, *affine)?;
-            let n = arenas.len() as f64;
+            let n = (arenas.len() / arena_len.max(1)) as f64;
             let p = *pixels as f64;
             // Chan et al.: the images' means average to the batch's (equal counts), and the
             // squared deviations add, with each image's mean's deviation counted p times.
             let mut mean = vec![0.0f64; c];
-            for arena in arenas.iter() {
+            for arena in arenas.chunks(arena_len.max(1)) {
                 for (ch, m) in mean.iter_mut().enumerate() {
                     *m += f64::from(arena[stats + ch]) / n;
                 }
             }
             let mut m2 = vec![0.0f64; c];
-            for arena in arenas.iter() {
+            for arena in arenas.chunks(arena_len.max(1)) {
                 for (ch, total) in m2.iter_mut().enumerate() {
                     let d = f64::from(arena[stats + ch]) - mean[ch];
                     *total += f64::from(arena[stats + cp + ch]) + p * d * d;
@@ -519,7 +537,7 @@ fn apply_sync(
                 values[2 * cp + ch] = mean[ch] as f32;
                 values[3 * cp + ch] = inv_sigma as f32;
             }
-            for arena in arenas.iter_mut() {
+            for arena in arenas.chunks_mut(arena_len.max(1)) {
                 arena[affine..affine + 4 * cp].copy_from_slice(&values);
             }
             stats_out.push(BatchNormStats {
@@ -544,17 +562,20 @@ fn apply_sync(
             let affine = arena_offset(program, *affine)?;
             let mut d_beta = vec![0.0f64; c];
             let mut d_gamma = vec![0.0f64; c];
-            for arena in arenas.iter() {
+            for arena in arenas.chunks(arena_len.max(1)) {
                 for ch in 0..c {
                     d_beta[ch] += f64::from(arena[sums + ch]);
                     d_gamma[ch] += f64::from(arena[sums + cp + ch]);
                 }
             }
-            let count = (arenas.len() * pixels) as f64;
+            let count = (arenas.len() / arena_len.max(1) * pixels) as f64;
             if let Some(coefficients) = coefficients {
                 let coefficients = arena_offset(program, *coefficients)?;
                 let gamma = tensor(&names[0])?;
-                let first = arenas.first().ok_or_else(|| internal("an empty batch"))?;
+                let first = arenas
+                    .chunks(arena_len.max(1))
+                    .next()
+                    .ok_or_else(|| internal("an empty batch"))?;
                 let mut values = vec![0.0f32; 3 * cp];
                 for ch in 0..c {
                     let mean = f64::from(first[affine + 2 * cp + ch]);
@@ -566,7 +587,7 @@ fn apply_sync(
                     values[cp + ch] = k1 as f32;
                     values[2 * cp + ch] = (-a * b - k1 * mean) as f32;
                 }
-                for arena in arenas.iter_mut() {
+                for arena in arenas.chunks_mut(arena_len.max(1)) {
                     arena[coefficients..coefficients + 3 * cp].copy_from_slice(&values);
                 }
             }

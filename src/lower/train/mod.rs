@@ -342,7 +342,8 @@ pub fn lower_training(
         )));
     }
     let options = LowerOptions { winograd };
-    let lowering = Lowering::new(graph, options)?;
+    let mut lowering = Lowering::new(graph, options)?;
+    lowering.batched = true;
     let classes = graph.shape(graph.output()).c;
     let mut backward = Backward {
         lowering,
