@@ -215,6 +215,53 @@ fn bench_reports_json() {
         .any(|k| k["kernel"].as_str().is_some_and(|n| n.contains("conv1"))));
 }
 
+/// `bench --weights` compiles with a weights file (mapped, as `run` reads it): the seeded
+/// weights written to a file bench as the seeded ones do, and a damaged file is the diagnostic
+/// `run` gives for it.
+#[test]
+fn bench_with_a_weights_file() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("cli_check");
+    std::fs::create_dir_all(&dir).expect("a temporary folder");
+    let path = dir.join("lenet5.safetensors");
+    let path = path.to_str().expect("a UTF-8 path");
+    let written = cnnc(&["weights", "examples/lenet5.cnn", "--out", path]);
+    assert_eq!(written.code, 0, "{}", written.stderr);
+    let bench = |weights: Option<&str>| {
+        let mut args = vec![
+            "bench",
+            "examples/lenet5.cnn",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ];
+        args.extend(["--threads", "1", "--json"]);
+        args.extend(weights.iter().flat_map(|w| ["--weights", w]));
+        cnnc(&args)
+    };
+    let (seeded, loaded) = (bench(None), bench(Some(path)));
+    assert_eq!(loaded.code, 0, "{}", loaded.stderr);
+    let json = |out: &common::Output| -> serde_json::Value {
+        serde_json::from_str(&out.stdout).expect("valid JSON")
+    };
+    assert_eq!(json(&loaded)["weight_bytes"], json(&seeded)["weight_bytes"]);
+    assert!(json(&loaded)["peak_rss_bytes"].is_number());
+
+    let bytes = std::fs::read(path).expect("the weights were written");
+    let truncated = dir.join("lenet5_truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("written");
+    let truncated = truncated.to_str().expect("a UTF-8 path");
+    let out = bench(Some(truncated));
+    assert_eq!(out.code, 1);
+    let run = cnnc(&["run", "examples/lenet5.cnn", "--weights", truncated]);
+    assert_eq!((out.stderr.as_str(), run.code), (run.stderr.as_str(), 1));
+    assert!(
+        out.stderr.contains("not a valid safetensors file"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// At a batch of several images, images per second is the batch over the median run time, and
 /// GFLOP/s counts every image; on two threads, which share the images out.
 #[test]

@@ -8,6 +8,8 @@
 mod conv_transpose;
 #[path = "reference_layers/convnext_layers.rs"]
 mod convnext_layers;
+#[path = "reference_layers/mapped_weights.rs"]
+mod mapped_weights;
 #[path = "reference_layers/padding_modes.rs"]
 mod padding_modes;
 #[path = "reference_layers/runtime_files.rs"]

@@ -18,6 +18,11 @@ pub struct BenchArgs {
     /// The network to measure (default: the file's first).
     #[arg(long)]
     pub net: Option<String>,
+    /// Trained weights to compile with, as `cnnc run --weights` (default: a seeded
+    /// initialization): the file is mapped and packed in place, so peak RSS is measured as
+    /// `run` uses memory.
+    #[arg(long, value_name = "W.safetensors", conflicts_with = "train")]
+    pub weights: Option<PathBuf>,
     /// Timed runs (after the warm-up runs).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub runs: u64,
@@ -127,10 +132,27 @@ pub fn run(args: &BenchArgs) -> u8 {
     if args.train {
         return super::bench_train::run(args, &graph).unwrap_or_else(|d| fail(*d));
     }
-    let mut seeded = graph.clone();
-    if let Err(error) = runtime::seed(&mut seeded, 0) {
-        return fail(Diagnostic::global(Code::Weights, error.to_string()));
-    }
+    let bound = match &args.weights {
+        None => {
+            let mut seeded = graph.clone();
+            if let Err(error) = runtime::seed(&mut seeded, 0) {
+                return fail(Diagnostic::global(Code::Weights, error.to_string()));
+            }
+            seeded
+        }
+        Some(path) => match super::run::bind_weights(
+            &compilation.program,
+            &graph,
+            Some(path),
+            &runtime::LoadOptions::default(),
+        ) {
+            Ok((bound, _)) => bound,
+            Err(diagnostics) => {
+                diag::emit_stderr(sources, &diagnostics);
+                return EXIT_ERRORS;
+            }
+        },
+    };
     let mut inputs = Vec::new();
     for (idx, &input) in graph.inputs.iter().enumerate() {
         match runtime::synthetic_input(graph.shape(input), args.batch as usize, idx as u64) {
@@ -149,7 +171,7 @@ pub fn run(args: &BenchArgs) -> u8 {
         },
         winograd: !args.no_winograd,
     };
-    let built = match Engine::build(seeded, &options) {
+    let built = match Engine::build(bound, &options) {
         Ok(built) => built,
         Err(diagnostic) => return fail(*diagnostic),
     };

@@ -17,7 +17,7 @@ use super::{compile_network, EXIT_ERRORS, EXIT_OK};
 use crate::diag::{self, Code, Diagnostic, Severity};
 use crate::driver::{FileOrigin, Program};
 use crate::graph::{Graph, NodeId, Op, Shape};
-use crate::runtime::{self, input_name, Dims, LoadOptions, Weights};
+use crate::runtime::{self, input_name, Dims, LoadOptions};
 use crate::stdlib;
 use ndarray::{ArrayD, ArrayViewD, Axis};
 use std::path::{Path, PathBuf};
@@ -305,25 +305,41 @@ fn load_weights(
     program: &Program,
     graph: &Graph,
 ) -> Result<(Graph, String), Vec<Diagnostic>> {
-    let mut bound = graph.clone();
-    let Some(path) = &args.weights else {
-        runtime::seed(&mut bound, args.seed).map_err(|error| vec![error.to_diagnostic(graph)])?;
-        let line = if !bound.consts.values().any(|c| c.learned) {
-            "none to load: every weight of this network is written in its source".to_string()
-        } else {
-            format!(
-                "seeded initialisation (seed {}); pass --weights to load trained ones",
-                args.seed
-            )
-        };
-        return Ok((bound, line));
-    };
     let options = LoadOptions {
         strict: args.strict,
         allow_missing: args.allow_missing.clone(),
         seed: args.seed,
     };
-    match Weights::load_safetensors(path, graph, &options) {
+    bind_weights(program, graph, args.weights.as_deref(), &options)
+}
+
+/// `graph` with the weights of the file at `path` bound to its constants (mapped, read in
+/// place when packed), or seeded with `options.seed` without a file; and the line that says
+/// where they came from. Warnings (unused tensors) are printed here.
+pub(super) fn bind_weights(
+    program: &Program,
+    graph: &Graph,
+    path: Option<&Path>,
+    options: &LoadOptions,
+) -> Result<(Graph, String), Vec<Diagnostic>> {
+    let mut phases = crate::phases::Phases::start();
+    let mut bound = graph.clone();
+    let Some(path) = path else {
+        runtime::seed(&mut bound, options.seed)
+            .map_err(|error| vec![error.to_diagnostic(graph)])?;
+        let line = if !bound.consts.values().any(|c| c.learned) {
+            "none to load: every weight of this network is written in its source".to_string()
+        } else {
+            format!(
+                "seeded initialisation (seed {}); pass --weights to load trained ones",
+                options.seed
+            )
+        };
+        return Ok((bound, line));
+    };
+    let bound_file = runtime::bind_safetensors(&mut bound, path, options);
+    phases.mark("map and check the weights file");
+    match bound_file {
         Ok(loaded) => {
             let warnings: Vec<Diagnostic> = loaded
                 .warnings
@@ -331,17 +347,14 @@ fn load_weights(
                 .map(|w| as_warning(w.to_diagnostic(graph)))
                 .collect();
             diag::emit_stderr(&program.sources, &warnings);
-            let n_from_file = loaded.weights.len() - loaded.seeded.len();
-            let mut line = format!("{n_from_file} tensors from {}", path.display());
+            let mut line = format!("{} tensors from {}", loaded.from_file, path.display());
             if !loaded.seeded.is_empty() {
                 line.push_str(&format!(
                     "; seeded (seed {}) because of --allow-missing: {}",
-                    args.seed,
+                    options.seed,
                     loaded.seeded.join(", ")
                 ));
             }
-            runtime::bind(&mut bound, &loaded.weights)
-                .map_err(|error| vec![error.to_diagnostic(graph)])?;
             Ok((bound, line))
         }
         Err(problems) => {

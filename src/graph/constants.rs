@@ -9,7 +9,9 @@
 //! - [`ConstSource::Seeded`]: "PyTorch's default initialisation with this seed", generated
 //!   from the seed and the tensor's name when someone asks for the numbers;
 //! - [`ConstSource::Folded`]: a batch norm folded into a conv or dense layer's weight or bias,
-//!   computed from its source constants when someone asks.
+//!   computed from its source constants when someone asks;
+//! - [`ConstSource::Mapped`]: a tensor of a memory-mapped weights file, read in place (and
+//!   its pages released once packed, [`Constant::release`]).
 //!
 //! So a graph can be optimised, dumped, summarised and lowered without a single weight in
 //! memory (`cnnc emit opt` on VGG-16 used to build 138 M floats), and the numbers are made
@@ -18,8 +20,10 @@
 
 use super::Init;
 use crate::runtime::rng::SplitMix64;
+use crate::runtime::MappedTensor;
 use cranelift_entity::entity_impl;
 use std::borrow::Cow;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 /// A constant of the graph.
@@ -53,6 +57,8 @@ pub enum ConstSource {
         init: Init,
     },
     Folded(Arc<Fold>),
+    /// A tensor of a weights file, in the file's pages.
+    Mapped(MappedTensor),
 }
 
 /// A batch norm folded into the layer before it: the layer's new weight is its weight with
@@ -149,13 +155,18 @@ impl Constant {
 
     /// Whether the numbers exist yet (a seeded or folded constant not yet asked for has none).
     pub fn is_materialised(&self) -> bool {
-        matches!(self.source, ConstSource::Values(_)) || self.cache.get().is_some()
+        matches!(self.source, ConstSource::Values(_) | ConstSource::Mapped(_))
+            || self.cache.get().is_some()
     }
 
     /// The numbers, row-major, generated or folded on first use and kept.
     pub fn values(&self) -> &[f32] {
         match &self.source {
             ConstSource::Values(values) => values,
+            ConstSource::Mapped(tensor) => match tensor.read() {
+                Cow::Borrowed(values) => values,
+                Cow::Owned(_) => self.cache.get_or_init(|| self.generate().into()),
+            },
             _ => self.cache.get_or_init(|| self.generate().into()),
         }
     }
@@ -167,7 +178,59 @@ impl Constant {
         match (&self.source, self.cache.get()) {
             (ConstSource::Values(values), _) => Cow::Borrowed(values),
             (_, Some(values)) => Cow::Borrowed(values),
+            (ConstSource::Mapped(tensor), None) => tensor.read(),
             _ => Cow::Owned(self.generate()),
+        }
+    }
+
+    /// Elements `range` of the numbers (clamped to the tensor), as [`read`](Self::read) would
+    /// give them, computing only those: a packer can go through a large tensor in pieces and
+    /// [`release_range`](Self::release_range) each, never holding all of it unpacked.
+    pub fn read_range(&self, range: Range<usize>) -> Cow<'_, [f32]> {
+        let numel = self.numel();
+        let range = range.start.min(numel)..range.end.min(numel).max(range.start.min(numel));
+        match (&self.source, self.cache.get()) {
+            (ConstSource::Values(values), _) | (_, Some(values)) => {
+                Cow::Borrowed(values.get(range).unwrap_or_default())
+            }
+            (ConstSource::Mapped(tensor), None) => tensor.read_range(range),
+            (ConstSource::Seeded { seed, init }, None) => {
+                Cow::Owned(seeded_range(*init, *seed, &self.name, range))
+            }
+            (ConstSource::Folded(fold), None) => Cow::Owned(fold.compute_range(numel, range)),
+        }
+    }
+
+    /// Lets go of the memory the numbers occupy where that is possible without losing them:
+    /// a mapped tensor's pages (and those of the mapped tensors a folded one is computed
+    /// from) leave the process, to be read again from the file if needed.
+    pub fn release(&self) {
+        match &self.source {
+            ConstSource::Mapped(tensor) => tensor.release(),
+            ConstSource::Folded(fold) => {
+                if let Some(source) = &fold.source {
+                    source.release();
+                }
+                let bn = &fold.batch_norm;
+                for constant in [&bn.weight, &bn.bias, &bn.running_mean, &bn.running_var] {
+                    constant.release();
+                }
+            }
+            ConstSource::Values(_) | ConstSource::Seeded { .. } => {}
+        }
+    }
+
+    /// [`release`](Self::release) for elements `range` of a mapped tensor, or of the mapped
+    /// weight a folded weight scales element for element.
+    pub fn release_range(&self, range: Range<usize>) {
+        match &self.source {
+            ConstSource::Mapped(tensor) => tensor.release_range(range),
+            ConstSource::Folded(fold) if fold.part == FoldedPart::Weight => {
+                if let Some(source) = &fold.source {
+                    source.release_range(range);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -177,6 +240,7 @@ impl Constant {
             ConstSource::Values(values) => values.to_vec(),
             ConstSource::Seeded { seed, init } => seeded_values(*init, *seed, &self.name, numel),
             ConstSource::Folded(fold) => fold.compute(numel),
+            ConstSource::Mapped(tensor) => tensor.read().into_owned(),
         }
     }
 }
@@ -191,6 +255,23 @@ pub(crate) fn seeded_values(init: Init, seed: u64, name: &str, numel: usize) -> 
             let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
             let mut values = vec![0.0; numel];
             SplitMix64::for_stream(seed, name).fill_uniform(&mut values, -bound, bound);
+            values
+        }
+    }
+}
+
+/// Elements `range` of [`seeded_values`]`(init, seed, name, numel)`, generated alone: value
+/// `i` of a stream depends only on `i`.
+pub(crate) fn seeded_range(init: Init, seed: u64, name: &str, range: Range<usize>) -> Vec<f32> {
+    let len = range.end.saturating_sub(range.start);
+    match init {
+        Init::Constant(value) => vec![value; len],
+        Init::Uniform { fan_in } => {
+            let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+            let mut values = vec![0.0; len];
+            let mut stream = SplitMix64::for_stream(seed, name);
+            stream.skip(range.start as u64);
+            stream.fill_uniform(&mut values, -bound, bound);
             values
         }
     }
@@ -226,6 +307,29 @@ impl Fold {
                         (f64::from(bias) * affine.scale[k] + affine.shift[k]) as f32
                     })
                     .collect()
+            }
+        }
+    }
+
+    /// Elements `range` of [`compute`](Self::compute)`(numel)`: of a weight, the source's
+    /// elements scaled alone (channel `k` is the `k`-th contiguous chunk); of a bias, which is
+    /// one number per channel, the whole computed and cut.
+    fn compute_range(&self, numel: usize, range: Range<usize>) -> Vec<f32> {
+        match (self.part, &self.source) {
+            (FoldedPart::Weight, Some(source)) => {
+                let affine = self.batch_norm.affine();
+                let channels = affine.scale.len().max(1);
+                let per_channel = (numel / channels).max(1);
+                let mut values = source.read_range(range.clone()).into_owned();
+                for (i, w) in values.iter_mut().enumerate() {
+                    let scale = affine.scale.get((range.start + i) / per_channel);
+                    *w = (f64::from(*w) * scale.copied().unwrap_or(1.0)) as f32;
+                }
+                values
+            }
+            _ => {
+                let all = self.compute(numel);
+                all.get(range).map(<[f32]>::to_vec).unwrap_or_default()
             }
         }
     }

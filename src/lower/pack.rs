@@ -7,7 +7,7 @@
 
 use super::program::{chw_index, ConstSpec, LoopProgram, Orientation, Storage};
 use super::{winograd_pack, LowerError};
-use crate::graph::{ConvAttrs, DenseAttrs, Graph, NodeId, Op};
+use crate::graph::{Constant, ConvAttrs, DenseAttrs, Graph, NodeId, Op};
 use crate::parallel::parallel_map;
 use std::borrow::Cow;
 
@@ -19,10 +19,7 @@ fn tensor<'a>(
     suffix: &str,
     expected: &[usize],
 ) -> Result<Cow<'a, [f32]>, LowerError> {
-    let id = graph
-        .node_const(node, suffix)
-        .ok_or_else(|| malformed(node, &format!("no constant `{suffix}`")))?;
-    let values = graph.consts[id].read();
+    let values = constant(graph, node, suffix, expected)?.read();
     if values.len() != expected.iter().product::<usize>() {
         return Err(malformed(
             node,
@@ -31,6 +28,30 @@ fn tensor<'a>(
     }
     Ok(values)
 }
+
+/// The constant `suffix` of `node`, checked to have the number of elements the layer needs,
+/// for a packer that reads it in pieces ([`Constant::read_range`]).
+fn constant<'a>(
+    graph: &'a Graph,
+    node: NodeId,
+    suffix: &str,
+    expected: &[usize],
+) -> Result<&'a Constant, LowerError> {
+    let id = graph
+        .node_const(node, suffix)
+        .ok_or_else(|| malformed(node, &format!("no constant `{suffix}`")))?;
+    let constant = &graph.consts[id];
+    if constant.numel() != expected.iter().product::<usize>() {
+        return Err(malformed(
+            node,
+            &format!("constant `{suffix}` has the wrong size"),
+        ));
+    }
+    Ok(constant)
+}
+
+/// The elements a packer reads of a large tensor at once (4 MiB of f32).
+const PIECE_ELEMENTS: usize = 1 << 20;
 
 /// The attributes of conv `node`, whose weights a constant is packed from.
 fn conv_attrs(graph: &Graph, node: NodeId) -> Result<&ConvAttrs, LowerError> {
@@ -114,9 +135,16 @@ fn pytorch_columns(features: usize, hwc_input: Option<(usize, usize, usize)>) ->
 }
 
 /// The data of one constant buffer of `len` elements.
+/// The layer's constants are released once packed ([`Constant::release`]): the pages of a
+/// mapped weights file then leave the process, and only the packed copy counts.
 fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
     pack_into(graph, spec, &mut out)?;
+    if let Some(node) = spec.node() {
+        for &(_, id) in &graph.nodes[node].consts {
+            graph.consts[id].release();
+        }
+    }
     Ok(out)
 }
 
@@ -262,20 +290,32 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
         } => {
             let features = graph.input_shape(node).c;
             let units = dense_units(graph, node)?;
-            let shape = [units, features];
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = constant(graph, node, "weight", &[units, features])?;
             let panel = panel.max(1);
             let last_width = (units % panel).next_multiple_of(4);
             let columns = pytorch_columns(features, hwc_input);
-            for unit in 0..units {
-                let (p, lane) = (unit / panel, unit % panel);
-                let width = if p < units / panel { panel } else { last_width };
-                let start = p * panel * features;
-                let row_of_unit = &w[unit * features..][..features];
-                for (row, &column) in columns.iter().enumerate() {
-                    *out.get_mut(start + row * width + lane)
-                        .ok_or_else(|| malformed(node, "packing"))? = row_of_unit[column];
+            // A piece of units at a time, each read (generated, folded) alone and let go once
+            // packed: VGG-16's first dense weight is 392 MiB, which a whole read would hold
+            // beside its packed copy.
+            let piece = (PIECE_ELEMENTS / features.max(1)).max(1);
+            for first in (0..units).step_by(piece) {
+                let last = (first + piece).min(units);
+                let elements = first * features..last * features;
+                let rows = w.read_range(elements.clone());
+                for unit in first..last {
+                    let (p, lane) = (unit / panel, unit % panel);
+                    let width = if p < units / panel { panel } else { last_width };
+                    let start = p * panel * features;
+                    let row_of_unit = rows
+                        .get((unit - first) * features..)
+                        .and_then(|rest| rest.get(..features))
+                        .ok_or_else(|| malformed(node, "packing"))?;
+                    for (row, &column) in columns.iter().enumerate() {
+                        *out.get_mut(start + row * width + lane)
+                            .ok_or_else(|| malformed(node, "packing"))? = row_of_unit[column];
+                    }
                 }
+                w.release_range(elements);
             }
         }
         &ConstSpec::DenseBias { node, .. } => {

@@ -13,6 +13,7 @@
 //! generator in `rng.rs`, so results are identical across platforms and crate versions.
 
 mod input;
+mod mapped;
 mod npy;
 pub(crate) mod rng;
 mod run_error;
@@ -20,11 +21,12 @@ pub(crate) mod safetensors_io;
 mod weights;
 
 pub use input::{input_name, load_input, preprocess_image, synthetic_input, InputError};
+pub use mapped::{map_regular_file, FileDtype, MappedTensor};
 pub use npy::{
     check_output_path, npy_bytes, parse_npy, parse_npy_integers, write_npy, NpyArray, NpyError,
 };
 pub use run_error::{check_batch, RunError};
-pub use safetensors_io::{LoadOptions, Loaded, WeightsErrors};
+pub use safetensors_io::{bind_safetensors, Bound, LoadOptions, Loaded, WeightsErrors};
 pub use weights::{bind, bind_present, learned_weights, seed, Weights, WeightsError};
 
 pub(crate) use input::normalization;

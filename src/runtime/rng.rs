@@ -29,6 +29,13 @@ impl SplitMix64 {
         SplitMix64::new(mixer.next_u64() ^ hash)
     }
 
+    /// Moves the stream `n` values on, as `n` calls of [`next_u64`](Self::next_u64) would: the
+    /// state only counts (a value depends on the state alone), so a part of a tensor can be
+    /// generated without the values before it.
+    pub(crate) fn skip(&mut self, n: u64) {
+        self.state = self.state.wrapping_add(n.wrapping_mul(GAMMA));
+    }
+
     pub(crate) fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GAMMA);
         mix(self.state)
@@ -135,6 +142,21 @@ mod tests {
                 0.25,
             );
             assert_eq!(bits(&portable), bits(&expected), "{len}");
+        }
+    }
+
+    /// Skipping `n` values lands where `n` draws would: a tensor generated in pieces is the
+    /// tensor generated whole.
+    #[test]
+    fn skip_is_drawing_without_the_values() {
+        for n in [0u64, 1, 5, 1000] {
+            let mut drawn = SplitMix64::for_stream(3, "fc.weight");
+            for _ in 0..n {
+                drawn.next_u64();
+            }
+            let mut skipped = SplitMix64::for_stream(3, "fc.weight");
+            skipped.skip(n);
+            assert_eq!(skipped.next_u64(), drawn.next_u64(), "{n}");
         }
     }
 }

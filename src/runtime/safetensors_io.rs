@@ -9,15 +9,17 @@
 //! Saving is written by hand (the format is an 8-byte length, a JSON header and the raw data)
 //! so that tensors appear in the graph's `state_dict` order rather than the crate's sorted one.
 
+use super::mapped::{map_regular_file, FileDtype, MappedTensor};
 use super::weights::{describe_layer, seeded_tensor, Weights, WeightsError};
 use super::Dims;
-use crate::graph::Graph;
-use half::{bf16, f16};
+use crate::graph::{ConstSource, Graph, NodeId, ParamSpec};
 use ndarray::{ArrayD, IxDyn};
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::TensorView;
+use safetensors::SafeTensors;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How strictly a weights file must match the graph.
 #[derive(Clone, Debug, Default)]
@@ -86,30 +88,6 @@ impl fmt::Display for WeightsErrors {
 
 impl std::error::Error for WeightsErrors {}
 
-/// Little-endian floats of a supported dtype to f32; `None` for any other dtype.
-fn decode(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
-    let values = match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
-            .collect(),
-        _ => return None,
-    };
-    Some(values)
-}
-
 /// Why `bytes` are not a safetensors file at all, as opposed to a damaged one: a safetensors
 /// file opens with the header's length (8 bytes, little-endian) and the header, a JSON object.
 /// `None` when the bytes open that way.
@@ -149,6 +127,208 @@ fn is_ignored(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
 }
 
+/// How a parameter of the graph is provided, once the file is checked.
+pub(crate) enum Found<'a> {
+    /// By the file's tensor of that name: the right shape, a dtype cnnc reads.
+    File {
+        view: TensorView<'a>,
+        dtype: FileDtype,
+    },
+    /// By nothing: the file lacks it and `allow_missing` allows that, so it is seeded.
+    Seeded,
+}
+
+/// What a checked file leaves to tell the user.
+pub(crate) struct Report {
+    pub warnings: Vec<WeightsError>,
+    pub seeded: Vec<String>,
+}
+
+/// The bytes of a safetensors file, parsed: a file that is not one at all, or a damaged one,
+/// is an error naming `path`.
+pub(crate) fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>, WeightsErrors> {
+    if let Some(what) = not_safetensors(bytes) {
+        return Err(WeightsError::NotSafetensors {
+            path: path.to_path_buf(),
+            what,
+        }
+        .into());
+    }
+    SafeTensors::deserialize(bytes).map_err(|error| {
+        WeightsError::Corrupt {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        }
+        .into()
+    })
+}
+
+/// Checks `file` against every parameter of `graph`, collecting every problem at once, and
+/// hands each parameter that is fine to `take` (with its full name, layer and spec), which may
+/// find a problem of its own.
+pub(crate) fn check_file<'a>(
+    file: &SafeTensors<'a>,
+    graph: &Graph,
+    options: &LoadOptions,
+    mut take: impl FnMut(String, NodeId, &ParamSpec, Found<'a>) -> Result<(), WeightsError>,
+) -> Result<Report, WeightsErrors> {
+    // The crate hands out names in hash order; sorted, the messages are stable.
+    let mut file_names: Vec<String> = file.names().into_iter().map(String::from).collect();
+    file_names.sort();
+
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seeded = Vec::new();
+    let mut used = HashSet::new();
+    for (name, node, spec) in graph.named_params() {
+        let layer = || describe_layer(graph, node);
+        let Ok(view) = file.tensor(&name) else {
+            if options.may_be_missing(&name) {
+                seeded.push(name.clone());
+                if let Err(error) = take(name, node, &spec, Found::Seeded) {
+                    errors.push(error);
+                }
+            } else {
+                let suffix = format!(".{name}");
+                errors.push(WeightsError::Missing {
+                    found_as: file_names.iter().find(|n| n.ends_with(&suffix)).cloned(),
+                    expected: Dims(spec.shape),
+                    name,
+                    node,
+                    layer: layer(),
+                });
+            }
+            continue;
+        };
+        used.insert(name.clone());
+        if view.shape() != spec.shape.as_slice() {
+            errors.push(WeightsError::WrongShape {
+                found: Dims::of(view.shape()),
+                expected: Dims(spec.shape),
+                name,
+                node,
+                layer: layer(),
+            });
+            continue;
+        }
+        let Some(dtype) = FileDtype::of(view.dtype()) else {
+            errors.push(WeightsError::WrongDtype {
+                dtype: view.dtype().to_string(),
+                name,
+                node,
+                layer: layer(),
+            });
+            continue;
+        };
+        if let Err(error) = take(name, node, &spec, Found::File { view, dtype }) {
+            errors.push(error);
+        }
+    }
+
+    for name in &file_names {
+        if used.contains(name) || is_ignored(name) {
+            continue;
+        }
+        let shape = file
+            .tensor(name)
+            .map(|view| Dims::of(view.shape()))
+            .unwrap_or_default();
+        let problem = WeightsError::Unexpected {
+            name: name.clone(),
+            shape,
+            network: graph.name.clone(),
+        };
+        if options.strict {
+            errors.push(problem);
+        } else {
+            warnings.push(problem);
+        }
+    }
+    if errors.is_empty() {
+        Ok(Report { warnings, seeded })
+    } else {
+        Err(WeightsErrors { errors, warnings })
+    }
+}
+
+/// [`bind_safetensors`]'s account of what it bound.
+#[derive(Debug)]
+pub struct Bound {
+    /// Tensors bound from the file.
+    pub from_file: usize,
+    /// Problems that did not stop the load (tensors no layer uses, when not strict).
+    pub warnings: Vec<WeightsError>,
+    /// Names of tensors the file lacked that were seeded because `allow_missing` allowed it.
+    pub seeded: Vec<String>,
+}
+
+/// Maps a weights file, an error naming it when it cannot be.
+fn map_weights_file(path: &Path) -> Result<memmap2::Mmap, WeightsError> {
+    // VGG-19 is 0.57 GB of f32; 16 GiB leaves room for any network.
+    map_regular_file(path, 16 << 30).map_err(|source| WeightsError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Binds the safetensors file at `path` to `graph`'s learned constants in place: the file is
+/// mapped and checked as [`Weights::load_safetensors`] checks it (the same errors, all at
+/// once), then each constant reads its tensor from the mapped file (`ConstSource::Mapped`),
+/// so no copy of the weights is made before packing, which releases each tensor's pages once
+/// it is packed. A tensor `allow_missing` lets the file lack is seeded with `options.seed`.
+/// On an error the graph is left as it was.
+pub fn bind_safetensors(
+    graph: &mut Graph,
+    path: &Path,
+    options: &LoadOptions,
+) -> Result<Bound, WeightsErrors> {
+    let map = Arc::new(map_weights_file(path)?);
+    let file = parse(&map, path)?;
+    let base = map.as_ptr() as usize;
+    let mut sources = Vec::new();
+    let report = check_file(&file, graph, options, |name, node, spec, found| {
+        let source = match found {
+            // Seeded lazily, unless the constant's own name (its stream's) differs from the
+            // file's name for it, as in a graph whose layer paths were changed after it was
+            // built: `Weights::seeded` draws from the file's name.
+            Found::Seeded => match graph.node_const(node, spec.name) {
+                Some(id) if graph.consts[id].name == name => ConstSource::Seeded {
+                    seed: options.seed,
+                    init: spec.init,
+                },
+                _ => {
+                    let tensor =
+                        seeded_tensor(graph, node, spec.name, &spec.shape, &name, options.seed);
+                    ConstSource::Values(tensor.iter().copied().collect())
+                }
+            },
+            Found::File { view, dtype } => {
+                let offset = view.data().as_ptr() as usize - base;
+                let tensor =
+                    MappedTensor::new(Arc::clone(&map), offset, spec.shape.iter().product(), dtype)
+                        .ok_or_else(|| WeightsError::Corrupt {
+                            path: path.to_path_buf(),
+                            reason: format!("tensor `{name}` runs past the end of the file"),
+                        })?;
+                ConstSource::Mapped(tensor)
+            }
+        };
+        sources.push((node, spec.name, source));
+        Ok(())
+    })?;
+    let from_file = sources.len() - report.seeded.len();
+    for (node, suffix, source) in sources {
+        if let Some(id) = graph.node_const(node, suffix) {
+            graph.consts[id].set_source(source);
+        }
+    }
+    Ok(Bound {
+        from_file,
+        warnings: report.warnings,
+        seeded: report.seeded,
+    })
+}
+
 impl Weights {
     /// Loads the weights of `graph` from a safetensors file: every tensor the graph names,
     /// checked for shape and converted to f32. See [`LoadOptions`] for what may differ.
@@ -157,15 +337,9 @@ impl Weights {
         graph: &Graph,
         options: &LoadOptions,
     ) -> Result<Loaded, WeightsErrors> {
-        // VGG-19 is 0.57 GB of f32; 16 GiB leaves room for any network and is below this
-        // machine's memory.
-        let bytes = crate::source::read_regular_file(path, 16 << 30).map_err(|source| {
-            WeightsError::Unreadable {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
-        Weights::from_safetensors_bytes(&bytes, path, graph, options)
+        // Mapped, not read: the decoded tensors are the only copy made.
+        let map = map_weights_file(path)?;
+        Weights::from_safetensors_bytes(&map, path, graph, options)
     }
 
     /// [`Weights::load_safetensors`] on bytes already in memory; `path` is only named in
@@ -176,106 +350,33 @@ impl Weights {
         graph: &Graph,
         options: &LoadOptions,
     ) -> Result<Loaded, WeightsErrors> {
-        if let Some(what) = not_safetensors(bytes) {
-            return Err(WeightsError::NotSafetensors {
-                path: path.to_path_buf(),
-                what,
-            }
-            .into());
-        }
-        let file = SafeTensors::deserialize(bytes).map_err(|error| WeightsError::Corrupt {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-        // The crate hands out names in hash order; sorted, the messages are stable.
-        let mut file_names: Vec<String> = file.names().into_iter().map(String::from).collect();
-        file_names.sort();
-
+        let file = parse(bytes, path)?;
         let mut weights = Weights::new();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        let mut seeded = Vec::new();
-        let mut used = HashSet::new();
-        for (name, node, spec) in graph.named_params() {
-            let layer = || describe_layer(graph, node);
-            let Ok(view) = file.tensor(&name) else {
-                if options.may_be_missing(&name) {
-                    let tensor =
-                        seeded_tensor(graph, node, spec.name, &spec.shape, &name, options.seed);
-                    weights.insert(name.clone(), tensor);
-                    seeded.push(name);
-                } else {
-                    let suffix = format!(".{name}");
-                    errors.push(WeightsError::Missing {
-                        found_as: file_names.iter().find(|n| n.ends_with(&suffix)).cloned(),
-                        expected: Dims(spec.shape),
-                        name,
-                        node,
-                        layer: layer(),
-                    });
+        let report = check_file(&file, graph, options, |name, node, spec, found| {
+            let tensor = match found {
+                Found::Seeded => {
+                    seeded_tensor(graph, node, spec.name, &spec.shape, &name, options.seed)
                 }
-                continue;
+                Found::File { view, dtype } => {
+                    let values = dtype.decode(view.data());
+                    // The crate checked that the data length matches shape × dtype size, so
+                    // the values fit the shape; a mismatch would be a corrupt file all the same.
+                    ArrayD::from_shape_vec(IxDyn(&spec.shape), values).map_err(|error| {
+                        WeightsError::Corrupt {
+                            path: path.to_path_buf(),
+                            reason: format!("tensor `{name}`: {error}"),
+                        }
+                    })?
+                }
             };
-            used.insert(name.clone());
-            if view.shape() != spec.shape.as_slice() {
-                errors.push(WeightsError::WrongShape {
-                    found: Dims::of(view.shape()),
-                    expected: Dims(spec.shape),
-                    name,
-                    node,
-                    layer: layer(),
-                });
-                continue;
-            }
-            let Some(values) = decode(view.dtype(), view.data()) else {
-                errors.push(WeightsError::WrongDtype {
-                    dtype: view.dtype().to_string(),
-                    name,
-                    node,
-                    layer: layer(),
-                });
-                continue;
-            };
-            // The crate checked that the data length matches shape × dtype size, so the
-            // values fit the shape; a mismatch would be a corrupt file all the same.
-            match ArrayD::from_shape_vec(IxDyn(&spec.shape), values) {
-                Ok(tensor) => weights.insert(name, tensor),
-                Err(error) => errors.push(WeightsError::Corrupt {
-                    path: path.to_path_buf(),
-                    reason: format!("tensor `{name}`: {error}"),
-                }),
-            }
-        }
-
-        for name in &file_names {
-            if used.contains(name) || is_ignored(name) {
-                continue;
-            }
-            let shape = file
-                .tensor(name)
-                .map(|view| Dims::of(view.shape()))
-                .unwrap_or_default();
-            let problem = WeightsError::Unexpected {
-                name: name.clone(),
-                shape,
-                network: graph.name.clone(),
-            };
-            if options.strict {
-                errors.push(problem);
-            } else {
-                warnings.push(problem);
-            }
-        }
-
-        if errors.is_empty() {
-            Ok(Loaded {
-                weights,
-                warnings,
-                seeded,
-            })
-        } else {
-            Err(WeightsErrors { errors, warnings })
-        }
+            weights.insert(name, tensor);
+            Ok(())
+        })?;
+        Ok(Loaded {
+            weights,
+            warnings: report.warnings,
+            seeded: report.seeded,
+        })
     }
 
     /// The weights as a safetensors file: every tensor as F32, in this set's order.

@@ -7,7 +7,7 @@ use super::*;
 // Seeded weights
 
 /// conv1 (7×7, 3 → 8, no bias) → bn1 → relu → global pool → flatten → fc (8 → 10).
-fn small_net() -> Graph {
+pub(super) fn small_net() -> Graph {
     let mut graph = Graph::new("small");
     let x = graph.add_input("image", Shape::spatial(16, 16, 3), Span::default());
     let mut add = |op, input, path: &str| {
@@ -117,7 +117,7 @@ fn safetensors_round_trip_is_exact() {
 }
 
 /// A safetensors file written by the crate itself, with tensors of any dtype.
-fn crate_file(tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn crate_file(tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) -> Vec<u8> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
         .map(|(name, dtype, shape, data)| {
@@ -128,7 +128,7 @@ fn crate_file(tensors: &[(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)]) -> Ve
     safetensors::serialize(views, None).unwrap()
 }
 
-fn conv_net(filters: usize, kernel: usize) -> Graph {
+pub(super) fn conv_net(filters: usize, kernel: usize) -> Graph {
     let mut graph = single(Shape::spatial(8, 8, 3), Op::Conv(conv(filters, kernel)));
     let output = graph.output();
     graph.nodes[output].path = "conv1".into();
