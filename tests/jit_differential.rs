@@ -29,6 +29,8 @@ mod layers_convnext;
 mod layers_issue11;
 #[path = "jit_differential/measure.rs"]
 mod measure;
+#[path = "jit_differential/measure_winograd.rs"]
+mod measure_winograd;
 #[path = "jit_differential/padding_modes.rs"]
 mod padding_modes;
 #[path = "jit_differential/pointwise.rs"]

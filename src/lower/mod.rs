@@ -28,7 +28,8 @@
 //! One file per family of layers: `conv.rs`, `dense.rs`, `pool.rs`, `elementwise.rs`,
 //! `concat.rs`, `channels.rs` (shuffle, split), `upsample.rs`, `norm.rs` (layer norm,
 //! `parameter`), `groupnorm.rs`, `prelu.rs`, and `pad.rs` for the borders window ops read; `winograd.rs` lowers the 3×3
-//! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3).
+//! stride-1 convolutions it is chosen for (`LowerOptions::winograd`) by Winograd's F(4×4, 3×3) or, at
+//! inference, F(2×2, 3×3) (`winograd_transforms.rs` their transforms, `winograd_choice.rs` the choice).
 
 mod builder;
 mod channels;
@@ -54,7 +55,9 @@ mod upsample;
 mod upsample_sized;
 mod verify;
 pub mod winograd;
+mod winograd_choice;
 mod winograd_pack;
+mod winograd_transforms;
 
 pub use pack::{pack_buffer, pack_constants, repack_constants, PackedConstants};
 pub use program::{chw_index, Buffer, ConstSpec, LoopProgram, Storage};
@@ -100,6 +103,7 @@ pub fn lower(graph: &Graph) -> Result<LoopProgram, LowerError> {
 pub fn lower_with(graph: &Graph, options: &LowerOptions) -> Result<LoopProgram, LowerError> {
     let mut phases = crate::phases::Phases::start();
     let mut lowering = Lowering::new(graph, *options)?;
+    lowering.winograd_f2 = true;
     for &id in &lowering.order.clone() {
         lowering.lower_node(id)?;
     }
@@ -198,6 +202,9 @@ struct Lowering<'g> {
     /// The buffer each window op (conv, pool) read its input from, with that buffer's
     /// pixels per row: a training step's backward reads the same padded frame.
     window_inputs: SecondaryMap<NodeId, Option<(BufferId, usize)>>,
+    /// Whether Winograd's F(2×2, 3×3) may be chosen (`winograd.rs`): at inference only
+    /// (`lower_with`), as a training step's backward differentiates F(4×4) alone.
+    winograd_f2: bool,
     /// Whether kernels may loop over the images of a call (`LoopStmt::Images`): a training
     /// step, which runs a thread's images through `CompiledNetwork::run_kernels` with an
     /// arena per image, so that a layer whose weights outweigh one image's work reuses
@@ -247,6 +254,7 @@ impl<'g> Lowering<'g> {
             slices: SecondaryMap::new(),
             concat_targets: SecondaryMap::new(),
             window_inputs: SecondaryMap::new(),
+            winograd_f2: false,
         };
         // The output is written in place by the node it aliases, unless that is a network
         // input, which is copied at the end instead.

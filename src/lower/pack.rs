@@ -215,6 +215,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
         }
         &ConstSpec::WinogradWeight {
             node,
+            size,
             panel,
             flipped,
         } => {
@@ -227,7 +228,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                 Orientation::Forward
             };
             let (w, [filters, in_c, _, _]) = oriented(w, shape, orientation);
-            winograd_pack::transform_filters(&w, filters, in_c, panel, out)
+            winograd_pack::transform_filters(size, &w, filters, in_c, panel, out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }
         &ConstSpec::DepthwiseWeight {

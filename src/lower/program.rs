@@ -80,11 +80,12 @@ pub enum ConstSpec {
         panel: usize,
         orientation: Orientation,
     },
-    /// Winograd-transformed conv weights `G g Gᵀ` (`lower/winograd.rs`), 6×6 per filter and
-    /// input channel, packed `[point][panel][in][panel]` with the outputs padded to a
-    /// multiple of `panel`; `flipped` as for [`ConstSpec::ConvWeight`].
+    /// Winograd-transformed conv weights `G g Gᵀ` (`lower/winograd.rs`), 6×6 (F(4×4)) or 4×4
+    /// (F(2×2)) per filter and input channel, packed `[point][panel][in][panel]` with the
+    /// outputs padded to a multiple of `panel`; `flipped` as for [`ConstSpec::ConvWeight`].
     WinogradWeight {
         node: NodeId,
+        size: super::winograd::TileSize,
         panel: usize,
         flipped: bool,
     },

@@ -1,5 +1,7 @@
-//! Winograd's F(4×4, 3×3) for 3×3 stride-1 convolutions: 36 multiplications for each 4×4
-//! output tile and channel pair instead of direct convolution's 144.
+//! Winograd's F(4×4, 3×3) and F(2×2, 3×3) for 3×3 stride-1 convolutions: 36 multiplications
+//! for each 4×4 output tile and channel pair instead of direct convolution's 144, or 16 for
+//! each 2×2 tile instead of 36. The text below is F(4×4)'s; F(2×2)'s kernels are the same with
+//! 4×4 transformed tiles of 16 points (`winograd_transforms.rs` has both sets of transforms).
 //!
 //! Direct convolution is bounded by the multiply rate, and Cranelift emits 128-bit FMAs only
 //! (CRANELIFT.md §1), half of what the peers' 256-bit kernels do; Winograd's algorithm does
@@ -27,22 +29,33 @@
 //! rows share), which keeps under 16 vector registers live: Cranelift would spill the 36 values
 //! of a whole tile.
 //!
+//! F(2×2, 3×3) is for maps too small for F(4×4)'s weights to pay: at batch 1 each products
+//! kernel streams `points × in × out` transformed weights once, for few tiles on a 7×7 map
+//! (4 of F(4×4)'s, 16 of F(2×2)'s), so it is bounded by that traffic, 2.25× less with 16
+//! points. `Auto` picks among direct, F(2×2) and F(4×4) (`winograd_choice.rs`); F(2×2) only at
+//! inference (`Lowering::winograd_f2`): a training step's backward differentiates F(4×4)
+//! convolutions alone (`train/winograd.rs`).
+//!
 //! Accuracy: F(4×4, 3×3)'s transforms have entries up to 8 (in `Aᵀ`) and 1/24 (in `G`), which
-//! costs a few bits against direct summation; the differential tests check 1e-4 relative. The
-//! larger F(6×6, 3×3) loses more and is not done.
+//! costs a few bits against direct summation; the differential tests check 1e-4 relative.
+//! F(2×2)'s entries are 0, ±1 and ±1/2, close to direct's accuracy. The larger F(6×6, 3×3)
+//! loses more and is not done.
 
 use super::conv::{reduce, store_tile, Epilogue, Tile};
-use super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
+use super::ir::{Affine, BufferId, LoopExpr, Reg};
 use super::pad::Padded;
+pub(super) use super::winograd_transforms::fma;
+use super::winograd_transforms::{add, at_row, bt_row, Constants};
+pub use super::winograd_transforms::{TileSize, AT, AT2, BT, BT2, G, G2};
 use super::{ConstSpec, KernelBuilder, Lowering};
 use crate::graph::{ConvAttrs, NodeId, Shape};
 
-/// Output pixels per tile side (the `m` of F(m×m, 3×3)).
-pub const TILE: usize = 4;
-/// Input pixels per tile side, and the side of a transformed tile: `m + 3 − 1`.
-pub const ALPHA: usize = TILE + 2;
-/// Points of a transformed tile: one matrix product each.
-pub(super) const POINTS: usize = ALPHA * ALPHA;
+/// F(4×4, 3×3)'s output pixels per tile side, the only size a training step differentiates.
+pub const TILE: usize = TileSize::F4.m();
+/// F(4×4, 3×3)'s input pixels per tile side, and the side of a transformed tile.
+pub const ALPHA: usize = TileSize::F4.alpha();
+/// F(4×4, 3×3)'s points of a transformed tile: one matrix product each.
+pub(super) const POINTS: usize = TileSize::F4.points();
 /// Output channels per packed weight panel and per register tile.
 const PANEL: usize = 8;
 /// Tiles per register tile.
@@ -50,13 +63,6 @@ const TILE_ROWS: usize = 4;
 /// Bytes of `V` rows one chunk of tiles may take, so that they stay in L2 while every weight
 /// panel streams over them.
 const CHUNK_BYTES: usize = 128 * 1024;
-/// The fewest input and output channels for which `Auto` picks Winograd: with fewer, the
-/// products are too short a reduction to pay for writing and reading `M` (3 → 64 channels at
-/// 224×224 ran 2.3× slower than direct).
-const MIN_CHANNELS: usize = 8;
-/// `Auto` picks Winograd when its estimated time relative to direct convolution is at most
-/// this (see `estimated_ratio`).
-const MAX_RATIO: f64 = 0.75;
 /// In a training step, products of convolutions with at most this many tiles per image loop
 /// over the images inside each weight panel: with few tiles, one image's products use each
 /// weight a handful of times, and streaming the 36 transformed panels per image bounds them.
@@ -73,158 +79,11 @@ pub enum Winograd {
     /// The 3×3 stride-1 ungrouped ones large enough for it to pay (see `winograd_extent`).
     #[default]
     Auto,
-    /// Every 3×3 stride-1 ungrouped convolution, however small: for tests.
+    /// Every 3×3 stride-1 ungrouped convolution, however small, as F(4×4, 3×3): for tests.
     Always,
-}
-
-/// `Bᵀ`, the input transform, from Lavin &
-/// Gray, "Fast Algorithms for Convolutional Neural Networks" (2016), with the points
-/// 0, ±1, ±2 and ∞. Used by the tests of the transforms; the kernels use the factored forms
-/// of `bt_row` and `at_row`.
-pub const BT: [[f32; ALPHA]; ALPHA] = [
-    [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
-    [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
-    [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
-    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
-    [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
-    [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
-];
-
-/// `Aᵀ`, the output transform, for the same points.
-pub const AT: [[f32; ALPHA]; TILE] = [
-    [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-    [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
-    [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
-    [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
-];
-
-/// `G`, the filter transform, for the same points (applied in f64 at pack time).
-pub const G: [[f64; 3]; ALPHA] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
-
-/// The constants the transforms multiply by, in registers.
-struct Constants {
-    two: Reg,
-    minus_two: Reg,
-    four: Reg,
-    minus_four: Reg,
-    minus_five: Reg,
-    eight: Reg,
-}
-
-impl Constants {
-    fn new(b: &mut KernelBuilder) -> Constants {
-        Constants {
-            two: b.constant(2.0),
-            minus_two: b.constant(-2.0),
-            four: b.constant(4.0),
-            minus_four: b.constant(-4.0),
-            minus_five: b.constant(-5.0),
-            eight: b.constant(8.0),
-        }
-    }
-}
-
-fn add(b: &mut KernelBuilder, x: Reg, y: Reg) -> Reg {
-    b.binary(BinaryOp::Add, x, y)
-}
-
-fn sub(b: &mut KernelBuilder, x: Reg, y: Reg) -> Reg {
-    b.binary(BinaryOp::Sub, x, y)
-}
-
-pub(super) fn fma(b: &mut KernelBuilder, x: Reg, y: Reg, z: Reg) -> Reg {
-    b.assign(LoopExpr::Fma(x, y, z))
-}
-
-/// Row `i` of `Bᵀ · d` for the six values `get(0..6)` (fetched only where the row needs them,
-/// in increasing order), in the factored form of `BT`.
-fn bt_row(
-    b: &mut KernelBuilder,
-    k: &Constants,
-    i: usize,
-    get: &mut impl FnMut(&mut KernelBuilder, usize) -> Reg,
-) -> Reg {
-    match i {
-        0 | 5 => {
-            // 4·d0 − 5·d2 + d4, and 4·d1 − 5·d3 + d5.
-            let first = if i == 0 { 0 } else { 1 };
-            let (d0, d2, d4) = (get(b, first), get(b, first + 2), get(b, first + 4));
-            let inner = fma(b, k.minus_five, d2, d4);
-            fma(b, k.four, d0, inner)
-        }
-        _ => {
-            let (d1, d2, d3, d4) = (get(b, 1), get(b, 2), get(b, 3), get(b, 4));
-            match i {
-                // −4·(d1 + d2) + (d3 + d4).
-                1 => {
-                    let s12 = add(b, d1, d2);
-                    let s34 = add(b, d3, d4);
-                    fma(b, k.minus_four, s12, s34)
-                }
-                // 4·(d1 − d2) + (d4 − d3).
-                2 => {
-                    let d12 = sub(b, d1, d2);
-                    let d43 = sub(b, d4, d3);
-                    fma(b, k.four, d12, d43)
-                }
-                // ±2·(d3 − d1) + (d4 − d2).
-                _ => {
-                    let d31 = sub(b, d3, d1);
-                    let d42 = sub(b, d4, d2);
-                    let factor = if i == 3 { k.two } else { k.minus_two };
-                    fma(b, factor, d31, d42)
-                }
-            }
-        }
-    }
-}
-
-/// Row `r` of `Aᵀ · m` for the six values `get(0..6)`, in the factored form of `AT`.
-fn at_row(
-    b: &mut KernelBuilder,
-    k: &Constants,
-    r: usize,
-    get: &mut impl FnMut(&mut KernelBuilder, usize) -> Reg,
-) -> Reg {
-    let m0 = (r == 0).then(|| get(b, 0));
-    let (m1, m2, m3, m4) = (get(b, 1), get(b, 2), get(b, 3), get(b, 4));
-    match r {
-        // m0 + (m1 + m2) + (m3 + m4).
-        0 => {
-            let s12 = add(b, m1, m2);
-            let s34 = add(b, m3, m4);
-            let sum = add(b, s12, s34);
-            match m0 {
-                Some(m0) => add(b, m0, sum),
-                None => sum,
-            }
-        }
-        // (m1 + m2) + 4·(m3 + m4).
-        2 => {
-            let s12 = add(b, m1, m2);
-            let s34 = add(b, m3, m4);
-            fma(b, k.four, s34, s12)
-        }
-        // (m1 − m2) + 2·(m3 − m4), and (m1 − m2) + 8·(m3 − m4) + m5.
-        _ => {
-            let d12 = sub(b, m1, m2);
-            let d34 = sub(b, m3, m4);
-            if r == 1 {
-                fma(b, k.two, d34, d12)
-            } else {
-                let m5 = get(b, 5);
-                let with_m5 = add(b, d12, m5);
-                fma(b, k.eight, d34, with_m5)
-            }
-        }
-    }
+    /// Every 3×3 stride-1 ungrouped convolution as F(2×2, 3×3): for tests. As `Always` in a
+    /// training step, which differentiates F(4×4) alone.
+    AlwaysF2,
 }
 
 /// Calls `f` for the vectors of `channels`: `(first channel, lanes)`, 4 lanes but the last.
@@ -240,21 +99,9 @@ pub(super) fn channel_vectors(
     }
 }
 
-/// Winograd's time over direct convolution's, estimated: a quarter of the multiplications,
-/// plus the transforms, whose cost per output grows as `1/in` (output transform, relative to
-/// a reduction over `in`) and `1/out` (input transform, shared by every output channel),
-/// times the share of the tiles' pixels that fall inside the output. The two constants are
-/// fitted to single-layer measurements on a Zen 3 (1 thread, paired runs, ratio of medians):
-/// 8 → 8 channels at 56×56 0.47, 4 → 4 at 56×56 0.8–1.1, 64 → 64 at 5×5 0.72, 64 → 64 at 4×4
-/// 0.57, 16 → 16 at 8×8 0.41, 64 → 64 at 56×56 0.19–0.30.
-fn estimated_ratio(in_channels: usize, out: Shape) -> f64 {
-    let covered = out.h.next_multiple_of(TILE) * out.w.next_multiple_of(TILE);
-    let waste = covered as f64 / (out.h * out.w).max(1) as f64;
-    waste * (0.25 + 1.3 / out.c.max(1) as f64 + 1.2 / in_channels.max(1) as f64)
-}
-
 /// The buffers and sizes the three kernels of one convolution share.
 struct Plan {
+    size: TileSize,
     /// `U[ξ][panel][in][PANEL]`.
     weights: BufferId,
     bias: Option<BufferId>,
@@ -281,6 +128,7 @@ impl Plan {
 
 /// Where an input transform reads and writes: `V[ξ][tile][in_stride]` of `tiles` tiles.
 struct Transform<'a> {
+    size: TileSize,
     x: &'a Padded,
     transformed: BufferId,
     in_stride: usize,
@@ -297,21 +145,21 @@ fn input_tile(
     tile: &Affine,
     c0: &Affine,
 ) {
-    let k = Constants::new(b);
-    let (width, c) = (t.x.width, t.x.channels);
-    for i in 0..ALPHA {
+    let k = Constants::new(b, t.size);
+    let (width, c, alpha) = (t.x.width, t.x.channels, t.size.alpha());
+    for i in 0..alpha {
         // Row i of Bᵀ·d, one column at a time from the input rows it needs.
-        let row: Vec<Reg> = (0..ALPHA)
+        let row: Vec<Reg> = (0..alpha)
             .map(|j| {
-                bt_row(b, &k, i, &mut |b, y| {
+                bt_row(b, k.as_ref(), i, &mut |b, y| {
                     b.load(t.x.buffer, at.clone() + (y * width + j) * c, lanes)
                 })
             })
             .collect();
-        for l in 0..ALPHA {
-            let value = bt_row(b, &k, l, &mut |_, j| row[j]);
+        for l in 0..alpha {
+            let value = bt_row(b, k.as_ref(), l, &mut |_, j| row[j]);
             let index =
-                tile.clone() * t.in_stride + c0.clone() + (i * ALPHA + l) * t.tiles * t.in_stride;
+                tile.clone() * t.in_stride + c0.clone() + (i * alpha + l) * t.tiles * t.in_stride;
             b.store(t.transformed, index, 4, value);
         }
     }
@@ -400,21 +248,22 @@ fn output_tile(
     lanes: u8,
 ) {
     let tile = ty.clone() * p.tiles_x + tx.clone();
-    let k = Constants::new(b);
+    let k = Constants::new(b, p.size);
+    let (m, alpha) = (p.size.m(), p.size.alpha());
     let bias = p.bias.map(|bias| b.load(bias, c0.clone(), 4));
     for r in 0..rows {
         // Row r of Aᵀ·M, one column at a time.
-        let row: Vec<Reg> = (0..ALPHA)
+        let row: Vec<Reg> = (0..alpha)
             .map(|j| {
-                at_row(b, &k, r, &mut |b, y| {
-                    let index = p.m(Affine::constant(y * ALPHA + j), tile.clone(), c0.clone());
+                at_row(b, k.as_ref(), r, &mut |b, y| {
+                    let index = p.m(Affine::constant(y * alpha + j), tile.clone(), c0.clone());
                     b.load(p.products, index, 4)
                 })
             })
             .collect();
         let values: Vec<Vec<Reg>> = (0..cols)
             .map(|col| {
-                let value = at_row(b, &k, col, &mut |_, j| row[j]);
+                let value = at_row(b, k.as_ref(), col, &mut |_, j| row[j]);
                 vec![match bias {
                     Some(bias) => add(b, value, bias),
                     None => value,
@@ -422,7 +271,7 @@ fn output_tile(
             })
             .collect();
         let pixels = (0..cols)
-            .map(|col| (ty.clone() * TILE + r, tx.clone() * TILE + col))
+            .map(|col| (ty.clone() * m + r, tx.clone() * m + col))
             .collect();
         let out_tile = Tile {
             pixels,
@@ -434,30 +283,40 @@ fn output_tile(
     }
 }
 
-/// Calls `f` for the tiles of row `ty` of tiles, `rows` high: `(ty, tx, rows, cols)`.
+/// Calls `f` for the `m × m` tiles of row `ty` of tiles, `rows` high: `(ty, tx, rows, cols)`.
 fn tiles_of_row(
     b: &mut KernelBuilder,
-    width: usize,
+    (m, width): (usize, usize),
     ty: &Affine,
     rows: usize,
     f: &mut impl FnMut(&mut KernelBuilder, (&Affine, &Affine, usize, usize)),
 ) {
-    b.repeat(width / TILE, |b, tx| f(b, (ty, &tx, rows, TILE)));
-    if !width.is_multiple_of(TILE) {
-        f(b, (ty, &Affine::constant(width / TILE), rows, width % TILE));
+    b.repeat(width / m, |b, tx| f(b, (ty, &tx, rows, m)));
+    if !width.is_multiple_of(m) {
+        f(b, (ty, &Affine::constant(width / m), rows, width % m));
     }
 }
 
-/// Calls `f` for every tile of an output of `height × width`.
+/// Calls `f` for every F(4×4) tile of an output of `height × width`.
 pub(super) fn all_tiles(
     b: &mut KernelBuilder,
+    extent: (usize, usize),
+    f: &mut impl FnMut(&mut KernelBuilder, (&Affine, &Affine, usize, usize)),
+) {
+    all_tiles_of(b, TILE, extent, f);
+}
+
+/// Calls `f` for every `m × m` tile of an output of `height × width`.
+fn all_tiles_of(
+    b: &mut KernelBuilder,
+    m: usize,
     (height, width): (usize, usize),
     f: &mut impl FnMut(&mut KernelBuilder, (&Affine, &Affine, usize, usize)),
 ) {
-    b.repeat(height / TILE, |b, ty| tiles_of_row(b, width, &ty, TILE, f));
-    if !height.is_multiple_of(TILE) {
-        let ty = Affine::constant(height / TILE);
-        tiles_of_row(b, width, &ty, height % TILE, f);
+    b.repeat(height / m, |b, ty| tiles_of_row(b, (m, width), &ty, m, f));
+    if !height.is_multiple_of(m) {
+        let ty = Affine::constant(height / m);
+        tiles_of_row(b, (m, width), &ty, height % m, f);
     }
 }
 
@@ -484,22 +343,33 @@ impl Lowering<'_> {
         if !fits {
             return None;
         }
-        let chosen = match self.options.winograd {
-            Winograd::Off => false,
-            Winograd::Always => true,
-            Winograd::Auto => {
-                in_c.min(out.c) >= MIN_CHANNELS && estimated_ratio(in_c, out) <= MAX_RATIO
-            }
-        };
-        chosen.then(|| (out.h.next_multiple_of(TILE), out.w.next_multiple_of(TILE)))
+        let m = self.winograd_size(in_c, out)?.m();
+        Some((out.h.next_multiple_of(m), out.w.next_multiple_of(m)))
     }
 
-    /// Emits the kernel `kind` that writes `V = Bᵀ d B` of `x` (read from its padded buffer in
-    /// whole tiles, `tiles_y × tiles_x` of them) to `transformed`, `V[ξ][tile][in]` with the
-    /// channels padded to a multiple of 4 (the padding lanes zero). The forward's first kernel,
-    /// and the first of a training step's weight gradient (`train::winograd`).
+    /// Emits the kernel `kind` that writes F(4×4)'s `V = Bᵀ d B` of `x` (read from its padded
+    /// buffer in whole tiles, `tiles_y × tiles_x` of them) to `transformed`, `V[ξ][tile][in]`
+    /// with the channels padded to a multiple of 4 (the padding lanes zero): the first kernel
+    /// of a training step's weight gradient (`train::winograd`).
     pub(super) fn winograd_input_transform(
         &mut self,
+        id: NodeId,
+        kind: &str,
+        x: &Padded,
+        transformed: BufferId,
+        tiling: (usize, usize),
+        what: &str,
+    ) {
+        let size = TileSize::F4;
+        self.winograd_input_transform_of(size, id, kind, x, transformed, tiling, what);
+    }
+
+    /// [`winograd_input_transform`](Self::winograd_input_transform) for tiles of `size`: the
+    /// forward's first kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn winograd_input_transform_of(
+        &mut self,
+        size: TileSize,
         id: NodeId,
         kind: &str,
         x: &Padded,
@@ -508,7 +378,9 @@ impl Lowering<'_> {
         what: &str,
     ) {
         let cin = x.channels;
+        let m = size.m();
         let t = Transform {
+            size,
             x,
             transformed,
             in_stride: cin.next_multiple_of(4),
@@ -517,12 +389,15 @@ impl Lowering<'_> {
         let mut b = self.builder(
             id,
             kind,
-            format!("winograd F(4×4, 3×3) input transform, {tiles_y}×{tiles_x} tiles: {what}"),
+            format!(
+                "winograd {} input transform, {tiles_y}×{tiles_x} tiles: {what}",
+                size.name()
+            ),
         );
         b.parallel(tiles_y, |b, ty| {
             b.repeat(tiles_x, |b, tx| {
                 let tile = ty.clone() * tiles_x + tx.clone();
-                let corner = (ty.clone() * (TILE * x.width) + tx * TILE) * cin;
+                let corner = (ty.clone() * (m * x.width) + tx * m) * cin;
                 channel_vectors(b, cin, &mut |b, c0, lanes| {
                     input_tile(b, &t, &(corner.clone() + c0.clone()), lanes, &tile, &c0);
                 });
@@ -531,8 +406,9 @@ impl Lowering<'_> {
         self.emit(b);
     }
 
-    /// Lowers a convolution chosen by `winograd_extent` to its three kernels; `flipped` as
-    /// for `direct_conv` (node `id`'s input gradient, from `input` = its output's gradient).
+    /// Lowers a convolution chosen by `winograd_extent` to its three kernels, with the tile
+    /// size chosen there; `flipped` as for `direct_conv` (node `id`'s input gradient, from
+    /// `input` = its output's gradient).
     pub(super) fn winograd_conv(
         &mut self,
         id: NodeId,
@@ -542,16 +418,20 @@ impl Lowering<'_> {
         e: &Epilogue,
         flipped: bool,
     ) {
-        let (tiles_y, tiles_x) = (out.h.div_ceil(TILE), out.w.div_ceil(TILE));
+        // Chosen, so `Some`.
+        let size = self.winograd_size(input.c, out).unwrap_or(TileSize::F4);
+        let (m, points) = (size.m(), size.points());
+        let (tiles_y, tiles_x) = (out.h.div_ceil(m), out.w.div_ceil(m));
         let tiles = tiles_y * tiles_x;
         let (cin, cout) = (input.c, out.c);
         let n_panels = cout.div_ceil(PANEL);
         let name = self.describe(id);
         let weights = self.add_const(
-            format!("{name} winograd weights [36][panel][in][{PANEL}]"),
-            POINTS * n_panels * cin * PANEL,
+            format!("{name} winograd weights [{points}][panel][in][{PANEL}]"),
+            points * n_panels * cin * PANEL,
             ConstSpec::WinogradWeight {
                 node: id,
+                size,
                 panel: PANEL,
                 flipped,
             },
@@ -570,14 +450,15 @@ impl Lowering<'_> {
         let in_stride = cin.next_multiple_of(4);
         let out_stride = n_panels * PANEL;
         let transformed = self.add_temp(
-            format!("{name} winograd input [36][tile][in]"),
-            POINTS * tiles * in_stride,
+            format!("{name} winograd input [{points}][tile][in]"),
+            points * tiles * in_stride,
         );
         let products = self.add_temp(
-            format!("{name} winograd products [36][tile][out]"),
-            POINTS * tiles * out_stride,
+            format!("{name} winograd products [{points}][tile][out]"),
+            points * tiles * out_stride,
         );
         let p = Plan {
+            size,
             weights,
             bias,
             transformed,
@@ -600,17 +481,19 @@ impl Lowering<'_> {
         };
 
         let tiling = (tiles_y, tiles_x);
-        self.winograd_input_transform(id, &kind("winoin"), &x, transformed, tiling, &what);
+        let winoin = kind("winoin");
+        self.winograd_input_transform_of(size, id, &winoin, &x, transformed, tiling, &what);
 
         let chunk = (CHUNK_BYTES / (4 * in_stride)).max(TILE_ROWS) / TILE_ROWS * TILE_ROWS;
         let mut b = self.builder(
             id,
             &kind("winomul"),
             format!(
-                "winograd F(4×4, 3×3) products, 36 × ({tiles} × {cin}) · ({cin} × {cout}): {what}"
+                "winograd {} products, {points} × ({tiles} × {cin}) · ({cin} × {cout}): {what}",
+                size.name()
             ),
         );
-        b.parallel(POINTS, |b, point| {
+        b.parallel(points, |b, point| {
             b.repeat(tiles / chunk, |b, c| {
                 product_tiles(b, &p, &point, c * chunk, chunk);
             });
@@ -624,22 +507,25 @@ impl Lowering<'_> {
         let mut b = self.builder(
             id,
             &kind("winoout"),
-            format!("winograd F(4×4, 3×3) output transform and epilogue: {what}"),
+            format!(
+                "winograd {} output transform and epilogue: {what}",
+                size.name()
+            ),
         );
         let (height, width) = (out.h, out.w);
-        if height / TILE >= PARALLEL_TILE_ROWS {
+        if height / m >= PARALLEL_TILE_ROWS {
             // Rows of whole tiles in parallel, all channels of a tile at once: `M` is read
             // a cache line at a time. The last, partial row of tiles is the serial part.
-            b.parallel(height / TILE, |b, ty| {
-                tiles_of_row(b, width, &ty, TILE, &mut |b, at| {
+            b.parallel(height / m, |b, ty| {
+                tiles_of_row(b, (m, width), &ty, m, &mut |b, at| {
                     channel_vectors(b, cout, &mut |b, c0, lanes| {
                         output_tile(b, &p, e, at, &c0, lanes);
                     });
                 });
             });
-            if !height.is_multiple_of(TILE) {
-                let ty = Affine::constant(height / TILE);
-                tiles_of_row(&mut b, width, &ty, height % TILE, &mut |b, at| {
+            if !height.is_multiple_of(m) {
+                let ty = Affine::constant(height / m);
+                tiles_of_row(&mut b, (m, width), &ty, height % m, &mut |b, at| {
                     channel_vectors(b, cout, &mut |b, c0, lanes| {
                         output_tile(b, &p, e, at, &c0, lanes);
                     });
@@ -648,46 +534,17 @@ impl Lowering<'_> {
         } else {
             // Too few rows of tiles to share: vectors of channels in parallel instead.
             b.parallel(cout / 4, |b, v| {
-                all_tiles(b, (height, width), &mut |b, at| {
+                all_tiles_of(b, m, (height, width), &mut |b, at| {
                     output_tile(b, &p, e, at, &(v.clone() * 4), 4);
                 });
             });
             if !cout.is_multiple_of(4) {
                 let c0 = Affine::constant(cout / 4 * 4);
-                all_tiles(&mut b, (height, width), &mut |b, at| {
+                all_tiles_of(&mut b, m, (height, width), &mut |b, at| {
                     output_tile(b, &p, e, at, &c0, (cout % 4) as u8);
                 });
             }
         }
         self.emit(b);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{ALPHA, AT, BT, G, TILE};
-
-    /// `Aᵀ [(G g) ⊙ (Bᵀ d)]` is the correlation of `d` with `g`, for arbitrary values: the
-    /// three matrices are a correct F(4, 3), checked against the sum that defines it.
-    #[test]
-    fn the_matrices_compute_a_correlation() {
-        let d = [0.3, -1.2, 2.5, 0.7, -0.4, 1.9];
-        let g = [0.8, -0.35, 1.3];
-        let gg: Vec<f64> = G
-            .iter()
-            .map(|row| (0..3).map(|k| row[k] * g[k]).sum())
-            .collect();
-        let bd: Vec<f64> = BT
-            .iter()
-            .map(|row| (0..ALPHA).map(|k| f64::from(row[k]) * d[k]).sum())
-            .collect();
-        for (y, row) in AT.iter().enumerate().take(TILE) {
-            let winograd: f64 = (0..ALPHA).map(|k| f64::from(row[k]) * gg[k] * bd[k]).sum();
-            let direct: f64 = (0..3).map(|k| d[y + k] * g[k]).sum();
-            assert!(
-                (winograd - direct).abs() < 1e-12,
-                "{y}: {winograd} vs {direct}"
-            );
-        }
     }
 }

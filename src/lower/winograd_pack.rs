@@ -1,13 +1,14 @@
-//! The filter transform of Winograd's F(4×4, 3×3) (`lower/winograd.rs`): `U = G g Gᵀ` for
-//! every filter and input channel, computed in f64 when the weights are packed, so that the
-//! kernels' only rounding of it is the final one to f32.
+//! The filter transform of Winograd's F(4×4, 3×3) and F(2×2, 3×3) (`lower/winograd.rs`):
+//! `U = G g Gᵀ` for every filter and input channel, computed in f64 when the weights are
+//! packed, so that the kernels' only rounding of it is the final one to f32.
 
-use super::winograd::{ALPHA, POINTS};
+use super::winograd::{TileSize, POINTS};
 
-/// Packs `w` (`[filters][in_c][3][3]`, row-major) transformed into `out` as
-/// `[point][panel][in][panel]` (`point = 6·a + b` for `U[a][b]`), panels of `panel` filters.
-/// `None` if `out` is too short.
+/// Packs `w` (`[filters][in_c][3][3]`, row-major) transformed for tiles of `size` into `out`
+/// as `[point][panel][in][panel]` (`point = α·a + b` for `U[a][b]`), panels of `panel`
+/// filters. `None` if `out` is too short.
 pub(super) fn transform_filters(
+    size: TileSize,
     w: &[f32],
     filters: usize,
     in_c: usize,
@@ -17,9 +18,9 @@ pub(super) fn transform_filters(
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has the feature the function is compiled for.
-        return unsafe { transform_filters_avx2(w, filters, in_c, panel, out) };
+        return unsafe { transform_filters_avx2(size, w, filters, in_c, panel, out) };
     }
-    transform(w, filters, in_c, panel, out)
+    transform_sized(size, w, filters, in_c, panel, out)
 }
 
 /// [`transform`] compiled for AVX2: each `LANES` values' arithmetic is one f64x4 operation
@@ -27,17 +28,42 @@ pub(super) fn transform_filters(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn transform_filters_avx2(
+    size: TileSize,
     w: &[f32],
     filters: usize,
     in_c: usize,
     panel: usize,
     out: &mut [f32],
 ) -> Option<()> {
-    transform(w, filters, in_c, panel, out)
+    transform_sized(size, w, filters, in_c, panel, out)
 }
 
+/// [`transform`] with `G` of tiles of `size`.
 #[inline(always)]
-fn transform(w: &[f32], filters: usize, in_c: usize, panel: usize, out: &mut [f32]) -> Option<()> {
+fn transform_sized(
+    size: TileSize,
+    w: &[f32],
+    filters: usize,
+    in_c: usize,
+    panel: usize,
+    out: &mut [f32],
+) -> Option<()> {
+    match size {
+        TileSize::F2 => transform::<4>(g2_times, w, filters, in_c, panel, out),
+        TileSize::F4 => transform::<6>(g_times, w, filters, in_c, panel, out),
+    }
+}
+
+/// `U = G g Gᵀ` of every filter, `G · v` being `g_times` (`A` rows).
+#[inline(always)]
+fn transform<const A: usize>(
+    g_times: impl Fn(&Lanes, &Lanes, &Lanes, &mut [Lanes; A]),
+    w: &[f32],
+    filters: usize,
+    in_c: usize,
+    panel: usize,
+    out: &mut [f32],
+) -> Option<()> {
     let panel = panel.max(1);
     let n_panels = filters.div_ceil(panel);
     // For one panel and point, the output `[in][panel]` is one contiguous run: it is
@@ -51,7 +77,7 @@ fn transform(w: &[f32], filters: usize, in_c: usize, panel: usize, out: &mut [f3
     let mut taps_of_run = vec![0.0f32; 9 * run];
     // A block of each point's run, written out whole: the 36 points' runs lie a panel apart,
     // often a multiple of 4 KiB, and storing to all 36 a few values at a time kept evicting
-    // each other's lines from L1.
+    // each other's lines from L1. (F(4×4)'s 36 points, of which F(2×2) uses 16.)
     let mut points = [[0.0f32; BLOCK]; POINTS];
     for p in 0..n_panels {
         let lanes = panel.min(filters - p * panel);
@@ -76,26 +102,26 @@ fn transform(w: &[f32], filters: usize, in_c: usize, panel: usize, out: &mut [f3
                         *lane = f64::from(value);
                     }
                 }
-                // G·g, column by column (6×3), then (G·g)·Gᵀ row by row (6×6), into arrays
+                // G·g, column by column (α×3), then (G·g)·Gᵀ row by row (α×α), into arrays
                 // held in place (returned by value, each 6×4 array was copied with
                 // `memmove`: a third of the transform's time).
-                let mut columns = [[[0.0; LANES]; ALPHA]; 3];
+                let mut columns = [[[0.0; LANES]; A]; 3];
                 for (x, column) in columns.iter_mut().enumerate() {
                     g_times(&taps[x], &taps[3 + x], &taps[6 + x], column);
                 }
-                let mut row = [[0.0; LANES]; ALPHA];
+                let mut row = [[0.0; LANES]; A];
                 let [first, second, third] = &columns;
                 for (a, ((c0, c1), c2)) in first.iter().zip(second).zip(third).enumerate() {
                     g_times(c0, c1, c2, &mut row);
                     for (b, values) in row.iter().enumerate() {
-                        let to = &mut points[a * ALPHA + b][start - block..][..len];
+                        let to = &mut points[a * A + b][start - block..][..len];
                         for (o, &v) in to.iter_mut().zip(values) {
                             *o = v as f32;
                         }
                     }
                 }
             }
-            for (point, values) in points.iter().enumerate() {
+            for (point, values) in points.iter().take(A * A).enumerate() {
                 let to = (point * n_panels + p) * run + block;
                 out.get_mut(to..)?
                     .get_mut(..block_len)?
@@ -116,7 +142,7 @@ type Lanes = [f64; LANES];
 /// `out = G · v`, lane by lane, in the factored form of `lower::winograd::G`: 10 operations
 /// instead of 18 multiplications and 12 additions, its divisions as multiplications.
 #[inline(always)]
-fn g_times(v0: &Lanes, v1: &Lanes, v2: &Lanes, out: &mut [Lanes; ALPHA]) {
+fn g_times(v0: &Lanes, v1: &Lanes, v2: &Lanes, out: &mut [Lanes; 6]) {
     for l in 0..LANES {
         let outer = v0[l] + v2[l];
         let (sum, difference) = (outer + v1[l], outer - v1[l]);
@@ -130,21 +156,45 @@ fn g_times(v0: &Lanes, v1: &Lanes, v2: &Lanes, out: &mut [Lanes; ALPHA]) {
     }
 }
 
+/// `out = G · v` for F(2×2)'s `G` (`lower::winograd_transforms::G2`).
+#[inline(always)]
+fn g2_times(v0: &Lanes, v1: &Lanes, v2: &Lanes, out: &mut [Lanes; 4]) {
+    for l in 0..LANES {
+        let outer = v0[l] + v2[l];
+        out[0][l] = v0[l];
+        out[1][l] = (outer + v1[l]) * 0.5;
+        out[2][l] = (outer - v1[l]) * 0.5;
+        out[3][l] = v2[l];
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{g_times, LANES};
-    use crate::lower::winograd::G;
+    use super::{g2_times, g_times, Lanes, LANES};
+    use crate::lower::winograd_transforms::{G, G2};
 
-    #[test]
-    fn the_factored_filter_transform_is_g() {
+    fn check<const A: usize>(
+        g: &[[f64; 3]; A],
+        g_times: fn(&Lanes, &Lanes, &Lanes, &mut [Lanes; A]),
+    ) {
         let v = [0.7, -1.3, 2.9].map(|x| [x; LANES]);
-        let mut factored = [[0.0; LANES]; super::ALPHA];
+        let mut factored = [[0.0; LANES]; A];
         g_times(&v[0], &v[1], &v[2], &mut factored);
-        for (row, values) in G.iter().zip(factored) {
+        for (row, values) in g.iter().zip(factored) {
             let plain: f64 = (0..3).map(|k| row[k] * v[k][0]).sum();
             for value in values {
                 assert!((plain - value).abs() < 1e-12, "{plain} vs {value}");
             }
         }
+    }
+
+    #[test]
+    fn the_factored_filter_transform_is_g() {
+        check(&G, g_times);
+    }
+
+    #[test]
+    fn the_factored_f2_filter_transform_is_g2() {
+        check(&G2, g2_times);
     }
 }
