@@ -138,11 +138,10 @@ impl<'a> Files<'a> for SourceMap {
 /// The largest `.cnn` or labels file read (a program is text written by people).
 pub const MAX_SOURCE_BYTES: u64 = 16 << 20;
 
-/// Reads a whole file, refusing what is not a regular file (a device such as `/dev/zero`
-/// never ends, a pipe may never close) and anything larger than `limit` bytes.
-pub fn read_regular_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read};
-    let metadata = std::fs::metadata(path)?;
+/// Refuses what is not a regular file (a device such as `/dev/zero` never ends, a pipe may
+/// never close or cannot be mapped) and anything larger than `limit` bytes.
+pub fn check_regular_file(metadata: &std::fs::Metadata, limit: u64) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
     if !metadata.is_file() {
         return Err(Error::new(
             ErrorKind::InvalidInput,
@@ -158,6 +157,15 @@ pub fn read_regular_file(path: &std::path::Path, limit: u64) -> std::io::Result<
             ),
         ));
     }
+    Ok(())
+}
+
+/// Reads a whole file, refusing what is not a regular file (a device such as `/dev/zero`
+/// never ends, a pipe may never close) and anything larger than `limit` bytes.
+pub fn read_regular_file(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let metadata = std::fs::metadata(path)?;
+    check_regular_file(&metadata, limit)?;
     let mut bytes = Vec::with_capacity(metadata.len() as usize);
     // The file may grow after the size check: never read past the limit.
     std::fs::File::open(path)?

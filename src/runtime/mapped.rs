@@ -18,7 +18,6 @@ use safetensors::Dtype;
 use std::borrow::Cow;
 use std::fmt;
 use std::fs::File;
-use std::io::{Error, ErrorKind};
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -82,22 +81,7 @@ impl FileDtype {
 /// never ends, a pipe cannot be mapped) and anything larger than `limit` bytes.
 pub fn map_regular_file(path: &Path, limit: u64) -> std::io::Result<Mmap> {
     let file = File::open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (a directory, device or pipe)",
-        ));
-    }
-    if metadata.len() > limit {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "the file has {} bytes, more than the limit of {limit}",
-                metadata.len()
-            ),
-        ));
-    }
+    crate::source::check_regular_file(&file.metadata()?, limit)?;
     // SAFETY: the map is read-only; the one hazard is another process changing or truncating
     // the file while it is mapped, which the module's documentation owns up to (as every
     // mmap-based weights loader does).
