@@ -13,7 +13,7 @@
 //! bits whichever thread runs it.
 
 use super::network::KernelFn;
-use super::pool::ScheduledKernel;
+use super::pool::{spawn_workers, ScheduledKernel};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -143,17 +143,7 @@ impl ImagePool {
             wake: Condvar::new(),
             spin,
         });
-        let mut workers = Vec::new();
-        for thread in 1..threads {
-            let worker_shared = Arc::clone(&shared);
-            let started = std::thread::Builder::new()
-                .name(format!("cnnc-worker-{thread}"))
-                .spawn(move || work(&worker_shared, thread));
-            match started {
-                Ok(handle) => workers.push(handle),
-                Err(_) => break,
-            }
-        }
+        let workers = spawn_workers(&shared, threads, work);
         ImagePool { shared, workers }
     }
 

@@ -255,17 +255,7 @@ impl WorkerPool {
             profiling: AtomicBool::new(false),
             stop: AtomicBool::new(false),
         });
-        let mut workers = Vec::new();
-        for thread in 1..threads {
-            let worker_shared = Arc::clone(&shared);
-            let started = std::thread::Builder::new()
-                .name(format!("cnnc-worker-{thread}"))
-                .spawn(move || work(&worker_shared, thread));
-            match started {
-                Ok(handle) => workers.push(handle),
-                Err(_) => break,
-            }
-        }
+        let workers = spawn_workers(&shared, threads, work);
         // The workers started so far wait at the first meeting, which cannot have completed
         // without this thread.
         shared.barrier.set_threads(workers.len() + 1);
@@ -316,6 +306,27 @@ impl WorkerPool {
 }
 
 /// A worker's life: wait for a run, take part in it as thread `thread`, until told to stop.
+/// Threads `1..threads`, each running `work(shared, its number)`; fewer if the system refuses
+/// one (the caller's thread is number 0 and runs whatever the others do not).
+pub(super) fn spawn_workers<S: Send + Sync + 'static>(
+    shared: &Arc<S>,
+    threads: usize,
+    work: fn(&S, usize),
+) -> Vec<JoinHandle<()>> {
+    let mut workers = Vec::new();
+    for thread in 1..threads {
+        let worker_shared = Arc::clone(shared);
+        let started = std::thread::Builder::new()
+            .name(format!("cnnc-worker-{thread}"))
+            .spawn(move || work(&worker_shared, thread));
+        match started {
+            Ok(handle) => workers.push(handle),
+            Err(_) => break,
+        }
+    }
+    workers
+}
+
 fn work(shared: &Shared, thread: usize) {
     loop {
         shared.meet(Wait::ForRun);

@@ -66,7 +66,7 @@ const CHUNK_BYTES: usize = 128 * 1024;
 /// In a training step, products of convolutions with at most this many tiles per image loop
 /// over the images inside each weight panel: with few tiles, one image's products use each
 /// weight a handful of times, and streaming the 36 transformed panels per image bounds them.
-pub(super) const BATCHED_TILES: usize = 64;
+const BATCHED_TILES: usize = 64;
 /// The fewest rows of whole tiles the output transform splits over threads; with fewer, it
 /// splits the channels instead.
 const PARALLEL_TILE_ROWS: usize = 4;
@@ -406,6 +406,12 @@ impl Lowering<'_> {
         self.emit(b);
     }
 
+    /// Whether a Winograd convolution of `tiles` tiles per image has its products (and, in
+    /// training, its weight gradient's) loop over the images of a call ([`BATCHED_TILES`]).
+    pub(super) fn winograd_loops_over_images(&self, tiles: usize) -> bool {
+        self.batched && tiles <= BATCHED_TILES
+    }
+
     /// Lowers a convolution chosen by `winograd_extent` to its three kernels, with the tile
     /// size chosen there; `flipped` as for `direct_conv` (node `id`'s input gradient, from
     /// `input` = its output's gradient).
@@ -469,7 +475,7 @@ impl Lowering<'_> {
             n_panels,
             tiles_x,
             tiles,
-            images: self.batched && tiles <= BATCHED_TILES,
+            images: self.winograd_loops_over_images(tiles),
         };
         let what = format!("{}×{}×{cin} → {out}", input.h, input.w);
         let kind = |k: &str| {

@@ -18,7 +18,7 @@ use super::super::program::Orientation;
 use super::super::{LowerError, NodeBuffer};
 use super::conv::vector_groups;
 use super::weight_grad::{row_blocks, weight_grad_block_rows, Sweep, TILE_TAPS};
-use super::{Backward, GradLayout};
+use super::Backward;
 use crate::graph::{ConvAttrs, ConvTransposeAttrs, NodeId};
 
 /// Input-channel vectors per weight-gradient tile (the tile's 2 vectors of `conv.rs`).
@@ -106,20 +106,7 @@ impl Backward<'_> {
         let (ci, co) = (s.c, out.c);
         let [kh, kw] = attrs.kernel;
         let [dh, dw] = attrs.dilation;
-        let ci_pad = ci.next_multiple_of(4);
-        let layout = GradLayout::ConvWeight {
-            filters: ci,
-            in_c: co,
-            kernel: attrs.kernel,
-            out_padded: ci_pad,
-        };
-        let grad = self.param_grad(
-            id,
-            "weight",
-            ci * co * kh * kw,
-            kh * kw * co * ci_pad,
-            layout,
-        );
+        let (grad, ci_pad) = self.conv_weight_param(id, ci, co, attrs.kernel);
         let sweep = Sweep {
             src: frame,
             src_pitch: frame_w,

@@ -180,6 +180,28 @@ impl Backward<'_> {
             .buffer
     }
 
+    /// The accumulated gradient of node `id`'s `weight` (`filters × in_c × kh × kw` in PyTorch's
+    /// layout), laid out `[ky][kx][in][filters padded to 4]`, and that padded count.
+    pub(super) fn conv_weight_param(
+        &mut self,
+        id: NodeId,
+        filters: usize,
+        in_c: usize,
+        kernel: [usize; 2],
+    ) -> (BufferId, usize) {
+        let padded = filters.next_multiple_of(4);
+        let layout = GradLayout::ConvWeight {
+            filters,
+            in_c,
+            kernel,
+            out_padded: padded,
+        };
+        let [kh, kw] = kernel;
+        let numel = filters * in_c * kh * kw;
+        let grad = self.param_grad(id, "weight", numel, kh * kw * in_c * padded, layout);
+        (grad, padded)
+    }
+
     pub(super) fn conv_weight_grad(
         &mut self,
         id: NodeId,
@@ -192,20 +214,7 @@ impl Backward<'_> {
         let (s, out) = (graph.input_shape(id), graph.shape(id));
         let (ci, co) = (s.c, out.c);
         let [kh, kw] = attrs.kernel;
-        let co_pad = co.next_multiple_of(4);
-        let layout = GradLayout::ConvWeight {
-            filters: co,
-            in_c: ci,
-            kernel: attrs.kernel,
-            out_padded: co_pad,
-        };
-        let dw = self.param_grad(
-            id,
-            "weight",
-            co * ci * kh * kw,
-            kh * kw * ci * co_pad,
-            layout,
-        );
+        let (dw, co_pad) = self.conv_weight_param(id, co, ci, attrs.kernel);
         if self.lowering.winograd_extent(id, attrs).is_some() {
             let g = WinogradGrad {
                 frame,

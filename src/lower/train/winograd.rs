@@ -26,7 +26,7 @@
 use super::super::conv::reduce;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::super::pad::Padded;
-use super::super::winograd::{all_tiles, channel_vectors, fma, ALPHA, BATCHED_TILES, POINTS, TILE};
+use super::super::winograd::{all_tiles, channel_vectors, fma, ALPHA, POINTS, TILE};
 use super::super::KernelBuilder;
 use super::Backward;
 use crate::graph::NodeId;
@@ -205,7 +205,7 @@ impl Backward<'_> {
         });
         self.lowering.emit(b);
 
-        let batched = self.lowering.batched && tiles <= BATCHED_TILES;
+        let batched = self.lowering.winograd_loops_over_images(tiles);
         let floats = if batched {
             BATCHED_CHUNK_FLOATS
         } else {
