@@ -105,6 +105,9 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
                 &result.batch_norm_stats,
             )?;
             update_seconds.set(update_seconds.get() + started.elapsed().as_secs_f64());
+            if let Some(jit) = jit.as_mut() {
+                jit.recycle(result.grads);
+            }
             Ok(())
         };
     for seed in 0..args.warmup {

@@ -153,6 +153,20 @@ impl Constant {
         self.cache = OnceLock::new();
     }
 
+    /// Makes `values` the numbers, written over the ones held when nothing else shares them
+    /// (a training step binds every weight anew: as fresh allocations, the system zeroed
+    /// their pages one fault at a time); otherwise as a new source.
+    pub fn set_values(&mut self, values: &[f32]) {
+        if let ConstSource::Values(held) = &mut self.source {
+            if let Some(held) = Arc::get_mut(held).filter(|h| h.len() == values.len()) {
+                held.copy_from_slice(values);
+                self.cache = OnceLock::new();
+                return;
+            }
+        }
+        self.set_source(ConstSource::Values(Arc::from(values)));
+    }
+
     /// Whether the numbers exist yet (a seeded or folded constant not yet asked for has none).
     pub fn is_materialised(&self) -> bool {
         matches!(self.source, ConstSource::Values(_) | ConstSource::Mapped(_))

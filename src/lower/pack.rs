@@ -222,13 +222,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let attrs = conv_attrs(graph, node)?;
             let shape = [attrs.filters, graph.input_shape(node).c, 3, 3];
             let w = tensor(graph, node, "weight", &shape)?;
-            let orientation = if flipped {
-                Orientation::Flipped
-            } else {
-                Orientation::Forward
-            };
-            let (w, [filters, in_c, _, _]) = oriented(w, shape, orientation);
-            winograd_pack::transform_filters(size, &w, filters, in_c, panel, out)
+            winograd_pack::transform_filters(size, &w, [shape[0], shape[1]], flipped, panel, out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }
         &ConstSpec::DepthwiseWeight {

@@ -20,10 +20,10 @@ const TILE_VECTORS: usize = 4;
 /// The largest window (kh·kw) written out tap by tap rather than as two loops: a loop of
 /// two trips costs more in branches and loop-carried moves than the loads and adds it runs
 /// (LeNet's 2×2 average pool over 28×28×6 took 22 cycles per output pixel as loops).
-const UNROLLED_WINDOW: usize = 9;
+pub(super) const UNROLLED_WINDOW: usize = 9;
 
 /// Runs `body` for `0..count`: as a loop, or written out `count` times if `unroll`.
-fn window_loop(
+pub(super) fn window_loop(
     b: &mut KernelBuilder,
     count: usize,
     unroll: bool,

@@ -6,21 +6,24 @@ use super::winograd::{TileSize, POINTS};
 
 /// Packs `w` (`[filters][in_c][3][3]`, row-major) transformed for tiles of `size` into `out`
 /// as `[point][panel][in][panel]` (`point = α·a + b` for `U[a][b]`), panels of `panel`
-/// filters. `None` if `out` is too short.
+/// filters. With `flipped`, the filters transformed are those of the convolution computing
+/// the input gradient: `[in_c][filters]`, each rotated by 180°, read from `w` in place (a
+/// flipped copy made first was a third of the time of packing it). `None` if `w` or `out`
+/// is too short.
 pub(super) fn transform_filters(
     size: TileSize,
     w: &[f32],
-    filters: usize,
-    in_c: usize,
+    [filters, in_c]: [usize; 2],
+    flipped: bool,
     panel: usize,
     out: &mut [f32],
 ) -> Option<()> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has the feature the function is compiled for.
-        return unsafe { transform_filters_avx2(size, w, filters, in_c, panel, out) };
+        return unsafe { transform_filters_avx2(size, w, [filters, in_c], flipped, panel, out) };
     }
-    transform_sized(size, w, filters, in_c, panel, out)
+    transform_sized(size, w, [filters, in_c], flipped, panel, out)
 }
 
 /// [`transform`] compiled for AVX2: each `LANES` values' arithmetic is one f64x4 operation
@@ -30,12 +33,12 @@ pub(super) fn transform_filters(
 fn transform_filters_avx2(
     size: TileSize,
     w: &[f32],
-    filters: usize,
-    in_c: usize,
+    [filters, in_c]: [usize; 2],
+    flipped: bool,
     panel: usize,
     out: &mut [f32],
 ) -> Option<()> {
-    transform_sized(size, w, filters, in_c, panel, out)
+    transform_sized(size, w, [filters, in_c], flipped, panel, out)
 }
 
 /// [`transform`] with `G` of tiles of `size`.
@@ -43,14 +46,14 @@ fn transform_filters_avx2(
 fn transform_sized(
     size: TileSize,
     w: &[f32],
-    filters: usize,
-    in_c: usize,
+    [filters, in_c]: [usize; 2],
+    flipped: bool,
     panel: usize,
     out: &mut [f32],
 ) -> Option<()> {
     match size {
-        TileSize::F2 => transform::<4>(g2_times, w, filters, in_c, panel, out),
-        TileSize::F4 => transform::<6>(g_times, w, filters, in_c, panel, out),
+        TileSize::F2 => transform::<4>(g2_times, w, [filters, in_c], flipped, panel, out),
+        TileSize::F4 => transform::<6>(g_times, w, [filters, in_c], flipped, panel, out),
     }
 }
 
@@ -59,11 +62,18 @@ fn transform_sized(
 fn transform<const A: usize>(
     g_times: impl Fn(&Lanes, &Lanes, &Lanes, &mut [Lanes; A]),
     w: &[f32],
-    filters: usize,
-    in_c: usize,
+    [filters, in_c]: [usize; 2],
+    flipped: bool,
     panel: usize,
     out: &mut [f32],
 ) -> Option<()> {
+    w.get(..filters * in_c * 9)?;
+    // Tap `t` of channel `ic` of transformed filter `f` is `w[f·fs + ic·cs + tap(t)]`.
+    let (filters, in_c, fs, cs) = if flipped {
+        (in_c, filters, 9, in_c * 9)
+    } else {
+        (filters, in_c, in_c * 9, 9)
+    };
     let panel = panel.max(1);
     let n_panels = filters.div_ceil(panel);
     // For one panel and point, the output `[in][panel]` is one contiguous run: it is
@@ -81,13 +91,20 @@ fn transform<const A: usize>(
     let mut points = [[0.0f32; BLOCK]; POINTS];
     for p in 0..n_panels {
         let lanes = panel.min(filters - p * panel);
-        taps_of_run.fill(0.0);
-        for lane in 0..lanes {
-            let f = p * panel + lane;
-            let filter = w.get(f * in_c * 9..)?.get(..in_c * 9)?;
-            for (ic, g) in filter.chunks_exact(9).enumerate() {
-                for (t, &value) in g.iter().enumerate() {
-                    taps_of_run[t * run + ic * panel + lane] = value;
+        let first = p * panel;
+        if lanes < panel {
+            // The padding filters' lanes; a full panel overwrites every value.
+            taps_of_run.fill(0.0);
+        }
+        // Channel by channel, each tap's lanes written as one run: filter by filter, the
+        // stores went to nine rows a run apart at once, a panel apart from the last ones,
+        // and this copy was half of the transform's time.
+        for ic in 0..in_c {
+            for (t, row) in taps_of_run.chunks_exact_mut(run).enumerate() {
+                let tap = if flipped { 8 - t } else { t };
+                let to = row.get_mut(ic * panel..)?.get_mut(..lanes)?;
+                for (lane, value) in to.iter_mut().enumerate() {
+                    *value = *w.get((first + lane) * fs + ic * cs + tap)?;
                 }
             }
         }

@@ -336,11 +336,12 @@ pub fn bind_present(graph: &mut Graph, weights: &Weights) {
             if tensor.shape() == constant.shape.as_slice() {
                 // Straight into the shared slice: one copy (a `Vec` turned into an `Arc`
                 // is copied again, and a training step binds every weight).
-                let values: Arc<[f32]> = match tensor.as_slice() {
-                    Some(values) => Arc::from(values),
-                    None => tensor.iter().copied().collect(),
-                };
-                constant.set_source(ConstSource::Values(values));
+                match tensor.as_slice() {
+                    Some(values) => constant.set_values(values),
+                    None => constant.set_source(ConstSource::Values(
+                        tensor.iter().copied().collect::<Arc<[f32]>>(),
+                    )),
+                }
             }
         }
     }

@@ -420,6 +420,9 @@ pub fn train(
                 return Err(diverged("gradient norm", norm));
             }
             apply_step(weights, optimizer, &result.grads, &result.batch_norm_stats)?;
+            if let Some(step) = jit.as_deref_mut() {
+                step.recycle(std::mem::take(&mut result.grads));
+            }
             progress.global_step = step;
             let n = batch.labels.len();
             loss_sum += result.loss * n as f64;

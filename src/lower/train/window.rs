@@ -11,7 +11,7 @@
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr};
 use super::super::pad::layout_for;
-use super::super::pool::reciprocals;
+use super::super::pool::{reciprocals, window_loop, UNROLLED_WINDOW};
 use super::super::{KernelBuilder, LowerError};
 use super::Backward;
 use crate::graph::{NodeId, PoolAttrs, PoolKind};
@@ -97,23 +97,26 @@ impl Backward<'_> {
             return Ok(());
         }
         scatter.begin(&mut b);
+        // Small windows written out tap by tap, as the forward's: as two loops of three trips
+        // per channel vector, ResNet's 3×3 max-pool backward took six times its forward.
+        let unroll = kh * kw <= UNROLLED_WINDOW;
         if max {
             b.repeat(out.h, |b, oy| {
                 b.repeat(out.w, |b, ox| {
                     let pixel = oy.clone() * out.w + ox.clone();
                     for (c0, lanes) in channel_vectors(c) {
                         let m = b.constant(f32::NEG_INFINITY);
-                        b.repeat(kh, |b, ky| {
-                            b.repeat(kw, |b, kx| {
-                                let at = window_at(&oy, &ox, ky, kx, c0);
+                        window_loop(b, kh, unroll, &mut |b, ky| {
+                            window_loop(b, kw, unroll, &mut |b, kx| {
+                                let at = window_at(&oy, &ox, ky.clone(), kx, c0);
                                 let x = b.load(x_frame, at, lanes);
                                 b.set(m, LoopExpr::Binary(BinaryOp::MaxPropagatingNan, x, m));
                             });
                         });
                         let left = b.load(grad, pixel.clone() * c + c0, lanes);
-                        b.repeat(kh, |b, ky| {
-                            b.repeat(kw, |b, kx| {
-                                let at = window_at(&oy, &ox, ky, kx, c0);
+                        window_loop(b, kh, unroll, &mut |b, ky| {
+                            window_loop(b, kw, unroll, &mut |b, kx| {
+                                let at = window_at(&oy, &ox, ky.clone(), kx, c0);
                                 let x = b.load(x_frame, at.clone(), lanes);
                                 let is_max = b.binary(BinaryOp::EqualMask, x, m);
                                 let hit = b.binary(BinaryOp::And, is_max, left);
@@ -134,9 +137,9 @@ impl Backward<'_> {
                 for (c0, lanes) in channel_vectors(c) {
                     let dy = b.load(grad, pixel.clone() * c + c0, lanes);
                     let share = b.binary(BinaryOp::Mul, dy, scale);
-                    b.repeat(kh, |b, ky| {
-                        b.repeat(kw, |b, kx| {
-                            let at = window_at(&oy, &ox, ky, kx, c0);
+                    window_loop(b, kh, unroll, &mut |b, ky| {
+                        window_loop(b, kw, unroll, &mut |b, kx| {
+                            let at = window_at(&oy, &ox, ky.clone(), kx, c0);
                             let sum = b.load(frame, at.clone(), lanes);
                             let sum = b.binary(BinaryOp::Add, sum, share);
                             b.store(frame, at, lanes, sum);
