@@ -22,7 +22,7 @@ use crate::graph::ops::{GELU_TANH_BETA, GELU_TANH_KAPPA};
 use crate::graph::{Activation, NodeId, Op};
 
 /// Whether the derivative of `activation` is computed from its output rather than its input.
-fn derivative_from_output(activation: Activation) -> bool {
+pub(super) fn derivative_from_output(activation: Activation) -> bool {
     matches!(
         activation,
         Activation::Relu | Activation::Relu6 | Activation::Sigmoid | Activation::Tanh
@@ -53,7 +53,12 @@ pub(super) struct Stored {
 }
 
 /// `dy · f′(v)`, `v` being the output or the input as [`derivative_from_output`] says.
-fn times_derivative(b: &mut KernelBuilder, activation: Activation, v: Reg, dy: Reg) -> Reg {
+pub(super) fn times_derivative(
+    b: &mut KernelBuilder,
+    activation: Activation,
+    v: Reg,
+    dy: Reg,
+) -> Reg {
     let one = b.constant(1.0);
     match activation {
         Activation::Relu => b.binary(BinaryOp::KeepWherePositive, v, dy),
