@@ -22,7 +22,7 @@
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::super::program::ConstSpec;
-use super::super::{KernelBuilder, LowerError, NodeBuffer};
+use super::super::{KernelBuilder, LowerError};
 use super::activation::{derivative_from_output, times_derivative, Stored};
 use super::{Backward, BatchSync, SyncOp};
 use crate::graph::{Activation, NodeId, Op};
@@ -165,56 +165,8 @@ impl Backward<'_> {
         }
         self.lowering.emit(b);
         self.affines[id] = Some(affine);
-        self.bn_activations[id] = activation;
+        self.applied_activations[id] = activation;
         Ok(())
-    }
-
-    /// The activation that batch norm `id`'s kernel can apply itself: that of its only
-    /// reader, an activation node. The normalized values are then never stored: the
-    /// backward recomputes them from the input (bit for bit, the same `fma`) where the
-    /// derivative needs them.
-    fn fusable_activation(&self, id: NodeId) -> Option<(NodeId, Activation)> {
-        let lowering = &self.lowering;
-        let &[reader] = lowering.readers[id].as_slice() else {
-            return None;
-        };
-        let Op::Activation(activation) = self.graph().nodes[reader].op else {
-            return None;
-        };
-        let plain = !lowering.is_output(id)
-            && lowering.output_writer != Some(id)
-            && lowering.slices[id].is_none();
-        plain.then_some((reader, activation))
-    }
-
-    /// Where activation node `id`, computed by its batch norm's kernel, stores its value, as
-    /// a conv would: into its concat's slice, into the padded frame of its only reader when
-    /// that is a window op (which then reads no copy), else a tensor of its own.
-    fn activation_destination(&mut self, id: NodeId) -> Stored {
-        let s = self.graph().shape(id);
-        if self.lowering.slices[id].is_some() {
-            let target = self.lowering.target(id);
-            self.lowering.set_target_value(id, target);
-            return Stored {
-                buffer: target.buffer,
-                origin: target.origin,
-                row: s.w,
-                pixel: target.stride,
-            };
-        }
-        let (buffer, layout) = self.lowering.conv_result(id);
-        self.lowering.values[id] = Some(NodeBuffer {
-            buffer,
-            shape: s,
-            hwc: None,
-            padded: layout,
-        });
-        Stored {
-            buffer,
-            origin: layout.map_or(0, |l| l.origin(s.c)),
-            row: layout.map_or(s.w, |l| l.width),
-            pixel: s.c,
-        }
     }
 
     /// The backward of training batch norm `id` given `∂y` in `grad`.
@@ -230,7 +182,7 @@ impl Backward<'_> {
         let s = x.shape;
         let (c, pixels) = (s.c, s.h * s.w);
         let cp = c.next_multiple_of(4);
-        let activation = self.bn_activations[id];
+        let activation = self.applied_activations[id];
         // `∂y` before the activation the forward kernel applied: the derivative at the
         // normalized value, recomputed as that kernel computed it.
         let through_activation =

@@ -355,7 +355,7 @@ pub fn lower_training(
         dropouts: Vec::new(),
         masks: BufferId::from_u32(0),
         pre_activations: SecondaryMap::new(),
-        bn_activations: SecondaryMap::new(),
+        applied_activations: SecondaryMap::new(),
         activation_of: SecondaryMap::new(),
     };
     let mask_len = plan_dropouts(graph, &backward.lowering, &mut backward.dropouts);
@@ -371,7 +371,9 @@ pub fn lower_training(
         if matches!(node.op, Op::BatchNorm { .. }) && !node.frozen {
             backward.batch_norm_forward(id)?;
         } else if backward.activation_of[id].is_some() {
-            // Applied by its batch norm's kernel.
+            // Applied by its input's kernel.
+        } else if let Some(activation) = backward.add_fusing_activation(id) {
+            backward.add_activation_forward(id, activation)?;
         } else if let Some(k) = backward.dropouts.iter().position(|d| d.node == id) {
             backward.dropout_forward(id, k)?;
         } else if let Some(activation) = activation::fused_activation_needing_input(&node.op) {
@@ -469,9 +471,10 @@ struct Backward<'g> {
     /// The input of each conv or dense layer's fused activation, for the layers whose
     /// activation's derivative needs it (`activation.rs`).
     pre_activations: SecondaryMap<NodeId, Option<BufferId>>,
-    /// The activation each training batch norm's kernels apply and differentiate themselves
-    /// (`batchnorm.rs`), and for that activation's node, the batch norm.
-    bn_activations: SecondaryMap<NodeId, Option<Activation>>,
+    /// The activation each training batch norm's or add's kernels apply and differentiate
+    /// themselves (`batchnorm.rs`, `elementwise.rs`), and for that activation's node, that
+    /// batch norm or add.
+    applied_activations: SecondaryMap<NodeId, Option<Activation>>,
     activation_of: SecondaryMap<NodeId, Option<NodeId>>,
 }
 
@@ -559,8 +562,8 @@ impl<'g> Backward<'g> {
                     self.upsample_backward(id, *attrs, grad)?
                 }
                 Op::Activation(_) if self.activation_of[id].is_some() => {
-                    // The batch norm's backward multiplies by the derivative; its only reader
-                    // is this activation, so this is its whole gradient.
+                    // The input's backward multiplies by the derivative; its only reader is
+                    // this activation, so this is its whole gradient.
                     if wants_input[0] {
                         let input = graph.nodes[id].inputs[0];
                         self.grads[input] = Some(grad);
@@ -579,6 +582,9 @@ impl<'g> Backward<'g> {
                     } else {
                         self.batch_norm_backward(id, grad, wants_input[0])?;
                     }
+                }
+                Op::Add if self.applied_activations[id].is_some() => {
+                    self.add_activation_backward(id, grad, &wants_input)?
                 }
                 Op::Add => {
                     let inputs = graph.nodes[id].inputs.clone();
