@@ -355,6 +355,23 @@ network r(x: 9x7x4) {
 }
 
 #[test]
+fn batch_norm_over_more_channels_than_one_register_group() {
+    // Past 16 channels the statistics kernels sum every channel of a pixel at once into
+    // memory; 18 and 36 channels end in a partial vector.
+    let source = "
+network wide(x: 6x5x3) {
+    let y = x -> c1: conv(18, 3, pad: 1, bias: false) -> n1: batchnorm -> relu
+    let z = y -> c2: conv(18, 3, pad: 1, bias: false) -> n2: batchnorm
+    return relu(z + y) -> c3: conv(36, 1, bias: false) -> n3: batchnorm -> swish
+        -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    // c1, c2, c3, fc (weight, bias) and three γ, β.
+    assert_eq!(compare(source, 3, 1), 11);
+    assert_eq!(compare(source, 4, 2), 11);
+}
+
+#[test]
 fn dropout_masks_are_the_references() {
     // After a free flatten (H×W×C in memory, C×H×W in PyTorch's order), and on a flat vector.
     let source = "

@@ -73,30 +73,65 @@ impl Backward<'_> {
             format!("batchnorm statistics of one image: mean, M2 over {pixels} pixels of {c}"),
         );
         let inverse = b.constant(1.0 / pixels as f32);
-        for group in Self::channel_groups(c) {
-            let sums: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
-            b.repeat(pixels, |b, p| {
-                for (&(c0, lanes), &acc) in group.iter().zip(&sums) {
-                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
-                    b.set(acc, LoopExpr::Binary(BinaryOp::Add, acc, v));
+        let groups = Self::channel_groups(c);
+        if groups.len() == 1 {
+            for group in groups {
+                let sums: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                b.repeat(pixels, |b, p| {
+                    for (&(c0, lanes), &acc) in group.iter().zip(&sums) {
+                        let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                        b.set(acc, LoopExpr::Binary(BinaryOp::Add, acc, v));
+                    }
+                });
+                let means: Vec<Reg> = sums
+                    .iter()
+                    .map(|&acc| b.binary(BinaryOp::Mul, acc, inverse))
+                    .collect();
+                let squares: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                b.repeat(pixels, |b, p| {
+                    for ((&(c0, lanes), &acc), &mean) in group.iter().zip(&squares).zip(&means) {
+                        let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                        let d = b.binary(BinaryOp::Sub, v, mean);
+                        b.set(acc, LoopExpr::Fma(d, d, acc));
+                    }
+                });
+                for ((&(c0, _), &mean), &m2) in group.iter().zip(&means).zip(&squares) {
+                    b.store(stats, Affine::constant(c0), 4, mean);
+                    b.store(stats, Affine::constant(cp + c0), 4, m2);
                 }
-            });
-            let means: Vec<Reg> = sums
-                .iter()
-                .map(|&acc| b.binary(BinaryOp::Mul, acc, inverse))
-                .collect();
-            let squares: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
-            b.repeat(pixels, |b, p| {
-                for ((&(c0, lanes), &acc), &mean) in group.iter().zip(&squares).zip(&means) {
-                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
-                    let d = b.binary(BinaryOp::Sub, v, mean);
-                    b.set(acc, LoopExpr::Fma(d, d, acc));
-                }
-            });
-            for ((&(c0, _), &mean), &m2) in group.iter().zip(&means).zip(&squares) {
-                b.store(stats, Affine::constant(c0), 4, mean);
-                b.store(stats, Affine::constant(cp + c0), 4, m2);
             }
+        } else {
+            // Two passes over the pixels (sums, then squared deviations from the mean), every
+            // channel of a pixel at once, the running sums kept in `stats` itself: a pass
+            // per group of channels would stride over the image.
+            let zero = b.constant(0.0);
+            for (c0, _) in channel_vectors(c) {
+                b.store(stats, Affine::constant(c0), 4, zero);
+                b.store(stats, Affine::constant(cp + c0), 4, zero);
+            }
+            b.repeat(pixels, |b, p| {
+                for (c0, lanes) in channel_vectors(c) {
+                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                    let sum = b.load(stats, Affine::constant(c0), 4);
+                    let sum = b.binary(BinaryOp::Add, sum, v);
+                    b.store(stats, Affine::constant(c0), 4, sum);
+                }
+            });
+            for (c0, _) in channel_vectors(c) {
+                let sum = b.load(stats, Affine::constant(c0), 4);
+                let mean = b.binary(BinaryOp::Mul, sum, inverse);
+                b.store(stats, Affine::constant(c0), 4, mean);
+            }
+            b.repeat(pixels, |b, p| {
+                for (c0, lanes) in channel_vectors(c) {
+                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                    let mean = b.load(stats, Affine::constant(c0), 4);
+                    let d = b.binary(BinaryOp::Sub, v, mean);
+                    let m2 = b.load(stats, Affine::constant(cp + c0), 4);
+                    let m2 = b.assign(LoopExpr::Fma(d, d, m2));
+                    b.store(stats, Affine::constant(cp + c0), 4, m2);
+                }
+            });
         }
         self.lowering.emit(b);
         let graph = self.graph();
@@ -217,30 +252,66 @@ impl Backward<'_> {
             "bn_grad_sums",
             format!("batchnorm backward sums of one image over {pixels} pixels of {c}"),
         );
-        for group in Self::channel_groups(c) {
-            let means: Vec<Reg> = group
-                .iter()
-                .map(|&(c0, _)| b.load(affine, Affine::constant(2 * cp + c0), 4))
-                .collect();
-            let dys: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
-            let dyx: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+        let groups = Self::channel_groups(c);
+        if groups.len() == 1 {
+            for group in groups {
+                let means: Vec<Reg> = group
+                    .iter()
+                    .map(|&(c0, _)| b.load(affine, Affine::constant(2 * cp + c0), 4))
+                    .collect();
+                let dys: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                let dyx: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                b.repeat(pixels, |b, p| {
+                    for (v, &(c0, lanes)) in group.iter().enumerate() {
+                        let at = p.clone() * c + c0;
+                        let dy = b.load(grad, at.clone(), lanes);
+                        let xv = b.load(x.buffer, at, lanes);
+                        let dy = through_activation(b, activation, xv, dy, c0);
+                        let centered = b.binary(BinaryOp::Sub, xv, means[v]);
+                        b.set(dys[v], LoopExpr::Binary(BinaryOp::Add, dys[v], dy));
+                        b.set(dyx[v], LoopExpr::Fma(dy, centered, dyx[v]));
+                    }
+                });
+                // `Σ ∂y·x̂` is `Σ ∂y·(x − mean)` times `1/σ`, one multiply per channel rather than
+                // per pixel (and four registers fewer in the loop).
+                for (v, &(c0, _)) in group.iter().enumerate() {
+                    let inv_sigma = b.load(affine, Affine::constant(3 * cp + c0), 4);
+                    let dyx = b.binary(BinaryOp::Mul, dyx[v], inv_sigma);
+                    b.store(sums, Affine::constant(c0), 4, dys[v]);
+                    b.store(sums, Affine::constant(cp + c0), 4, dyx);
+                }
+            }
+        } else {
+            // One pass over the pixels, every channel of a pixel at once, with the sums kept in
+            // `sums` itself: the input is read in memory order (it comes from the forward,
+            // long out of cache), where a pass per group of channels strides over it.
+            let zero = b.constant(0.0);
+            for (c0, _) in channel_vectors(c) {
+                b.store(sums, Affine::constant(c0), 4, zero);
+                b.store(sums, Affine::constant(cp + c0), 4, zero);
+            }
             b.repeat(pixels, |b, p| {
-                for (v, &(c0, lanes)) in group.iter().enumerate() {
+                for (c0, lanes) in channel_vectors(c) {
                     let at = p.clone() * c + c0;
                     let dy = b.load(grad, at.clone(), lanes);
                     let xv = b.load(x.buffer, at, lanes);
                     let dy = through_activation(b, activation, xv, dy, c0);
-                    let centered = b.binary(BinaryOp::Sub, xv, means[v]);
-                    b.set(dys[v], LoopExpr::Binary(BinaryOp::Add, dys[v], dy));
-                    b.set(dyx[v], LoopExpr::Fma(dy, centered, dyx[v]));
+                    let mean = b.load(affine, Affine::constant(2 * cp + c0), 4);
+                    let centered = b.binary(BinaryOp::Sub, xv, mean);
+                    let sum = b.load(sums, Affine::constant(c0), 4);
+                    let sum = b.binary(BinaryOp::Add, sum, dy);
+                    b.store(sums, Affine::constant(c0), 4, sum);
+                    let dyx = b.load(sums, Affine::constant(cp + c0), 4);
+                    let dyx = b.assign(LoopExpr::Fma(dy, centered, dyx));
+                    b.store(sums, Affine::constant(cp + c0), 4, dyx);
                 }
             });
             // `Σ ∂y·x̂` is `Σ ∂y·(x − mean)` times `1/σ`, one multiply per channel rather than
-            // per pixel (and four registers fewer in the loop).
-            for (v, &(c0, _)) in group.iter().enumerate() {
+            // per pixel.
+            for (c0, _) in channel_vectors(c) {
                 let inv_sigma = b.load(affine, Affine::constant(3 * cp + c0), 4);
-                let dyx = b.binary(BinaryOp::Mul, dyx[v], inv_sigma);
-                b.store(sums, Affine::constant(c0), 4, dys[v]);
+                let dyx = b.load(sums, Affine::constant(cp + c0), 4);
+                let dyx = b.binary(BinaryOp::Mul, dyx, inv_sigma);
                 b.store(sums, Affine::constant(cp + c0), 4, dyx);
             }
         }

@@ -22,9 +22,9 @@ impl Backward<'_> {
         }
         let numel = self.graph().shape(id).numel();
         let plain = (0..2).all(|k| {
-            self.lowering.arg(id, k).is_ok_and(|v| {
-                v.padded.is_none() && v.hwc.is_none() && v.shape.numel() == numel
-            })
+            self.lowering
+                .arg(id, k)
+                .is_ok_and(|v| v.padded.is_none() && v.hwc.is_none() && v.shape.numel() == numel)
         });
         let (_, activation) = self.fusable_activation(id)?;
         plain.then_some(activation)
@@ -97,7 +97,10 @@ impl Backward<'_> {
         let mut b = self.builder(
             id,
             "add_grad",
-            format!("∂ through {} of {s}, to both operands of the add", activation.name()),
+            format!(
+                "∂ through {} of {s}, to both operands of the add",
+                activation.name()
+            ),
         );
         self.each_element(&mut b, reader, source, &mut |b, from, at, lanes| {
             let value = if from_output {
