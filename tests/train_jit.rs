@@ -338,6 +338,40 @@ network bottleneck(x: 8x8x4) {
 }
 
 #[test]
+fn a_batch_norms_activation_read_by_a_conv_and_a_residual_add() {
+    // bn0's ReLU is read twice, so it lands in a plain tensor; bn1's ReLU6 lands in c2's
+    // padded frame, whose Winograd tiles reach past it.
+    let source = "
+network r(x: 9x7x4) {
+    let y = x -> stem: conv(8, 3, pad: 1, bias: false) -> bn0: batchnorm -> relu
+    let b = y -> c1: conv(8, 3, pad: 1, bias: false) -> bn1: batchnorm -> relu6
+        -> c2: conv(8, 3, pad: 1, bias: false) -> bn2: batchnorm
+    return relu(b + y) -> maxpool(2) -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    // stem, c1, c2, fc (weight, bias) and three γ, β.
+    assert_eq!(compare(source, 3, 1), 11);
+    assert_eq!(compare(source, 4, 2), 11);
+}
+
+#[test]
+fn batch_norm_over_more_channels_than_one_register_group() {
+    // Past 16 channels the statistics kernels sum every channel of a pixel at once into
+    // memory; 18 and 36 channels end in a partial vector.
+    let source = "
+network wide(x: 6x5x3) {
+    let y = x -> c1: conv(18, 3, pad: 1, bias: false) -> n1: batchnorm -> relu
+    let z = y -> c2: conv(18, 3, pad: 1, bias: false) -> n2: batchnorm
+    return relu(z + y) -> c3: conv(36, 1, bias: false) -> n3: batchnorm -> swish
+        -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    // c1, c2, c3, fc (weight, bias) and three γ, β.
+    assert_eq!(compare(source, 3, 1), 11);
+    assert_eq!(compare(source, 4, 2), 11);
+}
+
+#[test]
 fn dropout_masks_are_the_references() {
     // After a free flatten (H×W×C in memory, C×H×W in PyTorch's order), and on a flat vector.
     let source = "

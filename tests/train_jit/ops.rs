@@ -104,6 +104,44 @@ fn every_activation_fused_into_a_conv_and_a_dense_layer() {
 }
 
 #[test]
+fn every_activation_applied_by_its_batch_norm() {
+    // Each batch norm's kernel applies the activation, the first one writing into c2's
+    // padded frame, the second into a plain tensor a free flatten reads; the backward
+    // recomputes the normalized values from the batch norm's input for the derivative.
+    let mut sources = Vec::new();
+    for activation in ACTIVATIONS {
+        let source = format!(
+            "network t(x: 5x7x3) {{
+                x -> c1: conv(6, 3, pad: 1, bias: false) -> n1: batchnorm -> {activation}
+                  -> c2: conv(5, 3, stride: 2, pad: 1) -> n2: batchnorm -> {activation}
+                  -> flatten -> fc: dense(4)
+            }}"
+        );
+        sources.push(source);
+    }
+    check_each_activation(&sources, 9);
+}
+
+#[test]
+fn every_activation_applied_by_a_residual_add() {
+    // The add's kernel applies the activation into c3's padded frame; `y` is read by c2 and
+    // the add, so its gradient is the sum of both.
+    let mut sources = Vec::new();
+    for activation in ACTIVATIONS {
+        let source = format!(
+            "network t(x: 5x7x3) {{
+                let y = x -> c1: conv(6, 3, pad: 1)
+                let b = y -> c2: conv(6, 3, pad: 1)
+                return (b + y) -> {activation} -> c3: conv(5, 3, stride: 2, pad: 1)
+                  -> flatten -> fc: dense(4)
+            }}"
+        );
+        sources.push(source);
+    }
+    check_each_activation(&sources, 8);
+}
+
+#[test]
 fn fused_activations_after_winograd_convolutions() {
     // Winograd's output tiles reach past the output into the next conv's padded frame; the
     // kept pre-activation and the in-place activation cover only the output.

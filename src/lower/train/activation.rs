@@ -16,13 +16,13 @@
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg, UnaryOp};
-use super::super::{KernelBuilder, LowerError};
+use super::super::{KernelBuilder, LowerError, NodeBuffer};
 use super::Backward;
 use crate::graph::ops::{GELU_TANH_BETA, GELU_TANH_KAPPA};
 use crate::graph::{Activation, NodeId, Op};
 
 /// Whether the derivative of `activation` is computed from its output rather than its input.
-fn derivative_from_output(activation: Activation) -> bool {
+pub(super) fn derivative_from_output(activation: Activation) -> bool {
     matches!(
         activation,
         Activation::Relu | Activation::Relu6 | Activation::Sigmoid | Activation::Tanh
@@ -53,7 +53,12 @@ pub(super) struct Stored {
 }
 
 /// `dy · f′(v)`, `v` being the output or the input as [`derivative_from_output`] says.
-fn times_derivative(b: &mut KernelBuilder, activation: Activation, v: Reg, dy: Reg) -> Reg {
+pub(super) fn times_derivative(
+    b: &mut KernelBuilder,
+    activation: Activation,
+    v: Reg,
+    dy: Reg,
+) -> Reg {
     let one = b.constant(1.0);
     match activation {
         Activation::Relu => b.binary(BinaryOp::KeepWherePositive, v, dy),
@@ -356,5 +361,53 @@ impl Backward<'_> {
         });
         self.lowering.emit(b);
         Ok(())
+    }
+
+    /// The activation that node `id`'s kernel (a training batch norm's, an add's) can apply
+    /// itself: that of its only reader, an activation node. Its own value is then never
+    /// stored: the backward recomputes it from its inputs (bit for bit, the same
+    /// arithmetic) where the derivative needs it.
+    pub(super) fn fusable_activation(&self, id: NodeId) -> Option<(NodeId, Activation)> {
+        let lowering = &self.lowering;
+        let &[reader] = lowering.readers[id].as_slice() else {
+            return None;
+        };
+        let Op::Activation(activation) = self.graph().nodes[reader].op else {
+            return None;
+        };
+        let plain = !lowering.is_output(id)
+            && lowering.output_writer != Some(id)
+            && lowering.slices[id].is_none();
+        plain.then_some((reader, activation))
+    }
+
+    /// Where activation node `id`, computed by its input's kernel, stores its value, as a
+    /// conv would: into its concat's slice, into the padded frame of its only reader when
+    /// that is a window op (which then reads no copy), else a tensor of its own.
+    pub(super) fn activation_destination(&mut self, id: NodeId) -> Stored {
+        let s = self.graph().shape(id);
+        if self.lowering.slices[id].is_some() {
+            let target = self.lowering.target(id);
+            self.lowering.set_target_value(id, target);
+            return Stored {
+                buffer: target.buffer,
+                origin: target.origin,
+                row: s.w,
+                pixel: target.stride,
+            };
+        }
+        let (buffer, layout) = self.lowering.conv_result(id);
+        self.lowering.values[id] = Some(NodeBuffer {
+            buffer,
+            shape: s,
+            hwc: None,
+            padded: layout,
+        });
+        Stored {
+            buffer,
+            origin: layout.map_or(0, |l| l.origin(s.c)),
+            row: layout.map_or(s.w, |l| l.width),
+            pixel: s.c,
+        }
     }
 }

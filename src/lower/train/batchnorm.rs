@@ -11,13 +11,21 @@
 //! `∂y` and `∂y·x̂`; the sync totals them and folds everything per channel into
 //! `∂x = a·∂y + k1·x + k0`; a kernel applies it. A frozen batch norm runs as at inference,
 //! and its backward is `∂x = ∂y·γ/√(running var + eps)`.
+//!
+//! When the batch norm's only reader is an activation, its forward kernel applies it and
+//! stores the result where the activation's value goes (into the next window op's padded
+//! frame when that is its only reader): in ResNet and MobileNet, one pass over the
+//! activation instead of three (normalize, activate, pad). The backward kernels then take
+//! the activation's gradient and multiply by its derivative themselves, at the normalized
+//! value recomputed from `x` with the forward's own `fma` (so bit for bit).
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
 use super::super::program::ConstSpec;
-use super::super::LowerError;
+use super::super::{KernelBuilder, LowerError};
+use super::activation::{derivative_from_output, times_derivative, Stored};
 use super::{Backward, BatchSync, SyncOp};
-use crate::graph::{NodeId, Op};
+use crate::graph::{Activation, NodeId, Op};
 
 /// Channel vectors summed at once by a statistics kernel.
 const GROUP: usize = 4;
@@ -48,6 +56,10 @@ impl Backward<'_> {
         let s = x.shape;
         let (c, pixels) = (s.c, s.h * s.w);
         let cp = c.next_multiple_of(4);
+        let fused = self.fusable_activation(id);
+        if let Some((reader, _)) = fused {
+            self.activation_of[reader] = Some(id);
+        }
         let name = self.lowering.describe(id);
         let stats = self
             .lowering
@@ -61,30 +73,65 @@ impl Backward<'_> {
             format!("batchnorm statistics of one image: mean, M2 over {pixels} pixels of {c}"),
         );
         let inverse = b.constant(1.0 / pixels as f32);
-        for group in Self::channel_groups(c) {
-            let sums: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
-            b.repeat(pixels, |b, p| {
-                for (&(c0, lanes), &acc) in group.iter().zip(&sums) {
-                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
-                    b.set(acc, LoopExpr::Binary(BinaryOp::Add, acc, v));
+        let groups = Self::channel_groups(c);
+        if groups.len() == 1 {
+            for group in groups {
+                let sums: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                b.repeat(pixels, |b, p| {
+                    for (&(c0, lanes), &acc) in group.iter().zip(&sums) {
+                        let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                        b.set(acc, LoopExpr::Binary(BinaryOp::Add, acc, v));
+                    }
+                });
+                let means: Vec<Reg> = sums
+                    .iter()
+                    .map(|&acc| b.binary(BinaryOp::Mul, acc, inverse))
+                    .collect();
+                let squares: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                b.repeat(pixels, |b, p| {
+                    for ((&(c0, lanes), &acc), &mean) in group.iter().zip(&squares).zip(&means) {
+                        let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                        let d = b.binary(BinaryOp::Sub, v, mean);
+                        b.set(acc, LoopExpr::Fma(d, d, acc));
+                    }
+                });
+                for ((&(c0, _), &mean), &m2) in group.iter().zip(&means).zip(&squares) {
+                    b.store(stats, Affine::constant(c0), 4, mean);
+                    b.store(stats, Affine::constant(cp + c0), 4, m2);
                 }
-            });
-            let means: Vec<Reg> = sums
-                .iter()
-                .map(|&acc| b.binary(BinaryOp::Mul, acc, inverse))
-                .collect();
-            let squares: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
-            b.repeat(pixels, |b, p| {
-                for ((&(c0, lanes), &acc), &mean) in group.iter().zip(&squares).zip(&means) {
-                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
-                    let d = b.binary(BinaryOp::Sub, v, mean);
-                    b.set(acc, LoopExpr::Fma(d, d, acc));
-                }
-            });
-            for ((&(c0, _), &mean), &m2) in group.iter().zip(&means).zip(&squares) {
-                b.store(stats, Affine::constant(c0), 4, mean);
-                b.store(stats, Affine::constant(cp + c0), 4, m2);
             }
+        } else {
+            // Two passes over the pixels (sums, then squared deviations from the mean), every
+            // channel of a pixel at once, the running sums kept in `stats` itself: a pass
+            // per group of channels would stride over the image.
+            let zero = b.constant(0.0);
+            for (c0, _) in channel_vectors(c) {
+                b.store(stats, Affine::constant(c0), 4, zero);
+                b.store(stats, Affine::constant(cp + c0), 4, zero);
+            }
+            b.repeat(pixels, |b, p| {
+                for (c0, lanes) in channel_vectors(c) {
+                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                    let sum = b.load(stats, Affine::constant(c0), 4);
+                    let sum = b.binary(BinaryOp::Add, sum, v);
+                    b.store(stats, Affine::constant(c0), 4, sum);
+                }
+            });
+            for (c0, _) in channel_vectors(c) {
+                let sum = b.load(stats, Affine::constant(c0), 4);
+                let mean = b.binary(BinaryOp::Mul, sum, inverse);
+                b.store(stats, Affine::constant(c0), 4, mean);
+            }
+            b.repeat(pixels, |b, p| {
+                for (c0, lanes) in channel_vectors(c) {
+                    let v = b.load(x.buffer, p.clone() * c + c0, lanes);
+                    let mean = b.load(stats, Affine::constant(c0), 4);
+                    let d = b.binary(BinaryOp::Sub, v, mean);
+                    let m2 = b.load(stats, Affine::constant(cp + c0), 4);
+                    let m2 = b.assign(LoopExpr::Fma(d, d, m2));
+                    b.store(stats, Affine::constant(cp + c0), 4, m2);
+                }
+            });
         }
         self.lowering.emit(b);
         let graph = self.graph();
@@ -101,21 +148,59 @@ impl Backward<'_> {
                 affine,
             },
         });
-        let out = self.lowering.target(id);
-        let mut b = self.builder(id, "bn_train", format!("batchnorm on batch statistics {s}"));
-        b.parallel(pixels, |b, p| {
+        let (out, activation) = match fused {
+            Some((reader, activation)) => (self.activation_destination(reader), Some(activation)),
+            None => {
+                let target = self.lowering.target(id);
+                self.lowering.set_target_value(id, target);
+                let out = Stored {
+                    buffer: target.buffer,
+                    origin: target.origin,
+                    row: s.w,
+                    pixel: target.stride,
+                };
+                (out, None)
+            }
+        };
+        let (what, comment) = match activation {
+            Some(a) => (
+                format!("bn_{}", a.name()),
+                format!("batchnorm on batch statistics, then {}, {s}", a.name()),
+            ),
+            None => (
+                "bn_train".to_string(),
+                format!("batchnorm on batch statistics {s}"),
+            ),
+        };
+        let mut b = self.builder(id, &what, comment);
+        let element = |b: &mut KernelBuilder, from: Affine, to: Affine| {
             for (c0, lanes) in channel_vectors(c) {
-                let value = b.load(x.buffer, p.clone() * c + c0, lanes);
+                let value = b.load(x.buffer, from.clone() + c0, lanes);
                 let scale = b.load(affine, Affine::constant(c0), 4);
                 let shift = b.load(affine, Affine::constant(cp + c0), 4);
                 let y = b.assign(LoopExpr::Fma(value, scale, shift));
-                let to = out.index(p.clone(), Affine::constant(c0));
-                b.store(out.buffer, to, lanes, y);
+                let y = b.activate(y, activation);
+                b.store(out.buffer, to.clone() + c0, lanes, y);
             }
-        });
+        };
+        if out.row == s.w {
+            b.parallel(pixels, |b, p| {
+                let to = p.clone() * out.pixel + out.origin;
+                element(b, p * c, to);
+            });
+        } else {
+            // A padded frame: its rows are longer than the tensor's.
+            b.parallel(s.h, |b, iy| {
+                b.repeat(s.w, |b, ix| {
+                    let from = (iy.clone() * s.w + ix.clone()) * c;
+                    let to = (iy.clone() * out.row + ix) * out.pixel + out.origin;
+                    element(b, from, to);
+                });
+            });
+        }
         self.lowering.emit(b);
-        self.lowering.set_target_value(id, out);
         self.affines[id] = Some(affine);
+        self.applied_activations[id] = activation;
         Ok(())
     }
 
@@ -132,6 +217,27 @@ impl Backward<'_> {
         let s = x.shape;
         let (c, pixels) = (s.c, s.h * s.w);
         let cp = c.next_multiple_of(4);
+        let activation = self.applied_activations[id];
+        // `∂y` before the activation the forward kernel applied: the derivative at the
+        // normalized value, recomputed as that kernel computed it.
+        let through_activation =
+            |b: &mut KernelBuilder, activation: Option<Activation>, xv: Reg, dy: Reg, c0: usize| {
+                let Some(activation) = activation else {
+                    return dy;
+                };
+                let scale = b.load(affine, Affine::constant(c0), 4);
+                let shift = b.load(affine, Affine::constant(cp + c0), 4);
+                let z = b.assign(LoopExpr::Fma(xv, scale, shift));
+                // ReLU and ReLU6 keep the gradient where their output is in (0, 6), exactly
+                // where their input is: no need to apply them.
+                let exact = matches!(activation, Activation::Relu | Activation::Relu6);
+                let v = if derivative_from_output(activation) && !exact {
+                    b.activate(z, Some(activation))
+                } else {
+                    z
+                };
+                times_derivative(b, activation, v, dy)
+            };
         let name = self.lowering.describe(id);
         let sums = self
             .lowering
@@ -146,31 +252,67 @@ impl Backward<'_> {
             "bn_grad_sums",
             format!("batchnorm backward sums of one image over {pixels} pixels of {c}"),
         );
-        for group in Self::channel_groups(c) {
-            let means: Vec<Reg> = group
-                .iter()
-                .map(|&(c0, _)| b.load(affine, Affine::constant(2 * cp + c0), 4))
-                .collect();
-            let inv_sigmas: Vec<Reg> = group
-                .iter()
-                .map(|&(c0, _)| b.load(affine, Affine::constant(3 * cp + c0), 4))
-                .collect();
-            let dys: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
-            let dyx: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+        let groups = Self::channel_groups(c);
+        if groups.len() == 1 {
+            for group in groups {
+                let means: Vec<Reg> = group
+                    .iter()
+                    .map(|&(c0, _)| b.load(affine, Affine::constant(2 * cp + c0), 4))
+                    .collect();
+                let dys: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                let dyx: Vec<Reg> = group.iter().map(|_| b.constant(0.0)).collect();
+                b.repeat(pixels, |b, p| {
+                    for (v, &(c0, lanes)) in group.iter().enumerate() {
+                        let at = p.clone() * c + c0;
+                        let dy = b.load(grad, at.clone(), lanes);
+                        let xv = b.load(x.buffer, at, lanes);
+                        let dy = through_activation(b, activation, xv, dy, c0);
+                        let centered = b.binary(BinaryOp::Sub, xv, means[v]);
+                        b.set(dys[v], LoopExpr::Binary(BinaryOp::Add, dys[v], dy));
+                        b.set(dyx[v], LoopExpr::Fma(dy, centered, dyx[v]));
+                    }
+                });
+                // `Σ ∂y·x̂` is `Σ ∂y·(x − mean)` times `1/σ`, one multiply per channel rather than
+                // per pixel (and four registers fewer in the loop).
+                for (v, &(c0, _)) in group.iter().enumerate() {
+                    let inv_sigma = b.load(affine, Affine::constant(3 * cp + c0), 4);
+                    let dyx = b.binary(BinaryOp::Mul, dyx[v], inv_sigma);
+                    b.store(sums, Affine::constant(c0), 4, dys[v]);
+                    b.store(sums, Affine::constant(cp + c0), 4, dyx);
+                }
+            }
+        } else {
+            // One pass over the pixels, every channel of a pixel at once, with the sums kept in
+            // `sums` itself: the input is read in memory order (it comes from the forward,
+            // long out of cache), where a pass per group of channels strides over it.
+            let zero = b.constant(0.0);
+            for (c0, _) in channel_vectors(c) {
+                b.store(sums, Affine::constant(c0), 4, zero);
+                b.store(sums, Affine::constant(cp + c0), 4, zero);
+            }
             b.repeat(pixels, |b, p| {
-                for (v, &(c0, lanes)) in group.iter().enumerate() {
+                for (c0, lanes) in channel_vectors(c) {
                     let at = p.clone() * c + c0;
                     let dy = b.load(grad, at.clone(), lanes);
                     let xv = b.load(x.buffer, at, lanes);
-                    let centered = b.binary(BinaryOp::Sub, xv, means[v]);
-                    let x_hat = b.binary(BinaryOp::Mul, centered, inv_sigmas[v]);
-                    b.set(dys[v], LoopExpr::Binary(BinaryOp::Add, dys[v], dy));
-                    b.set(dyx[v], LoopExpr::Fma(dy, x_hat, dyx[v]));
+                    let dy = through_activation(b, activation, xv, dy, c0);
+                    let mean = b.load(affine, Affine::constant(2 * cp + c0), 4);
+                    let centered = b.binary(BinaryOp::Sub, xv, mean);
+                    let sum = b.load(sums, Affine::constant(c0), 4);
+                    let sum = b.binary(BinaryOp::Add, sum, dy);
+                    b.store(sums, Affine::constant(c0), 4, sum);
+                    let dyx = b.load(sums, Affine::constant(cp + c0), 4);
+                    let dyx = b.assign(LoopExpr::Fma(dy, centered, dyx));
+                    b.store(sums, Affine::constant(cp + c0), 4, dyx);
                 }
             });
-            for (v, &(c0, _)) in group.iter().enumerate() {
-                b.store(sums, Affine::constant(c0), 4, dys[v]);
-                b.store(sums, Affine::constant(cp + c0), 4, dyx[v]);
+            // `Σ ∂y·x̂` is `Σ ∂y·(x − mean)` times `1/σ`, one multiply per channel rather than
+            // per pixel.
+            for (c0, _) in channel_vectors(c) {
+                let inv_sigma = b.load(affine, Affine::constant(3 * cp + c0), 4);
+                let dyx = b.load(sums, Affine::constant(cp + c0), 4);
+                let dyx = b.binary(BinaryOp::Mul, dyx, inv_sigma);
+                b.store(sums, Affine::constant(cp + c0), 4, dyx);
             }
         }
         self.lowering.emit(b);
@@ -198,6 +340,7 @@ impl Backward<'_> {
                 let at = p.clone() * c + c0;
                 let dy = b.load(grad, at.clone(), lanes);
                 let xv = b.load(x.buffer, at.clone(), lanes);
+                let dy = through_activation(b, activation, xv, dy, c0);
                 let a = b.load(coefficients, Affine::constant(c0), 4);
                 let k1 = b.load(coefficients, Affine::constant(cp + c0), 4);
                 let k0 = b.load(coefficients, Affine::constant(2 * cp + c0), 4);

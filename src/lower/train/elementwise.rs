@@ -1,13 +1,125 @@
 //! Backward kernels that work element by element: the loss's gradient, softmax inside the
-//! network, dropout, global average pooling (activations: `activation.rs`).
+//! network, dropout, global average pooling (activations: `activation.rs`); and an add
+//! followed by an activation (ResNet's `relu(branch + skip)`), as one kernel each way: the
+//! forward applies the activation as it adds, the backward multiplies by its derivative as
+//! it passes the gradient to both operands.
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, ReduceOp, UnaryOp};
 use super::super::{KernelBuilder, LowerError, NodeBuffer};
+use super::activation::{derivative_from_output, times_derivative, Stored};
 use super::Backward;
-use crate::graph::NodeId;
+use crate::graph::{Activation, NodeId, Op};
 
 impl Backward<'_> {
+    /// The activation add `id`'s kernel can apply: its only reader's, when its operands are
+    /// two different plain tensors.
+    pub(super) fn add_fusing_activation(&self, id: NodeId) -> Option<Activation> {
+        let node = &self.graph().nodes[id];
+        if !matches!(node.op, Op::Add) || node.inputs.len() != 2 || node.inputs[0] == node.inputs[1]
+        {
+            return None;
+        }
+        let numel = self.graph().shape(id).numel();
+        let plain = (0..2).all(|k| {
+            self.lowering
+                .arg(id, k)
+                .is_ok_and(|v| v.padded.is_none() && v.hwc.is_none() && v.shape.numel() == numel)
+        });
+        let (_, activation) = self.fusable_activation(id)?;
+        plain.then_some(activation)
+    }
+
+    /// `activation(x + y)`, stored where the activation node's value goes.
+    pub(super) fn add_activation_forward(
+        &mut self,
+        id: NodeId,
+        activation: Activation,
+    ) -> Result<(), LowerError> {
+        let (reader, _) = self
+            .fusable_activation(id)
+            .ok_or_else(|| self.lowering.malformed(id, "no activation to apply"))?;
+        let (x, y) = (self.lowering.arg(id, 0)?, self.lowering.arg(id, 1)?);
+        self.activation_of[reader] = Some(id);
+        self.applied_activations[id] = Some(activation);
+        let out = self.activation_destination(reader);
+        let s = self.graph().shape(id);
+        let name = activation.name();
+        let mut b = self.builder(id, &format!("add_{name}"), format!("add {s}, then {name}"));
+        self.each_element(&mut b, reader, out, &mut |b, to, from, lanes| {
+            let left = b.load(x.buffer, from.clone(), lanes);
+            let right = b.load(y.buffer, from, lanes);
+            let sum = b.binary(BinaryOp::Add, left, right);
+            let value = b.activate(sum, Some(activation));
+            b.store(out.buffer, to, lanes, value);
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+
+    /// The backward of an add whose kernel applied an activation, given the activation's
+    /// gradient: `∂ · activation′` to each wanted operand, in one pass. The derivative is
+    /// taken from the activation's output, or from the sum recomputed.
+    pub(super) fn add_activation_backward(
+        &mut self,
+        id: NodeId,
+        grad: BufferId,
+        wants_input: &[bool],
+    ) -> Result<(), LowerError> {
+        let activation = self.applied_activations[id]
+            .ok_or_else(|| self.lowering.malformed(id, "no activation applied"))?;
+        let (reader, _) = self
+            .fusable_activation(id)
+            .ok_or_else(|| self.lowering.malformed(id, "no activation applied"))?;
+        let inputs = self.graph().nodes[id].inputs.clone();
+        let targets: Vec<(BufferId, bool)> = inputs
+            .iter()
+            .zip(wants_input)
+            .filter(|(_, &wanted)| wanted)
+            .map(|(&input, _)| self.grad_target(input))
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        let s = self.graph().shape(id);
+        let from_output = derivative_from_output(activation);
+        let (x, y) = (self.lowering.arg(id, 0)?, self.lowering.arg(id, 1)?);
+        let source = if from_output {
+            self.stored(reader)?
+        } else {
+            Stored {
+                buffer: x.buffer,
+                origin: 0,
+                row: s.w,
+                pixel: s.c,
+            }
+        };
+        let mut b = self.builder(
+            id,
+            "add_grad",
+            format!(
+                "∂ through {} of {s}, to both operands of the add",
+                activation.name()
+            ),
+        );
+        self.each_element(&mut b, reader, source, &mut |b, from, at, lanes| {
+            let value = if from_output {
+                b.load(source.buffer, from, lanes)
+            } else {
+                let left = b.load(x.buffer, at.clone(), lanes);
+                let right = b.load(y.buffer, at.clone(), lanes);
+                b.binary(BinaryOp::Add, left, right)
+            };
+            let dy = b.load(grad, at.clone(), lanes);
+            let dx = times_derivative(b, activation, value, dy);
+            for &(target, accumulate) in &targets {
+                b.store_or_add(target, at.clone(), lanes, dx, accumulate);
+            }
+        });
+        self.lowering.emit(b);
+        Ok(())
+    }
+
     /// `∂L/∂logits = softmax(logits) − target` for one image (the batch mean's `1/N` is the
     /// caller's); returns the new gradient tensor.
     pub(super) fn loss(&mut self, id: NodeId, logits: NodeBuffer) -> Result<BufferId, LowerError> {

@@ -365,6 +365,8 @@ pub fn lower_training(
         dropouts: Vec::new(),
         masks: BufferId::from_u32(0),
         pre_activations: SecondaryMap::new(),
+        applied_activations: SecondaryMap::new(),
+        activation_of: SecondaryMap::new(),
     };
     let mask_len = plan_dropouts(graph, &backward.lowering, &mut backward.dropouts);
     if mask_len > 0 {
@@ -378,6 +380,10 @@ pub fn lower_training(
         let node = &graph.nodes[id];
         if matches!(node.op, Op::BatchNorm { .. }) && !node.frozen {
             backward.batch_norm_forward(id)?;
+        } else if backward.activation_of[id].is_some() {
+            // Applied by its input's kernel.
+        } else if let Some(activation) = backward.add_fusing_activation(id) {
+            backward.add_activation_forward(id, activation)?;
         } else if let Some(k) = backward.dropouts.iter().position(|d| d.node == id) {
             backward.dropout_forward(id, k)?;
         } else if let Some(activation) = activation::fused_activation_needing_input(&node.op) {
@@ -475,6 +481,11 @@ struct Backward<'g> {
     /// The input of each conv or dense layer's fused activation, for the layers whose
     /// activation's derivative needs it (`activation.rs`).
     pre_activations: SecondaryMap<NodeId, Option<BufferId>>,
+    /// The activation each training batch norm's or add's kernels apply and differentiate
+    /// themselves (`batchnorm.rs`, `elementwise.rs`), and for that activation's node, that
+    /// batch norm or add.
+    applied_activations: SecondaryMap<NodeId, Option<Activation>>,
+    activation_of: SecondaryMap<NodeId, Option<NodeId>>,
 }
 
 /// The dropouts that mask in training (not frozen, `p > 0`), in graph order, each given its
@@ -560,6 +571,14 @@ impl<'g> Backward<'g> {
                 Op::Upsample(attrs) if wants_input[0] => {
                     self.upsample_backward(id, *attrs, grad)?
                 }
+                Op::Activation(_) if self.activation_of[id].is_some() => {
+                    // The input's backward multiplies by the derivative; its only reader is
+                    // this activation, so this is its whole gradient.
+                    if wants_input[0] {
+                        let input = graph.nodes[id].inputs[0];
+                        self.grads[input] = Some(grad);
+                    }
+                }
                 Op::Activation(activation) => {
                     if wants_input[0] {
                         self.activation(id, *activation, grad)?;
@@ -573,6 +592,9 @@ impl<'g> Backward<'g> {
                     } else {
                         self.batch_norm_backward(id, grad, wants_input[0])?;
                     }
+                }
+                Op::Add if self.applied_activations[id].is_some() => {
+                    self.add_activation_backward(id, grad, &wants_input)?
                 }
                 Op::Add => {
                     let inputs = graph.nodes[id].inputs.clone();
