@@ -371,6 +371,7 @@ impl Lowering<'_> {
     /// or `V[ξ][in / 4][tile][4]` when `vector_major` ([`along`]), with the channels padded to
     /// a multiple of 4 (the padding lanes zero): the first kernel of a training step's weight
     /// gradient (`train::winograd`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn winograd_input_transform(
         &mut self,
         id: NodeId,
