@@ -13,7 +13,8 @@
 //!    zeros there. Both are laid out `[ξ][tile][channel]` as the forward's `V`, or, when the
 //!    products loop over the images, `[ξ][channel / 4][tile][4]`: a register tile's few tiles
 //!    of an image are then a few whole lines of each (on ResNet-18 this took the products of
-//!    layer2–4 from 1.3–1.5× the forward's time to 1.0–1.25×);
+//!    layer2 and layer3 from 1.35–1.45× the forward's time to 1.1×; layer4's, whose image loop
+//!    moves some fifteen pointers for each step of four tiles, from 1.48× to 1.41×);
 //! 3. **products and filter transform** (`weight_grad_winomul`), over chunks of input
 //!    channels whose `∂U` stays in L2: for each point, `∂U[ξ] = Σ_tiles V[ξ]ᵀ P[ξ]` in register
 //!    tiles of 4 input × 8 output channels (the forward's 4×8 shape: 4 broadcasts of `V`, 2
