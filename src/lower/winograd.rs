@@ -126,13 +126,15 @@ impl Plan {
     }
 }
 
-/// Where an input transform reads and writes: `V[ξ][tile][in_stride]` of `tiles` tiles.
+/// Where an input transform reads and writes: `V[ξ][tile][in_stride]` of `tiles` tiles, or
+/// `V[ξ][in_stride / 4][tile][4]` when `vector_major`.
 struct Transform<'a> {
     size: TileSize,
     x: &'a Padded,
     transformed: BufferId,
     in_stride: usize,
     tiles: usize,
+    vector_major: bool,
 }
 
 /// `Bᵀ d B` for the vector of `lanes` channels at element `at` of the input (the tile's top
@@ -158,10 +160,27 @@ fn input_tile(
             .collect();
         for l in 0..alpha {
             let value = bt_row(b, k.as_ref(), l, &mut |_, j| row[j]);
-            let index =
-                tile.clone() * t.in_stride + c0.clone() + (i * alpha + l) * t.tiles * t.in_stride;
+            let index = along(t.vector_major, t.tiles, t.in_stride, tile, c0)
+                + (i * alpha + l) * t.tiles * t.in_stride;
             b.store(t.transformed, index, 4, value);
         }
+    }
+}
+
+/// Where the vector of channels from `c0` (a multiple of 4) of `tile` is within one point of
+/// a transformed buffer of `tiles` tiles and `stride` channels: `[tile][stride]`, or
+/// `[stride / 4][tile][4]` when `vector_major`.
+pub(super) fn along(
+    vector_major: bool,
+    tiles: usize,
+    stride: usize,
+    tile: &Affine,
+    c0: &Affine,
+) -> Affine {
+    if vector_major {
+        c0.clone() * tiles + tile.clone() * 4
+    } else {
+        tile.clone() * stride + c0.clone()
     }
 }
 
@@ -348,9 +367,11 @@ impl Lowering<'_> {
     }
 
     /// Emits the kernel `kind` that writes F(4×4)'s `V = Bᵀ d B` of `x` (read from its padded
-    /// buffer in whole tiles, `tiles_y × tiles_x` of them) to `transformed`, `V[ξ][tile][in]`
-    /// with the channels padded to a multiple of 4 (the padding lanes zero): the first kernel
-    /// of a training step's weight gradient (`train::winograd`).
+    /// buffer in whole tiles, `tiles_y × tiles_x` of them) to `transformed`, `V[ξ][tile][in]`,
+    /// or `V[ξ][in / 4][tile][4]` when `vector_major` ([`along`]), with the channels padded to
+    /// a multiple of 4 (the padding lanes zero): the first kernel of a training step's weight
+    /// gradient (`train::winograd`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn winograd_input_transform(
         &mut self,
         id: NodeId,
@@ -359,9 +380,19 @@ impl Lowering<'_> {
         transformed: BufferId,
         tiling: (usize, usize),
         what: &str,
+        vector_major: bool,
     ) {
         let size = TileSize::F4;
-        self.winograd_input_transform_of(size, id, kind, x, transformed, tiling, what);
+        self.winograd_input_transform_of(
+            size,
+            id,
+            kind,
+            x,
+            transformed,
+            tiling,
+            what,
+            vector_major,
+        );
     }
 
     /// [`winograd_input_transform`](Self::winograd_input_transform) for tiles of `size`: the
@@ -376,6 +407,7 @@ impl Lowering<'_> {
         transformed: BufferId,
         (tiles_y, tiles_x): (usize, usize),
         what: &str,
+        vector_major: bool,
     ) {
         let cin = x.channels;
         let m = size.m();
@@ -385,6 +417,7 @@ impl Lowering<'_> {
             transformed,
             in_stride: cin.next_multiple_of(4),
             tiles: tiles_y * tiles_x,
+            vector_major,
         };
         let mut b = self.builder(
             id,
@@ -394,15 +427,35 @@ impl Lowering<'_> {
                 size.name()
             ),
         );
-        b.parallel(tiles_y, |b, ty| {
-            b.repeat(tiles_x, |b, tx| {
-                let tile = ty.clone() * tiles_x + tx.clone();
-                let corner = (ty.clone() * (m * x.width) + tx * m) * cin;
-                channel_vectors(b, cin, &mut |b, c0, lanes| {
-                    input_tile(b, &t, &(corner.clone() + c0.clone()), lanes, &tile, &c0);
+        let tile = |b: &mut KernelBuilder, ty: &Affine, tx: Affine, c0: &Affine, lanes: u8| {
+            let tile = ty.clone() * tiles_x + tx.clone();
+            let corner = (ty.clone() * (m * x.width) + tx * m) * cin;
+            input_tile(b, &t, &(corner + c0.clone()), lanes, &tile, c0);
+        };
+        if vector_major {
+            // A vector of channels over every tile: each point's stores then run along the
+            // tiles, within a page or two. Tile by tile they were 16 bytes in each of
+            // 36 × in / 4 lines, and a vector at a time along a row of tiles, the input lines
+            // were read again for each vector: either order took 1.5–2× the forward order's
+            // time (ResNet-18's layer1 and layer2).
+            let all = |b: &mut KernelBuilder, c0: &Affine, lanes: u8| {
+                b.repeat(tiles_y, |b, ty| {
+                    b.repeat(tiles_x, |b, tx| tile(b, &ty, tx, c0, lanes));
+                });
+            };
+            b.parallel(cin / 4, |b, v| all(b, &(v * 4), 4));
+            if !cin.is_multiple_of(4) {
+                all(&mut b, &Affine::constant(cin / 4 * 4), (cin % 4) as u8);
+            }
+        } else {
+            b.parallel(tiles_y, |b, ty| {
+                b.repeat(tiles_x, |b, tx| {
+                    channel_vectors(b, cin, &mut |b, c0, lanes| {
+                        tile(b, &ty, tx.clone(), &c0, lanes)
+                    });
                 });
             });
-        });
+        }
         self.emit(b);
     }
 
@@ -488,7 +541,7 @@ impl Lowering<'_> {
 
         let tiling = (tiles_y, tiles_x);
         let winoin = kind("winoin");
-        self.winograd_input_transform_of(size, id, &winoin, &x, transformed, tiling, &what);
+        self.winograd_input_transform_of(size, id, &winoin, &x, transformed, tiling, &what, false);
 
         let chunk = (CHUNK_BYTES / (4 * in_stride)).max(TILE_ROWS) / TILE_ROWS * TILE_ROWS;
         let mut b = self.builder(
