@@ -404,6 +404,24 @@ network wino(x: 7x7x5) {
 }
 
 #[test]
+fn winograd_backward_on_maps_of_many_tiles() {
+    // b's 34×34 output is 81 tiles: its products run image by image, `V` and `P` laid out
+    // tile-major; c's 17×17 is 25 tiles, over the images of a call, laid out along the tiles
+    // (`lower/train/winograd.rs`), with more tiles than one unrolled step.
+    let source = "
+network tiles(x: 34x34x3) {
+    x -> a: conv(8, 3, pad: 1) -> relu -> b: conv(8, 3, pad: 1) -> relu -> maxpool(2)
+      -> c: conv(12, 3, pad: 1) -> relu -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    let graph = graph_of(source);
+    for threads in [1, 2] {
+        let images = batch(&graph, 3);
+        assert_eq!(compare_with(&graph, images, threads, Winograd::Always), 8);
+    }
+}
+
+#[test]
 fn winograd_weight_gradients_over_chunks_of_input_channels() {
     // 128 output channels: the weight gradient's products take 12 input channels at a time,
     // so c1's 19 are a chunk and a rest of 7; c2's 128 are one chunk of an odd 10 filters.
