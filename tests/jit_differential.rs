@@ -166,6 +166,15 @@ fn check_with(graph: &Graph, batch: usize, options: &[CodegenOptions], what: &st
     }
 }
 
+/// Checked on one and two threads, and unchecked on two.
+fn checked_and_on_two_threads() -> [CodegenOptions; 3] {
+    [(true, 1), (true, 2), (false, 2)].map(|(checked, threads)| CodegenOptions {
+        checked,
+        threads,
+        ..Default::default()
+    })
+}
+
 /// Checked and unchecked, on one thread.
 fn check(graph: &Graph, batch: usize, what: &str) {
     let options = [

@@ -232,14 +232,7 @@ fn conv_tile(
             None => b.constant(0.0),
         })
         .collect();
-    let acc: Vec<Vec<Reg>> = (0..tile.pixels.len())
-        .map(|_| {
-            biases
-                .iter()
-                .map(|&r| b.assign(LoopExpr::Copy(r)))
-                .collect()
-        })
-        .collect();
+    let acc = accumulators_from(b, &biases, tile.pixels.len());
     // One reduction step: the weights of tap `tap`, the inputs at `x_index(p)`.
     let step = |b: &mut KernelBuilder, x_index: &dyn Fn(usize) -> Affine, tap: Affine| {
         let w: Vec<Reg> = (0..tile.vectors)

@@ -306,12 +306,7 @@ impl JitStep {
         }
         let started = std::time::Instant::now();
         let scale = 1.0 / n.max(1) as f32;
-        let spare: Vec<std::sync::Mutex<Vec<f32>>> = self
-            .grads
-            .iter()
-            .map(|g| self.spare.remove(&g.name).unwrap_or_default().into())
-            .collect();
-        let mut by_name = self.summed_grads(shards, scale, spare);
+        let mut by_name = self.summed_grads(shards, scale);
         for (name, mut sum) in sync_grads {
             sum.iter_mut().for_each(|g| *g *= scale);
             by_name.push((name, sum));
@@ -334,13 +329,13 @@ impl JitStep {
     /// accumulators summed and scaled by `scale`. The tensors are shared among the step's
     /// threads, largest first so that they finish together (serial, this was a sixth of
     /// ResNet-18's work outside the kernels at two threads).
-    /// `spare` holds a buffer for each gradient to write it in.
-    fn summed_grads(
-        &self,
-        shards: usize,
-        scale: f32,
-        spare: Vec<std::sync::Mutex<Vec<f32>>>,
-    ) -> Vec<(String, Vec<f32>)> {
+    /// Each is written into the buffer [`recycle`](Self::recycle) gave back for it, if any.
+    fn summed_grads(&mut self, shards: usize, scale: f32) -> Vec<(String, Vec<f32>)> {
+        let spare: Vec<std::sync::Mutex<Vec<f32>>> = self
+            .grads
+            .iter()
+            .map(|g| self.spare.remove(&g.name).unwrap_or_default().into())
+            .collect();
         let accumulators = &self.accumulators[..shards.min(self.accumulators.len())];
         let grads = &self.grads;
         let mut order: Vec<usize> = (0..grads.len()).collect();
@@ -360,7 +355,7 @@ impl JitStep {
             let mut regions = accumulators.iter().filter_map(|a| grad.region(a));
             if let Some(first) = regions.next() {
                 match regions.next() {
-                    None => grad.add_region_to(first, &mut sum),
+                    None => grad.add_to(first, &mut sum),
                     // The threads' regions added in their own layout (contiguous, in thread
                     // order), so that the gradient is transposed to PyTorch's layout once.
                     Some(second) => {
@@ -371,7 +366,7 @@ impl JitStep {
                                 *s += v;
                             }
                         }
-                        grad.add_region_to(scratch, &mut sum);
+                        grad.add_to(scratch, &mut sum);
                     }
                 }
             }

@@ -2,29 +2,8 @@
 //! the reference: generated odd shapes, strides, paddings, dilations and `ceil_mode`, at batch
 //! 3, checked and unchecked, on one and two threads.
 
-use super::{check_with, graphs_of, Rng};
-use cnnc::codegen::CodegenOptions;
+use super::{check_with, checked_and_on_two_threads, graphs_of, Rng};
 use cnnc::driver::{self, Select};
-
-fn options() -> [CodegenOptions; 3] {
-    [
-        CodegenOptions {
-            checked: true,
-            threads: 1,
-            ..Default::default()
-        },
-        CodegenOptions {
-            checked: true,
-            threads: 2,
-            ..Default::default()
-        },
-        CodegenOptions {
-            checked: false,
-            threads: 2,
-            ..Default::default()
-        },
-    ]
-}
 
 #[test]
 fn dilated_max_pooling_over_generated_shapes() {
@@ -52,7 +31,7 @@ fn dilated_max_pooling_over_generated_shapes() {
             .next()
             .filter(|_| !compilation.has_errors())
         {
-            check_with(graph, 3, &options(), &source);
+            check_with(graph, 3, &checked_and_on_two_threads(), &source);
             n_checked += 1;
         };
     }
@@ -68,6 +47,11 @@ fn dilated_max_pool_between_convolutions() {
               -> conv(6, 3, pad: 1) -> maxpool(2, dilation: [1, 2], ceil_mode: true)
         }",
     ) {
-        check_with(&graph, 3, &options(), "between convolutions");
+        check_with(
+            &graph,
+            3,
+            &checked_and_on_two_threads(),
+            "between convolutions",
+        );
     }
 }

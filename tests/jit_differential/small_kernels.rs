@@ -4,8 +4,7 @@
 //! and convolutions of one input channel to 2, 6 or 10 computed in pairs of pixels. Each
 //! against the reference, with the cases on both sides of its conditions.
 
-use super::{check_source, check_with, graph_of, graphs_of};
-use cnnc::codegen::CodegenOptions;
+use super::{check_source, check_with, checked_and_on_two_threads, graph_of, graphs_of};
 
 /// The loop headers (`loop iN in ...`) of `graph`'s kernel `prefix`, as `emit loops` shows them.
 fn loop_lines(source: &str, kernel: &str) -> Vec<String> {
@@ -89,23 +88,7 @@ fn lenets_first_conv_runs_in_pixel_pairs() {
 
 #[test]
 fn convolutions_in_pixel_pairs_match_the_reference() {
-    let options = [
-        CodegenOptions {
-            checked: true,
-            threads: 1,
-            ..Default::default()
-        },
-        CodegenOptions {
-            checked: true,
-            threads: 2,
-            ..Default::default()
-        },
-        CodegenOptions {
-            checked: false,
-            threads: 2,
-            ..Default::default()
-        },
-    ];
+    let options = checked_and_on_two_threads();
     let mut paired = 0;
     for filters in [2, 6, 10] {
         for (input, layer) in [

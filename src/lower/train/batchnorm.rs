@@ -30,6 +30,16 @@ use crate::graph::{Activation, NodeId, Op};
 /// Channel vectors summed at once by a statistics kernel.
 const GROUP: usize = 4;
 
+/// Zeroes the two per-channel rows (`c` channels, `cp` apart) that a one-pass sum over the
+/// pixels accumulates into.
+fn zero_two_rows(b: &mut KernelBuilder, buffer: BufferId, c: usize, cp: usize) {
+    let zero = b.constant(0.0);
+    for (c0, _) in channel_vectors(c) {
+        b.store(buffer, Affine::constant(c0), 4, zero);
+        b.store(buffer, Affine::constant(cp + c0), 4, zero);
+    }
+}
+
 impl Backward<'_> {
     fn channel_groups(channels: usize) -> Vec<Vec<(usize, u8)>> {
         channel_vectors(channels)
@@ -104,11 +114,7 @@ impl Backward<'_> {
             // Two passes over the pixels (sums, then squared deviations from the mean), every
             // channel of a pixel at once, the running sums kept in `stats` itself: a pass
             // per group of channels would stride over the image.
-            let zero = b.constant(0.0);
-            for (c0, _) in channel_vectors(c) {
-                b.store(stats, Affine::constant(c0), 4, zero);
-                b.store(stats, Affine::constant(cp + c0), 4, zero);
-            }
+            zero_two_rows(&mut b, stats, c, cp);
             b.repeat(pixels, |b, p| {
                 for (c0, lanes) in channel_vectors(c) {
                     let v = b.load(x.buffer, p.clone() * c + c0, lanes);
@@ -285,11 +291,7 @@ impl Backward<'_> {
             // One pass over the pixels, every channel of a pixel at once, with the sums kept in
             // `sums` itself: the input is read in memory order (it comes from the forward,
             // long out of cache), where a pass per group of channels strides over it.
-            let zero = b.constant(0.0);
-            for (c0, _) in channel_vectors(c) {
-                b.store(sums, Affine::constant(c0), 4, zero);
-                b.store(sums, Affine::constant(cp + c0), 4, zero);
-            }
+            zero_two_rows(&mut b, sums, c, cp);
             b.repeat(pixels, |b, p| {
                 for (c0, lanes) in channel_vectors(c) {
                     let at = p.clone() * c + c0;

@@ -101,13 +101,6 @@ pub struct ParamGrad {
 }
 
 impl ParamGrad {
-    /// Adds the gradient held in `arena` to `out`, in PyTorch's layout.
-    pub fn add_to(&self, arena: &[f32], out: &mut [f32]) {
-        if let Some(region) = self.region(arena) {
-            self.add_region_to(region, out);
-        }
-    }
-
     /// This gradient's accumulator in `arena`, in the accumulator's layout.
     pub fn region<'a>(&self, arena: &'a [f32]) -> Option<&'a [f32]> {
         arena.get(self.offset..self.offset + self.len)
@@ -115,7 +108,7 @@ impl ParamGrad {
 
     /// Adds `buffer`, an accumulator as [`region`](Self::region) gives it, to `out`, in
     /// PyTorch's layout.
-    pub fn add_region_to(&self, buffer: &[f32], out: &mut [f32]) {
+    pub fn add_to(&self, buffer: &[f32], out: &mut [f32]) {
         match self.layout {
             GradLayout::Plain => {
                 for (o, &g) in out.iter_mut().zip(buffer) {
