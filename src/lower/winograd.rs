@@ -57,7 +57,7 @@ pub const ALPHA: usize = TileSize::F4.alpha();
 /// F(4×4, 3×3)'s points of a transformed tile: one matrix product each.
 pub(super) const POINTS: usize = TileSize::F4.points();
 /// Output channels per packed weight panel and per register tile.
-const PANEL: usize = 8;
+pub(super) const PANEL: usize = 8;
 /// Tiles per register tile.
 const TILE_ROWS: usize = 4;
 /// Bytes of `V` rows one chunk of tiles may take, so that they stay in L2 while every weight

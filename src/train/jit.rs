@@ -355,7 +355,7 @@ impl JitStep {
             let mut regions = accumulators.iter().filter_map(|a| grad.region(a));
             if let Some(first) = regions.next() {
                 match regions.next() {
-                    None => grad.add_to(first, &mut sum),
+                    None => grad.write_scaled(first, scale, &mut sum),
                     // The threads' regions added in their own layout (contiguous, in thread
                     // order), so that the gradient is transposed to PyTorch's layout once.
                     Some(second) => {
@@ -366,11 +366,10 @@ impl JitStep {
                                 *s += v;
                             }
                         }
-                        grad.add_to(scratch, &mut sum);
+                        grad.write_scaled(scratch, scale, &mut sum);
                     }
                 }
             }
-            sum.iter_mut().for_each(|v| *v *= scale);
             (grad.name.clone(), sum)
         })
     }
