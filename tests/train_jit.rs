@@ -474,6 +474,32 @@ network transfer(x: 8x8x3) {
 }
 
 #[test]
+fn each_step_packs_the_weights_it_is_given() {
+    // The step reads the weights where they are rather than binding them to its graph: a
+    // second step on changed weights (every tensor, a Winograd conv's among them) must be the
+    // reference's for those weights, not for the first step's.
+    let source = "
+network changing(x: 9x9x3) {
+    x -> a: conv(8, 3, pad: 1) -> relu -> b: conv(8, 3, pad: 1) -> relu
+      -> avgpool(3) -> flatten -> fc: dense(5)
+}
+";
+    let graph = graph_of(source);
+    let images = batch(&graph, 3);
+    let mut w = weights(&graph);
+    let mut jit = JitStep::with_winograd(&graph, &w, 1, Winograd::Always)
+        .expect("compiles")
+        .unwrap_or_else(|reason| panic!("the JIT declined: {reason}"));
+    assert_eq!(check_step(&mut jit, &graph, &w, &images), 6);
+    let names: Vec<String> = w.iter().map(|(name, _)| name.to_string()).collect();
+    for name in names {
+        let tensor = w.get_mut(&name).expect("a tensor of the weights");
+        tensor.iter_mut().for_each(|v| *v = -0.7 * *v + 0.01);
+    }
+    assert_eq!(check_step(&mut jit, &graph, &w, &images), 6);
+}
+
+#[test]
 fn what_has_no_compiled_backward_is_declined_with_a_reason() {
     // Grouped (not depthwise) convolutions have no backward kernel yet.
     let source =

@@ -59,7 +59,7 @@ mod winograd_choice;
 mod winograd_pack;
 mod winograd_transforms;
 
-pub use pack::{pack_buffer, pack_constants, repack_constants, PackedConstants};
+pub use pack::{pack_buffer, pack_constants, repack_constants, Overrides, PackedConstants};
 pub use program::{chw_index, Buffer, ConstSpec, LoopProgram, Storage};
 pub use train::{
     lower_training, training_unsupported, BatchSync, DropoutMask, GradLayout, ParamGrad, SyncOp,

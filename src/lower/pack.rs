@@ -11,43 +11,70 @@ use crate::graph::{Constant, ConvAttrs, DenseAttrs, Graph, NodeId, Op};
 use crate::parallel::parallel_map;
 use std::borrow::Cow;
 
-/// The constant `suffix` of `node` in row-major order, generated or folded now if it has not
-/// been yet, checked against the number of elements the layer needs.
-fn tensor<'a>(
+/// Numbers to pack in place of the graph's constants of the same names: a training step's
+/// current weights, read where they are. (Bound to the graph first, every weight was copied
+/// once more each step.)
+pub type Overrides<'a> = &'a (dyn Fn(&str) -> Option<&'a [f32]> + Sync + 'a);
+
+/// Where a packer reads a layer's constants: the graph's, unless `overrides` has numbers of
+/// a learned constant's name.
+#[derive(Copy, Clone)]
+struct Reader<'a> {
     graph: &'a Graph,
-    node: NodeId,
-    suffix: &str,
-    expected: &[usize],
-) -> Result<Cow<'a, [f32]>, LowerError> {
-    let values = constant(graph, node, suffix, expected)?.read();
-    if values.len() != expected.iter().product::<usize>() {
-        return Err(malformed(
-            node,
-            &format!("constant `{suffix}` has the wrong size"),
-        ));
-    }
-    Ok(values)
+    overrides: Option<Overrides<'a>>,
 }
 
-/// The constant `suffix` of `node`, checked to have the number of elements the layer needs,
-/// for a packer that reads it in pieces ([`Constant::read_range`]).
-fn constant<'a>(
-    graph: &'a Graph,
-    node: NodeId,
-    suffix: &str,
-    expected: &[usize],
-) -> Result<&'a Constant, LowerError> {
-    let id = graph
-        .node_const(node, suffix)
-        .ok_or_else(|| malformed(node, &format!("no constant `{suffix}`")))?;
-    let constant = &graph.consts[id];
-    if constant.numel() != expected.iter().product::<usize>() {
-        return Err(malformed(
-            node,
-            &format!("constant `{suffix}` has the wrong size"),
-        ));
+impl<'a> Reader<'a> {
+    /// The constant `suffix` of `node` in row-major order, generated or folded now if it
+    /// has not been yet, checked against the number of elements the layer needs.
+    fn tensor(
+        self,
+        node: NodeId,
+        suffix: &str,
+        expected: &[usize],
+    ) -> Result<Cow<'a, [f32]>, LowerError> {
+        let n = expected.iter().product::<usize>();
+        self.range(node, suffix, expected, 0..n)
     }
-    Ok(constant)
+
+    /// Elements `range` of the constant `suffix` of `node`, for a packer that reads a large
+    /// one in pieces ([`Constant::read_range`]); the constant is checked against the number of
+    /// elements the layer needs.
+    fn range(
+        self,
+        node: NodeId,
+        suffix: &str,
+        expected: &[usize],
+        range: std::ops::Range<usize>,
+    ) -> Result<Cow<'a, [f32]>, LowerError> {
+        let wrong_size = || malformed(node, &format!("constant `{suffix}` has the wrong size"));
+        let constant = self.constant(node, suffix)?;
+        let n = expected.iter().product::<usize>();
+        if constant.numel() != n || range.end > n {
+            return Err(wrong_size());
+        }
+        let overridden = (self.overrides)
+            .filter(|_| constant.learned)
+            .and_then(|values| values(&constant.name));
+        let values = match overridden {
+            Some(values) if values.len() == n => Cow::Borrowed(&values[range.clone()]),
+            Some(_) => return Err(wrong_size()),
+            None if range == (0..n) => constant.read(),
+            None => constant.read_range(range.clone()),
+        };
+        if values.len() != range.len() {
+            return Err(wrong_size());
+        }
+        Ok(values)
+    }
+
+    fn constant(self, node: NodeId, suffix: &str) -> Result<&'a Constant, LowerError> {
+        let id = self
+            .graph
+            .node_const(node, suffix)
+            .ok_or_else(|| malformed(node, &format!("no constant `{suffix}`")))?;
+        Ok(&self.graph.consts[id])
+    }
 }
 
 /// The elements a packer reads of a large tensor at once (4 MiB of f32).
@@ -137,12 +164,12 @@ fn pytorch_columns(features: usize, hwc_input: Option<(usize, usize, usize)>) ->
 /// The data of one constant buffer of `len` elements.
 /// The layer's constants are released once packed ([`Constant::release`]): the pages of a
 /// mapped weights file then leave the process, and only the packed copy counts.
-fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
+fn pack(reader: Reader<'_>, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerError> {
     let mut out = vec![0.0f32; len];
-    pack_into(graph, spec, &mut out)?;
+    pack_into(reader, spec, &mut out)?;
     if let Some(node) = spec.node() {
-        for &(_, id) in &graph.nodes[node].consts {
-            graph.consts[id].release();
+        for &(_, id) in &reader.graph.nodes[node].consts {
+            reader.graph.consts[id].release();
         }
     }
     Ok(out)
@@ -151,7 +178,8 @@ fn pack(graph: &Graph, spec: &ConstSpec, len: usize) -> Result<Vec<f32>, LowerEr
 /// Writes the data of a constant buffer into `out`. Every layout writes the same elements
 /// whatever the values, and leaves its padding alone: a buffer packed before, from the same
 /// program, keeps its zero padding when packed again.
-fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), LowerError> {
+fn pack_into(reader: Reader<'_>, spec: &ConstSpec, out: &mut [f32]) -> Result<(), LowerError> {
+    let graph = reader.graph;
     let len = out.len();
     match spec {
         &ConstSpec::ConvWeight {
@@ -183,7 +211,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                     (groups, [attrs.filters, c / groups, kh, kw], orientation)
                 }
             };
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = reader.tensor(node, "weight", &shape)?;
             let (w, [filters, in_g, kh, kw]) = oriented(w, shape, orientation);
             let out_g = filters / groups;
             let panel = panel.max(1);
@@ -221,7 +249,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
         } => {
             let attrs = conv_attrs(graph, node)?;
             let shape = [attrs.filters, graph.input_shape(node).c, 3, 3];
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = reader.tensor(node, "weight", &shape)?;
             winograd_pack::transform_filters(size, &w, [shape[0], shape[1]], flipped, panel, out)
                 .ok_or_else(|| malformed(node, "packing"))?;
         }
@@ -232,7 +260,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let attrs = conv_attrs(graph, node)?;
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, 1, kh, kw];
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = reader.tensor(node, "weight", &shape)?;
             for c in 0..attrs.filters {
                 for ky in 0..kh {
                     for kx in 0..kw {
@@ -249,7 +277,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             };
             let shape = attrs.weight_shape(graph.input_shape(node).c);
             let [in_c, out_g, kh, kw] = shape;
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = reader.tensor(node, "weight", &shape)?;
             for (i, taps) in w.chunks_exact(kh * kw).enumerate() {
                 let (c, o) = (i / out_g, i % out_g);
                 for (tap, &value) in taps.iter().enumerate() {
@@ -271,7 +299,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                 _ => return Err(malformed(node, "a conv bias of a layer that is not a conv")),
             };
             let shape = [filters];
-            let bias = tensor(graph, node, "bias", &shape)?;
+            let bias = reader.tensor(node, "bias", &shape)?;
             for (f, &value) in bias.iter().enumerate() {
                 let to = f / group_size * group_stride + f % group_size;
                 *out.get_mut(to).ok_or_else(|| malformed(node, "packing"))? = value;
@@ -284,7 +312,6 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
         } => {
             let features = graph.input_shape(node).c;
             let units = dense_units(graph, node)?;
-            let w = constant(graph, node, "weight", &[units, features])?;
             let panel = panel.max(1);
             let last_width = (units % panel).next_multiple_of(4);
             let columns = pytorch_columns(features, hwc_input);
@@ -295,7 +322,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             for first in (0..units).step_by(piece) {
                 let last = (first + piece).min(units);
                 let elements = first * features..last * features;
-                let rows = w.read_range(elements.clone());
+                let rows = reader.range(node, "weight", &[units, features], elements.clone())?;
                 for unit in first..last {
                     let (p, lane) = (unit / panel, unit % panel);
                     let width = if p < units / panel { panel } else { last_width };
@@ -309,12 +336,12 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
                             .ok_or_else(|| malformed(node, "packing"))? = row_of_unit[column];
                     }
                 }
-                w.release_range(elements);
+                reader.constant(node, "weight")?.release_range(elements);
             }
         }
         &ConstSpec::DenseBias { node, .. } => {
             let shape = [dense_units(graph, node)?];
-            let bias = tensor(graph, node, "bias", &shape)?;
+            let bias = reader.tensor(node, "bias", &shape)?;
             out.get_mut(..bias.len())
                 .ok_or_else(|| malformed(node, "packing"))?
                 .copy_from_slice(&bias);
@@ -336,7 +363,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let in_c = graph.input_shape(node).c;
             let [kh, kw] = attrs.kernel;
             let shape = [attrs.filters, in_c, kh, kw];
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = reader.tensor(node, "weight", &shape)?;
             // Filter by filter: its taps (in L1) gathered into one contiguous run per tap.
             let taps = kh * kw;
             for (f, filter) in w.chunks_exact(in_c * taps).enumerate() {
@@ -359,7 +386,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let attrs = dense_attrs(graph, node)?;
             let features = graph.input_shape(node).c;
             let shape = [attrs.units, features];
-            let w = tensor(graph, node, "weight", &shape)?;
+            let w = reader.tensor(node, "weight", &shape)?;
             let columns = pytorch_columns(features, hwc_input);
             for unit in 0..attrs.units {
                 let run = out
@@ -376,7 +403,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             suffix,
             channels,
         } => {
-            let values = tensor(graph, node, suffix, &[channels])?;
+            let values = reader.tensor(node, suffix, &[channels])?;
             out.get_mut(..values.len())
                 .ok_or_else(|| malformed(node, "packing"))?
                 .copy_from_slice(&values);
@@ -385,7 +412,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
             let attrs = conv_attrs(graph, node)?;
             let [kh, kw] = attrs.kernel;
             let (filters, taps) = (attrs.filters, kh * kw);
-            let w = tensor(graph, node, "weight", &[filters, 1, kh, kw])?;
+            let w = reader.tensor(node, "weight", &[filters, 1, kh, kw])?;
             for (tap, run) in out.chunks_exact_mut(2 * filters).take(taps).enumerate() {
                 for (lane, value) in run.iter_mut().enumerate() {
                     *value = w[(lane % filters) * taps + tap];
@@ -394,7 +421,7 @@ fn pack_into(graph: &Graph, spec: &ConstSpec, out: &mut [f32]) -> Result<(), Low
         }
         &ConstSpec::PairedConvBias { node } => {
             let filters = conv_attrs(graph, node)?.filters;
-            let bias = tensor(graph, node, "bias", &[filters])?;
+            let bias = reader.tensor(node, "bias", &[filters])?;
             for (lane, value) in out.iter_mut().take(2 * filters).enumerate() {
                 *value = bias[lane % filters];
             }
@@ -426,7 +453,13 @@ impl PackedConstants {
 /// The data of constant buffer `buffer` of a program lowered from `graph`.
 pub fn pack_buffer(graph: &Graph, buffer: &super::Buffer) -> Result<Box<[f32]>, LowerError> {
     match &buffer.storage {
-        Storage::Const(spec) => Ok(pack(graph, spec, buffer.len)?.into_boxed_slice()),
+        Storage::Const(spec) => {
+            let reader = Reader {
+                graph,
+                overrides: None,
+            };
+            Ok(pack(reader, spec, buffer.len)?.into_boxed_slice())
+        }
         _ => Err(LowerError::Malformed(format!(
             "{} is not a constant buffer",
             buffer.name
@@ -450,11 +483,15 @@ pub fn pack_constants(
             _ => None,
         })
         .collect();
+    let reader = Reader {
+        graph,
+        overrides: None,
+    };
     let packed = parallel_map(
         &const_buffers,
         threads,
         || (),
-        |(), &(buffer, spec)| pack(graph, spec, buffer.len),
+        |(), &(buffer, spec)| pack(reader, spec, buffer.len),
     );
     let mut blobs = Vec::with_capacity(packed.len());
     for (&(buffer, _), data) in const_buffers.iter().zip(packed) {
@@ -463,12 +500,14 @@ pub fn pack_constants(
     Ok(PackedConstants { blobs })
 }
 
-/// Packs `program`'s constant buffers again, from `graph`'s current constants, into `blobs`:
-/// each a buffer's data as [`pack_constants`] made it (same program, so same lengths and
-/// padding), overwritten in place on up to `threads` threads. A training step's way to run
-/// on updated weights without allocating (and page-faulting) the blobs anew.
-pub fn repack_constants(
-    graph: &Graph,
+/// Packs `program`'s constant buffers again, from `graph`'s current constants or the numbers
+/// `overrides` has for them, into `blobs`: each a buffer's data as [`pack_constants`] made it
+/// (same program, so same lengths and padding), overwritten in place on up to `threads`
+/// threads. A training step's way to run on updated weights without allocating (and
+/// page-faulting) the blobs anew.
+pub fn repack_constants<'a>(
+    graph: &'a Graph,
+    overrides: Option<Overrides<'a>>,
     program: &LoopProgram,
     threads: usize,
     blobs: Vec<(super::ir::BufferId, &mut [f32])>,
@@ -480,6 +519,7 @@ pub fn repack_constants(
     let mut blobs = blobs;
     blobs.sort_by_key(|(_, blob)| std::cmp::Reverse(blob.len()));
     let blobs: Vec<_> = blobs.into_iter().map(std::sync::Mutex::new).collect();
+    let reader = Reader { graph, overrides };
     let results = parallel_map(
         &blobs,
         threads,
@@ -491,7 +531,7 @@ pub fn repack_constants(
             let (id, ref mut data) = *blob;
             let buffer = program.buffer(id);
             match &buffer.storage {
-                Storage::Const(spec) if buffer.len == data.len() => pack_into(graph, spec, data),
+                Storage::Const(spec) if buffer.len == data.len() => pack_into(reader, spec, data),
                 _ => Err(LowerError::Malformed(format!(
                     "{id:?} is not a constant buffer of this program"
                 ))),

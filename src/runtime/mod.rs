@@ -27,7 +27,9 @@ pub use npy::{
 };
 pub use run_error::{check_batch, RunError};
 pub use safetensors_io::{bind_safetensors, Bound, LoadOptions, Loaded, WeightsErrors};
-pub use weights::{bind, bind_present, learned_weights, seed, Weights, WeightsError};
+pub use weights::{
+    bind, bind_present, check_bindable, learned_weights, seed, Weights, WeightsError,
+};
 
 pub(crate) use input::normalization;
 pub(crate) use weights::describe_layer;

@@ -295,6 +295,14 @@ pub fn seed(graph: &mut Graph, seed: u64) -> Result<(), WeightsError> {
 /// must exist and have its shape. Tensors no layer uses are not looked at (the file loader
 /// reports them, where `--strict` decides).
 pub fn bind(graph: &mut Graph, weights: &Weights) -> Result<(), WeightsError> {
+    check_bindable(graph, weights)?;
+    bind_present(graph, weights);
+    Ok(())
+}
+
+/// Whether [`bind`] would bind `weights` to `graph`: every learned constant has a tensor of
+/// its name and shape.
+pub fn check_bindable(graph: &Graph, weights: &Weights) -> Result<(), WeightsError> {
     for node in graph.nodes.keys() {
         for &(_, id) in &graph.nodes[node].consts {
             let constant = &graph.consts[id];
@@ -321,7 +329,6 @@ pub fn bind(graph: &mut Graph, weights: &Weights) -> Result<(), WeightsError> {
             }
         }
     }
-    bind_present(graph, weights);
     Ok(())
 }
 

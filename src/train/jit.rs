@@ -17,7 +17,7 @@ use super::loss;
 use super::trainer::{StepGradients, TrainError};
 use crate::codegen::{self, CodegenOptions, CompiledNetwork};
 use crate::graph::ops::dropout_scale;
-use crate::graph::{Graph, NodeId, Op};
+use crate::graph::{ConstId, Graph, NodeId, Op};
 use crate::lower::{
     self, chw_index, BatchSync, DropoutMask, LoopProgram, ParamGrad, Storage, SyncOp, Winograd,
 };
@@ -25,6 +25,7 @@ use crate::reference::backward::{is_trainable, logits_graph, BatchNormStats};
 use crate::runtime::Weights;
 use cranelift_entity::EntityRef;
 use ndarray::ArrayD;
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 /// A compiled training step for one network.
@@ -181,7 +182,7 @@ impl JitStep {
 
     /// The frozen layers whose numbers (weights and buffers, as bound now) are those their
     /// packed buffers were made from; the others' numbers are remembered for the next step.
-    fn unchanged_frozen_layers(&mut self) -> HashSet<NodeId> {
+    fn unchanged_frozen_layers(&mut self, weights: &Weights) -> HashSet<NodeId> {
         let graph = &self.graph;
         let mut unchanged = HashSet::new();
         for (id, node) in graph.nodes.iter() {
@@ -190,7 +191,7 @@ impl JitStep {
             }
             // Compared tensor by tensor against the remembered run, copied only when it
             // differs: a frozen base's numbers are not copied every step.
-            let tensors = || node.consts.iter().map(|&(_, c)| graph.consts[c].read());
+            let tensors = || node.consts.iter().map(|&(_, c)| current(graph, weights, c));
             let same = self.frozen_packed.get(&id).is_some_and(|packed| {
                 let mut rest = packed.as_slice();
                 tensors().all(|tensor| match rest.split_at_checked(tensor.len()) {
@@ -221,12 +222,21 @@ impl JitStep {
         seed: u64,
     ) -> Result<StepGradients, TrainError> {
         let started = std::time::Instant::now();
-        bind(&mut self.graph, weights)?;
+        // The packer reads the weights where they are; bound to the graph first, each was
+        // copied once more every step. A tensor not in one piece is bound (copied) instead.
+        crate::runtime::check_bindable(&self.graph, weights)
+            .map_err(|e| TrainError::Evaluation(e.to_string()))?;
+        let in_place = weights
+            .iter()
+            .all(|(_, tensor)| tensor.as_slice().is_some());
+        if !in_place {
+            bind(&mut self.graph, weights)?;
+        }
         if let Some(profile) = &mut self.profile {
             profile.bind += started.elapsed().as_secs_f64();
         }
         let started = std::time::Instant::now();
-        let unchanged = self.unchanged_frozen_layers();
+        let unchanged = self.unchanged_frozen_layers(weights);
         let program = &self.program;
         let blobs = self
             .network
@@ -237,7 +247,9 @@ impl JitStep {
                 _ => true,
             })
             .collect();
-        lower::repack_constants(&self.graph, &self.program, self.threads, blobs)
+        let lookup = |name: &str| weights.get(name).and_then(|tensor| tensor.as_slice());
+        let overrides: Option<lower::Overrides<'_>> = in_place.then_some(&lookup);
+        lower::repack_constants(&self.graph, overrides, &self.program, self.threads, blobs)
             .map_err(internal)?;
         if let Some(profile) = &mut self.profile {
             profile.pack += started.elapsed().as_secs_f64();
@@ -700,6 +712,16 @@ pub fn step_memory(graph: &Graph) -> Result<StepMemory, String> {
             || program.kernels.iter().any(|kernel| kernel.has_images()),
         accumulator_bytes: program.accumulator_len * f32_bytes,
     })
+}
+
+/// The numbers of constant `c` of `graph` as a step packs them: the tensor of its name in
+/// `weights` if it is learned, else the graph's.
+fn current<'a>(graph: &'a Graph, weights: &'a Weights, c: ConstId) -> Cow<'a, [f32]> {
+    let constant = &graph.consts[c];
+    match weights.get(&constant.name).and_then(|t| t.as_slice()) {
+        Some(values) if constant.learned => Cow::Borrowed(values),
+        _ => constant.read(),
+    }
 }
 
 /// Binds `weights` to `graph`'s learned constants.
