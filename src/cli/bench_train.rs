@@ -103,6 +103,7 @@ pub fn run(args: &BenchArgs, graph: &Graph) -> Result<u8, Box<Diagnostic>> {
                 &mut optimizer,
                 &result.grads,
                 &result.batch_norm_stats,
+                threads,
             )?;
             update_seconds.set(update_seconds.get() + started.elapsed().as_secs_f64());
             if let Some(jit) = jit.as_mut() {

@@ -210,6 +210,11 @@ impl Weights {
         self.tensors.iter().map(|(name, t)| (name.as_str(), t))
     }
 
+    /// The tensors in insertion order, to change in place.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut ArrayD<f32>)> {
+        self.tensors.iter_mut().map(|(name, t)| (name.as_str(), t))
+    }
+
     pub fn len(&self) -> usize {
         self.tensors.len()
     }

@@ -355,35 +355,25 @@ impl JitStep {
         // Starting a thread costs more than summing LeNet-5's gradients.
         let total: usize = grads.iter().map(|g| g.len).sum();
         let threads = if total < 1 << 18 { 1 } else { self.threads };
-        crate::parallel::parallel_map(&order, threads, Vec::new, |scratch: &mut Vec<f32>, &g| {
-            let grad = &grads[g];
-            let mut sum = std::mem::take(
-                &mut *spare[g]
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            sum.clear();
-            sum.resize(grad.numel, 0.0);
-            let mut regions = accumulators.iter().filter_map(|a| grad.region(a));
-            if let Some(first) = regions.next() {
-                match regions.next() {
-                    None => grad.write_scaled(first, scale, &mut sum),
-                    // The threads' regions added in their own layout (contiguous, in thread
-                    // order), so that the gradient is transposed to PyTorch's layout once.
-                    Some(second) => {
-                        scratch.clear();
-                        scratch.extend(first.iter().zip(second).map(|(a, b)| a + b));
-                        for other in regions {
-                            for (s, &v) in scratch.iter_mut().zip(other) {
-                                *s += v;
-                            }
-                        }
-                        grad.write_scaled(scratch, scale, &mut sum);
-                    }
-                }
-            }
-            (grad.name.clone(), sum)
-        })
+        crate::parallel::parallel_map(
+            &order,
+            threads,
+            || (),
+            |(), &g| {
+                let grad = &grads[g];
+                let mut sum = std::mem::take(
+                    &mut *spare[g]
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                );
+                sum.clear();
+                sum.resize(grad.numel, 0.0);
+                let regions: Vec<&[f32]> =
+                    accumulators.iter().filter_map(|a| grad.region(a)).collect();
+                grad.write_scaled(&regions, scale, &mut sum);
+                (grad.name.clone(), sum)
+            },
+        )
     }
 
     /// Gives back the gradients of a step once they are applied, for the next step to

@@ -307,3 +307,68 @@ fn mismatches_are_errors() {
         "the beta2 is 1, but it must be in [0, 1)"
     );
 }
+
+#[test]
+fn tensors_updated_together_on_two_threads_are_updated_as_one_by_one() {
+    // Over the size below which one thread does it all, so the two threads share the work.
+    let sizes = [150_000, 90_000, 70_000, 7];
+    let grads: Vec<Vec<f32>> = (0..sizes.len())
+        .map(|t| values(sizes[t], 11 + t as u64))
+        .collect();
+    let configs = [
+        OptimizerConfig::Sgd(SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 1e-4,
+        }),
+        OptimizerConfig::AdamW(AdamConfig::adamw()),
+    ];
+    for config in configs {
+        let mut one = Optimizer::new(config.clone()).expect("valid config");
+        let mut together = Optimizer::new(config).expect("valid config");
+        let mut alone: Vec<Vec<f32>> = sizes.iter().map(|&n| values(n, n as u64)).collect();
+        let mut shared = alone.clone();
+        for _ in 0..3 {
+            for (t, (params, grad)) in alone.iter_mut().zip(&grads).enumerate() {
+                one.step_tensor(&format!("t{t}"), params, grad)
+                    .expect("step");
+            }
+            let names: Vec<String> = (0..sizes.len()).map(|t| format!("t{t}")).collect();
+            let tensors = names
+                .iter()
+                .zip(shared.iter_mut())
+                .zip(&grads)
+                .map(|((name, params), grad)| {
+                    (name.as_str(), params.as_mut_slice(), grad.as_slice())
+                })
+                .collect();
+            together.step_tensors(tensors, 2).expect("step");
+        }
+        assert_eq!(alone, shared);
+        assert_eq!(
+            format!("{:?}", one.states()),
+            format!("{:?}", together.states())
+        );
+    }
+}
+
+#[test]
+fn a_refused_tensor_updates_none_of_the_others() {
+    let mut optimizer = sgd(0.1, 0.9, false, 0.0);
+    let (mut a, mut b) = ([1.0f32; 2], [1.0f32; 3]);
+    let error = optimizer
+        .step_tensors(vec![("a", &mut a, &[1.0; 2]), ("b", &mut b, &[1.0; 2])], 2)
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "tensor `b` has 3 values but its gradient has 2"
+    );
+    let (mut c, mut d) = ([1.0f32; 2], [1.0f32; 2]);
+    let error = optimizer
+        .step_tensors(vec![("a", &mut c, &[1.0; 2]), ("a", &mut d, &[1.0; 2])], 2)
+        .unwrap_err();
+    assert_eq!(error.to_string(), "tensor `a` is updated twice in one step");
+    assert_eq!((a, c, d), ([1.0; 2], [1.0; 2], [1.0; 2]));
+    assert!(optimizer.states().is_empty());
+}

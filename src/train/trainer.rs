@@ -32,6 +32,7 @@ use crate::reference::backward::{loss_gradients, node_mode, BackwardError, Batch
 use crate::runtime::rng::SplitMix64;
 use crate::runtime::Weights;
 use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 use thiserror::Error;
@@ -255,27 +256,43 @@ pub fn step_gradients(
     total.ok_or(BackwardError::Run(crate::reference::RunError::EmptyBatch))
 }
 
-/// Applies one step: the optimizer on every trainable tensor (already clipped), then the
-/// batch norms' running statistics (PyTorch's rule: `running ← (1 − m)·running + m·batch`,
+/// Applies one step: the optimizer on every trainable tensor (already clipped; on up to
+/// `threads` threads), then the batch norms' running statistics (PyTorch's rule: `running ← (1 − m)·running + m·batch`,
 /// the variance unbiased, `· M/(M − 1)`).
 pub fn apply_step(
     weights: &mut Weights,
     optimizer: &mut Optimizer,
     grads: &[(String, Vec<f32>)],
     batch_norm_stats: &[BatchNormStats],
+    threads: usize,
 ) -> Result<(), TrainError> {
-    for (name, grad) in grads {
-        let tensor = weights
-            .get_mut(name)
-            .ok_or_else(|| TrainError::MissingTensor(name.clone()))?;
-        match tensor.as_slice_mut() {
-            Some(values) => optimizer.step_tensor(name, values, grad)?,
-            None => {
-                let mut values: Vec<f32> = tensor.iter().copied().collect();
-                optimizer.step_tensor(name, &mut values, grad)?;
-                tensor.iter_mut().zip(values).for_each(|(t, v)| *t = v);
+    if let Some((name, _)) = grads.iter().find(|(name, _)| weights.get(name).is_none()) {
+        return Err(TrainError::MissingTensor(name.clone()));
+    }
+    let mut by_name: HashMap<&str, &[f32]> = grads
+        .iter()
+        .map(|(name, grad)| (name.as_str(), grad.as_slice()))
+        .collect();
+    // The tensors in one piece are updated in place, together; any other through a copy.
+    let mut in_place = Vec::with_capacity(grads.len());
+    let mut copied = Vec::new();
+    for (name, tensor) in weights.iter_mut() {
+        let Some(grad) = by_name.remove(name) else {
+            continue;
+        };
+        if tensor.as_slice().is_some() {
+            if let Some(values) = tensor.as_slice_mut() {
+                in_place.push((name, values, grad));
             }
+        } else {
+            copied.push((name, tensor, grad));
         }
+    }
+    optimizer.step_tensors(in_place, threads)?;
+    for (name, tensor, grad) in copied {
+        let mut values: Vec<f32> = tensor.iter().copied().collect();
+        optimizer.step_tensor(name, &mut values, grad)?;
+        tensor.iter_mut().zip(values).for_each(|(t, v)| *t = v);
     }
     let m = BATCH_NORM_MOMENTUM;
     for stats in batch_norm_stats {
@@ -419,7 +436,13 @@ pub fn train(
             if !norm.is_finite() {
                 return Err(diverged("gradient norm", norm));
             }
-            apply_step(weights, optimizer, &result.grads, &result.batch_norm_stats)?;
+            apply_step(
+                weights,
+                optimizer,
+                &result.grads,
+                &result.batch_norm_stats,
+                options.threads,
+            )?;
             if let Some(step) = jit.as_deref_mut() {
                 step.recycle(std::mem::take(&mut result.grads));
             }

@@ -45,6 +45,7 @@ fn batch_norm_running_statistics_after_one_step_are_pytorchs() {
         &mut optimizer,
         &result.grads,
         &result.batch_norm_stats,
+        1,
     )
     .unwrap();
     let mean = weights.get("bn.running_mean").unwrap()[[0]];
@@ -61,6 +62,7 @@ fn batch_norm_running_statistics_after_one_step_are_pytorchs() {
         &mut optimizer,
         &result.grads,
         &result.batch_norm_stats,
+        1,
     )
     .unwrap();
     let mean = weights.get("bn.running_mean").unwrap()[[0]];
@@ -86,6 +88,7 @@ fn a_frozen_batch_norm_keeps_its_statistics_and_parameters() {
         &mut sgd(0.5),
         &result.grads,
         &result.batch_norm_stats,
+        1,
     )
     .unwrap();
     for name in ["bn.weight", "bn.bias", "bn.running_mean", "bn.running_var"] {

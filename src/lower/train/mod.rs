@@ -106,14 +106,21 @@ impl ParamGrad {
         arena.get(self.offset..self.offset + self.len)
     }
 
-    /// Writes `buffer`, an accumulator as [`region`](Self::region) gives it, times `scale`
-    /// into `out`, in PyTorch's layout. (Adding into a zeroed `out` and scaling it after
-    /// were two more passes over ResNet-18's 45 MiB of gradients.)
-    pub fn write_scaled(&self, buffer: &[f32], scale: f32, out: &mut [f32]) {
+    /// Writes the sum of `buffers`, accumulators as [`region`](Self::region) gives them (the
+    /// threads', added in thread order), times `scale` into `out`, in PyTorch's layout.
+    /// (Adding into a zeroed `out` and scaling it after were two more passes over ResNet-18's
+    /// 45 MiB of gradients, and summing the threads' regions first one more.)
+    pub fn write_scaled(&self, buffers: &[&[f32]], scale: f32, out: &mut [f32]) {
+        let Some((&buffer, others)) = buffers.split_first() else {
+            return;
+        };
+        let len = buffers.iter().map(|b| b.len()).min().unwrap_or(0);
+        let buffer = &buffer[..len];
+        let value = |i: usize, first: f32| others.iter().fold(first, |sum, other| sum + other[i]);
         match self.layout {
             GradLayout::Plain => {
-                for (o, &g) in out.iter_mut().zip(buffer) {
-                    *o = g * scale;
+                for (i, (o, &g)) in out.iter_mut().zip(buffer).enumerate() {
+                    *o = value(i, g) * scale;
                 }
             }
             GradLayout::ConvWeight {
@@ -136,9 +143,9 @@ impl ParamGrad {
                             let Some(row) = buffer.get(from..from + block) else {
                                 return;
                             };
-                            for (f, &g) in (first..).zip(row) {
+                            for (f, (&g, i)) in (first..).zip(row.iter().zip(from..)) {
                                 if let Some(o) = out.get_mut((f * in_c + ic) * taps + tap) {
-                                    *o = g * scale;
+                                    *o = value(i, g) * scale;
                                 }
                             }
                         }
@@ -156,7 +163,7 @@ impl ParamGrad {
                         if let (Some(o), Some(&g)) =
                             (out.get_mut(ch * kh * kw + tap), buffer.get(from))
                         {
-                            *o = g * scale;
+                            *o = value(from, g) * scale;
                         }
                     }
                 }
@@ -178,7 +185,7 @@ impl ParamGrad {
                         if let (Some(o), Some(&g)) =
                             (out.get_mut(unit * features + column), buffer.get(from))
                         {
-                            *o = g * scale;
+                            *o = value(from, g) * scale;
                         }
                     }
                 }
