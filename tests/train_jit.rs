@@ -309,6 +309,19 @@ network stem(x: 14x12x2) {
         let uniform = ArrayD::from_elem(IxDyn(&[2, s.h, s.w, s.c]), 0.5f32);
         assert_eq!(compare_on(&graph, uniform, 1), grads);
     }
+    // ResNet's stem in small: the pool reads the frame its batch norm and ReLU wrote, and its
+    // output (which the backward reads the maxima from) feeds a block and its residual add.
+    let stem = "
+network stem(x: 13x11x3) {
+    let y = x -> c0: conv(8, 3, pad: 1, bias: false) -> n0: batchnorm -> relu
+      -> maxpool(3, stride: 2, pad: 1)
+    let z = y -> c1: conv(8, 3, pad: 1, bias: false) -> n1: batchnorm -> relu
+      -> c2: conv(8, 3, pad: 1, bias: false) -> n2: batchnorm
+    return relu(z + y) -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    assert_eq!(compare(stem, 4, 1), 11);
+    assert_eq!(compare(stem, 4, 2), 11);
 }
 
 #[test]

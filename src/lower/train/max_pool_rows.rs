@@ -151,7 +151,7 @@ impl Backward<'_> {
             len: s.w,
             windows: out.w,
         };
-        let y = self.stored(id)?;
+        let pooled = self.stored(id)?;
         let (target, accumulate) = self.grad_target(input);
         let name = format!(
             "∂{} row shared by two windows",
@@ -184,8 +184,9 @@ impl Backward<'_> {
                     };
                     let shared_at = |kx: usize| (ox.index.clone() * STRIDE + kx) * c + c0.clone();
                     let carried_at = |ky: usize| Affine::constant(ky * c) + c0.clone();
-                    let pixel = oy.index.clone() * y.row + ox.index.clone();
-                    let m = b.load(y.buffer, pixel * y.pixel + y.origin + c0.clone(), lanes);
+                    let pixel = oy.index.clone() * pooled.row + ox.index.clone();
+                    let at = pixel * pooled.pixel + pooled.origin + c0.clone();
+                    let m = b.load(pooled.buffer, at, lanes);
                     let dy_at = (oy.index.clone() * out.w + ox.index.clone()) * c + c0.clone();
                     let left_over = b.load(grad, dy_at, lanes);
                     // The top row starts from what the row of windows above sent it, read
