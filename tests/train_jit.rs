@@ -277,6 +277,54 @@ network pools(x: 10x9x5) {
 }
 
 #[test]
+fn max_pools_3x3_of_stride_2_by_rows_beside_the_general_scatter() {
+    // The 3×3 stride-2 pools take their own path (`max_pool_rows.rs`), the stride-1 one the
+    // general scatter, all three reading the same value (the first backward stores the
+    // gradient, the others add to it): windows into the bottom padding (ceil mode, without
+    // and with padding), 5 channels (a partial vector), odd sizes.
+    let shared = "
+network stems(x: 10x9x3) {
+    let y = x -> a: conv(5, 3, pad: 1) -> relu
+    let p = y -> maxpool(3, stride: 2, ceil_mode: true) -> b: conv(4, 1) -> global_avgpool
+    let q = y -> maxpool(3, stride: 2, pad: 1, ceil_mode: true) -> c: conv(4, 1) -> global_avgpool
+    let r = y -> maxpool(3, stride: 1, pad: 1) -> d: conv(4, 1) -> global_avgpool
+    return (p + q + r) -> flatten -> fc: dense(3)
+}
+";
+    // An even size without padding: no window covers the last row and column, whose
+    // gradient is zero; windows of a row long enough to run as a loop.
+    let alone = "
+network stem(x: 14x12x2) {
+    x -> a: conv(5, 3, pad: 1) -> relu -> maxpool(3, stride: 2) -> b: conv(4, 3, pad: 1)
+      -> flatten -> fc: dense(3)
+}
+";
+    for (source, grads) in [(shared, 10), (alone, 6)] {
+        assert_eq!(compare(source, 3, 1), grads);
+        assert_eq!(compare(source, 2, 2), grads);
+        // Uniform images: away from the border every conv output of a channel is the same,
+        // so every window is a tie.
+        let graph = graph_of(source);
+        let s = graph.shape(graph.inputs[0]);
+        let uniform = ArrayD::from_elem(IxDyn(&[2, s.h, s.w, s.c]), 0.5f32);
+        assert_eq!(compare_on(&graph, uniform, 1), grads);
+    }
+    // ResNet's stem in small: the pool reads the frame its batch norm and ReLU wrote, and its
+    // output (which the backward reads the maxima from) feeds a block and its residual add.
+    let stem = "
+network stem(x: 13x11x3) {
+    let y = x -> c0: conv(8, 3, pad: 1, bias: false) -> n0: batchnorm -> relu
+      -> maxpool(3, stride: 2, pad: 1)
+    let z = y -> c1: conv(8, 3, pad: 1, bias: false) -> n1: batchnorm -> relu
+      -> c2: conv(8, 3, pad: 1, bias: false) -> n2: batchnorm
+    return relu(z + y) -> global_avgpool -> flatten -> fc: dense(3)
+}
+";
+    assert_eq!(compare(stem, 4, 1), 11);
+    assert_eq!(compare(stem, 4, 2), 11);
+}
+
+#[test]
 fn depthwise_convolutions_with_stride_and_dilation() {
     let source = "
 network mobile(x: 9x9x3) {

@@ -40,6 +40,7 @@ mod depthwise;
 mod elementwise;
 mod groupnorm;
 mod layernorm;
+mod max_pool_rows;
 mod parameter;
 mod pointwise_dense;
 mod prelu;

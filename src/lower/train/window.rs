@@ -7,6 +7,9 @@
 //!   PyTorch scans it) equal to the window's maximum, recomputed from the forward's input:
 //!   a lane mask `x == max` selects the gradient, which is then taken out of what is left
 //!   to route, so a tie sends it once.
+//!
+//! A 3×3 max pool of stride 2 (ResNet's and GoogLeNet's) goes its own way
+//! (`max_pool_rows.rs`): straight into the gradient, each pixel written once, with no frame.
 
 use super::super::elementwise::channel_vectors;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr};
@@ -36,9 +39,14 @@ impl Backward<'_> {
                 .lowering
                 .malformed(id, "its padded input has another width"));
         }
+        let max = attrs.kind == PoolKind::Max;
+        let stem = attrs.kernel == [3, 3] && attrs.stride == [2, 2] && attrs.dilation == [1, 1];
+        if max && stem && top <= 2 && left <= 2 {
+            let x = (x_frame, x_width);
+            return self.max_pool_3x3_stride_2(id, grad, x, (top, left), s, out);
+        }
         let reciprocals = reciprocals(attrs, s, out);
         let uniform = reciprocals.iter().all(|&r| r == reciprocals[0]);
-        let max = attrs.kind == PoolKind::Max;
         let table = (!uniform && !max).then(|| {
             let name = format!("{} divisors (backward)", self.lowering.describe(id));
             self.values_const(name, reciprocals.clone())
