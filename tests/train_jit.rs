@@ -228,6 +228,34 @@ network downsample(x: 12x10x3) {
 }
 
 #[test]
+fn weight_gradients_of_small_maps_sum_over_the_images_in_each_tile() {
+    // Convolutions of at most 256 output pixels and 16 Ki weights or more reduce their
+    // weight gradients over every image of a call inside each register tile
+    // (`lower/train/weight_grad_images.rs`); `a`'s 29×30 reduces image by image. `b`, stride 2
+    // on 15×15, has 40 input channels (blocks of 4) and 47 outputs: a block of 32 channels
+    // (8192 floats of ∂z over 15 × 16 pixels), then 8 + 7; `c` and `d` are stride 1 (one
+    // phase, the frame), `c` with 47 input channels (not whole vectors) and an odd 3×2
+    // window; `e`, 1×1 at stride 2, reads one phase of four and `f` has strides 2×3 and
+    // asymmetric padding. Five images on two threads split 3 + 2.
+    let source = "
+network small(x: 29x30x3) {
+    x -> a: conv(40, 3, pad: 1) -> relu
+      -> b: conv(47, 3, stride: 2, pad: 1) -> relu
+      -> c: conv(61, [3, 2], pad: [1, 0, 1, 1]) -> relu
+      -> d: conv(269, 1) -> relu
+      -> e: conv(62, 1, stride: 2) -> relu
+      -> f: conv(45, [2, 3], stride: [2, 3], pad: [1, 0, 2, 1]) -> relu
+      -> flatten -> fc: dense(3)
+}
+";
+    let graph = graph_of(source);
+    for (n, threads) in [(3, 1), (5, 2), (1, 1)] {
+        let images = batch(&graph, n);
+        assert_eq!(compare_with(&graph, images, threads, Winograd::Off), 14);
+    }
+}
+
+#[test]
 fn many_input_channels_use_the_blocked_weight_gradient() {
     // 40 input channels × 3 taps per row: the weight gradient loops over blocks of 4 inputs.
     let source = "

@@ -118,6 +118,7 @@ impl Backward<'_> {
             co: ci,
             co_pad: ci_pad,
             dw: grad,
+            images: None,
         };
         let mut b = self.builder(
             id,

@@ -46,6 +46,7 @@ mod pointwise_dense;
 mod prelu;
 mod upsample;
 mod weight_grad;
+mod weight_grad_images;
 mod window;
 mod winograd;
 

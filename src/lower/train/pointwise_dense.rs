@@ -100,6 +100,7 @@ impl Backward<'_> {
             co: units,
             co_pad: units_padded,
             dw,
+            images: None,
         };
         let mut b = self.builder(
             id,

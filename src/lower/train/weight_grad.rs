@@ -12,7 +12,9 @@
 //! images are reduced in blocks of rows that stay in cache. Taps are all unrolled for a small
 //! filter, else `(kx, in)` runs of a window row, unrolled, or looped over blocks of 4 input
 //! channels when there are many. A convolution the forward lowered with Winograd's algorithm
-//! reduces in its transformed domain instead (`winograd.rs`).
+//! reduces in its transformed domain instead (`winograd.rs`); one of a small map (undilated, at
+//! most 256 output pixels, a gradient larger than L1) over every image of a call in each tile (`weight_grad_images.rs`),
+//! from phases laid out by vectors of channels (the frame itself, at stride 1).
 
 use super::super::conv::reduce;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
@@ -25,7 +27,7 @@ use crate::graph::{ConvAttrs, NodeId, Padding, Shape};
 /// Taps per weight-gradient tile.
 pub(super) const TILE_TAPS: usize = 4;
 /// Output-channel vectors per weight-gradient tile: 4 taps × 2 vectors is 8 accumulators.
-const WEIGHT_TILE_VECTORS: usize = 2;
+pub(super) const WEIGHT_TILE_VECTORS: usize = 2;
 /// Filters with at most this many taps (`kh·kw·in`) have them all unrolled as constants,
 /// packed 4 to a tile across window rows, rather than looped row by row: a 5×5 filter on one
 /// channel takes 7 sweeps over the pixels instead of 10.
@@ -33,7 +35,6 @@ const UNROLLED_TAPS: usize = 64;
 /// Floats of `∂z` and input rows a block of the weight gradient's reduction may cover: they
 /// stay in L2 while every tile of a window row sweeps them.
 const WEIGHT_GRAD_BLOCK_FLOATS: usize = 32 * 1024;
-
 /// Output rows per block of a weight gradient's reduction (of `height` rows, each reading
 /// `row_floats` floats, into a gradient of `weight_floats`): as many as fit
 /// [`WEIGHT_GRAD_BLOCK_FLOATS`], at least one; all of them when the gradient is larger than the
@@ -72,6 +73,10 @@ pub(super) struct Sweep {
     pub(super) co: usize,
     pub(super) co_pad: usize,
     pub(super) dw: BufferId,
+    /// `Some(pixels)` when each tile reduces over every image of the call
+    /// (`LoopStmt::Images`), from `∂z` laid out `[out / 4][pixels][4]`; else `∂z` is
+    /// `[pixel][co]`.
+    pub(super) images: Option<usize>,
 }
 
 impl Sweep {
@@ -85,6 +90,17 @@ impl Sweep {
         (c0, vectors, last): (usize, usize, u8),
         rows: (&Affine, usize),
     ) {
+        self.tile_at(b, taps, (Affine::constant(c0), vectors, last), rows);
+    }
+
+    /// [`tile`](Self::tile) with its first output channel computed.
+    pub(super) fn tile_at(
+        &self,
+        b: &mut KernelBuilder,
+        taps: &[(Affine, Affine)],
+        (c0, vectors, last): (Affine, usize, u8),
+        rows: (&Affine, usize),
+    ) {
         let (co, ci) = (self.co, self.channels);
         let acc: Vec<Vec<Reg>> = taps
             .iter()
@@ -95,7 +111,10 @@ impl Sweep {
         let step = |b: &mut KernelBuilder, pixel_in: Affine, pixel_out: Affine| {
             let d: Vec<Reg> = (0..vectors)
                 .map(|v| {
-                    let at = pixel_out.clone() * co + c0 + 4 * v;
+                    let at = match self.images {
+                        Some(pixels) => (c0.clone() + 4 * v) * pixels + pixel_out.clone() * 4,
+                        None => pixel_out.clone() * co + c0.clone() + 4 * v,
+                    };
                     b.load(self.dz, at, lanes(v, vectors, last))
                 })
                 .collect();
@@ -107,25 +126,32 @@ impl Sweep {
             }
         };
         let [sh, sw] = self.stride;
-        if self.dz_pitch == self.src_pitch && sh == 1 && sw == 1 {
-            let first = rows.0.clone() * self.src_pitch;
-            let len = (rows.1 - 1) * self.src_pitch + self.out_w;
-            reduce(b, len, &mut |b, q| {
-                let pixel = first.clone() + q;
-                step(b, pixel.clone(), pixel)
-            });
-        } else {
-            b.repeat(rows.1, |b, r| {
-                let oy = rows.0.clone() + r;
-                reduce(b, self.out_w, &mut |b, ox| {
-                    let pixel_in = oy.clone() * (sh * self.src_pitch) + ox.clone() * sw;
-                    step(b, pixel_in, oy.clone() * self.dz_pitch + ox)
+        let pixels = |b: &mut KernelBuilder| {
+            if self.dz_pitch == self.src_pitch && sh == 1 && sw == 1 {
+                let first = rows.0.clone() * self.src_pitch;
+                let len = (rows.1 - 1) * self.src_pitch + self.out_w;
+                reduce(b, len, &mut |b, q| {
+                    let pixel = first.clone() + q;
+                    step(b, pixel.clone(), pixel)
                 });
-            });
+            } else {
+                b.repeat(rows.1, |b, r| {
+                    let oy = rows.0.clone() + r;
+                    reduce(b, self.out_w, &mut |b, ox| {
+                        let pixel_in = oy.clone() * (sh * self.src_pitch) + ox.clone() * sw;
+                        step(b, pixel_in, oy.clone() * self.dz_pitch + ox)
+                    });
+                });
+            }
+        };
+        if self.images.is_some() {
+            b.images(pixels);
+        } else {
+            pixels(b);
         }
         for (t, (_, row)) in taps.iter().enumerate() {
             for (v, &a) in acc[t].iter().enumerate() {
-                let at = row.clone() * self.co_pad + c0 + 4 * v;
+                let at = row.clone() * self.co_pad + c0.clone() + 4 * v;
                 let sum = b.load(self.dw, at.clone(), 4);
                 let sum = b.binary(BinaryOp::Add, sum, a);
                 b.store(self.dw, at, 4, sum);
@@ -228,6 +254,11 @@ impl Backward<'_> {
             return;
         }
         let [sh, sw] = attrs.stride;
+        if attrs.dilation == [1, 1] && self.reduces_over_images(out, kh * kw * ci * co) {
+            // Over the images, at stride 1 too: the one phase is the frame.
+            self.phased_weight_grad(id, attrs, dz, (frame, frame_w), dw);
+            return;
+        }
         if (sh, sw) != (1, 1) && attrs.dilation == [1, 1] {
             let pitch = out.w + (kw - 1) / sw;
             if one_run(out.w, pitch) {
@@ -254,6 +285,7 @@ impl Backward<'_> {
             co,
             co_pad,
             dw,
+            images: None,
         };
         let mut b = self.builder(
             id,
@@ -346,10 +378,34 @@ impl Backward<'_> {
         let [sh, sw] = attrs.stride;
         let (ph, pw) = (out.h + (kh - 1) / sh, out.w + (kw - 1) / sw);
         let frame_h = (out.h - 1) * sh + kh;
-        let phase_len = ph * pw * ci;
+        // Reduced over the images, a tile reads a few channels of each pixel of every image:
+        // laid out by vectors of channels, they are a few runs of whole lines per image rather
+        // than a line per pixel a row of channels apart.
+        let images = self.reduces_over_images(out, kh * kw * ci * co);
+        let vectors = ci.div_ceil(4);
+        let phase_len = if images {
+            ph * pw * 4 * vectors
+        } else {
+            ph * pw * ci
+        };
+        // Where channel `channel` (a multiple of 4 when by vectors) of pixel `pixel` of phase
+        // `phase` is.
+        let at = |phase: usize, pixel: Affine, channel: usize| {
+            let within = if images {
+                pixel * 4 + (channel / 4) * (4 * ph * pw) + channel % 4
+            } else {
+                pixel * ci + channel
+            };
+            within + phase * phase_len
+        };
         let name = self.lowering.describe(id);
+        let layout = if images {
+            format!("[in / 4][{ph}][{pw}][4]")
+        } else {
+            format!("[{ph}][{pw}][in]")
+        };
         let phases = self.lowering.add_temp(
-            format!("{name} input in {sh}×{sw} phases [phase][{ph}][{pw}][in]"),
+            format!("{name} input in {sh}×{sw} phases [phase]{layout}"),
             sh * sw * phase_len,
         );
         let mut b = self.builder(
@@ -357,31 +413,51 @@ impl Backward<'_> {
             "phases",
             format!("input frame in {sh}×{sw} phases of {ph}×{pw} pixels"),
         );
+        // Pixels `first..first + count` of a phase set to zero.
+        let zero = |b: &mut KernelBuilder, phase: usize, first: Affine, count: usize| {
+            if images {
+                for v in 0..vectors {
+                    b.fill_range(phases, at(phase, first.clone(), 4 * v), 4 * count, 0.0);
+                }
+            } else {
+                b.fill_range(phases, at(phase, first, 0), count * ci, 0.0);
+            }
+        };
         for a in 0..sh {
             for c in 0..sw {
-                let base = (a * sw + c) * phase_len;
+                let phase = a * sw + c;
                 // Phase pixels inside the frame (the window's reach), and zeros after them.
                 let rows = (frame_h.saturating_sub(a)).div_ceil(sh).min(ph);
                 let cols = (frame_w.saturating_sub(c)).div_ceil(sw).min(pw);
                 b.repeat(rows, |b, i| {
                     b.repeat(cols, |b, j| {
                         let from = ((i.clone() * sh + a) * frame_w + j.clone() * sw + c) * ci;
-                        let to = (i.clone() * pw + j) * ci + base;
-                        b.copy_range(phases, to, frame, from, ci);
+                        let to = i.clone() * pw + j;
+                        if images {
+                            for v in 0..vectors {
+                                let lanes = (ci - 4 * v).min(4) as u8;
+                                let value = b.load(frame, from.clone() + 4 * v, lanes);
+                                b.store(phases, at(phase, to.clone(), 4 * v), lanes, value);
+                            }
+                        } else {
+                            b.copy_range(phases, at(phase, to, 0), frame, from, ci);
+                        }
                     });
                     if cols < pw {
-                        let start = (i * pw + cols) * ci + base;
-                        b.fill_range(phases, start, (pw - cols) * ci, 0.0);
+                        zero(b, phase, i * pw + cols, pw - cols);
                     }
                 });
                 if rows < ph {
-                    let start = Affine::constant(base + rows * pw * ci);
-                    b.fill_range(phases, start, (ph - rows) * pw * ci, 0.0);
+                    zero(&mut b, phase, Affine::constant(rows * pw), (ph - rows) * pw);
                 }
             }
         }
         self.lowering.emit(b);
 
+        if images {
+            self.batched_phased_weight_grad(id, attrs, dz, phases, dw);
+            return;
+        }
         let pitched = pw > out.w;
         let dz = if pitched {
             self.pitched_dz(id, dz, out, pw)
@@ -411,6 +487,7 @@ impl Backward<'_> {
                     co,
                     co_pad,
                     dw,
+                    images: None,
                 };
                 let base = (a * sw + c) * phase_len;
                 // The phase's taps: `(ky, kx) ≡ (a, c)`, at `(ky / sh, kx / sw)` in it.
