@@ -257,8 +257,8 @@ pub fn step_gradients(
 }
 
 /// Applies one step: the optimizer on every trainable tensor (already clipped; on up to
-/// `threads` threads), then the batch norms' running statistics (PyTorch's rule: `running ← (1 − m)·running + m·batch`,
-/// the variance unbiased, `· M/(M − 1)`).
+/// `threads` threads), then the batch norms' running statistics (PyTorch's rule:
+/// `running ← (1 − m)·running + m·batch`, the variance unbiased, `· M/(M − 1)`).
 pub fn apply_step(
     weights: &mut Weights,
     optimizer: &mut Optimizer,

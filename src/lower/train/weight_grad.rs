@@ -12,9 +12,10 @@
 //! images are reduced in blocks of rows that stay in cache. Taps are all unrolled for a small
 //! filter, else `(kx, in)` runs of a window row, unrolled, or looped over blocks of 4 input
 //! channels when there are many. A convolution the forward lowered with Winograd's algorithm
-//! reduces in its transformed domain instead (`winograd.rs`); one of a small map (undilated, at
-//! most 256 output pixels, a gradient larger than L1) over every image of a call in each tile (`weight_grad_images.rs`),
-//! from phases laid out by vectors of channels (the frame itself, at stride 1).
+//! reduces in its transformed domain instead (`winograd.rs`); one of a small map (undilated,
+//! at most 256 output pixels, a gradient larger than L1) over every image of a call in each
+//! tile (`weight_grad_images.rs`), from phases laid out by vectors of channels (the frame
+//! itself, at stride 1).
 
 use super::super::conv::reduce;
 use super::super::ir::{Affine, BinaryOp, BufferId, LoopExpr, Reg};
@@ -35,6 +36,7 @@ const UNROLLED_TAPS: usize = 64;
 /// Floats of `∂z` and input rows a block of the weight gradient's reduction may cover: they
 /// stay in L2 while every tile of a window row sweeps them.
 const WEIGHT_GRAD_BLOCK_FLOATS: usize = 32 * 1024;
+
 /// Output rows per block of a weight gradient's reduction (of `height` rows, each reading
 /// `row_floats` floats, into a gradient of `weight_floats`): as many as fit
 /// [`WEIGHT_GRAD_BLOCK_FLOATS`], at least one; all of them when the gradient is larger than the
